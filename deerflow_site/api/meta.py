@@ -1,0 +1,67 @@
+"""Health and server information endpoints."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+class OkView(APIView):
+    """Liveness: answers without credentials."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    @extend_schema(
+        operation_id="ok",
+        responses={200: inline_serializer("Ok", {"ok": serializers.BooleanField()})},
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+class InfoView(APIView):
+    """Versions and feature flags."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    @extend_schema(operation_id="info", responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(server_info())
+
+
+def server_info() -> dict:
+    return {
+        "version": "0.1.0",
+        "langgraph_py_version": _version("langgraph"),
+        "django_version": _version("django"),
+        "flags": {
+            "assistants": True,
+            "crons": False,
+            "langsmith": False,
+            "langsmith_tracing_replicas": False,
+        },
+        "auth_mode": settings.AUTH_MODE,
+        "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+        "channel_layer": "redis" if settings.REDIS_URL else "in-memory",
+        "embedded_worker": settings.EMBEDDED_WORKER,
+    }
+
+
+def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
+    """Unknown API paths answer JSON like every other API error."""
+    return JsonResponse({"detail": "Not found."}, status=404)

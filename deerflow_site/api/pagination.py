@@ -1,0 +1,28 @@
+"""limit/offset windows with the X-Pagination-* headers the contract names."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework import serializers
+
+
+class LimitOffsetSerializer(serializers.Serializer):
+    """`limit` and `offset` of a list request."""
+
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    offset = serializers.IntegerField(min_value=0, default=0)
+
+
+def pagination_headers(*, total: int, limit: int, offset: int) -> dict[str, str]:
+    """`X-Pagination-Total`, and `X-Pagination-Next` (the next offset) when more remain."""
+    headers = {"X-Pagination-Total": str(total)}
+    if offset + limit < total:
+        headers["X-Pagination-Next"] = str(offset + limit)
+    return headers
+
+
+def page(queryset: QuerySet | Sequence[Any], *, limit: int, offset: int) -> tuple[list, int]:
+    """One window of a queryset and the total count."""
+    total = queryset.count() if isinstance(queryset, QuerySet) else len(queryset)
+    return list(queryset[offset : offset + limit]), total

@@ -1,0 +1,42 @@
+"""Base request serializer: unknown fields are ignored and logged once; known fields validated."""
+
+import logging
+from typing import Any
+
+from rest_framework import serializers
+
+logger = logging.getLogger(__name__)
+
+_logged_unknown: set[tuple[str, str]] = set()
+
+
+class RequestSerializer(serializers.Serializer):
+    """A request body: newer SDKs add fields, so unknown ones are ignored (and logged once)."""
+
+    #: Fields the server knows but does not honour: sending a non-null value is a 422.
+    unsupported_fields: tuple[str, ...] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Expected a JSON object."]}, code="invalid"
+            )
+        name = type(self).__name__
+        for key in data.keys() - self.fields.keys():
+            if (name, key) not in _logged_unknown:
+                _logged_unknown.add((name, key))
+                logger.info("ignoring unknown request field %r in %s", key, name)
+        for key in self.unsupported_fields:
+            if data.get(key) is not None:
+                raise serializers.ValidationError({key: ["This server does not support it."]})
+        return super().to_internal_value(data)
+
+
+class JSONObjectField(serializers.JSONField):
+    """A JSON object (dict)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value

@@ -1,0 +1,37 @@
+"""The few places where SQLite and PostgreSQL differ, isolated here."""
+
+from typing import Any
+
+from django.db import connection
+from django.db.models import JSONField, Q, Value
+from django.db.models.fields.json import KeyTransform
+
+
+def is_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def json_contains(field: str, value: dict[str, Any]) -> Q:
+    """Rows whose JSON object `field` contains `value` (PostgreSQL's `@>`).
+
+    SQLite has no containment operator: there, nested objects are matched key by key and any
+    other value (scalars, lists) by equality.
+    """
+    if is_postgresql():
+        return Q(**{f"{field}__contains": value})
+    return _key_by_key(field, [], value)
+
+
+def _key_by_key(field: str, path: list[str], value: dict[str, Any]) -> Q:
+    condition = Q()
+    for key, expected in value.items():
+        key_path = [*path, str(key)]
+        if isinstance(expected, dict) and expected:
+            condition &= _key_by_key(field, key_path, expected)
+            continue
+        transform: Any = field
+        for part in key_path:
+            transform = KeyTransform(part, transform)
+        expected_json = Value(expected, output_field=JSONField())
+        condition &= Q(transform.get_lookup("exact")(transform, expected_json))
+    return condition

@@ -1,0 +1,263 @@
+"""Settings, all read from the environment here and nowhere else.
+
+The defaults are the embedded mode: SQLite (WAL), the in-memory channel layer and a run worker
+inside the web process. At scale, set DATABASE_URL (PostgreSQL) and REDIS_URL and run
+`manage.py runs_worker` processes with DEERFLOW_EMBEDDED_WORKER=false on the web processes.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """A boolean from the environment: 1/true/yes/on are true, 0/false/no/off false."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean, got {raw!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list from the environment."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env_float(name, default))
+
+
+DEBUG = env_bool("DEBUG", False)
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "insecure-embedded-development-key"  # noqa: S105 - DEBUG only
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "guardian",
+    "channels",
+    "threads",
+    "runs",
+    "feedback",
+]
+
+MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "deerflow_site.urls"
+ASGI_APPLICATION = "deerflow_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Database: the only record -------------------------------------------------------------
+VAR_DIR = Path(os.environ.get("DEERFLOW_VAR_DIR", BASE_DIR / "var"))
+DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'deerflow.sqlite3'}")
+_database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    if _database["NAME"] != ":memory:":
+        Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    _database["OPTIONS"] = {
+        # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so that
+        # two writers queue on busy_timeout instead of failing to upgrade a read lock.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+elif _database["ENGINE"] == "django.db.backends.postgresql":
+    _database["CONN_HEALTH_CHECKS"] = True
+else:
+    raise ImproperlyConfigured("DATABASE_URL must be a sqlite:// or postgres:// URL")
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer: the bus, never the record ----------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": env_int("DEERFLOW_CHANNEL_CAPACITY", 2000),
+                "expiry": 60,
+                "prefix": os.environ.get("DEERFLOW_CHANNEL_PREFIX", "deerflow"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": env_int("DEERFLOW_CHANNEL_CAPACITY", 2000), "expiry": 60},
+        }
+    }
+
+# --- Authentication ------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+# "local": every request acts as one local user (the embedded default); "token": session, Bearer
+# and X-Api-Key credentials are required.
+AUTH_MODE = os.environ.get("DEERFLOW_AUTH_MODE", "local" if DEBUG else "token").strip().lower()
+if AUTH_MODE not in {"local", "token"}:
+    raise ImproperlyConfigured("DEERFLOW_AUTH_MODE must be 'local' or 'token'")
+ALLOW_LOCAL_AUTH_IN_PRODUCTION = env_bool("DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION", False)
+if AUTH_MODE == "local" and not DEBUG and not ALLOW_LOCAL_AUTH_IN_PRODUCTION:
+    raise ImproperlyConfigured(
+        "DEERFLOW_AUTH_MODE=local gives every request one user's rights; it is refused while "
+        "DEBUG is off unless DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION=true"
+    )
+LOCAL_USERNAME = os.environ.get("DEERFLOW_LOCAL_USERNAME", "local")
+GUARDIAN_RAISE_403 = False
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object
+
+# --- CORS ----------------------------------------------------------------------------------
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_ALLOW_CREDENTIALS = env_bool("CORS_ALLOW_CREDENTIALS", True)
+CORS_EXPOSE_HEADERS = ["Content-Location", "Location", "X-Pagination-Total", "X-Pagination-Next"]
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "x-api-key",
+    "last-event-id",
+    "content-type",
+    "x-csrftoken",
+]
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", CORS_ALLOWED_ORIGINS)
+
+# --- API -----------------------------------------------------------------------------------
+API_PREFIX = "/" + os.environ.get("DEERFLOW_API_PREFIX", "/api").strip("/")
+if API_PREFIX == "/":
+    raise ImproperlyConfigured("DEERFLOW_API_PREFIX must not be empty")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": (
+        ["deerflow_site.api.authentication.LocalUserAuthentication"]
+        if AUTH_MODE == "local"
+        else [
+            # Bearer first: its WWW-Authenticate header is what makes DRF answer 401, not 403.
+            "deerflow_site.api.authentication.BearerTokenAuthentication",
+            "deerflow_site.api.authentication.ApiKeyAuthentication",
+            "deerflow_site.api.authentication.CsrfSessionAuthentication",
+        ]
+    ),
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "deerflow_site.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "deerflow agent server",
+    "DESCRIPTION": "The LangGraph Platform HTTP API with the deer-flow gateway extensions.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Runs ----------------------------------------------------------------------------------
+EMBEDDED_WORKER = env_bool("DEERFLOW_EMBEDDED_WORKER", True)
+WORKER_CONCURRENCY = env_int("DEERFLOW_WORKER_CONCURRENCY", 10)
+RUN_LEASE_SECONDS = env_float("DEERFLOW_RUN_LEASE_SECONDS", 30.0)
+RUN_POLL_SECONDS = env_float("DEERFLOW_RUN_POLL_SECONDS", 1.0)
+SSE_HEARTBEAT_SECONDS = env_float("DEERFLOW_SSE_HEARTBEAT_SECONDS", 5.0)
+STREAM_RETENTION_SECONDS = env_float("DEERFLOW_STREAM_RETENTION_SECONDS", 3600.0)
+LANGGRAPH_CONFIG = os.environ.get("DEERFLOW_LANGGRAPH_CONFIG", "")
+WEBHOOK_ALLOW_PRIVATE = env_bool("DEERFLOW_WEBHOOK_ALLOW_PRIVATE", False)
+# The built-in `agent` graph's chat model: any OpenAI-compatible endpoint. Unset: a deterministic
+# scripted model that works offline.
+AGENT_MODEL = os.environ.get("DEERFLOW_AGENT_MODEL", "")
+AGENT_MODEL_BASE_URL = os.environ.get("DEERFLOW_AGENT_MODEL_BASE_URL", "")
+AGENT_MODEL_API_KEY = os.environ.get("DEERFLOW_AGENT_MODEL_API_KEY", "")
+
+# --- The rest of Django --------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOG_LEVEL = os.environ.get("DEERFLOW_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        **{
+            app: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
+            for app in ("deerflow_site", "threads", "runs", "feedback")
+        },
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
+}

@@ -1,0 +1,24 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from deerflow_site.api.meta import InfoView, OkView, api_not_found
+
+prefix = settings.API_PREFIX.strip("/")
+
+api_patterns = [
+    path("ok", OkView.as_view(), name="ok"),
+    path("info", InfoView.as_view(), name="info"),
+    path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
+    path("", include("threads.urls")),
+    path("", include("runs.urls")),
+    path("", include("feedback.urls")),
+    re_path(r"^(?P<path>.*)$", api_not_found),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path(f"{prefix}/", include(api_patterns)),
+]

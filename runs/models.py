@@ -1,0 +1,113 @@
+"""Runs: the run queue is this table; stream events of resumable runs are kept beside it."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from threads.models import Thread
+
+
+class Run(models.Model):
+    """One execution of a graph on a thread; pending rows are the queue."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCESS = "success"
+        ERROR = "error"
+        TIMEOUT = "timeout"
+        INTERRUPTED = "interrupted"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
+
+    class MultitaskStrategy(models.TextChoices):
+        REJECT = "reject"
+        ROLLBACK = "rollback"
+        INTERRUPT = "interrupt"
+        ENQUEUE = "enqueue"
+
+    class CancelAction(models.TextChoices):
+        INTERRUPT = "interrupt"
+        ROLLBACK = "rollback"
+
+    run_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    assistant_id = models.UUIDField()
+    graph_id = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    metadata = models.JSONField(default=dict, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    multitask_strategy = models.CharField(
+        max_length=16, choices=MultitaskStrategy.choices, default=MultitaskStrategy.REJECT
+    )
+    on_completion = models.CharField(max_length=8, default="keep")
+    on_disconnect = models.CharField(max_length=8, default="cancel")
+    resumable = models.BooleanField(default=False)
+    # The queue: a pending run may start once `run_at` has passed (after_seconds).
+    run_at = models.DateTimeField()
+    attempt = models.PositiveIntegerField(default=0)
+    worker_id = models.CharField(max_length=128, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_action = models.CharField(
+        max_length=16, choices=CancelAction.choices, blank=True, default=""
+    )
+    rolled_back = models.BooleanField(default=False)
+    error = models.JSONField(null=True, blank=True)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Exactly one run of a thread executes at a time, across every process.
+            models.UniqueConstraint(
+                fields=["thread"],
+                condition=Q(status="running"),
+                name="runs_one_running_per_thread",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "run_at"], name="runs_queue_idx"),
+            models.Index(fields=["thread", "-created_at"], name="runs_thread_created_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="runs_lease_idx"),
+        ]
+        permissions = [
+            ("api_create_runs", "API scope runs:create"),
+            ("api_read_runs", "API scope runs:read"),
+            ("api_cancel_runs", "API scope runs:cancel"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.run_id)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+
+class RunStreamEvent(models.Model):
+    """One SSE event of a resumable run, kept for replay until the retention period ends."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stream_events")
+    seq = models.PositiveIntegerField()
+    event = models.CharField(max_length=255)
+    data = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="runs_stream_event_seq_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.event}"

@@ -1,0 +1,12 @@
+"""Settings for the test suite: the real settings, run as production runs them (token auth).
+
+Environment defaults are set here, before the real settings read them, so that the live daphne
+processes the tests start inherit the same configuration.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-suite-secret-key")
+os.environ.setdefault("DEERFLOW_AUTH_MODE", "token")
+
+from deerflow_site.settings import *  # noqa: E402, F403

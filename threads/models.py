@@ -1,0 +1,58 @@
+"""Threads: a conversation's record, its owner and who else may see it."""
+
+from django.conf import settings
+from django.db import models
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+
+class Thread(models.Model):
+    """A LangGraph thread: metadata, status and a snapshot of its latest state."""
+
+    class Status(models.TextChoices):
+        IDLE = "idle"
+        BUSY = "busy"
+        INTERRUPTED = "interrupted"
+        ERROR = "error"
+
+    thread_id = models.CharField(primary_key=True, max_length=64)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="threads"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IDLE)
+    config = models.JSONField(default=dict, blank=True)
+    values = models.JSONField(null=True, blank=True)
+    interrupts = models.JSONField(default=dict, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    state_updated_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status"]),
+            models.Index(fields=["expires_at"]),
+        ]
+        permissions = [
+            ("api_read_threads", "API scope threads:read"),
+            ("api_write_threads", "API scope threads:write"),
+            ("api_delete_threads", "API scope threads:delete"),
+        ]
+
+    def __str__(self) -> str:
+        return self.thread_id
+
+
+class ThreadUserObjectPermission(UserObjectPermissionBase):
+    """A user's permission on one thread (a direct foreign key, so listing stays one query)."""
+
+    content_object = models.ForeignKey(Thread, on_delete=models.CASCADE)
+
+
+class ThreadGroupObjectPermission(GroupObjectPermissionBase):
+    """A group's permission on one thread."""
+
+    content_object = models.ForeignKey(Thread, on_delete=models.CASCADE)

@@ -1,0 +1,65 @@
+"""Reads of threads, filtered by what the caller may see."""
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from deerflow_site.dbcompat import json_contains
+from deerflow_site.api.errors import Forbidden
+from threads.exceptions import ThreadNotFound
+from threads.models import Thread, ThreadGroupObjectPermission, ThreadUserObjectPermission
+
+SORT_FIELDS = ("thread_id", "status", "created_at", "updated_at", "state_updated_at")
+
+
+def _granted(permission: str, user: Any) -> Q:
+    """Threads on which `user`, or one of their groups, holds the object `permission`."""
+    by_user = ThreadUserObjectPermission.objects.filter(
+        user=user, permission__codename=permission, permission__content_type__app_label="threads"
+    ).values("content_object_id")
+    by_group = ThreadGroupObjectPermission.objects.filter(
+        group__user=user, permission__codename=permission, permission__content_type__app_label="threads"
+    ).values("content_object_id")
+    return Q(pk__in=by_user) | Q(pk__in=by_group)
+
+
+def visible_threads(*, user: Any) -> QuerySet[Thread]:
+    """Every thread the user may view: shared or owned ones, all of them for staff."""
+    if user.has_perm("threads.view_thread"):
+        return Thread.objects.all()
+    return Thread.objects.filter(_granted("view_thread", user))
+
+
+def get_thread(*, user: Any, thread_id: str, action: str = "view") -> Thread:
+    """The thread if the user may view it (404 otherwise); 403 if they may not `action` it."""
+    thread = visible_threads(user=user).filter(pk=thread_id).first()
+    if thread is None:
+        raise ThreadNotFound()
+    if action != "view" and not user.has_perm(f"threads.{action}_thread", thread):
+        raise Forbidden(f"You may not {action} this thread.")
+    return thread
+
+
+def search_threads(
+    *,
+    user: Any,
+    metadata: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+    ids: Iterable[str] | None = None,
+    status: str | None = None,
+    sort_by: str = "created_at",
+    sort_order: str = "desc",
+) -> QuerySet[Thread]:
+    """Visible threads matching every given filter, sorted."""
+    threads = visible_threads(user=user)
+    if metadata:
+        threads = threads.filter(json_contains("metadata", metadata))
+    if values:
+        threads = threads.filter(json_contains("values", values))
+    if ids is not None:
+        threads = threads.filter(pk__in=list(ids))
+    if status:
+        threads = threads.filter(status=status)
+    prefix = "-" if sort_order == "desc" else ""
+    return threads.order_by(f"{prefix}{sort_by}", f"{prefix}thread_id")

@@ -1,0 +1,90 @@
+"""Writes to threads and the rules around them."""
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from guardian.shortcuts import assign_perm
+
+from threads.exceptions import ThreadBusy, ThreadExists
+from threads.models import Thread
+from threads.selectors import visible_threads
+
+OWNER_PERMISSIONS = ("view_thread", "change_thread", "delete_thread")
+RESERVED_METADATA_KEYS = ("owner_id", "user_id")
+
+
+def clean_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Client metadata without the keys only the server may set."""
+    return {k: v for k, v in (metadata or {}).items() if k not in RESERVED_METADATA_KEYS}
+
+
+def grant_owner(*, thread: Thread, user: Any) -> None:
+    for permission in OWNER_PERMISSIONS:
+        assign_perm(permission, user, thread)
+
+
+def create_thread(
+    *,
+    user: Any,
+    thread_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    if_exists: str = "raise",
+    ttl_minutes: float | None = None,
+) -> tuple[Thread, bool]:
+    """A new thread owned by `user`, or the existing visible one with `if_exists=do_nothing`."""
+    thread_id = thread_id or str(uuid.uuid4())
+    expires_at = timezone.now() + timedelta(minutes=ttl_minutes) if ttl_minutes else None
+    try:
+        with transaction.atomic():
+            thread = Thread.objects.create(
+                thread_id=thread_id,
+                owner=user,
+                metadata=clean_metadata(metadata),
+                expires_at=expires_at,
+            )
+            grant_owner(thread=thread, user=user)
+            return thread, True
+    except IntegrityError:
+        existing = visible_threads(user=user).filter(pk=thread_id).first()
+        if if_exists == "do_nothing" and existing is not None:
+            return existing, False
+        raise ThreadExists() from None
+
+
+def update_thread(
+    *, thread: Thread, metadata: dict[str, Any] | None, ttl_minutes: float | None = None
+) -> Thread:
+    """Merge `metadata` into the thread's metadata (and reset its time to live)."""
+    with transaction.atomic():
+        thread = Thread.objects.select_for_update().get(pk=thread.pk)
+        thread.metadata = {**thread.metadata, **clean_metadata(metadata)}
+        if ttl_minutes:
+            thread.expires_at = timezone.now() + timedelta(minutes=ttl_minutes)
+        thread.save(update_fields=["metadata", "expires_at", "updated_at"])
+    return thread
+
+
+def delete_thread(*, thread: Thread) -> None:
+    """Delete a thread with its runs, events, feedback and checkpoints; 409 while busy."""
+    from runs.models import Run
+
+    with transaction.atomic():
+        locked = Thread.objects.select_for_update().filter(pk=thread.pk).first()
+        if locked is None:
+            return
+        if Run.objects.filter(thread=locked, status__in=Run.ACTIVE_STATUSES).exists():
+            raise ThreadBusy()
+        locked.delete()
+    _delete_thread_checkpoints(thread.thread_id)
+
+
+def _delete_thread_checkpoints(thread_id: str) -> None:
+    """Remove the thread's checkpoints (the engine's checkpointer owns them)."""
+    try:
+        from runs.engine.checkpointer import delete_thread_checkpoints
+    except ImportError:  # the run engine is not installed yet
+        return
+    delete_thread_checkpoints(thread_id)

@@ -1,0 +1,125 @@
+"""Thread endpoints: translate HTTP to thread services and selectors, nothing else."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from deerflow_site.api.ids import validate_thread_id
+from deerflow_site.api.pagination import page, pagination_headers
+from deerflow_site.api.permissions import require_scope
+from threads import selectors, services
+from threads.serializers import (
+    ThreadCountSerializer,
+    ThreadCreateSerializer,
+    ThreadPatchSerializer,
+    ThreadSearchSerializer,
+    ThreadSerializer,
+)
+
+
+def _valid(serializer_class: type, data: object) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ThreadListView(APIView):
+    @extend_schema(
+        operation_id="threads_create",
+        request=ThreadCreateSerializer,
+        responses={200: ThreadSerializer, 409: OpenApiResponse(description="Thread exists")},
+    )
+    def post(self, request: Request) -> Response:
+        """Create a thread."""
+        require_scope(request.user, "threads:write")
+        body = _valid(ThreadCreateSerializer, request.data)
+        thread, _ = services.create_thread(
+            user=request.user,
+            thread_id=body.get("thread_id"),
+            metadata=body.get("metadata"),
+            if_exists=body["if_exists"],
+            ttl_minutes=body.get("ttl"),
+        )
+        return Response(ThreadSerializer(thread).data)
+
+
+class ThreadSearchView(APIView):
+    @extend_schema(
+        operation_id="threads_search",
+        request=ThreadSearchSerializer,
+        responses={200: ThreadSerializer(many=True)},
+    )
+    def post(self, request: Request) -> Response:
+        """Search the threads the caller may view."""
+        require_scope(request.user, "threads:read")
+        body = _valid(ThreadSearchSerializer, request.data)
+        threads = selectors.search_threads(
+            user=request.user,
+            metadata=body.get("metadata"),
+            values=body.get("values"),
+            ids=body.get("ids"),
+            status=body.get("status"),
+            sort_by=body["sort_by"],
+            sort_order=body["sort_order"],
+        )
+        items, total = page(threads, limit=body["limit"], offset=body["offset"])
+        data = ThreadSerializer(items, many=True).data
+        if body.get("select"):
+            data = [{key: item[key] for key in body["select"]} for item in data]
+        headers = pagination_headers(total=total, limit=body["limit"], offset=body["offset"])
+        return Response(data, headers=headers)
+
+
+class ThreadCountView(APIView):
+    @extend_schema(
+        operation_id="threads_count", request=ThreadCountSerializer, responses={200: int}
+    )
+    def post(self, request: Request) -> Response:
+        """Count the threads the caller may view that match the filters."""
+        require_scope(request.user, "threads:read")
+        body = _valid(ThreadCountSerializer, request.data)
+        threads = selectors.search_threads(
+            user=request.user,
+            metadata=body.get("metadata"),
+            values=body.get("values"),
+            ids=body.get("ids"),
+            status=body.get("status"),
+        )
+        return Response(threads.count())
+
+
+class ThreadDetailView(APIView):
+    @extend_schema(operation_id="threads_get", responses={200: ThreadSerializer})
+    def get(self, request: Request, thread_id: str) -> Response:
+        """Get a thread."""
+        require_scope(request.user, "threads:read")
+        thread = selectors.get_thread(user=request.user, thread_id=validate_thread_id(thread_id))
+        return Response(ThreadSerializer(thread).data)
+
+    @extend_schema(
+        operation_id="threads_update",
+        request=ThreadPatchSerializer,
+        responses={200: ThreadSerializer},
+    )
+    def patch(self, request: Request, thread_id: str) -> Response:
+        """Merge metadata into a thread."""
+        require_scope(request.user, "threads:write")
+        thread_id = validate_thread_id(thread_id)
+        body = _valid(ThreadPatchSerializer, request.data)
+        thread = selectors.get_thread(user=request.user, thread_id=thread_id, action="change")
+        thread = services.update_thread(
+            thread=thread, metadata=body.get("metadata"), ttl_minutes=body.get("ttl")
+        )
+        return Response(ThreadSerializer(thread).data)
+
+    @extend_schema(operation_id="threads_delete", responses={204: None})
+    def delete(self, request: Request, thread_id: str) -> Response:
+        """Delete a thread with its runs and checkpoints."""
+        require_scope(request.user, "threads:delete")
+        thread = selectors.get_thread(
+            user=request.user, thread_id=validate_thread_id(thread_id), action="delete"
+        )
+        services.delete_thread(thread=thread)
+        return Response(status=status.HTTP_204_NO_CONTENT)
