@@ -1,0 +1,69 @@
+"""Async views outside DRF (SSE, wait, cancel, state): the same auth, scopes and error bodies."""
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+
+from deerflow_site.api.errors import Invalid, error_response
+from deerflow_site.api.permissions import require_scope
+
+AsyncView = Callable[..., Awaitable[HttpResponse]]
+
+NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
+
+
+def _authenticate(request: HttpRequest) -> Any:
+    drf_request = Request(
+        request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+    )
+    return drf_request.user  # runs the authenticators; AuthenticationFailed propagates
+
+
+def api_view(*, scope: str | None = None) -> Callable[[AsyncView], AsyncView]:
+    """Wrap an async view: authenticate (401), check the API scope (403), map domain errors.
+
+    The view receives `request.user` set; JSON body errors become 422.
+    """
+
+    def decorate(view: AsyncView) -> AsyncView:
+        @functools.wraps(view)
+        async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                user = await sync_to_async(_authenticate)(request)
+            except drf_exceptions.PermissionDenied as exc:  # CSRF failure of a session
+                return JsonResponse({"detail": exc.detail}, status=403)
+            except drf_exceptions.APIException as exc:
+                return JsonResponse({"detail": exc.detail}, status=401)
+            if user is None or not user.is_authenticated:
+                return JsonResponse(NOT_AUTHENTICATED, status=401)
+            request.user = user
+            try:
+                if scope is not None:
+                    await sync_to_async(require_scope)(user, scope)
+                return await view(request, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - error_response re-raises what is not ours
+                return error_response(exc)
+
+        # Like DRF's APIView: CSRF is enforced by the session authenticator, not the middleware,
+        # so token clients are not asked for a CSRF token.
+        wrapped.csrf_exempt = True  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorate
+
+
+def json_body(request: HttpRequest) -> Any:
+    """The request's JSON body ({} when empty); malformed JSON is a 422."""
+    if not request.body:
+        return {}
+    try:
+        return json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"Malformed JSON: {exc}") from None

@@ -1,0 +1,108 @@
+"""The channel layer as the bus between web processes and workers: never the record.
+
+Three kinds of message travel on it:
+- stream events of a run, to the group `run_stream_group(run_id)` (the SSE views listen);
+- cancel requests, to `run_control_group(run_id)` (the worker executing the run listens);
+- queue wake-ups, to `WAKEUP_GROUP` (idle workers listen).
+
+A lost message costs latency, not correctness: workers also poll the database for pending runs
+and cancel flags, and stream views also read stored events and the run's final status.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from channels.layers import BaseChannelLayer, get_channel_layer
+
+WAKEUP_GROUP = "runs.wakeup"
+
+#: The `type` of each bus message (Channels dispatch names).
+STREAM_EVENT = "run.event"
+CANCEL = "run.cancel"
+WAKEUP = "runs.wakeup"
+
+
+def run_stream_group(run_id: UUID | str) -> str:
+    return f"runs.stream.{run_id}"
+
+
+def run_control_group(run_id: UUID | str) -> str:
+    return f"runs.control.{run_id}"
+
+
+def thread_stream_group(thread_id: str) -> str:
+    """Every stream event of every run of a thread (for `GET /threads/{id}/stream`)."""
+    return f"threads.stream.{thread_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One SSE event of a run: `id` strictly increases per run; `data` is one-line JSON."""
+
+    id: int
+    event: str
+    data: str
+
+    @classmethod
+    def of(cls, id: int, event: str, payload: Any) -> "StreamEvent":
+        return cls(id=id, event=event, data=dumps(payload))
+
+    def as_message(self, run_id: UUID | str) -> dict[str, Any]:
+        return {
+            "type": STREAM_EVENT,
+            "run_id": str(run_id),
+            "id": self.id,
+            "event": self.event,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> "StreamEvent":
+        return cls(id=message["id"], event=message["event"], data=message["data"])
+
+
+def dumps(payload: Any) -> str:
+    """One-line JSON for SSE `data:` (LangChain objects serialised as the SDKs expect)."""
+    from runs.engine.serialization import to_jsonable
+
+    return json.dumps(to_jsonable(payload), separators=(",", ":"), ensure_ascii=False)
+
+
+def layer() -> BaseChannelLayer:
+    channel_layer = get_channel_layer()
+    if channel_layer is None:
+        raise RuntimeError("CHANNEL_LAYERS is not configured")
+    return channel_layer
+
+
+async def publish_event(*, run_id: UUID | str, thread_id: str, event: StreamEvent) -> None:
+    """Fan one stream event out to the run's listeners and the thread's."""
+    message = event.as_message(run_id)
+    channel_layer = layer()
+    await channel_layer.group_send(run_stream_group(run_id), message)
+    await channel_layer.group_send(thread_stream_group(thread_id), message)
+
+
+async def publish_cancel(*, run_id: UUID | str, action: str) -> None:
+    """Ask whichever worker executes the run to stop it (`interrupt` or `rollback`)."""
+    await layer().group_send(
+        run_control_group(run_id), {"type": CANCEL, "run_id": str(run_id), "action": action}
+    )
+
+
+async def wake_workers() -> None:
+    """Tell idle workers that a run may be ready to claim."""
+    await layer().group_send(WAKEUP_GROUP, {"type": WAKEUP})
+
+
+def out_of_band_event_id() -> int:
+    """An id for a terminal event published by someone other than the run's executor.
+
+    Executors number their events 1, 2, 3…; a reaper or a cancel of a pending run does not know
+    the last number, so it uses the clock in milliseconds, which is larger than any counter.
+    """
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,58 @@
+"""Fixtures for users, their tokens and API clients (loaded by tests/conftest.py)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., Any]:
+    """Create a user (in the default API group, as every new user is)."""
+
+    def make(username: str, **extra: Any) -> Any:
+        return get_user_model().objects.create_user(username=username, password="pw-12345!", **extra)
+
+    return make
+
+
+@pytest.fixture
+def user(make_user: Callable[..., Any]) -> Any:
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(make_user: Callable[..., Any]) -> Any:
+    return make_user("bob")
+
+
+def token_for(user: Any) -> str:
+    """An API token of the user (what `manage.py drf_create_token` creates)."""
+    token, _ = Token.objects.get_or_create(user=user)
+    return token.key
+
+
+def client_for(user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+    return client
+
+
+@pytest.fixture
+def api(user: Any) -> APIClient:
+    """Django's test client, as `user` with a Bearer token."""
+    return client_for(user)
+
+
+@pytest.fixture
+def other_api(other_user: Any) -> APIClient:
+    """Django's test client, as `other_user`."""
+    return client_for(other_user)
+
+
+@pytest.fixture
+def anonymous_api() -> APIClient:
+    return APIClient()
