@@ -55,7 +55,7 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "insecure-embedded-development-key"  # noqa: S105 - DEBUG only
+    SECRET_KEY = "insecure-embedded-development-key"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 
@@ -117,7 +117,9 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["OPTIONS"] = {
         # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so that
         # two writers queue on busy_timeout instead of failing to upgrade a read lock.
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+        ),
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
@@ -157,7 +159,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 # "local": every request acts as one local user (the embedded default); "token": session, Bearer
 # and X-Api-Key credentials are required.
-AUTH_MODE = os.environ.get("DEERFLOW_AUTH_MODE", "local" if DEBUG else "token").strip().lower()
+AUTH_MODE = (
+    (os.environ.get("DEERFLOW_AUTH_MODE") or ("local" if DEBUG else "token")).strip().lower()
+)
 if AUTH_MODE not in {"local", "token"}:
     raise ImproperlyConfigured("DEERFLOW_AUTH_MODE must be 'local' or 'token'")
 ALLOW_LOCAL_AUTH_IN_PRODUCTION = env_bool("DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION", False)
@@ -229,6 +233,8 @@ WEBHOOK_ALLOW_PRIVATE = env_bool("DEERFLOW_WEBHOOK_ALLOW_PRIVATE", False)
 AGENT_MODEL = os.environ.get("DEERFLOW_AGENT_MODEL", "")
 AGENT_MODEL_BASE_URL = os.environ.get("DEERFLOW_AGENT_MODEL_BASE_URL", "")
 AGENT_MODEL_API_KEY = os.environ.get("DEERFLOW_AGENT_MODEL_API_KEY", "")
+# Connections of each event loop's checkpoint saver pool (PostgreSQL).
+CHECKPOINT_POOL_SIZE = env_int("DEERFLOW_CHECKPOINT_POOL_SIZE", 10)
 
 # --- The rest of Django --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -14,7 +14,9 @@ def make_user(db: Any) -> Callable[..., Any]:
     """Create a user (in the default API group, as every new user is)."""
 
     def make(username: str, **extra: Any) -> Any:
-        return get_user_model().objects.create_user(username=username, password="pw-12345!", **extra)
+        return get_user_model().objects.create_user(
+            username=username, password="pw-12345!", **extra
+        )
 
     return make
 

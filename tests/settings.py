@@ -8,5 +8,6 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-suite-secret-key")
 os.environ.setdefault("DEERFLOW_AUTH_MODE", "token")
+os.environ.setdefault("CORS_ALLOWED_ORIGINS", "http://localhost:3000")
 
-from deerflow_site.settings import *  # noqa: E402, F403
+from deerflow_site.settings import *  # noqa: F403

@@ -5,8 +5,8 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from deerflow_site.dbcompat import json_contains
 from deerflow_site.api.errors import Forbidden
+from deerflow_site.dbcompat import json_contains
 from threads.exceptions import ThreadNotFound
 from threads.models import Thread, ThreadGroupObjectPermission, ThreadUserObjectPermission
 
@@ -19,7 +19,9 @@ def _granted(permission: str, user: Any) -> Q:
         user=user, permission__codename=permission, permission__content_type__app_label="threads"
     ).values("content_object_id")
     by_group = ThreadGroupObjectPermission.objects.filter(
-        group__user=user, permission__codename=permission, permission__content_type__app_label="threads"
+        group__user=user,
+        permission__codename=permission,
+        permission__content_type__app_label="threads",
     ).values("content_object_id")
     return Q(pk__in=by_user) | Q(pk__in=by_group)
 

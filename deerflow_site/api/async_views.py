@@ -48,7 +48,7 @@ def api_view(*, scope: str | None = None) -> Callable[[AsyncView], AsyncView]:
                 if scope is not None:
                     await sync_to_async(require_scope)(user, scope)
                 return await view(request, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - error_response re-raises what is not ours
+            except Exception as exc:
                 return error_response(exc)
 
         # Like DRF's APIView: CSRF is enforced by the session authenticator, not the middleware,
