@@ -1,8 +1,9 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
+from deerflow_site.api import schema  # noqa: F401 - registers the OpenAPI auth extensions
 from deerflow_site.api.meta import InfoView, OkView, api_not_found
 
 prefix = settings.API_PREFIX.strip("/")
@@ -10,7 +11,7 @@ prefix = settings.API_PREFIX.strip("/")
 api_patterns = [
     path("ok", OkView.as_view(), name="ok"),
     path("info", InfoView.as_view(), name="info"),
-    path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
     path("", include("threads.urls")),
     path("", include("runs.urls")),
