@@ -11,3 +11,6 @@ os.environ.setdefault("DEERFLOW_AUTH_MODE", "token")
 os.environ.setdefault("CORS_ALLOWED_ORIGINS", "http://localhost:3000")
 
 from deerflow_site.settings import *  # noqa: F403
+
+# Creating users is most of some tests' time with a slow hasher; live servers share these settings.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -8,7 +8,7 @@ from langgraph_sdk.errors import ConflictError, NotFoundError
 from tests.fixtures import token_for
 from threads.models import Thread
 
-pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

@@ -1,0 +1,143 @@
+"""Real daphne processes for the tests; the fixtures that start them are in conftest.py."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVER_START_TIMEOUT = 60.0  # seconds; two cores importing Django and LangGraph can be slow
+SERVER_STOP_TIMEOUT = 10.0
+START_ATTEMPTS = 3  # a free port can be taken between choosing it and daphne binding it
+
+
+def merge_env(base: dict[str, str], overrides: dict[str, str | None]) -> dict[str, str]:
+    """base with overrides applied; an override of None removes the variable."""
+    env = dict(base)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def die_with_parent() -> None:
+    """preexec_fn for child processes: SIGTERM them if pytest dies without its teardown."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux only
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class LiveServer:
+    """A daphne process serving deerflow_site.asgi:application on 127.0.0.1."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/" + self.env.get("DEERFLOW_API_PREFIX", "/api").strip("/")
+
+    def output(self) -> str:
+        """What the process has written to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class LiveServerFactory:
+    """Starts daphne processes; stop_all() stops every one still running."""
+
+    def __init__(self, base_env: dict[str, str], log_dir: Path) -> None:
+        self._base_env = base_env
+        self._log_dir = log_dir
+        self._servers: list[LiveServer] = []
+
+    def start(self, **env: str | None) -> LiveServer:
+        """Start a server and wait until GET /api/ok answers 200.
+
+        Keyword arguments set (or, with None, remove) environment variables of the server, e.g.
+        `start(DEERFLOW_AUTH_MODE="local", DEBUG="true", DEERFLOW_EMBEDDED_WORKER="false")`.
+        """
+        server_env = merge_env(self._base_env, env)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            server = self._spawn(server_env)
+            error = _wait_until_ok(server)
+            if error is None:
+                return server
+            server.stop()
+            output = server.output()
+            if "Address already in use" not in output or attempt == START_ATTEMPTS:
+                break
+        pytest.fail(
+            f"live server {server.url} did not come up: {error}\n"
+            f"--- daphne output ({server.log_path}) ---\n{output[-20000:]}"
+        )
+
+    def stop_all(self) -> None:
+        for server in self._servers:
+            server.stop()
+
+    def _spawn(self, env: dict[str, str]) -> LiveServer:
+        port = _free_port()
+        log_path = self._log_dir / f"daphne-{port}.log"
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [*command, "deerflow_site.asgi:application"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, env)
+        self._servers.append(server)
+        return server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_ok(server: LiveServer) -> str | None:
+    """Poll GET {api_url}/ok until it answers 200 (None) or the time is up (what went wrong)."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    error = "no answer"
+    with httpx.Client(trust_env=False, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                return f"daphne exited with code {server.process.returncode}"
+            try:
+                response = client.get(server.api_url + "/ok")
+            except httpx.TransportError as exc:
+                error = repr(exc)
+            else:
+                if response.status_code == 200:
+                    return None
+                error = f"GET /ok answered {response.status_code}: {response.text[:500]}"
+            time.sleep(0.1)
+    return f"{error} after {SERVER_START_TIMEOUT:.0f}s"
