@@ -99,7 +99,8 @@ class RunStreamEvent(models.Model):
     """One SSE event of a resumable run, kept for replay until the retention period ends."""
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stream_events")
-    seq = models.PositiveIntegerField()
+    # 64-bit: out-of-band events (a reaper's, a cancel's) use the clock in milliseconds as id.
+    seq = models.PositiveBigIntegerField()
     event = models.CharField(max_length=255)
     data = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)

@@ -45,6 +45,8 @@ class InfoView(APIView):
 
 
 def server_info() -> dict:
+    from runs.engine.graphs.agent import describe_agent_model
+
     return {
         "version": "0.1.0",
         "langgraph_py_version": _version("langgraph"),
@@ -59,6 +61,7 @@ def server_info() -> dict:
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
         "channel_layer": "redis" if settings.REDIS_URL else "in-memory",
         "embedded_worker": settings.EMBEDDED_WORKER,
+        "agent_model": describe_agent_model(),
     }
 
 

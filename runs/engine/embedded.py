@@ -1,5 +1,37 @@
 """The worker inside the web process (the embedded default)."""
 
+import asyncio
+import contextvars
+import logging
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+_task: asyncio.Task | None = None
+
 
 def ensure_embedded_worker() -> None:
     """Start the embedded worker on the running loop once, when settings ask for it."""
+    global _task
+    if _task is not None or not settings.EMBEDDED_WORKER:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not inside an event loop: nothing to attach to
+        return
+    from runs.engine.worker import RunWorker
+
+    worker = RunWorker(concurrency=settings.WORKER_CONCURRENCY)
+    # A fresh context: the worker must not inherit the request's (asgiref's thread-sensitive
+    # executor of that request, among others).
+    _task = loop.create_task(
+        worker.run(), name="embedded-run-worker", context=contextvars.Context()
+    )
+    _task.add_done_callback(_report_exit)
+    logger.info("embedded run worker %s starting", worker.worker_id)
+
+
+def _report_exit(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the embedded run worker stopped", exc_info=task.exception())

@@ -1,0 +1,281 @@
+"""Executing one claimed run: LangGraph's astream with the checkpointer, events to the bus.
+
+The order at the end is the contract: the run's final status and its thread's are committed
+first, `end` is published after, so that a client who sees the stream close can trust the
+status it reads.
+"""
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.outputs import LLMResult
+from langgraph.pregel import Pregel
+from langgraph.types import Command, Send
+
+from runs.engine.checkpointer import adelete_run_checkpoints
+from runs.engine.db import in_database
+from runs.engine.registry import graph_for_thread
+from runs.engine.streaming import ChunkTranslator, EventPublisher, langgraph_modes
+from runs.engine.thread_sync import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
+from runs.models import Run
+
+logger = logging.getLogger(__name__)
+
+#: Client config keys passed to the graph (callbacks and the like are the server's).
+CONFIG_KEYS = ("tags", "recursion_limit", "run_name", "max_concurrency")
+#: How long a cancelled graph may take to unwind before the run is ended anyway.
+CANCEL_GRACE_SECONDS = 5.0
+#: Exceptions from these modules are the server's business: their messages stay in the logs.
+INTERNAL_MODULES = ("django.", "psycopg", "sqlite3", "aiosqlite", "channels", "redis")
+INTERNAL_MESSAGE = "An internal error occurred while running the graph."
+WORKER_SHUTDOWN = {"error": "WorkerShutdown", "message": "the worker shut down during the run"}
+
+
+class CancelSignal:
+    """Why a running run must stop: `interrupt` or `rollback` (a user's cancel), `lost` (the
+    lease is gone: another worker or the reaper owns the run now) or `shutdown`."""
+
+    PRIORITY = {"": 0, "interrupt": 1, "rollback": 2, "shutdown": 3, "lost": 4}
+
+    def __init__(self) -> None:
+        self.action = ""
+        self._event = asyncio.Event()
+
+    def set(self, action: str) -> None:
+        if not self.PRIORITY.get(action):
+            logger.warning("ignoring unknown cancel action %r", action)
+            return
+        if self.PRIORITY[action] > self.PRIORITY[self.action]:
+            self.action = action
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> str:
+        await self._event.wait()
+        return self.action
+
+
+class TokenUsage(BaseCallbackHandler):
+    """Sums the usage metadata of every chat model answer in the run."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        for generations in response.generations:
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                usage = getattr(message, "usage_metadata", None) or {}
+                self.input_tokens += int(usage.get("input_tokens") or 0)
+                self.output_tokens += int(usage.get("output_tokens") or 0)
+
+
+@dataclass
+class RunPlan:
+    """What to pass to LangGraph for a run, from its stored request (`Run.kwargs`)."""
+
+    input: Any
+    config: dict[str, Any]
+    stream_modes: list[str]
+    subgraphs: bool = False
+    stream_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def wants_events(self) -> bool:
+        return "events" in self.stream_modes
+
+
+def plan_run(run: Run, usage: TokenUsage) -> RunPlan:
+    kwargs = run.kwargs or {}
+    client_config = kwargs.get("config") or {}
+    configurable = {
+        key: value
+        for key, value in (client_config.get("configurable") or {}).items()
+        if not str(key).startswith("__")
+    }
+    checkpoint = kwargs.get("checkpoint") or {}
+    for key in ("checkpoint_id", "checkpoint_ns", "checkpoint_map"):
+        if checkpoint.get(key) is not None:
+            configurable[key] = checkpoint[key]
+    if kwargs.get("checkpoint_id"):
+        configurable["checkpoint_id"] = kwargs["checkpoint_id"]
+    server_keys = {
+        "thread_id": run.thread_id,
+        "run_id": str(run.run_id),
+        "graph_id": run.graph_id,
+        "assistant_id": str(run.assistant_id),
+        "user_id": str(run.user_id) if run.user_id is not None else "",
+    }
+    configurable.update(server_keys)
+    config: dict[str, Any] = {k: client_config[k] for k in CONFIG_KEYS if k in client_config}
+    # Checkpoint metadata takes config metadata first: run_id must be ours (rollback finds
+    # a run's checkpoints by it).
+    config["metadata"] = {**(client_config.get("metadata") or {}), **run.metadata, **server_keys}
+    config["configurable"] = configurable
+    config["callbacks"] = [usage]
+    config["run_id"] = run.run_id
+
+    stream_kwargs: dict[str, Any] = {}
+    for key in ("interrupt_before", "interrupt_after", "durability"):
+        if kwargs.get(key):
+            stream_kwargs[key] = kwargs[key]
+    if kwargs.get("context") is not None:
+        stream_kwargs["context"] = kwargs["context"]
+    return RunPlan(
+        input=_graph_input(kwargs),
+        config=config,
+        stream_modes=_as_list(kwargs.get("stream_mode")) or ["values"],
+        subgraphs=bool(kwargs.get("subgraphs")),
+        stream_kwargs=stream_kwargs,
+    )
+
+
+def _as_list(value: Any) -> list[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _graph_input(kwargs: dict[str, Any]) -> Any:
+    command = kwargs.get("command")
+    if not command:
+        return kwargs.get("input")
+    arguments: dict[str, Any] = {}
+    if "resume" in command:
+        arguments["resume"] = command["resume"]
+    if command.get("update") is not None:
+        arguments["update"] = command["update"]
+    if command.get("goto"):
+        goto = command["goto"]
+        targets = goto if isinstance(goto, list) else [goto]
+        sends = [Send(t["node"], t.get("input")) if isinstance(t, dict) else t for t in targets]
+        arguments["goto"] = sends if isinstance(goto, list) else sends[0]
+    return Command(**arguments)
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    """`{"error", "message"}` for a client: the server's own failures say less."""
+    name = type(exc).__name__
+    if type(exc).__module__.startswith(INTERNAL_MODULES):
+        return {"error": name, "message": INTERNAL_MESSAGE}
+    return {"error": name, "message": str(exc) or name}
+
+
+async def stream_graph(graph: Pregel, plan: RunPlan, publisher: EventPublisher) -> None:
+    """Run the graph to its end, emitting the events the client asked for."""
+    translator = ChunkTranslator(plan.stream_modes)
+    modes = langgraph_modes(plan.stream_modes) or ["values"]
+    options = {"stream_mode": modes, "subgraphs": True, **plan.stream_kwargs}
+
+    def emit_part(part: tuple[Any, ...]) -> None:
+        namespace, mode, chunk = part
+        if not plan.subgraphs and namespace:
+            return
+        for name, payload in translator.translate(tuple(namespace), mode, chunk):
+            publisher.emit(name, payload)
+
+    if not plan.wants_events:
+        async for part in graph.astream(plan.input, plan.config, **options):
+            emit_part(part)
+        return
+    root = str(plan.config["run_id"])
+    async for event in graph.astream_events(plan.input, plan.config, version="v2", **options):
+        if event["event"] == "on_chain_stream" and event["run_id"] == root:
+            emit_part(event["data"]["chunk"])
+        elif "langsmith:hidden" not in (event.get("tags") or ()):
+            publisher.emit("events", event)
+
+
+async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
+    """Execute a claimed run to its end; returns its outcome (None: the run was lost)."""
+    publisher = EventPublisher(run)
+    publisher.start()
+    usage = TokenUsage()
+    graph: Pregel | None = None
+    try:
+        graph = await graph_for_thread(run.graph_id)
+        stopped_by = await _run_unless_cancelled(
+            stream_graph(graph, plan_run(run, usage), publisher), cancel
+        )
+        outcome = await _outcome_of_cancel(run, stopped_by)
+    except Exception as exc:
+        logger.exception("run %s (graph %s) failed", run.pk, run.graph_id)
+        outcome = RunOutcome(status=Run.Status.ERROR, error=describe_error(exc))
+    except asyncio.CancelledError:  # the worker itself is being torn down
+        publisher.abort()
+        raise
+    if cancel.action == "lost":
+        logger.warning("run %s: lease lost, another worker or the reaper ended it", run.pk)
+        await publisher.close()
+        return None
+    if outcome.error is not None:
+        publisher.emit("error", outcome.error)
+    snapshot = await _snapshot(graph, run) if graph is not None else None
+    status = outcome.status
+    if status == Run.Status.SUCCESS and snapshot is not None and snapshot.waiting:
+        status = Run.Status.INTERRUPTED  # stopped at interrupt() or a breakpoint
+    outcome = replace(
+        outcome,
+        status=status,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+    )
+    await publisher.drain()
+    finished = await in_database(finish_run)(run=run, outcome=outcome, snapshot=snapshot)
+    if finished:
+        publisher.emit("end", None)
+    await publisher.close()
+    return outcome if finished else None
+
+
+async def _run_unless_cancelled(work: Coroutine[Any, Any, None], cancel: CancelSignal) -> str:
+    """Await the graph, or stop it as soon as a cancel arrives: returns the cancel action
+    ("" when the graph ran to its end) and raises the graph's exception."""
+    graph_task = asyncio.ensure_future(work)
+    cancel_task = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({graph_task, cancel_task}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        graph_task.cancel()
+        raise
+    finally:
+        cancel_task.cancel()
+    if graph_task.done():
+        graph_task.result()
+        return ""
+    graph_task.cancel()
+    # A node stuck in sync code cannot be cancelled: the run ends anyway after a grace period.
+    done, _ = await asyncio.wait({graph_task}, timeout=CANCEL_GRACE_SECONDS)
+    if not done:
+        logger.warning("a cancelled graph is still unwinding after %ss", CANCEL_GRACE_SECONDS)
+    elif not graph_task.cancelled() and graph_task.exception() is not None:
+        logger.info("a cancelled graph stopped with %r", graph_task.exception())
+    return cancel.action
+
+
+async def _outcome_of_cancel(run: Run, action: str) -> RunOutcome:
+    if action == "":
+        return RunOutcome(status=Run.Status.SUCCESS)
+    if action == "shutdown":
+        return RunOutcome(status=Run.Status.ERROR, error=WORKER_SHUTDOWN)
+    if action == "rollback":
+        await adelete_run_checkpoints(run.thread_id, str(run.run_id))
+        return RunOutcome(status=Run.Status.INTERRUPTED, rolled_back=True)
+    return RunOutcome(status=Run.Status.INTERRUPTED)  # interrupt (and lost, dropped by caller)
+
+
+async def _snapshot(graph: Pregel, run: Run) -> ThreadSnapshot | None:
+    try:
+        return await snapshot_of(graph, run.thread_id)
+    except Exception:
+        logger.exception("run %s: cannot read the thread's state after the run", run.pk)
+        return None

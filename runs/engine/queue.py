@@ -1,0 +1,187 @@
+"""The run queue: pending rows of the runs table, claimed under a lease.
+
+A worker claims the oldest eligible pending run: due (`run_at` passed), the oldest pending run
+of its thread (FIFO per thread) and on a thread with no running run. PostgreSQL takes the row
+with `FOR UPDATE SKIP LOCKED` so that concurrent workers pass over each other's candidates;
+SQLite's IMMEDIATE transactions serialise writers, where SKIP LOCKED is moot. The partial unique
+index "one running run per thread" is the last word: losing that race is an IntegrityError, and
+the claim moves on to the next candidate.
+
+Sync ORM functions with short transactions: workers call them through sync_to_async.
+"""
+
+import logging
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Min, QuerySet
+from django.utils import timezone
+
+from runs.engine import bus
+from runs.engine.streaming import (
+    out_of_band_events,
+    publish_stream_events,
+    store_stream_events,
+)
+from runs.engine.thread_sync import settle_thread
+from runs.models import Run
+
+logger = logging.getLogger(__name__)
+
+CLAIM_ATTEMPTS = 5
+WORKER_LOST = {
+    "error": "WorkerLost",
+    "message": "the worker executing this run stopped (lease expired)",
+}
+
+
+# Kept as SQL: the ORM takes longer to compile this query than the database to run it, and
+# every claim and idle poll runs it. The same text serves SQLite and PostgreSQL.
+ELIGIBLE_SQL = """
+    SELECT {columns} FROM {runs} r
+    WHERE r.status = %s AND r.run_at <= %s
+      AND NOT EXISTS (
+        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = %s)
+      AND NOT EXISTS (
+        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = %s
+          AND (o.created_at < r.created_at
+               OR (o.created_at = r.created_at AND o.run_id < r.run_id)))
+    ORDER BY r.created_at, r.run_id
+    LIMIT 1
+"""
+
+
+def _eligible_sql(now: datetime, *, columns: str) -> tuple[str, list[object]]:
+    sql = ELIGIBLE_SQL.format(columns=columns, runs=Run._meta.db_table)
+    pending, running = Run.Status.PENDING.value, Run.Status.RUNNING.value
+    return sql, [pending, connection.ops.adapt_datetimefield_value(now), running, pending]
+
+
+def _any_eligible(now: datetime) -> bool:
+    sql, params = _eligible_sql(now, columns="1")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+def _lock_candidate(now: datetime) -> Run | None:
+    """The next eligible run, row-locked where the database can (inside a transaction)."""
+    sql, params = _eligible_sql(now, columns="r.*")
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE OF r SKIP LOCKED"
+    return next(iter(Run.objects.raw(sql, params)), None)
+
+
+def claim_next(*, worker_id: str) -> Run | None:
+    """Claim the next runnable run for `worker_id` (status running, under a fresh lease)."""
+    for _ in range(CLAIM_ATTEMPTS):
+        now = timezone.now()
+        # A plain read first: an idle poll must not take SQLite's write lock.
+        if not _any_eligible(now):
+            return None
+        try:
+            with transaction.atomic():
+                run = _lock_candidate(now)
+                if run is None:
+                    return None
+                run.status = Run.Status.RUNNING
+                run.worker_id = worker_id
+                run.started_at = now
+                run.attempt += 1
+                run.lease_expires_at = now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
+                run.save(
+                    update_fields=[
+                        "status",
+                        "worker_id",
+                        "started_at",
+                        "attempt",
+                        "lease_expires_at",
+                        "updated_at",
+                    ]
+                )
+                return run
+        except IntegrityError:
+            # Another worker started a run of that thread first: look again.
+            logger.debug("claim lost the one-running-run-per-thread race; retrying")
+    return None
+
+
+def renew_leases(*, worker_id: str, run_ids: list[UUID]) -> dict[UUID, str]:
+    """Extend the leases of the worker's running runs; return their cancel flags.
+
+    A run missing from the result is no longer this worker's (ended, or reaped after its lease
+    expired): the worker must stop executing it.
+    """
+    if not run_ids:
+        return {}
+    now = timezone.now()
+    mine = Run.objects.filter(pk__in=run_ids, worker_id=worker_id, status=Run.Status.RUNNING)
+    with transaction.atomic():
+        mine.update(lease_expires_at=now + timedelta(seconds=settings.RUN_LEASE_SECONDS))
+        return dict(mine.values_list("run_id", "cancel_action"))
+
+
+def cancel_flags(*, worker_id: str, run_ids: list[UUID]) -> dict[UUID, str]:
+    """The cancel flags of the worker's running runs (a read only, for frequent checks)."""
+    if not run_ids:
+        return {}
+    mine = Run.objects.filter(pk__in=run_ids, worker_id=worker_id, status=Run.Status.RUNNING)
+    return dict(mine.values_list("run_id", "cancel_action"))
+
+
+def next_run_at() -> datetime | None:
+    """When the earliest pending run becomes due (None: the queue is empty)."""
+    return Run.objects.filter(status=Run.Status.PENDING).aggregate(at=Min("run_at"))["at"]
+
+
+def expired_runs(*, now: datetime | None = None) -> QuerySet[Run]:
+    """Running runs whose worker stopped renewing their lease."""
+    return Run.objects.filter(
+        status=Run.Status.RUNNING, lease_expires_at__lt=now or timezone.now()
+    ).order_by("lease_expires_at")
+
+
+def reap_expired(*, now: datetime | None = None) -> list[Run]:
+    """End every run whose lease expired: status error (WorkerLost), thread freed, stream ended."""
+    now = now or timezone.now()
+    reaped: list[tuple[Run, list[bus.StreamEvent]]] = []
+    for run_id in list(expired_runs(now=now).values_list("run_id", flat=True)):
+        run = _reap_one(run_id, now)
+        if run is not None:
+            events = out_of_band_events([("error", WORKER_LOST), ("end", None)])
+            if run.resumable:
+                store_stream_events(run.pk, events)
+            reaped.append((run, events))
+    if reaped:
+        async_to_sync(_announce_reaped)(reaped)
+    return [run for run, _ in reaped]
+
+
+def _reap_one(run_id: UUID, now: datetime) -> Run | None:
+    with transaction.atomic():
+        run = (
+            Run.objects.select_for_update(skip_locked=True)
+            .filter(pk=run_id, status=Run.Status.RUNNING, lease_expires_at__lt=now)
+            .first()
+        )
+        if run is None:  # renewed, ended or being reaped by someone else meanwhile
+            return None
+        run.status = Run.Status.ERROR
+        run.error = WORKER_LOST
+        run.ended_at = now
+        run.lease_expires_at = None
+        run.save(update_fields=["status", "error", "ended_at", "lease_expires_at", "updated_at"])
+        logger.warning(
+            "reaped run %s of thread %s (worker %s lost)", run.pk, run.thread_id, run.worker_id
+        )
+    settle_thread(thread_id=run.thread_id, failed=True, error=WORKER_LOST)
+    return run
+
+
+async def _announce_reaped(reaped: list[tuple[Run, list[bus.StreamEvent]]]) -> None:
+    for run, events in reaped:
+        await publish_stream_events(run=run, events=events)
+    await bus.wake_workers()

@@ -1,0 +1,79 @@
+"""What happens after a run has ended: its webhook, and deleting a stateless run's thread."""
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from runs.engine.db import in_database
+from runs.models import Run
+from threads.models import Thread
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_ATTEMPTS = 3
+WEBHOOK_TIMEOUT_SECONDS = 10.0
+WEBHOOK_BACKOFF_SECONDS = 1.0
+
+
+async def after_run(run: Run) -> None:
+    """Send the run's webhook, then delete its thread if it asked for it (on_completion)."""
+    try:
+        if (run.kwargs or {}).get("webhook"):
+            await send_webhook(run_id=run.pk, url=run.kwargs["webhook"])
+        if run.on_completion == "delete":
+            await asyncio.sleep(settings.ON_COMPLETION_DELETE_SECONDS)
+            await in_database(delete_finished_thread)(thread_id=run.thread_id)
+    except Exception:
+        logger.exception("run %s: after-run work failed", run.pk)
+
+
+def webhook_payload(*, run_id: Any) -> dict[str, Any] | None:
+    """The Run as the API shows it, plus the thread's values and the run's error and times."""
+    from runs.serializers import run_json
+
+    run = Run.objects.select_related("thread").filter(pk=run_id).first()
+    if run is None or run.is_active:
+        return None
+    return {
+        **run_json(run),
+        "values": run.thread.values,
+        "error": run.error,
+        "run_started_at": run.started_at.isoformat() if run.started_at else None,
+        "run_ended_at": run.ended_at.isoformat() if run.ended_at else None,
+    }
+
+
+async def send_webhook(*, run_id: Any, url: str) -> bool:
+    """POST the payload to `url`, retrying on failure; True once a 2xx answer arrives."""
+    payload = await in_database(webhook_payload)(run_id=run_id)
+    if payload is None:
+        return False
+    async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS, trust_env=False) as client:
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+            try:
+                response = await client.post(url, json=payload)
+                if response.is_success:
+                    return True
+                logger.warning("run %s: webhook answered %s", run_id, response.status_code)
+            except httpx.HTTPError as exc:
+                logger.warning("run %s: webhook attempt %s failed: %s", run_id, attempt, exc)
+            if attempt < WEBHOOK_ATTEMPTS:
+                await asyncio.sleep(WEBHOOK_BACKOFF_SECONDS * attempt)
+    return False
+
+
+def delete_finished_thread(*, thread_id: str) -> None:
+    """Delete a stateless run's thread, unless another run is using it."""
+    from threads.exceptions import ThreadBusy
+    from threads.services import delete_thread
+
+    thread = Thread.objects.filter(pk=thread_id).first()
+    if thread is None:
+        return
+    try:
+        delete_thread(thread=thread)
+    except ThreadBusy:
+        logger.info("thread %s not deleted after its run: another run is active", thread_id)

@@ -1,0 +1,186 @@
+"""From LangGraph's stream to SSE events: mode names, namespaces, numbering and publishing.
+
+Clients name stream modes as the LangGraph server does; LangGraph names them a little
+differently (`messages-tuple` and legacy `messages` both come from LangGraph's `messages`).
+Events are numbered 1, 2, 3… per run, stored first when the run is resumable, and published on
+the bus by a task of their own, so that a slow bus never stalls the graph.
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from uuid import UUID
+
+from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
+
+from runs.engine import bus
+from runs.engine.db import in_database
+from runs.models import Run, RunStreamEvent
+
+logger = logging.getLogger(__name__)
+
+#: Modes LangGraph streams under the same name as the client's.
+NATIVE_MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints", "tools"})
+#: Every mode a client may ask for.
+CLIENT_MODES = NATIVE_MODES | {"messages", "messages-tuple", "events"}
+
+
+def langgraph_modes(client_modes: list[str]) -> list[str]:
+    """The LangGraph stream modes that produce the client's modes (`events` aside)."""
+    modes: list[str] = []
+    for mode in client_modes:
+        native = "messages" if mode in ("messages", "messages-tuple") else mode
+        if native in NATIVE_MODES | {"messages"} and native not in modes:
+            modes.append(native)
+    return modes
+
+
+def event_name(name: str, namespace: tuple[str, ...]) -> str:
+    """`mode` at the root, `mode|parent:task|child:task` inside subgraphs."""
+    return "|".join((name, *namespace)) if namespace else name
+
+
+class ChunkTranslator:
+    """Turns LangGraph `(namespace, mode, chunk)` parts into `(event name, payload)` pairs."""
+
+    def __init__(self, client_modes: list[str]) -> None:
+        self.tuples = "messages-tuple" in client_modes
+        self.legacy_messages = "messages" in client_modes
+        self.client_modes = set(client_modes)
+        # legacy `messages` mode: the message so far, by id, to send it whole each time
+        self._partial: dict[str, BaseMessageChunk] = {}
+
+    def translate(self, namespace: tuple[str, ...], mode: str, chunk: Any) -> list[tuple[str, Any]]:
+        if mode != "messages":
+            return [(event_name(mode, namespace), chunk)] if mode in self.client_modes else []
+        events: list[tuple[str, Any]] = []
+        if self.tuples:
+            events.append((event_name("messages", namespace), chunk))
+        if self.legacy_messages:
+            events.extend(self._legacy(namespace, *chunk))
+        return events
+
+    def _legacy(
+        self, namespace: tuple[str, ...], message: BaseMessage, metadata: dict[str, Any]
+    ) -> list[tuple[str, Any]]:
+        """`messages/metadata` once per message, then `messages/partial` or `/complete`."""
+        events: list[tuple[str, Any]] = []
+        message_id = message.id or ""
+        if message_id not in self._partial:
+            events.append(
+                (
+                    event_name("messages/metadata", namespace),
+                    {message_id: {"metadata": metadata}},
+                )
+            )
+        if isinstance(message, BaseMessageChunk):
+            so_far = self._partial.get(message_id)
+            so_far = message if so_far is None else so_far + message
+            self._partial[message_id] = so_far
+            whole = message_chunk_to_message(so_far)
+            events.append((event_name("messages/partial", namespace), [whole]))
+        else:
+            self._partial.setdefault(message_id, message)  # type: ignore[arg-type]
+            events.append((event_name("messages/complete", namespace), [message]))
+        return events
+
+
+class EventPublisher:
+    """Numbers a run's events and publishes them in order from a task of its own."""
+
+    def __init__(self, run: Run) -> None:
+        self.run_id: UUID = run.pk
+        self.thread_id: str = run.thread_id
+        self.resumable = run.resumable
+        self.last_id = 0
+        self._queue: asyncio.Queue[bus.StreamEvent | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._publish_forever(), name=f"publish-{self.run_id}")
+
+    def emit(self, name: str, payload: Any) -> None:
+        """Queue one event (serialised now: the graph may change its objects later)."""
+        self.last_id += 1
+        self._queue.put_nowait(bus.StreamEvent.of(self.last_id, name, payload))
+
+    async def drain(self) -> None:
+        """Wait until every queued event is stored and published."""
+        if self._task is not None and not self._task.done():
+            await self._queue.join()
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    def abort(self) -> None:
+        """Stop publishing at once (what is still queued is dropped)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _publish_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            events = [event for event in batch if event is not None]
+            try:
+                await self._publish(events)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if len(events) < len(batch):
+                return
+
+    async def _publish(self, events: list[bus.StreamEvent]) -> None:
+        if not events:
+            return
+        if self.resumable:
+            try:
+                await in_database(store_stream_events)(self.run_id, events)
+            except Exception:
+                logger.exception("run %s: cannot store stream events", self.run_id)
+        for event in events:
+            try:
+                await bus.publish_event(run_id=self.run_id, thread_id=self.thread_id, event=event)
+            except Exception:  # the bus is not the record: a lost event costs a client, not a run
+                logger.exception("run %s: cannot publish event %s", self.run_id, event.id)
+
+
+def store_stream_events(run_id: UUID, events: list[bus.StreamEvent]) -> None:
+    RunStreamEvent.objects.bulk_create(
+        [RunStreamEvent(run_id=run_id, seq=e.id, event=e.event, data=e.data) for e in events],
+        ignore_conflicts=True,
+    )
+
+
+def out_of_band_events(events: list[tuple[str, Any]]) -> list[bus.StreamEvent]:
+    """Events about a run from outside its executor (a reaper, a cancel of a pending run),
+    numbered past anything its executor can have used."""
+    first_id = bus.out_of_band_event_id()
+    return [
+        bus.StreamEvent.of(first_id + offset, name, payload)
+        for offset, (name, payload) in enumerate(events)
+    ]
+
+
+async def publish_out_of_band(*, run: Run, events: list[tuple[str, Any]]) -> None:
+    """Publish events about a run from outside its executor, stored first when resumable.
+
+    For async callers; sync code calls `out_of_band_events`, `store_stream_events` (when the
+    run is resumable) and then `publish_stream_events`."""
+    stream_events = out_of_band_events(events)
+    if run.resumable:
+        await in_database(store_stream_events)(run.pk, stream_events)
+    await publish_stream_events(run=run, events=stream_events)
+
+
+async def publish_stream_events(*, run: Run, events: list[bus.StreamEvent]) -> None:
+    for event in events:
+        await bus.publish_event(run_id=run.pk, thread_id=run.thread_id, event=event)

@@ -1,0 +1,129 @@
+"""The end of a run in the database: its final status, and its thread's status and state.
+
+A thread is `busy` while any of its runs is pending or running; otherwise `error` when its last
+run failed (a user's cancel is not a failure), `interrupted` when the checkpoint waits on nodes
+or interrupts, else `idle`. Thread.values / interrupts mirror the latest checkpoint.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from langgraph.pregel import Pregel
+
+from runs.engine.serialization import to_jsonable
+from runs.models import Run
+from threads.models import Thread
+
+
+@dataclass(frozen=True)
+class ThreadSnapshot:
+    """What the thread row mirrors of the latest checkpoint."""
+
+    values: Any = None
+    interrupts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    waiting: bool = False  # pending `next` nodes or interrupts
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended."""
+
+    status: str
+    error: dict[str, str] | None = None
+    rolled_back: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+async def snapshot_of(graph: Pregel, thread_id: str) -> ThreadSnapshot:
+    """The thread's latest state from the checkpointer (JSON-safe)."""
+    state = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+    if state is None or state.config is None or not state.created_at:
+        return ThreadSnapshot(values=None)
+    interrupts = {
+        task.id: [to_jsonable(interrupt) for interrupt in task.interrupts]
+        for task in state.tasks
+        if task.interrupts
+    }
+    return ThreadSnapshot(
+        values=to_jsonable(state.values),
+        interrupts=interrupts,
+        waiting=bool(state.next) or bool(interrupts),
+    )
+
+
+def thread_status(*, has_active_runs: bool, failed: bool, waiting: bool) -> str:
+    if has_active_runs:
+        return Thread.Status.BUSY
+    if failed:
+        return Thread.Status.ERROR
+    if waiting:
+        return Thread.Status.INTERRUPTED
+    return Thread.Status.IDLE
+
+
+def finish_run(*, run: Run, outcome: RunOutcome, snapshot: ThreadSnapshot | None) -> bool:
+    """Persist the run's final status and its thread's status and state, in one transaction.
+
+    Returns False (and changes nothing) when the run is no longer running under this worker's
+    claim, e.g. when the reaper has ended it already.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        # The thread row first: admission locks it too, so the count of active runs below
+        # sees any run admitted meanwhile.
+        thread = Thread.objects.select_for_update().filter(pk=run.thread_id).first()
+        updated = Run.objects.filter(
+            pk=run.pk, status=Run.Status.RUNNING, worker_id=run.worker_id
+        ).update(
+            status=outcome.status,
+            error=outcome.error,
+            rolled_back=outcome.rolled_back,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            total_tokens=outcome.input_tokens + outcome.output_tokens,
+            ended_at=now,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        if not updated or thread is None:
+            return bool(updated)
+        _settle_thread(
+            thread,
+            failed=outcome.status == Run.Status.ERROR,
+            snapshot=snapshot,
+            error=outcome.error,
+            now=now,
+        )
+    return True
+
+
+def settle_thread(*, thread_id: str, failed: bool, error: dict[str, str] | None = None) -> None:
+    """Recompute a thread's status after a run ended without a fresh snapshot (reaper, cancel)."""
+    with transaction.atomic():
+        thread = Thread.objects.select_for_update().filter(pk=thread_id).first()
+        if thread is not None:
+            _settle_thread(thread, failed=failed, snapshot=None, error=error, now=timezone.now())
+
+
+def _settle_thread(
+    thread: Thread,
+    *,
+    failed: bool,
+    snapshot: ThreadSnapshot | None,
+    error: dict[str, str] | None,
+    now: Any,
+) -> None:
+    has_active_runs = Run.objects.filter(thread=thread, status__in=Run.ACTIVE_STATUSES).exists()
+    waiting = snapshot.waiting if snapshot is not None else bool(thread.interrupts)
+    thread.status = thread_status(has_active_runs=has_active_runs, failed=failed, waiting=waiting)
+    thread.error = error if failed else None
+    fields = ["status", "error", "updated_at"]
+    if snapshot is not None:
+        thread.values = snapshot.values
+        thread.interrupts = snapshot.interrupts
+        thread.state_updated_at = now
+        fields += ["values", "interrupts", "state_updated_at"]
+    thread.save(update_fields=fields)

@@ -1,0 +1,289 @@
+"""The run worker: claims pending runs, executes them, renews their leases, obeys cancels.
+
+Wake-ups and cancels arrive on the channel layer (the worker's own channel joins the wake-up
+group, and the control group of each run it executes); the database is polled as well, so a
+lost message costs at most RUN_POLL_SECONDS. Every worker also reaps runs whose lease expired,
+so a dead worker's runs end `error` and free their threads; runs left `running` by a previous
+incarnation of this process are recovered the same way, once their lease expires (a worker id
+is unique per process, so there is no telling whether another process on this host still owns
+them).
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.utils import timezone
+
+from runs.engine import bus, queue
+from runs.engine.db import in_database
+from runs.engine.executor import CancelSignal, execute_run
+from runs.engine.graphs.agent import describe_agent_model
+from runs.engine.registry import graph_specs, load_graph
+from runs.engine.run_completion import after_run
+from runs.models import Run
+
+logger = logging.getLogger(__name__)
+
+#: How often a worker re-joins the wake-up group (Redis forgets memberships after a day).
+GROUP_REFRESH_SECONDS = 600.0
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class _Execution:
+    run: Run
+    cancel: CancelSignal
+    task: asyncio.Task[Any]
+
+
+class RunWorker:
+    """Executes up to `concurrency` runs at once on the running event loop."""
+
+    def __init__(self, *, concurrency: int, worker_id: str | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.worker_id = worker_id or default_worker_id()
+        self.channel = ""
+        self._executions: dict[UUID, _Execution] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._background: list[asyncio.Task[Any]] = []
+        self._post_run: set[asyncio.Task[Any]] = set()
+        #: Set once the worker listens for wake-ups and claims runs.
+        self.started = asyncio.Event()
+
+    @property
+    def active_run_ids(self) -> list[UUID]:
+        return list(self._executions)
+
+    # --- Life cycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and execute runs until `stop()`."""
+        await self._start()
+        try:
+            await self._claim_loop()
+        finally:
+            await self._shutdown()
+
+    def request_stop(self) -> None:
+        """Stop claiming; `run()` returns once running runs are finished (or stopped)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def _start(self) -> None:
+        layer = bus.layer()
+        self.channel = await layer.new_channel("runs.worker.")
+        await layer.group_add(bus.WAKEUP_GROUP, self.channel)
+        await asyncio.to_thread(_warm_up_graphs)
+        logger.info(
+            "run worker %s started: concurrency %s, agent model %s",
+            self.worker_id,
+            self.concurrency,
+            describe_agent_model(),
+        )
+        self._background = [
+            asyncio.create_task(self._listen(), name="worker-listen"),
+            asyncio.create_task(self._maintain(), name="worker-maintain"),
+        ]
+        self.started.set()
+
+    async def _shutdown(self) -> None:
+        deadline = time.monotonic() + settings.WORKER_SHUTDOWN_SECONDS
+        pending = [e.task for e in self._executions.values()]
+        if pending:
+            logger.info("worker %s: waiting for %s running run(s)", self.worker_id, len(pending))
+            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        # Runs still going are ended `error` (the renewals keep their leases meanwhile).
+        for execution in list(self._executions.values()):
+            execution.cancel.set("shutdown")
+        pending = [e.task for e in self._executions.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=30.0)
+        if self._post_run:
+            await asyncio.wait(self._post_run, timeout=5.0)
+            for task in list(self._post_run):
+                task.cancel()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await bus.layer().group_discard(bus.WAKEUP_GROUP, self.channel)
+        logger.info("run worker %s stopped", self.worker_id)
+
+    # --- Claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            while len(self._executions) < self.concurrency and not self._stopping.is_set():
+                try:
+                    run = await in_database(queue.claim_next)(worker_id=self.worker_id)
+                except Exception:
+                    logger.exception("worker %s: claiming failed", self.worker_id)
+                    run = None
+                if run is None:
+                    break
+                self._begin(run)
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        timeout = settings.RUN_POLL_SECONDS
+        if len(self._executions) < self.concurrency:
+            with contextlib.suppress(Exception):
+                due = await in_database(queue.next_run_at)()
+                if due is not None:
+                    until_due = (due - timezone.now()).total_seconds()
+                    timeout = min(timeout, max(until_due, 0.0) + 0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _begin(self, run: Run) -> None:
+        cancel = CancelSignal()
+        task = asyncio.create_task(self._execute(run, cancel), name=f"run-{run.pk}")
+        self._executions[run.pk] = _Execution(run=run, cancel=cancel, task=task)
+
+    async def _execute(self, run: Run, cancel: CancelSignal) -> None:
+        layer = bus.layer()
+        group = bus.run_control_group(run.pk)
+        try:
+            await layer.group_add(group, self.channel)
+            if run.cancel_action:
+                cancel.set(run.cancel_action)
+            await execute_run(run, cancel=cancel)
+        except Exception:
+            # The lease is left to expire: the reaper ends the run with a clear reason.
+            logger.exception("worker %s: run %s could not be finished", self.worker_id, run.pk)
+        finally:
+            self._executions.pop(run.pk, None)
+            self._wake.set()
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, self.channel)
+        self._spawn_post_run(lambda: after_run(run))
+
+    def _spawn_post_run(self, make: Callable[[], Any]) -> None:
+        task = asyncio.create_task(make())
+        self._post_run.add(task)
+        task.add_done_callback(self._post_run.discard)
+
+    # --- Messages and maintenance --------------------------------------------------------
+
+    async def _listen(self) -> None:
+        layer = bus.layer()
+        while True:
+            try:
+                message = await layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker %s: channel layer receive failed", self.worker_id)
+                await asyncio.sleep(settings.RUN_POLL_SECONDS)
+                continue
+            kind = message.get("type")
+            if kind == bus.WAKEUP:
+                self._wake.set()
+            elif kind == bus.CANCEL:
+                self._cancel(message.get("run_id"), message.get("action") or "interrupt")
+
+    def _cancel(self, run_id: Any, action: str) -> None:
+        try:
+            execution = self._executions.get(UUID(str(run_id)))
+        except ValueError:
+            return
+        if execution is not None and action:
+            logger.info("worker %s: %s run %s", self.worker_id, action, run_id)
+            execution.cancel.set(action)
+
+    async def _maintain(self) -> None:
+        """Cancel flags every poll; lease renewals every third of a lease; reaping; groups."""
+        lease = settings.RUN_LEASE_SECONDS
+        renew_every = max(lease / 3.0, 0.05)
+        reap_every = max(lease / 2.0, 0.05)
+        tick = min(settings.RUN_POLL_SECONDS, renew_every)
+        last_renew = last_reap = last_group = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            try:
+                if now - last_renew >= renew_every:
+                    last_renew = now
+                    await self._renew()
+                elif self._executions:
+                    flags = await in_database(queue.cancel_flags)(
+                        worker_id=self.worker_id, run_ids=self.active_run_ids
+                    )
+                    self._apply_flags(flags, lost_if_missing=False)
+                if now - last_reap >= reap_every:
+                    last_reap = now
+                    await in_database(queue.reap_expired)()
+                if now - last_group >= GROUP_REFRESH_SECONDS:
+                    last_group = now
+                    await bus.layer().group_add(bus.WAKEUP_GROUP, self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker %s: maintenance failed", self.worker_id)
+
+    async def _renew(self) -> None:
+        run_ids = self.active_run_ids
+        if not run_ids:
+            return
+        flags = await in_database(queue.renew_leases)(worker_id=self.worker_id, run_ids=run_ids)
+        self._apply_flags(flags, lost_if_missing=True, asked=run_ids)
+
+    def _apply_flags(
+        self, flags: dict[UUID, str], *, lost_if_missing: bool, asked: list[UUID] | None = None
+    ) -> None:
+        for run_id, action in flags.items():
+            execution = self._executions.get(run_id)
+            if execution is not None and action:
+                execution.cancel.set(action)
+        if lost_if_missing:
+            for run_id in asked or []:
+                execution = self._executions.get(run_id)
+                if run_id not in flags and execution is not None:
+                    execution.cancel.set("lost")
+
+
+def _warm_up_graphs() -> None:
+    """Import and compile every graph before the first run (and report broken ones early)."""
+    for graph_id in graph_specs():
+        try:
+            load_graph(graph_id)
+        except Exception:
+            logger.exception("graph %s cannot be loaded", graph_id)
+
+
+def run_worker_process(*, concurrency: int) -> None:
+    """A dedicated worker process: runs until SIGTERM or SIGINT, then stops gracefully."""
+    import signal
+
+    from runs.engine.checkpointer import close_checkpointer
+
+    async def main() -> None:
+        worker = RunWorker(concurrency=concurrency)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.request_stop)
+        try:
+            await worker.run()
+        finally:
+            await close_checkpointer()
+
+    asyncio.run(main())

@@ -1,0 +1,28 @@
+"""`manage.py reap_runs`: end the runs of dead workers (their lease expired)."""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from runs.engine.queue import expired_runs, reap_expired
+
+
+class Command(BaseCommand):
+    help = (
+        "End every running run whose worker stopped renewing its lease: status error "
+        "(WorkerLost), thread freed, stream ended. Live workers do this too."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dry-run", action="store_true", help="list the runs that would be reaped"
+        )
+
+    def handle(self, *args: Any, dry_run: bool, **options: Any) -> None:
+        runs = list(expired_runs()) if dry_run else reap_expired()
+        verb = "would reap" if dry_run else "reaped"
+        for run in runs:
+            self.stdout.write(
+                f"{verb} run {run.pk} of thread {run.thread_id} (worker {run.worker_id})"
+            )
+        self.stdout.write(f"{verb} {len(runs)} run(s)")

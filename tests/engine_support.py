@@ -1,0 +1,123 @@
+"""Helpers for the engine's tests: pending runs, bus listeners, a fresh channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+from django.utils import timezone
+
+from runs.engine import bus
+from runs.engine.checkpointer import close_checkpointer
+from runs.engine.registry import resolve_assistant
+from runs.models import Run
+from threads.models import Thread
+from threads.services import create_thread
+
+
+@pytest.fixture
+def fresh_channel_layer() -> Any:
+    """A new in-memory channel layer for the test (queues are bound to one event loop)."""
+    channel_layers.backends.clear()
+    yield bus.layer()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+async def closing_checkpointer() -> AsyncIterator[None]:
+    """Close the test loop's checkpoint saver at the end of the test."""
+    yield
+    await close_checkpointer()
+
+
+def make_thread(*, user: Any, thread_id: str | None = None) -> Thread:
+    thread, _ = create_thread(user=user, thread_id=thread_id)
+    return thread
+
+
+def pending_run(
+    *,
+    thread: Thread,
+    user: Any,
+    graph_id: str = "echo",
+    run_at: datetime | None = None,
+    resumable: bool = False,
+    on_completion: str = "keep",
+    **kwargs: Any,
+) -> Run:
+    """A pending run, as the admission service would store it (thread marked busy)."""
+    spec = resolve_assistant(graph_id)
+    kwargs.setdefault("stream_mode", ["values"])
+    run = Run.objects.create(
+        thread=thread,
+        user=user,
+        assistant_id=spec.assistant_id,
+        graph_id=spec.graph_id,
+        status=Run.Status.PENDING,
+        run_at=run_at or timezone.now(),
+        kwargs=kwargs,
+        resumable=resumable,
+        on_completion=on_completion,
+    )
+    Thread.objects.filter(pk=thread.pk).update(status=Thread.Status.BUSY)
+    return run
+
+
+@dataclass
+class Received:
+    id: int
+    event: str
+    data: Any
+
+
+class RunListener:
+    """Subscribes to a run's stream group and collects its events."""
+
+    def __init__(self, run_id: Any, wait_seconds: float = 20.0) -> None:
+        self.run_id = run_id
+        self.wait_seconds = wait_seconds
+        self.channel = ""
+        self.events: list[Received] = []
+
+    async def __aenter__(self) -> RunListener:
+        self.channel = await bus.layer().new_channel()
+        await bus.layer().group_add(bus.run_stream_group(self.run_id), self.channel)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await bus.layer().group_discard(bus.run_stream_group(self.run_id), self.channel)
+
+    async def until_end(self) -> list[Received]:
+        """Every event up to and including `end`."""
+        async with asyncio.timeout(self.wait_seconds):
+            while not self.events or self.events[-1].event != "end":
+                await self.next()
+        return self.events
+
+    async def next(self) -> Received:
+        message = await asyncio.wait_for(bus.layer().receive(self.channel), self.wait_seconds)
+        received = Received(message["id"], message["event"], json.loads(message["data"]))
+        self.events.append(received)
+        return received
+
+    async def until(self, event: str) -> Received:
+        async with asyncio.timeout(self.wait_seconds):
+            while True:
+                received = await self.next()
+                if received.event == event:
+                    return received
+
+
+async def fetch_run(run_id: Any) -> Run:
+    return await sync_to_async(Run.objects.get)(pk=run_id)
+
+
+async def fetch_thread(thread_id: str) -> Thread:
+    return await sync_to_async(Thread.objects.get)(pk=thread_id)

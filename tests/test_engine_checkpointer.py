@@ -1,0 +1,151 @@
+"""The checkpointer module: one saver per event loop, deleting and copying checkpoints."""
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from runs.engine import checkpointer
+from runs.engine.checkpointer import (
+    acopy_thread_checkpoints,
+    adelete_run_checkpoints,
+    adelete_thread_checkpoints,
+    delete_thread_checkpoints,
+    get_checkpointer,
+)
+from runs.engine.registry import graph_for_thread
+from tests.engine_support import closing_checkpointer, make_thread  # noqa: F401
+from threads.services import delete_thread
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("closing_checkpointer"),
+]
+
+
+def fresh_id() -> str:
+    """Checkpoint tables are not Django's: a flush between tests leaves them as they are."""
+    return f"t-{uuid.uuid4()}"
+
+
+def say(text: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+def config(thread_id: str, run_id: str = "run-1") -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id, "run_id": run_id}}
+
+
+async def state_of(thread_id: str) -> Any:
+    graph = await graph_for_thread("echo")
+    return await graph.aget_state({"configurable": {"thread_id": thread_id}})
+
+
+async def history_of(thread_id: str) -> list[Any]:
+    graph = await graph_for_thread("echo")
+    return [s async for s in graph.aget_state_history({"configurable": {"thread_id": thread_id}})]
+
+
+def saver_in_new_loop() -> Any:
+    """A saver made in a loop of another thread (like async_to_sync does), then closed."""
+    found: list[Any] = []
+    worker = threading.Thread(target=lambda: found.append(asyncio.run(get_checkpointer())))
+    worker.start()
+    worker.join()
+    return found[0]
+
+
+async def test_one_saver_per_event_loop() -> None:
+    mine = await get_checkpointer()
+
+    assert await get_checkpointer() is mine
+    assert await asyncio.to_thread(saver_in_new_loop) is not mine
+
+
+async def test_savers_of_closed_loops_are_dropped() -> None:
+    await asyncio.to_thread(saver_in_new_loop)
+    await checkpointer.close_checkpointer()
+
+    await get_checkpointer()
+
+    assert all(not loop.is_closed() for loop in checkpointer._entries)
+
+
+async def test_concurrent_first_uses_share_one_saver() -> None:
+    savers = await asyncio.gather(*(get_checkpointer() for _ in range(5)))
+
+    assert len({id(s) for s in savers}) == 1
+
+
+async def test_async_thread_delete_removes_every_checkpoint() -> None:
+    t = fresh_id()
+    graph = await graph_for_thread("echo")
+    await graph.ainvoke(say("hi"), config(t))
+
+    await adelete_thread_checkpoints(t)
+
+    assert (await state_of(t)).values == {}
+
+
+async def test_sync_thread_delete_removes_every_checkpoint() -> None:
+    t = fresh_id()
+    graph = await graph_for_thread("echo")
+    await graph.ainvoke(say("hi"), config(t))
+
+    await sync_to_async(delete_thread_checkpoints)(t)
+
+    assert await history_of(t) == []
+
+
+async def test_thread_service_delete_removes_the_threads_checkpoints(user: Any) -> None:
+    thread = await sync_to_async(make_thread)(user=user)
+    graph = await graph_for_thread("echo")
+    await graph.ainvoke(say("hi"), config(thread.pk))
+
+    await sync_to_async(delete_thread)(thread=thread)
+
+    assert await history_of(thread.pk) == []
+
+
+async def test_copy_brings_every_checkpoint_to_the_new_thread() -> None:
+    src, dst = fresh_id(), fresh_id()
+    graph = await graph_for_thread("echo")
+    await graph.ainvoke(say("one"), config(src))
+    await graph.ainvoke(say("two"), config(src, "run-2"))
+
+    await acopy_thread_checkpoints(src, dst)
+
+    source, copy = await state_of(src), await state_of(dst)
+    assert copy.values == source.values
+    assert len(await history_of(dst)) == len(await history_of(src))
+    await graph.ainvoke(say("three"), config(dst, "run-3"))
+    assert len((await state_of(dst)).values["messages"]) == 6
+    assert len((await state_of(src)).values["messages"]) == 4
+
+
+async def test_copy_keeps_pending_interrupts() -> None:
+    src, dst = fresh_id(), fresh_id()
+    graph = await graph_for_thread("ask_human")
+    await graph.ainvoke({"question": "ok?"}, config(src))
+
+    await acopy_thread_checkpoints(src, dst)
+
+    copy = await graph.aget_state({"configurable": {"thread_id": dst}})
+    assert copy.next == ("ask",)
+    assert copy.tasks[0].interrupts[0].value == {"question": "ok?"}
+
+
+async def test_run_delete_removes_only_that_runs_checkpoints() -> None:
+    t = fresh_id()
+    graph = await graph_for_thread("echo")
+    await graph.ainvoke(say("one"), config(t, "run-1"))
+    kept = len(await history_of(t))
+    await graph.ainvoke(say("two"), config(t, "run-2"))
+
+    await adelete_run_checkpoints(t, "run-2")
+
+    assert len(await history_of(t)) == kept
+    assert [m.content for m in (await state_of(t)).values["messages"]] == ["one", "echo: one"]

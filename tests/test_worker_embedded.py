@@ -1,0 +1,31 @@
+"""The embedded worker inside a real daphne process (the default install)."""
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from runs.models import Run
+from tests.engine_support import make_thread, pending_run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
+
+
+def test_daphne_runs_queued_runs_with_its_embedded_worker(user: Any, daphne_server: Any) -> None:
+    run = pending_run(thread=make_thread(user=user), user=user, input={})
+
+    deadline = time.monotonic() + 30
+    while Run.objects.get(pk=run.pk).status != Run.Status.SUCCESS:
+        assert time.monotonic() < deadline, daphne_server.output()[-5000:]
+        time.sleep(0.05)
+
+
+def test_info_and_startup_log_name_the_agent_model(daphne_server: Any) -> None:
+    info = httpx.get(daphne_server.api_url + "/info", trust_env=False).json()
+
+    assert info["agent_model"] == "scripted (offline)"
+    deadline = time.monotonic() + 30
+    while "agent model scripted (offline)" not in daphne_server.output():
+        assert time.monotonic() < deadline, daphne_server.output()[-5000:]
+        time.sleep(0.05)

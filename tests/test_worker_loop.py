@@ -1,0 +1,297 @@
+"""The run worker in this process: claiming, wake-ups, cancels, reaping and stopping."""
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import override_settings
+from django.utils import timezone
+
+from runs.engine import bus
+from runs.engine.worker import RunWorker
+from runs.models import Run
+from tests.engine_support import (  # noqa: F401
+    closing_checkpointer,
+    fetch_run,
+    fetch_thread,
+    fresh_channel_layer,
+    make_thread,
+    pending_run,
+)
+from threads.models import Thread
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fresh_channel_layer", "closing_checkpointer"),
+]
+
+SLOW = {"graph_id": "slow", "input": {"steps": 50, "delay": 0.1}, "stream_mode": ["custom"]}
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[Callable[..., Awaitable[RunWorker]]]:
+    """Start RunWorkers on the test's loop; each is stopped at the end of the test."""
+    started: list[tuple[RunWorker, asyncio.Task[None]]] = []
+
+    async def start(concurrency: int = 4, worker_id: str | None = None) -> RunWorker:
+        worker = RunWorker(concurrency=concurrency, worker_id=worker_id)
+        task = asyncio.create_task(worker.run())
+        started.append((worker, task))
+        await worker.started.wait()
+        return worker
+
+    yield start
+    for worker, task in started:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def queue_run(user: Any, thread: Thread | None = None, **kwargs: Any) -> Run:
+    thread = thread or await sync_to_async(make_thread)(user=user)
+    return await sync_to_async(pending_run)(thread=thread, user=user, **kwargs)
+
+
+async def wait_for_status(run_id: Any, *statuses: str, within: float = 10.0) -> Run:
+    deadline = time.monotonic() + within
+    while True:
+        run = await fetch_run(run_id)
+        if run.status in statuses:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} is {run.status}, not {statuses} after {within}s")
+        await asyncio.sleep(0.05)
+
+
+async def test_worker_executes_a_queued_run(user: Any, start_worker: Any) -> None:
+    run = await queue_run(user, input={"messages": [{"role": "user", "content": "hi"}]})
+
+    await start_worker()
+
+    done = await wait_for_status(run.pk, Run.Status.SUCCESS)
+    thread = await fetch_thread(done.thread_id)
+    assert thread.status == Thread.Status.IDLE
+    assert thread.values["messages"][-1]["content"] == "echo: hi"
+
+
+@override_settings(RUN_POLL_SECONDS=30.0)
+async def test_wake_up_message_starts_a_run_without_waiting_for_the_poll(
+    user: Any, start_worker: Any
+) -> None:
+    await start_worker()
+    await asyncio.sleep(0.2)  # the worker is asleep until its next poll, 30 s from now
+    run = await queue_run(user, input={})
+    started = time.monotonic()
+
+    await bus.wake_workers()
+
+    await wait_for_status(run.pk, Run.Status.SUCCESS, within=5.0)
+    assert time.monotonic() - started < 2.0
+
+
+async def test_cancel_message_interrupts_a_running_run_within_a_second(
+    user: Any, start_worker: Any
+) -> None:
+    run = await queue_run(user, **SLOW)
+    await start_worker()
+    await wait_for_status(run.pk, Run.Status.RUNNING)
+    await asyncio.sleep(0.3)
+    sent = time.monotonic()
+
+    await sync_to_async(Run.objects.filter(pk=run.pk).update)(cancel_action="interrupt")
+    await bus.publish_cancel(run_id=run.pk, action="interrupt")
+
+    stopped = await wait_for_status(run.pk, Run.Status.INTERRUPTED, within=5.0)
+    assert time.monotonic() - sent < 1.0
+    assert not stopped.rolled_back
+
+
+@override_settings(RUN_POLL_SECONDS=0.2)
+async def test_cancel_flag_in_the_database_stops_a_run_without_a_message(
+    user: Any, start_worker: Any
+) -> None:
+    run = await queue_run(user, **SLOW)
+    await start_worker()
+    await wait_for_status(run.pk, Run.Status.RUNNING)
+
+    await sync_to_async(Run.objects.filter(pk=run.pk).update)(cancel_action="rollback")
+
+    stopped = await wait_for_status(run.pk, Run.Status.INTERRUPTED, within=5.0)
+    assert stopped.rolled_back
+
+
+async def test_enqueued_runs_of_a_thread_run_one_at_a_time_in_order(
+    user: Any, start_worker: Any
+) -> None:
+    thread = await sync_to_async(make_thread)(user=user)
+    runs = [
+        await queue_run(user, thread, graph_id="slow", input={"steps": 2, "delay": 0.05})
+        for _ in range(3)
+    ]
+
+    await start_worker(concurrency=3)
+
+    finished = [await wait_for_status(r.pk, Run.Status.SUCCESS) for r in runs]
+    for earlier, later in itertools.pairwise(finished):
+        assert earlier.ended_at <= later.started_at
+    assert (await fetch_thread(thread.pk)).values["ticks"] == [1, 2, 1, 2, 1, 2]
+
+
+async def test_worker_runs_runs_of_different_threads_concurrently(
+    user: Any, start_worker: Any
+) -> None:
+    runs = [
+        await queue_run(user, graph_id="slow", input={"steps": 1, "delay": 0.5}) for _ in range(3)
+    ]
+    started = time.monotonic()
+
+    await start_worker(concurrency=3)
+
+    for run in runs:
+        await wait_for_status(run.pk, Run.Status.SUCCESS)
+    assert time.monotonic() - started < 1.5
+
+
+async def test_worker_never_exceeds_its_concurrency(user: Any, start_worker: Any) -> None:
+    runs = [await queue_run(user, **SLOW) for _ in range(3)]
+
+    await start_worker(concurrency=2)
+    await asyncio.sleep(1.0)
+
+    statuses = [(await fetch_run(r.pk)).status for r in runs]
+    assert statuses.count(Run.Status.RUNNING) == 2
+    assert statuses.count(Run.Status.PENDING) == 1
+
+
+async def test_delayed_run_starts_once_due(user: Any, start_worker: Any) -> None:
+    run = await queue_run(user, input={}, run_at=timezone.now() + timedelta(seconds=0.5))
+    await start_worker()
+
+    await asyncio.sleep(0.2)
+    assert (await fetch_run(run.pk)).status == Run.Status.PENDING
+    await wait_for_status(run.pk, Run.Status.SUCCESS, within=5.0)
+
+
+@override_settings(RUN_LEASE_SECONDS=0.6, RUN_POLL_SECONDS=0.1)
+async def test_live_worker_reaps_a_run_whose_worker_died(user: Any, start_worker: Any) -> None:
+    thread = await sync_to_async(make_thread)(user=user)
+    orphan = await queue_run(user, thread, input={})
+    await sync_to_async(Run.objects.filter(pk=orphan.pk).update)(
+        status=Run.Status.RUNNING,
+        worker_id="dead-host:1:dead",
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    follower = await queue_run(user, thread, input={})
+
+    await start_worker()
+
+    reaped = await wait_for_status(orphan.pk, Run.Status.ERROR)
+    assert reaped.error["error"] == "WorkerLost"
+    await wait_for_status(follower.pk, Run.Status.SUCCESS)
+
+
+@override_settings(RUN_LEASE_SECONDS=0.6, RUN_POLL_SECONDS=0.1)
+async def test_worker_keeps_renewing_the_lease_of_a_long_run(user: Any, start_worker: Any) -> None:
+    run = await queue_run(user, graph_id="slow", input={"steps": 10, "delay": 0.2})
+
+    await start_worker()
+
+    done = await wait_for_status(run.pk, Run.Status.SUCCESS, within=10.0)
+    assert done.started_at + timedelta(seconds=1.5) < done.ended_at
+
+
+@override_settings(WORKER_SHUTDOWN_SECONDS=0.3)
+async def test_stopping_worker_ends_unfinished_runs_with_an_error(user: Any) -> None:
+    run = await queue_run(user, **SLOW)
+    worker = RunWorker(concurrency=2)
+    task = asyncio.create_task(worker.run())
+    await wait_for_status(run.pk, Run.Status.RUNNING)
+
+    worker.request_stop()
+    await asyncio.wait_for(task, 10)
+
+    stopped = await fetch_run(run.pk)
+    assert stopped.status == Run.Status.ERROR
+    assert stopped.error["error"] == "WorkerShutdown"
+    assert (await fetch_thread(stopped.thread_id)).status == Thread.Status.ERROR
+
+
+@override_settings(WORKER_SHUTDOWN_SECONDS=5.0)
+async def test_stopping_worker_lets_short_runs_finish(user: Any) -> None:
+    run = await queue_run(user, graph_id="slow", input={"steps": 2, "delay": 0.2})
+    worker = RunWorker(concurrency=2)
+    task = asyncio.create_task(worker.run())
+    await wait_for_status(run.pk, Run.Status.RUNNING)
+
+    worker.request_stop()
+    await asyncio.wait_for(task, 10)
+
+    assert (await fetch_run(run.pk)).status == Run.Status.SUCCESS
+
+
+@override_settings(ON_COMPLETION_DELETE_SECONDS=0.1)
+async def test_run_with_on_completion_delete_removes_its_thread(
+    user: Any, start_worker: Any
+) -> None:
+    run = await queue_run(user, input={}, on_completion="delete")
+
+    await start_worker()
+
+    deadline = time.monotonic() + 10
+    while await sync_to_async(Thread.objects.filter(pk=run.thread_id).exists)():
+        assert time.monotonic() < deadline, "the thread was not deleted"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def webhook_receiver() -> Any:
+    """An HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+async def test_finished_run_posts_its_webhook(
+    user: Any, start_worker: Any, webhook_receiver: Any
+) -> None:
+    url, received = webhook_receiver
+    run = await queue_run(
+        user, input={"messages": [{"role": "user", "content": "hi"}]}, webhook=url
+    )
+
+    await start_worker()
+
+    await wait_for_status(run.pk, Run.Status.SUCCESS)
+    deadline = time.monotonic() + 10
+    while not received:
+        assert time.monotonic() < deadline, "no webhook arrived"
+        await asyncio.sleep(0.05)
+    [payload] = received
+    assert payload["run_id"] == str(run.pk)
+    assert payload["status"] == "success"
+    assert payload["values"]["messages"][-1]["content"] == "echo: hi"
+    assert payload["error"] is None
+    assert payload["run_started_at"] and payload["run_ended_at"]

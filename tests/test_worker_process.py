@@ -1,0 +1,131 @@
+"""`manage.py runs_worker` and `manage.py reap_runs` as real processes on the test database."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runs.engine import queue
+from runs.models import Run
+from tests.engine_support import make_thread, pending_run
+from tests.live import REPO_ROOT, die_with_parent, merge_env
+from threads.models import Thread
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
+
+FAST_LEASES = {"DEERFLOW_RUN_LEASE_SECONDS": "1", "DEERFLOW_RUN_POLL_SECONDS": "0.1"}
+LONG_RUN = {"graph_id": "slow", "input": {"steps": 200, "delay": 0.1}}
+
+
+@pytest.fixture
+def start_worker_process(
+    process_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `manage.py runs_worker` processes; any still running are killed at the end."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(**env: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"worker-{len(processes)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "runs_worker", "--concurrency", "2"],
+            cwd=REPO_ROOT,
+            env=merge_env(process_env, {**FAST_LEASES, **env}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_for(predicate: Callable[[], Any], what: str, within: float = 60.0) -> Any:
+    """Poll until predicate() is truthy (worker processes take seconds to import everything)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status_of(run: Run) -> str:
+    return Run.objects.values_list("status", flat=True).get(pk=run.pk)
+
+
+def test_worker_process_executes_queued_runs(user: Any, start_worker_process: Any) -> None:
+    run = pending_run(thread=make_thread(user=user), user=user, input={})
+
+    start_worker_process()
+
+    wait_for(lambda: status_of(run) == Run.Status.SUCCESS, "the run to succeed")
+
+
+def test_killed_worker_run_is_reaped_and_its_thread_takes_new_runs(
+    user: Any, start_worker_process: Any, manage_py: Any
+) -> None:
+    thread = make_thread(user=user)
+    run = pending_run(thread=thread, user=user, **LONG_RUN)
+    worker = start_worker_process()
+    wait_for(lambda: status_of(run) == Run.Status.RUNNING, "the run to start")
+
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    time.sleep(1.2)  # the lease (1 s) runs out
+    result = manage_py("reap_runs", env=FAST_LEASES)
+
+    assert "reaped 1 run(s)" in result.stdout
+    run.refresh_from_db()
+    assert run.status == Run.Status.ERROR
+    assert run.error == queue.WORKER_LOST
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.ERROR
+    follower = pending_run(thread=thread, user=user, input={})
+    start_worker_process()
+    wait_for(lambda: status_of(follower) == Run.Status.SUCCESS, "a new run on the thread")
+
+
+def test_reap_runs_dry_run_lists_without_changing_anything(user: Any, manage_py: Any) -> None:
+    run = pending_run(thread=make_thread(user=user), user=user, input={})
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.RUNNING, worker_id="gone", lease_expires_at="2000-01-01T00:00:00Z"
+    )
+
+    result = manage_py("reap_runs", "--dry-run")
+
+    assert f"would reap run {run.pk}" in result.stdout
+    assert status_of(run) == Run.Status.RUNNING
+
+
+def test_sigterm_stops_the_worker_and_ends_its_unfinished_runs(
+    user: Any, start_worker_process: Any
+) -> None:
+    run = pending_run(thread=make_thread(user=user), user=user, **LONG_RUN)
+    worker = start_worker_process(DEERFLOW_WORKER_SHUTDOWN_SECONDS="0.5")
+    wait_for(lambda: status_of(run) == Run.Status.RUNNING, "the run to start")
+
+    os.kill(worker.pid, signal.SIGTERM)
+
+    assert worker.wait(timeout=30) == 0
+    run.refresh_from_db()
+    assert run.status == Run.Status.ERROR
+    assert run.error["error"] == "WorkerShutdown"
+
+
+def test_runs_worker_refuses_a_concurrency_below_one(manage_py: Any) -> None:
+    result = manage_py("runs_worker", "--concurrency", "0", check=False)
+
+    assert result.returncode != 0
+    assert "--concurrency must be at least 1" in result.stderr
