@@ -1,1 +1,33 @@
-urlpatterns: list = []
+from django.urls import path
+
+from deerflow_site.api.async_views import by_method
+from runs import stream_views, views
+
+thread_runs = "threads/<str:thread_id>/runs"
+one_run = f"{thread_runs}/<str:run_id>"
+create_and_stream = by_method(post=stream_views.create_and_stream)
+create_and_wait = by_method(post=stream_views.create_and_wait)
+
+urlpatterns = [
+    path(thread_runs, views.ThreadRunsView.as_view(), name="thread-runs"),
+    path(f"{thread_runs}/stream", create_and_stream, name="thread-runs-stream"),
+    path(f"{thread_runs}/wait", create_and_wait, name="thread-runs-wait"),
+    path(one_run, views.RunDetailView.as_view(), name="run"),
+    path(f"{one_run}/cancel", by_method(post=stream_views.cancel), name="run-cancel"),
+    path(f"{one_run}/join", by_method(get=stream_views.join), name="run-join"),
+    path(
+        f"{one_run}/stream",
+        by_method(get=stream_views.join_stream, post=stream_views.join_stream),
+        name="run-stream",
+    ),
+    path(
+        "threads/<str:thread_id>/stream",
+        by_method(get=stream_views.thread_stream),
+        name="thread-stream",
+    ),
+    path("runs", views.StatelessRunsView.as_view(), name="runs"),
+    path("runs/stream", create_and_stream, name="runs-stream"),
+    path("runs/wait", create_and_wait, name="runs-wait"),
+    path("runs/batch", views.RunBatchView.as_view(), name="runs-batch"),
+    path("runs/cancel", views.BulkCancelView.as_view(), name="runs-cancel"),
+]

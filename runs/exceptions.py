@@ -1,0 +1,27 @@
+"""What run services refuse, in the domain's words."""
+
+from deerflow_site.api.errors import BadRequest, Conflict, NotFound
+
+
+class RunNotFound(NotFound):
+    """Run not found."""
+
+
+class RunNotCancellable(Conflict):
+    """The run has already finished: there is nothing to cancel."""
+
+
+class RunActive(Conflict):
+    """The run is pending or running: cancel it first."""
+
+
+class ThreadBusyReject(Conflict):
+    """The thread has a pending or running run (multitask_strategy=reject)."""
+
+
+class CheckpointNotFound(NotFound):
+    """Checkpoint not found."""
+
+
+class CheckpointOfOtherThread(BadRequest):
+    """The checkpoint belongs to another thread."""

@@ -1,0 +1,74 @@
+"""Reads of runs: a run follows its thread's permissions (view to read, change to act on it)."""
+
+from typing import Any
+from uuid import UUID
+
+from django.db.models import QuerySet
+
+from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from runs.exceptions import RunNotFound
+from runs.models import Run, RunStreamEvent
+from threads.models import Thread
+from threads.selectors import get_thread
+
+
+def runs_of_thread(
+    *, user: Any, thread_id: str, status: str | None = None, action: str = "view"
+) -> QuerySet[Run]:
+    """The thread's runs, newest first (404 if the thread is not visible, 403 without `action`)."""
+    thread = get_thread(user=user, thread_id=validate_thread_id(thread_id), action=action)
+    runs = Run.objects.filter(thread=thread).select_related("thread")
+    if status:
+        runs = runs.filter(status=status)
+    return runs.order_by("-created_at", "-run_id")
+
+
+def get_run(*, user: Any, thread_id: str, run_id: str | UUID, action: str = "view") -> Run:
+    """One run of a thread the user may see (404 if it is not of that thread)."""
+    run_uuid = validate_uuid(run_id, field="run_id")
+    run = runs_of_thread(user=user, thread_id=thread_id, action=action).filter(pk=run_uuid).first()
+    if run is None:
+        raise RunNotFound()
+    return run
+
+
+def run_by_id(*, run_id: UUID | str) -> Run | None:
+    """A run without permission checks (for code that already checked them)."""
+    return Run.objects.select_related("thread").filter(pk=run_id).first()
+
+
+def stored_events_after(
+    *, run_id: UUID | str, after: int, limit: int = 500
+) -> list[RunStreamEvent]:
+    """Stored stream events of a resumable run with an id above `after`, in order."""
+    return list(RunStreamEvent.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")[:limit])
+
+
+def first_stored_event_id(*, run_id: UUID | str) -> int | None:
+    """The lowest stored event id of a run (None when nothing is stored)."""
+    return (
+        RunStreamEvent.objects.filter(run_id=run_id)
+        .order_by("seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+
+
+def active_runs_of_thread(*, thread: Thread) -> QuerySet[Run]:
+    """The thread's pending and running runs, oldest first."""
+    return Run.objects.filter(thread=thread, status__in=Run.ACTIVE_STATUSES).order_by("created_at")
+
+
+def final_answer(*, run: Run) -> Any:
+    """What `/wait` and `/join` return: the thread's values after the run, or its error.
+
+    `__interrupt__` lists the pending interrupts when the run stopped at `interrupt()`.
+    """
+    if run.status == Run.Status.ERROR:
+        return {"__error__": run.error or {"error": "Error", "message": "The run failed."}}
+    thread = Thread.objects.only("values", "interrupts").get(pk=run.thread_id)
+    values = thread.values if thread.values is not None else {}
+    interrupts = [item for items in (thread.interrupts or {}).values() for item in items]
+    if interrupts and isinstance(values, dict):
+        values = {**values, "__interrupt__": interrupts}
+    return values

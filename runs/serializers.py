@@ -1,0 +1,400 @@
+"""Run request and response bodies."""
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django.http import QueryDict
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from deerflow_site.api.errors import Invalid
+from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
+from runs.models import Run
+from threads.services import clean_metadata
+
+#: Stream modes as clients name them (`messages-tuple` is LangGraph's `messages`).
+STREAM_MODES = (
+    "values",
+    "updates",
+    "messages",
+    "messages-tuple",
+    "custom",
+    "events",
+    "debug",
+    "tasks",
+    "checkpoints",
+    "tools",
+)
+#: Modes the official SDKs know but this server does not produce: a 422, never silently ignored.
+UNSUPPORTED_STREAM_MODES = ("lifecycle",)
+#: `GET /threads/{id}/stream` modes: every run mode, or only the runs' start and end.
+THREAD_STREAM_MODES = ("run_modes", "lifecycle")
+COMMAND_KEYS = ("resume", "goto", "update")
+CHECKPOINT_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map")
+SECRET_KEY_PARTS = ("api_key", "token", "secret", "password", "authorization")
+RUN_FIELDS = (
+    "run_id",
+    "thread_id",
+    "assistant_id",
+    "created_at",
+    "updated_at",
+    "status",
+    "metadata",
+    "kwargs",
+    "multitask_strategy",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+)
+MAX_AFTER_SECONDS = 366 * 24 * 3600
+
+
+def parse_stream_modes(value: Any, *, allowed: tuple[str, ...] = STREAM_MODES) -> list[str]:
+    """Stream modes from a string, a list, or a JSON-array string; unknown ones are a 422."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise Invalid({"stream_mode": ["Malformed JSON array."]}) from None
+    modes = [value] if isinstance(value, str) else value
+    if not isinstance(modes, list) or not all(isinstance(mode, str) for mode in modes):
+        raise Invalid({"stream_mode": ["Must be a string or a list of strings."]})
+    for mode in modes:
+        if mode in allowed:
+            continue
+        if mode in UNSUPPORTED_STREAM_MODES:
+            raise Invalid({"stream_mode": [f"Stream mode {mode!r} is not supported here."]})
+        raise Invalid({"stream_mode": [f"Unknown stream mode {mode!r}."]})
+    return list(dict.fromkeys(modes))
+
+
+STRING_OR_LIST = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+
+
+@extend_schema_field(STRING_OR_LIST)
+class StreamModeField(serializers.Field):
+    """One stream mode or a list of them."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        try:
+            return parse_stream_modes(data) or ["values"]
+        except Invalid as exc:
+            raise serializers.ValidationError(exc.detail["stream_mode"]) from None
+
+
+@extend_schema_field(STRING_OR_LIST)
+class InterruptNodesField(serializers.Field):
+    """Node names to stop at, or `"*"` for every node."""
+
+    def to_internal_value(self, data: Any) -> str | list[str]:
+        if data == "*":
+            return data
+        if isinstance(data, list) and all(isinstance(node, str) for node in data):
+            return data
+        raise serializers.ValidationError('Must be "*" or a list of node names.')
+
+
+class CommandField(JSONObjectField):
+    """A LangGraph `Command`: `{resume?, goto?, update?}`."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        unknown = sorted(set(value) - set(COMMAND_KEYS))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown command keys: {', '.join(unknown)}.")
+        goto = value.get("goto")
+        targets = goto if isinstance(goto, list) else [goto]
+        if goto is not None and not all(_is_goto_target(target) for target in targets):
+            raise serializers.ValidationError(
+                'goto must be a node name, a Send {"node", "input"}, or a list of them.'
+            )
+        update = value.get("update")
+        if update is not None and not isinstance(update, dict | list):
+            raise serializers.ValidationError("update must be an object or a list of pairs.")
+        return value
+
+
+def _is_goto_target(target: Any) -> bool:
+    if isinstance(target, str):
+        return True
+    return isinstance(target, dict) and isinstance(target.get("node"), str)
+
+
+class RunConfigField(JSONObjectField):
+    """A RunnableConfig; `configurable` keys starting with `__` are the server's and dropped."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        configurable = value.get("configurable")
+        if configurable is not None:
+            if not isinstance(configurable, dict):
+                raise serializers.ValidationError({"configurable": "Must be a JSON object."})
+            value["configurable"] = {
+                key: item for key, item in configurable.items() if not key.startswith("__")
+            }
+        limit = value.get("recursion_limit")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise serializers.ValidationError({"recursion_limit": "Must be a positive integer."})
+        tags = value.get("tags")
+        if tags is not None and not (
+            isinstance(tags, list) and all(isinstance(tag, str) for tag in tags)
+        ):
+            raise serializers.ValidationError({"tags": "Must be a list of strings."})
+        return value
+
+
+class CheckpointField(JSONObjectField):
+    """Where to start from: `{thread_id?, checkpoint_ns?, checkpoint_id?, checkpoint_map?}`."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        for key in ("thread_id", "checkpoint_ns", "checkpoint_id"):
+            if value.get(key) is not None and not isinstance(value[key], str):
+                raise serializers.ValidationError({key: "Must be a string."})
+        return value
+
+
+class RunMetadataField(JSONObjectField):
+    """Run metadata: `owner_id`/`user_id` are stripped, `auth_token` is refused."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        if "auth_token" in value:
+            raise serializers.ValidationError("auth_token must not be sent in metadata.")
+        return clean_metadata(value)
+
+
+class RunCreateSerializer(RequestSerializer):
+    """The create body of `POST /threads/{t}/runs`, `/runs/stream` and `/runs/wait`."""
+
+    assistant_id = serializers.CharField(max_length=255, required=False, allow_null=True)
+    input = serializers.JSONField(required=False, allow_null=True)
+    command = CommandField(required=False, allow_null=True)
+    metadata = RunMetadataField(required=False, allow_null=True)
+    config = RunConfigField(required=False, allow_null=True)
+    context = JSONObjectField(required=False, allow_null=True)
+    webhook = serializers.CharField(required=False, allow_null=True)
+    checkpoint_id = serializers.CharField(max_length=128, required=False, allow_null=True)
+    checkpoint = CheckpointField(required=False, allow_null=True)
+    interrupt_before = InterruptNodesField(required=False, allow_null=True)
+    interrupt_after = InterruptNodesField(required=False, allow_null=True)
+    stream_mode = StreamModeField(required=False, allow_null=True)
+    stream_subgraphs = serializers.BooleanField(required=False, allow_null=True)
+    stream_resumable = serializers.BooleanField(required=False, allow_null=True)
+    on_disconnect = serializers.ChoiceField(
+        choices=["cancel", "continue"], required=False, allow_null=True
+    )
+    on_completion = serializers.ChoiceField(
+        choices=["delete", "keep"], required=False, allow_null=True
+    )
+    multitask_strategy = serializers.ChoiceField(
+        choices=Run.MultitaskStrategy.choices, required=False, allow_null=True
+    )
+    after_seconds = serializers.FloatField(
+        min_value=0, max_value=MAX_AFTER_SECONDS, required=False, allow_null=True
+    )
+    if_not_exists = serializers.ChoiceField(
+        choices=["create", "reject"], required=False, allow_null=True
+    )
+    feedback_keys = serializers.ListField(
+        child=serializers.CharField(max_length=255), required=False, allow_null=True
+    )
+    durability = serializers.ChoiceField(
+        choices=["sync", "async", "exit"], required=False, allow_null=True
+    )
+    checkpoint_during = serializers.BooleanField(required=False, allow_null=True)
+    # Webhooks come with a later issue: until then a webhook is refused, not silently dropped.
+    unsupported_fields = ("webhook",)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A validated create body: what admission decides on, and the kwargs the executor reads."""
+
+    assistant_id: str | None
+    metadata: dict[str, Any]
+    multitask_strategy: str
+    if_not_exists: str
+    on_disconnect: str
+    on_completion: str
+    after_seconds: float
+    resumable: bool
+    checkpoint_id: str | None
+    checkpoint: dict[str, Any] | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_run_create(data: Any, *, on_completion: str = "keep") -> RunRequest:
+    """A create body as a RunRequest; a 422 naming the field when it is not valid."""
+    serializer = RunCreateSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    body = {key: value for key, value in serializer.validated_data.items() if value is not None}
+    durability = body.get("durability")
+    if durability is None and body.get("checkpoint_during") is False:
+        durability = "exit"
+    checkpoint = body.get("checkpoint")
+    checkpoint_id = body.get("checkpoint_id") or (checkpoint or {}).get("checkpoint_id")
+    resumable = body.get("stream_resumable", False)
+    on_disconnect = body.get("on_disconnect", "cancel")
+    after_seconds = body.get("after_seconds", 0.0)
+    kwargs = {
+        "input": body.get("input"),
+        "command": body.get("command"),
+        "config": body.get("config", {}),
+        "context": body.get("context"),
+        "stream_mode": body.get("stream_mode", ["values"]),
+        "subgraphs": body.get("stream_subgraphs", False),
+        "interrupt_before": body.get("interrupt_before"),
+        "interrupt_after": body.get("interrupt_after"),
+        "checkpoint_id": checkpoint_id,
+        "checkpoint": checkpoint,
+        "durability": durability,
+        "webhook": None,
+        "feedback_keys": body.get("feedback_keys"),
+        "resumable": resumable,
+        "on_disconnect": on_disconnect,
+        "after_seconds": after_seconds,
+    }
+    return RunRequest(
+        assistant_id=body.get("assistant_id"),
+        metadata=body.get("metadata", {}),
+        multitask_strategy=body.get("multitask_strategy", Run.MultitaskStrategy.REJECT),
+        if_not_exists=body.get("if_not_exists", "create"),
+        on_disconnect=on_disconnect,
+        on_completion=body.get("on_completion", on_completion),
+        after_seconds=after_seconds,
+        resumable=resumable,
+        checkpoint_id=checkpoint_id,
+        checkpoint=checkpoint,
+        kwargs=kwargs,
+    )
+
+
+def stateless(body: RunRequest) -> RunRequest:
+    """A stateless run's request: its (new) thread is always created for it."""
+    return replace(body, if_not_exists="create")
+
+
+def redact_secrets(value: Any) -> Any:
+    """`value` with every entry whose key names a secret replaced by `"***"`."""
+    if isinstance(value, dict):
+        return {
+            key: "***" if _is_secret(key) else redact_secrets(item) for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_secrets(item) for item in value]
+    return value
+
+
+def _is_secret(key: Any) -> bool:
+    lowered = str(key).lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
+
+
+def public_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A run's kwargs as clients see them: secrets in config and context redacted."""
+    shown = dict(kwargs)
+    for key in ("config", "context"):
+        if key in shown:
+            shown[key] = redact_secrets(shown[key])
+    return shown
+
+
+class RunSerializer(serializers.ModelSerializer):
+    """The Run object of the contract."""
+
+    thread_id = serializers.CharField(source="thread.pk", read_only=True)
+    kwargs = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = RUN_FIELDS
+        read_only_fields = RUN_FIELDS
+
+    def get_kwargs(self, run: Run) -> dict[str, Any]:
+        return public_kwargs(run.kwargs or {})
+
+
+def run_json(run: Run, *, select: list[str] | None = None) -> dict[str, Any]:
+    """A run as the JSON clients get; `select` keeps only the named fields."""
+    data = RunSerializer(run).data
+    return {key: data[key] for key in select} if select else dict(data)
+
+
+class RunListQuerySerializer(RequestSerializer):
+    """`?limit&offset&status&select` of `GET /threads/{t}/runs`."""
+
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    offset = serializers.IntegerField(min_value=0, default=0)
+    status = serializers.ChoiceField(choices=Run.Status.choices, required=False, allow_null=True)
+    select = serializers.ListField(
+        child=serializers.ChoiceField(choices=RUN_FIELDS), required=False, allow_null=True
+    )
+
+
+class CancelQuerySerializer(RequestSerializer):
+    """`?wait=0|1&action=interrupt|rollback` of the cancel endpoints."""
+
+    wait = serializers.BooleanField(default=False)
+    action = serializers.ChoiceField(
+        choices=Run.CancelAction.choices, default=Run.CancelAction.INTERRUPT
+    )
+
+
+class JoinStreamQuerySerializer(CancelQuerySerializer):
+    """`?stream_mode&cancel_on_disconnect&action&wait` of `GET|POST …/runs/{r}/stream`."""
+
+    cancel_on_disconnect = serializers.BooleanField(default=False)
+    action = serializers.ChoiceField(
+        choices=Run.CancelAction.choices, required=False, allow_null=True
+    )
+
+
+class BulkCancelSerializer(RequestSerializer):
+    """`POST /runs/cancel`: `{thread_id, run_ids}` or `{status}`."""
+
+    thread_id = serializers.CharField(max_length=64, required=False, allow_null=True)
+    run_ids = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, allow_null=True
+    )
+    status = serializers.ChoiceField(
+        choices=["pending", "running", "all"], required=False, allow_null=True
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        thread_id, run_ids, status = (
+            attrs.get("thread_id"),
+            attrs.get("run_ids"),
+            attrs.get("status"),
+        )
+        if status is None and thread_id is None:
+            raise serializers.ValidationError("Send {thread_id, run_ids} or {status}.")
+        if status is not None and (thread_id is not None or run_ids):
+            raise serializers.ValidationError("Send either {thread_id, run_ids} or {status}.")
+        if run_ids and thread_id is None:
+            raise serializers.ValidationError({"thread_id": ["Required with run_ids."]})
+        if thread_id is not None:
+            attrs["thread_id"] = validate_thread_id(thread_id)
+        if run_ids:
+            attrs["run_ids"] = [validate_uuid(run_id, field="run_ids") for run_id in run_ids]
+        return attrs
+
+
+def query_data(query: QueryDict) -> dict[str, Any]:
+    """A query string as serializer input: repeated keys become lists, others single values."""
+    data: dict[str, Any] = {}
+    for key in query:
+        values = query.getlist(key)
+        data[key] = values if len(values) > 1 or key in ("select", "stream_mode") else values[0]
+    return data
+
+
+def valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    """The validated data of `data` (a 422 naming the fields otherwise)."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

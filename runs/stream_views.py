@@ -1,0 +1,268 @@
+"""Run endpoints that hold the connection: create-and-stream, wait, join, cancel, thread stream.
+
+Each subscribes to the bus before it could miss anything (before admitting the run, or before
+reading a run it joins), answers errors found before streaming as JSON, then streams.
+"""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from deerflow_site.api.async_views import api_view, json_body
+from deerflow_site.api.errors import Invalid
+from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from runs import selectors, services
+from runs.engine import bus
+from runs.models import Run
+from runs.serializers import (
+    STREAM_MODES,
+    THREAD_STREAM_MODES,
+    CancelQuerySerializer,
+    JoinStreamQuerySerializer,
+    parse_run_create,
+    parse_stream_modes,
+    query_data,
+    stateless,
+    valid,
+)
+from runs.sse import (
+    Subscription,
+    cancel_after_disconnect,
+    db,
+    heartbeats_until_run_ends,
+    release_request_connections,
+    spawn,
+    sse_response,
+    stream_run_events,
+)
+from runs.thread_stream import ThreadCursor, stream_thread_events, thread_event_filter
+from threads.selectors import get_thread
+
+#: How long `?wait=1` waits for a cancelled run to stop before answering 202 anyway.
+CANCEL_WAIT_SECONDS = 30.0
+WAIT_HEARTBEAT = b"\n"
+MODE_KEYS = ("stream_mode", "stream_modes")
+
+
+def run_path(thread_id: str, run_id: Any) -> str:
+    """A run's path relative to the API base."""
+    return f"/threads/{thread_id}/runs/{run_id}"
+
+
+def run_headers(run: Run, *, location_suffix: str | None = None) -> dict[str, str]:
+    """Content-Location (the SDKs read the run id from its end) and the reconnect Location."""
+    path = run_path(run.thread_id, run.pk)
+    headers = {"Content-Location": settings.API_PREFIX + path}
+    if location_suffix is not None:
+        headers["Location"] = path + location_suffix
+    return headers
+
+
+async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subscription]:
+    """Validate a create body and admit its run; the subscription is open before admission.
+
+    Without a thread id the run is stateless: on a new thread, deleted after it by default.
+    """
+    if thread_id is None:
+        body = stateless(parse_run_create(json_body(request), on_completion="delete"))
+        thread_id = str(uuid.uuid4())
+    else:
+        body = parse_run_create(json_body(request))
+        thread_id = validate_thread_id(thread_id)
+    await services.check_checkpoint(thread_id=thread_id, body=body)
+    run_id = uuid.uuid4()
+    subscription = await Subscription.open(bus.run_stream_group(run_id))
+    try:
+        run = await db(
+            services.admit_run, user=request.user, thread_id=thread_id, body=body, run_id=run_id
+        )
+    except BaseException:
+        await subscription.close()
+        raise
+    return run, subscription
+
+
+@api_view(scope="runs:create")
+async def create_and_stream(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
+    """POST /threads/{t}/runs/stream (and stateless /runs/stream): create a run, stream it."""
+    run, subscription = await _admit(request, thread_id)
+    stream = stream_run_events(
+        subscription=subscription,
+        run=run,
+        cancel_on_disconnect=run.on_disconnect == "cancel",
+    )
+    await release_request_connections()
+    return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
+
+
+@api_view(scope="runs:create")
+async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
+    """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
+    run, subscription = await _admit(request, thread_id)
+    body = _final_answer_body(
+        subscription=subscription, run=run, cancel_on_disconnect=run.on_disconnect == "cancel"
+    )
+    return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
+
+
+async def _json_stream(
+    body: AsyncIterator[bytes], *, headers: dict[str, str]
+) -> StreamingHttpResponse:
+    await release_request_connections()
+    response = StreamingHttpResponse(body, content_type="application/json")
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+async def _final_answer_body(
+    *, subscription: Subscription, run: Run, cancel_on_disconnect: bool
+) -> AsyncIterator[bytes]:
+    """Newlines while the run goes on (JSON ignores leading whitespace), then its final state."""
+    answered = False
+    try:
+        async for _ in heartbeats_until_run_ends(subscription=subscription, run=run):
+            yield WAIT_HEARTBEAT
+        finished = await db(selectors.run_by_id, run_id=run.pk)
+        answer = await db(selectors.final_answer, run=finished) if finished else {}
+        answered = True
+        yield json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    finally:
+        await subscription.close()
+        if not answered and cancel_on_disconnect:
+            spawn(cancel_after_disconnect(run_id=run.pk))
+
+
+async def _subscribed_run(
+    request: HttpRequest, thread_id: str, run_id: str, *, action: str = "view"
+) -> tuple[Run, Subscription]:
+    """A run the user may `action`, with its stream subscription opened before it was read."""
+    thread_id = validate_thread_id(thread_id)
+    run_uuid = validate_uuid(run_id, field="run_id")
+    subscription = await Subscription.open(bus.run_stream_group(run_uuid))
+    try:
+        run = await db(
+            selectors.get_run,
+            user=request.user,
+            thread_id=thread_id,
+            run_id=run_uuid,
+            action=action,
+        )
+    except BaseException:
+        await subscription.close()
+        raise
+    return run, subscription
+
+
+@api_view(scope="runs:read")
+async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
+    """GET /threads/{t}/runs/{r}/join: the final state once the run ends (SSE when asked)."""
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return await _join_stream(request, thread_id, run_id, query={})
+    run, subscription = await _subscribed_run(request, thread_id, run_id)
+    body = _final_answer_body(subscription=subscription, run=run, cancel_on_disconnect=False)
+    return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
+
+
+@api_view(scope="runs:read")
+async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
+    """GET|POST /threads/{t}/runs/{r}/stream: join the run's events (`?action=` cancels)."""
+    query = query_data(request.GET)
+    query = valid(JoinStreamQuerySerializer, {k: v for k, v in query.items() if k not in MODE_KEYS})
+    if query.get("action"):
+        return await _cancel(request, thread_id, run_id, action=query["action"], wait=query["wait"])
+    return await _join_stream(request, thread_id, run_id, query=query)
+
+
+async def _join_stream(
+    request: HttpRequest, thread_id: str, run_id: str, *, query: dict[str, Any]
+) -> HttpResponse:
+    modes = _stream_modes(request, allowed=STREAM_MODES)
+    last_event_id = _last_event_id(request)
+    run, subscription = await _subscribed_run(request, thread_id, run_id)
+    stream = stream_run_events(
+        subscription=subscription,
+        run=run,
+        last_event_id=last_event_id,
+        modes=modes,
+        cancel_on_disconnect=bool(query.get("cancel_on_disconnect")),
+    )
+    await release_request_connections()
+    return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
+
+
+def _stream_modes(request: HttpRequest, *, allowed: tuple[str, ...]) -> list[str]:
+    """`stream_mode` / `stream_modes` of a query: repeated, or JSON arrays."""
+    modes: list[str] = []
+    for key in MODE_KEYS:
+        for value in request.GET.getlist(key):
+            if value.strip():  # httpx sends a None parameter as an empty value
+                modes.extend(parse_stream_modes(value, allowed=allowed))
+    return list(dict.fromkeys(modes))
+
+
+def _last_event_id(request: HttpRequest) -> int | None:
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise Invalid({"Last-Event-ID": ["Must be an integer event id."]}) from None
+
+
+@api_view(scope="runs:cancel")
+async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
+    """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""
+    query = valid(CancelQuerySerializer, query_data(request.GET))
+    return await _cancel(request, thread_id, run_id, action=query["action"], wait=query["wait"])
+
+
+async def _cancel(
+    request: HttpRequest, thread_id: str, run_id: str, *, action: str, wait: bool
+) -> HttpResponse:
+    """202 once asked to stop; with `wait`, 204 once it has stopped. 409 if it had finished."""
+    run, subscription = await _subscribed_run(request, thread_id, run_id, action="change")
+    try:
+        run = await db(services.cancel_run, run=run, action=action)
+        if not wait:
+            return HttpResponse(status=202)
+        stopped = False
+        async for _ in heartbeats_until_run_ends(
+            subscription=subscription,
+            run=run,
+            interval=CANCEL_WAIT_SECONDS,
+            check_every=settings.RUN_POLL_SECONDS,
+        ):
+            break
+        else:
+            stopped = True
+        return HttpResponse(status=204 if stopped else 202)
+    finally:
+        await subscription.close()
+
+
+@api_view(scope="runs:read")
+async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """GET /threads/{t}/stream: the events of every run of the thread as they come."""
+    thread_id = validate_thread_id(thread_id)
+    modes = _stream_modes(request, allowed=THREAD_STREAM_MODES + STREAM_MODES)
+    cursor = ThreadCursor.parse(request.headers.get("Last-Event-ID"))
+    subscription = await Subscription.open(bus.thread_stream_group(thread_id))
+    try:
+        await db(get_thread, user=request.user, thread_id=thread_id)
+    except BaseException:
+        await subscription.close()
+        raise
+    stream = stream_thread_events(
+        subscription=subscription,
+        thread_id=thread_id,
+        cursor=cursor,
+        names=thread_event_filter(modes),
+    )
+    await release_request_connections()
+    return sse_response(stream)

@@ -1,0 +1,131 @@
+"""`GET /threads/{id}/stream`: every run of a thread as it comes, over one SSE connection.
+
+Event ids are `<run_id>:<seq>` (a run's own ids restart at 1), so `Last-Event-ID` names both the
+run and the position in it: stored events of resumable runs after it are replayed, then live ones.
+The stream stays open across runs until the client leaves.
+"""
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from django.conf import settings
+
+from deerflow_site.api.errors import Invalid
+from deerflow_site.api.ids import validate_uuid
+from runs.engine import bus
+from runs.models import Run, RunStreamEvent
+from runs.sse import CONTROL_EVENTS, HEARTBEAT, Subscription, db, event_filter, frame, wanted
+
+#: Events of the `lifecycle` thread stream mode: when runs start and end.
+LIFECYCLE_EVENTS = frozenset(CONTROL_EVENTS)
+REPLAY_LIMIT = 5000
+
+
+@dataclass(frozen=True)
+class ThreadCursor:
+    """A thread stream's `Last-Event-ID`: a run and the last id of it seen (`-1`: from the start
+    of the runs still in flight)."""
+
+    run_id: UUID | None
+    seq: int
+
+    @classmethod
+    def parse(cls, value: str | None) -> "ThreadCursor | None":
+        if value is None or value == "":
+            return None
+        if value.strip() == "-1":
+            return cls(run_id=None, seq=-1)
+        run_id, sep, seq = value.rpartition(":")
+        if not sep or not seq.isdigit():
+            raise Invalid({"Last-Event-ID": ["Expected '<run_id>:<id>' or -1."]})
+        return cls(run_id=validate_uuid(run_id, field="Last-Event-ID"), seq=int(seq))
+
+
+@dataclass
+class _Position:
+    """The last id sent of every run seen on this connection."""
+
+    sent: dict[str, int] = field(default_factory=dict)
+
+    def frames(self, run_id: str, thread_id: str, event: bus.StreamEvent, names) -> list[bytes]:
+        if event.id <= self.sent.get(run_id, 0):
+            return []
+        out = []
+        if run_id not in self.sent and wanted("metadata", names):
+            metadata = {"run_id": run_id, "thread_id": thread_id, "attempt": 1}
+            out.append(frame("metadata", bus.dumps(metadata), f"{run_id}:0"))
+        self.sent[run_id] = event.id
+        if wanted(event.event, names):
+            out.append(frame(event.event, event.data, f"{run_id}:{event.id}"))
+        return out
+
+
+def thread_event_filter(modes: Iterable[str]) -> frozenset[str] | None:
+    """`run_modes` (the default) lets every run event through; `lifecycle` only starts and ends;
+    run stream modes (`values`, ...) narrow it like a run join does."""
+    modes = [mode for mode in modes if mode != "run_modes"]
+    if "lifecycle" in modes:
+        rest = event_filter([mode for mode in modes if mode != "lifecycle"]) or frozenset()
+        return LIFECYCLE_EVENTS | rest
+    return event_filter(modes)
+
+
+def _stored_after(*, thread_id: str, cursor: ThreadCursor) -> list[tuple[str, bus.StreamEvent]]:
+    """Stored events of the thread's runs after the cursor, run by run in creation order."""
+    runs = Run.objects.filter(thread_id=thread_id, resumable=True)
+    if cursor.run_id is None:
+        runs = runs.filter(status__in=Run.ACTIVE_STATUSES)
+        after_run = None
+    else:
+        after_run = Run.objects.filter(pk=cursor.run_id, thread_id=thread_id).first()
+        if after_run is None:
+            raise Invalid({"Last-Event-ID": ["Not a run of this thread."]})
+        runs = runs.filter(created_at__gte=after_run.created_at)
+    events = (
+        RunStreamEvent.objects.filter(run__in=runs.values("pk"))
+        .select_related(None)
+        .order_by("run__created_at", "run_id", "seq")
+        .values_list("run_id", "seq", "event", "data")
+    )
+    out = []
+    for run_id, seq, event, data in events[:REPLAY_LIMIT]:
+        if after_run is not None and run_id == after_run.pk and seq <= cursor.seq:
+            continue
+        out.append((str(run_id), bus.StreamEvent(id=seq, event=event, data=data)))
+    return out
+
+
+async def stream_thread_events(
+    *,
+    subscription: Subscription,
+    thread_id: str,
+    cursor: ThreadCursor | None,
+    names: frozenset[str] | None,
+) -> AsyncIterator[bytes]:
+    """The SSE bytes of every run of a thread, from a subscription to its thread group."""
+    position = _Position()
+    try:
+        if cursor is not None:
+            if cursor.run_id is not None:
+                position.sent[str(cursor.run_id)] = cursor.seq
+            for run_id, event in await db(_stored_after, thread_id=thread_id, cursor=cursor):
+                for chunk in position.frames(run_id, thread_id, event, names):
+                    yield chunk
+        heartbeat = settings.SSE_HEARTBEAT_SECONDS
+        last_write = time.monotonic()
+        while True:
+            message = await subscription.receive(within=heartbeat - (time.monotonic() - last_write))
+            if message is None:
+                yield HEARTBEAT
+                last_write = time.monotonic()
+                continue
+            if message.get("type") != bus.STREAM_EVENT:
+                continue
+            event = bus.StreamEvent.from_message(message)
+            for chunk in position.frames(message["run_id"], thread_id, event, names):
+                yield chunk
+                last_write = time.monotonic()
+    finally:
+        await subscription.close()

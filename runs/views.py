@@ -1,0 +1,157 @@
+"""Run endpoints answered at once with JSON: create (background), list, get, delete, bulk cancel."""
+
+import uuid
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from deerflow_site.api.errors import Invalid
+from deerflow_site.api.ids import validate_thread_id
+from deerflow_site.api.pagination import page, pagination_headers
+from deerflow_site.api.permissions import require_scope
+from runs import selectors, services
+from runs.models import Run
+from runs.serializers import (
+    BulkCancelSerializer,
+    CancelQuerySerializer,
+    RunCreateSerializer,
+    RunListQuerySerializer,
+    RunSerializer,
+    parse_run_create,
+    query_data,
+    run_json,
+    stateless,
+    valid,
+)
+from runs.stream_views import run_headers
+
+
+class ThreadRunsView(APIView):
+    @extend_schema(
+        operation_id="runs_create",
+        request=RunCreateSerializer,
+        responses={
+            200: RunSerializer,
+            404: OpenApiResponse(description="Thread or assistant not found"),
+            409: OpenApiResponse(description="Thread busy (multitask_strategy=reject)"),
+        },
+    )
+    def post(self, request: Request, thread_id: str) -> Response:
+        """Create a background run."""
+        require_scope(request.user, "runs:create")
+        body = parse_run_create(request.data)
+        thread_id = validate_thread_id(thread_id)
+        if body.checkpoint_id or body.checkpoint:
+            async_to_sync(services.check_checkpoint)(thread_id=thread_id, body=body)
+        run = services.admit_run(user=request.user, thread_id=thread_id, body=body)
+        return Response(run_json(run), headers=run_headers(run))
+
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[RunListQuerySerializer],
+        responses={200: RunSerializer(many=True)},
+    )
+    def get(self, request: Request, thread_id: str) -> Response:
+        """List a thread's runs, newest first."""
+        require_scope(request.user, "runs:read")
+        query = valid(RunListQuerySerializer, query_data(request.query_params))
+        runs = selectors.runs_of_thread(
+            user=request.user, thread_id=thread_id, status=query.get("status")
+        )
+        items, total = page(runs, limit=query["limit"], offset=query["offset"])
+        data = [run_json(run, select=query.get("select")) for run in items]
+        headers = pagination_headers(total=total, limit=query["limit"], offset=query["offset"])
+        return Response(data, headers=headers)
+
+
+class StatelessRunsView(APIView):
+    @extend_schema(
+        operation_id="runs_create_stateless",
+        request=RunCreateSerializer,
+        responses={200: RunSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        """Create a background run on a new thread (deleted after it unless on_completion=keep)."""
+        require_scope(request.user, "runs:create")
+        run = _admit_stateless(request.user, request.data)
+        return Response(run_json(run), headers=run_headers(run))
+
+
+class RunBatchView(APIView):
+    @extend_schema(
+        operation_id="runs_create_batch",
+        request=RunCreateSerializer(many=True),
+        responses={200: RunSerializer(many=True)},
+    )
+    def post(self, request: Request) -> Response:
+        """Create several stateless background runs; nothing is created if one body is invalid."""
+        require_scope(request.user, "runs:create")
+        if not isinstance(request.data, list):
+            raise Invalid({"non_field_errors": ["Expected a list of run bodies."]})
+        bodies = []
+        for index, data in enumerate(request.data):
+            try:
+                bodies.append(stateless(parse_run_create(data, on_completion="delete")))
+            except ValidationError as exc:
+                raise Invalid({index: exc.detail}) from None
+        with transaction.atomic():
+            runs = [
+                services.admit_run(user=request.user, thread_id=str(uuid.uuid4()), body=body)
+                for body in bodies
+            ]
+        return Response([run_json(run) for run in runs])
+
+
+def _admit_stateless(user: object, data: object) -> Run:
+    body = stateless(parse_run_create(data, on_completion="delete"))
+    return services.admit_run(user=user, thread_id=str(uuid.uuid4()), body=body)
+
+
+class RunDetailView(APIView):
+    @extend_schema(operation_id="runs_get", responses={200: RunSerializer})
+    def get(self, request: Request, thread_id: str, run_id: str) -> Response:
+        """Get a run of a thread."""
+        require_scope(request.user, "runs:read")
+        run = selectors.get_run(user=request.user, thread_id=thread_id, run_id=run_id)
+        return Response(run_json(run))
+
+    @extend_schema(
+        operation_id="runs_delete",
+        responses={204: None, 409: OpenApiResponse(description="The run is still active")},
+    )
+    def delete(self, request: Request, thread_id: str, run_id: str) -> Response:
+        """Delete a finished run."""
+        require_scope(request.user, "runs:cancel")
+        run = selectors.get_run(
+            user=request.user, thread_id=thread_id, run_id=run_id, action="change"
+        )
+        services.delete_run(run=run)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BulkCancelView(APIView):
+    @extend_schema(
+        operation_id="runs_cancel_many",
+        request=BulkCancelSerializer,
+        parameters=[CancelQuerySerializer],
+        responses={204: None},
+    )
+    def post(self, request: Request) -> Response:
+        """Cancel the runs of a thread, or every run of the caller's with a status."""
+        require_scope(request.user, "runs:cancel")
+        query = valid(CancelQuerySerializer, query_data(request.query_params))
+        body = valid(BulkCancelSerializer, request.data)
+        services.cancel_runs(
+            user=request.user,
+            action=query["action"],
+            thread_id=body.get("thread_id"),
+            run_ids=body.get("run_ids"),
+            status=body.get("status"),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,202 @@
+"""The official langgraph_sdk drives runs on a live daphne server; its embedded worker runs them."""
+
+import httpx
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
+
+from runs.models import Run
+from tests.fixtures import token_for
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+HUMAN = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+def sdk(daphne_server, user):
+    return get_client(url=daphne_server.api_url, api_key=token_for(user))
+
+
+@pytest.fixture
+def other_sdk(daphne_server, other_user):
+    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
+
+
+async def new_thread(sdk) -> str:
+    return (await sdk.threads.create())["thread_id"]
+
+
+# --- create / join / wait ---------------------------------------------------------------------
+
+
+async def test_create_then_join_returns_the_final_values(sdk):
+    thread_id = await new_thread(sdk)
+    run = await sdk.runs.create(thread_id, "echo", input=HUMAN)
+    assert run["status"] in ("pending", "running", "success")
+
+    values = await sdk.runs.join(thread_id, run["run_id"])
+
+    assert [m["content"] for m in values["messages"]] == ["hello", "echo: hello"]
+    assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "success"
+    assert (await sdk.threads.get(thread_id))["status"] == "idle"
+
+
+async def test_wait_returns_the_final_values(sdk):
+    thread_id = await new_thread(sdk)
+    values = await sdk.runs.wait(thread_id, "echo", input=HUMAN)
+    assert values["messages"][-1]["content"] == "echo: hello"
+
+
+async def test_wait_of_a_failing_graph_returns_its_error(sdk):
+    thread_id = await new_thread(sdk)
+    values = await sdk.runs.wait(thread_id, "failing", input={"message": "boom"}, raise_error=False)
+    assert values["__error__"]["error"] == "GraphFailure"
+    assert isinstance(values["__error__"]["message"], str)
+    assert (await sdk.threads.get(thread_id))["status"] == "error"
+
+
+async def test_wait_of_an_interrupted_graph_returns_the_interrupt(sdk):
+    thread_id = await new_thread(sdk)
+    values = await sdk.runs.wait(thread_id, "ask_human", input={"question": "color?"})
+    assert values["__interrupt__"][0]["value"] == {"question": "color?"}
+    assert (await sdk.threads.get(thread_id))["status"] == "interrupted"
+
+    resumed = await sdk.runs.wait(thread_id, "ask_human", command={"resume": "blue"})
+
+    assert resumed["answer"] == "blue"
+    assert "__interrupt__" not in resumed
+    assert (await sdk.threads.get(thread_id))["status"] == "idle"
+
+
+async def test_wait_with_if_not_exists_create_makes_the_thread(sdk):
+    values = await sdk.runs.wait("made-by-wait", "echo", input=HUMAN, if_not_exists="create")
+    assert values["messages"][-1]["content"] == "echo: hello"
+    assert (await sdk.threads.get("made-by-wait"))["metadata"]["graph_id"] == "echo"
+
+
+async def test_join_of_a_finished_run_answers_at_once(sdk):
+    thread_id = await new_thread(sdk)
+    await sdk.runs.wait(thread_id, "echo", input=HUMAN)
+    run = (await sdk.runs.list(thread_id))[0]
+    values = await sdk.runs.join(thread_id, run["run_id"])
+    assert values["messages"][-1]["content"] == "echo: hello"
+
+
+# --- list / get / delete ----------------------------------------------------------------------
+
+
+async def test_list_get_and_delete_runs(sdk):
+    thread_id = await new_thread(sdk)
+    await sdk.runs.wait(thread_id, "echo", input=HUMAN)
+    await sdk.runs.wait(thread_id, "failing", input={}, raise_error=False)
+
+    runs = await sdk.runs.list(thread_id)
+    assert [r["status"] for r in runs] == ["error", "success"]  # newest first
+    assert [r["run_id"] for r in await sdk.runs.list(thread_id, status="success")] == [
+        runs[1]["run_id"]
+    ]
+    assert len(await sdk.runs.list(thread_id, limit=1, offset=1)) == 1
+    assert (await sdk.runs.get(thread_id, runs[0]["run_id"]))["run_id"] == runs[0]["run_id"]
+
+    await sdk.runs.delete(thread_id, runs[0]["run_id"])
+
+    with pytest.raises(NotFoundError):
+        await sdk.runs.get(thread_id, runs[0]["run_id"])
+    assert len(await sdk.runs.list(thread_id)) == 1
+
+
+async def test_runs_of_another_users_thread_are_404(sdk, other_sdk):
+    thread_id = await new_thread(other_sdk)
+    run = await other_sdk.runs.create(thread_id, "echo", input=HUMAN)
+    with pytest.raises(NotFoundError):
+        await sdk.runs.list(thread_id)
+    with pytest.raises(NotFoundError):
+        await sdk.runs.get(thread_id, run["run_id"])
+    with pytest.raises(NotFoundError):
+        await sdk.runs.create(thread_id, "echo", input=HUMAN)
+    with pytest.raises(NotFoundError):
+        await sdk.runs.cancel(thread_id, run["run_id"])
+    with pytest.raises(httpx.HTTPStatusError) as raised:  # join raises httpx's own error
+        await sdk.runs.join(thread_id, run["run_id"])
+    assert raised.value.response.status_code == 404
+
+
+async def test_unknown_stream_mode_is_422(sdk):
+    thread_id = await new_thread(sdk)
+    with pytest.raises(UnprocessableEntityError):
+        await sdk.runs.create(thread_id, "echo", input=HUMAN, stream_mode="bogus")
+    with pytest.raises(UnprocessableEntityError):
+        await sdk.runs.create(thread_id, "echo", input=HUMAN, multitask_strategy="bogus")
+
+
+async def test_unknown_assistant_is_404(sdk):
+    thread_id = await new_thread(sdk)
+    with pytest.raises(NotFoundError):
+        await sdk.runs.create(thread_id, "no-such-graph", input=HUMAN)
+
+
+async def test_delete_of_an_active_run_is_409(sdk):
+    thread_id = await new_thread(sdk)
+    run = await sdk.runs.create(thread_id, "slow", input={"steps": 50, "delay": 0.1})
+    with pytest.raises(ConflictError):
+        await sdk.runs.delete(thread_id, run["run_id"])
+    await sdk.runs.cancel(thread_id, run["run_id"], wait=True)
+
+
+# --- stateless runs ---------------------------------------------------------------------------
+
+
+async def test_stateless_wait_runs_on_a_temporary_thread(sdk):
+    values = await sdk.runs.wait(None, "echo", input=HUMAN)
+    assert values["messages"][-1]["content"] == "echo: hello"
+
+
+async def test_stateless_stream_and_create(sdk):
+    parts = [part async for part in sdk.runs.stream(None, "echo", input=HUMAN)]
+    assert [parts[0].event, parts[-1].event] == ["metadata", "end"]
+    run = await sdk.runs.create(None, "echo", input=HUMAN, on_completion="keep")
+    values = await sdk.runs.join(run["thread_id"], run["run_id"])
+    assert values["messages"][-1]["content"] == "echo: hello"
+
+
+async def test_stateless_batch_creates_every_run_or_none(sdk):
+    runs = await sdk.runs.create_batch(
+        [{"assistant_id": "echo", "input": HUMAN}, {"assistant_id": "echo", "input": HUMAN}]
+    )
+    assert len({run["thread_id"] for run in runs}) == 2
+    with pytest.raises(UnprocessableEntityError):
+        await sdk.runs.create_batch(
+            [{"assistant_id": "echo"}, {"assistant_id": "echo", "stream_mode": "bogus"}]
+        )
+    assert await Run.objects.acount() == 2
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+async def test_a_run_can_fork_from_a_checkpoint_of_its_thread(sdk):
+    thread_id = await new_thread(sdk)
+    parts = [
+        part
+        async for part in sdk.runs.stream(
+            thread_id, "slow", input={"steps": 3, "delay": 0}, stream_mode="checkpoints"
+        )
+    ]
+    checkpoints = [part.data for part in parts if part.event == "checkpoints"]
+    after_first_tick = next(c for c in checkpoints if c["values"].get("count") == 1)
+    checkpoint_id = after_first_tick["config"]["configurable"]["checkpoint_id"]
+
+    values = await sdk.runs.wait(thread_id, "slow", input=None, checkpoint_id=checkpoint_id)
+
+    assert values["count"] == 3
+    assert values["ticks"] == [1, 2, 3]  # the fork replaced ticks 2 and 3, not appended to them
+
+
+async def test_an_unknown_checkpoint_id_is_404(sdk):
+    thread_id = await new_thread(sdk)
+    await sdk.runs.wait(thread_id, "echo", input=HUMAN)
+    with pytest.raises(NotFoundError):
+        await sdk.runs.create(
+            thread_id, "echo", input=HUMAN, checkpoint_id="1f000000-0000-6000-8000-000000000000"
+        )

@@ -1,0 +1,118 @@
+"""`GET /threads/{id}/stream` on a live server: every run of a thread over one connection."""
+
+import asyncio
+
+import httpx
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.errors import NotFoundError
+
+from tests.fixtures import token_for
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def sdk(daphne_server, user):
+    return get_client(url=daphne_server.api_url, api_key=token_for(user))
+
+
+@pytest.fixture
+def other_sdk(daphne_server, other_user):
+    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
+
+
+@pytest.fixture
+def headers(user):
+    return {"Authorization": f"Bearer {token_for(user)}"}
+
+
+async def parts_until_ends(stream, ends: int) -> list:
+    """The parts of a thread stream until `ends` runs have ended (it never closes by itself)."""
+    parts = []
+    async for part in stream:
+        parts.append(part)
+        if sum(p.event == "end" for p in parts) == ends:
+            break
+    return parts
+
+
+async def test_thread_stream_follows_every_run_of_the_thread(sdk):
+    thread_id = (await sdk.threads.create())["thread_id"]
+    listener = asyncio.create_task(
+        asyncio.wait_for(parts_until_ends(await sdk.threads.join_stream(thread_id), 2), 20)
+    )
+    await asyncio.sleep(0.5)  # connected and subscribed
+    first = await sdk.runs.wait(thread_id, "echo", input={"value": 1})
+    second = await sdk.runs.wait(thread_id, "echo", input={"value": 2})
+    parts = await listener
+
+    run_ids = list(dict.fromkeys(p.data["run_id"] for p in parts if p.event == "metadata"))
+    assert len(run_ids) == 2
+    assert [p.data for p in parts if p.event == "values"][-1] == second
+    assert first["value"] == 1
+    for run_id in run_ids:
+        events = [p for p in parts if p.id.startswith(run_id + ":")]
+        assert events[0].event == "metadata" and events[-1].event == "end"
+        ids = [int(p.id.rsplit(":", 1)[1]) for p in events]
+        assert ids == sorted(set(ids))
+
+
+async def test_thread_stream_resumes_after_last_event_id_from_stored_events(sdk):
+    thread_id = (await sdk.threads.create())["thread_id"]
+    live = [
+        part
+        async for part in sdk.runs.stream(
+            thread_id,
+            "slow",
+            input={"steps": 3, "delay": 0},
+            stream_mode="custom",
+            stream_resumable=True,
+        )
+    ]
+    run_id = live[0].data["run_id"]
+    after = f"{run_id}:{live[1].id}"
+
+    parts = await asyncio.wait_for(
+        parts_until_ends(await sdk.threads.join_stream(thread_id, last_event_id=after), 1), 10
+    )
+
+    assert [p.id for p in parts] == [f"{run_id}:{p.id}" for p in live[2:]]
+
+
+async def test_thread_stream_lifecycle_mode_sends_only_starts_and_ends(sdk):
+    thread_id = (await sdk.threads.create())["thread_id"]
+    listener = asyncio.create_task(
+        asyncio.wait_for(
+            parts_until_ends(await sdk.threads.join_stream(thread_id, stream_mode="lifecycle"), 1),
+            20,
+        )
+    )
+    await asyncio.sleep(0.5)
+    await sdk.runs.wait(thread_id, "slow", input={"steps": 2, "delay": 0})
+    parts = await listener
+    assert [p.event for p in parts] == ["metadata", "end"]
+
+
+async def test_thread_stream_of_another_users_thread_is_404(sdk, other_sdk):
+    thread_id = (await other_sdk.threads.create())["thread_id"]
+    with pytest.raises(NotFoundError):
+        async for _ in await sdk.threads.join_stream(thread_id):
+            pass
+
+
+async def test_thread_stream_rejects_bad_modes_and_cursors(daphne_server, sdk, headers):
+    thread_id = (await sdk.threads.create())["thread_id"]
+    async with httpx.AsyncClient(base_url=daphne_server.api_url, trust_env=False) as client:
+        bad_mode = await client.get(
+            f"/threads/{thread_id}/stream", params={"stream_mode": "state_update"}, headers=headers
+        )
+        bad_cursor = await client.get(
+            f"/threads/{thread_id}/stream", headers={**headers, "Last-Event-ID": "12"}
+        )
+        bad_thread = await client.get("/threads/bad$id/stream", headers=headers)
+    assert (bad_mode.status_code, bad_cursor.status_code, bad_thread.status_code) == (
+        422,
+        422,
+        422,
+    )
