@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
@@ -15,11 +16,16 @@ api_patterns = [
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
     path("", include("threads.urls")),
     path("", include("runs.urls")),
+    path("", include("runs.assistant_urls")),
     path("", include("feedback.urls")),
     re_path(r"^(?P<path>.*)$", api_not_found),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The admin's and the API docs' assets, from the installed apps: no collectstatic step. Every
+    # middleware stays async-capable, so streams never hold a thread (a front proxy may serve
+    # DEERFLOW_STATIC_ROOT instead).
+    re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
     path(f"{prefix}/", include(api_patterns)),
 ]

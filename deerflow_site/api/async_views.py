@@ -67,3 +67,23 @@ def json_body(request: HttpRequest) -> Any:
         return json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid(f"Malformed JSON: {exc}") from None
+
+
+def by_method(
+    *, refused: str | None = None, **handlers: Callable[..., Awaitable[HttpResponse]]
+) -> Callable[..., Any]:
+    """One async view per HTTP method on one path; other methods get a JSON 405 (`refused`
+    explains why, when the path exists but the server does not offer that operation)."""
+    allowed = ", ".join(sorted(method.upper() for method in handlers))
+
+    async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        handler = handlers.get((request.method or "").lower())
+        if handler is None:
+            detail = refused or f'Method "{request.method}" not allowed.'
+            response = JsonResponse({"detail": detail}, status=405)
+            response["Allow"] = allowed
+            return response
+        return await handler(request, *args, **kwargs)
+
+    view.csrf_exempt = True  # type: ignore[attr-defined]  # api_view authenticates each handler
+    return view

@@ -1,0 +1,177 @@
+"""The official langgraph_sdk reads and writes thread state on a live daphne server, after real
+runs executed by its embedded worker."""
+
+import asyncio
+
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    UnprocessableEntityError,
+)
+
+from tests.fixtures import token_for
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+QUESTION = {"question": "Which colour?"}
+
+
+@pytest.fixture
+def sdk(daphne_server, user):
+    return get_client(url=daphne_server.api_url, api_key=token_for(user))
+
+
+@pytest.fixture
+def other_sdk(daphne_server, other_user):
+    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
+
+
+async def asked_thread(sdk) -> str:
+    """A thread whose `ask_human` run stopped at its interrupt."""
+    thread = await sdk.threads.create()
+    await sdk.runs.wait(thread["thread_id"], "ask_human", input=QUESTION)
+    return thread["thread_id"]
+
+
+async def test_get_state_after_a_run_shows_values_next_and_interrupts(sdk):
+    thread_id = await asked_thread(sdk)
+    state = await sdk.threads.get_state(thread_id)
+    assert state["values"]["question"] == "Which colour?"
+    assert state["next"] == ["ask"]
+    [interrupt] = state["interrupts"]
+    assert interrupt["value"] == {"question": "Which colour?"}
+    assert state["tasks"][0]["interrupts"] == [interrupt]
+    assert state["checkpoint"]["thread_id"] == thread_id
+    assert state["metadata"]["graph_id"] == "ask_human"
+
+
+async def test_get_state_of_a_new_thread_is_empty(sdk):
+    thread = await sdk.threads.create()
+    state = await sdk.threads.get_state(thread["thread_id"])
+    assert state["values"] == {}
+    assert state["checkpoint"] is None
+
+
+async def test_get_state_at_a_checkpoint_by_id_and_by_checkpoint(sdk):
+    thread_id = await asked_thread(sdk)
+    oldest = (await sdk.threads.get_history(thread_id))[-1]
+    by_id = await sdk.threads.get_state(
+        thread_id, checkpoint_id=oldest["checkpoint"]["checkpoint_id"]
+    )
+    by_checkpoint = await sdk.threads.get_state(thread_id, checkpoint=oldest["checkpoint"])
+    assert by_id == by_checkpoint == oldest
+
+
+async def test_get_state_at_an_unknown_checkpoint_is_not_found(sdk):
+    thread_id = await asked_thread(sdk)
+    with pytest.raises(NotFoundError):
+        await sdk.threads.get_state(thread_id, checkpoint_id="1f000000-0000-6000-8000-000000000000")
+
+
+async def test_get_history_is_newest_first_with_limit_and_before(sdk):
+    thread = await sdk.threads.create()
+    await sdk.runs.wait(thread["thread_id"], "slow", input={"steps": 3})
+    everything = await sdk.threads.get_history(thread["thread_id"], limit=100)
+    steps = [state["metadata"]["step"] for state in everything]
+    assert steps == sorted(steps, reverse=True)
+    assert await sdk.threads.get_history(thread["thread_id"], limit=2) == everything[:2]
+    older = await sdk.threads.get_history(thread["thread_id"], before=everything[1]["checkpoint"])
+    assert older == everything[2:]
+
+
+async def test_state_after_a_failed_run_names_the_error_of_its_task(sdk):
+    thread = await sdk.threads.create()
+    await sdk.runs.wait(
+        thread["thread_id"], "failing", input={"message": "boom"}, raise_error=False
+    )
+    state = await sdk.threads.get_state(thread["thread_id"])
+    [task] = state["tasks"]
+    assert task["name"] == "fail"
+    assert "boom" in task["error"]
+    assert (await sdk.threads.get(thread["thread_id"]))["status"] == "error"
+
+
+async def test_update_state_then_get_state_and_continue_the_run(sdk):
+    thread_id = await asked_thread(sdk)
+    response = await sdk.threads.update_state(thread_id, {"answer": "blue"}, as_node="ask")
+    state = await sdk.threads.get_state(thread_id)
+    assert state["checkpoint"] == response["checkpoint"]
+    assert state["values"]["answer"] == "blue"
+    assert state["next"] == ["finish"]
+    assert (await sdk.threads.get(thread_id))["status"] == "interrupted"
+
+    result = await sdk.runs.wait(thread_id, "ask_human", input=None)
+    assert result["messages"][-1]["content"] == "done"
+    thread = await sdk.threads.get(thread_id)
+    assert thread["status"] == "idle"
+    assert thread["values"]["answer"] == "blue"
+
+
+async def test_update_state_while_a_run_is_active_is_a_conflict(sdk):
+    thread = await sdk.threads.create()
+    run = await sdk.runs.create(thread["thread_id"], "slow", input={"steps": 2, "delay": 0.5})
+    with pytest.raises(ConflictError):
+        await sdk.threads.update_state(thread["thread_id"], {"count": 100})
+    await sdk.runs.join(thread["thread_id"], run["run_id"])
+    assert (await sdk.threads.get_state(thread["thread_id"]))["values"]["count"] == 2
+
+
+async def test_update_state_of_a_thread_without_a_graph_is_a_bad_request(sdk):
+    thread = await sdk.threads.create()
+    with pytest.raises(BadRequestError):
+        await sdk.threads.update_state(thread["thread_id"], {"count": 1})
+
+
+async def test_update_state_as_an_unknown_node_is_unprocessable(sdk):
+    thread_id = await asked_thread(sdk)
+    with pytest.raises(UnprocessableEntityError):
+        await sdk.threads.update_state(thread_id, {"answer": "x"}, as_node="nowhere")
+
+
+async def test_copy_gives_the_caller_a_thread_with_the_same_state(sdk):
+    thread_id = await asked_thread(sdk)
+    copy = await sdk.threads.copy(thread_id)
+    assert copy["thread_id"] != thread_id
+    assert copy["status"] == "interrupted"
+    assert copy["metadata"]["graph_id"] == "ask_human"
+    original = await sdk.threads.get_state(thread_id)
+    copied = await sdk.threads.get_state(copy["thread_id"])
+    assert copied["values"] == original["values"]
+    assert copied["next"] == original["next"]
+    assert copied["checkpoint"]["checkpoint_id"] == original["checkpoint"]["checkpoint_id"]
+
+
+async def test_a_copy_runs_on_without_touching_the_original(sdk):
+    thread_id = await asked_thread(sdk)
+    before = await sdk.threads.get_history(thread_id, limit=100)
+    copy = await sdk.threads.copy(thread_id)
+    await sdk.runs.wait(copy["thread_id"], "ask_human", command={"resume": "green"})
+    assert (await sdk.threads.get_state(copy["thread_id"]))["values"]["answer"] == "green"
+    assert await sdk.threads.get_history(thread_id, limit=100) == before
+    assert (await sdk.threads.get(thread_id))["status"] == "interrupted"
+
+
+async def test_another_users_thread_state_is_not_found(sdk, other_sdk):
+    thread_id = await asked_thread(other_sdk)
+    calls = [
+        sdk.threads.get_state(thread_id),
+        sdk.threads.get_history(thread_id),
+        sdk.threads.update_state(thread_id, {"answer": "mine"}),
+        sdk.threads.copy(thread_id),
+    ]
+    for call in calls:
+        with pytest.raises(NotFoundError):
+            await call
+    assert (await other_sdk.threads.get_state(thread_id))["values"] == {
+        "messages": [],
+        **QUESTION,
+    }
+
+
+async def test_state_reads_run_concurrently(sdk):
+    thread_id = await asked_thread(sdk)
+    states = await asyncio.gather(*(sdk.threads.get_state(thread_id) for _ in range(8)))
+    assert all(state == states[0] for state in states)

@@ -1,0 +1,207 @@
+"""Thread state, history and copy endpoints: async views over threads.state."""
+
+import re
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import serializers
+
+from deerflow_site.api.async_views import api_view, by_method, json_body
+from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
+from threads import selectors, state
+from threads.models import Thread
+from threads.serializers import ThreadSerializer
+
+METADATA_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class CheckpointIdField(serializers.CharField):
+    """A checkpoint id: LangGraph's checkpoint ids are UUIDs."""
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            return str(validate_uuid(value, field="checkpoint_id"))
+        except Exception:
+            raise serializers.ValidationError("Must be a checkpoint id (a UUID).") from None
+
+
+class CheckpointSerializer(RequestSerializer):
+    """A `Checkpoint`: which checkpoint (and subgraph namespace) of the thread."""
+
+    thread_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    checkpoint_ns = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    checkpoint_id = CheckpointIdField(required=False, allow_null=True)
+    checkpoint_map = JSONObjectField(required=False, allow_null=True)
+
+
+class SelectField(serializers.ListField):
+    """ThreadState fields to return: a field name or `values.<key>`."""
+
+    child = serializers.CharField()
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        fields = super().to_internal_value(data)
+        for field in fields:
+            if field not in state.STATE_FIELDS and not field.startswith("values."):
+                raise serializers.ValidationError(f"Unknown state field {field!r}.")
+        return fields
+
+
+class StateQuerySerializer(RequestSerializer):
+    subgraphs = serializers.BooleanField(required=False, default=False)
+    select = SelectField(required=False, allow_null=True)
+
+
+class StateAtCheckpointSerializer(StateQuerySerializer):
+    checkpoint = CheckpointSerializer()
+
+
+class StateUpdateSerializer(RequestSerializer):
+    values = serializers.JSONField(required=False, allow_null=True)
+    as_node = serializers.CharField(required=False, allow_null=True)
+    checkpoint = CheckpointSerializer(required=False, allow_null=True)
+    checkpoint_id = CheckpointIdField(required=False, allow_null=True)
+
+    def validate_values(self, value: Any) -> Any:
+        if value is None or isinstance(value, dict):
+            return value
+        if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+            return value
+        raise serializers.ValidationError("Must be a JSON object, a list of objects or null.")
+
+
+class HistorySerializer(RequestSerializer):
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    before = serializers.JSONField(required=False, allow_null=True)
+    metadata = JSONObjectField(required=False, allow_null=True)
+    checkpoint = CheckpointSerializer(required=False, allow_null=True)
+    select = SelectField(required=False, allow_null=True)
+
+    def validate_before(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            checkpoint = CheckpointSerializer(data=value)
+            checkpoint.is_valid(raise_exception=True)
+            return checkpoint.validated_data
+        return CheckpointIdField().run_validation(value)
+
+    def validate_metadata(self, value: Any) -> Any:
+        for key in value or {}:
+            if not METADATA_KEY_PATTERN.match(key):  # the SQLite saver puts keys in its SQL
+                raise serializers.ValidationError(f"Invalid metadata key {key!r}.")
+        return value
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _query(request: HttpRequest, *, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Query parameters as a dict; those in `lists` may repeat."""
+    return {
+        key: request.GET.getlist(key) if key in lists else request.GET[key] for key in request.GET
+    }
+
+
+async def _thread(request: HttpRequest, thread_id: str, *, action: str = "view") -> Thread:
+    return await sync_to_async(selectors.get_thread)(
+        user=request.user, thread_id=validate_thread_id(thread_id), action=action
+    )
+
+
+@api_view(scope="threads:read")
+async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """The thread's latest state (`?subgraphs=true` includes subgraph states)."""
+    query = _valid(StateQuerySerializer, _query(request, lists=("select",)))
+    thread = await _thread(request, thread_id)
+    result = await state.get_thread_state(thread=thread, subgraphs=query["subgraphs"])
+    return JsonResponse(state.select_state_fields(result, query.get("select")))
+
+
+@api_view(scope="threads:read")
+async def get_state_at_checkpoint(
+    request: HttpRequest, thread_id: str, checkpoint_id: str
+) -> HttpResponse:
+    """The thread's state at one checkpoint; 404 if the thread has no such checkpoint."""
+    query = _valid(StateQuerySerializer, _query(request, lists=("select",)))
+    checkpoint_id = str(validate_uuid(checkpoint_id, field="checkpoint_id"))
+    thread = await _thread(request, thread_id)
+    result = await state.get_thread_state(
+        thread=thread, checkpoint_id=checkpoint_id, subgraphs=query["subgraphs"]
+    )
+    return JsonResponse(state.select_state_fields(result, query.get("select")))
+
+
+@api_view(scope="threads:read")
+async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """The thread's state at a `checkpoint` given in the body (what the SDK posts)."""
+    body = _valid(StateAtCheckpointSerializer, json_body(request))
+    thread = await _thread(request, thread_id)
+    result = await state.get_thread_state(
+        thread=thread, checkpoint=body["checkpoint"], subgraphs=body["subgraphs"]
+    )
+    return JsonResponse(state.select_state_fields(result, body.get("select")))
+
+
+@api_view(scope="threads:write")
+async def update_state(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """Write values into the thread's state through its graph; returns {checkpoint}."""
+    body = _valid(StateUpdateSerializer, json_body(request))
+    thread = await _thread(request, thread_id, action="change")
+    result = await state.update_thread_state(
+        thread=thread,
+        values=body.get("values"),
+        as_node=body.get("as_node"),
+        checkpoint=body.get("checkpoint"),
+        checkpoint_id=body.get("checkpoint_id"),
+        user=request.user,
+    )
+    return JsonResponse(result)
+
+
+async def _history(request: HttpRequest, thread_id: str, params: dict[str, Any]) -> HttpResponse:
+    body = _valid(HistorySerializer, params)
+    thread = await _thread(request, thread_id)
+    states = await state.get_thread_history(
+        thread=thread,
+        limit=body["limit"],
+        before=body.get("before"),
+        metadata=body.get("metadata"),
+        checkpoint=body.get("checkpoint"),
+    )
+    select = body.get("select")
+    return JsonResponse([state.select_state_fields(s, select) for s in states], safe=False)
+
+
+@api_view(scope="threads:read")
+async def get_history(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """The thread's states, newest first (`?limit=&before=`)."""
+    return await _history(request, thread_id, _query(request, lists=("select",)))
+
+
+@api_view(scope="threads:read")
+async def post_history(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """The thread's states, newest first, filtered by the body."""
+    return await _history(request, thread_id, json_body(request))
+
+
+@api_view(scope="threads:write")
+async def copy_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """A copy of the thread, with its checkpoints, owned by the caller."""
+    thread = await _thread(request, thread_id)
+    copy = await state.copy_thread(thread=thread, user=request.user)
+    data = await sync_to_async(lambda: ThreadSerializer(copy).data)()
+    return JsonResponse(data)
+
+
+thread_state = by_method(get=get_state, post=update_state)
+thread_state_checkpoint = by_method(post=post_state_at_checkpoint)
+thread_state_at = by_method(get=get_state_at_checkpoint)
+thread_history = by_method(get=get_history, post=post_history)
+thread_copy = by_method(post=copy_thread)
