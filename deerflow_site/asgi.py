@@ -3,16 +3,39 @@
 import logging
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deerflow_site.settings")
-
-django_application = get_asgi_application()
+django.setup(set_prefix=False)
 
 from django.conf import settings  # noqa: E402 - after Django is set up
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+logger = logging.getLogger("deerflow_site")
+
+#: Responses that stay open for a run's life: SSE streams, waits and joins.
+LONG_LIVED_SUFFIXES = ("/stream", "/wait", "/join")
+
+
+class RunServerHandler(ASGIHandler):
+    """Django's ASGI handler, without a thread of its own for each long-lived response.
+
+    Django gives every request a thread-sensitive context, hence a thread that lives as long as
+    the response: one idle thread per open stream. Streams and waits do their database work on
+    a bounded pool instead, so they run without that context.
+    """
+
+    async def __call__(self, scope: dict, receive: object, send: object) -> None:
+        if scope["type"] == "http" and scope["path"].endswith(LONG_LIVED_SUFFIXES):
+            await self.handle(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+django_application = RunServerHandler()
 
 if settings.AUTH_MODE == "local":
-    logging.getLogger("deerflow_site").warning(
+    logger.warning(
         "LOCAL AUTH MODE: every request acts as the user %r, without credentials. "
         "Use DEERFLOW_AUTH_MODE=token for anything reachable by others.",
         settings.LOCAL_USERNAME,

@@ -82,7 +82,6 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -240,6 +239,11 @@ AGENT_MODEL_BASE_URL = os.environ.get("DEERFLOW_AGENT_MODEL_BASE_URL", "")
 AGENT_MODEL_API_KEY = os.environ.get("DEERFLOW_AGENT_MODEL_API_KEY", "")
 # Connections of each event loop's checkpoint saver pool (PostgreSQL).
 CHECKPOINT_POOL_SIZE = env_int("DEERFLOW_CHECKPOINT_POOL_SIZE", 10)
+# On SIGTERM a worker lets running runs finish this long, then ends them `error`.
+WORKER_SHUTDOWN_SECONDS = env_float("DEERFLOW_WORKER_SHUTDOWN_SECONDS", 10.0)
+# A run with on_completion=delete deletes its thread this long after it ends (its final state
+# stays readable meanwhile for /wait and /join).
+ON_COMPLETION_DELETE_SECONDS = env_float("DEERFLOW_ON_COMPLETION_DELETE_SECONDS", 5.0)
 
 # --- The rest of Django --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -255,10 +259,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 # Optional: where `collectstatic` gathers files for a front proxy to serve.
 STATIC_ROOT = os.environ.get("DEERFLOW_STATIC_ROOT") or None
-# Static files (admin, API docs) are served by WhiteNoise from the apps' folders: no collectstatic
-# step, so the two README commands stay two.
-WHITENOISE_USE_FINDERS = True
-WHITENOISE_AUTOREFRESH = DEBUG
 
 LOG_LEVEL = os.environ.get("DEERFLOW_LOG_LEVEL", "INFO").upper()
 LOGGING = {
