@@ -58,3 +58,30 @@ def other_api(other_user: Any) -> APIClient:
 @pytest.fixture
 def anonymous_api() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def sdk(daphne_server: Any, user: Any) -> Any:
+    """The official langgraph_sdk async client on the live server, as `user`."""
+    from langgraph_sdk import get_client
+
+    return get_client(url=daphne_server.api_url, api_key=token_for(user))
+
+
+@pytest.fixture
+def other_sdk(daphne_server: Any, other_user: Any) -> Any:
+    """The official langgraph_sdk async client on the live server, as `other_user`."""
+    from langgraph_sdk import get_client
+
+    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
+
+
+@pytest.fixture
+def headers(user: Any) -> dict[str, str]:
+    """Credentials of `user` for raw HTTP clients (httpx)."""
+    return {"Authorization": f"Bearer {token_for(user)}"}
+
+
+async def new_thread(sdk: Any) -> str:
+    """A new thread's id, created through the SDK."""
+    return (await sdk.threads.create())["thread_id"]

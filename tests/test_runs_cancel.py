@@ -5,34 +5,14 @@ import time
 
 import httpx
 import pytest
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError
 
 from runs.models import Run
-from tests.fixtures import token_for
+from tests.fixtures import new_thread
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 SLOW = {"steps": 100, "delay": 0.1}  # ten seconds unless stopped
-
-
-@pytest.fixture
-def sdk(daphne_server, user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(user))
-
-
-@pytest.fixture
-def other_sdk(daphne_server, other_user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
-
-
-@pytest.fixture
-def headers(user):
-    return {"Authorization": f"Bearer {token_for(user)}"}
-
-
-async def new_thread(sdk) -> str:
-    return (await sdk.threads.create())["thread_id"]
 
 
 async def wait_for_status(sdk, thread_id, run_id, statuses, within=10.0) -> dict:

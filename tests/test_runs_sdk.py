@@ -2,29 +2,14 @@
 
 import httpx
 import pytest
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
 from runs.models import Run
-from tests.fixtures import token_for
+from tests.fixtures import new_thread
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 HUMAN = {"messages": [{"role": "user", "content": "hello"}]}
-
-
-@pytest.fixture
-def sdk(daphne_server, user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(user))
-
-
-@pytest.fixture
-def other_sdk(daphne_server, other_user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
-
-
-async def new_thread(sdk) -> str:
-    return (await sdk.threads.create())["thread_id"]
 
 
 # --- create / join / wait ---------------------------------------------------------------------

@@ -6,9 +6,8 @@ import re
 
 import httpx
 import pytest
-from langgraph_sdk import get_client
 
-from tests.fixtures import token_for
+from tests.fixtures import new_thread
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -17,20 +16,6 @@ HEARTBEAT = b": heartbeat\r\n\r\n"
 FRAME = re.compile(
     rb"event: (?P<event>[^\r\n]+)\r\ndata: (?P<data>[^\r\n]*)\r\nid: (?P<id>\d+)\r\n\r\n"
 )
-
-
-@pytest.fixture
-def sdk(daphne_server, user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(user))
-
-
-@pytest.fixture
-def headers(user):
-    return {"Authorization": f"Bearer {token_for(user)}"}
-
-
-async def new_thread(sdk) -> str:
-    return (await sdk.threads.create())["thread_id"]
 
 
 async def collect(stream) -> list:

@@ -4,27 +4,9 @@ import asyncio
 
 import httpx
 import pytest
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
 
-from tests.fixtures import token_for
-
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def sdk(daphne_server, user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(user))
-
-
-@pytest.fixture
-def other_sdk(daphne_server, other_user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
-
-
-@pytest.fixture
-def headers(user):
-    return {"Authorization": f"Bearer {token_for(user)}"}
 
 
 async def parts_until_ends(stream, ends: int) -> list:

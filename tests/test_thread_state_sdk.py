@@ -4,7 +4,6 @@ runs executed by its embedded worker."""
 import asyncio
 
 import pytest
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import (
     BadRequestError,
     ConflictError,
@@ -12,21 +11,9 @@ from langgraph_sdk.errors import (
     UnprocessableEntityError,
 )
 
-from tests.fixtures import token_for
-
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 QUESTION = {"question": "Which colour?"}
-
-
-@pytest.fixture
-def sdk(daphne_server, user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(user))
-
-
-@pytest.fixture
-def other_sdk(daphne_server, other_user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
 
 
 async def asked_thread(sdk) -> str:

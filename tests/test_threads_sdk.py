@@ -2,23 +2,11 @@
 
 import httpx
 import pytest
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
-from tests.fixtures import token_for
 from threads.models import Thread
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def sdk(daphne_server, user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(user))
-
-
-@pytest.fixture
-def other_sdk(daphne_server, other_user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
 
 
 async def test_sdk_creates_gets_updates_searches_and_deletes_a_thread(sdk):
