@@ -50,10 +50,8 @@ def search_threads(
     values: dict[str, Any] | None = None,
     ids: Iterable[str] | None = None,
     status: str | None = None,
-    sort_by: str = "created_at",
-    sort_order: str = "desc",
 ) -> QuerySet[Thread]:
-    """Visible threads matching every given filter, sorted."""
+    """Visible threads matching every given filter."""
     threads = visible_threads(user=user)
     if metadata:
         threads = threads.filter(json_contains("metadata", metadata))
@@ -63,5 +61,10 @@ def search_threads(
         threads = threads.filter(pk__in=list(ids))
     if status:
         threads = threads.filter(status=status)
+    return threads
+
+
+def thread_order(*, sort_by: str = "created_at", sort_order: str = "desc") -> tuple[str, str]:
+    """The ORDER BY of a thread search (thread id breaks ties, so pages are stable)."""
     prefix = "-" if sort_order == "desc" else ""
-    return threads.order_by(f"{prefix}{sort_by}", f"{prefix}thread_id")
+    return f"{prefix}{sort_by}", f"{prefix}thread_id"

@@ -1,5 +1,6 @@
 """Thread endpoints: translate HTTP to thread services and selectors, nothing else."""
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -10,6 +11,7 @@ from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import page, pagination_headers
 from deerflow_site.api.permissions import require_scope
 from threads import selectors, services
+from threads.models import Thread
 from threads.serializers import (
     ThreadCountSerializer,
     ThreadCreateSerializer,
@@ -23,6 +25,17 @@ def _valid(serializer_class: type, data: object) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def _matching_threads(request: Request, body: dict) -> QuerySet[Thread]:
+    """The caller's visible threads matching a search or count body's filters."""
+    return selectors.search_threads(
+        user=request.user,
+        metadata=body.get("metadata"),
+        values=body.get("values"),
+        ids=body.get("ids"),
+        status=body.get("status"),
+    )
 
 
 class ThreadListView(APIView):
@@ -55,14 +68,8 @@ class ThreadSearchView(APIView):
         """Search the threads the caller may view."""
         require_scope(request.user, "threads:read")
         body = _valid(ThreadSearchSerializer, request.data)
-        threads = selectors.search_threads(
-            user=request.user,
-            metadata=body.get("metadata"),
-            values=body.get("values"),
-            ids=body.get("ids"),
-            status=body.get("status"),
-            sort_by=body["sort_by"],
-            sort_order=body["sort_order"],
+        threads = _matching_threads(request, body).order_by(
+            *selectors.thread_order(sort_by=body["sort_by"], sort_order=body["sort_order"])
         )
         items, total = page(threads, limit=body["limit"], offset=body["offset"])
         data = ThreadSerializer(items, many=True).data
@@ -80,14 +87,7 @@ class ThreadCountView(APIView):
         """Count the threads the caller may view that match the filters."""
         require_scope(request.user, "threads:read")
         body = _valid(ThreadCountSerializer, request.data)
-        threads = selectors.search_threads(
-            user=request.user,
-            metadata=body.get("metadata"),
-            values=body.get("values"),
-            ids=body.get("ids"),
-            status=body.get("status"),
-        )
-        return Response(threads.count())
+        return Response(_matching_threads(request, body).count())
 
 
 class ThreadDetailView(APIView):
