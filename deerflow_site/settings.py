@@ -138,7 +138,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # Longer than the layer's 5 s blocking pops: redis-py 8 defaults sockets to a 5 s
+                # read timeout, which broke every idle receive.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 "capacity": env_int("DEERFLOW_CHANNEL_CAPACITY", 2000),
                 "expiry": 60,
                 "prefix": os.environ.get("DEERFLOW_CHANNEL_PREFIX", "deerflow"),

@@ -87,7 +87,9 @@ class RunWorker:
 
     async def _start(self) -> None:
         layer = bus.layer()
-        self.channel = await layer.new_channel("runs.worker.")
+        # The default prefix: channels_redis serialises every receive of a process on one lock,
+        # so a channel with another prefix would starve the process's stream listeners.
+        self.channel = await layer.new_channel()
         await layer.group_add(bus.WAKEUP_GROUP, self.channel)
         await asyncio.to_thread(_warm_up_graphs)
         logger.info(
