@@ -11,7 +11,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
-from deerflow_site.api.errors import Invalid, error_response
+from deerflow_site.api.errors import Invalid, ServiceError, error_response
 from deerflow_site.api.permissions import require_scope
 
 AsyncView = Callable[..., Awaitable[HttpResponse]]
@@ -19,11 +19,15 @@ AsyncView = Callable[..., Awaitable[HttpResponse]]
 NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
 
 
-def _authenticate(request: HttpRequest) -> Any:
+def _authenticate(request: HttpRequest, scope: str | None) -> Any:
+    """The request's user (None: no credentials), scope checked: one thread hop for both."""
     drf_request = Request(
         request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
     )
-    return drf_request.user  # runs the authenticators; AuthenticationFailed propagates
+    user = drf_request.user  # runs the authenticators; AuthenticationFailed propagates
+    if user is not None and user.is_authenticated and scope is not None:
+        require_scope(user, scope)
+    return user
 
 
 def api_view(*, scope: str | None = None) -> Callable[[AsyncView], AsyncView]:
@@ -36,17 +40,17 @@ def api_view(*, scope: str | None = None) -> Callable[[AsyncView], AsyncView]:
         @functools.wraps(view)
         async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
-                user = await sync_to_async(_authenticate)(request)
+                user = await sync_to_async(_authenticate)(request, scope)
             except drf_exceptions.PermissionDenied as exc:  # CSRF failure of a session
                 return JsonResponse({"detail": exc.detail}, status=403)
             except drf_exceptions.APIException as exc:
                 return JsonResponse({"detail": exc.detail}, status=401)
+            except ServiceError as exc:  # the scope is missing
+                return error_response(exc)
             if user is None or not user.is_authenticated:
                 return JsonResponse(NOT_AUTHENTICATED, status=401)
             request.user = user
             try:
-                if scope is not None:
-                    await sync_to_async(require_scope)(user, scope)
                 return await view(request, *args, **kwargs)
             except Exception as exc:
                 return error_response(exc)
