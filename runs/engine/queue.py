@@ -133,8 +133,13 @@ def cancel_flags(*, worker_id: str, run_ids: list[UUID]) -> dict[UUID, str]:
 
 
 def next_run_at() -> datetime | None:
-    """When the earliest pending run becomes due (None: the queue is empty)."""
-    return Run.objects.filter(status=Run.Status.PENDING).aggregate(at=Min("run_at"))["at"]
+    """When the earliest pending run not yet due becomes due (None: there is none).
+
+    Due runs are left out: one still pending waits for its thread's running run, whose end
+    wakes its worker; counting it would make idle workers poll every few milliseconds.
+    """
+    waiting = Run.objects.filter(status=Run.Status.PENDING, run_at__gt=timezone.now())
+    return waiting.aggregate(at=Min("run_at"))["at"]
 
 
 def expired_runs(*, now: datetime | None = None) -> QuerySet[Run]:
