@@ -1,0 +1,317 @@
+"""Two daphne web processes and separate `manage.py runs_worker` processes on PostgreSQL + Redis.
+
+The web processes run no worker (DEERFLOW_EMBEDDED_WORKER=false): every run is executed by a
+worker process, and every stream, cancel and wake-up crosses processes through Redis. Only the
+production stack can do that; on SQLite and the in-memory channel layer these tests skip.
+"""
+
+import asyncio
+import itertools
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from langgraph_sdk import get_client
+from langgraph_sdk.errors import ConflictError
+
+from runs.engine import queue
+from runs.models import Run
+from tests.engine_support import make_thread
+from tests.fixtures import token_for
+from tests.live import REPO_ROOT, LiveServer, LiveServerFactory, die_with_parent, merge_env
+from threads.models import Thread
+
+ON_PRODUCTION_STACK = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
+    "postgresql"
+)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not ON_PRODUCTION_STACK,
+        reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL): the in-memory channel "
+        "layer cannot cross processes; scripts/test runs these in its PostgreSQL phase",
+    ),
+    pytest.mark.multiprocess,
+    pytest.mark.live,
+    pytest.mark.django_db(transaction=True),
+]
+
+#: The issue's bound: a cancel is effective within a second.
+CANCEL_BOUND_SECONDS = 1.0
+#: Generous: a worker process imports Django and LangGraph and compiles every graph first.
+STARTUP_SECONDS = 90.0
+#: A run that goes on long enough for anything to happen to it meanwhile (20 s).
+LONG_RUN = {"steps": 200, "delay": 0.1}
+#: Short leases, so that a dead worker's run is recovered in seconds.
+SHORT_LEASE = {"DEERFLOW_RUN_LEASE_SECONDS": "2"}
+RACE_ROUNDS = 50
+
+
+# --- Processes --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web(live_server_factory: LiveServerFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Web processes A and B: no embedded worker, so that runs execute in worker processes."""
+    servers = (
+        live_server_factory.start(DEERFLOW_EMBEDDED_WORKER="false"),
+        live_server_factory.start(DEERFLOW_EMBEDDED_WORKER="false"),
+    )
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+class Worker:
+    """A `manage.py runs_worker` process and its log."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.process = process
+        self.log_path = log_path
+
+    def owns(self, run: Run) -> bool:
+        """Whether the run was claimed by this process (worker ids are `host:pid:random`)."""
+        return run.worker_id.startswith(f"{socket.gethostname()}:{self.process.pid}:")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-10000:]
+
+
+@pytest.fixture
+def start_worker(process_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start `manage.py runs_worker` processes; those still running are stopped at the end."""
+    workers: list[Worker] = []
+
+    def start(**env: str) -> Worker:
+        log_path = tmp_path / f"worker-{len(workers)}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "runs_worker"],
+                cwd=REPO_ROOT,
+                env=merge_env(process_env, env),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        workers.append(Worker(process, log_path))
+        return workers[-1]
+
+    yield start
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
+
+
+@pytest.fixture
+def sdk_a(web: tuple[LiveServer, LiveServer], user: Any) -> Any:
+    return get_client(url=web[0].api_url, api_key=token_for(user))
+
+
+@pytest.fixture
+def sdk_b(web: tuple[LiveServer, LiveServer], user: Any) -> Any:
+    return get_client(url=web[1].api_url, api_key=token_for(user))
+
+
+# --- Helpers ----------------------------------------------------------------------------------
+
+
+@sync_to_async
+def stored(run_id: Any) -> Run:
+    return Run.objects.get(pk=run_id)
+
+
+@sync_to_async
+def stored_thread(thread_id: str) -> Thread:
+    return Thread.objects.get(pk=thread_id)
+
+
+async def wait_for_run(
+    run_id: Any, accept: Callable[[Run], bool], what: str, worker: Worker | None = None
+) -> Run:
+    """Poll the run's row until `accept` holds (generous: processes start slowly)."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        run = await stored(run_id)
+        if accept(run):
+            return run
+        await asyncio.sleep(0.05)
+    log = f"\n--- worker log ---\n{worker.log()}" if worker else ""
+    raise AssertionError(f"timed out waiting for {what}: run is {run.status}{log}")
+
+
+async def first_part(stream: AsyncIterator[Any], event: str) -> Any:
+    """Read a stream until its first part named `event` (the stream stays open)."""
+    async with asyncio.timeout(STARTUP_SECONDS):
+        async for part in stream:
+            if part.event == event:
+                return part
+    raise AssertionError(f"the stream ended before any {event!r} event")
+
+
+async def rest_of(stream: AsyncIterator[Any]) -> list[Any]:
+    async with asyncio.timeout(STARTUP_SECONDS):
+        return [part async for part in stream]
+
+
+async def new_thread(sdk: Any) -> str:
+    return (await sdk.threads.create())["thread_id"]
+
+
+# --- Streaming --------------------------------------------------------------------------------
+
+
+async def test_run_created_through_one_web_process_streams_to_a_client_of_the_other(
+    sdk_a: Any, sdk_b: Any, start_worker: Any
+) -> None:
+    worker = start_worker()
+    thread_id = await new_thread(sdk_a)
+    run = await sdk_a.runs.create(
+        thread_id, "slow", input={"steps": 30, "delay": 0.1}, stream_mode="custom"
+    )
+
+    parts = await rest_of(sdk_b.runs.join_stream(thread_id, run["run_id"]))
+
+    events = [part.event for part in parts]
+    assert events[0] == "metadata"
+    assert events[-1] == "end"
+    ticks = [part.data["tick"] for part in parts if part.event == "custom"]
+    assert ticks, events
+    assert ticks == list(range(ticks[0], 31))  # every tick from joining on, in order
+    finished = await stored(run["run_id"])
+    assert finished.status == Run.Status.SUCCESS
+    assert worker.owns(finished), finished.worker_id
+
+
+# --- Cancellation -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["interrupt", "rollback"])
+async def test_cancel_through_the_other_web_process_stops_the_run_within_a_second(
+    sdk_a: Any, sdk_b: Any, start_worker: Any, action: str
+) -> None:
+    worker = start_worker()
+    thread_id = await new_thread(sdk_a)
+    run = await sdk_a.runs.create(thread_id, "slow", input=LONG_RUN, stream_mode="custom")
+    # A tick on B's stream: the worker is executing the graph (and listening for cancels).
+    joined = sdk_b.runs.join_stream(thread_id, run["run_id"])
+    await first_part(joined, "custom")
+
+    started = time.monotonic()
+    await sdk_b.runs.cancel(thread_id, run["run_id"], action=action)
+    stopped = await wait_for_run(
+        run["run_id"], lambda r: r.status == "interrupted", "the run to stop", worker
+    )
+    elapsed = time.monotonic() - started
+
+    assert elapsed < CANCEL_BOUND_SECONDS, f"{action} took {elapsed:.3f}s"
+    assert stopped.rolled_back == (action == "rollback")
+    assert worker.owns(stopped)
+    assert [part.event for part in await rest_of(joined)][-1] == "end"
+
+
+# --- Admission races --------------------------------------------------------------------------
+
+
+async def test_simultaneous_reject_creates_through_both_web_processes_admit_exactly_one(
+    sdk_a: Any, sdk_b: Any, user: Any, start_worker: Any
+) -> None:
+    start_worker()
+    threads = [
+        await sync_to_async(make_thread)(user=user, thread_id=f"race-{n}")
+        for n in range(RACE_ROUNDS)
+    ]
+    for thread in threads:
+        # Long enough that the admitted run cannot end (and free the thread) during the round.
+        answers = await asyncio.gather(
+            *(
+                sdk.runs.create(
+                    thread.thread_id,
+                    "slow",
+                    input={"steps": 1, "delay": 10},
+                    multitask_strategy="reject",
+                )
+                for sdk in (sdk_a, sdk_b)
+            ),
+            return_exceptions=True,
+        )
+
+        admitted = [answer for answer in answers if isinstance(answer, dict)]
+        refused = [answer for answer in answers if isinstance(answer, ConflictError)]
+        assert (len(admitted), len(refused)) == (1, 1), answers
+        assert await sync_to_async(Run.objects.filter(thread=thread).count)() == 1
+        await sdk_a.runs.cancel(thread.thread_id, admitted[0]["run_id"])
+
+
+# --- Crash recovery ---------------------------------------------------------------------------
+
+
+async def test_killed_worker_run_is_ended_by_a_live_worker_and_its_thread_takes_new_runs(
+    sdk_a: Any, sdk_b: Any, start_worker: Any
+) -> None:
+    doomed = start_worker(**SHORT_LEASE)
+    thread_id = await new_thread(sdk_a)
+    run = await sdk_a.runs.create(thread_id, "slow", input=LONG_RUN, stream_mode="custom")
+    joined = sdk_b.runs.join_stream(thread_id, run["run_id"])
+    await first_part(joined, "custom")
+
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.process.wait()
+    survivor = start_worker(**SHORT_LEASE)
+
+    ended = await wait_for_run(
+        run["run_id"], lambda r: r.status != "running", "the run to be reaped", survivor
+    )
+    assert ended.status == Run.Status.ERROR
+    assert ended.error == queue.WORKER_LOST
+    assert doomed.owns(ended)
+    parts = await rest_of(joined)
+    assert [part.event for part in parts][-2:] == ["error", "end"]
+    assert parts[-2].data == queue.WORKER_LOST
+    assert (await stored_thread(thread_id)).status != Thread.Status.BUSY
+
+    values = await sdk_b.runs.wait(thread_id, "slow", input={"steps": 2, "delay": 0})
+
+    assert values["count"] == 2
+    follower = (await sdk_b.runs.list(thread_id, limit=1))[0]
+    assert follower["status"] == "success"
+    assert survivor.owns(await stored(follower["run_id"]))
+
+
+# --- Queues -----------------------------------------------------------------------------------
+
+
+async def test_runs_enqueued_through_both_web_processes_execute_one_at_a_time_in_order(
+    sdk_a: Any, sdk_b: Any, start_worker: Any
+) -> None:
+    start_worker()
+    start_worker()  # two workers: "one at a time" must hold across them too
+    thread_id = await new_thread(sdk_a)
+    run_ids = []
+    for steps in (1, 2, 3, 4):  # run n ticks 1..n, so the ticks show the order of execution
+        sdk = sdk_a if steps % 2 else sdk_b
+        run = await sdk.runs.create(
+            thread_id,
+            "slow",
+            input={"steps": steps, "delay": 0.2},
+            multitask_strategy="enqueue",
+        )
+        run_ids.append(run["run_id"])
+
+    await asyncio.wait_for(sdk_b.runs.join(thread_id, run_ids[-1]), STARTUP_SECONDS)
+
+    state = await sdk_a.threads.get_state(thread_id)
+    assert state["values"]["ticks"] == [1, 1, 2, 1, 2, 3, 1, 2, 3, 4]
+    runs = [await stored(run_id) for run_id in run_ids]
+    assert [run.status for run in runs] == ["success"] * 4
+    for earlier, later in itertools.pairwise(runs):
+        assert later.started_at >= earlier.ended_at, (earlier, later)
