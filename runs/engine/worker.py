@@ -168,6 +168,10 @@ class RunWorker:
             await layer.group_add(group, self.channel)
             if run.cancel_action:
                 cancel.set(run.cancel_action)
+            else:
+                # A cancel published between the claim and the group_add missed us: look once
+                # more, beside the run rather than before it.
+                self._spawn_post_run(lambda: self._recheck_cancel(run.pk, cancel))
             await execute_run(run, cancel=cancel)
         except Exception:
             # The lease is left to expire: the reaper ends the run with a clear reason.
@@ -178,6 +182,11 @@ class RunWorker:
             with contextlib.suppress(Exception):
                 await layer.group_discard(group, self.channel)
         self._spawn_post_run(lambda: after_run(run))
+
+    async def _recheck_cancel(self, run_id: UUID, cancel: CancelSignal) -> None:
+        flags = await in_database(queue.cancel_flags)(worker_id=self.worker_id, run_ids=[run_id])
+        if flags.get(run_id):
+            cancel.set(flags[run_id])
 
     def _spawn_post_run(self, make: Callable[[], Any]) -> None:
         task = asyncio.create_task(make())
