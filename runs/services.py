@@ -118,7 +118,7 @@ async def check_checkpoint(*, thread_id: str, body: RunRequest) -> None:
         raise CheckpointOfOtherThread()
     if not body.checkpoint_id:
         return
-    from runs.engine.checkpointer import get_checkpointer
+    from runs.engine.checkpointer import acheckpoint_on_other_thread, get_checkpointer
 
     saver = await get_checkpointer()
     config = {
@@ -129,6 +129,8 @@ async def check_checkpoint(*, thread_id: str, body: RunRequest) -> None:
         }
     }
     if await saver.aget_tuple(config) is None:
+        if await acheckpoint_on_other_thread(body.checkpoint_id, thread_id):
+            raise CheckpointOfOtherThread()
         raise CheckpointNotFound(f"Checkpoint {body.checkpoint_id!r} not found on this thread.")
 
 

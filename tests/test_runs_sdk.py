@@ -2,7 +2,12 @@
 
 import httpx
 import pytest
-from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
+from langgraph_sdk.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    UnprocessableEntityError,
+)
 
 from runs.models import Run
 from tests.fixtures import new_thread
@@ -176,6 +181,16 @@ async def test_a_run_can_fork_from_a_checkpoint_of_its_thread(sdk):
 
     assert values["count"] == 3
     assert values["ticks"] == [1, 2, 3]  # the fork replaced ticks 2 and 3, not appended to them
+
+
+async def test_a_checkpoint_id_of_another_thread_is_400_and_starts_nothing(sdk):
+    source = await new_thread(sdk)
+    await sdk.runs.wait(source, "echo", input=HUMAN)
+    checkpoint_id = (await sdk.threads.get_state(source))["checkpoint"]["checkpoint_id"]
+    other = await new_thread(sdk)
+    with pytest.raises(BadRequestError):
+        await sdk.runs.create(other, "echo", input=HUMAN, checkpoint_id=checkpoint_id)
+    assert await sdk.runs.list(other) == []
 
 
 async def test_an_unknown_checkpoint_id_is_404(sdk):

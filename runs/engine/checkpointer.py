@@ -280,6 +280,20 @@ async def _delete_run_postgres(saver: AsyncPostgresSaver, thread_id: str, run_id
         )
 
 
+async def acheckpoint_on_other_thread(checkpoint_id: str, thread_id: str) -> bool:
+    """Whether a checkpoint with this id exists on some other thread (a fork across threads)."""
+    saver = await get_checkpointer()
+    query = "SELECT 1 FROM checkpoints WHERE checkpoint_id = {0} AND thread_id <> {0} LIMIT 1"
+    params = (str(checkpoint_id), str(thread_id))
+    if isinstance(saver, AsyncPostgresSaver):
+        async with saver.conn.connection() as conn:
+            cursor = await conn.execute(query.format("%s"), params)
+            return await cursor.fetchone() is not None
+    await saver.setup()
+    async with saver.lock, saver.conn.execute(query.format("?"), params) as cursor:
+        return await cursor.fetchone() is not None
+
+
 async def acopy_thread_checkpoints(source_thread_id: str, target_thread_id: str) -> None:
     """Copy every checkpoint (all namespaces) and pending write of a thread to another thread."""
     saver = await get_checkpointer()
