@@ -69,6 +69,7 @@ def update_thread(
 
 def delete_thread(*, thread: Thread) -> None:
     """Delete a thread with its runs, events, feedback and checkpoints; 409 while busy."""
+    from runs.engine.checkpointer import delete_thread_checkpoints
     from runs.models import Run
 
     with transaction.atomic():
@@ -78,13 +79,5 @@ def delete_thread(*, thread: Thread) -> None:
         if Run.objects.filter(thread=locked, status__in=Run.ACTIVE_STATUSES).exists():
             raise ThreadBusy()
         locked.delete()
-    _delete_thread_checkpoints(thread.thread_id)
-
-
-def _delete_thread_checkpoints(thread_id: str) -> None:
-    """Remove the thread's checkpoints (the engine's checkpointer owns them)."""
-    try:
-        from runs.engine.checkpointer import delete_thread_checkpoints
-    except ImportError:  # the run engine is not installed yet
-        return
-    delete_thread_checkpoints(thread_id)
+        # In the same transaction: a thread is never gone while its checkpoints stay.
+        delete_thread_checkpoints(thread.thread_id)
