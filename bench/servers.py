@@ -1,0 +1,342 @@
+"""Start and stop the servers under test, each as a subprocess on 127.0.0.1, and measure their RSS.
+
+- reference: `langgraph dev` (the LangGraph CLI, in-memory runtime) from bench/.venv-reference.
+- ours-sqlite: our server on its embedded default (SQLite, in-memory channel layer, embedded
+  worker): one daphne process.
+- ours-postgres: one daphne process with the embedded worker, on a throwaway PostgreSQL + Redis
+  from scripts/services.py.
+- ours-postgres-split: the same database and bus, but a web process with no worker plus one
+  `manage.py runs_worker` process (the scaled-out layout). Memory is the web process's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+OUR_PYTHON = REPO_DIR / ".venv" / "bin" / "python"
+REFERENCE_VENV = BENCH_DIR / ".venv-reference"
+LANGGRAPH_CONFIG = BENCH_DIR / "langgraph.json"
+HOST = "127.0.0.1"
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 8.0
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+REFERENCE_PORT = re.compile(r"API:\s*http://127\.0\.0\.1:(\d+)")
+SERVICES_URL = re.compile(r"services: (DATABASE_URL|REDIS_URL)=(\S+)")
+
+# Variables of the caller's shell that would change what our server is; the bench sets its own.
+OUR_ENV_PREFIXES = ("DEERFLOW_", "DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "DJANGO_")
+# The reference must stay on loopback: no CLI analytics, no tracing, no metadata beacons.
+REFERENCE_ENV = {
+    "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+    "LANGSMITH_TRACING": "false",
+    "LANGSMITH_TRACING_V2": "false",
+    "LANGCHAIN_TRACING_V2": "false",
+    "LANGCHAIN_TRACING": "false",
+    "DO_NOT_TRACK": "1",
+}
+
+SERVER_NAMES = ("reference", "ours-sqlite", "ours-postgres", "ours-postgres-split")
+
+
+class ServerError(RuntimeError):
+    """A server under test could not be started."""
+
+
+@dataclass
+class Server:
+    name: str
+    description: str
+    base_url: str
+    #: The process whose tree holds the open streams (RSS is measured on it and its children).
+    web: subprocess.Popen
+    others: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def rss_bytes(self) -> int:
+        return tree_rss_bytes(self.web.pid)
+
+    def os_threads(self) -> int:
+        """OS threads of the web process tree (an open stream must not cost one)."""
+        try:
+            root = psutil.Process(self.web.pid)
+            return sum(p.num_threads() for p in [root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds used so far by every process of the server."""
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                root = psutil.Process(pid)
+                for process in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        times = process.cpu_times()
+                        total += times.user + times.system
+        return total
+
+    def pids(self) -> list[int]:
+        return [self.web.pid, *(p.pid for p in self.others)]
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of a process and all its descendants."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return ANSI.sub("", path.read_text(errors="replace"))[-chars:]
+    except OSError:
+        return ""
+
+
+def _wait_ready(url: str, processes: list[subprocess.Popen], logfile: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    with httpx.Client(trust_env=False, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            for process in processes:
+                if process.poll() is not None:
+                    raise ServerError(f"{process.args!r} exited early:\n{_tail(logfile)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code == 200:
+                    return
+            time.sleep(0.2)
+    raise ServerError(f"{url} not ready after {START_TIMEOUT:.0f}s:\n{_tail(logfile)}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _spawn(
+    command: list[str], *, cwd: Path, env: dict[str, str], logfile: Path
+) -> subprocess.Popen:
+    with logfile.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@contextlib.contextmanager
+def reference_server(workdir: Path, *, jobs_per_worker: int) -> Iterator[Server]:
+    langgraph = REFERENCE_VENV / "bin" / "langgraph"
+    if not langgraph.exists():
+        raise ServerError(f"{langgraph} missing: run bench/run (it creates the reference venv)")
+    # `langgraph dev` resolves graph paths against its working directory and keeps its state
+    # there (.langgraph_api/): run it in a scratch directory holding links to the same files.
+    home = workdir / "reference"
+    home.mkdir()
+    for name in ("graph.py", "langgraph.json"):
+        (home / name).symlink_to(BENCH_DIR / name)
+    logfile = workdir / "reference.log"
+    env = {**os.environ, **REFERENCE_ENV}
+    command = [
+        str(langgraph), "dev", "--no-browser", "--no-reload",
+        "--n-jobs-per-worker", str(jobs_per_worker),
+        "--port", str(free_port()), "--host", HOST, "--config", "langgraph.json",
+    ]  # fmt: skip
+    process = _spawn(command, cwd=home, env=env, logfile=logfile)
+    try:
+        port = _reference_port(process, logfile)
+        base_url = f"http://{HOST}:{port}"
+        _wait_ready(f"{base_url}/ok", [process], logfile)
+        yield Server(
+            name="reference",
+            description=f"langgraph dev (in-memory runtime), --n-jobs-per-worker {jobs_per_worker}",
+            base_url=base_url,
+            web=process,
+            logs=[logfile],
+        )
+    finally:
+        _stop(process)
+
+
+def _reference_port(process: subprocess.Popen, logfile: Path) -> int:
+    """The port `langgraph dev` really listens on: it moves silently when the asked one is taken."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        found = REFERENCE_PORT.search(_tail(logfile, 200_000))
+        if found:
+            return int(found.group(1))
+        if process.poll() is not None:
+            raise ServerError(f"langgraph dev exited early:\n{_tail(logfile)}")
+        time.sleep(0.2)
+    raise ServerError(f"langgraph dev reported no port:\n{_tail(logfile)}")
+
+
+def _our_env(var_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OUR_ENV_PREFIXES)}
+    # As scripts/serve runs the embedded default: local mode asked for explicitly, DEBUG off.
+    env.update(
+        DEBUG="false",
+        SECRET_KEY="bench-secret-key",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DEERFLOW_AUTH_MODE="local",
+        DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true",
+        DEERFLOW_VAR_DIR=str(var_dir),
+        DEERFLOW_LANGGRAPH_CONFIG=str(LANGGRAPH_CONFIG),
+        **extra,
+    )
+    return env
+
+
+def _migrate(env: dict[str, str], logfile: Path) -> None:
+    with logfile.open("ab") as out:
+        result = subprocess.run(
+            [str(OUR_PYTHON), "manage.py", "migrate", "--noinput"],
+            cwd=REPO_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise ServerError(f"manage.py migrate failed:\n{_tail(logfile)}")
+
+
+def _daphne(env: dict[str, str], port: int, logfile: Path) -> subprocess.Popen:
+    command = [
+        str(OUR_PYTHON), "-m", "daphne", "-b", HOST, "-p", str(port),
+        "deerflow_site.asgi:application",
+    ]  # fmt: skip
+    return _spawn(command, cwd=REPO_DIR, env=env, logfile=logfile)
+
+
+@contextlib.contextmanager
+def our_server(
+    workdir: Path, *, name: str, extra_env: dict[str, str], split_worker: bool = False
+) -> Iterator[Server]:
+    var_dir = workdir / name
+    var_dir.mkdir()
+    logfile = workdir / f"{name}.log"
+    env = _our_env(var_dir, extra_env)
+    _migrate(env, logfile)
+    port = free_port()
+    processes: list[subprocess.Popen] = []
+    try:
+        if split_worker:
+            web_env = {**env, "DEERFLOW_EMBEDDED_WORKER": "false"}
+            web = _daphne(web_env, port, logfile)
+            processes.append(web)
+            worker_log = workdir / f"{name}-worker.log"
+            worker = _spawn(
+                [str(OUR_PYTHON), "manage.py", "runs_worker"],
+                cwd=REPO_DIR, env=env, logfile=worker_log,
+            )  # fmt: skip
+            processes.append(worker)
+            logs = [logfile, worker_log]
+        else:
+            web = _daphne({**env, "DEERFLOW_EMBEDDED_WORKER": "true"}, port, logfile)
+            processes.append(web)
+            logs = [logfile]
+        base_url = f"http://{HOST}:{port}/api"
+        _wait_ready(f"{base_url}/ok", processes, logfile)
+        yield Server(
+            name=name,
+            description=_describe(name, split_worker),
+            base_url=base_url,
+            web=web,
+            others=processes[1:],
+            logs=logs,
+        )
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+
+
+def _describe(name: str, split_worker: bool) -> str:
+    if name == "ours-sqlite":
+        return "daphne, SQLite + in-memory channel layer + embedded worker (the default)"
+    if split_worker:
+        return "daphne web (no worker) + 1 manage.py runs_worker, PostgreSQL + Redis"
+    return "daphne with the embedded worker, PostgreSQL + Redis"
+
+
+@contextlib.contextmanager
+def postgres_and_redis(workdir: Path, *, name: str) -> Iterator[dict[str, str]]:
+    """DATABASE_URL and REDIS_URL of a throwaway PostgreSQL + Redis (scripts/services.py).
+
+    services.py runs a command while they live: ours is a Python that waits for its stdin to
+    close, so that they live exactly as long as this context.
+    """
+    logfile = workdir / f"{name}-services.log"
+    command = [
+        str(OUR_PYTHON), str(REPO_DIR / "scripts" / "services.py"), "--workdir", str(workdir),
+        "--", str(OUR_PYTHON), "-c", "import sys; sys.stdin.read()",
+    ]  # fmt: skip
+    with logfile.open("ab") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO_DIR, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        urls: dict[str, str] = {}
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(urls) < 2:
+            urls = dict(SERVICES_URL.findall(_tail(logfile, 100_000)))
+            if process.poll() is not None:
+                raise ServerError(f"scripts/services.py exited:\n{_tail(logfile)}")
+            if time.monotonic() > deadline:
+                raise ServerError(f"scripts/services.py gave no URLs:\n{_tail(logfile)}")
+            time.sleep(0.2)
+        yield urls
+    finally:
+        if process.stdin:
+            process.stdin.close()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(30)
+
+
+def py_spy() -> str | None:
+    """The py-spy binary, if installed in the reference venv or ours."""
+    for venv in (REFERENCE_VENV, REPO_DIR / ".venv"):
+        candidate = venv / "bin" / "py-spy"
+        if candidate.exists():
+            return str(candidate)
+    return shutil.which("py-spy")
