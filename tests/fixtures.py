@@ -85,3 +85,15 @@ def headers(user: Any) -> dict[str, str]:
 async def new_thread(sdk: Any) -> str:
     """A new thread's id, created through the SDK."""
     return (await sdk.threads.create())["thread_id"]
+
+
+async def streamed_resumable_run(sdk: Any, thread_id: str, *, steps: int) -> list[Any]:
+    """The parts of a resumable `slow` run of `steps` ticks (custom events), streamed to its end."""
+    stream = sdk.runs.stream(
+        thread_id,
+        "slow",
+        input={"steps": steps, "delay": 0},
+        stream_mode="custom",
+        stream_resumable=True,
+    )
+    return [part async for part in stream]

@@ -10,7 +10,7 @@ import pytest
 from langgraph_sdk import get_client
 
 from runs.models import Run, RunStreamEvent
-from tests.fixtures import token_for
+from tests.fixtures import streamed_resumable_run, token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -84,16 +84,7 @@ async def test_a_stream_whose_end_message_was_lost_ends_from_the_database(sdk):
 
 async def test_a_last_event_id_older_than_what_is_kept_gets_a_gap(sdk):
     thread_id = (await sdk.threads.create())["thread_id"]
-    live = [
-        part
-        async for part in sdk.runs.stream(
-            thread_id,
-            "slow",
-            input={"steps": 4, "delay": 0},
-            stream_mode="custom",
-            stream_resumable=True,
-        )
-    ]
+    live = await streamed_resumable_run(sdk, thread_id, steps=4)
     run_id = live[0].data["run_id"]
     await RunStreamEvent.objects.filter(run_id=run_id, seq__lte=2).adelete()  # retention
 

@@ -6,6 +6,8 @@ import httpx
 import pytest
 from langgraph_sdk.errors import NotFoundError
 
+from tests.fixtures import streamed_resumable_run
+
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
@@ -42,16 +44,7 @@ async def test_thread_stream_follows_every_run_of_the_thread(sdk):
 
 async def test_thread_stream_resumes_after_last_event_id_from_stored_events(sdk):
     thread_id = (await sdk.threads.create())["thread_id"]
-    live = [
-        part
-        async for part in sdk.runs.stream(
-            thread_id,
-            "slow",
-            input={"steps": 3, "delay": 0},
-            stream_mode="custom",
-            stream_resumable=True,
-        )
-    ]
+    live = await streamed_resumable_run(sdk, thread_id, steps=3)
     run_id = live[0].data["run_id"]
     after = f"{run_id}:{live[1].id}"
 
