@@ -49,7 +49,6 @@ def admit_run(*, user: Any, thread_id: str, body: RunRequest, run_id: UUID | Non
     """
     with transaction.atomic():
         thread = _thread_for_run(user=user, thread_id=thread_id, if_not_exists=body.if_not_exists)
-        thread = Thread.objects.select_for_update().get(pk=thread.pk)
         spec = _assistant_for(body=body, thread=thread)
         in_flight = list(
             Run.objects.select_for_update()
@@ -91,8 +90,9 @@ def admit_run(*, user: Any, thread_id: str, body: RunRequest, run_id: UUID | Non
 
 
 def _thread_for_run(*, user: Any, thread_id: str, if_not_exists: str) -> Thread:
+    """The thread a run goes on, its row locked (one created here is ours until commit)."""
     try:
-        return get_thread(user=user, thread_id=thread_id, action="change")
+        return get_thread(user=user, thread_id=thread_id, action="change", for_update=True)
     except ThreadNotFound:
         if if_not_exists != "create":
             raise

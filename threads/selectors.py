@@ -33,9 +33,17 @@ def visible_threads(*, user: Any) -> QuerySet[Thread]:
     return Thread.objects.filter(_granted("view_thread", user))
 
 
-def get_thread(*, user: Any, thread_id: str, action: str = "view") -> Thread:
-    """The thread if the user may view it (404 otherwise); 403 if they may not `action` it."""
-    thread = visible_threads(user=user).filter(pk=thread_id).first()
+def get_thread(
+    *, user: Any, thread_id: str, action: str = "view", for_update: bool = False
+) -> Thread:
+    """The thread if the user may view it (404 otherwise); 403 if they may not `action` it.
+
+    `for_update` locks its row until the surrounding transaction ends.
+    """
+    threads = visible_threads(user=user)
+    if for_update:
+        threads = threads.select_for_update(of=("self",))
+    thread = threads.filter(pk=thread_id).first()
     if thread is None:
         raise ThreadNotFound()
     if action != "view" and not _may(user, thread, f"{action}_thread"):
