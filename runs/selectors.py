@@ -59,14 +59,18 @@ def active_runs_of_thread(*, thread: Thread) -> QuerySet[Run]:
     return Run.objects.filter(thread=thread, status__in=Run.ACTIVE_STATUSES).order_by("created_at")
 
 
-def final_answer(*, run: Run) -> Any:
-    """What `/wait` and `/join` return: the thread's values after the run, or its error.
+def final_answer(*, run_id: UUID | str) -> Any:
+    """What `/wait` and `/join` return: the thread's values after the run, or its error
+    ({} when the run is gone). One query for the run and its thread.
 
     `__interrupt__` lists the pending interrupts when the run stopped at `interrupt()`.
     """
+    run = run_by_id(run_id=run_id)
+    if run is None:
+        return {}
     if run.status == Run.Status.ERROR:
         return {"__error__": run.error or {"error": "Error", "message": "The run failed."}}
-    thread = Thread.objects.only("values", "interrupts").get(pk=run.thread_id)
+    thread = run.thread
     values = thread.values if thread.values is not None else {}
     interrupts = [item for items in (thread.interrupts or {}).values() for item in items]
     if interrupts and isinstance(values, dict):

@@ -127,8 +127,7 @@ async def _final_answer_body(
     try:
         async for _ in heartbeats_until_run_ends(subscription=subscription, run=run):
             yield WAIT_HEARTBEAT
-        finished = await db(selectors.run_by_id, run_id=run.pk)
-        answer = await db(selectors.final_answer, run=finished) if finished else {}
+        answer = await db(selectors.final_answer, run_id=run.pk)
         answered = True
         yield json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
     finally:
