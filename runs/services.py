@@ -20,7 +20,7 @@ from guardian.shortcuts import get_objects_for_user
 from deerflow_site.api.errors import Invalid
 from runs.engine import bus
 from runs.engine.registry import GraphSpec, resolve_assistant
-from runs.engine.thread_sync import thread_status
+from runs.engine.thread_sync import settle_thread
 from runs.exceptions import (
     CheckpointNotFound,
     CheckpointOfOtherThread,
@@ -230,20 +230,13 @@ def _cancel_locked(*, run: Run, action: str) -> None:
 
 
 def _release_thread(*, thread_id: str) -> None:
-    """A thread left with no pending or running run is no longer busy.
+    """Recompute the thread's status once a cancel may have left it with no active run.
 
     A cancelled pending run never changed the thread's state, so the status comes from what the
     last executed run left: its error, or its pending interrupts.
     """
-    if Run.objects.filter(thread_id=thread_id, status__in=Run.ACTIVE_STATUSES).exists():
-        return
-    thread = Thread.objects.filter(pk=thread_id).only("status", "interrupts", "error").first()
-    if thread is None or thread.status != Thread.Status.BUSY:
-        return
-    status = thread_status(
-        has_active_runs=False, failed=bool(thread.error), waiting=bool(thread.interrupts)
-    )
-    Thread.objects.filter(pk=thread_id).update(status=status, updated_at=timezone.now())
+    error = Thread.objects.filter(pk=thread_id).values_list("error", flat=True).first()
+    settle_thread(thread_id=thread_id, failed=bool(error), error=error)
 
 
 def _after_commit(publish: Publish, **kwargs: Any) -> None:
