@@ -157,7 +157,7 @@ else:
 
 # --- Authentication ------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
+    "deerflow_site.api.backends.CachedModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 # "local": every request acts as one local user (the embedded default); "token": session, Bearer
@@ -174,6 +174,9 @@ if AUTH_MODE == "local" and not DEBUG and not ALLOW_LOCAL_AUTH_IN_PRODUCTION:
         "DEBUG is off unless DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION=true"
     )
 LOCAL_USERNAME = os.environ.get("DEERFLOW_LOCAL_USERNAME", "local")
+# How long a process keeps a user's model permissions (API scopes, staff rights). Changes made in
+# the same process apply at once; other processes see them within this time. 0: no caching.
+PERMISSION_CACHE_SECONDS = env_float("DEERFLOW_PERMISSION_CACHE_SECONDS", 5.0)
 GUARDIAN_RAISE_403 = False
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object
 

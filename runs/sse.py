@@ -8,17 +8,15 @@ run, so no event can be published before someone listens. It then replays what i
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, connections
 from django.http import StreamingHttpResponse
 
+from deerflow_site.dbthreads import db
 from runs import selectors
 from runs.engine import bus
 from runs.models import Run
@@ -41,8 +39,6 @@ EVENTS_OF_MODE = {
 REPLAY_PAGE = 500
 #: Ids from here up are the clock-based ones of terminal events published out of band.
 OUT_OF_BAND_IDS = 10**12
-#: Bounds the database connections that open streams use, whatever their number.
-DB_THREADS = 8
 
 #: Cancels started by disconnected clients, kept referenced until they finish.
 _background: set[asyncio.Task] = set()
@@ -74,38 +70,6 @@ def event_filter(modes: Iterable[str] | None) -> frozenset[str] | None:
 
 def wanted(event: str, names: frozenset[str] | None) -> bool:
     return names is None or event.split("|", 1)[0] in names
-
-
-#: The threads (each with its database connection) that run the ORM code of streams and waits.
-_db_threads = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="runs-db")
-
-
-async def db(fn: Callable[..., T], /, **kwargs: Any) -> T:
-    """Run ORM code on a small pool of threads: a long stream must not pin a thread and a
-    database connection for its whole life, and graphs' own executor work must not wait on it."""
-    return await sync_to_async(
-        _with_fresh_connection_on_failure, thread_sensitive=False, executor=_db_threads
-    )(fn, kwargs)
-
-
-def _with_fresh_connection_on_failure(fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
-    try:
-        return fn(**kwargs)
-    except (InterfaceError, OperationalError):
-        connection.close()  # the pool thread keeps its connection: reconnect next time
-        raise
-
-
-async def release_request_connections() -> None:
-    """Close the request thread's database connections before a long response: the stream reads
-    through `db()`, and an idle connection per open stream would exhaust the database."""
-    await sync_to_async(_close_idle_connections)()
-
-
-def _close_idle_connections() -> None:
-    for conn in connections.all(initialized_only=True):
-        if not conn.in_atomic_block:
-            conn.close()
 
 
 def spawn(coroutine: Any) -> None:

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from deerflow_site.api.async_views import api_view, json_body
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from deerflow_site.dbthreads import db
 from runs import selectors, services
 from runs.engine import bus
 from runs.models import Run
@@ -32,9 +33,7 @@ from runs.serializers import (
 from runs.sse import (
     Subscription,
     cancel_after_disconnect,
-    db,
     heartbeats_until_run_ends,
-    release_request_connections,
     spawn,
     sse_response,
     stream_run_events,
@@ -86,7 +85,7 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
     return run, subscription
 
 
-@api_view(scope="runs:create")
+@api_view(scope="runs:create", on_db_threads=True)
 async def create_and_stream(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/stream (and stateless /runs/stream): create a run, stream it."""
     run, subscription = await _admit(request, thread_id)
@@ -95,11 +94,10 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
         run=run,
         cancel_on_disconnect=run.on_disconnect == "cancel",
     )
-    await release_request_connections()
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 
 
-@api_view(scope="runs:create")
+@api_view(scope="runs:create", on_db_threads=True)
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
     run, subscription = await _admit(request, thread_id)
@@ -112,7 +110,6 @@ async def create_and_wait(request: HttpRequest, thread_id: str | None = None) ->
 async def _json_stream(
     body: AsyncIterator[bytes], *, headers: dict[str, str]
 ) -> StreamingHttpResponse:
-    await release_request_connections()
     response = StreamingHttpResponse(body, content_type="application/json")
     for name, value in headers.items():
         response[name] = value
@@ -157,7 +154,7 @@ async def _subscribed_run(
     return run, subscription
 
 
-@api_view(scope="runs:read")
+@api_view(scope="runs:read", on_db_threads=True)
 async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET /threads/{t}/runs/{r}/join: the final state once the run ends (SSE when asked)."""
     if "text/event-stream" in request.headers.get("Accept", ""):
@@ -167,7 +164,7 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 
 
-@api_view(scope="runs:read")
+@api_view(scope="runs:read", on_db_threads=True)
 async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET|POST /threads/{t}/runs/{r}/stream: join the run's events (`?action=` cancels)."""
     query = query_data(request.GET)
@@ -190,7 +187,6 @@ async def _join_stream(
         modes=modes,
         cancel_on_disconnect=bool(query.get("cancel_on_disconnect")),
     )
-    await release_request_connections()
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 
 
@@ -214,7 +210,7 @@ def _last_event_id(request: HttpRequest) -> int | None:
         raise Invalid({"Last-Event-ID": ["Must be an integer event id."]}) from None
 
 
-@api_view(scope="runs:cancel")
+@api_view(scope="runs:cancel", on_db_threads=True)
 async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""
     query = valid(CancelQuerySerializer, query_data(request.GET))
@@ -245,7 +241,7 @@ async def _cancel(
         await subscription.close()
 
 
-@api_view(scope="runs:read")
+@api_view(scope="runs:read", on_db_threads=True)
 async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
     """GET /threads/{t}/stream: the events of every run of the thread as they come."""
     thread_id = validate_thread_id(thread_id)
@@ -263,5 +259,4 @@ async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
         cursor=cursor,
         names=thread_event_filter(modes),
     )
-    await release_request_connections()
     return sse_response(stream)

@@ -237,6 +237,7 @@ def test_invalid_create_field_is_422_naming_it(api, field, value):
     assert not Run.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)  # the create views authenticate on their own threads
 @pytest.mark.parametrize("suffix", ["", "/stream", "/wait"])
 def test_malformed_json_is_422_on_every_create_endpoint(api, suffix):
     thread_id = create_thread(api)
@@ -247,6 +248,7 @@ def test_malformed_json_is_422_on_every_create_endpoint(api, suffix):
     assert "detail" in response.json()
 
 
+@pytest.mark.django_db(transaction=True)  # the create views authenticate on their own threads
 @pytest.mark.parametrize("suffix", ["", "/stream", "/wait"])
 def test_a_body_that_is_not_an_object_is_422(api, suffix):
     thread_id = create_thread(api)
@@ -254,6 +256,7 @@ def test_a_body_that_is_not_an_object_is_422(api, suffix):
     assert response.status_code == 422
 
 
+@pytest.mark.django_db(transaction=True)  # the create views authenticate on their own threads
 @pytest.mark.parametrize("suffix", ["", "/stream", "/wait"])
 def test_bad_thread_id_is_422_on_every_create_endpoint(api, suffix):
     response = api.post(
@@ -262,6 +265,7 @@ def test_bad_thread_id_is_422_on_every_create_endpoint(api, suffix):
     assert response.status_code == 422
 
 
+@pytest.mark.django_db(transaction=True)  # the create views authenticate on their own threads
 @pytest.mark.parametrize("suffix", ["/stream", "/wait"])
 def test_unknown_stream_mode_is_422_before_streaming(api, suffix):
     thread_id = create_thread(api)

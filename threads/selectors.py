@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
 
 from deerflow_site.api.errors import Forbidden
 from deerflow_site.dbcompat import json_contains
@@ -38,25 +38,39 @@ def get_thread(
 ) -> Thread:
     """The thread if the user may view it (404 otherwise); 403 if they may not `action` it.
 
-    `for_update` locks its row until the surrounding transaction ends.
+    One query: the right to `action` it is read beside the row, unless a global permission
+    (staff) grants it. `for_update` locks its row until the surrounding transaction ends.
     """
-    threads = visible_threads(user=user)
+    threads = visible_threads(user=user).filter(pk=thread_id)
+    permission = f"{action}_thread"
+    check = action != "view" and not user.has_perm(f"threads.{permission}")
+    if check:
+        threads = threads.annotate(may_act=_holds(permission, user))
     if for_update:
         threads = threads.select_for_update(of=("self",))
-    thread = threads.filter(pk=thread_id).first()
+    thread = threads.first()
     if thread is None:
         raise ThreadNotFound()
-    if action != "view" and not _may(user, thread, f"{action}_thread"):
+    if check and not thread.may_act:
         raise Forbidden(f"You may not {action} this thread.")
     return thread
 
 
-def _may(user: Any, thread: Thread, permission: str) -> bool:
-    """The user holds `permission` on the thread: globally (staff), or on it, directly or
-    through a group. One query, where guardian's checker takes several."""
-    if user.has_perm(f"threads.{permission}"):
-        return True
-    return Thread.objects.filter(pk=thread.pk).filter(_granted(permission, user)).exists()
+def _holds(permission: str, user: Any) -> ExpressionWrapper:
+    """True where the user, or one of their groups, holds the object `permission` on the row."""
+    by_user = ThreadUserObjectPermission.objects.filter(
+        content_object=OuterRef("pk"),
+        user=user,
+        permission__codename=permission,
+        permission__content_type__app_label="threads",
+    )
+    by_group = ThreadGroupObjectPermission.objects.filter(
+        content_object=OuterRef("pk"),
+        group__user=user,
+        permission__codename=permission,
+        permission__content_type__app_label="threads",
+    )
+    return ExpressionWrapper(Q(Exists(by_user)) | Q(Exists(by_group)), BooleanField())
 
 
 def search_threads(

@@ -13,6 +13,7 @@ from rest_framework.settings import api_settings
 
 from deerflow_site.api.errors import Invalid, ServiceError, error_response
 from deerflow_site.api.permissions import require_scope
+from deerflow_site.dbthreads import db
 
 AsyncView = Callable[..., Awaitable[HttpResponse]]
 
@@ -30,17 +31,24 @@ def _authenticate(request: HttpRequest, scope: str | None) -> Any:
     return user
 
 
-def api_view(*, scope: str | None = None) -> Callable[[AsyncView], AsyncView]:
+def api_view(
+    *, scope: str | None = None, on_db_threads: bool = False
+) -> Callable[[AsyncView], AsyncView]:
     """Wrap an async view: authenticate (401), check the API scope (403), map domain errors.
 
-    The view receives `request.user` set; JSON body errors become 422.
+    The view receives `request.user` set; JSON body errors become 422. `on_db_threads`: the
+    view does its database work through `dbthreads.db` (long responses), and authentication
+    goes there too, instead of the request's own thread.
     """
 
     def decorate(view: AsyncView) -> AsyncView:
         @functools.wraps(view)
         async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
-                user = await sync_to_async(_authenticate)(request, scope)
+                if on_db_threads:
+                    user = await db(_authenticate, request=request, scope=scope)
+                else:
+                    user = await sync_to_async(_authenticate)(request, scope)
             except drf_exceptions.PermissionDenied as exc:  # CSRF failure of a session
                 return JsonResponse({"detail": exc.detail}, status=403)
             except drf_exceptions.APIException as exc:

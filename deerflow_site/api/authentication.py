@@ -1,10 +1,13 @@
 """How requests are tied to users: tokens, session cookies, or the local single-user mode."""
 
+import copy
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.models.signals import post_delete, post_save
 from rest_framework.authentication import (
     BaseAuthentication,
     SessionAuthentication,
@@ -42,22 +45,38 @@ class LocalUserAuthentication(BaseAuthentication):
         return local_user(), None
 
 
-_local_user_id: int | None = None
+#: The local user's row as last read, and until when (monotonic) it is used without a query.
+_local_user: tuple[float, Any] | None = None
 
 
 def local_user() -> Any:
-    """The local mode's user, created on first use."""
-    global _local_user_id
+    """The local mode's user, created on first use; re-read every PERMISSION_CACHE_SECONDS.
+
+    Each request gets its own copy, so that what a request caches on it stays its own.
+    """
+    global _local_user
+    now = time.monotonic()
+    if _local_user is not None and _local_user[0] > now:
+        return copy.copy(_local_user[1])
     User = get_user_model()
-    if _local_user_id is not None:
-        user = User.objects.filter(pk=_local_user_id).first()
-        if user is not None:
-            return user
-    user, created = User.objects.get_or_create(username=settings.LOCAL_USERNAME)
-    if created:
-        logger.warning("local auth mode: created the local user %r", user.username)
-    _local_user_id = user.pk
-    return user
+    user = None
+    if _local_user is not None:
+        user = User.objects.filter(pk=_local_user[1].pk).first()
+    if user is None:
+        user, created = User.objects.get_or_create(username=settings.LOCAL_USERNAME)
+        if created:
+            logger.warning("local auth mode: created the local user %r", user.username)
+    _local_user = (now + settings.PERMISSION_CACHE_SECONDS, user)
+    return copy.copy(user)
+
+
+def _forget_local_user(**_: Any) -> None:
+    global _local_user
+    _local_user = None
+
+
+post_save.connect(_forget_local_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="local-user")
+post_delete.connect(_forget_local_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="local-user")
 
 
 def authenticate_request(request: Request) -> Any | None:

@@ -1,12 +1,14 @@
-"""Database calls from the engine's event loop.
+"""Database calls from the engine's event loop, on the engine's own thread.
 
-Channels' `database_sync_to_async` closes the connection around every call when CONN_MAX_AGE
-is 0 (the default here), which costs a new PostgreSQL connection per claim, renewal and finish.
-A worker has no requests to scope its connection by, so it keeps it between calls, and drops it
-only when it has failed (the next call reconnects).
+The worker's ORM calls run one at a time on a thread of their own, which keeps its connection
+between calls (a worker has no requests to scope a connection by) and drops it only when it has
+failed (the next call reconnects). Not Django's thread-sensitive default thread: outside a
+request's context that thread is shared with the request signals of long responses, whose
+`close_old_connections` would close the worker's connection at every request.
 """
 
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
@@ -16,9 +18,11 @@ from django.db import DatabaseError, InterfaceError, connection
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-engine-db")
+
 
 def in_database(function: Callable[P, T]) -> Callable[P, Awaitable[T]]:
-    """`function` (sync ORM code) as a coroutine, run in the thread Django's sync code uses."""
+    """`function` (sync ORM code) as a coroutine, run on the engine's database thread."""
 
     @wraps(function)
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -29,4 +33,4 @@ def in_database(function: Callable[P, T]) -> Callable[P, Awaitable[T]]:
                 connection.close_if_unusable_or_obsolete()
             raise
 
-    return sync_to_async(call, thread_sensitive=True)
+    return sync_to_async(call, thread_sensitive=False, executor=_engine_thread)
