@@ -81,13 +81,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Django's own, with the hooks that never touch the database run on the event loop.
+    "deerflow_site.middleware.SecurityMiddleware",
+    "deerflow_site.middleware.SessionMiddleware",
+    "deerflow_site.middleware.CommonMiddleware",
+    "deerflow_site.middleware.CsrfViewMiddleware",
+    "deerflow_site.middleware.AuthenticationMiddleware",
+    "deerflow_site.middleware.MessageMiddleware",
+    "deerflow_site.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "deerflow_site.urls"

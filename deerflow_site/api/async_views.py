@@ -22,8 +22,12 @@ NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
 
 def _authenticate(request: HttpRequest, scope: str | None) -> Any:
     """The request's user (None: no credentials), scope checked: one thread hop for both."""
+    request.body  # noqa: B018 - read now, so that the body stays readable after DRF parses it
     drf_request = Request(
-        request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+        request,
+        # The session's CSRF check reads the form fields of a POST, through the parsers.
+        parsers=[cls() for cls in api_settings.DEFAULT_PARSER_CLASSES],
+        authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES],
     )
     user = drf_request.user  # runs the authenticators; AuthenticationFailed propagates
     if user is not None and user.is_authenticated and scope is not None:
@@ -51,6 +55,8 @@ def api_view(
                     user = await sync_to_async(_authenticate)(request, scope)
             except drf_exceptions.PermissionDenied as exc:  # CSRF failure of a session
                 return JsonResponse({"detail": exc.detail}, status=403)
+            except drf_exceptions.ParseError as exc:  # a session's POST body, read for CSRF
+                return JsonResponse({"detail": f"Malformed JSON: {exc.detail}"}, status=422)
             except drf_exceptions.APIException as exc:
                 return JsonResponse({"detail": exc.detail}, status=401)
             except ServiceError as exc:  # the scope is missing

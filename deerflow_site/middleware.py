@@ -1,0 +1,82 @@
+"""Django's middleware, with the hooks that never touch the database run on the event loop.
+
+Under ASGI, Django runs every hook of a `MiddlewareMixin` middleware through `sync_to_async`:
+about a dozen thread hand-offs per request for the stock stack, each costing CPU and a wait for
+the GIL, although these hooks only read and write headers and cookies. These subclasses call
+them inline. The two hooks that can reach the database go to a thread exactly when they would:
+saving a modified session, and storing messages that did not fit the cookie into the session.
+"""
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
+from django.http import HttpRequest, HttpResponseBase
+from django.middleware import clickjacking, common, csrf, security
+
+
+class InlineHooks:
+    """`__acall__` calling `process_request` / `process_response` on the event loop."""
+
+    get_response: Any
+
+    def response_needs_thread(self, request: HttpRequest) -> bool:
+        """True when `process_response` may use the database for this request."""
+        return False
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        response = None
+        if hasattr(self, "process_request"):
+            response = self.process_request(request)
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            if self.response_needs_thread(request):
+                return await sync_to_async(self.process_response)(request, response)
+            response = self.process_response(request, response)
+        return response
+
+
+class SecurityMiddleware(InlineHooks, security.SecurityMiddleware):
+    pass
+
+
+class SessionMiddleware(InlineHooks, sessions.SessionMiddleware):
+    def response_needs_thread(self, request: HttpRequest) -> bool:
+        session = request.session
+        return session.modified or settings.SESSION_SAVE_EVERY_REQUEST
+
+
+class CommonMiddleware(InlineHooks, common.CommonMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(InlineHooks, csrf.CsrfViewMiddleware):
+    """Also `process_view` on the loop: the token lives in a cookie, never in the session."""
+
+    def __init__(self, get_response: Any) -> None:
+        if settings.CSRF_USE_SESSIONS:
+            raise ImproperlyConfigured("CSRF_USE_SESSIONS is not supported: tokens are cookies")
+        super().__init__(get_response)
+
+    async def process_view(
+        self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any
+    ) -> HttpResponseBase | None:
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class AuthenticationMiddleware(InlineHooks, auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(InlineHooks, messages.MessageMiddleware):
+    def response_needs_thread(self, request: HttpRequest) -> bool:
+        storage = getattr(request, "_messages", None)
+        return storage is not None and (storage.used or storage.added_new)
+
+
+class XFrameOptionsMiddleware(InlineHooks, clickjacking.XFrameOptionsMiddleware):
+    pass
