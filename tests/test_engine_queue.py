@@ -50,6 +50,39 @@ def test_claim_is_fifo_per_thread_and_skips_a_thread_with_a_running_run(user: An
     assert queue.claim_next(worker_id="w1").pk == second.pk
 
 
+def test_a_batch_claim_takes_the_oldest_run_of_each_free_thread_in_one_go(user: Any) -> None:
+    busy, fifo, plain = (make_thread(user=user) for _ in range(3))
+    running = pending_run(thread=busy, user=user)
+    Run.objects.filter(pk=running.pk).update(status=Run.Status.RUNNING)
+    waiting = pending_run(thread=busy, user=user)
+    first, second = pending_run(thread=fifo, user=user), pending_run(thread=fifo, user=user)
+    other = pending_run(thread=plain, user=user)
+    later = pending_run(
+        thread=make_thread(user=user), user=user, run_at=timezone.now() + timedelta(hours=1)
+    )
+
+    claim = queue.claim_runs(worker_id="w1", limit=5)
+
+    assert [run.pk for run in claim.runs] == [first.pk, other.pk]
+    assert all(run.status == Run.Status.RUNNING and run.attempt == 1 for run in claim.runs)
+    assert claim.next_due == later.run_at  # fewer than asked for: when to look again
+    assert set(Run.objects.filter(worker_id="w1").values_list("pk", flat=True)) == {
+        first.pk,
+        other.pk,
+    }
+    assert Run.objects.get(pk=second.pk).status == Run.Status.PENDING
+    assert Run.objects.get(pk=waiting.pk).status == Run.Status.PENDING
+
+
+def test_a_full_batch_claim_does_not_look_for_due_times(user: Any) -> None:
+    runs = [pending_run(thread=make_thread(user=user), user=user) for _ in range(3)]
+
+    claim = queue.claim_runs(worker_id="w1", limit=2)
+
+    assert [run.pk for run in claim.runs] == [run.pk for run in runs[:2]]
+    assert claim.next_due is None
+
+
 def test_claim_skips_runs_not_yet_due(user: Any) -> None:
     later = pending_run(
         thread=make_thread(user=user), user=user, run_at=timezone.now() + timedelta(hours=1)
@@ -89,14 +122,14 @@ def test_claim_that_loses_the_running_race_moves_on(user: Any, monkeypatch: Any)
         status=Run.Status.RUNNING,
         run_at=timezone.now(),
     )
-    real_lock_candidate = queue._lock_candidate
-    stale_views = [Run.objects.get(pk=contested.pk)]
+    real_lock_candidates = queue._lock_candidates
+    stale_views = [[Run.objects.get(pk=contested.pk)]]
 
-    def candidate(now: Any) -> Any:
+    def candidates(now: Any, limit: int) -> Any:
         # ...which our first look did not see yet (it read before that worker committed).
-        return stale_views.pop() if stale_views else real_lock_candidate(now)
+        return stale_views.pop() if stale_views else real_lock_candidates(now, limit)
 
-    monkeypatch.setattr(queue, "_lock_candidate", candidate)
+    monkeypatch.setattr(queue, "_lock_candidates", candidates)
 
     claimed = queue.claim_next(worker_id="w1")
 

@@ -11,13 +11,14 @@ Sync ORM functions with short transactions: workers call them through sync_to_as
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Min, QuerySet
+from django.db.models import F, Min, QuerySet
 from django.utils import timezone
 
 from runs.engine import bus
@@ -39,7 +40,8 @@ WORKER_LOST = {
 
 
 # Kept as SQL: the ORM takes longer to compile this query than the database to run it, and
-# every claim and idle poll runs it. The same text serves SQLite and PostgreSQL.
+# every claim and idle poll runs it. The same text serves SQLite and PostgreSQL. Each row it
+# returns is the oldest pending run of its thread, so a batch never holds two of one thread.
 ELIGIBLE_SQL = """
     SELECT {columns} FROM {runs} r
     WHERE r.status = %s AND r.run_at <= %s
@@ -50,63 +52,82 @@ ELIGIBLE_SQL = """
           AND (o.created_at < r.created_at
                OR (o.created_at = r.created_at AND o.run_id < r.run_id)))
     ORDER BY r.created_at, r.run_id
-    LIMIT 1
+    LIMIT %s
 """
 
 
-def _eligible_sql(now: datetime, *, columns: str) -> tuple[str, list[object]]:
+@dataclass(frozen=True)
+class Claim:
+    """Runs claimed at once, and when the next pending run not yet due becomes due."""
+
+    runs: list[Run]
+    next_due: datetime | None = None
+
+
+def _eligible_sql(now: datetime, *, columns: str, limit: int) -> tuple[str, list[object]]:
     sql = ELIGIBLE_SQL.format(columns=columns, runs=Run._meta.db_table)
     pending, running = Run.Status.PENDING.value, Run.Status.RUNNING.value
-    return sql, [pending, connection.ops.adapt_datetimefield_value(now), running, pending]
+    return sql, [pending, connection.ops.adapt_datetimefield_value(now), running, pending, limit]
 
 
 def _any_eligible(now: datetime) -> bool:
-    sql, params = _eligible_sql(now, columns="1")
+    sql, params = _eligible_sql(now, columns="1", limit=1)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
 
 
-def _lock_candidate(now: datetime) -> Run | None:
-    """The next eligible run, row-locked where the database can (inside a transaction)."""
-    sql, params = _eligible_sql(now, columns="r.*")
+def _lock_candidates(now: datetime, limit: int) -> list[Run]:
+    """Up to `limit` eligible runs, row-locked where the database can (inside a transaction)."""
+    sql, params = _eligible_sql(now, columns="r.*", limit=limit)
     if connection.features.has_select_for_update_skip_locked:
         sql += " FOR UPDATE OF r SKIP LOCKED"
-    return next(iter(Run.objects.raw(sql, params)), None)
+    return list(Run.objects.raw(sql, params))
 
 
-def claim_next(*, worker_id: str) -> Run | None:
-    """Claim the next runnable run for `worker_id` (status running, under a fresh lease)."""
+def claim_runs(*, worker_id: str, limit: int) -> Claim:
+    """Claim up to `limit` runnable runs for `worker_id` in one transaction (status running,
+    under a fresh lease). When fewer were found, also says when the next pending run is due."""
+    claimed: list[Run] = []
     for _ in range(CLAIM_ATTEMPTS):
         now = timezone.now()
         # A plain read first: an idle poll must not take SQLite's write lock.
         if not _any_eligible(now):
-            return None
+            break
         try:
             with transaction.atomic():
-                run = _lock_candidate(now)
-                if run is None:
-                    return None
-                run.status = Run.Status.RUNNING
-                run.worker_id = worker_id
-                run.started_at = now
-                run.attempt += 1
-                run.lease_expires_at = now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
-                run.save(
-                    update_fields=[
-                        "status",
-                        "worker_id",
-                        "started_at",
-                        "attempt",
-                        "lease_expires_at",
-                        "updated_at",
-                    ]
-                )
-                return run
+                claimed = _start(_lock_candidates(now, limit), worker_id=worker_id, now=now)
+            break
         except IntegrityError:
-            # Another worker started a run of that thread first: look again.
+            # Another worker started a run of one of those threads first: look again.
             logger.debug("claim lost the one-running-run-per-thread race; retrying")
-    return None
+    return Claim(runs=claimed, next_due=next_run_at() if len(claimed) < limit else None)
+
+
+def _start(candidates: list[Run], *, worker_id: str, now: datetime) -> list[Run]:
+    """Mark locked candidates running under `worker_id` (one UPDATE, in the lock's transaction)."""
+    if not candidates:
+        return []
+    lease_expires_at = now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
+    Run.objects.filter(pk__in=[run.pk for run in candidates]).update(
+        status=Run.Status.RUNNING,
+        worker_id=worker_id,
+        started_at=now,
+        attempt=F("attempt") + 1,
+        lease_expires_at=lease_expires_at,
+        updated_at=now,
+    )
+    for run in candidates:
+        run.status, run.worker_id, run.started_at = Run.Status.RUNNING, worker_id, now
+        run.attempt += 1
+        run.lease_expires_at, run.updated_at = lease_expires_at, now
+    return candidates
+
+
+def claim_next(*, worker_id: str) -> Run | None:
+    """Claim the next runnable run for `worker_id`, if there is one."""
+    runs = claim_runs(worker_id=worker_id, limit=1).runs
+    return runs[0] if runs else None
 
 
 def renew_leases(*, worker_id: str, run_ids: list[UUID]) -> dict[UUID, str]:

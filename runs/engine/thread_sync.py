@@ -74,7 +74,7 @@ def finish_run(*, run: Run, outcome: RunOutcome, snapshot: ThreadSnapshot | None
     with transaction.atomic():
         # The thread row first: admission locks it too, so the count of active runs below
         # sees any run admitted meanwhile.
-        thread = Thread.objects.select_for_update().filter(pk=run.thread_id).first()
+        interrupts = _lock_thread(run.thread_id)
         updated = Run.objects.filter(
             pk=run.pk, status=Run.Status.RUNNING, worker_id=run.worker_id
         ).update(
@@ -88,10 +88,11 @@ def finish_run(*, run: Run, outcome: RunOutcome, snapshot: ThreadSnapshot | None
             lease_expires_at=None,
             updated_at=now,
         )
-        if not updated or thread is None:
+        if not updated or interrupts is None:
             return bool(updated)
         _settle_thread(
-            thread,
+            run.thread_id,
+            interrupts=interrupts,
             failed=outcome.status == Run.Status.ERROR,
             snapshot=snapshot,
             error=outcome.error,
@@ -103,27 +104,42 @@ def finish_run(*, run: Run, outcome: RunOutcome, snapshot: ThreadSnapshot | None
 def settle_thread(*, thread_id: str, failed: bool, error: dict[str, str] | None = None) -> None:
     """Recompute a thread's status after a run ended without a fresh snapshot (reaper, cancel)."""
     with transaction.atomic():
-        thread = Thread.objects.select_for_update().filter(pk=thread_id).first()
-        if thread is not None:
-            _settle_thread(thread, failed=failed, snapshot=None, error=error, now=timezone.now())
+        interrupts = _lock_thread(thread_id)
+        if interrupts is not None:
+            _settle_thread(
+                thread_id,
+                interrupts=interrupts,
+                failed=failed,
+                snapshot=None,
+                error=error,
+                now=timezone.now(),
+            )
+
+
+def _lock_thread(thread_id: str) -> dict[str, Any] | None:
+    """Lock the thread's row; its interrupts (None: the thread is gone)."""
+    rows = Thread.objects.select_for_update().filter(pk=thread_id).values_list("interrupts")
+    return next((interrupts for (interrupts,) in rows), None)
 
 
 def _settle_thread(
-    thread: Thread,
+    thread_id: str,
     *,
+    interrupts: dict[str, Any],
     failed: bool,
     snapshot: ThreadSnapshot | None,
     error: dict[str, str] | None,
     now: Any,
 ) -> None:
-    has_active_runs = Run.objects.filter(thread=thread, status__in=Run.ACTIVE_STATUSES).exists()
-    waiting = snapshot.waiting if snapshot is not None else bool(thread.interrupts)
-    thread.status = thread_status(has_active_runs=has_active_runs, failed=failed, waiting=waiting)
-    thread.error = error if failed else None
-    fields = ["status", "error", "updated_at"]
+    has_active_runs = Run.objects.filter(
+        thread_id=thread_id, status__in=Run.ACTIVE_STATUSES
+    ).exists()
+    waiting = snapshot.waiting if snapshot is not None else bool(interrupts)
+    fields: dict[str, Any] = {
+        "status": thread_status(has_active_runs=has_active_runs, failed=failed, waiting=waiting),
+        "error": error if failed else None,
+        "updated_at": now,
+    }
     if snapshot is not None:
-        thread.values = snapshot.values
-        thread.interrupts = snapshot.interrupts
-        thread.state_updated_at = now
-        fields += ["values", "interrupts", "state_updated_at"]
-    thread.save(update_fields=fields)
+        fields.update(values=snapshot.values, interrupts=snapshot.interrupts, state_updated_at=now)
+    Thread.objects.filter(pk=thread_id).update(**fields)

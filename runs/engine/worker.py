@@ -134,44 +134,53 @@ class RunWorker:
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            while len(self._executions) < self.concurrency and not self._stopping.is_set():
+            free = self.concurrency - len(self._executions)
+            claim = queue.Claim(runs=[])
+            if free > 0:
                 try:
-                    run = await in_database(queue.claim_next)(worker_id=self.worker_id)
+                    claim = await in_database(queue.claim_runs)(
+                        worker_id=self.worker_id, limit=free
+                    )
                 except Exception:
                     logger.exception("worker %s: claiming failed", self.worker_id)
-                    run = None
-                if run is None:
-                    break
-                self._begin(run)
-            await self._sleep()
+                if claim.runs:
+                    await self._begin(claim.runs)
+            # Fewer runs than free slots: none other was eligible (next_due says when one
+            # will be). A wake-up that came meanwhile is still set: no sleep then.
+            await self._sleep(claim.next_due)
 
-    async def _sleep(self) -> None:
+    async def _sleep(self, next_due: Any) -> None:
+        """Until woken, the next pending run is due, or the next poll."""
         timeout = settings.RUN_POLL_SECONDS
-        if len(self._executions) < self.concurrency:
-            with contextlib.suppress(Exception):
-                due = await in_database(queue.next_run_at)()
-                if due is not None:
-                    until_due = (due - timezone.now()).total_seconds()
-                    timeout = min(timeout, max(until_due, 0.0) + 0.01)
+        if next_due is not None:
+            until_due = (next_due - timezone.now()).total_seconds()
+            timeout = min(timeout, max(until_due, 0.0) + 0.01)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _begin(self, run: Run) -> None:
-        cancel = CancelSignal()
-        task = asyncio.create_task(self._execute(run, cancel), name=f"run-{run.pk}")
-        self._executions[run.pk] = _Execution(run=run, cancel=cancel, task=task)
-
-    async def _execute(self, run: Run, cancel: CancelSignal) -> None:
+    async def _begin(self, runs: list[Run]) -> None:
+        """Listen for the runs' cancels, then start them; a cancel published before we listened
+        is read from the database once for the whole batch, beside the runs."""
         layer = bus.layer()
-        group = bus.run_control_group(run.pk)
-        try:
-            await layer.group_add(group, self.channel)
+        for run in runs:
+            try:
+                await layer.group_add(bus.run_control_group(run.pk), self.channel)
+            except Exception:  # the flag poll of _maintain still sees its cancels
+                logger.exception("worker %s: cannot listen for run %s", self.worker_id, run.pk)
+        unflagged: dict[UUID, CancelSignal] = {}
+        for run in runs:
+            cancel = CancelSignal()
             if run.cancel_action:
                 cancel.set(run.cancel_action)
             else:
-                # A cancel published between the claim and the group_add missed us: look once
-                # more, beside the run rather than before it.
-                self._spawn_post_run(lambda: self._recheck_cancel(run.pk, cancel))
+                unflagged[run.pk] = cancel
+            task = asyncio.create_task(self._execute(run, cancel), name=f"run-{run.pk}")
+            self._executions[run.pk] = _Execution(run=run, cancel=cancel, task=task)
+        if unflagged:
+            self._spawn_post_run(lambda: self._recheck_cancels(unflagged))
+
+    async def _execute(self, run: Run, cancel: CancelSignal) -> None:
+        try:
             await execute_run(run, cancel=cancel)
         except Exception:
             # The lease is left to expire: the reaper ends the run with a clear reason.
@@ -180,13 +189,16 @@ class RunWorker:
             self._executions.pop(run.pk, None)
             self._wake.set()
             with contextlib.suppress(Exception):
-                await layer.group_discard(group, self.channel)
+                await bus.layer().group_discard(bus.run_control_group(run.pk), self.channel)
         self._spawn_post_run(lambda: after_run(run))
 
-    async def _recheck_cancel(self, run_id: UUID, cancel: CancelSignal) -> None:
-        flags = await in_database(queue.cancel_flags)(worker_id=self.worker_id, run_ids=[run_id])
-        if flags.get(run_id):
-            cancel.set(flags[run_id])
+    async def _recheck_cancels(self, signals: dict[UUID, CancelSignal]) -> None:
+        flags = await in_database(queue.cancel_flags)(
+            worker_id=self.worker_id, run_ids=list(signals)
+        )
+        for run_id, action in flags.items():
+            if action:
+                signals[run_id].set(action)
 
     def _spawn_post_run(self, make: Callable[[], Any]) -> None:
         task = asyncio.create_task(make())
