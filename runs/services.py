@@ -226,7 +226,7 @@ def _cancel_locked(*, run: Run, action: str) -> None:
         cancel_action=action, updated_at=now
     )
     run.cancel_action = action
-    _after_commit(bus.publish_cancel, run_id=run.pk, action=action)
+    _after_commit(bus.publish_cancel, run_id=run.pk, worker_id=run.worker_id or "", action=action)
 
 
 def _release_thread(*, thread_id: str) -> None:

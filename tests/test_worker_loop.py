@@ -103,7 +103,8 @@ async def test_cancel_message_interrupts_a_running_run_within_a_second(
     sent = time.monotonic()
 
     await sync_to_async(Run.objects.filter(pk=run.pk).update)(cancel_action="interrupt")
-    await bus.publish_cancel(run_id=run.pk, action="interrupt")
+    worker_id = (await sync_to_async(Run.objects.get)(pk=run.pk)).worker_id
+    await bus.publish_cancel(run_id=run.pk, worker_id=worker_id, action="interrupt")
 
     stopped = await wait_for_status(run.pk, Run.Status.INTERRUPTED, within=5.0)
     assert time.monotonic() - sent < 1.0

@@ -2,7 +2,8 @@
 
 Three kinds of message travel on it:
 - stream events of a run, to the group `run_stream_group(run_id)` (the SSE views listen);
-- cancel requests, to `run_control_group(run_id)` (the worker executing the run listens);
+- cancel requests, to `worker_control_group(worker_id)` of the worker executing the run (each
+  worker listens on its own group from its start, so no cancel can come before it listens);
 - queue wake-ups, to `WAKEUP_GROUP` (idle workers listen).
 
 A lost message costs latency, not correctness: workers also poll the database for pending runs
@@ -10,6 +11,7 @@ and cancel flags, and stream views also read stored events and the run's final s
 """
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -28,8 +30,9 @@ def run_stream_group(run_id: UUID | str) -> str:
     return f"runs.stream.{run_id}"
 
 
-def run_control_group(run_id: UUID | str) -> str:
-    return f"runs.control.{run_id}"
+def worker_control_group(worker_id: str) -> str:
+    """The group a worker hears cancels on (group names allow letters, digits, `-_.`)."""
+    return "runs.worker." + re.sub(r"[^A-Za-z0-9_.-]", "-", worker_id)[:80]
 
 
 def thread_stream_group(thread_id: str) -> str:
@@ -85,10 +88,11 @@ async def publish_event(*, run_id: UUID | str, thread_id: str, event: StreamEven
     await channel_layer.group_send(thread_stream_group(thread_id), message)
 
 
-async def publish_cancel(*, run_id: UUID | str, action: str) -> None:
-    """Ask whichever worker executes the run to stop it (`interrupt` or `rollback`)."""
+async def publish_cancel(*, run_id: UUID | str, worker_id: str, action: str) -> None:
+    """Ask the worker executing the run to stop it (`interrupt` or `rollback`)."""
     await layer().group_send(
-        run_control_group(run_id), {"type": CANCEL, "run_id": str(run_id), "action": action}
+        worker_control_group(worker_id),
+        {"type": CANCEL, "run_id": str(run_id), "action": action},
     )
 
 

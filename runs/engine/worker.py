@@ -1,12 +1,12 @@
 """The run worker: claims pending runs, executes them, renews their leases, obeys cancels.
 
-Wake-ups and cancels arrive on the channel layer (the worker's own channel joins the wake-up
-group, and the control group of each run it executes); the database is polled as well, so a
-lost message costs at most RUN_POLL_SECONDS. Every worker also reaps runs whose lease expired,
-so a dead worker's runs end `error` and free their threads; runs left `running` by a previous
-incarnation of this process are recovered the same way, once their lease expires (a worker id
-is unique per process, so there is no telling whether another process on this host still owns
-them).
+Wake-ups and cancels arrive on the channel layer: the worker's own channel joins the wake-up
+group and the worker's control group, where cancels of the runs it executes are sent. The
+database is polled as well, so a lost message costs at most RUN_POLL_SECONDS. Every worker also
+reaps runs whose lease expired, so a dead worker's runs end `error` and free their threads; runs
+left `running` by a previous incarnation of this process are recovered the same way, once their
+lease expires (a worker id is unique per process, so there is no telling whether another
+process on this host still owns them).
 """
 
 import asyncio
@@ -90,7 +90,7 @@ class RunWorker:
         # The default prefix: channels_redis serialises every receive of a process on one lock,
         # so a channel with another prefix would starve the process's stream listeners.
         self.channel = await layer.new_channel()
-        await layer.group_add(bus.WAKEUP_GROUP, self.channel)
+        await self._join_groups()
         await asyncio.to_thread(_warm_up_graphs)
         logger.info(
             "run worker %s started: concurrency %s, agent model %s",
@@ -103,6 +103,12 @@ class RunWorker:
             asyncio.create_task(self._maintain(), name="worker-maintain"),
         ]
         self.started.set()
+
+    async def _join_groups(self) -> None:
+        """Wake-ups, and the cancels of the runs this worker executes."""
+        layer = bus.layer()
+        await layer.group_add(bus.WAKEUP_GROUP, self.channel)
+        await layer.group_add(bus.worker_control_group(self.worker_id), self.channel)
 
     async def _shutdown(self) -> None:
         deadline = time.monotonic() + settings.WORKER_SHUTDOWN_SECONDS
@@ -127,6 +133,7 @@ class RunWorker:
                 await task
         with contextlib.suppress(Exception):
             await bus.layer().group_discard(bus.WAKEUP_GROUP, self.channel)
+            await bus.layer().group_discard(bus.worker_control_group(self.worker_id), self.channel)
         logger.info("run worker %s stopped", self.worker_id)
 
     # --- Claiming ------------------------------------------------------------------------
@@ -143,8 +150,7 @@ class RunWorker:
                     )
                 except Exception:
                     logger.exception("worker %s: claiming failed", self.worker_id)
-                if claim.runs:
-                    await self._begin(claim.runs)
+                self._begin(claim.runs)
             # Fewer runs than free slots: none other was eligible (next_due says when one
             # will be). A wake-up that came meanwhile is still set: no sleep then.
             await self._sleep(claim.next_due)
@@ -158,26 +164,13 @@ class RunWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _begin(self, runs: list[Run]) -> None:
-        """Listen for the runs' cancels, then start them; a cancel published before we listened
-        is read from the database once for the whole batch, beside the runs."""
-        layer = bus.layer()
-        for run in runs:
-            try:
-                await layer.group_add(bus.run_control_group(run.pk), self.channel)
-            except Exception:  # the flag poll of _maintain still sees its cancels
-                logger.exception("worker %s: cannot listen for run %s", self.worker_id, run.pk)
-        unflagged: dict[UUID, CancelSignal] = {}
+    def _begin(self, runs: list[Run]) -> None:
         for run in runs:
             cancel = CancelSignal()
             if run.cancel_action:
                 cancel.set(run.cancel_action)
-            else:
-                unflagged[run.pk] = cancel
             task = asyncio.create_task(self._execute(run, cancel), name=f"run-{run.pk}")
             self._executions[run.pk] = _Execution(run=run, cancel=cancel, task=task)
-        if unflagged:
-            self._spawn_post_run(lambda: self._recheck_cancels(unflagged))
 
     async def _execute(self, run: Run, cancel: CancelSignal) -> None:
         try:
@@ -188,17 +181,7 @@ class RunWorker:
         finally:
             self._executions.pop(run.pk, None)
             self._wake.set()
-            with contextlib.suppress(Exception):
-                await bus.layer().group_discard(bus.run_control_group(run.pk), self.channel)
         self._spawn_post_run(lambda: after_run(run))
-
-    async def _recheck_cancels(self, signals: dict[UUID, CancelSignal]) -> None:
-        flags = await in_database(queue.cancel_flags)(
-            worker_id=self.worker_id, run_ids=list(signals)
-        )
-        for run_id, action in flags.items():
-            if action:
-                signals[run_id].set(action)
 
     def _spawn_post_run(self, make: Callable[[], Any]) -> None:
         task = asyncio.create_task(make())
@@ -257,7 +240,7 @@ class RunWorker:
                     await in_database(queue.reap_expired)()
                 if now - last_group >= GROUP_REFRESH_SECONDS:
                     last_group = now
-                    await bus.layer().group_add(bus.WAKEUP_GROUP, self.channel)
+                    await self._join_groups()
             except asyncio.CancelledError:
                 raise
             except Exception:
