@@ -1,5 +1,6 @@
 """Base request serializer: unknown fields are ignored and logged once; known fields validated."""
 
+import copy
 import logging
 from typing import Any
 
@@ -15,6 +16,17 @@ class RequestSerializer(serializers.Serializer):
 
     #: Fields the server knows but does not honour: sending a non-null value is a 422.
     unsupported_fields: tuple[str, ...] = ()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # DRF deep-copies every declared field for each request, most of the cost of parsing a
+        # small body. Binding only sets names on a field, so a shallow copy of each will do;
+        # nested serializers, which keep bound fields of their own, are still deep-copied.
+        return {
+            name: copy.deepcopy(field)
+            if isinstance(field, serializers.BaseSerializer)
+            else copy.copy(field)
+            for name, field in self._declared_fields.items()
+        }
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
