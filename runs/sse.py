@@ -189,9 +189,9 @@ async def stream_run_events(
 ) -> AsyncIterator[bytes]:
     """The SSE bytes of one run, from a subscription to its stream group opened beforehand.
 
-    Without `last_event_id`: `metadata`, then live events. With one (resumable runs): the stored
-    events after it (`-1`: all of them, after `metadata`), then live ones. A client that goes
-    away before the end cancels the run (interrupt) when `cancel_on_disconnect`.
+    Without `last_event_id`: `metadata`, then live events. With one (resumable runs):
+    `metadata`, then the stored events after it (`-1`: all of them), then live ones. A client
+    that goes away before the end cancels the run (interrupt) when `cancel_on_disconnect`.
     """
     cursor = _Cursor(run_id=run.pk, last_sent=-1 if last_event_id is None else last_event_id)
     try:
@@ -217,14 +217,16 @@ async def _run_frames(
     replay: bool,
     names: frozenset[str] | None,
 ) -> AsyncIterator[bytes]:
+    metadata = bus.dumps(
+        {"run_id": str(run.pk), "thread_id": run.thread_id, "attempt": max(run.attempt, 1)}
+    )
     if cursor.last_sent < 0:
-        metadata = {
-            "run_id": str(run.pk),
-            "thread_id": run.thread_id,
-            "attempt": max(run.attempt, 1),
-        }
-        yield frame("metadata", bus.dumps(metadata), 0)
+        yield frame("metadata", metadata, 0)
         cursor.last_sent = 0
+    else:
+        # A resumed connection starts with `metadata` too, under the id the client resumes
+        # after: its cursor does not move, so a reconnect from here loses and repeats nothing.
+        yield frame("metadata", metadata, cursor.last_sent)
     if replay and run.resumable:
         gap = await db(_gap, cursor=cursor, run=run)
         if gap is not None:

@@ -233,7 +233,8 @@ async def test_resumable_run_resumes_exactly_after_last_event_id(sdk):
     run_id = live[0].data["run_id"]
     cut = live[2]
     resumed = await collect(sdk.runs.join_stream(thread_id, run_id, last_event_id=cut.id))
-    assert [p.id for p in resumed] == [p.id for p in live[3:]]
+    assert (resumed[0].event, resumed[0].data, resumed[0].id) == ("metadata", live[0].data, cut.id)
+    assert [p.id for p in resumed[1:]] == [p.id for p in live[3:]]
     assert names(resumed)[-1] == "end"
 
 
