@@ -65,14 +65,18 @@ def final_answer(*, run_id: UUID | str) -> Any:
 
     `__interrupt__` lists the pending interrupts when the run stopped at `interrupt()`.
     """
-    run = run_by_id(run_id=run_id)
-    if run is None:
+    row = (
+        Run.objects.filter(pk=run_id)
+        .values_list("status", "error", "thread__values", "thread__interrupts")
+        .first()
+    )
+    if row is None:
         return {}
-    if run.status == Run.Status.ERROR:
-        return {"__error__": run.error or {"error": "Error", "message": "The run failed."}}
-    thread = run.thread
-    values = thread.values if thread.values is not None else {}
-    interrupts = [item for items in (thread.interrupts or {}).values() for item in items]
-    if interrupts and isinstance(values, dict):
-        values = {**values, "__interrupt__": interrupts}
+    status, error, values, interrupts = row
+    if status == Run.Status.ERROR:
+        return {"__error__": error or {"error": "Error", "message": "The run failed."}}
+    values = values if values is not None else {}
+    pending = [item for items in (interrupts or {}).values() for item in items]
+    if pending and isinstance(values, dict):
+        values = {**values, "__interrupt__": pending}
     return values
