@@ -116,3 +116,24 @@ def test_production_defaults_to_token_mode():
 def test_debug_defaults_to_the_local_mode():
     result = _settings_import({"DEBUG": "true"})
     assert result.stdout.strip() == "local", result.stderr
+
+
+@pytest.mark.django_db
+def test_the_local_user_is_read_once_and_each_request_gets_its_own_copy(
+    django_assert_num_queries, settings
+):
+    from django.contrib.auth import get_user_model
+
+    from deerflow_site.api.authentication import _forget_local_user, local_user
+
+    settings.PERMISSION_CACHE_SECONDS = 60
+    try:
+        first = local_user()  # created (or read) once
+        with django_assert_num_queries(0):
+            second = local_user()
+        assert second == first and second is not first
+        get_user_model().objects.filter(pk=first.pk).delete()  # forgotten at once
+        third = local_user()
+        assert third.pk != first.pk and third.username == first.username
+    finally:
+        _forget_local_user()  # the test database's rows go away with its transaction

@@ -497,3 +497,14 @@ def test_a_method_the_path_does_not_offer_is_a_json_405(api, method, path):
     response = getattr(api, method)(path)
     assert response.status_code == 405
     assert "detail" in response.json()
+
+
+@pytest.mark.django_db(transaction=True)  # the create views authenticate on their own threads
+@pytest.mark.parametrize("path", ["/api/threads", "/api/runs/wait", "/api/runs/stream"])
+def test_a_body_over_the_upload_limit_is_a_413_json_error(api, path, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = {"assistant_id": "echo", "metadata": {"padding": "x" * 2000}}
+    response = api.post(path, body, format="json")
+    assert response.status_code == 413
+    assert response.json() == {"detail": "The request body is too large."}
+    assert not Run.objects.exists()

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
@@ -59,7 +60,7 @@ def api_view(
                 return JsonResponse({"detail": f"Malformed JSON: {exc.detail}"}, status=422)
             except drf_exceptions.APIException as exc:
                 return JsonResponse({"detail": exc.detail}, status=401)
-            except ServiceError as exc:  # the scope is missing
+            except (ServiceError, RequestDataTooBig) as exc:  # no scope; a body over the limit
                 return error_response(exc)
             if user is None or not user.is_authenticated:
                 return JsonResponse(NOT_AUTHENTICATED, status=401)

@@ -18,6 +18,9 @@ from django.contrib.auth.models import Group, Permission
 from django.db.models import Q
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+#: More users than this in the cache and it starts afresh (a bound, not an eviction policy).
+MAX_CACHED_USERS = 10_000
+
 _lock = threading.Lock()
 #: user id → (monotonic expiry, the user's "app_label.codename" permissions)
 _cache: dict[int, tuple[float, frozenset[str]]] = {}
@@ -39,6 +42,8 @@ def user_permissions(user_id: int) -> frozenset[str]:
     permissions = frozenset(f"{app_label}.{codename}" for app_label, codename in rows)
     if ttl > 0:
         with _lock:
+            if len(_cache) >= MAX_CACHED_USERS:
+                _cache.clear()
             _cache[user_id] = (now + ttl, permissions)
     return permissions
 

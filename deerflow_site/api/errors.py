@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -66,8 +67,13 @@ class Unavailable(ServiceError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
 
+TOO_LARGE = {"detail": "The request body is too large."}
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's exception handler, speaking the contract's status codes and bodies."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response(TOO_LARGE, status=413)
     if isinstance(exc, ServiceError):
         return Response({"detail": exc.detail}, status=exc.status_code)
     if isinstance(exc, drf_exceptions.ParseError):
@@ -84,6 +90,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 def error_response(exc: Exception) -> JsonResponse:
     """The JSON response for an error raised in an async (non-DRF) view."""
+    if isinstance(exc, RequestDataTooBig):
+        return JsonResponse(TOO_LARGE, status=413)
     if isinstance(exc, ServiceError):
         return JsonResponse({"detail": exc.detail}, status=exc.status_code)
     if isinstance(exc, drf_exceptions.APIException):
