@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -155,7 +156,7 @@ class RunWorker:
             # will be). A wake-up that came meanwhile is still set: no sleep then.
             await self._sleep(claim.next_due)
 
-    async def _sleep(self, next_due: Any) -> None:
+    async def _sleep(self, next_due: datetime | None) -> None:
         """Until woken, the next pending run is due, or the next poll."""
         timeout = settings.RUN_POLL_SECONDS
         if next_due is not None:
