@@ -64,7 +64,7 @@ class RunAdmin(admin.ModelAdmin):
         from runs.services import cancel_run
 
         cancelled = 0
-        for run in queryset.filter(status__in=Run.ACTIVE_STATUSES):
+        for run in queryset.active():
             try:
                 cancel_run(run=run, action=action)
             except ServiceError:  # it ended meanwhile

@@ -9,6 +9,12 @@ from django.db.models import Q
 from threads.models import Thread
 
 
+class RunQuerySet(models.QuerySet["Run"]):
+    def active(self) -> "RunQuerySet":
+        """Runs still pending or running: a thread with one is busy."""
+        return self.filter(status__in=Run.ACTIVE_STATUSES)
+
+
 class Run(models.Model):
     """One execution of a graph on a thread; pending rows are the queue."""
 
@@ -65,6 +71,8 @@ class Run(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -8,7 +8,6 @@ from django.db.models import QuerySet
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
 from runs.exceptions import RunNotFound
 from runs.models import Run, RunStreamEvent
-from threads.models import Thread
 from threads.selectors import get_thread
 
 
@@ -52,11 +51,6 @@ def first_stored_event_id(*, run_id: UUID | str) -> int | None:
         .values_list("seq", flat=True)
         .first()
     )
-
-
-def active_runs_of_thread(*, thread: Thread) -> QuerySet[Run]:
-    """The thread's pending and running runs, oldest first."""
-    return Run.objects.filter(thread=thread, status__in=Run.ACTIVE_STATUSES).order_by("created_at")
 
 
 def final_answer(*, run_id: UUID | str) -> Any:

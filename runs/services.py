@@ -51,9 +51,7 @@ def admit_run(*, user: Any, thread_id: str, body: RunRequest, run_id: UUID | Non
         thread = _thread_for_run(user=user, thread_id=thread_id, if_not_exists=body.if_not_exists)
         spec = _assistant_for(body=body, thread=thread)
         in_flight = list(
-            Run.objects.select_for_update()
-            .filter(thread=thread, status__in=Run.ACTIVE_STATUSES)
-            .order_by("created_at")
+            Run.objects.active().select_for_update().filter(thread=thread).order_by("created_at")
         )
         if in_flight:
             strategy = body.multitask_strategy
@@ -171,7 +169,7 @@ def cancel_runs(
                 if found != wanted:
                     raise RunNotFound()
                 runs = runs.filter(pk__in=wanted)
-            runs = runs.filter(status__in=Run.ACTIVE_STATUSES)
+            runs = runs.active()
         else:
             statuses = Run.ACTIVE_STATUSES if status == "all" else (status,)
             runs = runs.filter(status__in=statuses, thread__in=_changeable_threads(user))

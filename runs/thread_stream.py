@@ -77,7 +77,7 @@ def _stored_after(*, thread_id: str, cursor: ThreadCursor) -> list[tuple[str, bu
     """Stored events of the thread's runs after the cursor, run by run in creation order."""
     runs = Run.objects.filter(thread_id=thread_id, resumable=True)
     if cursor.run_id is None:
-        runs = runs.filter(status__in=Run.ACTIVE_STATUSES)
+        runs = runs.active()
         after_run = None
     else:
         after_run = Run.objects.filter(pk=cursor.run_id, thread_id=thread_id).first()

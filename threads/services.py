@@ -76,7 +76,7 @@ def delete_thread(*, thread: Thread) -> None:
         locked = Thread.objects.select_for_update().filter(pk=thread.pk).first()
         if locked is None:
             return
-        if Run.objects.filter(thread=locked, status__in=Run.ACTIVE_STATUSES).exists():
+        if Run.objects.active().filter(thread=locked).exists():
             raise ThreadBusy()
         locked.delete()
         # In the same transaction: a thread is never gone while its checkpoints stay.

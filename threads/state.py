@@ -240,7 +240,7 @@ async def get_thread_history(
 
 
 def _has_active_run(thread: Thread) -> bool:
-    return Run.objects.filter(thread_id=thread.pk, status__in=Run.ACTIVE_STATUSES).exists()
+    return Run.objects.active().filter(thread_id=thread.pk).exists()
 
 
 def _thread_fields(snapshot: ThreadSnapshot, *, failed: bool = False) -> dict[str, Any]:
@@ -251,7 +251,7 @@ def _thread_fields(snapshot: ThreadSnapshot, *, failed: bool = False) -> dict[st
 
 def _save_state_fields(thread: Thread, fields: dict[str, Any]) -> None:
     """Store the state snapshot on the thread unless a run was admitted meanwhile."""
-    active = Run.objects.filter(thread=OuterRef("pk"), status__in=Run.ACTIVE_STATUSES)
+    active = Run.objects.active().filter(thread=OuterRef("pk"))
     now = timezone.now()
     Thread.objects.filter(pk=thread.pk).exclude(Exists(active)).update(
         **fields, error=None, state_updated_at=now, updated_at=now

@@ -131,9 +131,7 @@ def _settle_thread(
     error: dict[str, str] | None,
     now: Any,
 ) -> None:
-    has_active_runs = Run.objects.filter(
-        thread_id=thread_id, status__in=Run.ACTIVE_STATUSES
-    ).exists()
+    has_active_runs = Run.objects.active().filter(thread_id=thread_id).exists()
     waiting = snapshot.waiting if snapshot is not None else bool(interrupts)
     fields: dict[str, Any] = {
         "status": thread_status(has_active_runs=has_active_runs, failed=failed, waiting=waiting),
