@@ -20,6 +20,7 @@ from guardian.shortcuts import get_objects_for_user
 from deerflow_site.api.errors import Invalid
 from runs.engine import bus
 from runs.engine.registry import GraphSpec, resolve_assistant
+from runs.engine.streaming import out_of_band_events, publish_stream_events, store_stream_events
 from runs.engine.thread_sync import settle_thread
 from runs.exceptions import (
     CheckpointNotFound,
@@ -29,7 +30,7 @@ from runs.exceptions import (
     RunNotFound,
     ThreadBusyReject,
 )
-from runs.models import Run, RunStreamEvent
+from runs.models import Run
 from runs.serializers import RunRequest
 from threads.exceptions import ThreadExists, ThreadNotFound
 from threads.models import Thread
@@ -215,10 +216,10 @@ def _cancel_locked(*, run: Run, action: str) -> None:
     )
     if stopped:
         run.status, run.cancel_action, run.rolled_back = Run.Status.INTERRUPTED, action, rolled_back
-        end = bus.StreamEvent.of(bus.out_of_band_event_id(), "end", None)
+        events = out_of_band_events([("end", None)])
         if run.resumable:
-            RunStreamEvent.objects.create(run_id=run.pk, seq=end.id, event=end.event, data=end.data)
-        _after_commit(bus.publish_event, run_id=run.pk, thread_id=run.thread_id, event=end)
+            store_stream_events(run.pk, events)
+        _after_commit(publish_stream_events, run=run, events=events)
         return
     Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(
         cancel_action=action, updated_at=now

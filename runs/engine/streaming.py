@@ -170,17 +170,7 @@ def out_of_band_events(events: list[tuple[str, Any]]) -> list[bus.StreamEvent]:
     ]
 
 
-async def publish_out_of_band(*, run: Run, events: list[tuple[str, Any]]) -> None:
-    """Publish events about a run from outside its executor, stored first when resumable.
-
-    For async callers; sync code calls `out_of_band_events`, `store_stream_events` (when the
-    run is resumable) and then `publish_stream_events`."""
-    stream_events = out_of_band_events(events)
-    if run.resumable:
-        await in_database(store_stream_events)(run.pk, stream_events)
-    await publish_stream_events(run=run, events=stream_events)
-
-
 async def publish_stream_events(*, run: Run, events: list[bus.StreamEvent]) -> None:
+    """Publish events made with `out_of_band_events` (stored first by the caller if resumable)."""
     for event in events:
         await bus.publish_event(run_id=run.pk, thread_id=run.thread_id, event=event)
