@@ -274,9 +274,10 @@ def parse_run_create(data: Any, *, on_completion: str = "keep") -> RunRequest:
     )
 
 
-def stateless(body: RunRequest) -> RunRequest:
-    """A stateless run's request: its (new) thread is always created for it."""
-    return replace(body, if_not_exists="create")
+def parse_stateless_run_create(data: Any) -> RunRequest:
+    """A stateless run's create body: its new thread is created for it, and deleted after it
+    unless `on_completion` says `keep`."""
+    return replace(parse_run_create(data, on_completion="delete"), if_not_exists="create")
 
 
 def redact_secrets(value: Any) -> Any:

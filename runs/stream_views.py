@@ -25,9 +25,9 @@ from runs.serializers import (
     CancelQuerySerializer,
     JoinStreamQuerySerializer,
     parse_run_create,
+    parse_stateless_run_create,
     parse_stream_modes,
     query_data,
-    stateless,
     valid,
 )
 from runs.sse import (
@@ -67,7 +67,7 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
     Without a thread id the run is stateless: on a new thread, deleted after it by default.
     """
     if thread_id is None:
-        body = stateless(parse_run_create(json_body(request), on_completion="delete"))
+        body = parse_stateless_run_create(json_body(request))
         thread_id = str(uuid.uuid4())
     else:
         body = parse_run_create(json_body(request))

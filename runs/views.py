@@ -24,9 +24,9 @@ from runs.serializers import (
     RunListQuerySerializer,
     RunSerializer,
     parse_run_create,
+    parse_stateless_run_create,
     query_data,
     run_json,
-    stateless,
     valid,
 )
 from runs.stream_views import run_headers
@@ -97,7 +97,7 @@ class RunBatchView(APIView):
         bodies = []
         for index, data in enumerate(request.data):
             try:
-                bodies.append(stateless(parse_run_create(data, on_completion="delete")))
+                bodies.append(parse_stateless_run_create(data))
             except ValidationError as exc:
                 raise Invalid({index: exc.detail}) from None
         with transaction.atomic():
@@ -109,7 +109,7 @@ class RunBatchView(APIView):
 
 
 def _admit_stateless(user: object, data: object) -> Run:
-    body = stateless(parse_run_create(data, on_completion="delete"))
+    body = parse_stateless_run_create(data)
     return services.admit_run(user=user, thread_id=str(uuid.uuid4()), body=body)
 
 
