@@ -8,7 +8,7 @@ run, so no event can be published before someone listens. It then replays what i
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
@@ -115,6 +115,19 @@ class Subscription:
                 await layer.group_discard(group, self.channel)
             except Exception:  # the layer's own expiry removes it anyway
                 logger.debug("group_discard failed", exc_info=True)
+
+
+async def subscribe_then(
+    group: str, read: Callable[..., T], /, **kwargs: Any
+) -> tuple[T, Subscription]:
+    """Subscribe to `group`, then run `read(**kwargs)` (ORM code) on the database threads, so that
+    nothing published after the read is missed; the subscription is closed if the read fails."""
+    subscription = await Subscription.open(group)
+    try:
+        return await db(read, **kwargs), subscription
+    except BaseException:
+        await subscription.close()
+        raise
 
 
 @dataclass

@@ -37,6 +37,7 @@ from runs.sse import (
     spawn,
     sse_response,
     stream_run_events,
+    subscribe_then,
 )
 from runs.thread_stream import ThreadCursor, stream_thread_events, thread_event_filter
 from threads.selectors import get_thread
@@ -74,15 +75,14 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
         thread_id = validate_thread_id(thread_id)
     await services.check_checkpoint(thread_id=thread_id, body=body)
     run_id = uuid.uuid4()
-    subscription = await Subscription.open(bus.run_stream_group(run_id))
-    try:
-        run = await db(
-            services.admit_run, user=request.user, thread_id=thread_id, body=body, run_id=run_id
-        )
-    except BaseException:
-        await subscription.close()
-        raise
-    return run, subscription
+    return await subscribe_then(
+        bus.run_stream_group(run_id),
+        services.admit_run,
+        user=request.user,
+        thread_id=thread_id,
+        body=body,
+        run_id=run_id,
+    )
 
 
 @api_view(scope="runs:create", on_db_threads=True)
@@ -139,19 +139,14 @@ async def _subscribed_run(
     """A run the user may `action`, with its stream subscription opened before it was read."""
     thread_id = validate_thread_id(thread_id)
     run_uuid = validate_uuid(run_id, field="run_id")
-    subscription = await Subscription.open(bus.run_stream_group(run_uuid))
-    try:
-        run = await db(
-            selectors.get_run,
-            user=request.user,
-            thread_id=thread_id,
-            run_id=run_uuid,
-            action=action,
-        )
-    except BaseException:
-        await subscription.close()
-        raise
-    return run, subscription
+    return await subscribe_then(
+        bus.run_stream_group(run_uuid),
+        selectors.get_run,
+        user=request.user,
+        thread_id=thread_id,
+        run_id=run_uuid,
+        action=action,
+    )
 
 
 @api_view(scope="runs:read", on_db_threads=True)
@@ -247,12 +242,9 @@ async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
     thread_id = validate_thread_id(thread_id)
     modes = _stream_modes(request, allowed=THREAD_STREAM_MODES + STREAM_MODES)
     cursor = ThreadCursor.parse(request.headers.get("Last-Event-ID"))
-    subscription = await Subscription.open(bus.thread_stream_group(thread_id))
-    try:
-        await db(get_thread, user=request.user, thread_id=thread_id)
-    except BaseException:
-        await subscription.close()
-        raise
+    _, subscription = await subscribe_then(
+        bus.thread_stream_group(thread_id), get_thread, user=request.user, thread_id=thread_id
+    )
     stream = stream_thread_events(
         subscription=subscription,
         thread_id=thread_id,
