@@ -49,6 +49,12 @@ def frame(event: str, data: str, event_id: int | str) -> bytes:
     return f"event: {event}\r\ndata: {data}\r\nid: {event_id}\r\n\r\n".encode()
 
 
+def metadata_frame(*, run_id: str, thread_id: str, attempt: int, event_id: int | str) -> bytes:
+    """The `metadata` event a client gets first for each run."""
+    payload = {"run_id": run_id, "thread_id": thread_id, "attempt": attempt}
+    return frame("metadata", bus.dumps(payload), event_id)
+
+
 def sse_response(
     stream: AsyncIterator[bytes], *, headers: dict[str, str] | None = None
 ) -> StreamingHttpResponse:
@@ -230,16 +236,16 @@ async def _run_frames(
     replay: bool,
     names: frozenset[str] | None,
 ) -> AsyncIterator[bytes]:
-    metadata = bus.dumps(
-        {"run_id": str(run.pk), "thread_id": run.thread_id, "attempt": max(run.attempt, 1)}
+    # `metadata` is id 0 from the start (-1 included). A resumed connection starts with it too,
+    # under the id the client resumes after: its cursor does not move, so a reconnect from
+    # there loses and repeats nothing.
+    cursor.last_sent = max(cursor.last_sent, 0)
+    yield metadata_frame(
+        run_id=str(run.pk),
+        thread_id=run.thread_id,
+        attempt=max(run.attempt, 1),
+        event_id=cursor.last_sent,
     )
-    if cursor.last_sent < 0:
-        yield frame("metadata", metadata, 0)
-        cursor.last_sent = 0
-    else:
-        # A resumed connection starts with `metadata` too, under the id the client resumes
-        # after: its cursor does not move, so a reconnect from here loses and repeats nothing.
-        yield frame("metadata", metadata, cursor.last_sent)
     if replay and run.resumable:
         gap = await db(_gap, cursor=cursor, run=run)
         if gap is not None:

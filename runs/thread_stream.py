@@ -17,7 +17,15 @@ from deerflow_site.api.ids import validate_uuid
 from deerflow_site.dbthreads import db
 from runs.engine import bus
 from runs.models import Run, RunStreamEvent
-from runs.sse import CONTROL_EVENTS, HEARTBEAT, Subscription, event_filter, frame, wanted
+from runs.sse import (
+    CONTROL_EVENTS,
+    HEARTBEAT,
+    Subscription,
+    event_filter,
+    frame,
+    metadata_frame,
+    wanted,
+)
 
 #: Events of the `lifecycle` thread stream mode: when runs start and end.
 LIFECYCLE_EVENTS = frozenset(CONTROL_EVENTS)
@@ -55,8 +63,11 @@ class _Position:
             return []
         out = []
         if run_id not in self.sent and wanted("metadata", names):
-            metadata = {"run_id": run_id, "thread_id": thread_id, "attempt": 1}
-            out.append(frame("metadata", bus.dumps(metadata), f"{run_id}:0"))
+            out.append(
+                metadata_frame(
+                    run_id=run_id, thread_id=thread_id, attempt=1, event_id=f"{run_id}:0"
+                )
+            )
         self.sent[run_id] = event.id
         if wanted(event.event, names):
             out.append(frame(event.event, event.data, f"{run_id}:{event.id}"))
