@@ -15,6 +15,18 @@ from runs.engine.graphs.scripted_model import message_text
 MAX_SLOW_DELAY = 60.0
 
 
+def _chain(state: type, *nodes: tuple[str, Any]) -> StateGraph:
+    """A graph that runs `nodes` one after the other, from START to END."""
+    builder = StateGraph(state)
+    previous = START
+    for name, node in nodes:
+        builder.add_node(name, node)
+        builder.add_edge(previous, name)
+        previous = name
+    builder.add_edge(previous, END)
+    return builder
+
+
 class EchoState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     value: Any
@@ -26,15 +38,7 @@ async def _echo(state: EchoState) -> dict[str, Any]:
     return {"messages": [AIMessage(content=f"echo: {said}")]}
 
 
-def _build_echo() -> Any:
-    builder = StateGraph(EchoState)
-    builder.add_node("echo", _echo)
-    builder.add_edge(START, "echo")
-    builder.add_edge("echo", END)
-    return builder.compile(name="echo")
-
-
-echo = _build_echo()
+echo = _chain(EchoState, ("echo", _echo)).compile(name="echo")
 
 
 class AskState(TypedDict, total=False):
@@ -52,17 +56,7 @@ async def _finish(state: AskState) -> dict[str, Any]:
     return {"messages": [AIMessage(content="done")]}
 
 
-def _build_ask_human() -> Any:
-    builder = StateGraph(AskState)
-    builder.add_node("ask", _ask)
-    builder.add_node("finish", _finish)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", "finish")
-    builder.add_edge("finish", END)
-    return builder.compile(name="ask_human")
-
-
-ask_human = _build_ask_human()
+ask_human = _chain(AskState, ("ask", _ask), ("finish", _finish)).compile(name="ask_human")
 
 
 class SlowState(TypedDict, total=False):
@@ -115,15 +109,7 @@ async def _fail(state: FailingState) -> dict[str, Any]:
     raise GraphFailure(state.get("message") or "this graph always fails")
 
 
-def _build_failing() -> Any:
-    builder = StateGraph(FailingState)
-    builder.add_node("fail", _fail)
-    builder.add_edge(START, "fail")
-    builder.add_edge("fail", END)
-    return builder.compile(name="failing")
-
-
-failing = _build_failing()
+failing = _chain(FailingState, ("fail", _fail)).compile(name="failing")
 
 
 class TrailState(TypedDict, total=False):
@@ -137,23 +123,11 @@ def _step(name: str) -> Any:
     return step
 
 
-def _build_nested() -> Any:
-    child = StateGraph(TrailState)
-    child.add_node("child_one", _step("child_one"))
-    child.add_node("child_two", _step("child_two"))
-    child.add_edge(START, "child_one")
-    child.add_edge("child_one", "child_two")
-    child.add_edge("child_two", END)
-
-    parent = StateGraph(TrailState)
-    parent.add_node("before", _step("before"))
-    parent.add_node("child", child.compile(name="child"))
-    parent.add_node("after", _step("after"))
-    parent.add_edge(START, "before")
-    parent.add_edge("before", "child")
-    parent.add_edge("child", "after")
-    parent.add_edge("after", END)
-    return parent.compile(name="nested")
+def _steps(*names: str) -> list[tuple[str, Any]]:
+    return [(name, _step(name)) for name in names]
 
 
-nested = _build_nested()
+_child = _chain(TrailState, *_steps("child_one", "child_two")).compile(name="child")
+nested = _chain(TrailState, *_steps("before"), ("child", _child), *_steps("after")).compile(
+    name="nested"
+)
