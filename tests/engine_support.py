@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from django.utils import timezone
 
-from runs.engine import bus
+from runs.engine import bus, queue
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.registry import resolve_assistant
 from runs.models import Run
@@ -40,6 +40,12 @@ async def closing_checkpointer() -> AsyncIterator[None]:
 def make_thread(*, user: Any, thread_id: str | None = None) -> Thread:
     thread, _ = create_thread(user=user, thread_id=thread_id)
     return thread
+
+
+def claim_next(*, worker_id: str) -> Run | None:
+    """One claim of one run, as a worker with one free slot makes it."""
+    runs = queue.claim_runs(worker_id=worker_id, limit=1).runs
+    return runs[0] if runs else None
 
 
 def pending_run(

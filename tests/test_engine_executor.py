@@ -6,12 +6,12 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from runs.engine import queue
 from runs.engine.executor import CancelSignal, execute_run
 from runs.engine.registry import graph_for_thread
 from runs.models import Run, RunStreamEvent
 from tests.engine_support import (  # noqa: F401
     RunListener,
+    claim_next,
     closing_checkpointer,
     fetch_run,
     fetch_thread,
@@ -40,7 +40,7 @@ async def run_to_end(
 ) -> tuple[Run, list[Any]]:
     """Queue a run, claim it, execute it; return the stored run and the events it published."""
     run = await sync_to_async(pending_run)(thread=thread, user=user, graph_id=graph_id, **kwargs)
-    claimed = await sync_to_async(queue.claim_next)(worker_id="test-worker")
+    claimed = await sync_to_async(claim_next)(worker_id="test-worker")
     assert claimed is not None and claimed.pk == run.pk
     async with RunListener(run.pk) as listener:
         await execute_run(claimed, cancel=cancel or CancelSignal())
@@ -293,7 +293,7 @@ async def slow_run_cancelled_after_ticks(
         input={"steps": 20, "delay": 0.1},
         stream_mode=["custom"],
     )
-    claimed = await sync_to_async(queue.claim_next)(worker_id="test-worker")
+    claimed = await sync_to_async(claim_next)(worker_id="test-worker")
     cancel = CancelSignal()
     async with RunListener(run.pk) as listener:
         execution = asyncio.create_task(execute_run(claimed, cancel=cancel))
@@ -344,7 +344,7 @@ async def test_run_reaped_meanwhile_is_left_to_the_reaper(user: Any) -> None:
     run = await sync_to_async(pending_run)(
         thread=thread, user=user, graph_id="slow", input={"steps": 20, "delay": 0.1}
     )
-    claimed = await sync_to_async(queue.claim_next)(worker_id="test-worker")
+    claimed = await sync_to_async(claim_next)(worker_id="test-worker")
     cancel = CancelSignal()
     execution = asyncio.create_task(execute_run(claimed, cancel=cancel))
     await asyncio.sleep(0.3)

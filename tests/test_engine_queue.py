@@ -10,7 +10,12 @@ from django.utils import timezone
 
 from runs.engine import queue
 from runs.models import Run, RunStreamEvent
-from tests.engine_support import fresh_channel_layer, make_thread, pending_run  # noqa: F401
+from tests.engine_support import (  # noqa: F401
+    claim_next,
+    fresh_channel_layer,
+    make_thread,
+    pending_run,
+)
 from threads.models import Thread
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +25,7 @@ def test_claim_takes_the_oldest_pending_run_and_leases_it(user: Any) -> None:
     first = pending_run(thread=make_thread(user=user), user=user)
     pending_run(thread=make_thread(user=user), user=user)
 
-    claimed = queue.claim_next(worker_id="w1")
+    claimed = claim_next(worker_id="w1")
 
     assert claimed is not None and claimed.pk == first.pk
     first.refresh_from_db()
@@ -32,7 +37,7 @@ def test_claim_takes_the_oldest_pending_run_and_leases_it(user: Any) -> None:
 
 
 def test_claim_returns_none_when_queue_is_empty(user: Any) -> None:
-    assert queue.claim_next(worker_id="w1") is None
+    assert claim_next(worker_id="w1") is None
 
 
 def test_claim_is_fifo_per_thread_and_skips_a_thread_with_a_running_run(user: Any) -> None:
@@ -41,13 +46,13 @@ def test_claim_is_fifo_per_thread_and_skips_a_thread_with_a_running_run(user: An
     second = pending_run(thread=thread, user=user)
     other = pending_run(thread=make_thread(user=user), user=user)
 
-    assert queue.claim_next(worker_id="w1").pk == first.pk
+    assert claim_next(worker_id="w1").pk == first.pk
     # `second` waits for `first` to end: the next claim takes the other thread's run.
-    assert queue.claim_next(worker_id="w2").pk == other.pk
-    assert queue.claim_next(worker_id="w3") is None
+    assert claim_next(worker_id="w2").pk == other.pk
+    assert claim_next(worker_id="w3") is None
 
     Run.objects.filter(pk=first.pk).update(status=Run.Status.SUCCESS)
-    assert queue.claim_next(worker_id="w1").pk == second.pk
+    assert claim_next(worker_id="w1").pk == second.pk
 
 
 def test_a_batch_claim_takes_the_oldest_run_of_each_free_thread_in_one_go(user: Any) -> None:
@@ -88,7 +93,7 @@ def test_claim_skips_runs_not_yet_due(user: Any) -> None:
         thread=make_thread(user=user), user=user, run_at=timezone.now() + timedelta(hours=1)
     )
 
-    assert queue.claim_next(worker_id="w1") is None
+    assert claim_next(worker_id="w1") is None
     assert queue.next_run_at() == later.run_at
 
 
@@ -97,7 +102,7 @@ def test_younger_run_of_a_thread_waits_for_an_older_run_not_yet_due(user: Any) -
     pending_run(thread=thread, user=user, run_at=timezone.now() + timedelta(hours=1))
     pending_run(thread=thread, user=user)
 
-    assert queue.claim_next(worker_id="w1") is None
+    assert claim_next(worker_id="w1") is None
 
 
 def test_database_refuses_two_running_runs_on_one_thread(user: Any) -> None:
@@ -131,7 +136,7 @@ def test_claim_that_loses_the_running_race_moves_on(user: Any, monkeypatch: Any)
 
     monkeypatch.setattr(queue, "_lock_candidates", candidates)
 
-    claimed = queue.claim_next(worker_id="w1")
+    claimed = claim_next(worker_id="w1")
 
     assert claimed is not None and claimed.pk == other.pk
     contested.refresh_from_db()
@@ -140,7 +145,7 @@ def test_claim_that_loses_the_running_race_moves_on(user: Any, monkeypatch: Any)
 
 def test_renew_extends_lease_and_reports_cancel_flags(user: Any) -> None:
     run = pending_run(thread=make_thread(user=user), user=user)
-    queue.claim_next(worker_id="w1")
+    claim_next(worker_id="w1")
     Run.objects.filter(pk=run.pk).update(
         lease_expires_at=timezone.now() + timedelta(seconds=1), cancel_action="rollback"
     )
@@ -154,7 +159,7 @@ def test_renew_extends_lease_and_reports_cancel_flags(user: Any) -> None:
 
 def test_renew_leaves_out_runs_the_worker_no_longer_holds(user: Any) -> None:
     run = pending_run(thread=make_thread(user=user), user=user)
-    queue.claim_next(worker_id="w1")
+    claim_next(worker_id="w1")
 
     assert queue.renew_leases(worker_id="someone-else", run_ids=[run.pk]) == {}
 
@@ -163,7 +168,7 @@ def test_renew_leaves_out_runs_the_worker_no_longer_holds(user: Any) -> None:
 def test_reaper_ends_a_run_whose_lease_expired_and_frees_its_thread(user: Any) -> None:
     thread = make_thread(user=user)
     run = pending_run(thread=thread, user=user, resumable=True)
-    queue.claim_next(worker_id="dead-worker")
+    claim_next(worker_id="dead-worker")
     Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
     reaped = queue.reap_expired()
@@ -183,7 +188,7 @@ def test_reaper_ends_a_run_whose_lease_expired_and_frees_its_thread(user: Any) -
 @pytest.mark.usefixtures("fresh_channel_layer")
 def test_reaper_leaves_runs_with_a_live_lease_alone(user: Any) -> None:
     run = pending_run(thread=make_thread(user=user), user=user)
-    queue.claim_next(worker_id="w1")
+    claim_next(worker_id="w1")
 
     assert queue.reap_expired() == []
     run.refresh_from_db()
@@ -197,20 +202,20 @@ def test_reaped_thread_with_a_queued_run_stays_busy_and_the_queued_run_can_start
     thread = make_thread(user=user)
     run = pending_run(thread=thread, user=user)
     queued = pending_run(thread=thread, user=user)
-    queue.claim_next(worker_id="dead-worker")
+    claim_next(worker_id="dead-worker")
     Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
     queue.reap_expired()
 
     thread.refresh_from_db()
     assert thread.status == Thread.Status.BUSY
-    assert queue.claim_next(worker_id="w2").pk == queued.pk
+    assert claim_next(worker_id="w2").pk == queued.pk
 
 
 @override_settings(RUN_LEASE_SECONDS=0.01)
 def test_claimed_run_expires_once_its_lease_is_not_renewed(user: Any) -> None:
     run = pending_run(thread=make_thread(user=user), user=user)
-    queue.claim_next(worker_id="w1")
+    claim_next(worker_id="w1")
 
     assert list(queue.expired_runs(now=timezone.now() + timedelta(seconds=1))) == [run]
 
@@ -225,7 +230,7 @@ def claim_all_concurrently(workers: int, claims_each: int) -> list[Any]:
         try:
             claimed = []
             for _ in range(claims_each):
-                run = queue.claim_next(worker_id=f"w{index}")
+                run = claim_next(worker_id=f"w{index}")
                 if run is not None:
                     claimed.append(run.pk)
             return claimed
@@ -279,7 +284,7 @@ def test_claim_passes_over_a_run_locked_by_another_worker(user: Any) -> None:
     holder.start()
     try:
         assert holding.wait(10)
-        claimed = queue.claim_next(worker_id="w1")
+        claimed = claim_next(worker_id="w1")
     finally:
         release.set()
         holder.join()

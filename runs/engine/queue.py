@@ -124,12 +124,6 @@ def _start(candidates: list[Run], *, worker_id: str, now: datetime) -> list[Run]
     return candidates
 
 
-def claim_next(*, worker_id: str) -> Run | None:
-    """Claim the next runnable run for `worker_id`, if there is one."""
-    runs = claim_runs(worker_id=worker_id, limit=1).runs
-    return runs[0] if runs else None
-
-
 def renew_leases(*, worker_id: str, run_ids: list[UUID]) -> dict[UUID, str]:
     """Extend the leases of the worker's running runs; return their cancel flags.
 
