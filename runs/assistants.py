@@ -21,7 +21,7 @@ from rest_framework import serializers
 from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.pagination import pagination_headers
-from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
+from deerflow_site.api.serializers import JSONObjectField, RequestSerializer, validated
 from runs.engine import registry
 from runs.engine.serialization import to_jsonable
 
@@ -247,12 +247,6 @@ class SubgraphsQuerySerializer(RequestSerializer):
     recurse = serializers.BooleanField(required=False, default=False)
 
 
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 async def _graph(assistant_id: str) -> tuple[registry.GraphSpec, Any]:
     spec = registry.resolve_assistant(assistant_id)
     graph = await sync_to_async(registry.load_graph, thread_sensitive=False)(spec.graph_id)
@@ -265,7 +259,7 @@ async def _graph(assistant_id: str) -> tuple[registry.GraphSpec, Any]:
 @api_view()
 async def search(request: HttpRequest) -> HttpResponse:
     """Assistants matching the filters, a window of them, with X-Pagination-* headers."""
-    body = _valid(AssistantSearchSerializer, json_body(request))
+    body = validated(AssistantSearchSerializer, json_body(request))
     found = search_assistants(
         graph_id=body.get("graph_id"),
         name=body.get("name"),
@@ -286,7 +280,7 @@ async def search(request: HttpRequest) -> HttpResponse:
 @api_view()
 async def count(request: HttpRequest) -> HttpResponse:
     """How many assistants match the filters."""
-    body = _valid(AssistantCountSerializer, json_body(request))
+    body = validated(AssistantCountSerializer, json_body(request))
     found = search_assistants(
         graph_id=body.get("graph_id"), name=body.get("name"), metadata=body.get("metadata")
     )
@@ -302,7 +296,7 @@ async def detail(request: HttpRequest, assistant_id: str) -> HttpResponse:
 @api_view()
 async def drawing(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The assistant's graph as nodes and edges (`?xray=true|N` includes subgraphs)."""
-    query = _valid(GraphQuerySerializer, request.GET.dict())
+    query = validated(GraphQuerySerializer, request.GET.dict())
     _, graph = await _graph(assistant_id)
     return JsonResponse(graph_drawing(graph, xray=query["xray"]))
 
@@ -319,7 +313,7 @@ async def subgraphs(
     request: HttpRequest, assistant_id: str, namespace: str | None = None
 ) -> HttpResponse:
     """Schemas of the assistant's subgraphs (`?recurse=true` goes deeper)."""
-    query = _valid(SubgraphsQuerySerializer, request.GET.dict())
+    query = validated(SubgraphsQuerySerializer, request.GET.dict())
     spec, graph = await _graph(assistant_id)
     found = subgraph_schemas(spec.graph_id, graph, namespace=namespace, recurse=query["recurse"])
     return JsonResponse(found)
@@ -328,7 +322,7 @@ async def subgraphs(
 @api_view()
 async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The assistant's versions: there is one, the registered graph."""
-    body = _valid(VersionsSerializer, json_body(request))
+    body = validated(VersionsSerializer, json_body(request))
     assistant = assistant_payload(registry.resolve_assistant(assistant_id))
     version = {key: value for key, value in assistant.items() if key != "updated_at"}
     matches = all(version["metadata"].get(k) == v for k, v in (body.get("metadata") or {}).items())
@@ -339,7 +333,7 @@ async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
 @api_view()
 async def set_latest(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """Make a version the latest: only version 1 exists, and it already is."""
-    body = _valid(SetLatestSerializer, json_body(request))
+    body = validated(SetLatestSerializer, json_body(request))
     assistant = assistant_payload(registry.resolve_assistant(assistant_id))
     if body["version"] != assistant["version"]:
         raise Invalid({"version": [f"The assistant has only version {assistant['version']}."]})

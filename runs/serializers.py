@@ -392,10 +392,3 @@ def query_data(query: QueryDict) -> dict[str, Any]:
         values = query.getlist(key)
         data[key] = values if len(values) > 1 or key in ("select", "stream_mode") else values[0]
     return data
-
-
-def valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    """The validated data of `data` (a 422 naming the fields otherwise)."""
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)

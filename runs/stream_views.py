@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from deerflow_site.api.async_views import api_view, json_body
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from deerflow_site.api.serializers import validated
 from deerflow_site.dbthreads import db
 from runs import selectors, services
 from runs.engine import bus
@@ -28,7 +29,6 @@ from runs.serializers import (
     parse_stateless_run_create,
     parse_stream_modes,
     query_data,
-    valid,
 )
 from runs.sse import (
     Subscription,
@@ -163,7 +163,9 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
 async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET|POST /threads/{t}/runs/{r}/stream: join the run's events (`?action=` cancels)."""
     query = query_data(request.GET)
-    query = valid(JoinStreamQuerySerializer, {k: v for k, v in query.items() if k not in MODE_KEYS})
+    query = validated(
+        JoinStreamQuerySerializer, {k: v for k, v in query.items() if k not in MODE_KEYS}
+    )
     if query.get("action"):
         return await _cancel(request, thread_id, run_id, action=query["action"], wait=query["wait"])
     return await _join_stream(request, thread_id, run_id, query=query)
@@ -208,7 +210,7 @@ def _last_event_id(request: HttpRequest) -> int | None:
 @api_view(scope="runs:cancel", on_db_threads=True)
 async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""
-    query = valid(CancelQuerySerializer, query_data(request.GET))
+    query = validated(CancelQuerySerializer, query_data(request.GET))
     return await _cancel(request, thread_id, run_id, action=query["action"], wait=query["wait"])
 
 

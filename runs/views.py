@@ -15,6 +15,7 @@ from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import page, pagination_headers
 from deerflow_site.api.permissions import require_scope
+from deerflow_site.api.serializers import validated
 from runs import selectors, services
 from runs.models import Run
 from runs.serializers import (
@@ -27,7 +28,6 @@ from runs.serializers import (
     parse_stateless_run_create,
     query_data,
     run_json,
-    valid,
 )
 from runs.stream_views import run_headers
 
@@ -60,7 +60,7 @@ class ThreadRunsView(APIView):
     def get(self, request: Request, thread_id: str) -> Response:
         """List a thread's runs, newest first."""
         require_scope(request.user, "runs:read")
-        query = valid(RunListQuerySerializer, query_data(request.query_params))
+        query = validated(RunListQuerySerializer, query_data(request.query_params))
         runs = selectors.runs_of_thread(
             user=request.user, thread_id=thread_id, status=query.get("status")
         )
@@ -145,8 +145,8 @@ class BulkCancelView(APIView):
     def post(self, request: Request) -> Response:
         """Cancel the runs of a thread, or every run of the caller's with a status."""
         require_scope(request.user, "runs:cancel")
-        query = valid(CancelQuerySerializer, query_data(request.query_params))
-        body = valid(BulkCancelSerializer, request.data)
+        query = validated(CancelQuerySerializer, query_data(request.query_params))
+        body = validated(BulkCancelSerializer, request.data)
         services.cancel_runs(
             user=request.user,
             action=query["action"],

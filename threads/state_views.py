@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
-from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
+from deerflow_site.api.serializers import JSONObjectField, RequestSerializer, validated
 from threads import selectors, state
 from threads.models import Thread
 from threads.serializers import ThreadSerializer
@@ -96,12 +96,6 @@ class HistorySerializer(RequestSerializer):
         return value
 
 
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 def _query(request: HttpRequest, *, lists: tuple[str, ...] = ()) -> dict[str, Any]:
     """Query parameters as a dict; those in `lists` may repeat."""
     return {
@@ -118,7 +112,7 @@ async def _thread(request: HttpRequest, thread_id: str, *, action: str = "view")
 @api_view(scope="threads:read")
 async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's latest state (`?subgraphs=true` includes subgraph states)."""
-    query = _valid(StateQuerySerializer, _query(request, lists=("select",)))
+    query = validated(StateQuerySerializer, _query(request, lists=("select",)))
     thread = await _thread(request, thread_id)
     result = await state.get_thread_state(thread=thread, subgraphs=query["subgraphs"])
     return JsonResponse(state.select_state_fields(result, query.get("select")))
@@ -129,7 +123,7 @@ async def get_state_at_checkpoint(
     request: HttpRequest, thread_id: str, checkpoint_id: str
 ) -> HttpResponse:
     """The thread's state at one checkpoint; 404 if the thread has no such checkpoint."""
-    query = _valid(StateQuerySerializer, _query(request, lists=("select",)))
+    query = validated(StateQuerySerializer, _query(request, lists=("select",)))
     checkpoint_id = str(validate_uuid(checkpoint_id, field="checkpoint_id"))
     thread = await _thread(request, thread_id)
     result = await state.get_thread_state(
@@ -141,7 +135,7 @@ async def get_state_at_checkpoint(
 @api_view(scope="threads:read")
 async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's state at a `checkpoint` given in the body (what the SDK posts)."""
-    body = _valid(StateAtCheckpointSerializer, json_body(request))
+    body = validated(StateAtCheckpointSerializer, json_body(request))
     thread = await _thread(request, thread_id)
     result = await state.get_thread_state(
         thread=thread, checkpoint=body["checkpoint"], subgraphs=body["subgraphs"]
@@ -152,7 +146,7 @@ async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> Http
 @api_view(scope="threads:write")
 async def update_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     """Write values into the thread's state through its graph; returns {checkpoint}."""
-    body = _valid(StateUpdateSerializer, json_body(request))
+    body = validated(StateUpdateSerializer, json_body(request))
     thread = await _thread(request, thread_id, action="change")
     result = await state.update_thread_state(
         thread=thread,
@@ -166,7 +160,7 @@ async def update_state(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 
 async def _history(request: HttpRequest, thread_id: str, params: dict[str, Any]) -> HttpResponse:
-    body = _valid(HistorySerializer, params)
+    body = validated(HistorySerializer, params)
     thread = await _thread(request, thread_id)
     states = await state.get_thread_history(
         thread=thread,

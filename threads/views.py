@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import page, pagination_headers
 from deerflow_site.api.permissions import require_scope
+from deerflow_site.api.serializers import validated
 from threads import selectors, services
 from threads.models import Thread
 from threads.serializers import (
@@ -19,12 +20,6 @@ from threads.serializers import (
     ThreadSearchSerializer,
     ThreadSerializer,
 )
-
-
-def _valid(serializer_class: type, data: object) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def _matching_threads(request: Request, body: dict) -> QuerySet[Thread]:
@@ -47,7 +42,7 @@ class ThreadListView(APIView):
     def post(self, request: Request) -> Response:
         """Create a thread."""
         require_scope(request.user, "threads:write")
-        body = _valid(ThreadCreateSerializer, request.data)
+        body = validated(ThreadCreateSerializer, request.data)
         thread, _ = services.create_thread(
             user=request.user,
             thread_id=body.get("thread_id"),
@@ -67,7 +62,7 @@ class ThreadSearchView(APIView):
     def post(self, request: Request) -> Response:
         """Search the threads the caller may view."""
         require_scope(request.user, "threads:read")
-        body = _valid(ThreadSearchSerializer, request.data)
+        body = validated(ThreadSearchSerializer, request.data)
         threads = _matching_threads(request, body).order_by(
             *selectors.thread_order(sort_by=body["sort_by"], sort_order=body["sort_order"])
         )
@@ -86,7 +81,7 @@ class ThreadCountView(APIView):
     def post(self, request: Request) -> Response:
         """Count the threads the caller may view that match the filters."""
         require_scope(request.user, "threads:read")
-        body = _valid(ThreadCountSerializer, request.data)
+        body = validated(ThreadCountSerializer, request.data)
         return Response(_matching_threads(request, body).count())
 
 
@@ -107,7 +102,7 @@ class ThreadDetailView(APIView):
         """Merge metadata into a thread."""
         require_scope(request.user, "threads:write")
         thread_id = validate_thread_id(thread_id)
-        body = _valid(ThreadPatchSerializer, request.data)
+        body = validated(ThreadPatchSerializer, request.data)
         thread = selectors.get_thread(user=request.user, thread_id=thread_id, action="change")
         thread = services.update_thread(
             thread=thread, metadata=body.get("metadata"), ttl_minutes=body.get("ttl")

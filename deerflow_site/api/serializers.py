@@ -44,6 +44,13 @@ class RequestSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    """The validated data of `data` (a 422 naming the fields otherwise)."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
 class JSONObjectField(serializers.JSONField):
     """A JSON object (dict)."""
 
