@@ -1,6 +1,7 @@
 """Reads of threads, filtered by what the caller may see."""
 
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -77,28 +78,32 @@ PERMISSION_SQL = """SELECT p.id FROM {permissions} p JOIN {content_types} c
 def _thread_with_rights(
     user: Any, thread_id: str, action: str, for_update: bool
 ) -> tuple[str, list[Any]]:
-    tables = {
-        "by_user": ThreadUserObjectPermission._meta.db_table,
-        "by_group": ThreadGroupObjectPermission._meta.db_table,
-        "memberships": get_user_model().groups.through._meta.db_table,
-        "permission": PERMISSION_SQL.format(
-            permissions=Permission._meta.db_table, content_types=ContentType._meta.db_table
-        ),
-    }
-    holds = HOLDS_SQL.format(**tables)
     lock = ""
     if for_update and connection.features.has_select_for_update:
         lock = "FOR UPDATE OF t" if connection.features.has_select_for_update_of else "FOR UPDATE"
-    sql = THREAD_WITH_RIGHTS_SQL.format(
-        may_view=holds,
-        may_act=holds if action != "view" else "0",
-        threads=Thread._meta.db_table,
-        lock=lock,
-    )
     params: list[Any] = [user.pk, "view_thread", user.pk, "view_thread"]
     if action != "view":
         params += [user.pk, f"{action}_thread", user.pk, f"{action}_thread"]
-    return sql, [*params, thread_id]
+    return _thread_with_rights_sql(checks_action=action != "view", lock=lock), [*params, thread_id]
+
+
+@cache
+def _thread_with_rights_sql(*, checks_action: bool, lock: str) -> str:
+    """The statement's text, made once per shape (the table names never change)."""
+    holds = HOLDS_SQL.format(
+        by_user=ThreadUserObjectPermission._meta.db_table,
+        by_group=ThreadGroupObjectPermission._meta.db_table,
+        memberships=get_user_model().groups.through._meta.db_table,
+        permission=PERMISSION_SQL.format(
+            permissions=Permission._meta.db_table, content_types=ContentType._meta.db_table
+        ),
+    )
+    return THREAD_WITH_RIGHTS_SQL.format(
+        may_view=holds,
+        may_act=holds if checks_action else "0",
+        threads=Thread._meta.db_table,
+        lock=lock,
+    )
 
 
 def search_threads(
