@@ -49,10 +49,10 @@ _started_at = datetime.datetime.now(datetime.UTC)
 
 
 def _source_file(spec: registry.GraphSpec) -> Path | None:
-    location = spec.source.rpartition(":")[0]
-    if location.endswith(".py") or "/" in location:
-        return Path(location) if spec.base_dir is None else spec.base_dir / location
-    found = importlib.util.find_spec(location)
+    path = registry.graph_file(spec.source, spec.base_dir)
+    if path is not None:
+        return path
+    found = importlib.util.find_spec(spec.source.rpartition(":")[0])
     return Path(found.origin) if found is not None and found.origin else None
 
 

@@ -121,10 +121,19 @@ def _load(source: str, base_dir: Path | None) -> Pregel:
         return _load_cached(source, base_dir)
 
 
+def graph_file(source: str, base_dir: Path | None) -> Path | None:
+    """The file a graph source names (`path/to/file.py:attr`); None for a module path."""
+    location = source.rpartition(":")[0]
+    if not (location.endswith(".py") or "/" in location):
+        return None
+    return Path(location) if base_dir is None else base_dir / location
+
+
 def _import_target(source: str, base_dir: Path | None) -> Any:
     location, _, attr = source.rpartition(":")
-    if location.endswith(".py") or "/" in location:
-        module = _import_file(Path(location) if base_dir is None else base_dir / location)
+    path = graph_file(source, base_dir)
+    if path is not None:
+        module = _import_file(path)
     else:
         try:
             module = importlib.import_module(location)
