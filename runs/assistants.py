@@ -198,10 +198,13 @@ def subgraph_schemas(
 # --- Requests -------------------------------------------------------------------------------
 
 
-class AssistantSearchSerializer(RequestSerializer):
+class AssistantCountSerializer(RequestSerializer):
     graph_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     name = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     metadata = JSONObjectField(required=False, allow_null=True)
+
+
+class AssistantSearchSerializer(AssistantCountSerializer):
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
     offset = serializers.IntegerField(min_value=0, default=0)
     sort_by = serializers.ChoiceField(choices=SORT_FIELDS, required=False, allow_null=True)
@@ -209,12 +212,6 @@ class AssistantSearchSerializer(RequestSerializer):
     select = serializers.ListField(
         child=serializers.ChoiceField(choices=ASSISTANT_FIELDS), required=False, allow_null=True
     )
-
-
-class AssistantCountSerializer(RequestSerializer):
-    graph_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    name = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    metadata = JSONObjectField(required=False, allow_null=True)
 
 
 class VersionsSerializer(RequestSerializer):
