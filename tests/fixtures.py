@@ -87,13 +87,15 @@ async def new_thread(sdk: Any) -> str:
     return (await sdk.threads.create())["thread_id"]
 
 
-async def streamed_resumable_run(sdk: Any, thread_id: str, *, steps: int) -> list[Any]:
+async def streamed_resumable_run(
+    sdk: Any, thread_id: str, *, steps: int, stream_mode: str | list[str] = "custom"
+) -> list[Any]:
     """The parts of a resumable `slow` run of `steps` ticks (custom events), streamed to its end."""
     stream = sdk.runs.stream(
         thread_id,
         "slow",
         input={"steps": steps, "delay": 0},
-        stream_mode="custom",
+        stream_mode=stream_mode,
         stream_resumable=True,
     )
     return [part async for part in stream]

@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.fixtures import new_thread
+from tests.fixtures import new_thread, streamed_resumable_run
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -205,15 +205,7 @@ async def test_join_stream_of_a_finished_run_ends_at_once(sdk):
 
 async def test_resumable_run_replays_everything_from_last_event_id_minus_one(sdk):
     thread_id = await new_thread(sdk)
-    live = await collect(
-        sdk.runs.stream(
-            thread_id,
-            "slow",
-            input={"steps": 3, "delay": 0},
-            stream_mode=["custom", "values"],
-            stream_resumable=True,
-        )
-    )
+    live = await streamed_resumable_run(sdk, thread_id, steps=3, stream_mode=["custom", "values"])
     run_id = live[0].data["run_id"]
     replayed = await collect(sdk.runs.join_stream(thread_id, run_id, last_event_id="-1"))
     assert [(p.event, p.data, p.id) for p in replayed] == [(p.event, p.data, p.id) for p in live]
@@ -221,15 +213,7 @@ async def test_resumable_run_replays_everything_from_last_event_id_minus_one(sdk
 
 async def test_resumable_run_resumes_exactly_after_last_event_id(sdk):
     thread_id = await new_thread(sdk)
-    live = await collect(
-        sdk.runs.stream(
-            thread_id,
-            "slow",
-            input={"steps": 3, "delay": 0},
-            stream_mode="custom",
-            stream_resumable=True,
-        )
-    )
+    live = await streamed_resumable_run(sdk, thread_id, steps=3)
     run_id = live[0].data["run_id"]
     cut = live[2]
     resumed = await collect(sdk.runs.join_stream(thread_id, run_id, last_event_id=cut.id))
