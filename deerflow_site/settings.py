@@ -237,7 +237,6 @@ RUN_POLL_SECONDS = env_float("DEERFLOW_RUN_POLL_SECONDS", 1.0)
 SSE_HEARTBEAT_SECONDS = env_float("DEERFLOW_SSE_HEARTBEAT_SECONDS", 5.0)
 STREAM_RETENTION_SECONDS = env_float("DEERFLOW_STREAM_RETENTION_SECONDS", 3600.0)
 LANGGRAPH_CONFIG = os.environ.get("DEERFLOW_LANGGRAPH_CONFIG", "")
-WEBHOOK_ALLOW_PRIVATE = env_bool("DEERFLOW_WEBHOOK_ALLOW_PRIVATE", False)
 # The built-in `agent` graph's chat model: any OpenAI-compatible endpoint. Unset: a deterministic
 # scripted model that works offline.
 AGENT_MODEL = os.environ.get("DEERFLOW_AGENT_MODEL", "")
