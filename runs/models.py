@@ -117,6 +117,7 @@ class RunStreamEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "seq"], name="runs_stream_event_seq_unique")
         ]
+        indexes = [models.Index(fields=["created_at"], name="runs_stream_event_created_idx")]
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.event}"

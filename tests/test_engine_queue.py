@@ -290,3 +290,29 @@ def test_claim_passes_over_a_run_locked_by_another_worker(user: Any) -> None:
         holder.join()
 
     assert claimed is not None and claimed.pk == free.pk
+
+
+@override_settings(STREAM_RETENTION_SECONDS=3600)
+def test_stored_events_go_once_their_run_ended_longer_ago_than_the_retention(user: Any) -> None:
+    from runs.engine.streaming import purge_stream_events
+
+    now = timezone.now()
+    hours_ago = now - timedelta(hours=2)
+
+    def run_with_events(*, status: str, ended_at: Any) -> Run:
+        run = pending_run(thread=make_thread(user=user), user=user, resumable=True)
+        Run.objects.filter(pk=run.pk).update(status=status, ended_at=ended_at)
+        for seq in (1, 2):
+            RunStreamEvent.objects.create(run=run, seq=seq, event="values", data="{}")
+        RunStreamEvent.objects.filter(run=run).update(created_at=hours_ago)
+        return run
+
+    expired = run_with_events(status=Run.Status.SUCCESS, ended_at=hours_ago)
+    recent = run_with_events(status=Run.Status.SUCCESS, ended_at=now - timedelta(minutes=5))
+    long_running = run_with_events(status=Run.Status.RUNNING, ended_at=None)
+
+    assert purge_stream_events(now=now) == 2
+
+    left = set(RunStreamEvent.objects.values_list("run_id", flat=True))
+    assert left == {recent.pk, long_running.pk}
+    assert Run.objects.filter(pk=expired.pk).exists()  # the run itself is kept

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from runs.engine import bus
 from runs.engine.worker import RunWorker
-from runs.models import Run
+from runs.models import Run, RunStreamEvent
 from tests.engine_support import (  # noqa: F401
     closing_checkpointer,
     fetch_run,
@@ -296,3 +296,18 @@ async def test_finished_run_posts_its_webhook(
     assert payload["values"]["messages"][-1]["content"] == "echo: hi"
     assert payload["error"] is None
     assert payload["run_started_at"] and payload["run_ended_at"]
+
+
+@override_settings(STREAM_RETENTION_SECONDS=1.0)
+async def test_workers_delete_stored_events_once_their_retention_has_passed(
+    user: Any, start_worker: Any
+) -> None:
+    run = await queue_run(user, input={}, resumable=True)
+    await start_worker()
+    await wait_for_status(run.pk, Run.Status.SUCCESS)
+    stored = RunStreamEvent.objects.filter(run_id=run.pk)
+    assert await stored.aexists()  # kept while the retention runs
+    deadline = time.monotonic() + 5.0
+    while await stored.aexists():
+        assert time.monotonic() < deadline, "the run's stored events were never deleted"
+        await asyncio.sleep(0.05)

@@ -9,9 +9,12 @@ the bus by a task of their own, so that a slow bus never stalls the graph.
 import asyncio
 import contextlib
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
+from django.utils import timezone
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 
 from runs.engine import bus
@@ -158,6 +161,16 @@ def store_stream_events(run_id: UUID, events: list[bus.StreamEvent]) -> None:
         [RunStreamEvent(run_id=run_id, seq=e.id, event=e.event, data=e.data) for e in events],
         ignore_conflicts=True,
     )
+
+
+def purge_stream_events(*, now: datetime | None = None) -> int:
+    """Delete the stored events of runs that ended more than STREAM_RETENTION_SECONDS ago;
+    returns how many went. (An event is never younger than its run's end, so its own indexed
+    `created_at` narrows the search to what is old enough.)"""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.STREAM_RETENTION_SECONDS)
+    expired = RunStreamEvent.objects.filter(created_at__lt=cutoff, run__ended_at__lt=cutoff)
+    deleted, _ = expired.delete()
+    return deleted
 
 
 def out_of_band_events(events: list[tuple[str, Any]]) -> list[bus.StreamEvent]:

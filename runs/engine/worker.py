@@ -31,12 +31,15 @@ from runs.engine.executor import CancelSignal, execute_run
 from runs.engine.graphs.agent import describe_agent_model
 from runs.engine.registry import graph_specs, load_graph
 from runs.engine.run_completion import after_run
+from runs.engine.streaming import purge_stream_events
 from runs.models import Run
 
 logger = logging.getLogger(__name__)
 
 #: How often a worker re-joins the wake-up group (Redis forgets memberships after a day).
 GROUP_REFRESH_SECONDS = 600.0
+#: How often a worker deletes stored stream events whose retention has passed (at most).
+PURGE_EVERY_SECONDS = 60.0
 
 
 def default_worker_id() -> str:
@@ -218,12 +221,14 @@ class RunWorker:
             execution.cancel.set(action)
 
     async def _maintain(self) -> None:
-        """Cancel flags every poll; lease renewals every third of a lease; reaping; groups."""
+        """Cancel flags every poll; lease renewals every third of a lease; reaping; groups;
+        stored stream events past their retention."""
         lease = settings.RUN_LEASE_SECONDS
         renew_every = max(lease / 3.0, 0.05)
         reap_every = max(lease / 2.0, 0.05)
-        tick = min(settings.RUN_POLL_SECONDS, renew_every)
-        last_renew = last_reap = last_group = time.monotonic()
+        purge_every = max(min(PURGE_EVERY_SECONDS, settings.STREAM_RETENTION_SECONDS / 2), 0.05)
+        tick = min(settings.RUN_POLL_SECONDS, renew_every, purge_every)
+        last_renew = last_reap = last_group = last_purge = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -239,6 +244,9 @@ class RunWorker:
                 if now - last_reap >= reap_every:
                     last_reap = now
                     await in_database(queue.reap_expired)()
+                if now - last_purge >= purge_every:
+                    last_purge = now
+                    await in_database(purge_stream_events)()
                 if now - last_group >= GROUP_REFRESH_SECONDS:
                     last_group = now
                     await self._join_groups()
