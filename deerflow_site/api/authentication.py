@@ -77,12 +77,3 @@ def _forget_local_user(**_: Any) -> None:
 
 post_save.connect(_forget_local_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="local-user")
 post_delete.connect(_forget_local_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="local-user")
-
-
-def authenticate_request(request: Request) -> Any | None:
-    """The user behind a request by the configured authenticators, for views outside DRF."""
-    for authenticator in request.authenticators:
-        result = authenticator.authenticate(request)
-        if result is not None:
-            return result[0]
-    return None
