@@ -32,7 +32,6 @@ UNSUPPORTED_STREAM_MODES = ("lifecycle",)
 #: `GET /threads/{id}/stream` modes: every run mode, or only the runs' start and end.
 THREAD_STREAM_MODES = ("run_modes", "lifecycle")
 COMMAND_KEYS = ("resume", "goto", "update")
-CHECKPOINT_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map")
 SECRET_KEY_PARTS = ("api_key", "token", "secret", "password", "authorization")
 RUN_FIELDS = (
     "run_id",

@@ -25,8 +25,6 @@ logger = logging.getLogger(__name__)
 
 #: Modes LangGraph streams under the same name as the client's.
 NATIVE_MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints", "tools"})
-#: Every mode a client may ask for.
-CLIENT_MODES = NATIVE_MODES | {"messages", "messages-tuple", "events"}
 
 
 def langgraph_modes(client_modes: list[str]) -> list[str]:
