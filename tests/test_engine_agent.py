@@ -31,6 +31,24 @@ def test_calculator_refuses_anything_but_bounded_arithmetic(expression: str) -> 
     assert calculator.invoke({"expression": expression}).startswith("error:")
 
 
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "(((9**100)**100)**100)**10",
+        "((((9**100)**100)**100)**100)**10",
+        "9**99 * 9**99 * 9**99 * 9**99 * 9**99",
+        "(2**99)**99",
+        "(-8) ** 0.5",
+        "1e308 * 10",
+    ],
+)
+def test_calculator_refuses_results_too_large_before_computing_them(expression: str) -> None:
+    assert calculator.invoke({"expression": expression}) in (
+        "error: result too large",
+        "error: result is not a real number",
+    )
+
+
 def test_word_count_counts_words() -> None:
     assert word_count.invoke({"text": "one two  three"}) == 3
 
