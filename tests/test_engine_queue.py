@@ -88,6 +88,28 @@ def test_a_full_batch_claim_does_not_look_for_due_times(user: Any) -> None:
     assert claim.next_due is None
 
 
+def test_claim_takes_the_run_of_the_user_with_fewest_running_runs_first(
+    user: Any, other_user: Any
+) -> None:
+    for _ in range(2):
+        started = pending_run(thread=make_thread(user=user), user=user)
+        Run.objects.filter(pk=started.pk).update(status=Run.Status.RUNNING)
+    older = pending_run(thread=make_thread(user=user), user=user)
+    newer = pending_run(thread=make_thread(user=other_user), user=other_user)
+
+    assert claim_next(worker_id="w1").pk == newer.pk
+    assert claim_next(worker_id="w1").pk == older.pk
+
+
+def test_a_batch_claim_takes_turns_between_users(user: Any, other_user: Any) -> None:
+    backlog = [pending_run(thread=make_thread(user=user), user=user) for _ in range(3)]
+    late = pending_run(thread=make_thread(user=other_user), user=other_user)
+
+    claim = queue.claim_runs(worker_id="w1", limit=2)
+
+    assert [run.pk for run in claim.runs] == [backlog[0].pk, late.pk]
+
+
 def test_claim_skips_runs_not_yet_due(user: Any) -> None:
     later = pending_run(
         thread=make_thread(user=user), user=user, run_at=timezone.now() + timedelta(hours=1)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from runs.engine import bus
 from runs.engine.worker import RunWorker
 from runs.models import Run, RunStreamEvent
+from runs.services import cancel_run
 from tests.engine_support import (  # noqa: F401
     closing_checkpointer,
     fetch_run,
@@ -123,6 +124,25 @@ async def test_cancel_flag_in_the_database_stops_a_run_without_a_message(
 
     stopped = await wait_for_status(run.pk, Run.Status.INTERRUPTED, within=5.0)
     assert stopped.rolled_back
+
+
+async def test_a_freed_slot_goes_to_the_user_with_fewer_running_runs(
+    user: Any, other_user: Any, start_worker: Any
+) -> None:
+    long_run = {**SLOW, "input": {"steps": 1000, "delay": 0.1}}
+    backlog = [await queue_run(user, **long_run) for _ in range(3)]
+    await start_worker(concurrency=2)
+    for run in backlog[:2]:
+        await wait_for_status(run.pk, Run.Status.RUNNING)
+    late = await queue_run(other_user, **long_run)
+
+    await sync_to_async(cancel_run)(run=backlog[0], action="interrupt")
+
+    await wait_for_status(late.pk, Run.Status.RUNNING)
+    assert (await fetch_run(backlog[2].pk)).status == Run.Status.PENDING
+    for run in (backlog[2], backlog[1], late):
+        await sync_to_async(cancel_run)(run=run, action="interrupt")
+        await wait_for_status(run.pk, Run.Status.INTERRUPTED)
 
 
 async def test_enqueued_runs_of_a_thread_run_one_at_a_time_in_order(

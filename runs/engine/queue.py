@@ -1,8 +1,11 @@
 """The run queue: pending rows of the runs table, claimed under a lease.
 
-A worker claims the oldest eligible pending run: due (`run_at` passed), the oldest pending run
-of its thread (FIFO per thread) and on a thread with no running run. PostgreSQL takes the row
-with `FOR UPDATE SKIP LOCKED` so that concurrent workers pass over each other's candidates;
+A pending run is eligible when it is due (`run_at` passed), the oldest pending run of its thread
+(FIFO per thread) and on a thread with no running run. Workers claim eligible runs fairly across
+users: the oldest eligible run of the user with the fewest running runs goes first, so that one
+user's backlog never holds back the next user's run (within a batch, a user's second run counts
+the first as running). PostgreSQL locks the rows with `FOR UPDATE SKIP LOCKED` so that
+concurrent workers pass over each other's candidates;
 SQLite's IMMEDIATE transactions serialise writers, where SKIP LOCKED is moot. The partial unique
 index "one running run per thread" is the last word: losing that race is an IntegrityError, and
 the claim moves on to the next candidate.
@@ -39,21 +42,37 @@ WORKER_LOST = {
 }
 
 
-# Kept as SQL: the ORM takes longer to compile this query than the database to run it, and
-# every claim and idle poll runs it. The same text serves SQLite and PostgreSQL. Each row it
-# returns is the oldest pending run of its thread, so a batch never holds two of one thread.
-ELIGIBLE_SQL = """
-    SELECT {columns} FROM {runs} r
-    WHERE r.status = %s AND r.run_at <= %s
+# Kept as SQL: the ORM takes longer to compile these queries than the database to run them, and
+# every claim and idle poll runs them. The same text serves SQLite and PostgreSQL. Each eligible
+# row is the oldest pending run of its thread, so a batch never holds two of one thread.
+ELIGIBLE_WHERE = """
+    r.status = %(pending)s AND r.run_at <= %(now)s
       AND NOT EXISTS (
-        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = %s)
+        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = %(running)s)
       AND NOT EXISTS (
-        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = %s
+        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = %(pending)s
           AND (o.created_at < r.created_at
                OR (o.created_at = r.created_at AND o.run_id < r.run_id)))
-    ORDER BY r.created_at, r.run_id
-    LIMIT %s
 """
+ANY_ELIGIBLE_SQL = "SELECT 1 FROM {runs} r WHERE " + ELIGIBLE_WHERE + " LIMIT 1"
+# A user's turn: their running runs plus the rank of this run among their eligible ones. The
+# window function stays in a subquery, as PostgreSQL refuses FOR UPDATE beside one.
+FAIR_CANDIDATES_SQL = (
+    """
+    SELECT r.* FROM {runs} r JOIN (
+      SELECT r.run_id AS run_id,
+             ROW_NUMBER() OVER (PARTITION BY r.user_id ORDER BY r.created_at, r.run_id)
+             + (SELECT COUNT(*) FROM {runs} u
+                WHERE u.user_id = r.user_id AND u.status = %(running)s) AS turn
+      FROM {runs} r WHERE """
+    + ELIGIBLE_WHERE
+    + """
+    ) fair ON fair.run_id = r.run_id
+    WHERE r.status = %(pending)s
+    ORDER BY fair.turn, r.created_at, r.run_id
+    LIMIT %(limit)s
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -64,22 +83,27 @@ class Claim:
     next_due: datetime | None = None
 
 
-def _eligible_sql(now: datetime, *, columns: str, limit: int) -> tuple[str, list[object]]:
-    sql = ELIGIBLE_SQL.format(columns=columns, runs=Run._meta.db_table)
-    pending, running = Run.Status.PENDING.value, Run.Status.RUNNING.value
-    return sql, [pending, connection.ops.adapt_datetimefield_value(now), running, pending, limit]
+def _queue_sql(template: str, now: datetime, limit: int) -> tuple[str, dict[str, object]]:
+    params: dict[str, object] = {
+        "pending": Run.Status.PENDING.value,
+        "running": Run.Status.RUNNING.value,
+        "now": connection.ops.adapt_datetimefield_value(now),
+        "limit": limit,
+    }
+    return template.format(runs=Run._meta.db_table), params
 
 
 def _any_eligible(now: datetime) -> bool:
-    sql, params = _eligible_sql(now, columns="1", limit=1)
+    sql, params = _queue_sql(ANY_ELIGIBLE_SQL, now, 1)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
 
 
 def _lock_candidates(now: datetime, limit: int) -> list[Run]:
-    """Up to `limit` eligible runs, row-locked where the database can (inside a transaction)."""
-    sql, params = _eligible_sql(now, columns="r.*", limit=limit)
+    """Up to `limit` eligible runs in fair order, row-locked where the database can (inside a
+    transaction)."""
+    sql, params = _queue_sql(FAIR_CANDIDATES_SQL, now, limit)
     if connection.features.has_select_for_update_skip_locked:
         sql += " FOR UPDATE OF r SKIP LOCKED"
     return list(Run.objects.raw(sql, params))
