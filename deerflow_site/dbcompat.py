@@ -35,3 +35,11 @@ def _key_by_key(field: str, path: list[str], value: dict[str, Any]) -> Q:
         expected_json = Value(expected, output_field=JSONField())
         condition &= Q(transform.get_lookup("exact")(transform, expected_json))
     return condition
+
+
+def advisory_xact_lock(key: int) -> None:
+    """Hold PostgreSQL's advisory lock `key` until the current transaction ends (waiting for it);
+    nothing on SQLite, whose writers are serialised anyway."""
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])

@@ -236,6 +236,9 @@ RUN_LEASE_SECONDS = env_float("DEERFLOW_RUN_LEASE_SECONDS", 30.0)
 RUN_POLL_SECONDS = env_float("DEERFLOW_RUN_POLL_SECONDS", 1.0)
 SSE_HEARTBEAT_SECONDS = env_float("DEERFLOW_SSE_HEARTBEAT_SECONDS", 5.0)
 STREAM_RETENTION_SECONDS = env_float("DEERFLOW_STREAM_RETENTION_SECONDS", 3600.0)
+# `manage.py cleanup`: finished runs older than this go (0: kept forever); rows per transaction.
+RUN_RETENTION_DAYS = env_float("DEERFLOW_RUN_RETENTION_DAYS", 30.0)
+CLEANUP_BATCH_SIZE = env_int("DEERFLOW_CLEANUP_BATCH_SIZE", 500)
 LANGGRAPH_CONFIG = os.environ.get("DEERFLOW_LANGGRAPH_CONFIG", "")
 # The built-in `agent` graph's chat model: any OpenAI-compatible endpoint. Unset: a deterministic
 # scripted model that works offline.

@@ -88,6 +88,8 @@ class Run(models.Model):
             models.Index(fields=["status", "run_at"], name="runs_queue_idx"),
             models.Index(fields=["thread", "-created_at"], name="runs_thread_created_idx"),
             models.Index(fields=["status", "lease_expires_at"], name="runs_lease_idx"),
+            # cleanup: finished runs past their retention
+            models.Index(fields=["ended_at"], name="runs_ended_idx"),
         ]
         permissions = [
             ("api_create_runs", "API scope runs:create"),

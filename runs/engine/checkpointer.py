@@ -219,18 +219,55 @@ async def adelete_thread_checkpoints(thread_id: str) -> None:
     await saver.adelete_thread(thread_id)
 
 
+def _saver_tables() -> list[str]:
+    """The saver's tables that exist on Django's connection (none before any graph ran);
+    `checkpoints` first."""
+    tables = POSTGRES_TABLES if connection.vendor == "postgresql" else SQLITE_TABLES
+    existing = set(connection.introspection.table_names())
+    return [table for table in tables if table in existing]
+
+
 def delete_thread_checkpoints(thread_id: str) -> None:
     """Remove every checkpoint and write of a thread, from sync code (views, services, tests).
 
     Uses Django's connection to the same database, so it works in any thread without an event
-    loop of its own; the tables may not exist yet when no graph has ever run.
+    loop of its own, and inside the caller's transaction.
     """
-    tables = POSTGRES_TABLES if connection.vendor == "postgresql" else SQLITE_TABLES
-    existing = set(connection.introspection.table_names())
+    delete_checkpoints_of_threads([str(thread_id)])
+
+
+def delete_checkpoints_of_threads(thread_ids: list[str]) -> int:
+    """Remove every checkpoint, blob and write of these threads, in the caller's transaction;
+    returns how many checkpoints (rows of `checkpoints`, all namespaces) went."""
+    if not thread_ids:
+        return 0
+    deleted = 0
+    placeholders = ", ".join(["%s"] * len(thread_ids))
     with connection.cursor() as cursor:
-        for table in tables:
-            if table in existing:
-                cursor.execute(f"DELETE FROM {table} WHERE thread_id = %s", [str(thread_id)])
+        for table in _saver_tables():
+            cursor.execute(
+                f"DELETE FROM {table} WHERE thread_id IN ({placeholders})",
+                [str(thread_id) for thread_id in thread_ids],
+            )
+            if table == "checkpoints":
+                deleted = cursor.rowcount
+    return deleted
+
+
+def orphan_checkpoint_thread_ids(*, thread_table: str, after: str, limit: int) -> list[str]:
+    """Up to `limit` thread ids, in order past `after`, that have checkpoints, blobs or writes
+    but no row in `thread_table` (the threads' table): what a failed copy or delete left."""
+    ids: set[str] = set()
+    with connection.cursor() as cursor:
+        for table in _saver_tables():
+            cursor.execute(
+                f"SELECT DISTINCT c.thread_id FROM {table} c WHERE c.thread_id > %s "
+                f"AND NOT EXISTS (SELECT 1 FROM {thread_table} t WHERE t.thread_id = c.thread_id) "
+                "ORDER BY c.thread_id LIMIT %s",
+                [after, limit],
+            )
+            ids.update(row[0] for row in cursor.fetchall())
+    return sorted(ids)[:limit]
 
 
 async def adelete_run_checkpoints(thread_id: str, run_id: str) -> None:

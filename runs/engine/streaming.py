@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 
@@ -161,13 +162,21 @@ def store_stream_events(run_id: UUID, events: list[bus.StreamEvent]) -> None:
     )
 
 
+def expired_stream_events(
+    *, now: datetime | None = None, retention_seconds: float | None = None
+) -> QuerySet[RunStreamEvent]:
+    """Stored events of runs that ended more than `retention_seconds` (default
+    STREAM_RETENTION_SECONDS) ago. (An event is never younger than its run's end, so its own
+    indexed `created_at` narrows the search to what is old enough.)"""
+    if retention_seconds is None:
+        retention_seconds = settings.STREAM_RETENTION_SECONDS
+    cutoff = (now or timezone.now()) - timedelta(seconds=retention_seconds)
+    return RunStreamEvent.objects.filter(created_at__lt=cutoff, run__ended_at__lt=cutoff)
+
+
 def purge_stream_events(*, now: datetime | None = None) -> int:
-    """Delete the stored events of runs that ended more than STREAM_RETENTION_SECONDS ago;
-    returns how many went. (An event is never younger than its run's end, so its own indexed
-    `created_at` narrows the search to what is old enough.)"""
-    cutoff = (now or timezone.now()) - timedelta(seconds=settings.STREAM_RETENTION_SECONDS)
-    expired = RunStreamEvent.objects.filter(created_at__lt=cutoff, run__ended_at__lt=cutoff)
-    deleted, _ = expired.delete()
+    """Delete the stored events past their retention; returns how many went."""
+    deleted, _ = expired_stream_events(now=now).delete()
     return deleted
 
 
