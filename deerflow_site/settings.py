@@ -240,6 +240,8 @@ STREAM_RETENTION_SECONDS = env_float("DEERFLOW_STREAM_RETENTION_SECONDS", 3600.0
 RUN_RETENTION_DAYS = env_float("DEERFLOW_RUN_RETENTION_DAYS", 30.0)
 CLEANUP_BATCH_SIZE = env_int("DEERFLOW_CLEANUP_BATCH_SIZE", 500)
 LANGGRAPH_CONFIG = os.environ.get("DEERFLOW_LANGGRAPH_CONFIG", "")
+# The small graphs the test suite runs (`echo`, `slow`, `failing`, ...): off in production.
+SAMPLE_GRAPHS = env_bool("DEERFLOW_SAMPLE_GRAPHS", False)
 # The built-in `agent` graph's chat model: any OpenAI-compatible endpoint. Unset: a deterministic
 # scripted model that works offline.
 AGENT_MODEL = os.environ.get("DEERFLOW_AGENT_MODEL", "")

@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-suite-secret-key")
 os.environ.setdefault("DEERFLOW_AUTH_MODE", "token")
 os.environ.setdefault("CORS_ALLOWED_ORIGINS", "http://localhost:3000")
+os.environ.setdefault("DEERFLOW_SAMPLE_GRAPHS", "true")
 
 from deerflow_site.settings import *  # noqa: F403
 

@@ -3,11 +3,16 @@
 import uuid
 
 import pytest
+from django.test import override_settings
 
-from runs.engine.graphs import BUILTIN_GRAPHS
+from runs.engine.graphs import BUILTIN_GRAPHS, SAMPLE_GRAPHS
 from runs.engine.registry import assistant_id_for
+from threads.models import Thread
 
 pytestmark = pytest.mark.django_db
+
+#: What the suite registers: the built-ins and the sample graphs (tests/settings.py).
+REGISTERED_GRAPHS = {**BUILTIN_GRAPHS, **SAMPLE_GRAPHS}
 
 NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 
@@ -27,8 +32,8 @@ def response_total(response):
 
 def test_search_lists_one_assistant_per_registered_graph(api):
     found = search(api, limit=100).json()
-    assert sorted(a["graph_id"] for a in found) == sorted(BUILTIN_GRAPHS)
-    assert response_total(search(api, limit=1)) == len(BUILTIN_GRAPHS)
+    assert sorted(a["graph_id"] for a in found) == sorted(REGISTERED_GRAPHS)
+    assert response_total(search(api, limit=1)) == len(REGISTERED_GRAPHS)
 
 
 def test_an_assistant_has_the_sdk_shape(api):
@@ -55,7 +60,7 @@ def test_search_filters_by_name_substring_case_insensitively(api):
 
 def test_search_filters_by_metadata(api):
     assert len(search(api, metadata={"created_by": "system"}, limit=100).json()) == len(
-        BUILTIN_GRAPHS
+        REGISTERED_GRAPHS
     )
     assert search(api, metadata={"created_by": "someone"}).json() == []
 
@@ -65,15 +70,15 @@ def test_search_pages_with_pagination_headers(api):
     assert first["X-Pagination-Next"] == "2"
     second = search(api, limit=2, offset=2, sort_by="graph_id", sort_order="asc")
     names = [a["graph_id"] for a in first.json() + second.json()]
-    assert names == sorted(BUILTIN_GRAPHS)[:4]
-    last = search(api, limit=100, offset=len(BUILTIN_GRAPHS) - 1)
+    assert names == sorted(REGISTERED_GRAPHS)[:4]
+    last = search(api, limit=100, offset=len(REGISTERED_GRAPHS) - 1)
     assert "X-Pagination-Next" not in last
     assert len(last.json()) == 1
 
 
 def test_search_sorts_descending(api):
     found = search(api, limit=100, sort_by="name", sort_order="desc").json()
-    assert [a["name"] for a in found] == sorted(BUILTIN_GRAPHS, reverse=True)
+    assert [a["name"] for a in found] == sorted(REGISTERED_GRAPHS, reverse=True)
 
 
 def test_search_select_returns_only_the_chosen_fields(api):
@@ -106,7 +111,7 @@ def test_search_with_malformed_json_is_422(api):
 def test_count_counts_matching_assistants(api):
     response = api.post("/api/assistants/count", {"name": "a"}, format="json")
     assert response.status_code == 200
-    assert response.json() == sum("a" in graph_id for graph_id in BUILTIN_GRAPHS)
+    assert response.json() == sum("a" in graph_id for graph_id in REGISTERED_GRAPHS)
 
 
 # --- one assistant ------------------------------------------------------------------------------
@@ -224,3 +229,14 @@ def test_assistant_writes_are_refused_with_a_json_405(api, method, path):
 def test_without_credentials_it_is_401(anonymous_api):
     assert anonymous_api.get("/api/assistants/echo").status_code == 401
     assert anonymous_api.post("/api/assistants/search", {}, format="json").status_code == 401
+
+
+@override_settings(SAMPLE_GRAPHS=False)
+def test_sample_graphs_are_not_registered_unless_a_setting_asks(api):
+    assert [a["graph_id"] for a in search(api, limit=100).json()] == ["agent"]
+
+    response = api.post("/api/threads/t-samples-off/runs", {"assistant_id": "slow"}, format="json")
+
+    assert response.status_code == 404, response.content
+    assert "slow" in response.json()["detail"]
+    assert not Thread.objects.filter(pk="t-samples-off").exists()

@@ -4,11 +4,14 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import APIStatusError, NotFoundError
 
-from runs.engine.graphs import BUILTIN_GRAPHS
+from runs.engine.graphs import BUILTIN_GRAPHS, SAMPLE_GRAPHS
 from runs.engine.registry import assistant_id_for
 from tests.fixtures import token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+#: What the suite registers: the built-ins and the sample graphs (tests/settings.py).
+REGISTERED_GRAPHS = {**BUILTIN_GRAPHS, **SAMPLE_GRAPHS}
 
 
 @pytest.fixture
@@ -18,7 +21,7 @@ def sdk(daphne_server, user):
 
 async def test_search_finds_every_graph_and_pages(sdk):
     found = await sdk.assistants.search(limit=100)
-    assert sorted(a["graph_id"] for a in found) == sorted(BUILTIN_GRAPHS)
+    assert sorted(a["graph_id"] for a in found) == sorted(REGISTERED_GRAPHS)
     page = await sdk.assistants.search(limit=2, response_format="object")
     assert len(page["assistants"]) == 2
     assert page["next"] == "2"
@@ -28,7 +31,7 @@ async def test_search_filters_by_graph_id_and_count_agrees(sdk):
     [echo] = await sdk.assistants.search(graph_id="echo")
     assert echo["assistant_id"] == str(assistant_id_for("echo"))
     assert await sdk.assistants.count(graph_id="echo") == 1
-    assert await sdk.assistants.count() == len(BUILTIN_GRAPHS)
+    assert await sdk.assistants.count() == len(REGISTERED_GRAPHS)
 
 
 async def test_get_accepts_the_uuid_or_the_graph_id(sdk):

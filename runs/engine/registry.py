@@ -24,7 +24,7 @@ from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 
 from deerflow_site.api.errors import NotFound
-from runs.engine.graphs import BUILTIN_GRAPHS
+from runs.engine.graphs import BUILTIN_GRAPHS, SAMPLE_GRAPHS
 
 ASSISTANT_NAMESPACE = UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 
@@ -49,15 +49,17 @@ def assistant_id_for(graph_id: str) -> UUID:
 
 
 def graph_specs() -> dict[str, GraphSpec]:
-    """Every registered graph by id: the built-ins, then the langgraph.json ones (which win)."""
-    return _specs_for(settings.LANGGRAPH_CONFIG)
+    """Every registered graph by id: the built-ins (with the sample graphs when the
+    SAMPLE_GRAPHS setting is on), then the langgraph.json ones (which win)."""
+    return _specs_for(settings.LANGGRAPH_CONFIG, settings.SAMPLE_GRAPHS)
 
 
 @lru_cache(maxsize=8)
-def _specs_for(config_path: str) -> dict[str, GraphSpec]:
+def _specs_for(config_path: str, samples: bool) -> dict[str, GraphSpec]:
+    builtins = {**BUILTIN_GRAPHS, **(SAMPLE_GRAPHS if samples else {})}
     specs = {
         graph_id: GraphSpec(graph_id, assistant_id_for(graph_id), source)
-        for graph_id, source in BUILTIN_GRAPHS.items()
+        for graph_id, source in builtins.items()
     }
     if config_path:
         specs.update(_specs_from_file(Path(config_path)))
