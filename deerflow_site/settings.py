@@ -51,11 +51,37 @@ def env_int(name: str, default: int) -> int:
 
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "insecure-embedded-development-key"
+# --- Where this installation keeps its files, and which layout it is ----------------------
+VAR_DIR = Path(os.environ.get("DEERFLOW_VAR_DIR", BASE_DIR / "var"))
+DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'deerflow.sqlite3'}")
+REDIS_URL = os.environ.get("REDIS_URL", "")
+# The embedded install: SQLite and the in-memory channel layer, so one process on one machine.
+EMBEDDED_INSTALL = DATABASE_URL.startswith("sqlite:") and not REDIS_URL
+# The key `scripts/serve` makes once for the embedded install, beside its database.
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
+
+
+def read_secret_key() -> str:
+    """SECRET_KEY from the environment; else, in the embedded install only, the key in
+    SECRET_KEY_FILE (so `manage.py` works beside `scripts/serve` with nothing exported); else a
+    fixed development key when DEBUG is on. Raises ImproperlyConfigured otherwise: a deployment
+    (PostgreSQL or Redis) always sets SECRET_KEY."""
+    key = os.environ.get("SECRET_KEY", "").strip()
+    if key:
+        return key
+    if EMBEDDED_INSTALL and SECRET_KEY_FILE.is_file():
+        key = SECRET_KEY_FILE.read_text().strip()
+        if key:
+            return key
+    if DEBUG:
+        return "insecure-embedded-development-key"
+    where = (
+        f" (or run scripts/serve once, which makes {SECRET_KEY_FILE})" if EMBEDDED_INSTALL else ""
+    )
+    raise ImproperlyConfigured(f"SECRET_KEY must be set when DEBUG is off{where}")
+
+
+SECRET_KEY = read_secret_key()
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 
@@ -97,7 +123,7 @@ ASGI_APPLICATION = "deerflow_site.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "deerflow_site" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -110,8 +136,6 @@ TEMPLATES = [
 ]
 
 # --- Database: the only record -------------------------------------------------------------
-VAR_DIR = Path(os.environ.get("DEERFLOW_VAR_DIR", BASE_DIR / "var"))
-DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'deerflow.sqlite3'}")
 _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     if _database["NAME"] != ":memory:":
@@ -133,7 +157,6 @@ DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: the bus, never the record ----------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -218,8 +241,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
+# The name people see: the front page, the admin's header, the API docs.
+PROJECT_NAME = "deerflow agent server"
 SPECTACULAR_SETTINGS = {
-    "TITLE": "deerflow agent server",
+    "TITLE": PROJECT_NAME,
     "DESCRIPTION": "The LangGraph Platform HTTP API with the deer-flow gateway extensions.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
