@@ -2,30 +2,40 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from deerflow_site.api import schema  # noqa: F401 - registers the OpenAPI auth extensions
-from deerflow_site.api.meta import InfoView, OkView, api_not_found
+from deerflow_site.api.meta import ApiRootView, InfoView, OkView, api_not_found
+from deerflow_site.front import front_page
 
 prefix = settings.API_PREFIX.strip("/")
 
+admin.site.site_header = settings.PROJECT_NAME
+admin.site.site_title = settings.PROJECT_NAME
+admin.site.index_title = "Threads, runs and users"
+admin.site.site_url = "/"  # "View site": the front page
+
 api_patterns = [
+    path("", ApiRootView.as_view(), name="api-root"),
     path("ok", OkView.as_view(), name="ok"),
     path("info", InfoView.as_view(), name="info"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
+    re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
     path("", include("threads.urls")),
     path("", include("runs.urls")),
     path("", include("runs.assistant_urls")),
     path("", include("feedback.urls")),
-    re_path(r"^(?P<path>.*)$", api_not_found),
+    re_path(r"^(?P<path>.*)$", api_not_found, name="api-not-found"),
 ]
 
 urlpatterns = [
+    path("", front_page, name="front-page"),
     path("admin/", admin.site.urls),
     # The admin's and the API docs' assets, from the installed apps: no collectstatic step. Every
     # middleware stays async-capable, so streams never hold a thread (a front proxy may serve
     # DEERFLOW_STATIC_ROOT instead).
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
+    path(prefix, RedirectView.as_view(url=f"/{prefix}/")),
     path(f"{prefix}/", include(api_patterns)),
 ]

@@ -33,6 +33,38 @@ class OkView(APIView):
         return Response({"ok": True})
 
 
+class ApiRootView(APIView):
+    """The API's root: where its docs and schema are."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    @extend_schema(
+        operation_id="api_root",
+        responses={
+            200: inline_serializer(
+                "ApiRoot",
+                {
+                    "name": serializers.CharField(),
+                    "docs": serializers.CharField(help_text="path of the interactive docs"),
+                    "openapi": serializers.CharField(help_text="path of the OpenAPI schema"),
+                    "info": serializers.CharField(help_text="path of the server information"),
+                },
+            )
+        },
+    )
+    def get(self, request: Request) -> Response:
+        prefix = settings.API_PREFIX
+        return Response(
+            {
+                "name": settings.PROJECT_NAME,
+                "docs": f"{prefix}/docs",
+                "openapi": f"{prefix}/openapi.json",
+                "info": f"{prefix}/info",
+            }
+        )
+
+
 class InfoView(APIView):
     """Versions and feature flags."""
 
