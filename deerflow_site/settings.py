@@ -279,6 +279,10 @@ WORKER_SHUTDOWN_SECONDS = env_float("DEERFLOW_WORKER_SHUTDOWN_SECONDS", 10.0)
 # A run with on_completion=delete deletes its thread this long after it ends (its final state
 # stays readable meanwhile for /wait and /join).
 ON_COMPLETION_DELETE_SECONDS = env_float("DEERFLOW_ON_COMPLETION_DELETE_SECONDS", 5.0)
+# Run webhooks: loopback and private targets are refused unless allowed (tests, intranets).
+WEBHOOK_ALLOW_PRIVATE = env_bool("DEERFLOW_WEBHOOK_ALLOW_PRIVATE", False)
+WEBHOOK_TIMEOUT_SECONDS = env_float("DEERFLOW_WEBHOOK_TIMEOUT_SECONDS", 10.0)
+WEBHOOK_ATTEMPTS = env_int("DEERFLOW_WEBHOOK_ATTEMPTS", 4)
 
 # --- The rest of Django --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,6 +1,6 @@
 """What run services refuse, in the domain's words."""
 
-from deerflow_site.api.errors import BadRequest, Conflict, NotFound
+from deerflow_site.api.errors import BadRequest, Conflict, Invalid, NotFound
 
 
 class RunNotFound(NotFound):
@@ -25,3 +25,10 @@ class CheckpointNotFound(NotFound):
 
 class CheckpointOfOtherThread(BadRequest):
     """The checkpoint belongs to another thread."""
+
+
+class WebhookRefused(Invalid):
+    """The run's webhook URL is not one the server may post to."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__({"webhook": [reason]})

@@ -38,6 +38,12 @@ class Run(models.Model):
         INTERRUPT = "interrupt"
         ROLLBACK = "rollback"
 
+    class WebhookStatus(models.TextChoices):
+        """How the run's webhook went; blank: the run has none, or it was not sent yet."""
+
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
     run_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
     user = models.ForeignKey(
@@ -71,6 +77,11 @@ class Run(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    # The webhook's outcome never changes the run's: it is recorded here for staff to see.
+    webhook_status = models.CharField(
+        max_length=16, choices=WebhookStatus.choices, blank=True, default=""
+    )
+    webhook_detail = models.CharField(max_length=500, blank=True, default="")
 
     objects = RunQuerySet.as_manager()
 

@@ -11,7 +11,9 @@ from rest_framework import serializers
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
 from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
+from runs.exceptions import WebhookRefused
 from runs.models import Run
+from runs.webhooks import parse_webhook_url
 from threads.services import clean_metadata
 
 #: Stream modes as clients name them (`messages-tuple` is LangGraph's `messages`).
@@ -157,6 +159,18 @@ class CheckpointField(JSONObjectField):
         return value
 
 
+class WebhookURLField(serializers.CharField):
+    """An http(s) URL without credentials; where it points is checked at admission."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.")
+        try:
+            return str(parse_webhook_url(data))
+        except WebhookRefused as exc:
+            raise serializers.ValidationError(exc.detail["webhook"]) from None
+
+
 class RunMetadataField(JSONObjectField):
     """Run metadata: `owner_id`/`user_id` are stripped, `auth_token` is refused."""
 
@@ -176,7 +190,7 @@ class RunCreateSerializer(RequestSerializer):
     metadata = RunMetadataField(required=False, allow_null=True)
     config = RunConfigField(required=False, allow_null=True)
     context = JSONObjectField(required=False, allow_null=True)
-    webhook = serializers.CharField(required=False, allow_null=True)
+    webhook = WebhookURLField(required=False, allow_null=True)
     checkpoint_id = serializers.CharField(max_length=128, required=False, allow_null=True)
     checkpoint = CheckpointField(required=False, allow_null=True)
     interrupt_before = InterruptNodesField(required=False, allow_null=True)
@@ -206,8 +220,6 @@ class RunCreateSerializer(RequestSerializer):
         choices=["sync", "async", "exit"], required=False, allow_null=True
     )
     checkpoint_during = serializers.BooleanField(required=False, allow_null=True)
-    # Webhooks come with a later issue: until then a webhook is refused, not silently dropped.
-    unsupported_fields = ("webhook",)
 
 
 @dataclass(frozen=True)
@@ -252,7 +264,7 @@ def parse_run_create(data: Any, *, on_completion: str = "keep") -> RunRequest:
         "checkpoint_id": checkpoint_id,
         "checkpoint": checkpoint,
         "durability": durability,
-        "webhook": None,
+        "webhook": body.get("webhook"),
         "feedback_keys": body.get("feedback_keys"),
         "resumable": resumable,
         "on_disconnect": on_disconnect,

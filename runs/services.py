@@ -32,6 +32,7 @@ from runs.exceptions import (
 )
 from runs.models import Run
 from runs.serializers import RunRequest
+from runs.webhooks import check_webhook_target
 from threads.exceptions import ThreadExists, ThreadNotFound
 from threads.models import Thread
 from threads.selectors import get_thread
@@ -131,6 +132,13 @@ async def check_checkpoint(*, thread_id: str, body: RunRequest) -> None:
         if await acheckpoint_on_other_thread(body.checkpoint_id, thread_id):
             raise CheckpointOfOtherThread()
         raise CheckpointNotFound(f"Checkpoint {body.checkpoint_id!r} not found on this thread.")
+
+
+async def check_webhook(*, body: RunRequest) -> None:
+    """The run's webhook must point at an address the server may post to (422 otherwise)."""
+    url = body.kwargs.get("webhook")
+    if url:
+        await check_webhook_target(url)
 
 
 def cancel_run(*, run: Run, action: str) -> Run:

@@ -74,6 +74,7 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
         body = parse_run_create(json_body(request))
         thread_id = validate_thread_id(thread_id)
     await services.check_checkpoint(thread_id=thread_id, body=body)
+    await services.check_webhook(body=body)
     run_id = uuid.uuid4()
     return await subscribe_then(
         bus.run_stream_group(run_id),

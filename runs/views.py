@@ -49,6 +49,7 @@ class ThreadRunsView(APIView):
         thread_id = validate_thread_id(thread_id)
         if body.checkpoint_id or body.checkpoint:
             async_to_sync(services.check_checkpoint)(thread_id=thread_id, body=body)
+        async_to_sync(services.check_webhook)(body=body)
         run = services.admit_run(user=request.user, thread_id=thread_id, body=body)
         return Response(run_json(run), headers=run_headers(run))
 
@@ -100,6 +101,10 @@ class RunBatchView(APIView):
                 bodies.append(parse_stateless_run_create(data))
             except ValidationError as exc:
                 raise Invalid({index: exc.detail}) from None
+            try:
+                async_to_sync(services.check_webhook)(body=bodies[-1])
+            except Invalid as exc:
+                raise Invalid({index: exc.detail}) from None
         with transaction.atomic():
             runs = [
                 services.admit_run(user=request.user, thread_id=str(uuid.uuid4()), body=body)
@@ -110,6 +115,7 @@ class RunBatchView(APIView):
 
 def _admit_stateless(user: object, data: object) -> Run:
     body = parse_stateless_run_create(data)
+    async_to_sync(services.check_webhook)(body=body)
     return services.admit_run(user=user, thread_id=str(uuid.uuid4()), body=body)
 
 

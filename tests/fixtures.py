@@ -99,3 +99,68 @@ async def streamed_resumable_run(
         stream_resumable=True,
     )
     return [part async for part in stream]
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it.
+
+    It answers each POST with the next status of `statuses` (the last one repeats).
+    """
+
+    def __init__(self, statuses: tuple[int, ...] = (204,)) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.statuses = list(statuses)
+        self.received: list[dict[str, Any]] = []
+        self.answered: list[int] = []
+        self._arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import json
+
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver._arrived:
+                    index = len(receiver.received)
+                    status = receiver.statuses[min(index, len(receiver.statuses) - 1)]
+                    receiver.received.append(json.loads(body))
+                    receiver.answered.append(status)
+                    receiver._arrived.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_port
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/hook"
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The first `count` bodies, once they have arrived (fails the test after `timeout`)."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.received) >= count, timeout):
+                pytest.fail(f"{len(self.received)} of {count} webhook calls arrived")
+            return list(self.received[:count])
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def webhook_receiver() -> Any:
+    """A WebhookReceiver answering 204; `webhook_receiver.statuses` may be set before use."""
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()

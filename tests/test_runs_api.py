@@ -224,7 +224,8 @@ def test_after_seconds_delays_the_start(api):
         ("checkpoint", {"checkpoint_id": 5}),
         ("feedback_keys", "accuracy"),
         ("stream_subgraphs", "sometimes"),
-        ("webhook", "https://example.com/hook"),
+        ("webhook", "ftp://example.com/hook"),
+        ("webhook", 5),
     ],
 )
 def test_invalid_create_field_is_422_naming_it(api, field, value):

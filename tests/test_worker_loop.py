@@ -268,49 +268,16 @@ async def test_run_with_on_completion_delete_removes_its_thread(
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-def webhook_receiver() -> Any:
-    """An HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
-    server.server_close()
-
-
 async def test_finished_run_posts_its_webhook(
     user: Any, start_worker: Any, webhook_receiver: Any
 ) -> None:
-    url, received = webhook_receiver
-    run = await queue_run(
-        user, input={"messages": [{"role": "user", "content": "hi"}]}, webhook=url
-    )
+    human = {"messages": [{"role": "user", "content": "hi"}]}
+    run = await queue_run(user, input=human, webhook=webhook_receiver.url())
 
     await start_worker()
 
     await wait_for_status(run.pk, Run.Status.SUCCESS)
-    deadline = time.monotonic() + 10
-    while not received:
-        assert time.monotonic() < deadline, "no webhook arrived"
-        await asyncio.sleep(0.05)
-    [payload] = received
+    [payload] = await asyncio.to_thread(webhook_receiver.wait_for, 1)
     assert payload["run_id"] == str(run.pk)
     assert payload["status"] == "success"
     assert payload["values"]["messages"][-1]["content"] == "echo: hi"

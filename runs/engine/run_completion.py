@@ -4,18 +4,14 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
 from django.conf import settings
 
 from runs.engine.db import in_database
 from runs.models import Run
+from runs.webhooks import post_webhook
 from threads.models import Thread
 
 logger = logging.getLogger(__name__)
-
-WEBHOOK_ATTEMPTS = 3
-WEBHOOK_TIMEOUT_SECONDS = 10.0
-WEBHOOK_BACKOFF_SECONDS = 1.0
 
 
 async def after_run(run: Run) -> None:
@@ -47,22 +43,27 @@ def webhook_payload(*, run_id: Any) -> dict[str, Any] | None:
 
 
 async def send_webhook(*, run_id: Any, url: str) -> bool:
-    """POST the payload to `url`, retrying on failure; True once a 2xx answer arrives."""
+    """POST the finished run to `url` (runs.webhooks.post_webhook: retries, backoff, timeout,
+    the address rule) and record the outcome on the run; True once delivered.
+
+    A failing webhook is logged and recorded, and never changes the run's own outcome.
+    """
     payload = await in_database(webhook_payload)(run_id=run_id)
     if payload is None:
         return False
-    async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS, trust_env=False) as client:
-        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-            try:
-                response = await client.post(url, json=payload)
-                if response.is_success:
-                    return True
-                logger.warning("run %s: webhook answered %s", run_id, response.status_code)
-            except httpx.HTTPError as exc:
-                logger.warning("run %s: webhook attempt %s failed: %s", run_id, attempt, exc)
-            if attempt < WEBHOOK_ATTEMPTS:
-                await asyncio.sleep(WEBHOOK_BACKOFF_SECONDS * attempt)
-    return False
+    delivery = await post_webhook(url=url, payload=payload)
+    tries = f"{delivery.attempts} attempt(s)"
+    if delivery.delivered:
+        status, detail = Run.WebhookStatus.DELIVERED, f"delivered after {tries}"
+    else:
+        status, detail = Run.WebhookStatus.FAILED, f"{delivery.detail} (after {tries})"
+        logger.warning("run %s: webhook to %s failed: %s", run_id, url, detail)
+    await in_database(_record_webhook)(run_id=run_id, status=status, detail=detail)
+    return delivery.delivered
+
+
+def _record_webhook(*, run_id: Any, status: str, detail: str) -> None:
+    Run.objects.filter(pk=run_id).update(webhook_status=status, webhook_detail=detail[:500])
 
 
 def delete_finished_thread(*, thread_id: str) -> None:
