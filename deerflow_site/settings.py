@@ -85,6 +85,15 @@ SECRET_KEY = read_secret_key()
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 
+# --- HTTPS: served over TLS, directly or behind a proxy that terminates it -------------------
+HTTPS = env_bool("DEERFLOW_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = env_int("DEERFLOW_HSTS_SECONDS", 31536000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+if env_bool("DEERFLOW_TRUST_X_FORWARDED_PROTO", False):
+    # Only behind a proxy that sets the header itself (and drops a client's).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -222,6 +231,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", CORS_ALLOWED_ORIGINS)
 API_PREFIX = "/" + os.environ.get("DEERFLOW_API_PREFIX", "/api").strip("/")
 if API_PREFIX == "/":
     raise ImproperlyConfigured("DEERFLOW_API_PREFIX must not be empty")
+# Load balancers probe health over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [rf"^{API_PREFIX.lstrip('/')}/ok$"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": (
@@ -252,6 +263,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Three choice sets share the field name `status`: each gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.models.Run.Status",
+        "ThreadStatusEnum": "threads.models.Thread.Status",
+        "CancelStatusEnum": ["pending", "running", "all"],
+    },
 }
 
 # --- Runs ----------------------------------------------------------------------------------
