@@ -176,14 +176,16 @@ async def test_subgraph_events_are_left_out_without_stream_subgraphs(user: Any) 
     assert names(events) == ["updates", "updates", "updates", "end"]
 
 
-async def test_interrupt_ends_run_interrupted_with_thread_interrupts(user: Any) -> None:
+async def test_interrupt_ends_run_success_with_thread_interrupted_and_interrupts(
+    user: Any,
+) -> None:
     thread = await new_thread(user)
 
     run, events = await run_to_end(
         thread, user, graph_id="ask_human", input={"question": "Proceed?"}, stream_mode=["updates"]
     )
 
-    assert run.status == Run.Status.INTERRUPTED
+    assert run.status == Run.Status.SUCCESS
     assert events[-2].data["__interrupt__"][0]["value"] == {"question": "Proceed?"}
     thread = await fetch_thread(thread.pk)
     assert thread.status == Thread.Status.INTERRUPTED
@@ -212,7 +214,7 @@ async def test_interrupt_before_stops_at_the_node_and_null_input_continues(user:
         input={"messages": [{"role": "user", "content": "hi"}]},
         interrupt_before=["echo"],
     )
-    assert first.status == Run.Status.INTERRUPTED
+    assert first.status == Run.Status.SUCCESS
     assert (await fetch_thread(thread.pk)).status == Thread.Status.INTERRUPTED
 
     second, _ = await run_to_end(thread, user, input=None)

@@ -46,6 +46,28 @@ async def test_wait_of_a_failing_graph_returns_its_error(sdk):
     assert (await sdk.threads.get(thread_id))["status"] == "error"
 
 
+async def test_run_stopping_at_interrupt_ends_success_with_its_thread_interrupted(sdk):
+    thread_id = await new_thread(sdk)
+    run = await sdk.runs.create(thread_id, "ask_human", input={"question": "color?"})
+    await sdk.runs.join(thread_id, run["run_id"])
+
+    assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "success"
+    thread = await sdk.threads.get(thread_id)
+    assert thread["status"] == "interrupted"
+    [interrupts] = thread["interrupts"].values()
+    assert interrupts[0]["value"] == {"question": "color?"}
+
+
+async def test_run_stopping_at_a_breakpoint_ends_success_with_its_thread_interrupted(sdk):
+    thread_id = await new_thread(sdk)
+    run = await sdk.runs.create(thread_id, "echo", input=HUMAN, interrupt_before=["echo"])
+    await sdk.runs.join(thread_id, run["run_id"])
+
+    assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "success"
+    assert (await sdk.threads.get(thread_id))["status"] == "interrupted"
+    assert (await sdk.threads.get_state(thread_id))["next"] == ["echo"]
+
+
 async def test_wait_of_an_interrupted_graph_returns_the_interrupt(sdk):
     thread_id = await new_thread(sdk)
     values = await sdk.runs.wait(thread_id, "ask_human", input={"question": "color?"})

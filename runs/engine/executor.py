@@ -219,13 +219,11 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         return None
     if outcome.error is not None:
         publisher.emit("error", outcome.error)
+    # A run that stopped at interrupt() or a breakpoint ended `success`; its thread is
+    # `interrupted` (the snapshot waits). A run `interrupted` is one a user cancelled.
     snapshot = await _snapshot(graph, run) if graph is not None else None
-    status = outcome.status
-    if status == Run.Status.SUCCESS and snapshot is not None and snapshot.waiting:
-        status = Run.Status.INTERRUPTED  # stopped at interrupt() or a breakpoint
     outcome = replace(
         outcome,
-        status=status,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
     )
