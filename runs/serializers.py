@@ -3,14 +3,20 @@
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any
+from uuid import UUID
 
 from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from deerflow_site.api.errors import Invalid
-from deerflow_site.api.ids import validate_thread_id, validate_uuid
-from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
+from deerflow_site.api.serializers import (
+    CheckpointIdField,
+    JSONObjectField,
+    RequestSerializer,
+    ThreadIdField,
+    UUIDStringField,
+)
 from runs.exceptions import WebhookRefused
 from runs.models import Run
 from runs.webhooks import parse_webhook_url
@@ -156,6 +162,8 @@ class CheckpointField(JSONObjectField):
         for key in ("thread_id", "checkpoint_ns", "checkpoint_id"):
             if value.get(key) is not None and not isinstance(value[key], str):
                 raise serializers.ValidationError({key: "Must be a string."})
+        if value.get("checkpoint_id") is not None:
+            value["checkpoint_id"] = CheckpointIdField().run_validation(value["checkpoint_id"])
         return value
 
 
@@ -184,14 +192,16 @@ class RunMetadataField(JSONObjectField):
 class RunCreateSerializer(RequestSerializer):
     """The create body of `POST /threads/{t}/runs`, `/runs/stream` and `/runs/wait`."""
 
-    assistant_id = serializers.CharField(max_length=255, required=False, allow_null=True)
+    assistant_id = serializers.CharField(
+        max_length=255, trim_whitespace=False, required=False, allow_null=True
+    )
     input = serializers.JSONField(required=False, allow_null=True)
     command = CommandField(required=False, allow_null=True)
     metadata = RunMetadataField(required=False, allow_null=True)
     config = RunConfigField(required=False, allow_null=True)
     context = JSONObjectField(required=False, allow_null=True)
     webhook = WebhookURLField(required=False, allow_null=True)
-    checkpoint_id = serializers.CharField(max_length=128, required=False, allow_null=True)
+    checkpoint_id = CheckpointIdField(required=False, allow_null=True)
     checkpoint = CheckpointField(required=False, allow_null=True)
     interrupt_before = InterruptNodesField(required=False, allow_null=True)
     interrupt_after = InterruptNodesField(required=False, allow_null=True)
@@ -369,10 +379,8 @@ class JoinStreamQuerySerializer(CancelQuerySerializer):
 class BulkCancelSerializer(RequestSerializer):
     """`POST /runs/cancel`: `{thread_id, run_ids}` or `{status}`."""
 
-    thread_id = serializers.CharField(max_length=64, required=False, allow_null=True)
-    run_ids = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, allow_null=True
-    )
+    thread_id = ThreadIdField(required=False, allow_null=True)
+    run_ids = serializers.ListField(child=UUIDStringField(), required=False, allow_null=True)
     status = serializers.ChoiceField(
         choices=["pending", "running", "all"], required=False, allow_null=True
     )
@@ -389,10 +397,8 @@ class BulkCancelSerializer(RequestSerializer):
             raise serializers.ValidationError("Send either {thread_id, run_ids} or {status}.")
         if run_ids and thread_id is None:
             raise serializers.ValidationError({"thread_id": ["Required with run_ids."]})
-        if thread_id is not None:
-            attrs["thread_id"] = validate_thread_id(thread_id)
         if run_ids:
-            attrs["run_ids"] = [validate_uuid(run_id, field="run_ids") for run_id in run_ids]
+            attrs["run_ids"] = [UUID(run_id) for run_id in run_ids]
         return attrs
 
 

@@ -355,7 +355,10 @@ def test_a_cancelled_pending_resumable_run_stores_its_end(api):
 def test_checkpoint_of_another_thread_is_400(api):
     thread_id = create_thread(api)
     response = create_run(
-        api, thread_id, expect=400, checkpoint={"thread_id": "other", "checkpoint_id": "x"}
+        api,
+        thread_id,
+        expect=400,
+        checkpoint={"thread_id": "other", "checkpoint_id": str(uuid.uuid4())},
     )
     assert "detail" in response
 

@@ -4,8 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from deerflow_site.api.ids import validate_thread_id
-from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
+from deerflow_site.api.serializers import JSONObjectField, RequestSerializer, ThreadIdField
 from threads.models import Thread
 from threads.selectors import SORT_FIELDS
 
@@ -30,20 +29,6 @@ class ThreadSerializer(serializers.ModelSerializer):
         model = Thread
         fields = THREAD_FIELDS
         read_only_fields = THREAD_FIELDS
-
-
-class ThreadIdField(serializers.CharField):
-    """A thread id: a UUID or `[A-Za-z0-9_-]{1,64}`."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            raise serializers.ValidationError("Must be a string.")
-        try:
-            return validate_thread_id(data)
-        except Exception:
-            raise serializers.ValidationError(
-                "Must be a UUID or match ^[A-Za-z0-9_-]{1,64}$."
-            ) from None
 
 
 class TTLField(serializers.JSONField):

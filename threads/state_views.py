@@ -9,23 +9,17 @@ from rest_framework import serializers
 
 from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
-from deerflow_site.api.serializers import JSONObjectField, RequestSerializer, validated
+from deerflow_site.api.serializers import (
+    CheckpointIdField,
+    JSONObjectField,
+    RequestSerializer,
+    validated,
+)
 from threads import selectors, state
 from threads.models import Thread
 from threads.serializers import ThreadSerializer
 
-METADATA_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-class CheckpointIdField(serializers.CharField):
-    """A checkpoint id: LangGraph's checkpoint ids are UUIDs."""
-
-    def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data)
-        try:
-            return str(validate_uuid(value, field="checkpoint_id"))
-        except Exception:
-            raise serializers.ValidationError("Must be a checkpoint id (a UUID).") from None
+METADATA_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_.-]+\Z")
 
 
 class CheckpointSerializer(RequestSerializer):
@@ -91,7 +85,7 @@ class HistorySerializer(RequestSerializer):
 
     def validate_metadata(self, value: Any) -> Any:
         for key in value or {}:
-            if not METADATA_KEY_PATTERN.match(key):  # the SQLite saver puts keys in its SQL
+            if not METADATA_KEY_PATTERN.fullmatch(key):  # the SQLite saver puts keys in its SQL
                 raise serializers.ValidationError(f"Invalid metadata key {key!r}.")
         return value
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from deerflow_site.api.ids import parse_uuid, validate_thread_id
+
 logger = logging.getLogger(__name__)
 
 _logged_unknown: set[tuple[str, str]] = set()
@@ -59,3 +61,41 @@ class JSONObjectField(serializers.JSONField):
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
         return value
+
+
+class ThreadIdField(serializers.Field):
+    """A thread id: a UUID or `[A-Za-z0-9_-]{1,64}`, matched whole (no trimming)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.")
+        try:
+            return validate_thread_id(data)
+        except Exception:
+            raise serializers.ValidationError(
+                "Must be a UUID or match ^[A-Za-z0-9_-]{1,64}$."
+            ) from None
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
+class UUIDStringField(serializers.Field):
+    """A UUID spelled as the SDKs do (ids.UUID_PATTERN, matched whole), as its canonical string."""
+
+    default_error_messages = {"invalid": "Must be a UUID."}
+
+    def to_internal_value(self, data: Any) -> str:
+        parsed = parse_uuid(data)
+        if parsed is None:
+            self.fail("invalid")
+        return str(parsed)
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
+class CheckpointIdField(UUIDStringField):
+    """A checkpoint id: LangGraph's checkpoint ids are UUIDs."""
+
+    default_error_messages = {"invalid": "Must be a checkpoint id (a UUID)."}

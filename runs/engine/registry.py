@@ -24,6 +24,7 @@ from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 
 from deerflow_site.api.errors import NotFound
+from deerflow_site.api.ids import parse_uuid
 from runs.engine.graphs import BUILTIN_GRAPHS, SAMPLE_GRAPHS
 
 ASSISTANT_NAMESPACE = UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
@@ -91,10 +92,9 @@ def resolve_assistant(value: str) -> GraphSpec:
     specs = graph_specs()
     if value in specs:
         return specs[value]
-    try:
-        assistant_id = UUID(str(value))
-    except ValueError:
-        raise AssistantNotFound(f"Assistant {value!r} not found.") from None
+    assistant_id = parse_uuid(value)
+    if assistant_id is None:
+        raise AssistantNotFound(f"Assistant {value!r} not found.")
     for spec in specs.values():
         if spec.assistant_id == assistant_id:
             return spec
