@@ -317,13 +317,29 @@ STATIC_URL = "static/"
 STATIC_ROOT = os.environ.get("DEERFLOW_STATIC_ROOT") or None
 
 LOG_LEVEL = os.environ.get("DEERFLOW_LOG_LEVEL", "INFO").upper()
+# `json`: one JSON object per line (python-json-logger), for a log collector.
+LOG_FORMAT = os.environ.get("DEERFLOW_LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"DEERFLOW_LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"run_context": {"()": "deerflow_site.logs.RunContextFilter"}},
     "formatters": {
-        "structured": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["run_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         **{

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 
 from deerflow_site.dbthreads import db
+from deerflow_site.logs import run_fields
 from runs import selectors
 from runs.engine import bus
 from runs.models import Run
@@ -352,6 +353,8 @@ async def cancel_after_disconnect(*, run_id: UUID) -> None:
     except (RunNotCancellable, RunNotFound):
         return
     except Exception:
-        logger.exception("cancelling run %s after its client went away failed", run_id)
+        logger.exception(
+            "cancelling run %s after its client went away failed", run_id, extra=run_fields(run)
+        )
     else:
-        logger.info("run %s cancelled: its client went away", run_id)
+        logger.info("run %s cancelled: its client went away", run_id, extra=run_fields(run))

@@ -143,6 +143,8 @@ def main() -> int:
         for index in range(args.web):
             port = args.port + index
             command = [python, "-m", "daphne", "-b", args.host, "-p", str(port)]
+            if env.get("DEERFLOW_LOG_FORMAT") == "json":
+                command += ["--verbosity", "0"]  # its access log is plain text: JSON lines only
             url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
             command.append("deerflow_site.asgi:application")
             webs.append(spawn(f"web {index + 1}", command, web_env, url))

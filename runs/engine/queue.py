@@ -24,6 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Min, QuerySet
 from django.utils import timezone
 
+from deerflow_site.logs import run_fields
 from runs.engine import bus
 from runs.engine.streaming import (
     out_of_band_events,
@@ -219,7 +220,11 @@ def _reap_one(run_id: UUID, now: datetime) -> Run | None:
         run.lease_expires_at = None
         run.save(update_fields=["status", "error", "ended_at", "lease_expires_at", "updated_at"])
         logger.warning(
-            "reaped run %s of thread %s (worker %s lost)", run.pk, run.thread_id, run.worker_id
+            "reaped run %s of thread %s (worker %s lost)",
+            run.pk,
+            run.thread_id,
+            run.worker_id,
+            extra=run_fields(run),
         )
     settle_thread(thread_id=run.thread_id, failed=True, error=WORKER_LOST)
     return run

@@ -25,6 +25,7 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
+from deerflow_site.logs import bind_run, bind_worker, run_fields
 from runs.engine import bus, queue
 from runs.engine.db import in_database
 from runs.engine.executor import CancelSignal, execute_run
@@ -78,6 +79,7 @@ class RunWorker:
 
     async def run(self) -> None:
         """Claim and execute runs until `stop()`."""
+        bind_worker(self.worker_id)
         await self._start()
         try:
             await self._claim_loop()
@@ -177,6 +179,7 @@ class RunWorker:
             self._executions[run.pk] = _Execution(run=run, cancel=cancel, task=task)
 
     async def _execute(self, run: Run, cancel: CancelSignal) -> None:
+        bind_run(run_id=run.pk, thread_id=run.thread_id)
         try:
             await execute_run(run, cancel=cancel)
         except Exception:
@@ -217,7 +220,13 @@ class RunWorker:
         except ValueError:
             return
         if execution is not None and action:
-            logger.info("worker %s: %s run %s", self.worker_id, action, run_id)
+            logger.info(
+                "worker %s: %s run %s",
+                self.worker_id,
+                action,
+                run_id,
+                extra=run_fields(execution.run),
+            )
             execution.cancel.set(action)
 
     async def _maintain(self) -> None:
