@@ -300,6 +300,10 @@ ON_COMPLETION_DELETE_SECONDS = env_float("DEERFLOW_ON_COMPLETION_DELETE_SECONDS"
 WEBHOOK_ALLOW_PRIVATE = env_bool("DEERFLOW_WEBHOOK_ALLOW_PRIVATE", False)
 WEBHOOK_TIMEOUT_SECONDS = env_float("DEERFLOW_WEBHOOK_TIMEOUT_SECONDS", 10.0)
 WEBHOOK_ATTEMPTS = env_int("DEERFLOW_WEBHOOK_ATTEMPTS", 4)
+# The run journal: a worker writes a run's events at most this long after they happen, or at
+# once when this many are waiting (and always before the run's end is published).
+JOURNAL_FLUSH_SECONDS = env_float("DEERFLOW_JOURNAL_FLUSH_SECONDS", 0.5)
+JOURNAL_BATCH_SIZE = env_int("DEERFLOW_JOURNAL_BATCH_SIZE", 200)
 
 # --- The rest of Django --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

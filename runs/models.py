@@ -1,4 +1,5 @@
-"""Runs: the run queue is this table; stream events of resumable runs are kept beside it."""
+"""Runs: the run queue is this table; stream events of resumable runs and every run's journal
+(events, token usage by model) are kept beside it."""
 
 import uuid
 
@@ -6,6 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from runs.journal.catalog import EventCategory, EventType
 from threads.models import Thread
 
 
@@ -73,6 +75,7 @@ class Run(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
+    llm_calls = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -134,3 +137,62 @@ class RunStreamEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.event}"
+
+
+class ThreadEventCounter(models.Model):
+    """The last journal `seq` a thread has given out: writers take numbers by updating this row,
+    whose lock orders them on one thread across processes."""
+
+    thread = models.OneToOneField(
+        Thread, on_delete=models.CASCADE, primary_key=True, related_name="event_counter"
+    )
+    last_seq = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.thread_id}: {self.last_seq}"
+
+
+class RunEvent(models.Model):
+    """One event of a run's journal; `seq` is unique and increasing per thread."""
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="events")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    event_type = models.CharField(max_length=32, choices=EventType.choices)
+    category = models.CharField(max_length=16, choices=EventCategory.choices)
+    content = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["thread", "seq"], name="runs_event_thread_seq_unique")
+        ]
+        indexes = [
+            # the chat history pages: a thread's messages by seq
+            models.Index(fields=["thread", "category", "seq"], name="runs_event_thread_cat_idx"),
+            # a run's events, and the last AI message of each run
+            models.Index(fields=["run", "event_type", "seq"], name="runs_event_run_type_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.thread_id}#{self.seq} {self.event_type}"
+
+
+class RunModelUsage(models.Model):
+    """The tokens and calls of one chat model in one run (the Run holds the totals)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="model_usage")
+    model_name = models.CharField(max_length=255)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    llm_calls = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "model_name"], name="runs_model_usage_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.model_name}: {self.total_tokens}"

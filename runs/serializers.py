@@ -54,6 +54,7 @@ RUN_FIELDS = (
     "input_tokens",
     "output_tokens",
     "total_tokens",
+    "llm_calls",
 )
 MAX_AFTER_SECONDS = 366 * 24 * 3600
 

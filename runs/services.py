@@ -30,6 +30,8 @@ from runs.exceptions import (
     RunNotFound,
     ThreadBusyReject,
 )
+from runs.journal.lifecycle import pending_run_cancelled
+from runs.journal.store import record_events
 from runs.models import Run
 from runs.serializers import RunRequest
 from runs.webhooks import check_webhook_target
@@ -224,6 +226,9 @@ def _cancel_locked(*, run: Run, action: str) -> None:
     )
     if stopped:
         run.status, run.cancel_action, run.rolled_back = Run.Status.INTERRUPTED, action, rolled_back
+        record_events(
+            thread_id=run.thread_id, run_id=run.pk, entries=[pending_run_cancelled(action=action)]
+        )
         events = out_of_band_events([("end", None)])
         if run.resumable:
             store_stream_events(run.pk, events)

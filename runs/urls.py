@@ -2,6 +2,7 @@ from django.urls import path
 
 from deerflow_site.api.async_views import by_method
 from runs import stream_views, views
+from runs.journal import views as journal_views
 
 thread_runs = "threads/<str:thread_id>/runs"
 one_run = f"{thread_runs}/<str:run_id>"
@@ -24,6 +25,18 @@ urlpatterns = [
         "threads/<str:thread_id>/stream",
         by_method(get=stream_views.thread_stream),
         name="thread-stream",
+    ),
+    path(f"{one_run}/messages", journal_views.RunMessagesView.as_view(), name="run-messages"),
+    path(f"{one_run}/events", journal_views.RunEventsView.as_view(), name="run-events"),
+    path(
+        "threads/<str:thread_id>/messages",
+        journal_views.ThreadMessagesView.as_view(),
+        name="thread-messages",
+    ),
+    path(
+        "threads/<str:thread_id>/token-usage",
+        journal_views.ThreadTokenUsageView.as_view(),
+        name="thread-token-usage",
     ),
     path("runs", views.StatelessRunsView.as_view(), name="runs"),
     path("runs/stream", create_and_stream, name="runs-stream"),

@@ -8,19 +8,20 @@ status it reads.
 import asyncio
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.outputs import LLMResult
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Send
 
 from runs.engine.checkpointer import adelete_run_checkpoints
 from runs.engine.db import in_database
+from runs.engine.journal import JournalWriter, RunJournal
 from runs.engine.registry import graph_for_thread
 from runs.engine.streaming import ChunkTranslator, EventPublisher, langgraph_modes
 from runs.engine.thread_sync import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
+from runs.journal.lifecycle import run_ended
 from runs.models import Run
 
 logger = logging.getLogger(__name__)
@@ -61,24 +62,6 @@ class CancelSignal:
         return self.action
 
 
-class TokenUsage(BaseCallbackHandler):
-    """Sums the usage metadata of every chat model answer in the run."""
-
-    run_inline = True
-
-    def __init__(self) -> None:
-        self.input_tokens = 0
-        self.output_tokens = 0
-
-    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        for generations in response.generations:
-            for generation in generations:
-                message = getattr(generation, "message", None)
-                usage = getattr(message, "usage_metadata", None) or {}
-                self.input_tokens += int(usage.get("input_tokens") or 0)
-                self.output_tokens += int(usage.get("output_tokens") or 0)
-
-
 @dataclass
 class RunPlan:
     """What to pass to LangGraph for a run, from its stored request (`Run.kwargs`)."""
@@ -94,7 +77,7 @@ class RunPlan:
         return "events" in self.stream_modes
 
 
-def plan_run(run: Run, usage: TokenUsage) -> RunPlan:
+def plan_run(run: Run, callbacks: list[BaseCallbackHandler]) -> RunPlan:
     kwargs = run.kwargs or {}
     client_config = kwargs.get("config") or {}
     configurable = {
@@ -121,7 +104,7 @@ def plan_run(run: Run, usage: TokenUsage) -> RunPlan:
     # a run's checkpoints by it).
     config["metadata"] = {**(client_config.get("metadata") or {}), **run.metadata, **server_keys}
     config["configurable"] = configurable
-    config["callbacks"] = [usage]
+    config["callbacks"] = callbacks
     config["run_id"] = run.run_id
 
     stream_kwargs: dict[str, Any] = {}
@@ -199,12 +182,15 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
     """Execute a claimed run to its end; returns its outcome (None: the run was lost)."""
     publisher = EventPublisher(run)
     publisher.start()
-    usage = TokenUsage()
+    writer = JournalWriter(run)
+    writer.start()
+    journal = RunJournal(writer)
+    journal.record_start(run)
     graph: Pregel | None = None
     try:
         graph = await graph_for_thread(run.graph_id)
         stopped_by = await _run_unless_cancelled(
-            stream_graph(graph, plan_run(run, usage), publisher), cancel
+            stream_graph(graph, plan_run(run, [journal]), publisher), cancel
         )
         outcome = await _outcome_of_cancel(run, stopped_by)
     except Exception as exc:
@@ -212,9 +198,11 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         outcome = RunOutcome(status=Run.Status.ERROR, error=describe_error(exc))
     except asyncio.CancelledError:  # the worker itself is being torn down
         publisher.abort()
+        writer.abort()
         raise
     if cancel.action == "lost":
         logger.warning("run %s: lease lost, another worker or the reaper ended it", run.pk)
+        writer.abort()  # the reaper has written the run's end
         await publisher.close()
         return None
     if outcome.error is not None:
@@ -222,13 +210,19 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
     # A run that stopped at interrupt() or a breakpoint ended `success`; its thread is
     # `interrupted` (the snapshot waits). A run `interrupted` is one a user cancelled.
     snapshot = await _snapshot(graph, run) if graph is not None else None
-    outcome = replace(
-        outcome,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
+    unwritten = await writer.close()
+    unwritten.entries.append(
+        run_ended(
+            status=outcome.status,
+            error=outcome.error,
+            cancel_action=outcome.cancel_action,
+            rolled_back=outcome.rolled_back,
+        )
     )
     await publisher.drain()
-    finished = await in_database(finish_run)(run=run, outcome=outcome, snapshot=snapshot)
+    finished = await in_database(finish_run)(
+        run=run, outcome=outcome, snapshot=snapshot, journal=unwritten
+    )
     if finished:
         publisher.emit("end", None)
     await publisher.close()
@@ -267,8 +261,9 @@ async def _outcome_of_cancel(run: Run, action: str) -> RunOutcome:
         return RunOutcome(status=Run.Status.ERROR, error=WORKER_SHUTDOWN)
     if action == "rollback":
         await adelete_run_checkpoints(run.thread_id, str(run.run_id))
-        return RunOutcome(status=Run.Status.INTERRUPTED, rolled_back=True)
-    return RunOutcome(status=Run.Status.INTERRUPTED)  # interrupt (and lost, dropped by caller)
+        return RunOutcome(status=Run.Status.INTERRUPTED, rolled_back=True, cancel_action=action)
+    # interrupt (and lost, dropped by the caller)
+    return RunOutcome(status=Run.Status.INTERRUPTED, cancel_action=action)
 
 
 async def _snapshot(graph: Pregel, run: Run) -> ThreadSnapshot | None:

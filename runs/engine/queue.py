@@ -32,6 +32,8 @@ from runs.engine.streaming import (
     store_stream_events,
 )
 from runs.engine.thread_sync import settle_thread
+from runs.journal.lifecycle import run_recovered
+from runs.journal.store import record_events
 from runs.models import Run
 
 logger = logging.getLogger(__name__)
@@ -219,6 +221,9 @@ def _reap_one(run_id: UUID, now: datetime) -> Run | None:
         run.ended_at = now
         run.lease_expires_at = None
         run.save(update_fields=["status", "error", "ended_at", "lease_expires_at", "updated_at"])
+        record_events(
+            thread_id=run.thread_id, run_id=run.pk, entries=[run_recovered(error=WORKER_LOST)]
+        )
         logger.warning(
             "reaped run %s of thread %s (worker %s lost)",
             run.pk,

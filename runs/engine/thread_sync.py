@@ -13,6 +13,7 @@ from django.utils import timezone
 from langgraph.pregel import Pregel
 
 from runs.engine.serialization import to_jsonable
+from runs.journal.store import JournalBatch, record_batch
 from runs.models import Run
 from threads.models import Thread
 
@@ -33,8 +34,7 @@ class RunOutcome:
     status: str
     error: dict[str, str] | None = None
     rolled_back: bool = False
-    input_tokens: int = 0
-    output_tokens: int = 0
+    cancel_action: str = ""  # interrupt | rollback: a user's cancel stopped it
 
 
 async def snapshot_of(graph: Pregel, thread_id: str) -> ThreadSnapshot:
@@ -64,8 +64,15 @@ def thread_status(*, has_active_runs: bool, failed: bool, waiting: bool) -> str:
     return Thread.Status.IDLE
 
 
-def finish_run(*, run: Run, outcome: RunOutcome, snapshot: ThreadSnapshot | None) -> bool:
-    """Persist the run's final status and its thread's status and state, in one transaction.
+def finish_run(
+    *,
+    run: Run,
+    outcome: RunOutcome,
+    snapshot: ThreadSnapshot | None,
+    journal: JournalBatch | None = None,
+) -> bool:
+    """Persist the run's final status and its thread's status and state, in one transaction,
+    with the rest of its journal (`journal`: its last events and token usage).
 
     Returns False (and changes nothing) when the run is no longer running under this worker's
     claim, e.g. when the reaper has ended it already.
@@ -81,15 +88,14 @@ def finish_run(*, run: Run, outcome: RunOutcome, snapshot: ThreadSnapshot | None
             status=outcome.status,
             error=outcome.error,
             rolled_back=outcome.rolled_back,
-            input_tokens=outcome.input_tokens,
-            output_tokens=outcome.output_tokens,
-            total_tokens=outcome.input_tokens + outcome.output_tokens,
             ended_at=now,
             lease_expires_at=None,
             updated_at=now,
         )
         if not updated or interrupts is None:
             return bool(updated)
+        if journal:
+            record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
         _settle_thread(
             run.thread_id,
             interrupts=interrupts,

@@ -1,0 +1,225 @@
+"""Recording a run's journal while it executes, off the graph's path.
+
+`RunJournal` is a LangChain callback handler: chat model answers, tool results and model errors
+become events the moment they happen, appended to an in-memory batch (no I/O on the graph's
+path). `JournalWriter` writes the batch from a task of its own every JOURNAL_FLUSH_SECONDS (or
+at JOURNAL_BATCH_SIZE events), so a slow database delays the journal, never the stream. What is
+left at the end goes into the transaction that persists the run's final status.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import (
+    BaseMessage,
+    BaseMessageChunk,
+    HumanMessage,
+    ToolMessage,
+    convert_to_messages,
+    message_chunk_to_message,
+)
+from langchain_core.outputs import LLMResult
+from langgraph.types import Command
+
+from runs.engine.db import in_database
+from runs.engine.serialization import to_jsonable
+from runs.journal.catalog import EventType
+from runs.journal.lifecycle import run_started
+from runs.journal.store import JournalBatch, JournalEntry, ModelUsage, record_batch
+from runs.models import Run
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN_MODEL = "unknown"
+
+
+class JournalWriter:
+    """Buffers a run's journal and writes it in batches from a task of its own."""
+
+    def __init__(self, run: Run) -> None:
+        self.run_id: UUID = run.pk
+        self.thread_id: str = run.thread_id
+        self._batch = JournalBatch()
+        self._ready = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._write_forever(), name=f"journal-{self.run_id}")
+
+    def add(self, entry: JournalEntry, usage: tuple[str, ModelUsage] | None = None) -> None:
+        """Buffer one event (and the usage of the model call it reports)."""
+        self._batch.entries.append(entry)
+        if usage is not None:
+            model_name, model_usage = usage
+            self._batch.usage.setdefault(model_name, ModelUsage()).add(model_usage)
+        self._ready.set()
+
+    async def close(self) -> JournalBatch:
+        """Stop the writing task (after its write in progress); returns what is still unwritten,
+        for the caller to write with the run's end."""
+        self._closing.set()
+        self._ready.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        return self._take()
+
+    def abort(self) -> None:
+        """Stop at once, dropping what is unwritten (the run is no longer this worker's)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._batch = JournalBatch()
+
+    def _take(self) -> JournalBatch:
+        batch, self._batch = self._batch, JournalBatch()
+        return batch
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._ready.wait()
+            if len(self._batch.entries) < settings.JOURNAL_BATCH_SIZE:
+                with contextlib.suppress(TimeoutError):  # gather a batch, unless closing
+                    await asyncio.wait_for(self._closing.wait(), settings.JOURNAL_FLUSH_SECONDS)
+            if self._closing.is_set():
+                return
+            self._ready.clear()
+            batch = self._take()
+            if not batch:
+                continue
+            try:
+                await in_database(record_batch)(
+                    thread_id=self.thread_id, run_id=self.run_id, batch=batch
+                )
+            except Exception:
+                # Kept for the next write (at the latest, the one with the run's end).
+                logger.exception("run %s: cannot write its journal yet", self.run_id)
+                batch.extend(self._batch)
+                self._batch = batch
+
+
+class RunJournal(BaseCallbackHandler):
+    """Turns a run's model calls and tool results into journal events (cheap, in the loop)."""
+
+    run_inline = True
+
+    def __init__(self, writer: JournalWriter) -> None:
+        self.writer = writer
+        # per model call: when it started (monotonic seconds) and the model's name
+        self._calls: dict[UUID, tuple[float, str]] = {}
+
+    def record_start(self, run: Run) -> None:
+        """`run.start`, then the human messages of the run's input."""
+        self.writer.add(run_started(run))
+        for message in human_messages((run.kwargs or {}).get("input")):
+            self.writer.add(JournalEntry(EventType.HUMAN_INPUT, content=to_jsonable(message)))
+
+    # --- Chat models --------------------------------------------------------------------
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._start_call(run_id, metadata)
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._start_call(run_id, metadata)
+
+    def _start_call(self, run_id: UUID, metadata: dict[str, Any] | None) -> None:
+        model_name = str((metadata or {}).get("ls_model_name") or UNKNOWN_MODEL)
+        self._calls[run_id] = (time.monotonic(), model_name)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        started, model_name = self._calls.pop(run_id, (time.monotonic(), UNKNOWN_MODEL))
+        latency_ms = round((time.monotonic() - started) * 1000, 3)
+        for generations in response.generations:
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                if message is None:
+                    continue
+                if isinstance(message, BaseMessageChunk):
+                    message = message_chunk_to_message(message)
+                self._record_answer(message, model_name, latency_ms)
+
+    def _record_answer(self, message: BaseMessage, model_name: str, latency_ms: float) -> None:
+        model_name = str(message.response_metadata.get("model_name") or model_name)
+        usage = dict(getattr(message, "usage_metadata", None) or {})
+        counts = ModelUsage(
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            total_tokens=int(usage.get("total_tokens") or 0),
+            llm_calls=1,
+        )
+        if not counts.total_tokens:
+            counts.total_tokens = counts.input_tokens + counts.output_tokens
+        metadata = {
+            "model_name": model_name,
+            "usage": {
+                "input_tokens": counts.input_tokens,
+                "output_tokens": counts.output_tokens,
+                "total_tokens": counts.total_tokens,
+            },
+            "latency_ms": latency_ms,
+        }
+        self.writer.add(JournalEntry(EventType.AI_RESPONSE, to_jsonable(message), metadata))
+        self.writer.add(
+            JournalEntry(EventType.LLM_CALL, metadata={**metadata, "message_id": message.id}),
+            usage=(model_name, counts),
+        )
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        started, model_name = self._calls.pop(run_id, (time.monotonic(), UNKNOWN_MODEL))
+        metadata = {
+            "model_name": model_name,
+            "latency_ms": round((time.monotonic() - started) * 1000, 3),
+        }
+        content = {"error": type(error).__name__, "message": str(error)}
+        self.writer.add(JournalEntry(EventType.LLM_ERROR, content=content, metadata=metadata))
+
+    # --- Tools --------------------------------------------------------------------------
+
+    def on_tool_end(self, output: Any, **kwargs: Any) -> None:
+        for message in tool_messages(output):
+            self.writer.add(JournalEntry(EventType.TOOL_RESULT, content=to_jsonable(message)))
+
+
+def human_messages(graph_input: Any) -> list[BaseMessage]:
+    """The human messages of a run's input (`{"messages": [...]}`); none for anything else."""
+    if not isinstance(graph_input, dict) or not isinstance(graph_input.get("messages"), list):
+        return []
+    try:
+        messages = convert_to_messages(graph_input["messages"])
+    except (ValueError, TypeError, KeyError, NotImplementedError):
+        return []  # the graph will say what is wrong with them
+    return [message for message in messages if isinstance(message, HumanMessage)]
+
+
+def tool_messages(output: Any) -> list[ToolMessage]:
+    """The tool results in a tool's output: a ToolMessage, or those of a Command's update."""
+    if isinstance(output, ToolMessage):
+        return [output]
+    if isinstance(output, Command) and isinstance(output.update, dict):
+        update = output.update.get("messages")
+        return [m for m in update or () if isinstance(m, ToolMessage)]
+    return []

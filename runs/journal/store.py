@@ -1,0 +1,145 @@
+"""Writing the journal: events numbered per thread, token usage added to the run.
+
+`seq` comes from the thread's counter row, taken with one `INSERT … ON CONFLICT DO UPDATE …
+RETURNING` inside the writer's transaction (the same text on SQLite and PostgreSQL). The row
+stays locked until that transaction commits, so writers on one thread (a worker's flush, a web
+process's cancel, the reaper) take their numbers one after another: seqs are unique, and a
+later commit always has the higher ones, so a reader paging by `after_seq` misses nothing.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from runs.journal.catalog import CATEGORY_OF, EventType
+from runs.models import Run, RunEvent, RunModelUsage, ThreadEventCounter
+
+ALLOCATE_SEQ_SQL = """
+    INSERT INTO {counters} (thread_id, last_seq) VALUES (%s, %s)
+    ON CONFLICT (thread_id) DO UPDATE SET last_seq = {counters}.last_seq + excluded.last_seq
+    RETURNING last_seq
+"""
+ADD_MODEL_USAGE_SQL = """
+    INSERT INTO {usage} (run_id, model_name, input_tokens, output_tokens, total_tokens, llm_calls)
+    VALUES (%s, %s, %s, %s, %s, %s)
+    ON CONFLICT (run_id, model_name) DO UPDATE SET
+        input_tokens = {usage}.input_tokens + excluded.input_tokens,
+        output_tokens = {usage}.output_tokens + excluded.output_tokens,
+        total_tokens = {usage}.total_tokens + excluded.total_tokens,
+        llm_calls = {usage}.llm_calls + excluded.llm_calls
+"""
+
+
+@dataclass
+class JournalEntry:
+    """An event not yet written: its seq is given when it is."""
+
+    event_type: EventType
+    content: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=timezone.now)
+
+
+@dataclass
+class ModelUsage:
+    """Tokens and calls of one chat model (counts, never negative)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    llm_calls: int = 0
+
+    def add(self, other: "ModelUsage") -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.total_tokens += other.total_tokens
+        self.llm_calls += other.llm_calls
+
+
+@dataclass
+class JournalBatch:
+    """Events and token usage of one run, written together in one transaction."""
+
+    entries: list[JournalEntry] = field(default_factory=list)
+    usage: dict[str, ModelUsage] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries or self.usage)
+
+    def extend(self, other: "JournalBatch") -> None:
+        """Append `other`'s events after this batch's, and add its usage."""
+        self.entries.extend(other.entries)
+        for model_name, usage in other.usage.items():
+            self.usage.setdefault(model_name, ModelUsage()).add(usage)
+
+
+def record_batch(*, thread_id: str, run_id: UUID, batch: JournalBatch) -> list[int]:
+    """Write a run's events and add its usage, in one transaction (joining the caller's);
+    returns the seqs given, in the order of `batch.entries`."""
+    with transaction.atomic():
+        seqs = record_events(thread_id=thread_id, run_id=run_id, entries=batch.entries)
+        _add_usage(run_id=run_id, usage=batch.usage)
+    return seqs
+
+
+def record_events(*, thread_id: str, run_id: UUID, entries: list[JournalEntry]) -> list[int]:
+    """Append events to the thread's journal (inside the caller's transaction, or its own)."""
+    if not entries:
+        return []
+    with transaction.atomic():
+        last = _allocate_seqs(thread_id, len(entries))
+        first = last - len(entries) + 1
+        RunEvent.objects.bulk_create(
+            [
+                RunEvent(
+                    thread_id=thread_id,
+                    run_id=run_id,
+                    seq=first + offset,
+                    event_type=entry.event_type,
+                    category=CATEGORY_OF[entry.event_type],
+                    content=entry.content,
+                    metadata=entry.metadata,
+                    created_at=entry.created_at,
+                )
+                for offset, entry in enumerate(entries)
+            ]
+        )
+    return list(range(first, last + 1))
+
+
+def _allocate_seqs(thread_id: str, count: int) -> int:
+    """Take `count` seqs of the thread; returns the last (the row stays locked until commit)."""
+    sql = ALLOCATE_SEQ_SQL.format(counters=ThreadEventCounter._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [thread_id, count])
+        (last,) = cursor.fetchone()
+    return int(last)
+
+
+def _add_usage(*, run_id: UUID, usage: dict[str, ModelUsage]) -> None:
+    if not usage:
+        return
+    total = ModelUsage()
+    for model_usage in usage.values():
+        total.add(model_usage)
+    Run.objects.filter(pk=run_id).update(
+        input_tokens=F("input_tokens") + total.input_tokens,
+        output_tokens=F("output_tokens") + total.output_tokens,
+        total_tokens=F("total_tokens") + total.total_tokens,
+        llm_calls=F("llm_calls") + total.llm_calls,
+    )
+    sql = ADD_MODEL_USAGE_SQL.format(usage=RunModelUsage._meta.db_table)
+    run_key = Run._meta.pk.get_db_prep_value(run_id, connection)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            sql,
+            [
+                (run_key, name, u.input_tokens, u.output_tokens, u.total_tokens, u.llm_calls)
+                for name, u in usage.items()
+            ],
+        )

@@ -1,0 +1,48 @@
+"""Raw HTTP helpers for the journal and feedback endpoints, as the deer-flow frontend calls them
+(the official SDKs have no methods for these)."""
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+AGENT_QUESTION = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
+
+
+def http(server: Any, headers: dict[str, str]) -> httpx.AsyncClient:
+    """An httpx client on the live server's API base with `headers` (credentials)."""
+    return httpx.AsyncClient(base_url=server.api_url, headers=headers, trust_env=False, timeout=30)
+
+
+async def get_json(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
+    """GET `path` expecting 200; its JSON body."""
+    response = await client.get(path, params=params)
+    assert response.status_code == 200, (path, response.status_code, response.text)
+    return response.json()
+
+
+async def run_events(client: httpx.AsyncClient, thread_id: str, run_id: str, **params: Any) -> Any:
+    return await get_json(client, f"/threads/{thread_id}/runs/{run_id}/events", **params)
+
+
+async def journal_until(
+    client: httpx.AsyncClient,
+    thread_id: str,
+    run_id: str,
+    accept: Any,
+    *,
+    within: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Poll the run's events until `accept(events)` holds (the journal is written in batches)."""
+    deadline = time.monotonic() + within
+    while True:
+        events = await run_events(client, thread_id, run_id, limit=2000)
+        if accept(events) or time.monotonic() > deadline:
+            return events
+        await asyncio.sleep(0.05)
+
+
+def types_of(events: list[dict[str, Any]], *categories: str) -> list[str]:
+    """The event types, in order, of the events in `categories` (all when none given)."""
+    return [e["event_type"] for e in events if not categories or e["category"] in categories]
