@@ -32,3 +32,10 @@ class WebhookRefused(Invalid):
 
     def __init__(self, reason: str) -> None:
         super().__init__({"webhook": [reason]})
+
+
+class UnknownGraph(Invalid):
+    """No graph of that name is registered (an unknown assistant *id* is a 404 instead)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__({"assistant_id": [f"No graph named {name!r} is registered."]})

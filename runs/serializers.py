@@ -14,6 +14,10 @@ from deerflow_site.api.serializers import (
     CheckpointIdField,
     JSONObjectField,
     RequestSerializer,
+    StrictBooleanField,
+    StrictCharField,
+    StrictChoiceField,
+    StrictFloatField,
     ThreadIdField,
     UUIDStringField,
 )
@@ -193,7 +197,7 @@ class RunMetadataField(JSONObjectField):
 class RunCreateSerializer(RequestSerializer):
     """The create body of `POST /threads/{t}/runs`, `/runs/stream` and `/runs/wait`."""
 
-    assistant_id = serializers.CharField(
+    assistant_id = StrictCharField(
         max_length=255, trim_whitespace=False, required=False, allow_null=True
     )
     input = serializers.JSONField(required=False, allow_null=True)
@@ -207,30 +211,26 @@ class RunCreateSerializer(RequestSerializer):
     interrupt_before = InterruptNodesField(required=False, allow_null=True)
     interrupt_after = InterruptNodesField(required=False, allow_null=True)
     stream_mode = StreamModeField(required=False, allow_null=True)
-    stream_subgraphs = serializers.BooleanField(required=False, allow_null=True)
-    stream_resumable = serializers.BooleanField(required=False, allow_null=True)
-    on_disconnect = serializers.ChoiceField(
+    stream_subgraphs = StrictBooleanField(required=False, allow_null=True)
+    stream_resumable = StrictBooleanField(required=False, allow_null=True)
+    on_disconnect = StrictChoiceField(
         choices=["cancel", "continue"], required=False, allow_null=True
     )
-    on_completion = serializers.ChoiceField(
-        choices=["delete", "keep"], required=False, allow_null=True
-    )
-    multitask_strategy = serializers.ChoiceField(
+    on_completion = StrictChoiceField(choices=["delete", "keep"], required=False, allow_null=True)
+    multitask_strategy = StrictChoiceField(
         choices=Run.MultitaskStrategy.choices, required=False, allow_null=True
     )
-    after_seconds = serializers.FloatField(
+    after_seconds = StrictFloatField(
         min_value=0, max_value=MAX_AFTER_SECONDS, required=False, allow_null=True
     )
-    if_not_exists = serializers.ChoiceField(
-        choices=["create", "reject"], required=False, allow_null=True
-    )
+    if_not_exists = StrictChoiceField(choices=["create", "reject"], required=False, allow_null=True)
     feedback_keys = serializers.ListField(
-        child=serializers.CharField(max_length=255), required=False, allow_null=True
+        child=StrictCharField(max_length=255), required=False, allow_null=True
     )
-    durability = serializers.ChoiceField(
+    durability = StrictChoiceField(
         choices=["sync", "async", "exit"], required=False, allow_null=True
     )
-    checkpoint_during = serializers.BooleanField(required=False, allow_null=True)
+    checkpoint_during = StrictBooleanField(required=False, allow_null=True)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from deerflow_site.api.errors import Invalid
+from deerflow_site.api.ids import parse_uuid
 from runs.engine import bus
-from runs.engine.registry import GraphSpec, resolve_assistant
+from runs.engine.registry import AssistantNotFound, GraphSpec, resolve_assistant
 from runs.engine.streaming import out_of_band_events, publish_stream_events, store_stream_events
 from runs.engine.thread_sync import settle_thread
 from runs.exceptions import (
@@ -29,6 +30,7 @@ from runs.exceptions import (
     RunNotCancellable,
     RunNotFound,
     ThreadBusyReject,
+    UnknownGraph,
 )
 from runs.journal.lifecycle import pending_run_cancelled
 from runs.journal.store import record_events
@@ -110,7 +112,12 @@ def _assistant_for(*, body: RunRequest, thread: Thread) -> GraphSpec:
     requested = body.assistant_id or thread.metadata.get("assistant_id")
     if not requested:
         raise Invalid({"assistant_id": ["This field is required."]})
-    return resolve_assistant(str(requested))
+    try:
+        return resolve_assistant(str(requested))
+    except AssistantNotFound:
+        if parse_uuid(requested) is not None:
+            raise  # an unknown assistant id: 404
+        raise UnknownGraph(str(requested)) from None
 
 
 async def check_checkpoint(*, thread_id: str, body: RunRequest) -> None:

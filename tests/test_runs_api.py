@@ -72,9 +72,16 @@ def test_assistant_may_be_named_by_its_uuid(api):
     assert Run.objects.get(pk=run["run_id"]).graph_id == "echo"
 
 
-def test_unknown_assistant_is_404_and_creates_nothing(api):
+def test_unknown_graph_name_is_422_and_creates_nothing(api):
     thread_id = create_thread(api)
-    create_run(api, thread_id, expect=404, assistant_id="no-such-graph")
+    create_run(api, thread_id, expect=422, assistant_id="no-such-graph")
+    assert not Run.objects.exists()
+    assert Thread.objects.get(pk=thread_id).status == "idle"
+
+
+def test_unknown_assistant_id_is_404_and_creates_nothing(api):
+    thread_id = create_thread(api)
+    create_run(api, thread_id, expect=404, assistant_id=str(uuid.uuid4()))
     assert not Run.objects.exists()
     assert Thread.objects.get(pk=thread_id).status == "idle"
 
@@ -106,7 +113,7 @@ def test_if_not_exists_reject_on_unknown_thread_is_404(api):
 
 
 def test_unknown_assistant_with_if_not_exists_create_leaves_no_thread(api):
-    create_run(api, "never-created", expect=404, assistant_id="nope")
+    create_run(api, "never-created", expect=422, assistant_id="nope")
     assert not Thread.objects.filter(pk="never-created").exists()
 
 

@@ -1,5 +1,7 @@
 """The official langgraph_sdk drives runs on a live daphne server; its embedded worker runs them."""
 
+import uuid
+
 import httpx
 import pytest
 from langgraph_sdk.errors import (
@@ -142,10 +144,17 @@ async def test_unknown_stream_mode_is_422(sdk):
         await sdk.runs.create(thread_id, "echo", input=HUMAN, multitask_strategy="bogus")
 
 
-async def test_unknown_assistant_is_404(sdk):
+async def test_unknown_graph_name_is_422(sdk):
+    thread_id = await new_thread(sdk)
+    with pytest.raises(UnprocessableEntityError) as refused:
+        await sdk.runs.create(thread_id, "no-such-graph", input=HUMAN)
+    assert "assistant_id" in refused.value.response.json()["detail"]
+
+
+async def test_unknown_assistant_id_is_404(sdk):
     thread_id = await new_thread(sdk)
     with pytest.raises(NotFoundError):
-        await sdk.runs.create(thread_id, "no-such-graph", input=HUMAN)
+        await sdk.runs.create(thread_id, str(uuid.uuid4()), input=HUMAN)
 
 
 async def test_delete_of_an_active_run_is_409(sdk):

@@ -99,3 +99,39 @@ class CheckpointIdField(UUIDStringField):
     """A checkpoint id: LangGraph's checkpoint ids are UUIDs."""
 
     default_error_messages = {"invalid": "Must be a checkpoint id (a UUID)."}
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string: a number, boolean or list is a 422, never coerced to text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.", code="invalid")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    """One of fixed strings, given as a JSON string."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.", code="invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON `true` or `false`: `"yes"`, `1` or `"true"` are a 422, never coerced."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            raise serializers.ValidationError("Must be true or false.", code="invalid")
+        return data
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number: a string or a boolean is a 422, never parsed."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            raise serializers.ValidationError("Must be a number.", code="invalid")
+        return super().to_internal_value(data)
