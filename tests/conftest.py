@@ -21,7 +21,7 @@ from django.db import connections
 
 from tests.live import REPO_ROOT, LiveServer, LiveServerFactory, merge_env
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.node_tools"]
 
 _real_database_names: dict[str, str] = {}
 
