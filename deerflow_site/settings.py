@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "threads",
     "runs",
     "feedback",
+    "playground",
 ]
 
 MIDDLEWARE = [

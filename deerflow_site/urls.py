@@ -38,4 +38,5 @@ urlpatterns = [
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
     path(prefix, RedirectView.as_view(url=f"/{prefix}/")),
     path(f"{prefix}/", include(api_patterns)),
+    path("playground/", include("playground.urls")),
 ]
