@@ -19,9 +19,6 @@ DEFECT_1_RESUME_REPEATS_ID = pytest.mark.xfail(
 DEFECT_2_HISTORY_BEFORE_CONFIG = pytest.mark.xfail(
     strict=True, reason="issue 11 defect 2: history `before` in config form is ignored"
 )
-DEFECT_3_INTERRUPT_STATUS = pytest.mark.xfail(
-    strict=True, reason="issue 11 defect 3: a run stopping at interrupt() ends `interrupted`"
-)
 
 
 @pytest.fixture
@@ -57,6 +54,5 @@ def test_interrupt_then_resume_with_command(run_sdk_test):
     run_sdk_test("^interrupt then resume with command$")
 
 
-@DEFECT_3_INTERRUPT_STATUS
 def test_run_stopping_at_interrupt_ends_success(run_sdk_test):
     run_sdk_test(r"^a run that stops at interrupt\(\) ends success$")
