@@ -231,6 +231,17 @@ class RunCreateSerializer(RequestSerializer):
         choices=["sync", "async", "exit"], required=False, allow_null=True
     )
     checkpoint_during = StrictBooleanField(required=False, allow_null=True)
+    strict_resume = StrictBooleanField(required=False, allow_null=True)
+    langsmith_tracer = serializers.JSONField(required=False, allow_null=True)
+    # No LangSmith here: a tracer asked for is refused rather than silently not used.
+    unsupported_fields = ("langsmith_tracer",)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("durability") is not None and attrs.get("checkpoint_during") is not None:
+            raise serializers.ValidationError(
+                {"checkpoint_during": ["Send durability or checkpoint_during, not both."]}
+            )
+        return attrs
 
 
 @dataclass(frozen=True)
@@ -256,8 +267,9 @@ def parse_run_create(data: Any, *, on_completion: str = "keep") -> RunRequest:
     serializer.is_valid(raise_exception=True)
     body = {key: value for key, value in serializer.validated_data.items() if value is not None}
     durability = body.get("durability")
-    if durability is None and body.get("checkpoint_during") is False:
-        durability = "exit"
+    if durability is None and body.get("checkpoint_during") is not None:
+        # LangGraph's older spelling: checkpoints during the run (async) or only at its exit.
+        durability = "async" if body["checkpoint_during"] else "exit"
     checkpoint = body.get("checkpoint")
     checkpoint_id = body.get("checkpoint_id") or (checkpoint or {}).get("checkpoint_id")
     resumable = body.get("stream_resumable", False)
@@ -277,6 +289,7 @@ def parse_run_create(data: Any, *, on_completion: str = "keep") -> RunRequest:
         "durability": durability,
         "webhook": body.get("webhook"),
         "feedback_keys": body.get("feedback_keys"),
+        "strict_resume": body.get("strict_resume", False),
         "resumable": resumable,
         "on_disconnect": on_disconnect,
         "after_seconds": after_seconds,

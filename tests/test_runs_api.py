@@ -156,10 +156,30 @@ def test_secrets_in_config_and_context_are_redacted_in_responses_only(api):
     assert stored["config"]["configurable"]["openai_api_key"] == "sk-1"
 
 
-def test_checkpoint_during_false_means_exit_durability(api):
+@pytest.mark.parametrize(
+    ("body", "durability"),
+    [
+        ({"checkpoint_during": False}, "exit"),
+        ({"checkpoint_during": True}, "async"),
+        ({}, None),
+    ],
+)
+def test_checkpoint_during_is_the_older_spelling_of_durability(api, body, durability):
     thread_id = create_thread(api)
-    run = create_run(api, thread_id, checkpoint_during=False)
-    assert run["kwargs"]["durability"] == "exit"
+    run = create_run(api, thread_id, **body)
+    assert run["kwargs"]["durability"] == durability
+
+
+def test_durability_with_checkpoint_during_is_422(api):
+    thread_id = create_thread(api)
+    response = api.post(
+        f"/api/threads/{thread_id}/runs",
+        {"assistant_id": "echo", "durability": "sync", "checkpoint_during": False},
+        format="json",
+    )
+    assert response.status_code == 422
+    assert "checkpoint_during" in response.json()["detail"]
+    assert not Run.objects.exists()
 
 
 def test_every_honoured_field_is_stored_for_the_executor(api):
@@ -175,6 +195,7 @@ def test_every_honoured_field_is_stored_for_the_executor(api):
         interrupt_after=["node"],
         feedback_keys=["accuracy"],
         durability="sync",
+        strict_resume=True,
         on_disconnect="continue",
         multitask_strategy="enqueue",
     )
@@ -187,6 +208,7 @@ def test_every_honoured_field_is_stored_for_the_executor(api):
     assert kwargs["interrupt_after"] == ["node"]
     assert kwargs["feedback_keys"] == ["accuracy"]
     assert kwargs["durability"] == "sync"
+    assert kwargs["strict_resume"] is True
     stored = Run.objects.get(pk=run["run_id"])
     assert (stored.resumable, stored.on_disconnect, stored.multitask_strategy) == (
         True,
@@ -215,6 +237,9 @@ def test_after_seconds_delays_the_start(api):
         ("on_completion", "archive"),
         ("if_not_exists", "maybe"),
         ("durability", "forever"),
+        ("checkpoint_during", "no"),
+        ("strict_resume", "yes"),
+        ("langsmith_tracer", {"project_name": "p"}),
         ("interrupt_before", "node"),
         ("interrupt_after", [1, 2]),
         ("after_seconds", -1),

@@ -231,3 +231,42 @@ async def test_an_unknown_checkpoint_id_is_404(sdk):
         await sdk.runs.create(
             thread_id, "echo", input=HUMAN, checkpoint_id="1f000000-0000-6000-8000-000000000000"
         )
+
+
+# --- durability -------------------------------------------------------------------------------
+
+
+async def _checkpoints_after_echo(sdk, **body) -> int:
+    thread_id = await new_thread(sdk)
+    await sdk.runs.wait(thread_id, "echo", input=HUMAN, **body)
+    assert (await sdk.threads.get_state(thread_id))["values"]["messages"][-1]["content"] == (
+        "echo: hello"
+    )
+    return len(await sdk.threads.get_history(thread_id, limit=100))
+
+
+async def test_durability_goes_through_to_langgraph(sdk):
+    every_step = await _checkpoints_after_echo(sdk)
+    assert await _checkpoints_after_echo(sdk, durability="sync") == every_step
+    assert await _checkpoints_after_echo(sdk, durability="async") == every_step
+    assert every_step > 1
+    assert await _checkpoints_after_echo(sdk, durability="exit") == 1
+
+
+async def test_checkpoint_during_false_saves_only_at_exit(sdk):
+    with pytest.warns(DeprecationWarning):  # the SDK's: durability replaces it
+        assert await _checkpoints_after_echo(sdk, checkpoint_during=False) == 1
+
+
+async def test_strict_resume_refuses_an_answer_to_no_waiting_interrupt(sdk):
+    thread_id = await new_thread(sdk)
+    await sdk.runs.wait(thread_id, "ask_human", input={"question": "color?"})
+    unknown = {"0" * 32: "blue"}  # a resume map naming an interrupt id that is not waiting
+
+    result = await sdk.runs.wait(
+        thread_id, "ask_human", command={"resume": unknown}, strict_resume=True, raise_error=False
+    )
+
+    assert result["__error__"]["error"] == "UnknownInterruptError"
+    [run] = await sdk.runs.list(thread_id, limit=1)
+    assert run["status"] == "error"

@@ -88,6 +88,7 @@ def server_info() -> dict:
             "crons": False,
             "langsmith": False,
             "langsmith_tracing_replicas": False,
+            "strict_resume": True,
         },
         "auth_mode": settings.AUTH_MODE,
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langgraph._internal._constants import CONFIG_KEY_STRICT_RESUME
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Send
 
@@ -99,6 +100,8 @@ def plan_run(run: Run, callbacks: list[BaseCallbackHandler]) -> RunPlan:
         "user_id": str(run.user_id) if run.user_id is not None else "",
     }
     configurable.update(server_keys)
+    if kwargs.get("strict_resume"):
+        configurable[CONFIG_KEY_STRICT_RESUME] = True
     config: dict[str, Any] = {k: client_config[k] for k in CONFIG_KEYS if k in client_config}
     # Checkpoint metadata takes config metadata first: run_id must be ours (rollback finds
     # a run's checkpoints by it).
