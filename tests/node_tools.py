@@ -10,6 +10,22 @@ tests of it that match a name) and fails the pytest test with node's output when
 script needs comes in environment variables: `DEERFLOW_URL` (the server's root), `DEERFLOW_API_URL`,
 `DEERFLOW_API_KEY` and, for browser scripts, `CHROMIUM_PATH` (tests/js/browser.mjs launches it).
 
+A browser test of your own (the playground's is tests/test_playground_browser.py):
+
+    // tests/js/admin.test.mjs
+    import { test } from "node:test";
+    import { withPage } from "./browser.mjs";
+    test("the admin lists runs", async () => {
+      await withPage(async (page) => {
+        await page.goto(`${process.env.DEERFLOW_URL}/admin/`);
+        await page.getByText("Runs").waitFor();   // waits on the condition, no sleep
+      });
+    });
+
+    # tests/test_admin_browser.py, marked django_db(transaction=True) and live
+    def test_admin_lists_runs(run_browser_tests, daphne_server):
+        run_browser_tests("admin.test.mjs", daphne_server, name="the admin lists runs")
+
 Missing tools: with CI=true a failure; elsewhere the test is skipped with the reason
 (`scripts/test` installs them: Debian's chromium as root, and `scripts/setup --node`).
 """
@@ -24,7 +40,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.live import REPO_ROOT, die_with_parent, merge_env
+from tests.live import REPO_ROOT, LiveServer, die_with_parent, merge_env
 
 JS_TESTS_DIR = REPO_ROOT / "tests" / "js"
 NODE_MODULES = REPO_ROOT / "node_modules"
@@ -120,5 +136,28 @@ def run_node_tests(node_executable: str) -> RunNodeTests:
         if result.returncode != 0 or NOTHING_RAN in output:
             pytest.fail(f"node --test {script} (name={name!r}) failed:\n{output[-20000:]}")
         return result
+
+    return run
+
+
+@pytest.fixture
+def run_browser_tests(run_node_tests: RunNodeTests, chromium_path: str) -> RunNodeTests:
+    """Run a browser script of tests/js against a live server:
+    `run_browser_tests("playground.test.mjs", server, name="Stop", SOME_VAR="...")`.
+
+    The script gets DEERFLOW_URL (the server's root), DEERFLOW_API_PREFIX, CHROMIUM_PATH and the
+    keyword arguments as environment variables; `name` selects node tests as in run_node_tests.
+    """
+
+    def run(
+        script: str, server: LiveServer, *, name: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            "DEERFLOW_URL": server.url,
+            "DEERFLOW_API_PREFIX": server.api_url.removeprefix(server.url),
+            "CHROMIUM_PATH": chromium_path,
+            **env,
+        }
+        return run_node_tests(script, env=env, name=name)
 
     return run

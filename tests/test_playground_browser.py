@@ -23,14 +23,8 @@ def local_mode_server(live_server_factory):
 
 
 @pytest.fixture
-def run_in_browser(run_node_tests, chromium_path):
-    """Run the node tests of the script matching `name` against `server`."""
-
-    def run(server, name, **env):
-        env = {"DEERFLOW_URL": server.url, "CHROMIUM_PATH": chromium_path, **env}
-        return run_node_tests(SCRIPT, env=env, name=name)
-
-    return run
+def run_in_browser(run_browser_tests):
+    return lambda server, name, **env: run_browser_tests(SCRIPT, server, name=name, **env)
 
 
 def test_message_to_agent_shows_streamed_answer_and_tool_call(run_in_browser, local_mode_server):
