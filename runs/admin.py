@@ -7,6 +7,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from deerflow_site.api.errors import ServiceError
+from feedback.admin import FeedbackInline
+from runs.journal.admin import RunModelUsageInline, journal_of
 from runs.models import Run, RunStreamEvent
 
 
@@ -45,9 +47,11 @@ class RunAdmin(admin.ModelAdmin):
     raw_id_fields = ("thread", "user")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
-    inlines = (RunStreamEventInline,)
-    readonly_fields = [field.name for field in Run._meta.fields]
+    inlines = (RunModelUsageInline, FeedbackInline, RunStreamEventInline)
+    readonly_fields = [*(field.name for field in Run._meta.fields), "journal"]
     actions = ("cancel_interrupt", "cancel_rollback")
+
+    journal = staticmethod(journal_of)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs are admitted through the API, which applies the thread's rules
