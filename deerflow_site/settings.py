@@ -264,6 +264,21 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # /ok is a plain async view (deerflow_site.health), described here.
+    "APPEND_PATHS": {
+        f"{API_PREFIX}/ok": {
+            "get": {
+                "operationId": "ok",
+                "tags": ["ok"],
+                "description": "Health: the database and the channel layer are reachable.",
+                "security": [],
+                "responses": {
+                    "200": {"description": '{"ok": true}'},
+                    "503": {"description": '{"ok": false, "detail": ...}: one is down'},
+                },
+            }
+        }
+    },
     # Three choice sets share the field name `status`: each gets a name of its own.
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.Run.Status",

@@ -6,8 +6,10 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from deerflow_site.api import schema  # noqa: F401 - registers the OpenAPI auth extensions
-from deerflow_site.api.meta import ApiRootView, InfoView, OkView, api_not_found
+from deerflow_site.api.async_views import by_method
+from deerflow_site.api.meta import ApiRootView, InfoView, OperationsStatusView, api_not_found
 from deerflow_site.front import front_page
+from deerflow_site.health import ok
 
 prefix = settings.API_PREFIX.strip("/")
 
@@ -15,11 +17,13 @@ admin.site.site_header = settings.PROJECT_NAME
 admin.site.site_title = settings.PROJECT_NAME
 admin.site.index_title = "Threads, runs and users"
 admin.site.site_url = "/"  # "View site": the front page
+admin.site.index_template = "admin/deerflow_index.html"  # with the operations status
 
 api_patterns = [
     path("", ApiRootView.as_view(), name="api-root"),
-    path("ok", OkView.as_view(), name="ok"),
+    path("ok", by_method(get=ok), name="ok"),
     path("info", InfoView.as_view(), name="info"),
+    path("ops/status", OperationsStatusView.as_view(), name="operations-status"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
     path("", include("threads.urls")),

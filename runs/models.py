@@ -196,3 +196,16 @@ class RunModelUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.model_name}: {self.total_tokens}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A run worker's last sign of life, renewed every third of a lease: the workers online."""
+
+    worker_id = models.CharField(primary_key=True, max_length=128)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+    concurrency = models.PositiveIntegerField()
+    running = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.worker_id

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,20 +17,6 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
-
-
-class OkView(APIView):
-    """Liveness: answers without credentials."""
-
-    authentication_classes = ()
-    permission_classes = (AllowAny,)
-
-    @extend_schema(
-        operation_id="ok",
-        responses={200: inline_serializer("Ok", {"ok": serializers.BooleanField()})},
-    )
-    def get(self, request: Request) -> Response:
-        return Response({"ok": True})
 
 
 class ApiRootView(APIView):
@@ -74,6 +60,27 @@ class InfoView(APIView):
     @extend_schema(operation_id="info", responses={200: dict})
     def get(self, request: Request) -> Response:
         return Response(server_info())
+
+
+class CanViewRuns(BasePermission):
+    """Staff who hold the admin's `runs.view_run` permission."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(user and user.is_staff and user.has_perm("runs.view_run"))
+
+
+class OperationsStatusView(APIView):
+    """Staff only: the run queue and the workers, as runs.operations.operations_status gives
+    them (also on the admin's index page)."""
+
+    permission_classes = (IsAuthenticated, CanViewRuns)
+
+    @extend_schema(operation_id="operations_status", responses={200: dict})
+    def get(self, request: Request) -> Response:
+        from runs.operations import operations_status
+
+        return Response(operations_status())
 
 
 def server_info() -> dict:

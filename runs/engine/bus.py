@@ -110,3 +110,15 @@ def out_of_band_event_id() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+PING = "bus.ping"
+
+
+async def ping() -> None:
+    """A message through the channel layer to a new channel of this process and back: raises
+    what the layer raises when it is unreachable (the caller bounds the time)."""
+    channel_layer = layer()
+    channel = await channel_layer.new_channel()
+    await channel_layer.send(channel, {"type": PING})
+    await channel_layer.receive(channel)

@@ -30,6 +30,7 @@ from runs.engine import bus, queue
 from runs.engine.db import in_database
 from runs.engine.executor import CancelSignal, execute_run
 from runs.engine.graphs.agent import describe_agent_model
+from runs.engine.heartbeats import forget_worker, record_heartbeat
 from runs.engine.registry import graph_specs, load_graph
 from runs.engine.run_completion import after_run
 from runs.engine.streaming import purge_stream_events
@@ -63,6 +64,7 @@ class RunWorker:
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
         self.channel = ""
+        self.started_at = timezone.now()
         self._executions: dict[UUID, _Execution] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -108,6 +110,8 @@ class RunWorker:
             asyncio.create_task(self._listen(), name="worker-listen"),
             asyncio.create_task(self._maintain(), name="worker-maintain"),
         ]
+        self.started_at = timezone.now()
+        await self._heartbeat()
         self.started.set()
 
     async def _join_groups(self) -> None:
@@ -140,6 +144,8 @@ class RunWorker:
         with contextlib.suppress(Exception):
             await bus.layer().group_discard(bus.WAKEUP_GROUP, self.channel)
             await bus.layer().group_discard(bus.worker_control_group(self.worker_id), self.channel)
+        with contextlib.suppress(Exception):
+            await in_database(forget_worker)(worker_id=self.worker_id)
         logger.info("run worker %s stopped", self.worker_id)
 
     # --- Claiming ------------------------------------------------------------------------
@@ -245,6 +251,7 @@ class RunWorker:
                 if now - last_renew >= renew_every:
                     last_renew = now
                     await self._renew()
+                    await self._heartbeat()
                 elif self._executions:
                     flags = await in_database(queue.cancel_flags)(
                         worker_id=self.worker_id, run_ids=self.active_run_ids
@@ -270,6 +277,14 @@ class RunWorker:
             return
         flags = await in_database(queue.renew_leases)(worker_id=self.worker_id, run_ids=run_ids)
         self._apply_flags(flags, lost_if_missing=True, asked=run_ids)
+
+    async def _heartbeat(self) -> None:
+        await in_database(record_heartbeat)(
+            worker_id=self.worker_id,
+            started_at=self.started_at,
+            concurrency=self.concurrency,
+            running=len(self._executions),
+        )
 
     def _apply_flags(
         self, flags: dict[UUID, str], *, lost_if_missing: bool, asked: list[UUID] | None = None

@@ -1,0 +1,95 @@
+"""`GET /api/ok` of a live server whose PostgreSQL or Redis goes down: 503, naming which.
+
+The server gets a PostgreSQL and a Redis of its own (scripts/services.py's), so that stopping them
+leaves the suite's own servers alone.
+"""
+
+import importlib.util
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import port_for
+import pytest
+from django.conf import settings
+
+from tests.live import REPO_ROOT, LiveServerFactory
+
+ON_PRODUCTION_STACK = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
+    "postgresql"
+)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not ON_PRODUCTION_STACK, reason="stops a PostgreSQL and a Redis: the PostgreSQL phase"
+    ),
+    pytest.mark.live,
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def services_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("services", REPO_ROOT / "scripts/services.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def own_servers() -> Iterator[dict[str, Any]]:
+    """A PostgreSQL and a Redis of the test's own: their executors and URLs."""
+    services = services_module()
+    try:
+        pg_ctl, redis_server = services.find_pg_ctl(), services.find_redis_server()
+    except services.Unavailable as exc:
+        pytest.skip(str(exc))
+    # PostgreSQL runs as its own OS user when we are root: it must reach this directory.
+    workdir = Path(tempfile.mkdtemp(prefix="health-"))
+    workdir.chmod(0o711)
+    started: dict[str, Any] = {}
+    try:
+        pg_port = port_for.select_random()
+        started["postgres"], started["database_url"] = services.start_postgres(
+            workdir, pg_port, pg_ctl
+        )
+        redis_port = port_for.select_random(exclude_ports=[pg_port])
+        started["redis"], started["redis_url"] = services.start_redis(
+            workdir, redis_port, redis_server
+        )
+        yield started
+    finally:
+        for name in ("redis", "postgres"):
+            if name in started and started[name].running():
+                started[name].stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_ok_answers_503_naming_what_is_down_when_redis_then_postgresql_stop(
+    live_server_factory: LiveServerFactory, own_servers: dict[str, Any]
+) -> None:
+    server = live_server_factory.start(
+        DATABASE_URL=own_servers["database_url"],
+        REDIS_URL=own_servers["redis_url"],
+        DEERFLOW_EMBEDDED_WORKER="false",
+    )
+    ok_url = server.api_url + "/ok"
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        assert client.get(ok_url).json() == {"ok": True}
+
+        own_servers["redis"].stop()
+        response = client.get(ok_url)
+        assert response.status_code == 503
+        assert response.json()["channel_layer"] is False
+        assert response.json()["database"] is True
+
+        own_servers["postgres"].stop()
+        response = client.get(ok_url)
+        assert response.status_code == 503
+        assert response.json()["database"] is False
+        assert "database" in response.json()["detail"]
+    server.stop()
