@@ -27,15 +27,18 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from deerflow_site.dbcompat import advisory_xact_lock
+from feedback.models import Feedback
 from runs.engine.checkpointer import delete_checkpoints_of_threads, orphan_checkpoint_thread_ids
 from runs.engine.streaming import expired_stream_events
-from runs.models import Run, RunStreamEvent
+from runs.models import Run, RunEvent, RunStreamEvent
 from threads.models import Thread
 
 #: The kinds `clear_expired` reports, by the model label Django's delete() counts under.
 REPORTED_KINDS = {
     Thread._meta.label: "threads",
     Run._meta.label: "runs",
+    RunEvent._meta.label: "journal events",
+    Feedback._meta.label: "feedback",
     RunStreamEvent._meta.label: "stream events",
 }
 CHECKPOINTS = "checkpoints"
@@ -77,8 +80,9 @@ class Retention:
 def clear_expired(
     *, retention: Retention, dry_run: bool = False, now: datetime | None = None
 ) -> dict[str, int]:
-    """Delete what is past its retention; returns the rows deleted per kind
-    (`threads`, `runs`, `stream events`, `checkpoints`; every kind present, 0 when none).
+    """Delete what is past its retention; returns the rows deleted per kind (`threads`,
+    `runs`, `journal events`, `feedback`, `stream events`, `checkpoints`; each present, 0 when
+    none).
 
     With `dry_run` the batches run inside one transaction that is rolled back at the end: the
     counts are exactly what would go, nothing changes (and the rows stay locked until then).

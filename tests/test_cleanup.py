@@ -1,6 +1,7 @@
 """`manage.py cleanup`: retention of threads, runs, stream events and checkpoints."""
 
 import io
+import itertools
 import threading
 import uuid
 from dataclasses import dataclass
@@ -13,8 +14,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from feedback.models import Feedback
 from runs.engine.registry import graph_for_thread
-from runs.models import Run, RunStreamEvent
+from runs.journal.catalog import EventCategory, EventType
+from runs.models import Run, RunEvent, RunStreamEvent
 from runs.retention import Retention, clear_expired
 from tests.engine_support import closing_checkpointer, make_thread, pending_run  # noqa: F401
 from threads.models import Thread
@@ -24,6 +27,7 @@ pytestmark = [
     pytest.mark.usefixtures("closing_checkpointer"),
 ]
 
+JOURNAL_SEQ = itertools.count(1)
 RETENTION = Retention(run_days=30, stream_seconds=3600, batch_size=2)
 
 
@@ -42,7 +46,11 @@ class World:
     run_with_recent_events: Any
 
 
-def finished_run(*, thread: Thread, user: Any, ended_days_ago: float, events: int = 0) -> Run:
+def finished_run(
+    *, thread: Thread, user: Any, ended_days_ago: float, events: int = 0, journal: bool = False
+) -> Run:
+    """A finished run with `events` stored stream events; with `journal`, two journal events
+    (start and end) and the user's feedback."""
     run = pending_run(thread=thread, user=user)
     ended_at = timezone.now() - timedelta(days=ended_days_ago)
     Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCESS, ended_at=ended_at)
@@ -50,20 +58,31 @@ def finished_run(*, thread: Thread, user: Any, ended_days_ago: float, events: in
     for seq in range(1, events + 1):
         RunStreamEvent.objects.create(run=run, seq=seq, event="values", data="{}")
     RunStreamEvent.objects.filter(run=run).update(created_at=ended_at)
+    if journal:
+        for event_type in (EventType.RUN_START, EventType.RUN_END):
+            RunEvent.objects.create(
+                thread=thread,
+                run=run,
+                seq=next(JOURNAL_SEQ),
+                event_type=event_type,
+                category=EventCategory.LIFECYCLE,
+                created_at=ended_at,
+            )
+        Feedback.objects.create(run=run, thread=thread, user=user, rating=Feedback.Rating.POSITIVE)
     return run
 
 
 def build_world(user: Any) -> World:
     long_ago = timezone.now() - timedelta(days=1)
     expired = make_thread(user=user)
-    finished_run(thread=expired, user=user, ended_days_ago=40, events=3)
+    finished_run(thread=expired, user=user, ended_days_ago=40, events=3, journal=True)
     busy_expired = make_thread(user=user)
     pending_run(thread=busy_expired, user=user)
     Thread.objects.filter(pk__in=[expired.pk, busy_expired.pk]).update(expires_at=long_ago)
 
     live = make_thread(user=user)
-    old_run = finished_run(thread=live, user=user, ended_days_ago=40, events=2)
-    recent_run = finished_run(thread=live, user=user, ended_days_ago=1)
+    old_run = finished_run(thread=live, user=user, ended_days_ago=40, events=2, journal=True)
+    recent_run = finished_run(thread=live, user=user, ended_days_ago=1, journal=True)
     old_events = finished_run(thread=live, user=user, ended_days_ago=2 / 24, events=4)
     recent_events = finished_run(thread=live, user=user, ended_days_ago=0.1 / 24, events=5)
     active_old = pending_run(thread=make_thread(user=user), user=user)
@@ -114,11 +133,20 @@ def snapshot() -> dict[str, Any]:
         "threads": set(Thread.objects.values_list("pk", flat=True)),
         "runs": set(Run.objects.values_list("pk", flat=True)),
         "events": set(RunStreamEvent.objects.values_list("pk", flat=True)),
+        "journal": set(RunEvent.objects.values_list("pk", flat=True)),
+        "feedback": set(Feedback.objects.values_list("pk", flat=True)),
         "checkpoints": checkpoints,
     }
 
 
-EXPECTED = {"threads": 1, "runs": 2, "stream events": 3 + 2 + 4, "checkpoints": 0}
+EXPECTED = {
+    "threads": 1,
+    "runs": 2,
+    "journal events": 2 + 2,
+    "feedback": 1 + 1,
+    "stream events": 3 + 2 + 4,
+    "checkpoints": 0,
+}
 
 
 def expected_counts(world: World) -> dict[str, int]:
@@ -144,6 +172,8 @@ async def test_cleanup_deletes_exactly_what_is_past_its_retention(user: Any) -> 
         assert {world.recent_run, world.active_old_run, world.run_with_old_events} <= runs
         events = set(RunStreamEvent.objects.values_list("run_id", flat=True))
         assert events == {world.run_with_recent_events}
+        assert set(RunEvent.objects.values_list("run_id", flat=True)) == {world.recent_run}
+        assert set(Feedback.objects.values_list("run_id", flat=True)) == {world.recent_run}
         assert checkpoints_of(world.expired_thread) == 0
         assert checkpoints_of(world.orphan_thread) == 0
         assert checkpoints_of(world.live_thread) == live_checkpoints > 0
@@ -170,6 +200,7 @@ async def test_zero_run_days_keeps_finished_runs(user: Any) -> None:
     counts = await sync_to_async(clear_expired)(retention=keep_runs)
 
     assert counts["runs"] == 1  # only the expired thread's own run
+    assert counts["feedback"] == 1
     assert await Run.objects.filter(pk=world.old_run).aexists()
 
 
