@@ -8,7 +8,12 @@ class RunNotFound(NotFound):
 
 
 class RunNotCancellable(Conflict):
-    """The run has already finished: there is nothing to cancel."""
+    """The run has already finished on its own: there is nothing to cancel."""
+
+
+class ResumeWithoutThread(BadRequest):
+    """command.resume needs a thread with an interrupt to resume: send it to
+    /threads/{thread_id}/runs..., not to a stateless run."""
 
 
 class RunActive(Conflict):

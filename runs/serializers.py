@@ -21,7 +21,7 @@ from deerflow_site.api.serializers import (
     ThreadIdField,
     UUIDStringField,
 )
-from runs.exceptions import WebhookRefused
+from runs.exceptions import ResumeWithoutThread, WebhookRefused
 from runs.models import Run
 from runs.webhooks import parse_webhook_url
 from threads.services import clean_metadata
@@ -311,8 +311,12 @@ def parse_run_create(data: Any, *, on_completion: str = "keep") -> RunRequest:
 
 def parse_stateless_run_create(data: Any) -> RunRequest:
     """A stateless run's create body: its new thread is created for it, and deleted after it
-    unless `on_completion` says `keep`."""
-    return replace(parse_run_create(data, on_completion="delete"), if_not_exists="create")
+    unless `on_completion` says `keep`. A `command.resume` is a 400: a new thread has no
+    interrupt to resume."""
+    request = parse_run_create(data, on_completion="delete")
+    if "resume" in (request.kwargs.get("command") or {}):
+        raise ResumeWithoutThread()
+    return replace(request, if_not_exists="create")
 
 
 def redact_secrets(value: Any) -> Any:

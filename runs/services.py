@@ -151,12 +151,19 @@ async def check_webhook(*, body: RunRequest) -> None:
 
 
 def cancel_run(*, run: Run, action: str) -> Run:
-    """Stop a run: a pending one never starts; a running one is told to stop (409 if finished)."""
+    """Stop a run: a pending one never starts; a running one is told to stop.
+
+    Idempotent: a run already cancelled (`interrupted`) is returned as it is, as the deer-flow
+    gateway answers a second Stop. RunNotCancellable (409) for a run that finished on its own
+    (`success`, `error`, `timeout`); RunNotFound (404) when it is gone.
+    """
     with transaction.atomic():
         Thread.objects.select_for_update().filter(pk=run.thread_id).first()
         locked = Run.objects.select_for_update().filter(pk=run.pk).first()
         if locked is None:
             raise RunNotFound()
+        if locked.status == Run.Status.INTERRUPTED:
+            return locked
         if not locked.is_active:
             raise RunNotCancellable()
         _cancel_locked(run=locked, action=action)

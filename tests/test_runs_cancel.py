@@ -95,12 +95,38 @@ async def test_cancel_answers_202_then_204_with_wait(daphne_server, sdk, headers
     assert (accepted.status_code, waited.status_code) == (202, 204)
 
 
-async def test_cancel_of_a_finished_run_is_409(sdk):
+@pytest.mark.parametrize(
+    ("graph", "body", "status"),
+    [("echo", {}, "success"), ("failing", {"message": "boom"}, "error")],
+)
+async def test_cancel_of_a_run_finished_on_its_own_is_409(sdk, graph, body, status):
     thread_id = await new_thread(sdk)
-    await sdk.runs.wait(thread_id, "echo", input={})
+    await sdk.runs.wait(thread_id, graph, input=body, raise_error=False)
     run = (await sdk.runs.list(thread_id))[0]
+    assert run["status"] == status
     with pytest.raises(ConflictError):
         await sdk.runs.cancel(thread_id, run["run_id"])
+
+
+async def test_cancel_of_a_cancelled_run_answers_again_202_and_204_with_wait(
+    daphne_server, sdk, headers
+):
+    thread_id = await new_thread(sdk)
+    run = await sdk.runs.create(thread_id, "echo", input={}, after_seconds=60)
+    await sdk.runs.cancel(thread_id, run["run_id"], wait=True)
+    await sdk.runs.cancel(thread_id, run["run_id"])  # a second Stop is no client error
+    cancel = f"/threads/{thread_id}/runs/{run['run_id']}/cancel"
+    async with httpx.AsyncClient(
+        base_url=daphne_server.api_url, headers=headers, trust_env=False
+    ) as client:
+        again = await client.post(cancel)
+        waited = await client.post(cancel, params={"wait": 1})
+        rollback = await client.post(cancel, params={"action": "rollback"})
+        joined = await client.post(
+            f"/threads/{thread_id}/runs/{run['run_id']}/stream", params={"action": "interrupt"}
+        )
+    assert [r.status_code for r in (again, waited, rollback, joined)] == [202, 204, 202, 202]
+    assert (await stored(run["run_id"])).status == Run.Status.INTERRUPTED
 
 
 async def test_cancel_with_an_unknown_action_is_422(daphne_server, sdk, headers):

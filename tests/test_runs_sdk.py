@@ -270,3 +270,36 @@ async def test_strict_resume_refuses_an_answer_to_no_waiting_interrupt(sdk):
     assert result["__error__"]["error"] == "UnknownInterruptError"
     [run] = await sdk.runs.list(thread_id, limit=1)
     assert run["status"] == "error"
+
+
+# --- resume without a thread ------------------------------------------------------------------
+
+
+async def _stateless_wait(sdk, **body):
+    await sdk.runs.wait(None, "ask_human", **body)
+
+
+async def _stateless_stream(sdk, **body):
+    async for _ in sdk.runs.stream(None, "ask_human", **body):
+        pass
+
+
+async def _stateless_create(sdk, **body):
+    await sdk.runs.create(None, "ask_human", **body)
+
+
+async def _stateless_batch(sdk, **body):
+    await sdk.runs.create_batch([{"assistant_id": "ask_human", **body}])
+
+
+@pytest.mark.parametrize(
+    "create", [_stateless_wait, _stateless_stream, _stateless_create, _stateless_batch]
+)
+async def test_resume_without_a_thread_is_400(sdk, create):
+    # runs.wait raises httpx's own error, the other methods the SDK's subclass of it.
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        await create(sdk, command={"resume": "blue"})
+
+    assert refused.value.response.status_code == 400
+    assert "resume" in refused.value.response.json()["detail"]
+    assert not await Run.objects.aexists()
