@@ -139,7 +139,13 @@ def process_wait(process: subprocess.Popen[bytes], seconds: float) -> None:
 def test_scripts_serve_prints_the_urls_it_serves(served):
     site, _, lines = served
     printed = "\n".join(lines)
-    for url in (f"{site}/", f"{site}/api", f"{site}/api/docs", f"{site}/admin/"):
+    for url in (
+        f"{site}/",
+        f"{site}/playground/",
+        f"{site}/api",
+        f"{site}/api/docs",
+        f"{site}/admin/",
+    ):
         assert re.search(rf"\s{re.escape(url)}(\s|$)", printed), printed
 
 

@@ -9,14 +9,14 @@ from django.contrib.auth import get_user_model
 pytestmark = pytest.mark.django_db
 
 
-def test_front_page_links_the_api_its_docs_and_the_admin(client):
+def test_front_page_links_the_chat_page_the_api_its_docs_and_the_admin(client):
     page = client.get("/")
     assert page.status_code == 200
     assert page["Content-Type"].startswith("text/html")
     html = page.content.decode()
     assert settings.PROJECT_NAME in html
-    for href in ('href="/api"', 'href="/api/docs"', 'href="/api/openapi.json"', 'href="/admin/"'):
-        assert href in html
+    for path in ("/playground/", "/api", "/api/docs", "/api/openapi.json", "/admin/"):
+        assert f'href="{path}"' in html
 
 
 def test_api_root_names_the_docs_and_the_schema(anonymous_api):
