@@ -8,7 +8,7 @@ it; `before_seq` (or neither) the last `limit` before it. Both come back in asce
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Max, QuerySet, Sum
+from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from deerflow_site.api.ids import validate_thread_id
@@ -73,10 +73,14 @@ def _attach_feedback(rows: list[dict[str, Any]], *, user: Any) -> None:
     run_ids = {row["run_id"] for row in rows if row["event_type"] == EventType.AI_RESPONSE}
     if not run_ids:
         return
+    # One index seek per run (its newest AI message), not a scan of the run's messages.
+    newest = RunEvent.objects.filter(
+        run_id=OuterRef("pk"), event_type=EventType.AI_RESPONSE
+    ).order_by("-seq")
     last_ai_seqs = set(
-        RunEvent.objects.filter(run_id__in=run_ids, event_type=EventType.AI_RESPONSE)
-        .values("run_id")
-        .annotate(last=Max("seq"))
+        Run.objects.filter(pk__in=run_ids)
+        .annotate(last=Subquery(newest.values("seq")[:1]))
+        .order_by()
         .values_list("last", flat=True)
     )
     last_rows = [row for row in rows if row["seq"] in last_ai_seqs]
