@@ -9,6 +9,7 @@ from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.serializers import (
     CheckpointIdField,
@@ -156,19 +157,6 @@ class RunConfigField(JSONObjectField):
             isinstance(tags, list) and all(isinstance(tag, str) for tag in tags)
         ):
             raise serializers.ValidationError({"tags": "Must be a list of strings."})
-        return value
-
-
-class CheckpointField(JSONObjectField):
-    """Where to start from: `{thread_id?, checkpoint_ns?, checkpoint_id?, checkpoint_map?}`."""
-
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        value = super().to_internal_value(data)
-        for key in ("thread_id", "checkpoint_ns", "checkpoint_id"):
-            if value.get(key) is not None and not isinstance(value[key], str):
-                raise serializers.ValidationError({key: "Must be a string."})
-        if value.get("checkpoint_id") is not None:
-            value["checkpoint_id"] = CheckpointIdField().run_validation(value["checkpoint_id"])
         return value
 
 

@@ -3,6 +3,7 @@ runs executed by its embedded worker."""
 
 import asyncio
 
+import httpx
 import pytest
 from langgraph_sdk.errors import (
     BadRequestError,
@@ -162,3 +163,93 @@ async def test_state_reads_run_concurrently(sdk):
     thread_id = await asked_thread(sdk)
     states = await asyncio.gather(*(sdk.threads.get_state(thread_id) for _ in range(8)))
     assert all(state == states[0] for state in states)
+
+
+# --- checkpoint references in every form the SDKs send ----------------------------------------
+
+
+async def thread_with_checkpoints(sdk) -> tuple[str, list[dict]]:
+    """A thread after a run of several steps, and its whole history (newest first)."""
+    thread_id = (await sdk.threads.create())["thread_id"]
+    await sdk.runs.wait(thread_id, "slow", input={"steps": 3, "delay": 0})
+    everything = await sdk.threads.get_history(thread_id, limit=100)
+    assert len(everything) >= 5
+    return thread_id, everything
+
+
+def ids(states: list[dict]) -> list[str]:
+    return [state["checkpoint"]["checkpoint_id"] for state in states]
+
+
+def as_config(state: dict) -> dict:
+    """A checkpoint as the JS SDK's getHistory sends `before`: a config."""
+    return {"configurable": {"checkpoint_id": state["checkpoint"]["checkpoint_id"]}}
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        as_config,
+        lambda state: state["checkpoint"],
+        lambda state: {"checkpoint_id": state["checkpoint"]["checkpoint_id"]},
+        lambda state: state["checkpoint"]["checkpoint_id"],
+    ],
+    ids=["config", "checkpoint", "checkpoint_id-only", "string"],
+)
+async def test_history_pages_with_before_in_every_sdk_form_reach_the_first_checkpoint(sdk, form):
+    thread_id, everything = await thread_with_checkpoints(sdk)
+    paged: list[dict] = []
+    page = await sdk.threads.get_history(thread_id, limit=2)
+    while page:
+        paged += page
+        page = await sdk.threads.get_history(thread_id, limit=2, before=form(page[-1]))
+    assert ids(paged) == ids(everything)
+
+
+async def test_history_get_takes_before_as_a_query_parameter(daphne_server, sdk, headers):
+    thread_id, everything = await thread_with_checkpoints(sdk)
+    async with httpx.AsyncClient(base_url=daphne_server.api_url, headers=headers) as client:
+        response = await client.get(
+            f"/threads/{thread_id}/history",
+            params={"limit": 2, "before": ids(everything)[1]},
+        )
+    assert ids(response.json()) == ids(everything)[2:4]
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        {"configurable": {"checkpoint_id": "1f000000-0000-6000-8000-000000000000"}},
+        "1f000000-0000-6000-8000-000000000000",
+        {"configurable": {}},
+        {"configurable": {"checkpoint_id": "C"}},
+        {"configurable": "C"},
+    ],
+)
+async def test_history_before_naming_no_checkpoint_is_422(sdk, before):
+    thread_id, _ = await thread_with_checkpoints(sdk)
+    with pytest.raises(UnprocessableEntityError) as refused:
+        await sdk.threads.get_history(thread_id, limit=2, before=before)
+    assert "before" in refused.value.response.json()["detail"]
+
+
+async def test_a_checkpoint_given_as_a_config_works_wherever_a_checkpoint_is_taken(sdk):
+    thread_id, everything = await thread_with_checkpoints(sdk)
+    oldest = everything[-1]
+
+    at = await sdk.threads.get_state(thread_id, checkpoint=as_config(oldest))
+    assert at == oldest
+    fork = as_config(everything[1])
+    run = await sdk.runs.create(thread_id, "slow", input=None, checkpoint=fork)
+    await sdk.runs.join(thread_id, run["run_id"])
+    assert run["kwargs"]["checkpoint_id"] == fork["configurable"]["checkpoint_id"]
+    assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "success"
+    unknown = {"configurable": {"checkpoint_id": "1f000000-0000-6000-8000-000000000000"}}
+    with pytest.raises(NotFoundError):
+        await sdk.runs.create(thread_id, "slow", input=None, checkpoint=unknown)
+    written = await sdk.threads.update_state(
+        thread_id, {"count": 41}, checkpoint=as_config(everything[1])
+    )
+    assert (await sdk.threads.get_state(thread_id, checkpoint=written["checkpoint"]))["values"][
+        "count"
+    ] == 41

@@ -40,6 +40,13 @@ STATE_FIELDS = (
 SPECIAL_AS_NODES = ("__input__", "__copy__", "__end__")
 
 
+class UnknownBeforeCheckpoint(Invalid):
+    """`before` names no checkpoint of this thread."""
+
+    def __init__(self) -> None:
+        super().__init__({"before": ["No checkpoint of this thread has that id."]})
+
+
 class GraphNotRegistered(BadRequest):
     """The thread's graph is not registered on this server."""
 
@@ -213,21 +220,28 @@ async def get_thread_history(
     *,
     thread: Thread,
     limit: int = 10,
-    before: str | dict[str, Any] | None = None,
+    before: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     checkpoint: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The thread's states, newest first: at most `limit`, older than `before`."""
+    """The thread's states, newest first: at most `limit`, older than the checkpoint `before`
+    (a Checkpoint naming a `checkpoint_id`, deerflow_site.api.checkpoints).
+
+    Raises UnknownBeforeCheckpoint (422) when `before` names no checkpoint of the thread: a
+    client paging with a stale id must not get the first page again.
+    """
     graph = await _graph_of(thread)
+    if graph is None and before:
+        raise UnknownBeforeCheckpoint()
     if graph is None:
         return []
     config = _state_config(thread, checkpoint=checkpoint)
     config["configurable"].pop("checkpoint_id", None)  # the namespace only: history lists them all
     before_config = None
     if before:
-        before_id = before if isinstance(before, str) else before.get("checkpoint_id")
-        if before_id:
-            before_config = _state_config(thread, checkpoint=checkpoint, checkpoint_id=before_id)
+        before_config = _state_config(thread, checkpoint={**(checkpoint or {}), **before})
+        if await graph.checkpointer.aget_tuple(before_config) is None:
+            raise UnknownBeforeCheckpoint()
     return [
         thread_state(snapshot)
         async for snapshot in graph.aget_state_history(

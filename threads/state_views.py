@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import serializers
 
 from deerflow_site.api.async_views import api_view, by_method, json_body
+from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
 from deerflow_site.api.serializers import (
     CheckpointIdField,
@@ -20,15 +21,6 @@ from threads.models import Thread
 from threads.serializers import ThreadSerializer
 
 METADATA_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_.-]+\Z")
-
-
-class CheckpointSerializer(RequestSerializer):
-    """A `Checkpoint`: which checkpoint (and subgraph namespace) of the thread."""
-
-    thread_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    checkpoint_ns = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    checkpoint_id = CheckpointIdField(required=False, allow_null=True)
-    checkpoint_map = JSONObjectField(required=False, allow_null=True)
 
 
 class SelectField(serializers.ListField):
@@ -50,13 +42,13 @@ class StateQuerySerializer(RequestSerializer):
 
 
 class StateAtCheckpointSerializer(StateQuerySerializer):
-    checkpoint = CheckpointSerializer()
+    checkpoint = CheckpointField()
 
 
 class StateUpdateSerializer(RequestSerializer):
     values = serializers.JSONField(required=False, allow_null=True)
     as_node = serializers.CharField(required=False, allow_null=True)
-    checkpoint = CheckpointSerializer(required=False, allow_null=True)
+    checkpoint = CheckpointField(required=False, allow_null=True)
     checkpoint_id = CheckpointIdField(required=False, allow_null=True)
 
     def validate_values(self, value: Any) -> Any:
@@ -69,19 +61,10 @@ class StateUpdateSerializer(RequestSerializer):
 
 class HistorySerializer(RequestSerializer):
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
-    before = serializers.JSONField(required=False, allow_null=True)
+    before = CheckpointField(require_id=True, required=False, allow_null=True)
     metadata = JSONObjectField(required=False, allow_null=True)
-    checkpoint = CheckpointSerializer(required=False, allow_null=True)
+    checkpoint = CheckpointField(required=False, allow_null=True)
     select = SelectField(required=False, allow_null=True)
-
-    def validate_before(self, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, dict):
-            checkpoint = CheckpointSerializer(data=value)
-            checkpoint.is_valid(raise_exception=True)
-            return checkpoint.validated_data
-        return CheckpointIdField().run_validation(value)
 
     def validate_metadata(self, value: Any) -> Any:
         for key in value or {}:
