@@ -10,7 +10,7 @@ function ToolCall({ call, result }) {
   return (
     <div className="tool-call" data-testid="tool-call" data-name={call.name}>
       <div className="call">
-        🔧 {call.name}({JSON.stringify(call.args ?? {})})
+        tool {call.name}({JSON.stringify(call.args ?? {})})
       </div>
       {result ? (
         <div className="result" data-testid="tool-result">
