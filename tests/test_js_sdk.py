@@ -16,9 +16,6 @@ SCRIPT = "sdk_client.test.mjs"
 DEFECT_1_RESUME_REPEATS_ID = pytest.mark.xfail(
     strict=True, reason="issue 11 defect 1: a resumed stream's metadata repeats the last event id"
 )
-DEFECT_2_HISTORY_BEFORE_CONFIG = pytest.mark.xfail(
-    strict=True, reason="issue 11 defect 2: history `before` in config form is ignored"
-)
 
 
 @pytest.fixture
@@ -41,7 +38,6 @@ def test_resumed_stream_repeats_no_event_id(run_sdk_test):
     run_sdk_test("^a resumed stream repeats no event id$")
 
 
-@DEFECT_2_HISTORY_BEFORE_CONFIG
 def test_get_history_pages_with_before_to_the_first_checkpoint(run_sdk_test):
     run_sdk_test("^getHistory pages with before")
 
