@@ -11,9 +11,10 @@ GET /api/ok it prints one line per process:
     web 1 http://127.0.0.1:8000 pid 1234
     worker 1 pid 1240
 
-then `cluster ready`. On Ctrl-C or SIGTERM, or when any process exits, it sends SIGTERM to all of
-them (workers finish their runs for up to DEERFLOW_WORKER_SHUTDOWN_SECONDS), waits, kills what is
-left and exits: 0 when it was asked to stop, 1 when a process died on its own.
+then `cluster ready`. A process that exits on its own is restarted (`worker 1 pid 1250
+(restarted)`), up to MAX_RESTARTS times. On Ctrl-C or SIGTERM, or past those restarts, it sends
+SIGTERM to all of them (workers finish their runs for up to DEERFLOW_WORKER_SHUTDOWN_SECONDS),
+waits, kills what is left and exits: 0 when it was asked to stop, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 90.0  # seconds: a process imports Django and LangGraph and compiles the graphs
 POLL_SECONDS = 0.2
+#: Restarts of one process before the supervisor gives up and stops them all.
+MAX_RESTARTS = 5
 
 
 def log(message: str) -> None:
@@ -49,13 +52,24 @@ def die_with_parent() -> None:
 @dataclass
 class Child:
     name: str
+    command: list[str]
+    env: dict[str, str]
     process: subprocess.Popen[bytes]
     url: str = ""
+    restarts: int = 0
+
+    def describe(self) -> str:
+        where = f" {self.url}" if self.url else ""
+        return f"{self.name}{where} pid {self.process.pid}"
+
+    def restart(self) -> None:
+        self.process = start(self.command, self.env)
+        self.restarts += 1
 
 
-def spawn(name: str, command: list[str], env: dict[str, str], url: str = "") -> Child:
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     # Their own session: a Ctrl-C reaches only the supervisor, which stops them in order.
-    process = subprocess.Popen(
+    return subprocess.Popen(
         command,
         cwd=REPO_ROOT,
         env=env,
@@ -63,7 +77,26 @@ def spawn(name: str, command: list[str], env: dict[str, str], url: str = "") -> 
         start_new_session=True,
         preexec_fn=die_with_parent,
     )
-    return Child(name=name, process=process, url=url)
+
+
+def spawn(name: str, command: list[str], env: dict[str, str], url: str = "") -> Child:
+    return Child(name=name, command=command, env=env, process=start(command, env), url=url)
+
+
+def supervise(children: list[Child]) -> str:
+    """Restart a process that exits (a crash, an OOM kill), up to MAX_RESTARTS times each;
+    returns why it gave up."""
+    while True:
+        for child in children:
+            if child.process.poll() is None:
+                continue
+            code = child.process.returncode
+            if child.restarts >= MAX_RESTARTS:
+                return f"{child.name} exited with code {code} after {child.restarts} restarts"
+            log(f"{child.name} exited with code {code}: restarting it")
+            child.restart()
+            print(f"{child.describe()} (restarted)", flush=True)
+        time.sleep(POLL_SECONDS)
 
 
 def answers_ok(url: str) -> bool:
@@ -159,14 +192,9 @@ def main() -> int:
             log(problem)
             return 1
         for child in children:
-            where = f" {child.url}" if child.url else ""
-            print(f"{child.name}{where} pid {child.process.pid}", flush=True)
+            print(child.describe(), flush=True)
         print("cluster ready (Ctrl-C stops it)", flush=True)
-        while all(child.process.poll() is None for child in children):
-            time.sleep(POLL_SECONDS)
-        for child in children:
-            if child.process.poll() is not None:
-                log(f"{child.name} exited with code {child.process.returncode}: stopping")
+        log(f"{supervise(children)}: stopping")
         return 1
     except Stop:
         stopped = True

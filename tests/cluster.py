@@ -12,7 +12,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
+
 from tests.live import REPO_ROOT, die_with_parent, merge_env
+
+#: PostgreSQL and Redis: what processes need to share runs (scripts/test's PostgreSQL phase).
+ON_PRODUCTION_STACK = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
+    "postgresql"
+)
 
 START_SECONDS = 120.0  # two cores importing Django and LangGraph in every process
 STOP_SECONDS = 60.0

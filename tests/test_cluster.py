@@ -6,16 +6,11 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from langgraph_sdk import get_client
 
 from runs.models import Run
-from tests.cluster import Cluster, is_running, start_cluster
+from tests.cluster import ON_PRODUCTION_STACK, Cluster, is_running, start_cluster
 from tests.fixtures import token_for
-
-ON_PRODUCTION_STACK = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
-    "postgresql"
-)
 
 pytestmark = [
     pytest.mark.skipif(not ON_PRODUCTION_STACK, reason="the cluster needs PostgreSQL and Redis"),

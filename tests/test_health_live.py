@@ -15,13 +15,9 @@ from typing import Any
 import httpx
 import port_for
 import pytest
-from django.conf import settings
 
+from tests.cluster import ON_PRODUCTION_STACK
 from tests.live import REPO_ROOT, LiveServerFactory
-
-ON_PRODUCTION_STACK = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
-    "postgresql"
-)
 
 pytestmark = [
     pytest.mark.skipif(
