@@ -232,6 +232,12 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", CORS_ALLOWED_ORIGINS)
 API_PREFIX = "/" + os.environ.get("DEERFLOW_API_PREFIX", "/api").strip("/")
 if API_PREFIX == "/":
     raise ImproperlyConfigured("DEERFLOW_API_PREFIX must not be empty")
+# Request bounds: a larger body is a 413; JSON nested deeper (objects and arrays) is a 422. The
+# depth stays well below what the interpreter's recursion limit lets the ORM and LangGraph handle.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DEERFLOW_MAX_BODY_BYTES", 2_621_440)
+MAX_JSON_DEPTH = env_int("DEERFLOW_MAX_JSON_DEPTH", 64)
+if not 1 <= MAX_JSON_DEPTH <= 128:
+    raise ImproperlyConfigured("DEERFLOW_MAX_JSON_DEPTH must be between 1 and 128")
 # Load balancers probe health over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [rf"^{API_PREFIX.lstrip('/')}/ok$"]
 
@@ -248,7 +254,7 @@ REST_FRAMEWORK = {
     ),
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["deerflow_site.api.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "deerflow_site.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from deerflow_site.api.serializers import RequestSerializer
+from deerflow_site.api.serializers import BoundedIntegerField, RequestSerializer
 from feedback.models import Feedback
 
 
@@ -38,7 +38,7 @@ class FeedbackSerializer(serializers.Serializer):
     run_id = serializers.UUIDField()
     thread_id = serializers.CharField()
     user = serializers.CharField(source="user_id")
-    rating = serializers.IntegerField()
+    rating = BoundedIntegerField()
     comment = serializers.SerializerMethodField()
     message_id = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -53,6 +53,6 @@ class FeedbackSerializer(serializers.Serializer):
 
 class FeedbackStatsSerializer(serializers.Serializer):
     run_id = serializers.UUIDField()
-    total = serializers.IntegerField()
-    positive = serializers.IntegerField()
-    negative = serializers.IntegerField()
+    total = BoundedIntegerField()
+    positive = BoundedIntegerField()
+    negative = BoundedIntegerField()

@@ -1,6 +1,5 @@
 """Run request and response bodies."""
 
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
@@ -9,9 +8,11 @@ from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from deerflow_site.api import parsers
 from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.serializers import (
+    BoundedIntegerField,
     CheckpointIdField,
     JSONObjectField,
     RequestSerializer,
@@ -68,7 +69,7 @@ def parse_stream_modes(value: Any, *, allowed: tuple[str, ...] = STREAM_MODES) -
     """Stream modes from a string, a list, or a JSON-array string; unknown ones are a 422."""
     if isinstance(value, str) and value.startswith("["):
         try:
-            value = json.loads(value)
+            value = parsers.loads(value)
         except ValueError:
             raise Invalid({"stream_mode": ["Malformed JSON array."]}) from None
     modes = [value] if isinstance(value, str) else value
@@ -356,8 +357,8 @@ def run_json(run: Run, *, select: list[str] | None = None) -> dict[str, Any]:
 class RunListQuerySerializer(RequestSerializer):
     """`?limit&offset&status&select` of `GET /threads/{t}/runs`."""
 
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
+    offset = BoundedIntegerField(min_value=0, default=0)
     status = serializers.ChoiceField(choices=Run.Status.choices, required=False, allow_null=True)
     select = serializers.ListField(
         child=serializers.ChoiceField(choices=RUN_FIELDS), required=False, allow_null=True

@@ -20,9 +20,11 @@ ACCEPTED = {
     "deerflow_site.api.ids.THREAD_ID_PATTERN": "my-thread_1",
     "deerflow_site.api.ids.UUID_PATTERN": "6ba7b821-9dad-11d1-80b4-00c04fd430c8",
     "threads.state_views.METADATA_KEY_PATTERN": "source.step",
+    "deerflow_site.api.serializers.INTEGER_PATTERN": "-12345",
 }
 #: Patterns that find text inside a larger text, not checks of a whole value.
 SEARCHES = {
+    "deerflow_site.api.parsers._STRUCTURE",
     "runs.engine.graphs.scripted_model.ARITHMETIC",
     "runs.engine.graphs.scripted_model.TOKEN",
 }

@@ -4,7 +4,12 @@ from typing import Any
 
 from rest_framework import serializers
 
-from deerflow_site.api.serializers import JSONObjectField, RequestSerializer, ThreadIdField
+from deerflow_site.api.serializers import (
+    BoundedIntegerField,
+    JSONObjectField,
+    RequestSerializer,
+    ThreadIdField,
+)
 from threads.models import Thread
 from threads.selectors import SORT_FIELDS
 
@@ -31,8 +36,13 @@ class ThreadSerializer(serializers.ModelSerializer):
         read_only_fields = THREAD_FIELDS
 
 
+#: The longest time to live, minutes (ten years).
+MAX_TTL_MINUTES = 10 * 366 * 24 * 60
+
+
 class TTLField(serializers.JSONField):
-    """A time to live in minutes: a number, or `{"ttl": minutes, "strategy": "delete"}`."""
+    """A time to live in minutes (at most MAX_TTL_MINUTES): a number, or
+    `{"ttl": minutes, "strategy": "delete"}`."""
 
     def to_internal_value(self, data: Any) -> float:
         value = super().to_internal_value(data)
@@ -43,6 +53,8 @@ class TTLField(serializers.JSONField):
             value = value.get("ttl")
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise serializers.ValidationError("Must be a positive number of minutes.")
+        if value > MAX_TTL_MINUTES:
+            raise serializers.ValidationError(f"Must be at most {MAX_TTL_MINUTES} minutes.")
         return float(value)
 
 
@@ -65,8 +77,8 @@ class ThreadSearchSerializer(RequestSerializer):
     values = JSONObjectField(required=False, allow_null=True)
     ids = serializers.ListField(child=ThreadIdField(), required=False, allow_null=True)
     status = serializers.ChoiceField(choices=Thread.Status.choices, required=False, allow_null=True)
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
+    offset = BoundedIntegerField(min_value=0, default=0)
     sort_by = serializers.ChoiceField(choices=SORT_FIELDS, default="created_at")
     sort_order = serializers.ChoiceField(choices=["asc", "desc"], default="desc")
     select = serializers.ListField(

@@ -11,6 +11,7 @@ from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
 from deerflow_site.api.serializers import (
+    BoundedIntegerField,
     CheckpointIdField,
     JSONObjectField,
     RequestSerializer,
@@ -60,7 +61,7 @@ class StateUpdateSerializer(RequestSerializer):
 
 
 class HistorySerializer(RequestSerializer):
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
     before = CheckpointField(require_id=True, required=False, allow_null=True)
     metadata = JSONObjectField(required=False, allow_null=True)
     checkpoint = CheckpointField(required=False, allow_null=True)
@@ -164,7 +165,9 @@ async def post_history(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 @api_view(scope="threads:write")
 async def copy_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
-    """A copy of the thread, with its checkpoints, owned by the caller."""
+    """A copy of the thread, with its checkpoints, owned by the caller (no body is read, but a
+    malformed one is refused like anywhere else)."""
+    json_body(request)
     thread = await _thread(request, thread_id)
     copy = await state.copy_thread(thread=thread, user=request.user)
     data = await sync_to_async(lambda: ThreadSerializer(copy).data)()

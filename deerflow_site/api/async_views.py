@@ -1,7 +1,6 @@
 """Async views outside DRF (SSE, wait, cancel, state): the same auth, scopes and error bodies."""
 
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
+from deerflow_site.api import parsers
 from deerflow_site.api.errors import Invalid, ServiceError, error_response
 from deerflow_site.api.permissions import require_scope
 from deerflow_site.dbthreads import db
@@ -83,8 +83,8 @@ def json_body(request: HttpRequest) -> Any:
     if not request.body:
         return {}
     try:
-        return json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return parsers.loads(request.body)
+    except ValueError as exc:  # UnicodeDecodeError included
         raise Invalid(f"Malformed JSON: {exc}") from None
 
 

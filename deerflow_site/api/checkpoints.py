@@ -7,12 +7,12 @@ checkpoint id string (Python SDK's `before`, `?before=` on GET). Used by run cre
 (`checkpoint`), state at a checkpoint, state update and history (`before`, `checkpoint`).
 """
 
-import json
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from deerflow_site.api import parsers
 from deerflow_site.api.ids import parse_uuid, validate_thread_id
 
 CHECKPOINT_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map")
@@ -48,7 +48,7 @@ def parse_checkpoint(value: Any, *, require_id: bool = False) -> dict[str, Any]:
     """
     if isinstance(value, str) and value.lstrip().startswith("{"):
         try:
-            value = json.loads(value)
+            value = parsers.loads(value)
         except ValueError:
             raise CheckpointReferenceError("Malformed JSON object.") from None
     if isinstance(value, str):

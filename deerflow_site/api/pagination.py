@@ -6,12 +6,14 @@ from typing import Any
 from django.db.models import QuerySet
 from rest_framework import serializers
 
+from deerflow_site.api.serializers import BoundedIntegerField
+
 
 class LimitOffsetSerializer(serializers.Serializer):
     """`limit` and `offset` of a list request."""
 
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
+    offset = BoundedIntegerField(min_value=0, default=0)
 
 
 def pagination_headers(*, total: int, limit: int, offset: int) -> dict[str, str]:

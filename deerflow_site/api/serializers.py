@@ -2,13 +2,19 @@
 
 import copy
 import logging
+import math
+import re
 from typing import Any
 
 from rest_framework import serializers
 
 from deerflow_site.api.ids import parse_uuid, validate_thread_id
+from deerflow_site.api.parsers import MAX_INTEGER
 
 logger = logging.getLogger(__name__)
+
+#: A query parameter's integer: ASCII digits only (str.isdigit() also accepts `²`).
+INTEGER_PATTERN = re.compile(r"\A-?[0-9]{1,19}\Z")
 
 _logged_unknown: set[tuple[str, str]] = set()
 
@@ -44,6 +50,29 @@ class RequestSerializer(serializers.Serializer):
             if data.get(key) is not None:
                 raise serializers.ValidationError({key: ["This server does not support it."]})
         return super().to_internal_value(data)
+
+
+class BoundedIntegerField(serializers.IntegerField):
+    """An integer within ±MAX_INTEGER (64-bit), tighter with min_value/max_value.
+
+    Takes a JSON integer, an integral float within range or a string of ASCII digits (a query
+    parameter); `1e23`, `1.5`, `true`, `²` and other Unicode digits are a 422.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", -MAX_INTEGER)
+        kwargs.setdefault("max_value", MAX_INTEGER)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        # Out-of-range values pass here and fail the min/max validators, with their message.
+        if isinstance(data, str) and INTEGER_PATTERN.fullmatch(data):
+            return int(data)
+        if isinstance(data, float) and math.isfinite(data) and data.is_integer():
+            return int(data)
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+        self.fail("invalid")
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:

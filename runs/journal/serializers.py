@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from deerflow_site.api.serializers import RequestSerializer
+from deerflow_site.api.serializers import BoundedIntegerField, RequestSerializer
 from runs.journal.catalog import EventCategory, EventType, parse_event_types
 from runs.journal.selectors import Window
 
@@ -17,11 +17,11 @@ EVENTS_LIMIT_DEFAULT = 500
 class MessagesQuerySerializer(RequestSerializer):
     """`?limit (1..200, default 50)&before_seq&after_seq` of the message pages."""
 
-    limit = serializers.IntegerField(
+    limit = BoundedIntegerField(
         min_value=1, max_value=MESSAGES_LIMIT_MAX, default=MESSAGES_LIMIT_DEFAULT
     )
-    before_seq = serializers.IntegerField(min_value=0, required=False)
-    after_seq = serializers.IntegerField(min_value=0, required=False)
+    before_seq = BoundedIntegerField(min_value=0, required=False)
+    after_seq = BoundedIntegerField(min_value=0, required=False)
 
     @staticmethod
     def window(data: dict[str, Any]) -> Window:
@@ -33,10 +33,10 @@ class MessagesQuerySerializer(RequestSerializer):
 class EventsQuerySerializer(RequestSerializer):
     """`?event_types=a,b&limit (1..2000, default 500)&after_seq` of a run's events."""
 
-    limit = serializers.IntegerField(
+    limit = BoundedIntegerField(
         min_value=1, max_value=EVENTS_LIMIT_MAX, default=EVENTS_LIMIT_DEFAULT
     )
-    after_seq = serializers.IntegerField(min_value=0, required=False)
+    after_seq = BoundedIntegerField(min_value=0, required=False)
     event_types = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -57,7 +57,7 @@ class TokenUsageQuerySerializer(RequestSerializer):
 class RunEventSerializer(serializers.Serializer):
     """One journal event (for the schema; views return the selectors' dicts)."""
 
-    seq = serializers.IntegerField()
+    seq = BoundedIntegerField()
     thread_id = serializers.CharField()
     run_id = serializers.UUIDField()
     event_type = serializers.ChoiceField(choices=EventType.choices)
@@ -69,7 +69,7 @@ class RunEventSerializer(serializers.Serializer):
 
 class MessageFeedbackSerializer(serializers.Serializer):
     feedback_id = serializers.UUIDField()
-    rating = serializers.IntegerField()
+    rating = BoundedIntegerField()
     comment = serializers.CharField()
 
 
@@ -85,16 +85,16 @@ class RunMessagesPageSerializer(serializers.Serializer):
 
 
 class ModelTokenUsageSerializer(serializers.Serializer):
-    input_tokens = serializers.IntegerField()
-    output_tokens = serializers.IntegerField()
-    total_tokens = serializers.IntegerField()
-    runs = serializers.IntegerField()
+    input_tokens = BoundedIntegerField()
+    output_tokens = BoundedIntegerField()
+    total_tokens = BoundedIntegerField()
+    runs = BoundedIntegerField()
 
 
 class TokenUsageSerializer(serializers.Serializer):
     thread_id = serializers.CharField()
-    total_input_tokens = serializers.IntegerField()
-    total_output_tokens = serializers.IntegerField()
-    total_tokens = serializers.IntegerField()
-    total_runs = serializers.IntegerField()
+    total_input_tokens = BoundedIntegerField()
+    total_output_tokens = BoundedIntegerField()
+    total_tokens = BoundedIntegerField()
+    total_runs = BoundedIntegerField()
     by_model = serializers.DictField(child=ModelTokenUsageSerializer())

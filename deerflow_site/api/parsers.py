@@ -1,0 +1,83 @@
+"""JSON request bodies, parsed within bounds: nesting depth, integer range, finite numbers.
+
+Every JSON a client sends goes through `loads`: DRF's views through `JSONParser` (the default
+parser class), the async views through `async_views.json_body`. Python's own decoder recurses
+once per nesting level, so a body nested about a thousand deep would raise RecursionError; the
+depth is checked before decoding, by a scan that skips strings.
+"""
+
+import json
+import math
+import re
+from typing import IO, Any
+
+from django.conf import settings
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+
+#: Integers in a body stay within a signed 64-bit integer (what the databases store).
+MAX_INTEGER = 2**63 - 1
+
+# A JSON string (skipped whole, escapes included) or one bracket.
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def loads(data: bytes | str) -> Any:
+    """The JSON value of `data` (UTF-8 when bytes).
+
+    Raises ValueError, with a message meant for the client, for malformed JSON, nesting deeper
+    than settings.MAX_JSON_DEPTH (objects and arrays), an integer beyond ±MAX_INTEGER, a number
+    too large for a float, or NaN / Infinity.
+    """
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    check_depth(text, settings.MAX_JSON_DEPTH)
+    return json.loads(
+        text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_refuse_constant
+    )
+
+
+def check_depth(text: str, max_depth: int) -> None:
+    """Raise ValueError if JSON `text` nests objects and arrays deeper than `max_depth`."""
+    depth = 0
+    for match in _STRUCTURE.finditer(text):
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+        elif char in "]}":
+            depth -= 1
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_INTEGER:
+        raise ValueError(f"integer {text[:24]}... beyond the 64-bit range")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:24]} too large")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser over `loads`: the same bounds for every DRF view."""
+
+    def parse(
+        self,
+        stream: IO[bytes],
+        media_type: str | None = None,
+        parser_context: dict[str, Any] | None = None,
+    ) -> Any:
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return loads(stream.read().decode(encoding))
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise ParseError(f"JSON parse error - {exc}") from None

@@ -1,0 +1,141 @@
+"""Bounded input: JSON depth, 64-bit integers, digit checks and times to live are 422s that store
+nothing, on every endpoint, never 500s."""
+
+import re
+import uuid
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from runs.models import Run
+from threads.models import Thread
+
+pytestmark = pytest.mark.django_db(transaction=True)  # async views authenticate on their threads
+
+DEEP = "[" * 1000 + "]" * 1000
+TOO_DEEP_OBJECT = '{"a": ' * 65 + "1" + "}" * 65
+HUGE = 10**23
+
+
+def api_routes(prefix: str = "/api/") -> list[str]:
+    """Every path-converter route of the API (`threads/<str:thread_id>/...`), without the prefix."""
+    routes = []
+
+    def walk(patterns: list, base: str) -> None:
+        for pattern in patterns:
+            route = getattr(pattern.pattern, "_route", None)
+            if route is None:  # a regex route: the docs, the catch-all
+                continue
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, base + route)
+            elif isinstance(pattern, URLPattern):
+                routes.append(base + route)
+
+    walk(get_resolver().url_patterns, "")
+    return sorted({r.removeprefix(prefix.lstrip("/")) for r in routes if r.startswith("api/")})
+
+
+def concrete(route: str, thread_id: str, run_id: str) -> str:
+    values = {"thread_id": thread_id, "run_id": run_id, "assistant_id": "agent"}
+    return "/api/" + re.sub(
+        r"<(?:\w+:)?(\w+)>", lambda m: values.get(m.group(1), str(uuid.uuid4())), route
+    )
+
+
+@pytest.fixture
+def existing(api) -> tuple[str, str]:
+    """A thread with one (pending) run."""
+    thread_id = api.post("/api/threads", {}, format="json").json()["thread_id"]
+    run = api.post(f"/api/threads/{thread_id}/runs", {"assistant_id": "echo"}, format="json")
+    return thread_id, run.json()["run_id"]
+
+
+def stored() -> tuple[int, int]:
+    return Thread.objects.count(), Run.objects.count()
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+def test_json_nested_too_deep_is_422_on_every_endpoint(api, existing, method) -> None:
+    before = stored()
+    api.raise_request_exception = False
+    answers = {}
+    for route in api_routes():
+        path = concrete(route, *existing)
+        for body in (DEEP, TOO_DEEP_OBJECT):
+            response = api.generic(method, path, body, content_type="application/json")
+            answers[path] = response.status_code
+            assert response.status_code in (404, 405, 422), (path, response.content[:300])
+            assert "json" in response["Content-Type"], path
+
+    assert 422 in answers.values()
+    assert stored() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/threads/search", {"offset": HUGE}),
+        ("/api/threads/search", {"offset": 2**64}),
+        ("/api/threads/search", {"limit": 1e23}),
+        ("/api/threads/count", {"metadata": {"n": 10**30}}),
+        ("/api/threads", {"ttl": 1e12}),
+        ("/api/threads", {"ttl": {"ttl": 1e12, "strategy": "delete"}}),
+        ("/api/threads", '{"metadata": {"n": 1e400}}'),
+        ("/api/threads/{t}/history", {"metadata": {"step": 10**30}}),
+        ("/api/threads/{t}/history", {"limit": HUGE}),
+        ("/api/threads/{t}/runs", {"assistant_id": "echo", "config": {"recursion_limit": 10**30}}),
+        ("/api/threads/{t}/runs/wait", {"assistant_id": "echo", "input": {"n": -(10**30)}}),
+        ("/api/runs/cancel", {"status": "all", "n": 10**19}),
+    ],
+)
+def test_an_integer_beyond_64_bits_or_a_number_too_large_is_422(api, existing, path, body):
+    before = stored()
+
+    path = path.format(t=existing[0])
+    if isinstance(body, str):
+        response = api.generic("POST", path, body, content_type="application/json")
+    else:
+        response = api.post(path, body, format="json")
+
+    assert response.status_code == 422, response.content
+    assert stored() == before
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "offset=100000000000000000000000",
+        "offset=18446744073709551616",
+        "offset=1e23",
+        "limit=%C2%B2",
+        "offset=%D9%A3",  # ARABIC-INDIC DIGIT THREE: int() takes it, the contract does not
+        "limit=+5",
+        "limit=5%20",
+    ],
+)
+def test_a_query_integer_beyond_64_bits_or_not_ascii_digits_is_422(api, existing, query):
+    response = api.get(f"/api/threads/{existing[0]}/runs?{query}")
+
+    assert response.status_code == 422, response.content
+    assert response["Content-Type"].startswith("application/json")
+
+
+def test_a_values_filter_nested_deep_is_422(api) -> None:
+    nested: dict = {"a": 1}
+    for _ in range(170):
+        nested = {"a": nested}
+
+    response = api.post("/api/threads/search", {"values": nested}, format="json")
+
+    assert response.status_code == 422, response.content[:300]
+
+
+def test_a_values_filter_at_the_depth_limit_is_answered(api, settings) -> None:
+    nested: dict = {"a": 1}
+    for _ in range(settings.MAX_JSON_DEPTH - 2):  # the body itself is one level
+        nested = {"a": nested}
+
+    response = api.post("/api/threads/search", {"values": nested}, format="json")
+
+    assert response.status_code == 200, response.content[:300]
+    assert response.json() == []
