@@ -1,12 +1,14 @@
 """Bounded input: JSON depth, 64-bit integers, digit checks and times to live are 422s that store
 nothing, on every endpoint, never 500s."""
 
+import logging
 import re
 import uuid
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from deerflow_site.api.serializers import unknown_fields
 from runs.models import Run
 from threads.models import Thread
 
@@ -139,3 +141,20 @@ def test_a_values_filter_at_the_depth_limit_is_answered(api, settings) -> None:
 
     assert response.status_code == 200, response.content[:300]
     assert response.json() == []
+
+
+def test_unknown_fields_are_logged_once_and_remembered_within_a_bound(api, caplog) -> None:
+    unknown_fields.size = 50
+    try:
+        for batch in range(4):
+            body = {f"field_{batch}_{n}": n for n in range(100)}
+            assert api.post("/api/threads/search", body, format="json").status_code == 200
+
+        assert len(unknown_fields) == 50
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="deerflow_site.api.serializers"):
+            for _ in range(2):
+                api.post("/api/threads/search", {"a_newer_sdk_field": 1}, format="json")
+        assert len([r for r in caplog.records if "a_newer_sdk_field" in r.getMessage()]) == 1
+    finally:
+        unknown_fields.size = 256

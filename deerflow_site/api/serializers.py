@@ -4,6 +4,8 @@ import copy
 import logging
 import math
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from rest_framework import serializers
@@ -16,7 +18,35 @@ logger = logging.getLogger(__name__)
 #: A query parameter's integer: ASCII digits only (str.isdigit() also accepts `²`).
 INTEGER_PATTERN = re.compile(r"\A-?[0-9]{1,19}\Z")
 
-_logged_unknown: set[tuple[str, str]] = set()
+
+
+class UnknownFieldLog:
+    """Logs each unknown request field once, remembering the last `size` (serializer, field)
+    names only: a client sending ever new names must not grow the process's memory."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def note(self, serializer: str, field: str) -> None:
+        entry = (serializer, field[:MAX_LOGGED_NAME])
+        with self._lock:
+            if entry in self._seen:
+                self._seen.move_to_end(entry)
+                return
+            self._seen[entry] = None
+            if len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+        logger.info("ignoring unknown request field %r in %s", entry[1], serializer)
+
+
+#: Characters of an unknown field's name that are logged and remembered.
+MAX_LOGGED_NAME = 100
+unknown_fields = UnknownFieldLog(size=256)
 
 
 class RequestSerializer(serializers.Serializer):
@@ -43,9 +73,7 @@ class RequestSerializer(serializers.Serializer):
             )
         name = type(self).__name__
         for key in data.keys() - self.fields.keys():
-            if (name, key) not in _logged_unknown:
-                _logged_unknown.add((name, key))
-                logger.info("ignoring unknown request field %r in %s", key, name)
+            unknown_fields.note(name, str(key))
         for key in self.unsupported_fields:
             if data.get(key) is not None:
                 raise serializers.ValidationError({key: ["This server does not support it."]})
