@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "channels",
+    "deerflow_site",
     "threads",
     "runs",
     "feedback",

@@ -8,6 +8,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from deerflow_site.api.ids import parse_uuid, validate_thread_id
@@ -120,7 +122,7 @@ class JSONObjectField(serializers.JSONField):
         return value
 
 
-class ThreadIdField(serializers.Field):
+class ThreadIdField(serializers.CharField):
     """A thread id: a UUID or `[A-Za-z0-9_-]{1,64}`, matched whole (no trimming)."""
 
     def to_internal_value(self, data: Any) -> str:
@@ -133,11 +135,9 @@ class ThreadIdField(serializers.Field):
                 "Must be a UUID or match ^[A-Za-z0-9_-]{1,64}$."
             ) from None
 
-    def to_representation(self, value: Any) -> str:
-        return str(value)
 
-
-class UUIDStringField(serializers.Field):
+@extend_schema_field(OpenApiTypes.UUID)
+class UUIDStringField(serializers.CharField):
     """A UUID spelled as the SDKs do (ids.UUID_PATTERN, matched whole), as its canonical string."""
 
     default_error_messages = {"invalid": "Must be a UUID."}
@@ -147,9 +147,6 @@ class UUIDStringField(serializers.Field):
         if parsed is None:
             self.fail("invalid")
         return str(parsed)
-
-    def to_representation(self, value: Any) -> str:
-        return str(value)
 
 
 class CheckpointIdField(UUIDStringField):
