@@ -129,6 +129,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "deerflow_site.urls"
+CSRF_FAILURE_VIEW = "deerflow_site.error_views.csrf_failure"
 ASGI_APPLICATION = "deerflow_site.asgi.application"
 
 TEMPLATES = [

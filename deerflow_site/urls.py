@@ -33,6 +33,12 @@ api_patterns = [
     re_path(r"^(?P<path>.*)$", api_not_found, name="api-not-found"),
 ]
 
+# Under the API prefix, errors raised before or around a view answer JSON too.
+handler400 = "deerflow_site.error_views.bad_request"
+handler403 = "deerflow_site.error_views.permission_denied"
+handler404 = "deerflow_site.error_views.page_not_found"
+handler500 = "deerflow_site.error_views.server_error"
+
 urlpatterns = [
     path("", front_page, name="front-page"),
     path("admin/", admin.site.urls),

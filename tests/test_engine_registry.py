@@ -165,8 +165,8 @@ def test_agent_uses_an_openai_compatible_model_when_one_is_configured() -> None:
 
 
 @pytest.mark.django_db
-def test_info_endpoint_names_the_agent_model(anonymous_api: Any) -> None:
-    response = anonymous_api.get("/api/info")
+def test_info_endpoint_names_the_agent_model(api: Any) -> None:
+    response = api.get("/api/info")
 
     assert response.status_code == 200
     assert response.json()["agent_model"] == "scripted (offline)"

@@ -21,8 +21,8 @@ def test_daphne_runs_queued_runs_with_its_embedded_worker(user: Any, daphne_serv
         time.sleep(0.05)
 
 
-def test_info_and_startup_log_name_the_agent_model(daphne_server: Any) -> None:
-    info = httpx.get(daphne_server.api_url + "/info", trust_env=False).json()
+def test_info_and_startup_log_name_the_agent_model(daphne_server: Any, headers: Any) -> None:
+    info = httpx.get(daphne_server.api_url + "/info", headers=headers, trust_env=False).json()
 
     assert info["agent_model"] == "scripted (offline)"
     deadline = time.monotonic() + 30

@@ -36,6 +36,16 @@ def _authenticate(request: HttpRequest, scope: str | None) -> Any:
     return user
 
 
+def unauthorized(request: HttpRequest, detail: Any) -> JsonResponse:
+    """A 401 with the `WWW-Authenticate` challenge DRF's views send (the first authenticator's)."""
+    response = JsonResponse({"detail": detail}, status=401)
+    authenticators = api_settings.DEFAULT_AUTHENTICATION_CLASSES
+    challenge = authenticators[0]().authenticate_header(request) if authenticators else None
+    if challenge:
+        response["WWW-Authenticate"] = challenge
+    return response
+
+
 def api_view(
     *, scope: str | None = None, on_db_threads: bool = False
 ) -> Callable[[AsyncView], AsyncView]:
@@ -59,11 +69,11 @@ def api_view(
             except drf_exceptions.ParseError as exc:  # a session's POST body, read for CSRF
                 return JsonResponse({"detail": f"Malformed JSON: {exc.detail}"}, status=422)
             except drf_exceptions.APIException as exc:
-                return JsonResponse({"detail": exc.detail}, status=401)
+                return unauthorized(request, exc.detail)
             except (ServiceError, RequestDataTooBig) as exc:  # no scope; a body over the limit
                 return error_response(exc)
             if user is None or not user.is_authenticated:
-                return JsonResponse(NOT_AUTHENTICATED, status=401)
+                return unauthorized(request, NOT_AUTHENTICATED["detail"])
             request.user = user
             try:
                 return await view(request, *args, **kwargs)

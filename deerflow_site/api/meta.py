@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
@@ -52,14 +53,30 @@ class ApiRootView(APIView):
 
 
 class InfoView(APIView):
-    """Versions and feature flags."""
+    """Feature flags for anyone; versions and the deployment's layout for signed-in users only
+    (an anonymous caller learns nothing that would help aim an attack)."""
 
-    authentication_classes = ()
     permission_classes = (AllowAny,)
 
     @extend_schema(operation_id="info", responses={200: dict})
     def get(self, request: Request) -> Response:
-        return Response(server_info())
+        user = request.user
+        if user is not None and user.is_authenticated:
+            return Response(server_info())
+        return Response(public_server_info())
+
+
+def public_server_info() -> dict:
+    """`{"flags": {...}}`: what the SDKs and LangGraph Studio read."""
+    return {
+        "flags": {
+            "assistants": True,
+            "crons": False,
+            "langsmith": False,
+            "langsmith_tracing_replicas": False,
+            "strict_resume": True,
+        }
+    }
 
 
 class CanViewRuns(BasePermission):
@@ -84,19 +101,14 @@ class OperationsStatusView(APIView):
 
 
 def server_info() -> dict:
+    """The public info plus versions, database engine, channel layer and the agent model."""
     from runs.engine.graphs.agent import describe_agent_model
 
     return {
         "version": "0.1.0",
         "langgraph_py_version": _version("langgraph"),
         "django_version": _version("django"),
-        "flags": {
-            "assistants": True,
-            "crons": False,
-            "langsmith": False,
-            "langsmith_tracing_replicas": False,
-            "strict_resume": True,
-        },
+        **public_server_info(),
         "auth_mode": settings.AUTH_MODE,
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
         "channel_layer": "redis" if settings.REDIS_URL else "in-memory",
@@ -105,6 +117,7 @@ def server_info() -> dict:
     }
 
 
+@csrf_exempt  # it changes nothing, and a 404 tells more than a CSRF failure
 def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
-    """Unknown API paths answer JSON like every other API error."""
+    """Unknown API paths answer JSON like every other API error, whatever the method."""
     return JsonResponse({"detail": "Not found."}, status=404)

@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 INTEGER_PATTERN = re.compile(r"\A-?[0-9]{1,19}\Z")
 
 
-
 class UnknownFieldLog:
     """Logs each unknown request field once, remembering the last `size` (serializer, field)
     names only: a client sending ever new names must not grow the process's memory."""

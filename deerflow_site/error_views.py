@@ -1,0 +1,48 @@
+"""Django's error views (400, 403, 404, 500), answering JSON under the API prefix.
+
+Errors that never reach a view (a CSRF failure, too many query parameters, an exception a view
+did not map) come here; API clients parse every answer as JSON, so under the API prefix they get
+`{"detail": ...}`, and the admin and front page keep Django's pages.
+"""
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from django.views.csrf import csrf_failure as django_csrf_failure
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path == settings.API_PREFIX or request.path.startswith(settings.API_PREFIX + "/")
+
+
+def bad_request(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
+    if is_api_request(request):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception, **kwargs)
+
+
+def permission_denied(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
+    if is_api_request(request):
+        return JsonResponse({"detail": "Permission denied."}, status=403)
+    return defaults.permission_denied(request, exception, **kwargs)
+
+
+def page_not_found(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
+    if is_api_request(request):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception, **kwargs)
+
+
+def server_error(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    if is_api_request(request):
+        return JsonResponse({"detail": "Internal server error."}, status=500)
+    return defaults.server_error(request, **kwargs)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "", **kwargs: Any) -> HttpResponse:
+    """CSRF_FAILURE_VIEW: a session's unsafe request without a valid CSRF token."""
+    if is_api_request(request):
+        return JsonResponse({"detail": f"CSRF Failed: {reason}"}, status=403)
+    return django_csrf_failure(request, reason, **kwargs)
