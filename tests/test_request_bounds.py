@@ -62,14 +62,12 @@ def test_json_nested_too_deep_is_422_on_every_endpoint(api, existing, method) ->
     api.raise_request_exception = False
     answers = {}
     for route in api_routes():
-        if route.endswith("/cancel"):  # reads no body yet: follows with the cancel views' move
-            continue
         path = concrete(route, *existing)
         for body in (DEEP, TOO_DEEP_OBJECT):
             response = api.generic(method, path, body, content_type="application/json")
             answers[path] = response.status_code
             # 403: a staff-only route refuses before reading the body
-            assert response.status_code in (403, 404, 405, 422), (path, response.content[:300])
+            assert response.status_code in (403, 404, 405, 422), (path, response)
             assert "json" in response["Content-Type"], path
 
     assert 422 in answers.values()

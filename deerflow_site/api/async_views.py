@@ -76,6 +76,9 @@ def api_view(
                 return unauthorized(request, NOT_AUTHENTICATED["detail"])
             request.user = user
             try:
+                # Every body is parsed (within bounds) before the view, even by views that read
+                # none: a malformed or unbounded body is a 422 that changes nothing.
+                request.json_body = json_body(request)  # type: ignore[attr-defined]
                 return await view(request, *args, **kwargs)
             except Exception as exc:
                 return error_response(exc)
@@ -89,7 +92,10 @@ def api_view(
 
 
 def json_body(request: HttpRequest) -> Any:
-    """The request's JSON body ({} when empty); malformed JSON is a 422."""
+    """The request's JSON body ({} when empty), parsed once (api_view parses it before the
+    view); malformed or unbounded JSON is a 422."""
+    if hasattr(request, "json_body"):
+        return request.json_body
     if not request.body:
         return {}
     try:
