@@ -65,7 +65,7 @@ class RunAdmin(admin.ModelAdmin):
         self._cancel(request, queryset, Run.CancelAction.ROLLBACK)
 
     def _cancel(self, request: HttpRequest, queryset: QuerySet[Run], action: str) -> None:
-        from runs.services import cancel_run
+        from runs.cancellation import cancel_run
 
         cancelled = 0
         for run in queryset.active():

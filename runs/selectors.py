@@ -74,3 +74,8 @@ def final_answer(*, run_id: UUID | str) -> Any:
     if pending and isinstance(values, dict):
         values = {**values, "__interrupt__": pending}
     return values
+
+
+def run_status(*, run_id: UUID | str) -> str | None:
+    """A run's status (None when the run is gone), without permission checks."""
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()

@@ -1,4 +1,4 @@
-"""Run endpoints that hold the connection: create-and-stream, wait, join, cancel, thread stream.
+"""Run endpoints that hold the connection: create-and-stream, wait, join, thread stream.
 
 Each subscribes to the bus before it could miss anything (before admitting the run, or before
 reading a run it joins), answers errors found before streaming as JSON, then streams.
@@ -14,36 +14,30 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from deerflow_site.api.async_views import api_view, json_body
 from deerflow_site.api.errors import Invalid
-from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.serializers import validated
 from deerflow_site.dbthreads import db
-from runs import selectors, services
+from runs import admission, selectors
+from runs.cancel_views import cancel_run_of_request
+from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import bus
+from runs.engine.bus import Subscription, subscribe_then
 from runs.models import Run
 from runs.serializers import (
     STREAM_MODES,
     THREAD_STREAM_MODES,
-    CancelQuerySerializer,
     JoinStreamQuerySerializer,
     parse_run_create,
     parse_stateless_run_create,
     parse_stream_modes,
     query_data,
 )
-from runs.sse import (
-    Subscription,
-    cancel_after_disconnect,
-    heartbeats_until_run_ends,
-    spawn,
-    sse_response,
-    stream_run_events,
-    subscribe_then,
-)
-from runs.thread_stream import ThreadCursor, stream_thread_events, thread_event_filter
+from runs.sse.frames import sse_response
+from runs.sse.run_stream import stream_run_events, subscribe_to_run
+from runs.sse.thread_stream import ThreadCursor, stream_thread_events, thread_event_filter
+from runs.sse.waiting import heartbeats_until_run_ends
 from threads.selectors import get_thread
 
-#: How long `?wait=1` waits for a cancelled run to stop before answering 202 anyway.
-CANCEL_WAIT_SECONDS = 30.0
 WAIT_HEARTBEAT = b"\n"
 MODE_KEYS = ("stream_mode", "stream_modes")
 
@@ -73,12 +67,12 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
     else:
         body = parse_run_create(json_body(request))
         thread_id = validate_thread_id(thread_id)
-    await services.check_checkpoint(thread_id=thread_id, body=body)
-    await services.check_webhook(body=body)
+    await admission.check_checkpoint(thread_id=thread_id, body=body)
+    await admission.check_webhook(body=body)
     run_id = uuid.uuid4()
     return await subscribe_then(
         bus.run_stream_group(run_id),
-        services.admit_run,
+        admission.admit_run,
         user=request.user,
         thread_id=thread_id,
         body=body,
@@ -134,28 +128,14 @@ async def _final_answer_body(
             spawn(cancel_after_disconnect(run_id=run.pk))
 
 
-async def _subscribed_run(
-    request: HttpRequest, thread_id: str, run_id: str, *, action: str = "view"
-) -> tuple[Run, Subscription]:
-    """A run the user may `action`, with its stream subscription opened before it was read."""
-    thread_id = validate_thread_id(thread_id)
-    run_uuid = validate_uuid(run_id, field="run_id")
-    return await subscribe_then(
-        bus.run_stream_group(run_uuid),
-        selectors.get_run,
-        user=request.user,
-        thread_id=thread_id,
-        run_id=run_uuid,
-        action=action,
-    )
-
-
 @api_view(scope="runs:read", on_db_threads=True)
 async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET /threads/{t}/runs/{r}/join: the final state once the run ends (SSE when asked)."""
     if "text/event-stream" in request.headers.get("Accept", ""):
         return await _join_stream(request, thread_id, run_id, query={})
-    run, subscription = await _subscribed_run(request, thread_id, run_id)
+    run, subscription = await subscribe_to_run(
+        user=request.user, thread_id=thread_id, run_id=run_id
+    )
     body = _final_answer_body(subscription=subscription, run=run, cancel_on_disconnect=False)
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 
@@ -168,7 +148,9 @@ async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> Http
         JoinStreamQuerySerializer, {k: v for k, v in query.items() if k not in MODE_KEYS}
     )
     if query.get("action"):
-        return await _cancel(request, thread_id, run_id, action=query["action"], wait=query["wait"])
+        return await cancel_run_of_request(
+            request, thread_id, run_id, action=query["action"], wait=query["wait"]
+        )
     return await _join_stream(request, thread_id, run_id, query=query)
 
 
@@ -177,7 +159,9 @@ async def _join_stream(
 ) -> HttpResponse:
     modes = _stream_modes(request, allowed=STREAM_MODES)
     last_event_id = _last_event_id(request)
-    run, subscription = await _subscribed_run(request, thread_id, run_id)
+    run, subscription = await subscribe_to_run(
+        user=request.user, thread_id=thread_id, run_id=run_id
+    )
     stream = stream_run_events(
         subscription=subscription,
         run=run,
@@ -206,37 +190,6 @@ def _last_event_id(request: HttpRequest) -> int | None:
         return int(raw.strip())
     except ValueError:
         raise Invalid({"Last-Event-ID": ["Must be an integer event id."]}) from None
-
-
-@api_view(scope="runs:cancel", on_db_threads=True)
-async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
-    """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""
-    query = validated(CancelQuerySerializer, query_data(request.GET))
-    return await _cancel(request, thread_id, run_id, action=query["action"], wait=query["wait"])
-
-
-async def _cancel(
-    request: HttpRequest, thread_id: str, run_id: str, *, action: str, wait: bool
-) -> HttpResponse:
-    """202 once asked to stop; with `wait`, 204 once it has stopped. 409 if it had finished."""
-    run, subscription = await _subscribed_run(request, thread_id, run_id, action="change")
-    try:
-        run = await db(services.cancel_run, run=run, action=action)
-        if not wait:
-            return HttpResponse(status=202)
-        stopped = False
-        async for _ in heartbeats_until_run_ends(
-            subscription=subscription,
-            run=run,
-            interval=CANCEL_WAIT_SECONDS,
-            check_every=settings.RUN_POLL_SECONDS,
-        ):
-            break
-        else:
-            stopped = True
-        return HttpResponse(status=204 if stopped else 202)
-    finally:
-        await subscription.close()
 
 
 @api_view(scope="runs:read", on_db_threads=True)

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from deerflow_site.api.async_views import by_method
-from runs import stream_views, views
+from runs import cancel_views, stream_views, views
 from runs.journal import views as journal_views
 
 thread_runs = "threads/<str:thread_id>/runs"
@@ -14,7 +14,7 @@ urlpatterns = [
     path(f"{thread_runs}/stream", create_and_stream, name="thread-runs-stream"),
     path(f"{thread_runs}/wait", create_and_wait, name="thread-runs-wait"),
     path(one_run, views.RunDetailView.as_view(), name="run"),
-    path(f"{one_run}/cancel", by_method(post=stream_views.cancel), name="run-cancel"),
+    path(f"{one_run}/cancel", by_method(post=cancel_views.cancel), name="run-cancel"),
     path(f"{one_run}/join", by_method(get=stream_views.join), name="run-join"),
     path(
         f"{one_run}/stream",
@@ -42,5 +42,5 @@ urlpatterns = [
     path("runs/stream", create_and_stream, name="runs-stream"),
     path("runs/wait", create_and_wait, name="runs-wait"),
     path("runs/batch", views.RunBatchView.as_view(), name="runs-batch"),
-    path("runs/cancel", views.BulkCancelView.as_view(), name="runs-cancel"),
+    path("runs/cancel", cancel_views.BulkCancelView.as_view(), name="runs-cancel"),
 ]

@@ -1,4 +1,4 @@
-"""Run endpoints answered at once with JSON: create (background), list, get, delete, bulk cancel."""
+"""Run endpoints answered at once with JSON: create (background), list, get, delete."""
 
 import uuid
 
@@ -16,11 +16,9 @@ from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import page, pagination_headers
 from deerflow_site.api.permissions import require_scope
 from deerflow_site.api.serializers import validated
-from runs import selectors, services
+from runs import admission, selectors, services
 from runs.models import Run
 from runs.serializers import (
-    BulkCancelSerializer,
-    CancelQuerySerializer,
     RunCreateSerializer,
     RunListQuerySerializer,
     RunSerializer,
@@ -48,9 +46,9 @@ class ThreadRunsView(APIView):
         body = parse_run_create(request.data)
         thread_id = validate_thread_id(thread_id)
         if body.checkpoint_id or body.checkpoint:
-            async_to_sync(services.check_checkpoint)(thread_id=thread_id, body=body)
-        async_to_sync(services.check_webhook)(body=body)
-        run = services.admit_run(user=request.user, thread_id=thread_id, body=body)
+            async_to_sync(admission.check_checkpoint)(thread_id=thread_id, body=body)
+        async_to_sync(admission.check_webhook)(body=body)
+        run = admission.admit_run(user=request.user, thread_id=thread_id, body=body)
         return Response(run_json(run), headers=run_headers(run))
 
     @extend_schema(
@@ -102,12 +100,12 @@ class RunBatchView(APIView):
             except ValidationError as exc:
                 raise Invalid({index: exc.detail}) from None
             try:
-                async_to_sync(services.check_webhook)(body=bodies[-1])
+                async_to_sync(admission.check_webhook)(body=bodies[-1])
             except Invalid as exc:
                 raise Invalid({index: exc.detail}) from None
         with transaction.atomic():
             runs = [
-                services.admit_run(user=request.user, thread_id=str(uuid.uuid4()), body=body)
+                admission.admit_run(user=request.user, thread_id=str(uuid.uuid4()), body=body)
                 for body in bodies
             ]
         return Response([run_json(run) for run in runs])
@@ -115,8 +113,8 @@ class RunBatchView(APIView):
 
 def _admit_stateless(user: object, data: object) -> Run:
     body = parse_stateless_run_create(data)
-    async_to_sync(services.check_webhook)(body=body)
-    return services.admit_run(user=user, thread_id=str(uuid.uuid4()), body=body)
+    async_to_sync(admission.check_webhook)(body=body)
+    return admission.admit_run(user=user, thread_id=str(uuid.uuid4()), body=body)
 
 
 class RunDetailView(APIView):
@@ -138,26 +136,4 @@ class RunDetailView(APIView):
             user=request.user, thread_id=thread_id, run_id=run_id, action="change"
         )
         services.delete_run(run=run)
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class BulkCancelView(APIView):
-    @extend_schema(
-        operation_id="runs_cancel_many",
-        request=BulkCancelSerializer,
-        parameters=[CancelQuerySerializer],
-        responses={204: None},
-    )
-    def post(self, request: Request) -> Response:
-        """Cancel the runs of a thread, or every run of the caller's with a status."""
-        require_scope(request.user, "runs:cancel")
-        query = validated(CancelQuerySerializer, query_data(request.query_params))
-        body = validated(BulkCancelSerializer, request.data)
-        services.cancel_runs(
-            user=request.user,
-            action=query["action"],
-            thread_id=body.get("thread_id"),
-            run_ids=body.get("run_ids"),
-            status=body.get("status"),
-        )
         return Response(status=status.HTTP_204_NO_CONTENT)

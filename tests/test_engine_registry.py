@@ -144,7 +144,7 @@ async def test_graph_for_thread_is_bound_to_the_loops_checkpointer() -> None:
 
 
 def test_describe_agent_model_names_the_scripted_model_by_default() -> None:
-    from runs.engine.graphs.agent import describe_agent_model
+    from runs.engine.graphs import describe_agent_model
 
     assert describe_agent_model() == "scripted (offline)"
     with override_settings(AGENT_MODEL="gpt-x", AGENT_MODEL_BASE_URL="http://127.0.0.1:9/v1"):

@@ -9,10 +9,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
+from runs.admission import admit_run
 from runs.exceptions import ThreadBusyReject
 from runs.models import Run
 from runs.serializers import parse_run_create
-from runs.services import admit_run
 from tests.fixtures import token_for
 from threads.services import create_thread
 

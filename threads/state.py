@@ -17,8 +17,8 @@ from langgraph.types import StateSnapshot
 
 from deerflow_site.api.errors import BadRequest, Invalid
 from runs.engine import checkpointer, registry
+from runs.engine.finish import ThreadSnapshot, snapshot_of, thread_status
 from runs.engine.serialization import to_jsonable
-from runs.engine.thread_sync import ThreadSnapshot, snapshot_of, thread_status
 from runs.exceptions import CheckpointNotFound
 from runs.models import Run
 from runs.serializers import redact_secrets

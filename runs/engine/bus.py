@@ -10,13 +10,24 @@ A lost message costs latency, not correctness: workers also poll the database fo
 and cancel flags, and stream views also read stored events and the run's final status.
 """
 
+import asyncio
 import json
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
+from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
+from django.db import transaction
+
+from deerflow_site.dbthreads import db
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WAKEUP_GROUP = "runs.wakeup"
 
@@ -99,6 +110,70 @@ async def publish_cancel(*, run_id: UUID | str, worker_id: str, action: str) -> 
 async def wake_workers() -> None:
     """Tell idle workers that a run may be ready to claim."""
     await layer().group_send(WAKEUP_GROUP, {"type": WAKEUP})
+
+
+def send_after_commit(publish: Callable[..., Awaitable[None]], /, **kwargs: Any) -> None:
+    """Send a bus message once the current transaction commits (at once outside of one);
+    a lost message only costs latency, so a failure is logged, not raised."""
+
+    def send() -> None:
+        try:
+            async_to_sync(publish)(**kwargs)
+        except Exception:
+            logger.warning("a bus message was not sent", exc_info=True)
+
+    transaction.on_commit(send)
+
+
+class Subscription:
+    """A fresh bus channel in some groups; waiting on it with a timeout loses no message."""
+
+    def __init__(self, channel: str, groups: tuple[str, ...]) -> None:
+        self.channel = channel
+        self.groups = groups
+        self._receiving: asyncio.Future | None = None
+
+    @classmethod
+    async def open(cls, *groups: str) -> "Subscription":
+        channel_layer = layer()
+        channel = await channel_layer.new_channel()
+        for group in groups:
+            await channel_layer.group_add(group, channel)
+        return cls(channel, groups)
+
+    async def receive(self, within: float) -> dict[str, Any] | None:
+        """The next message, or None after `within` seconds (the pending read is kept)."""
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(layer().receive(self.channel))
+        done, _ = await asyncio.wait({self._receiving}, timeout=max(within, 0))
+        if not done:
+            return None
+        receiving, self._receiving = self._receiving, None
+        return receiving.result()
+
+    async def close(self) -> None:
+        if self._receiving is not None:
+            self._receiving.cancel()
+            self._receiving = None
+        channel_layer = layer()
+        for group in self.groups:
+            try:
+                await channel_layer.group_discard(group, self.channel)
+            except Exception:  # the layer's own expiry removes it anyway
+                logger.debug("group_discard failed", exc_info=True)
+
+
+async def subscribe_then(
+    group: str, read: Callable[..., T], /, **kwargs: Any
+) -> tuple[T, Subscription]:
+    """Subscribe to `group`, then run `read(**kwargs)` (ORM code) on the database threads, so that
+    nothing published after the read is missed; the subscription is closed if the read fails."""
+    subscription = await Subscription.open(group)
+    try:
+        return await db(read, **kwargs), subscription
+    except BaseException:
+        await subscription.close()
+        raise
 
 
 def out_of_band_event_id() -> int:

@@ -18,10 +18,10 @@ from langgraph.types import Command, Send
 
 from runs.engine.checkpointer import adelete_run_checkpoints
 from runs.engine.db import in_database
+from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
 from runs.engine.journal import JournalWriter, RunJournal
 from runs.engine.registry import graph_for_thread
 from runs.engine.streaming import ChunkTranslator, EventPublisher, langgraph_modes
-from runs.engine.thread_sync import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
 from runs.journal.lifecycle import run_ended
 from runs.models import Run
 

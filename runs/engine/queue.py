@@ -26,12 +26,13 @@ from django.utils import timezone
 
 from deerflow_site.logs import run_fields
 from runs.engine import bus
+from runs.engine.finish import settle_thread
 from runs.engine.streaming import (
     out_of_band_events,
     publish_stream_events,
     store_stream_events,
 )
-from runs.engine.thread_sync import settle_thread
+from runs.engine.finish import settle_thread
 from runs.journal.lifecycle import run_recovered
 from runs.journal.store import record_events
 from runs.models import Run

@@ -16,7 +16,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,10 +28,10 @@ from deerflow_site.logs import bind_run, bind_worker, run_fields
 from runs.engine import bus, queue
 from runs.engine.db import in_database
 from runs.engine.executor import CancelSignal, execute_run
-from runs.engine.graphs.agent import describe_agent_model
+from runs.engine.graphs import describe_agent_model
 from runs.engine.heartbeats import forget_worker, record_heartbeat
 from runs.engine.registry import graph_specs, load_graph
-from runs.engine.run_completion import after_run
+from runs.engine.signals import run_ended
 from runs.engine.streaming import purge_stream_events
 from runs.models import Run
 
@@ -194,12 +193,20 @@ class RunWorker:
         finally:
             self._executions.pop(run.pk, None)
             self._wake.set()
-        self._spawn_post_run(lambda: after_run(run))
+        self._spawn_post_run(run)
 
-    def _spawn_post_run(self, make: Callable[[], Any]) -> None:
-        task = asyncio.create_task(make())
+    def _spawn_post_run(self, run: Run) -> None:
+        """Send `run_ended` off the run's path; receivers' failures are logged."""
+        task = asyncio.create_task(self._send_run_ended(run))
         self._post_run.add(task)
         task.add_done_callback(self._post_run.discard)
+
+    async def _send_run_ended(self, run: Run) -> None:
+        for receiver, result in await run_ended.asend_robust(sender=RunWorker, run=run):
+            if isinstance(result, Exception):
+                logger.error(
+                    "run %s: run_ended receiver %r failed", run.pk, receiver, exc_info=result
+                )
 
     # --- Messages and maintenance --------------------------------------------------------
 

@@ -18,15 +18,6 @@ SYSTEM_PROMPT = (
     "You are a helpful assistant. Use the calculator for arithmetic, word_count to count words "
     "and current_utc_time for the date or time."
 )
-OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-
-def describe_agent_model() -> str:
-    """Which chat model the agent uses, for /api/info and the start-up log."""
-    if not settings.AGENT_MODEL:
-        return "scripted (offline)"
-    base_url = settings.AGENT_MODEL_BASE_URL or OPENAI_DEFAULT_BASE_URL
-    return f"openai-compatible:{settings.AGENT_MODEL}@{base_url}"
 
 
 def chat_model() -> BaseChatModel:

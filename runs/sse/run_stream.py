@@ -1,140 +1,52 @@
-"""Server-sent events of runs: the frame format, bus subscriptions and the stream of one run.
+"""One run's SSE stream: `metadata`, the stored events after `Last-Event-ID`, then live ones.
 
 A stream view subscribes to the run's bus group first, then (for create-and-stream) admits the
 run, so no event can be published before someone listens. It then replays what is stored after
 `Last-Event-ID` (resumable runs), de-duplicates by id and goes live until `end`.
 """
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
 
+from deerflow_site.api.ids import validate_thread_id, validate_uuid
 from deerflow_site.dbthreads import db
-from deerflow_site.logs import run_fields
 from runs import selectors
+from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import bus
+from runs.engine.bus import Subscription, subscribe_then
 from runs.models import Run
+from runs.sse.frames import HEARTBEAT, event_filter, frame, metadata_frame, wanted
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-HEARTBEAT = b": heartbeat\r\n\r\n"
-SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 #: Silent heartbeats between two looks at the run's status in the database (a lost `end`).
 HEARTBEATS_PER_STATUS_CHECK = 2
-#: Events always delivered, whatever stream modes a join asked for.
-CONTROL_EVENTS = frozenset({"metadata", "error", "end", "gap"})
-#: The event names each client stream mode produces.
-EVENTS_OF_MODE = {
-    "messages-tuple": ("messages",),
-    "messages": ("messages/partial", "messages/complete", "messages/metadata"),
-}
 REPLAY_PAGE = 500
 #: Ids from here up are the clock-based ones of terminal events published out of band.
 OUT_OF_BAND_IDS = 10**12
 
-#: Cancels started by disconnected clients, kept referenced until they finish.
-_background: set[asyncio.Task] = set()
 
-
-def frame(event: str, data: str, event_id: int | str) -> bytes:
-    """One SSE event: `data` is one line of JSON."""
-    return f"event: {event}\r\ndata: {data}\r\nid: {event_id}\r\n\r\n".encode()
-
-
-def metadata_frame(*, run_id: str, thread_id: str, attempt: int, event_id: int | str) -> bytes:
-    """The `metadata` event a client gets first for each run."""
-    payload = {"run_id": run_id, "thread_id": thread_id, "attempt": attempt}
-    return frame("metadata", bus.dumps(payload), event_id)
-
-
-def sse_response(
-    stream: AsyncIterator[bytes], *, headers: dict[str, str] | None = None
-) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(stream, content_type="text/event-stream")
-    for name, value in {**SSE_HEADERS, **(headers or {})}.items():
-        response[name] = value
-    return response
-
-
-def event_filter(modes: Iterable[str] | None) -> frozenset[str] | None:
-    """The event names (before any `|namespace`) that the stream modes let through; None: all."""
-    if not modes:
-        return None
-    names = set(CONTROL_EVENTS)
-    for mode in modes:
-        names.update(EVENTS_OF_MODE.get(mode, (mode,)))
-    return frozenset(names)
-
-
-def wanted(event: str, names: frozenset[str] | None) -> bool:
-    return names is None or event.split("|", 1)[0] in names
-
-
-def spawn(coroutine: Any) -> None:
-    """Run a coroutine to completion in the background (a cancel after a disconnect)."""
-    task = asyncio.ensure_future(coroutine)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-class Subscription:
-    """A fresh bus channel in some groups; waiting on it with a timeout loses no message."""
-
-    def __init__(self, channel: str, groups: tuple[str, ...]) -> None:
-        self.channel = channel
-        self.groups = groups
-        self._receiving: asyncio.Future | None = None
-
-    @classmethod
-    async def open(cls, *groups: str) -> "Subscription":
-        layer = bus.layer()
-        channel = await layer.new_channel()
-        for group in groups:
-            await layer.group_add(group, channel)
-        return cls(channel, groups)
-
-    async def receive(self, within: float) -> dict[str, Any] | None:
-        """The next message, or None after `within` seconds (the pending read is kept)."""
-        if self._receiving is None:
-            self._receiving = asyncio.ensure_future(bus.layer().receive(self.channel))
-        done, _ = await asyncio.wait({self._receiving}, timeout=max(within, 0))
-        if not done:
-            return None
-        receiving, self._receiving = self._receiving, None
-        return receiving.result()
-
-    async def close(self) -> None:
-        if self._receiving is not None:
-            self._receiving.cancel()
-            self._receiving = None
-        layer = bus.layer()
-        for group in self.groups:
-            try:
-                await layer.group_discard(group, self.channel)
-            except Exception:  # the layer's own expiry removes it anyway
-                logger.debug("group_discard failed", exc_info=True)
-
-
-async def subscribe_then(
-    group: str, read: Callable[..., T], /, **kwargs: Any
-) -> tuple[T, Subscription]:
-    """Subscribe to `group`, then run `read(**kwargs)` (ORM code) on the database threads, so that
-    nothing published after the read is missed; the subscription is closed if the read fails."""
-    subscription = await Subscription.open(group)
-    try:
-        return await db(read, **kwargs), subscription
-    except BaseException:
-        await subscription.close()
-        raise
+async def subscribe_to_run(
+    *, user: Any, thread_id: str, run_id: str | UUID, action: str = "view"
+) -> tuple[Run, Subscription]:
+    """A run the user may `action` (404 otherwise), with a subscription to its stream group
+    opened before the run was read, so nothing it publishes afterwards is missed."""
+    thread_id = validate_thread_id(thread_id)
+    run_uuid = validate_uuid(run_id, field="run_id")
+    return await subscribe_then(
+        bus.run_stream_group(run_uuid),
+        selectors.get_run,
+        user=user,
+        thread_id=thread_id,
+        run_id=run_uuid,
+        action=action,
+    )
 
 
 @dataclass
@@ -144,10 +56,6 @@ class _Cursor:
     run_id: UUID
     last_sent: int
     concluded: bool = False  # `end` (or `gap`) was delivered
-
-
-def _run_status(*, run_id: UUID) -> str | None:
-    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
 
 
 def _replay_page(*, cursor: _Cursor, names: frozenset[str] | None) -> tuple[list[bytes], bool]:
@@ -278,7 +186,7 @@ async def _live_frames(
             last_write = time.monotonic()
             silent_heartbeats += 1
             if silent_heartbeats % HEARTBEATS_PER_STATUS_CHECK == 0:
-                status = await db(_run_status, run_id=run.pk)
+                status = await db(selectors.run_status, run_id=run.pk)
                 if status not in Run.ACTIVE_STATUSES:
                     # The `end` on the bus was lost (or the run was deleted): finish from the DB.
                     if run.resumable:
@@ -301,60 +209,3 @@ async def _live_frames(
         if event.event == "end":
             cursor.concluded = True
             return
-
-
-async def heartbeats_until_run_ends(
-    *,
-    subscription: Subscription,
-    run: Run,
-    interval: float | None = None,
-    check_every: float | None = None,
-) -> AsyncIterator[None]:
-    """Yield every `interval` seconds until the run's `end` arrives or the DB says it finished
-    (looked up every `check_every` seconds, in case the `end` message was lost).
-
-    The caller owns the subscription (opened before the run could end) and closes it.
-    """
-    interval = settings.SSE_HEARTBEAT_SECONDS if interval is None else interval
-    if check_every is None:
-        check_every = settings.SSE_HEARTBEAT_SECONDS * HEARTBEATS_PER_STATUS_CHECK
-    run_id = str(run.pk)
-    if await db(_run_status, run_id=run.pk) not in Run.ACTIVE_STATUSES:
-        return
-    last_beat = last_check = time.monotonic()
-    while True:
-        now = time.monotonic()
-        timeout = min(interval - (now - last_beat), check_every - (now - last_check))
-        message = await subscription.receive(within=timeout)
-        if message is not None:
-            if message.get("run_id") == run_id and message.get("event") == "end":
-                return
-            continue
-        now = time.monotonic()
-        if now - last_check >= check_every:
-            last_check = now
-            if await db(_run_status, run_id=run.pk) not in Run.ACTIVE_STATUSES:
-                return
-        if now - last_beat >= interval:
-            last_beat = now
-            yield None
-
-
-async def cancel_after_disconnect(*, run_id: UUID) -> None:
-    """Interrupt a run whose client went away (when it asked for that)."""
-    from runs.exceptions import RunNotCancellable, RunNotFound
-    from runs.services import cancel_run
-
-    run = await db(selectors.run_by_id, run_id=run_id)
-    if run is None:
-        return
-    try:
-        await db(cancel_run, run=run, action=Run.CancelAction.INTERRUPT)
-    except (RunNotCancellable, RunNotFound):
-        return
-    except Exception:
-        logger.exception(
-            "cancelling run %s after its client went away failed", run_id, extra=run_fields(run)
-        )
-    else:
-        logger.info("run %s cancelled: its client went away", run_id, extra=run_fields(run))

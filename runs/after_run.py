@@ -1,4 +1,7 @@
-"""What happens after a run has ended: its webhook, and deleting a stateless run's thread."""
+"""What happens after a run has ended: its webhook, and deleting a stateless run's thread.
+
+Connected to the engine's `run_ended` signal in `RunsConfig.ready`.
+"""
 
 import asyncio
 import logging
@@ -8,10 +11,18 @@ from django.conf import settings
 
 from runs.engine.db import in_database
 from runs.models import Run
+from runs.serializers import run_json
 from runs.webhooks import post_webhook
+from threads.exceptions import ThreadBusy
 from threads.models import Thread
+from threads.services import delete_thread
 
 logger = logging.getLogger(__name__)
+
+
+async def on_run_ended(sender: Any, *, run: Run, **kwargs: Any) -> None:
+    """The `run_ended` receiver."""
+    await after_run(run)
 
 
 async def after_run(run: Run) -> None:
@@ -28,8 +39,6 @@ async def after_run(run: Run) -> None:
 
 def webhook_payload(*, run_id: Any) -> dict[str, Any] | None:
     """The Run as the API shows it, plus the thread's values and the run's error and times."""
-    from runs.serializers import run_json
-
     run = Run.objects.select_related("thread").filter(pk=run_id).first()
     if run is None or run.is_active:
         return None
@@ -68,9 +77,6 @@ def _record_webhook(*, run_id: Any, status: str, detail: str) -> None:
 
 def delete_finished_thread(*, thread_id: str) -> None:
     """Delete a stateless run's thread, unless another run is using it."""
-    from threads.exceptions import ThreadBusy
-    from threads.services import delete_thread
-
     thread = Thread.objects.filter(pk=thread_id).first()
     if thread is None:
         return

@@ -16,16 +16,9 @@ from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_uuid
 from deerflow_site.dbthreads import db
 from runs.engine import bus
+from runs.engine.bus import Subscription
 from runs.models import Run, RunStreamEvent
-from runs.sse import (
-    CONTROL_EVENTS,
-    HEARTBEAT,
-    Subscription,
-    event_filter,
-    frame,
-    metadata_frame,
-    wanted,
-)
+from runs.sse.frames import CONTROL_EVENTS, HEARTBEAT, event_filter, frame, metadata_frame, wanted
 
 #: Events of the `lifecycle` thread stream mode: when runs start and end.
 LIFECYCLE_EVENTS = frozenset(CONTROL_EVENTS)

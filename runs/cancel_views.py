@@ -1,0 +1,79 @@
+"""Cancel endpoints: one run (`POST …/runs/{r}/cancel`, and `…/stream?action=`), and many
+(`POST /runs/cancel`). The rules are in `runs.cancellation`."""
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from deerflow_site.api.async_views import api_view
+from deerflow_site.api.permissions import require_scope
+from deerflow_site.api.serializers import validated
+from deerflow_site.dbthreads import db
+from runs.cancellation import cancel_run, cancel_runs
+from runs.serializers import BulkCancelSerializer, CancelQuerySerializer, query_data
+from runs.sse.run_stream import subscribe_to_run
+from runs.sse.waiting import heartbeats_until_run_ends
+
+#: How long `?wait=1` waits for a cancelled run to stop before answering 202 anyway.
+CANCEL_WAIT_SECONDS = 30.0
+
+
+@api_view(scope="runs:cancel", on_db_threads=True)
+async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
+    """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""
+    query = validated(CancelQuerySerializer, query_data(request.GET))
+    return await cancel_run_of_request(
+        request, thread_id, run_id, action=query["action"], wait=query["wait"]
+    )
+
+
+async def cancel_run_of_request(
+    request: HttpRequest, thread_id: str, run_id: str, *, action: str, wait: bool
+) -> HttpResponse:
+    """202 once asked to stop; with `wait`, 204 once it has stopped. 409 if it had finished."""
+    run, subscription = await subscribe_to_run(
+        user=request.user, thread_id=thread_id, run_id=run_id, action="change"
+    )
+    try:
+        run = await db(cancel_run, run=run, action=action)
+        if not wait:
+            return HttpResponse(status=202)
+        stopped = False
+        async for _ in heartbeats_until_run_ends(
+            subscription=subscription,
+            run=run,
+            interval=CANCEL_WAIT_SECONDS,
+            check_every=settings.RUN_POLL_SECONDS,
+        ):
+            break
+        else:
+            stopped = True
+        return HttpResponse(status=204 if stopped else 202)
+    finally:
+        await subscription.close()
+
+
+class BulkCancelView(APIView):
+    @extend_schema(
+        operation_id="runs_cancel_many",
+        request=BulkCancelSerializer,
+        parameters=[CancelQuerySerializer],
+        responses={204: None},
+    )
+    def post(self, request: Request) -> Response:
+        """Cancel the runs of a thread, or every run of the caller's with a status."""
+        require_scope(request.user, "runs:cancel")
+        query = validated(CancelQuerySerializer, query_data(request.query_params))
+        body = validated(BulkCancelSerializer, request.data)
+        cancel_runs(
+            user=request.user,
+            action=query["action"],
+            thread_id=body.get("thread_id"),
+            run_ids=body.get("run_ids"),
+            status=body.get("status"),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,53 @@
+"""The SSE wire format: event frames, heartbeats, which events stream modes let through."""
+
+from collections.abc import AsyncIterator, Iterable
+
+from django.http import StreamingHttpResponse
+
+from runs.engine import bus
+
+HEARTBEAT = b": heartbeat\r\n\r\n"
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+#: Events always delivered, whatever stream modes a join asked for.
+CONTROL_EVENTS = frozenset({"metadata", "error", "end", "gap"})
+#: The event names each client stream mode produces.
+EVENTS_OF_MODE = {
+    "messages-tuple": ("messages",),
+    "messages": ("messages/partial", "messages/complete", "messages/metadata"),
+}
+
+
+def frame(event: str, data: str, event_id: int | str) -> bytes:
+    """One SSE event: `data` is one line of JSON."""
+    return f"event: {event}\r\ndata: {data}\r\nid: {event_id}\r\n\r\n".encode()
+
+
+def metadata_frame(*, run_id: str, thread_id: str, attempt: int, event_id: int | str) -> bytes:
+    """The `metadata` event a client gets first for each run."""
+    payload = {"run_id": run_id, "thread_id": thread_id, "attempt": attempt}
+    return frame("metadata", bus.dumps(payload), event_id)
+
+
+def sse_response(
+    stream: AsyncIterator[bytes], *, headers: dict[str, str] | None = None
+) -> StreamingHttpResponse:
+    """A `text/event-stream` response over `stream`, never cached nor buffered by proxies."""
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    for name, value in {**SSE_HEADERS, **(headers or {})}.items():
+        response[name] = value
+    return response
+
+
+def event_filter(modes: Iterable[str] | None) -> frozenset[str] | None:
+    """The event names (before any `|namespace`) that the stream modes let through; None: all."""
+    if not modes:
+        return None
+    names = set(CONTROL_EVENTS)
+    for mode in modes:
+        names.update(EVENTS_OF_MODE.get(mode, (mode,)))
+    return frozenset(names)
+
+
+def wanted(event: str, names: frozenset[str] | None) -> bool:
+    """Whether an event passes the filter of `event_filter`."""
+    return names is None or event.split("|", 1)[0] in names
