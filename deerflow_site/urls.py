@@ -28,7 +28,7 @@ api_patterns = [
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
     path("", include("threads.urls")),
     path("", include("runs.urls")),
-    path("", include("runs.assistant_urls")),
+    path("", include("runs.assistants.urls")),
     path("", include("feedback.urls")),
     re_path(r"^(?P<path>.*)$", api_not_found, name="api-not-found"),
 ]

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from runs import assistants
+from runs.assistants import views as assistants
 
 urlpatterns = [
     path("assistants", assistants.assistant_list, name="assistants"),

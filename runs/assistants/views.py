@@ -1,0 +1,128 @@
+"""Assistant endpoints: search, count, one assistant, its graph, schemas, subgraphs, versions."""
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from deerflow_site.api.async_views import api_view, by_method, json_body
+from deerflow_site.api.errors import Invalid
+from deerflow_site.api.pagination import pagination_headers
+from deerflow_site.api.serializers import validated
+from runs.assistants.selectors import assistant_payload, search_assistants
+from runs.assistants.serializers import (
+    AssistantCountSerializer,
+    AssistantSearchSerializer,
+    GraphQuerySerializer,
+    SetLatestSerializer,
+    SubgraphsQuerySerializer,
+    VersionsSerializer,
+)
+from runs.engine import registry
+from runs.engine.graph_schemas import graph_drawing, graph_schemas, subgraph_schemas
+
+READ_ONLY_DETAIL = (
+    "Assistants are defined by the server's graph registry (langgraph.json): "
+    "they cannot be created, changed or deleted through the API."
+)
+
+
+async def _graph(assistant_id: str) -> tuple[registry.GraphSpec, Any]:
+    spec = registry.resolve_assistant(assistant_id)
+    graph = await sync_to_async(registry.load_graph, thread_sensitive=False)(spec.graph_id)
+    return spec, graph
+
+
+@api_view()
+async def search(request: HttpRequest) -> HttpResponse:
+    """Assistants matching the filters, a window of them, with X-Pagination-* headers."""
+    body = validated(AssistantSearchSerializer, json_body(request))
+    found = search_assistants(
+        graph_id=body.get("graph_id"),
+        name=body.get("name"),
+        metadata=body.get("metadata"),
+        sort_by=body.get("sort_by") or "created_at",
+        sort_order=body.get("sort_order") or "desc",
+    )
+    limit, offset = body["limit"], body["offset"]
+    window = found[offset : offset + limit]
+    if body.get("select"):
+        window = [{field: a[field] for field in body["select"]} for a in window]
+    response = JsonResponse(window, safe=False)
+    for header, value in pagination_headers(total=len(found), limit=limit, offset=offset).items():
+        response[header] = value
+    return response
+
+
+@api_view()
+async def count(request: HttpRequest) -> HttpResponse:
+    """How many assistants match the filters."""
+    body = validated(AssistantCountSerializer, json_body(request))
+    found = search_assistants(
+        graph_id=body.get("graph_id"), name=body.get("name"), metadata=body.get("metadata")
+    )
+    return JsonResponse(len(found), safe=False)
+
+
+@api_view()
+async def detail(request: HttpRequest, assistant_id: str) -> HttpResponse:
+    """One assistant, by its UUID or its graph id."""
+    return JsonResponse(assistant_payload(registry.resolve_assistant(assistant_id)))
+
+
+@api_view()
+async def drawing(request: HttpRequest, assistant_id: str) -> HttpResponse:
+    """The assistant's graph as nodes and edges (`?xray=true|N` includes subgraphs)."""
+    query = validated(GraphQuerySerializer, request.GET.dict())
+    _, graph = await _graph(assistant_id)
+    return JsonResponse(graph_drawing(graph, xray=query["xray"]))
+
+
+@api_view()
+async def schemas(request: HttpRequest, assistant_id: str) -> HttpResponse:
+    """The JSON schemas of the assistant's graph: input, output, state, config, context."""
+    spec, graph = await _graph(assistant_id)
+    return JsonResponse(graph_schemas(spec.graph_id, graph))
+
+
+@api_view()
+async def subgraphs(
+    request: HttpRequest, assistant_id: str, namespace: str | None = None
+) -> HttpResponse:
+    """Schemas of the assistant's subgraphs (`?recurse=true` goes deeper)."""
+    query = validated(SubgraphsQuerySerializer, request.GET.dict())
+    spec, graph = await _graph(assistant_id)
+    found = subgraph_schemas(spec.graph_id, graph, namespace=namespace, recurse=query["recurse"])
+    return JsonResponse(found)
+
+
+@api_view()
+async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
+    """The assistant's versions: there is one, the registered graph."""
+    body = validated(VersionsSerializer, json_body(request))
+    assistant = assistant_payload(registry.resolve_assistant(assistant_id))
+    version = {key: value for key, value in assistant.items() if key != "updated_at"}
+    matches = all(version["metadata"].get(k) == v for k, v in (body.get("metadata") or {}).items())
+    found = [version] if matches else []
+    return JsonResponse(found[body["offset"] : body["offset"] + body["limit"]], safe=False)
+
+
+@api_view()
+async def set_latest(request: HttpRequest, assistant_id: str) -> HttpResponse:
+    """Make a version the latest: only version 1 exists, and it already is."""
+    body = validated(SetLatestSerializer, json_body(request))
+    assistant = assistant_payload(registry.resolve_assistant(assistant_id))
+    if body["version"] != assistant["version"]:
+        raise Invalid({"version": [f"The assistant has only version {assistant['version']}."]})
+    return JsonResponse(assistant)
+
+
+assistant_list = by_method(refused=READ_ONLY_DETAIL)
+assistant_search = by_method(post=search)
+assistant_count = by_method(post=count)
+assistant_detail = by_method(get=detail, refused=READ_ONLY_DETAIL)
+assistant_graph = by_method(get=drawing)
+assistant_schemas = by_method(get=schemas)
+assistant_subgraphs = by_method(get=subgraphs)
+assistant_versions = by_method(post=versions)
+assistant_latest = by_method(post=set_latest)
