@@ -19,6 +19,7 @@ from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import parse_uuid
 from runs.cancellation import cancel_locked
 from runs.engine import bus
+from runs.engine.checkpoints import acheckpoint_exists, acheckpoint_on_other_thread
 from runs.engine.registry import AssistantNotFound, GraphSpec, resolve_assistant
 from runs.exceptions import (
     CheckpointNotFound,
@@ -115,17 +116,12 @@ async def check_checkpoint(*, thread_id: str, body: RunRequest) -> None:
         raise CheckpointOfOtherThread()
     if not body.checkpoint_id:
         return
-    from runs.engine.checkpointer import acheckpoint_on_other_thread, get_checkpointer
-
-    saver = await get_checkpointer()
-    config = {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": checkpoint.get("checkpoint_ns") or "",
-            "checkpoint_id": body.checkpoint_id,
-        }
-    }
-    if await saver.aget_tuple(config) is None:
+    exists = await acheckpoint_exists(
+        thread_id=thread_id,
+        checkpoint_ns=checkpoint.get("checkpoint_ns") or "",
+        checkpoint_id=body.checkpoint_id,
+    )
+    if not exists:
         if await acheckpoint_on_other_thread(body.checkpoint_id, thread_id):
             raise CheckpointOfOtherThread()
         raise CheckpointNotFound(f"Checkpoint {body.checkpoint_id!r} not found on this thread.")

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from deerflow_site.dbcompat import advisory_xact_lock
 from feedback.models import Feedback
-from runs.engine.checkpointer import delete_checkpoints_of_threads, orphan_checkpoint_thread_ids
+from runs.engine.checkpoints import delete_checkpoints_of_threads, orphan_checkpoint_thread_ids
 from runs.engine.streaming import expired_stream_events
 from runs.models import Run, RunEvent, RunStreamEvent
 from threads.models import Thread

@@ -9,12 +9,12 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from runs.engine import checkpointer
-from runs.engine.checkpointer import (
+from runs.engine.checkpointer import get_checkpointer
+from runs.engine.checkpoints import (
     acopy_thread_checkpoints,
     adelete_run_checkpoints,
     adelete_thread_checkpoints,
     delete_thread_checkpoints,
-    get_checkpointer,
 )
 from runs.engine.registry import graph_for_thread
 from tests.engine_support import closing_checkpointer, make_thread  # noqa: F401

@@ -69,7 +69,7 @@ def update_thread(
 
 def delete_thread(*, thread: Thread) -> None:
     """Delete a thread with its runs, events, feedback and checkpoints; 409 while busy."""
-    from runs.engine.checkpointer import delete_thread_checkpoints
+    from runs.engine.checkpoints import delete_thread_checkpoints
     from runs.models import Run
 
     with transaction.atomic():

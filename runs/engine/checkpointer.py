@@ -2,35 +2,30 @@
 
 One saver per running event loop (the savers hold loop-bound locks and connections): an
 `AsyncPostgresSaver` on a psycopg pool, or an `AsyncSqliteSaver` on the same SQLite file as Django.
-Entries of closed loops are dropped when the next saver is made. What the savers do not offer
-(copying a thread, deleting one run's checkpoints, deleting from sync code) is done here, with the
-SQL of each backend kept side by side.
+Entries of closed loops are dropped when the next saver is made. What is done with checkpoints
+beyond what LangGraph does itself (copying a thread, deleting a run's) is `checkpoints.py`.
 """
 
 import asyncio
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 from django.conf import settings
-from django.db import connection, connections
-from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from django.db import connections
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 logger = logging.getLogger(__name__)
 
-SQLITE_TABLES = ("checkpoints", "writes")
-POSTGRES_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 # Serialises the savers' schema migrations across processes (pg_advisory_lock key).
 POSTGRES_SETUP_LOCK_KEY = 0x64656572666C6F77  # "deerflow"
 
@@ -208,155 +203,3 @@ async def _setup_postgres(conninfo: str) -> None:
             await AsyncPostgresSaver(conn).setup()
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (POSTGRES_SETUP_LOCK_KEY,))
-
-
-# --- Deleting and copying ------------------------------------------------------------------
-
-
-async def adelete_thread_checkpoints(thread_id: str) -> None:
-    """Remove every checkpoint and write of a thread."""
-    saver = await get_checkpointer()
-    await saver.adelete_thread(thread_id)
-
-
-def _saver_tables() -> list[str]:
-    """The saver's tables that exist on Django's connection (none before any graph ran);
-    `checkpoints` first."""
-    tables = POSTGRES_TABLES if connection.vendor == "postgresql" else SQLITE_TABLES
-    existing = set(connection.introspection.table_names())
-    return [table for table in tables if table in existing]
-
-
-def delete_thread_checkpoints(thread_id: str) -> None:
-    """Remove every checkpoint and write of a thread, from sync code (views, services, tests).
-
-    Uses Django's connection to the same database, so it works in any thread without an event
-    loop of its own, and inside the caller's transaction.
-    """
-    delete_checkpoints_of_threads([str(thread_id)])
-
-
-def delete_checkpoints_of_threads(thread_ids: list[str]) -> int:
-    """Remove every checkpoint, blob and write of these threads, in the caller's transaction;
-    returns how many checkpoints (rows of `checkpoints`, all namespaces) went."""
-    if not thread_ids:
-        return 0
-    deleted = 0
-    placeholders = ", ".join(["%s"] * len(thread_ids))
-    with connection.cursor() as cursor:
-        for table in _saver_tables():
-            cursor.execute(
-                f"DELETE FROM {table} WHERE thread_id IN ({placeholders})",
-                [str(thread_id) for thread_id in thread_ids],
-            )
-            if table == "checkpoints":
-                deleted = cursor.rowcount
-    return deleted
-
-
-def orphan_checkpoint_thread_ids(*, thread_table: str, after: str, limit: int) -> list[str]:
-    """Up to `limit` thread ids, in order past `after`, that have checkpoints, blobs or writes
-    but no row in `thread_table` (the threads' table): what a failed copy or delete left."""
-    ids: set[str] = set()
-    with connection.cursor() as cursor:
-        for table in _saver_tables():
-            cursor.execute(
-                f"SELECT DISTINCT c.thread_id FROM {table} c WHERE c.thread_id > %s "
-                f"AND NOT EXISTS (SELECT 1 FROM {thread_table} t WHERE t.thread_id = c.thread_id) "
-                "ORDER BY c.thread_id LIMIT %s",
-                [after, limit],
-            )
-            ids.update(row[0] for row in cursor.fetchall())
-    return sorted(ids)[:limit]
-
-
-async def adelete_run_checkpoints(thread_id: str, run_id: str) -> None:
-    """Remove the checkpoints a run wrote (metadata run_id) and their writes: a rollback."""
-    saver = await get_checkpointer()
-    thread_id, run_id = str(thread_id), str(run_id)
-    if isinstance(saver, AsyncPostgresSaver):
-        await _delete_run_postgres(saver, thread_id, run_id)
-    elif isinstance(saver, AsyncSqliteSaver):
-        await _delete_run_sqlite(saver, thread_id, run_id)
-    else:  # pragma: no cover - only the two savers above are ever opened
-        raise TypeError(f"unsupported checkpoint saver {type(saver).__name__}")
-
-
-async def _delete_run_sqlite(saver: AsyncSqliteSaver, thread_id: str, run_id: str) -> None:
-    await saver.setup()
-    of_run = (
-        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
-        "AND json_extract(CAST(metadata AS TEXT), '$.run_id') = ?"
-    )
-    async with saver.lock:
-        await saver.conn.execute(
-            f"DELETE FROM writes WHERE thread_id = ? AND checkpoint_id IN ({of_run})",
-            (thread_id, thread_id, run_id),
-        )
-        await saver.conn.execute(
-            "DELETE FROM checkpoints WHERE thread_id = ? "
-            "AND json_extract(CAST(metadata AS TEXT), '$.run_id') = ?",
-            (thread_id, run_id),
-        )
-        await saver.conn.commit()
-
-
-async def _delete_run_postgres(saver: AsyncPostgresSaver, thread_id: str, run_id: str) -> None:
-    # Blobs stay: their versions carry a random part, so no later checkpoint can pick them up,
-    # and they go with the thread.
-    of_run = Jsonb({"run_id": run_id})
-    async with saver.lock, saver.conn.connection() as conn, conn.transaction():
-        await conn.execute(
-            "DELETE FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_id IN ("
-            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND metadata @> %s)",
-            (thread_id, thread_id, of_run),
-        )
-        await conn.execute(
-            "DELETE FROM checkpoints WHERE thread_id = %s AND metadata @> %s",
-            (thread_id, of_run),
-        )
-
-
-async def acheckpoint_on_other_thread(checkpoint_id: str, thread_id: str) -> bool:
-    """Whether a checkpoint with this id exists on some other thread (a fork across threads)."""
-    saver = await get_checkpointer()
-    query = "SELECT 1 FROM checkpoints WHERE checkpoint_id = {0} AND thread_id <> {0} LIMIT 1"
-    params = (str(checkpoint_id), str(thread_id))
-    if isinstance(saver, AsyncPostgresSaver):
-        async with saver.conn.connection() as conn:
-            cursor = await conn.execute(query.format("%s"), params)
-            return await cursor.fetchone() is not None
-    await saver.setup()
-    async with saver.lock, saver.conn.execute(query.format("?"), params) as cursor:
-        return await cursor.fetchone() is not None
-
-
-async def acopy_thread_checkpoints(source_thread_id: str, target_thread_id: str) -> None:
-    """Copy every checkpoint (all namespaces) and pending write of a thread to another thread."""
-    saver = await get_checkpointer()
-    tuples = [
-        checkpoint
-        async for checkpoint in saver.alist({"configurable": {"thread_id": str(source_thread_id)}})
-    ]
-    # Oldest first (checkpoint ids are time-ordered), so that parents exist before children.
-    for checkpoint in reversed(tuples):
-        await _copy_one(saver, checkpoint, str(target_thread_id))
-
-
-async def _copy_one(saver: BaseCheckpointSaver, source: CheckpointTuple, target: str) -> None:
-    namespace = source.config["configurable"].get("checkpoint_ns", "")
-    parent_id = (source.parent_config or {}).get("configurable", {}).get("checkpoint_id")
-    put_config: dict[str, Any] = {"configurable": {"thread_id": target, "checkpoint_ns": namespace}}
-    if parent_id:
-        put_config["configurable"]["checkpoint_id"] = parent_id
-    stored = await saver.aput(
-        put_config,
-        source.checkpoint,
-        source.metadata,
-        dict(source.checkpoint.get("channel_versions", {})),
-    )
-    writes_by_task: dict[str, list[tuple[str, Any]]] = defaultdict(list)
-    for task_id, channel, value in source.pending_writes or []:
-        writes_by_task[task_id].append((channel, value))
-    for task_id, writes in writes_by_task.items():
-        await saver.aput_writes(stored, writes, task_id)

@@ -16,7 +16,7 @@ from langgraph._internal._constants import CONFIG_KEY_STRICT_RESUME
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Send
 
-from runs.engine.checkpointer import adelete_run_checkpoints
+from runs.engine.checkpoints import adelete_run_checkpoints
 from runs.engine.db import in_database
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
 from runs.engine.journal import JournalWriter, RunJournal

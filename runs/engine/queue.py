@@ -32,7 +32,6 @@ from runs.engine.streaming import (
     publish_stream_events,
     store_stream_events,
 )
-from runs.engine.finish import settle_thread
 from runs.journal.lifecycle import run_recovered
 from runs.journal.store import record_events
 from runs.models import Run

@@ -1,0 +1,199 @@
+"""Operations on a thread's checkpoints beyond what LangGraph's savers offer: is a checkpoint
+there (on this thread, on another), copy a thread's, delete a run's, delete a thread's.
+
+The savers come from `checkpointer.py` (the only module that opens them). The SQL of each
+backend is here as named constants, side by side; the tables are LangGraph's own
+(`langgraph-checkpoint-sqlite`: checkpoints, writes; `-postgres`: checkpoints,
+checkpoint_blobs, checkpoint_writes).
+"""
+
+from collections import defaultdict
+from typing import Any
+
+from django.db import connection
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from psycopg.types.json import Jsonb
+
+from runs.engine.checkpointer import get_checkpointer
+
+# --- SQLite (aiosqlite, `?` parameters) ---------------------------------------------------------
+
+SQLITE_TABLES = ("checkpoints", "writes")
+SQLITE_RUN_CHECKPOINT_IDS = (
+    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
+    "AND json_extract(CAST(metadata AS TEXT), '$.run_id') = ?"
+)
+SQLITE_DELETE_RUN_WRITES = (
+    f"DELETE FROM writes WHERE thread_id = ? AND checkpoint_id IN ({SQLITE_RUN_CHECKPOINT_IDS})"
+)
+SQLITE_DELETE_RUN_CHECKPOINTS = (
+    "DELETE FROM checkpoints WHERE thread_id = ? "
+    "AND json_extract(CAST(metadata AS TEXT), '$.run_id') = ?"
+)
+SQLITE_CHECKPOINT_ON_OTHER_THREAD = (
+    "SELECT 1 FROM checkpoints WHERE checkpoint_id = ? AND thread_id <> ? LIMIT 1"
+)
+
+# --- PostgreSQL (psycopg, `%s` parameters) ------------------------------------------------------
+
+POSTGRES_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+POSTGRES_DELETE_RUN_WRITES = (
+    "DELETE FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_id IN ("
+    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND metadata @> %s)"
+)
+POSTGRES_DELETE_RUN_CHECKPOINTS = "DELETE FROM checkpoints WHERE thread_id = %s AND metadata @> %s"
+POSTGRES_CHECKPOINT_ON_OTHER_THREAD = (
+    "SELECT 1 FROM checkpoints WHERE checkpoint_id = %s AND thread_id <> %s LIMIT 1"
+)
+
+# --- Either backend, on Django's connection (`%s`: Django converts it for SQLite) -------------
+
+DELETE_THREADS_ROWS = "DELETE FROM {table} WHERE thread_id IN ({placeholders})"
+ORPHAN_THREAD_IDS = (
+    "SELECT DISTINCT c.thread_id FROM {table} c WHERE c.thread_id > %s "
+    "AND NOT EXISTS (SELECT 1 FROM {thread_table} t WHERE t.thread_id = c.thread_id) "
+    "ORDER BY c.thread_id LIMIT %s"
+)
+
+
+async def acheckpoint_exists(*, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool:
+    """Whether the thread has this checkpoint (in namespace `checkpoint_ns`, "" the root)."""
+    saver = await get_checkpointer()
+    config = {
+        "configurable": {
+            "thread_id": str(thread_id),
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+    return await saver.aget_tuple(config) is not None
+
+
+async def acheckpoint_on_other_thread(checkpoint_id: str, thread_id: str) -> bool:
+    """Whether a checkpoint with this id exists on some other thread (a fork across threads)."""
+    saver = await get_checkpointer()
+    params = (str(checkpoint_id), str(thread_id))
+    if isinstance(saver, AsyncPostgresSaver):
+        async with saver.conn.connection() as conn:
+            cursor = await conn.execute(POSTGRES_CHECKPOINT_ON_OTHER_THREAD, params)
+            return await cursor.fetchone() is not None
+    await saver.setup()
+    async with saver.lock, saver.conn.execute(SQLITE_CHECKPOINT_ON_OTHER_THREAD, params) as cursor:
+        return await cursor.fetchone() is not None
+
+
+async def adelete_thread_checkpoints(thread_id: str) -> None:
+    """Remove every checkpoint and write of a thread."""
+    saver = await get_checkpointer()
+    await saver.adelete_thread(thread_id)
+
+
+def _saver_tables() -> list[str]:
+    """The saver's tables that exist on Django's connection (none before any graph ran);
+    `checkpoints` first."""
+    tables = POSTGRES_TABLES if connection.vendor == "postgresql" else SQLITE_TABLES
+    existing = set(connection.introspection.table_names())
+    return [table for table in tables if table in existing]
+
+
+def delete_thread_checkpoints(thread_id: str) -> None:
+    """Remove every checkpoint and write of a thread, from sync code, in the caller's transaction.
+
+    Uses Django's connection to the same database, so that deleting a thread row and its
+    checkpoints is one transaction (a saver commits on its own connection, and on SQLite it
+    would wait on the caller's write lock).
+    """
+    delete_checkpoints_of_threads([str(thread_id)])
+
+
+def delete_checkpoints_of_threads(thread_ids: list[str]) -> int:
+    """Remove every checkpoint, blob and write of these threads, in the caller's transaction;
+    returns how many checkpoints (rows of `checkpoints`, all namespaces) went."""
+    if not thread_ids:
+        return 0
+    deleted = 0
+    placeholders = ", ".join(["%s"] * len(thread_ids))
+    with connection.cursor() as cursor:
+        for table in _saver_tables():
+            cursor.execute(
+                DELETE_THREADS_ROWS.format(table=table, placeholders=placeholders),
+                [str(thread_id) for thread_id in thread_ids],
+            )
+            if table == "checkpoints":
+                deleted = cursor.rowcount
+    return deleted
+
+
+def orphan_checkpoint_thread_ids(*, thread_table: str, after: str, limit: int) -> list[str]:
+    """Up to `limit` thread ids, in order past `after`, that have checkpoints, blobs or writes
+    but no row in `thread_table` (the threads' table): what a failed copy or delete left."""
+    ids: set[str] = set()
+    with connection.cursor() as cursor:
+        for table in _saver_tables():
+            cursor.execute(
+                ORPHAN_THREAD_IDS.format(table=table, thread_table=thread_table), [after, limit]
+            )
+            ids.update(row[0] for row in cursor.fetchall())
+    return sorted(ids)[:limit]
+
+
+async def adelete_run_checkpoints(thread_id: str, run_id: str) -> None:
+    """Remove the checkpoints a run wrote (metadata run_id) and their writes: a rollback."""
+    saver = await get_checkpointer()
+    thread_id, run_id = str(thread_id), str(run_id)
+    if isinstance(saver, AsyncPostgresSaver):
+        await _delete_run_postgres(saver, thread_id, run_id)
+    elif isinstance(saver, AsyncSqliteSaver):
+        await _delete_run_sqlite(saver, thread_id, run_id)
+    else:  # pragma: no cover - only the two savers above are ever opened
+        raise TypeError(f"unsupported checkpoint saver {type(saver).__name__}")
+
+
+async def _delete_run_sqlite(saver: AsyncSqliteSaver, thread_id: str, run_id: str) -> None:
+    await saver.setup()
+    async with saver.lock:
+        await saver.conn.execute(SQLITE_DELETE_RUN_WRITES, (thread_id, thread_id, run_id))
+        await saver.conn.execute(SQLITE_DELETE_RUN_CHECKPOINTS, (thread_id, run_id))
+        await saver.conn.commit()
+
+
+async def _delete_run_postgres(saver: AsyncPostgresSaver, thread_id: str, run_id: str) -> None:
+    # Blobs stay: their versions carry a random part, so no later checkpoint can pick them up,
+    # and they go with the thread.
+    of_run = Jsonb({"run_id": run_id})
+    async with saver.lock, saver.conn.connection() as conn, conn.transaction():
+        await conn.execute(POSTGRES_DELETE_RUN_WRITES, (thread_id, thread_id, of_run))
+        await conn.execute(POSTGRES_DELETE_RUN_CHECKPOINTS, (thread_id, of_run))
+
+
+async def acopy_thread_checkpoints(source_thread_id: str, target_thread_id: str) -> None:
+    """Copy every checkpoint (all namespaces) and pending write of a thread to another thread."""
+    saver = await get_checkpointer()
+    tuples = [
+        checkpoint
+        async for checkpoint in saver.alist({"configurable": {"thread_id": str(source_thread_id)}})
+    ]
+    # Oldest first (checkpoint ids are time-ordered), so that parents exist before children.
+    for checkpoint in reversed(tuples):
+        await _copy_one(saver, checkpoint, str(target_thread_id))
+
+
+async def _copy_one(saver: BaseCheckpointSaver, source: CheckpointTuple, target: str) -> None:
+    namespace = source.config["configurable"].get("checkpoint_ns", "")
+    parent_id = (source.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    put_config: dict[str, Any] = {"configurable": {"thread_id": target, "checkpoint_ns": namespace}}
+    if parent_id:
+        put_config["configurable"]["checkpoint_id"] = parent_id
+    stored = await saver.aput(
+        put_config,
+        source.checkpoint,
+        source.metadata,
+        dict(source.checkpoint.get("channel_versions", {})),
+    )
+    writes_by_task: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+    for task_id, channel, value in source.pending_writes or []:
+        writes_by_task[task_id].append((channel, value))
+    for task_id, writes in writes_by_task.items():
+        await saver.aput_writes(stored, writes, task_id)
