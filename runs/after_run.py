@@ -30,7 +30,7 @@ async def after_run(run: Run) -> None:
     try:
         if (run.kwargs or {}).get("webhook"):
             await send_webhook(run_id=run.pk, url=run.kwargs["webhook"])
-        if run.on_completion == "delete":
+        if run.on_completion == Run.OnCompletion.DELETE:
             await asyncio.sleep(settings.ON_COMPLETION_DELETE_SECONDS)
             await in_database(delete_finished_thread)(thread_id=run.thread_id)
     except Exception:

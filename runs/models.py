@@ -37,6 +37,8 @@ class Run(models.Model):
         ENQUEUE = "enqueue"
 
     class CancelAction(models.TextChoices):
+        """What a user's cancel does: stop the run, or also delete the checkpoints it wrote."""
+
         INTERRUPT = "interrupt"
         ROLLBACK = "rollback"
 
@@ -45,6 +47,18 @@ class Run(models.Model):
 
         DELIVERED = "delivered"
         FAILED = "failed"
+
+    class OnCompletion(models.TextChoices):
+        """What becomes of the thread once the run ended (stateless runs: `delete`)."""
+
+        DELETE = "delete"
+        KEEP = "keep"
+
+    class OnDisconnect(models.TextChoices):
+        """What a client that goes away from a create-and-stream or wait does to the run."""
+
+        CANCEL = "cancel"
+        CONTINUE = "continue"
 
     run_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
@@ -59,8 +73,12 @@ class Run(models.Model):
     multitask_strategy = models.CharField(
         max_length=16, choices=MultitaskStrategy.choices, default=MultitaskStrategy.REJECT
     )
-    on_completion = models.CharField(max_length=8, default="keep")
-    on_disconnect = models.CharField(max_length=8, default="cancel")
+    on_completion = models.CharField(
+        max_length=8, choices=OnCompletion.choices, default=OnCompletion.KEEP
+    )
+    on_disconnect = models.CharField(
+        max_length=8, choices=OnDisconnect.choices, default=OnDisconnect.CANCEL
+    )
     resumable = models.BooleanField(default=False)
     # The queue: a pending run may start once `run_at` has passed (after_seconds).
     run_at = models.DateTimeField()

@@ -203,9 +203,11 @@ class RunCreateSerializer(RequestSerializer):
     stream_subgraphs = StrictBooleanField(required=False, allow_null=True)
     stream_resumable = StrictBooleanField(required=False, allow_null=True)
     on_disconnect = StrictChoiceField(
-        choices=["cancel", "continue"], required=False, allow_null=True
+        choices=Run.OnDisconnect.choices, required=False, allow_null=True
     )
-    on_completion = StrictChoiceField(choices=["delete", "keep"], required=False, allow_null=True)
+    on_completion = StrictChoiceField(
+        choices=Run.OnCompletion.choices, required=False, allow_null=True
+    )
     multitask_strategy = StrictChoiceField(
         choices=Run.MultitaskStrategy.choices, required=False, allow_null=True
     )
@@ -250,7 +252,9 @@ class RunRequest:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_run_create(data: Any, *, on_completion: str = "keep") -> RunRequest:
+def parse_run_create(
+    data: Any, *, on_completion: Run.OnCompletion = Run.OnCompletion.KEEP
+) -> RunRequest:
     """A create body as a RunRequest; a 422 naming the field when it is not valid."""
     serializer = RunCreateSerializer(data=data)
     serializer.is_valid(raise_exception=True)
@@ -262,7 +266,7 @@ def parse_run_create(data: Any, *, on_completion: str = "keep") -> RunRequest:
     checkpoint = body.get("checkpoint")
     checkpoint_id = body.get("checkpoint_id") or (checkpoint or {}).get("checkpoint_id")
     resumable = body.get("stream_resumable", False)
-    on_disconnect = body.get("on_disconnect", "cancel")
+    on_disconnect = body.get("on_disconnect", Run.OnDisconnect.CANCEL)
     after_seconds = body.get("after_seconds", 0.0)
     kwargs = {
         "input": body.get("input"),
@@ -302,7 +306,7 @@ def parse_stateless_run_create(data: Any) -> RunRequest:
     """A stateless run's create body: its new thread is created for it, and deleted after it
     unless `on_completion` says `keep`. A `command.resume` is a 400: a new thread has no
     interrupt to resume."""
-    request = parse_run_create(data, on_completion="delete")
+    request = parse_run_create(data, on_completion=Run.OnCompletion.DELETE)
     if "resume" in (request.kwargs.get("command") or {}):
         raise ResumeWithoutThread()
     return replace(request, if_not_exists="create")

@@ -87,7 +87,7 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
     stream = stream_run_events(
         subscription=subscription,
         run=run,
-        cancel_on_disconnect=run.on_disconnect == "cancel",
+        cancel_on_disconnect=run.on_disconnect == Run.OnDisconnect.CANCEL,
     )
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 
@@ -97,7 +97,9 @@ async def create_and_wait(request: HttpRequest, thread_id: str | None = None) ->
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
     run, subscription = await _admit(request, thread_id)
     body = _final_answer_body(
-        subscription=subscription, run=run, cancel_on_disconnect=run.on_disconnect == "cancel"
+        subscription=subscription,
+        run=run,
+        cancel_on_disconnect=run.on_disconnect == Run.OnDisconnect.CANCEL,
     )
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 

@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import models
 from langchain_core.callbacks import BaseCallbackHandler
 from langgraph._internal._constants import CONFIG_KEY_STRICT_RESUME
 from langgraph.pregel import Pregel
@@ -37,22 +38,33 @@ INTERNAL_MESSAGE = "An internal error occurred while running the graph."
 WORKER_SHUTDOWN = {"error": "WorkerShutdown", "message": "the worker shut down during the run"}
 
 
-class CancelSignal:
-    """Why a running run must stop: `interrupt` or `rollback` (a user's cancel), `lost` (the
-    lease is gone: another worker or the reaper owns the run now) or `shutdown`."""
+class CancelReason(models.TextChoices):
+    """Why a running run must stop, weakest first: a user's cancel (`interrupt`, `rollback`,
+    the values of `Run.CancelAction`), the worker shutting down, or the lease lost (another
+    worker or the reaper owns the run now)."""
 
-    PRIORITY = {"": 0, "interrupt": 1, "rollback": 2, "shutdown": 3, "lost": 4}
+    INTERRUPT = Run.CancelAction.INTERRUPT.value
+    ROLLBACK = Run.CancelAction.ROLLBACK.value
+    SHUTDOWN = "shutdown"
+    LOST = "lost"
+
+
+class CancelSignal:
+    """The strongest reason a running run was given to stop (`action`; "" while none)."""
+
+    PRIORITY = {reason: rank for rank, reason in enumerate(CancelReason, start=1)}
 
     def __init__(self) -> None:
-        self.action = ""
+        self.action: CancelReason | str = ""
         self._event = asyncio.Event()
 
     def set(self, action: str) -> None:
-        if not self.PRIORITY.get(action):
+        if action not in self.PRIORITY:
             logger.warning("ignoring unknown cancel action %r", action)
             return
-        if self.PRIORITY[action] > self.PRIORITY[self.action]:
-            self.action = action
+        reason = CancelReason(action)
+        if self.PRIORITY[reason] > self.PRIORITY.get(self.action, 0):
+            self.action = reason
         self._event.set()
 
     def is_set(self) -> bool:
@@ -203,7 +215,7 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         publisher.abort()
         writer.abort()
         raise
-    if cancel.action == "lost":
+    if cancel.action == CancelReason.LOST:
         logger.warning("run %s: lease lost, another worker or the reaper ended it", run.pk)
         writer.abort()  # the reaper has written the run's end
         await publisher.close()
@@ -260,9 +272,9 @@ async def _run_unless_cancelled(work: Coroutine[Any, Any, None], cancel: CancelS
 async def _outcome_of_cancel(run: Run, action: str) -> RunOutcome:
     if action == "":
         return RunOutcome(status=Run.Status.SUCCESS)
-    if action == "shutdown":
+    if action == CancelReason.SHUTDOWN:
         return RunOutcome(status=Run.Status.ERROR, error=WORKER_SHUTDOWN)
-    if action == "rollback":
+    if action == CancelReason.ROLLBACK:
         await adelete_run_checkpoints(run.thread_id, str(run.run_id))
         return RunOutcome(status=Run.Status.INTERRUPTED, rolled_back=True, cancel_action=action)
     # interrupt (and lost, dropped by the caller)

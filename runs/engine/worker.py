@@ -27,7 +27,7 @@ from django.utils import timezone
 from deerflow_site.logs import bind_run, bind_worker, run_fields
 from runs.engine import bus, queue
 from runs.engine.db import in_database
-from runs.engine.executor import CancelSignal, execute_run
+from runs.engine.executor import CancelReason, CancelSignal, execute_run
 from runs.engine.graphs import describe_agent_model
 from runs.engine.heartbeats import forget_worker, record_heartbeat
 from runs.engine.registry import graph_specs, load_graph
@@ -127,7 +127,7 @@ class RunWorker:
             await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
         # Runs still going are ended `error` (the renewals keep their leases meanwhile).
         for execution in list(self._executions.values()):
-            execution.cancel.set("shutdown")
+            execution.cancel.set(CancelReason.SHUTDOWN)
         pending = [e.task for e in self._executions.values()]
         if pending:
             await asyncio.wait(pending, timeout=30.0)
@@ -225,7 +225,7 @@ class RunWorker:
             if kind == bus.WAKEUP:
                 self._wake.set()
             elif kind == bus.CANCEL:
-                self._cancel(message.get("run_id"), message.get("action") or "interrupt")
+                self._cancel(message.get("run_id"), message.get("action") or CancelReason.INTERRUPT)
 
     def _cancel(self, run_id: Any, action: str) -> None:
         try:
@@ -304,7 +304,7 @@ class RunWorker:
             for run_id in asked or []:
                 execution = self._executions.get(run_id)
                 if run_id not in flags and execution is not None:
-                    execution.cancel.set("lost")
+                    execution.cancel.set(CancelReason.LOST)
 
 
 def _warm_up_graphs() -> None:
