@@ -44,7 +44,7 @@ if settings.AUTH_MODE == "local":
 
 async def application(scope: dict, receive: object, send: object) -> None:
     """Django, starting the embedded run worker on the first event of this process's loop."""
-    from runs.engine.embedded import ensure_embedded_worker
+    from runs.engine import ensure_embedded_worker
 
     ensure_embedded_worker()
     await django_application(scope, receive, send)

@@ -18,15 +18,16 @@ from django.utils import timezone
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import parse_uuid
 from runs.cancellation import cancel_locked
-from runs.engine import bus
-from runs.engine.checkpoints import acheckpoint_exists, acheckpoint_on_other_thread
-from runs.engine.registry import AssistantNotFound, GraphSpec, resolve_assistant
-from runs.exceptions import (
+from runs.engine import (
+    AssistantNotFound,
     CheckpointNotFound,
-    CheckpointOfOtherThread,
-    ThreadBusyReject,
-    UnknownGraph,
+    GraphSpec,
+    acheckpoint_exists,
+    acheckpoint_on_other_thread,
+    bus,
+    resolve_assistant,
 )
+from runs.exceptions import CheckpointOfOtherThread, ThreadBusyReject, UnknownGraph
 from runs.models import Run
 from runs.serializers import RunRequest
 from runs.webhooks import check_webhook_target

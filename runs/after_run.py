@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from runs.engine.db import in_database
+from runs.engine import in_database
 from runs.models import Run
 from runs.serializers import run_json
 from runs.webhooks import post_webhook

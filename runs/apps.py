@@ -6,6 +6,6 @@ class RunsConfig(AppConfig):
 
     def ready(self) -> None:
         from runs.after_run import on_run_ended
-        from runs.engine.signals import run_ended
+        from runs.engine import run_ended
 
         run_ended.connect(on_run_ended, dispatch_uid="runs.after_run")

@@ -19,9 +19,13 @@ from guardian.shortcuts import get_objects_for_user
 from deerflow_site.dbthreads import db
 from deerflow_site.logs import run_fields
 from runs import selectors
-from runs.engine import bus
-from runs.engine.finish import settle_thread
-from runs.engine.streaming import out_of_band_events, publish_stream_events, store_stream_events
+from runs.engine import (
+    bus,
+    out_of_band_events,
+    publish_stream_events,
+    settle_thread,
+    store_stream_events,
+)
 from runs.exceptions import RunNotCancellable, RunNotFound
 from runs.journal.lifecycle import pending_run_cancelled
 from runs.journal.store import record_events

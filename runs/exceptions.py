@@ -24,10 +24,6 @@ class ThreadBusyReject(Conflict):
     """The thread has a pending or running run (multitask_strategy=reject)."""
 
 
-class CheckpointNotFound(NotFound):
-    """Checkpoint not found."""
-
-
 class CheckpointOfOtherThread(BadRequest):
     """The checkpoint belongs to another thread."""
 

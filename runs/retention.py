@@ -28,8 +28,11 @@ from django.utils import timezone
 
 from deerflow_site.dbcompat import advisory_xact_lock
 from feedback.models import Feedback
-from runs.engine.checkpoints import delete_checkpoints_of_threads, orphan_checkpoint_thread_ids
-from runs.engine.streaming import expired_stream_events
+from runs.engine import (
+    delete_checkpoints_of_threads,
+    expired_stream_events,
+    orphan_checkpoint_thread_ids,
+)
 from runs.models import Run, RunEvent, RunStreamEvent
 from threads.models import Thread
 

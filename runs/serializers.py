@@ -23,6 +23,7 @@ from deerflow_site.api.serializers import (
     ThreadIdField,
     UUIDStringField,
 )
+from deerflow_site.redaction import redact_secrets
 from runs.exceptions import ResumeWithoutThread, WebhookRefused
 from runs.models import Run
 from runs.webhooks import parse_webhook_url
@@ -46,7 +47,6 @@ UNSUPPORTED_STREAM_MODES = ("lifecycle",)
 #: `GET /threads/{id}/stream` modes: every run mode, or only the runs' start and end.
 THREAD_STREAM_MODES = ("run_modes", "lifecycle")
 COMMAND_KEYS = ("resume", "goto", "update")
-SECRET_KEY_PARTS = ("api_key", "token", "secret", "password", "authorization")
 RUN_FIELDS = (
     "run_id",
     "thread_id",
@@ -310,22 +310,6 @@ def parse_stateless_run_create(data: Any) -> RunRequest:
     if "resume" in (request.kwargs.get("command") or {}):
         raise ResumeWithoutThread()
     return replace(request, if_not_exists="create")
-
-
-def redact_secrets(value: Any) -> Any:
-    """`value` with every entry whose key names a secret replaced by `"***"`."""
-    if isinstance(value, dict):
-        return {
-            key: "***" if _is_secret(key) else redact_secrets(item) for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact_secrets(item) for item in value]
-    return value
-
-
-def _is_secret(key: Any) -> bool:
-    lowered = str(key).lower()
-    return any(part in lowered for part in SECRET_KEY_PARTS)
 
 
 def public_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -20,8 +20,7 @@ from deerflow_site.dbthreads import db
 from runs import admission, selectors
 from runs.cancel_views import cancel_run_of_request
 from runs.cancellation import cancel_after_disconnect, spawn
-from runs.engine import bus
-from runs.engine.bus import Subscription, subscribe_then
+from runs.engine import Subscription, bus, subscribe_then
 from runs.models import Run
 from runs.serializers import (
     STREAM_MODES,

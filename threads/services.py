@@ -8,6 +8,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from runs.engine import delete_thread_checkpoints
+from runs.models import Run
 from threads.exceptions import ThreadBusy, ThreadExists
 from threads.models import Thread
 from threads.selectors import visible_threads
@@ -69,9 +71,6 @@ def update_thread(
 
 def delete_thread(*, thread: Thread) -> None:
     """Delete a thread with its runs, events, feedback and checkpoints; 409 while busy."""
-    from runs.engine.checkpoints import delete_thread_checkpoints
-    from runs.models import Run
-
     with transaction.atomic():
         locked = Thread.objects.select_for_update().filter(pk=thread.pk).first()
         if locked is None:

@@ -1,7 +1,8 @@
-"""Thread state, history, state updates and copies, read from and written through the graph.
+"""Thread state writes and what the thread row mirrors of them: update a thread's state, copy a
+thread; which fields of a `ThreadState` a client selects.
 
-The shapes are the LangGraph server's (`ThreadState`, `ThreadTask`, `Checkpoint` in the SDK's
-schema.py). The graph of a thread is `thread.metadata["graph_id"]`, stamped when a run is created.
+The state itself is the engine's (`runs.engine`: read, history, update through the graph, copy
+of checkpoints); this module keeps the thread row in step with it.
 """
 
 import uuid
@@ -12,16 +13,15 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
-from langgraph.errors import InvalidUpdateError
-from langgraph.types import StateSnapshot
 
-from deerflow_site.api.errors import BadRequest, Invalid
-from runs.engine import checkpointer, registry
-from runs.engine.finish import ThreadSnapshot, snapshot_of, thread_status
-from runs.engine.serialization import to_jsonable
-from runs.exceptions import CheckpointNotFound
+from runs.engine import (
+    ThreadSnapshot,
+    adelete_thread_checkpoints,
+    copy_state,
+    thread_status,
+    update_state,
+)
 from runs.models import Run
-from runs.serializers import redact_secrets
 from threads.exceptions import ThreadBusy, ThreadHasNoGraph
 from threads.models import Thread
 from threads.services import grant_owner
@@ -36,100 +36,6 @@ STATE_FIELDS = (
     "parent_checkpoint",
     "interrupts",
 )
-#: `as_node` values LangGraph accepts besides the graph's own nodes.
-SPECIAL_AS_NODES = ("__input__", "__copy__", "__end__")
-
-
-class UnknownBeforeCheckpoint(Invalid):
-    """`before` names no checkpoint of this thread."""
-
-    def __init__(self) -> None:
-        super().__init__({"before": ["No checkpoint of this thread has that id."]})
-
-
-class GraphNotRegistered(BadRequest):
-    """The thread's graph is not registered on this server."""
-
-
-# --- Shapes -----------------------------------------------------------------------------------
-
-
-def _checkpoint_of(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The `Checkpoint` a checkpoint config points at, or None if it points at none."""
-    configurable = (config or {}).get("configurable") or {}
-    if not configurable.get("thread_id") or not configurable.get("checkpoint_id"):
-        return None
-    checkpoint = {
-        "thread_id": configurable["thread_id"],
-        "checkpoint_ns": configurable.get("checkpoint_ns") or "",
-        "checkpoint_id": configurable["checkpoint_id"],
-    }
-    if "checkpoint_map" in configurable:
-        checkpoint["checkpoint_map"] = configurable["checkpoint_map"]
-    return checkpoint
-
-
-def interrupt_payload(interrupt: Any) -> dict[str, Any]:
-    """An interrupt as the SDK's `Interrupt`: {value, id} (and response_schema when given)."""
-    payload = {"value": interrupt.value, "id": interrupt.id}
-    if isinstance(getattr(interrupt, "response_schema", None), dict):
-        payload["response_schema"] = interrupt.response_schema
-    return payload
-
-
-def _error_text(error: BaseException | None) -> str | None:
-    return None if error is None else f"{type(error).__name__}: {error}"
-
-
-def _task_payload(task: Any) -> dict[str, Any]:
-    nested = task.state
-    return {
-        "id": task.id,
-        "name": task.name,
-        "path": task.path,
-        "error": _error_text(task.error),
-        "interrupts": [interrupt_payload(i) for i in task.interrupts],
-        "checkpoint": (
-            nested.get("configurable")
-            if nested is not None and not isinstance(nested, StateSnapshot)
-            else None
-        ),
-        "state": _state_payload(nested) if isinstance(nested, StateSnapshot) else None,
-        "result": task.result,
-    }
-
-
-def _state_payload(snapshot: StateSnapshot) -> dict[str, Any]:
-    return {
-        "values": snapshot.values,
-        "next": list(snapshot.next),
-        "tasks": [_task_payload(task) for task in snapshot.tasks],
-        # LangGraph copies string config values into checkpoint metadata: keep secrets out.
-        "metadata": redact_secrets(snapshot.metadata or {}),
-        "created_at": snapshot.created_at,
-        "checkpoint": _checkpoint_of(snapshot.config),
-        "parent_checkpoint": _checkpoint_of(snapshot.parent_config),
-        "interrupts": [interrupt_payload(i) for i in snapshot.interrupts],
-    }
-
-
-def thread_state(snapshot: StateSnapshot) -> dict[str, Any]:
-    """A LangGraph `StateSnapshot` as the JSON `ThreadState` of the API."""
-    return to_jsonable(_state_payload(snapshot))
-
-
-def empty_thread_state() -> dict[str, Any]:
-    """The state of a thread that has no checkpoint yet."""
-    return {
-        "values": {},
-        "next": [],
-        "tasks": [],
-        "metadata": {},
-        "created_at": None,
-        "checkpoint": None,
-        "parent_checkpoint": None,
-        "interrupts": [],
-    }
 
 
 def select_state_fields(state: dict[str, Any], select: Sequence[str] | None) -> dict[str, Any]:
@@ -144,113 +50,6 @@ def select_state_fields(state: dict[str, Any], select: Sequence[str] | None) -> 
     if value_keys and "values" not in selected and isinstance(state.get("values"), dict):
         selected["values"] = {k: state["values"][k] for k in value_keys if k in state["values"]}
     return selected
-
-
-# --- The graph and its config ---------------------------------------------------------------
-
-
-async def _graph_of(thread: Thread) -> Any | None:
-    """The thread's graph bound to the checkpointer, or None when no run has stamped one yet."""
-    graph_id = (thread.metadata or {}).get("graph_id")
-    if not graph_id:
-        return None
-    try:
-        if not isinstance(graph_id, str):  # metadata is the client's to patch
-            raise registry.AssistantNotFound()
-        spec = registry.resolve_assistant(graph_id)
-    except registry.AssistantNotFound:
-        raise GraphNotRegistered(f"The thread's graph {graph_id!r} is not registered.") from None
-    return await registry.graph_for_thread(spec.graph_id)
-
-
-def _state_config(
-    thread: Thread,
-    *,
-    checkpoint: dict[str, Any] | None = None,
-    checkpoint_id: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """Checkpointer config for the thread; a client's `checkpoint.thread_id` is never trusted."""
-    configurable: dict[str, Any] = {"thread_id": thread.thread_id, "checkpoint_ns": ""}
-    for key in ("checkpoint_ns", "checkpoint_id", "checkpoint_map"):
-        if (checkpoint or {}).get(key) is not None:
-            configurable[key] = checkpoint[key]  # type: ignore[index]
-    if checkpoint_id:
-        configurable["checkpoint_id"] = checkpoint_id
-    configurable.update(extra)
-    return {"configurable": configurable}
-
-
-def _asks_for_checkpoint(config: dict[str, Any]) -> bool:
-    return bool(config["configurable"].get("checkpoint_id"))
-
-
-async def _snapshot(graph: Any, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
-    """The graph's snapshot at `config`; 404 when a named checkpoint does not exist."""
-    snapshot = await graph.aget_state(config, subgraphs=subgraphs)
-    if _asks_for_checkpoint(config) and snapshot.created_at is None:
-        raise CheckpointNotFound()
-    return snapshot
-
-
-# --- Reads ------------------------------------------------------------------------------------
-
-
-async def get_thread_state(
-    *,
-    thread: Thread,
-    checkpoint: dict[str, Any] | None = None,
-    checkpoint_id: str | None = None,
-    subgraphs: bool = False,
-) -> dict[str, Any]:
-    """The thread's latest state, or its state at a checkpoint (404 if unknown)."""
-    graph = await _graph_of(thread)
-    config = _state_config(thread, checkpoint=checkpoint, checkpoint_id=checkpoint_id)
-    if graph is None:
-        if _asks_for_checkpoint(config):
-            raise CheckpointNotFound()
-        return empty_thread_state()
-    snapshot = await _snapshot(graph, config, subgraphs=subgraphs)
-    if snapshot.created_at is None:
-        return empty_thread_state()
-    return thread_state(snapshot)
-
-
-async def get_thread_history(
-    *,
-    thread: Thread,
-    limit: int = 10,
-    before: dict[str, Any] | None = None,
-    metadata: dict[str, Any] | None = None,
-    checkpoint: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """The thread's states, newest first: at most `limit`, older than the checkpoint `before`
-    (a Checkpoint naming a `checkpoint_id`, deerflow_site.api.checkpoints).
-
-    Raises UnknownBeforeCheckpoint (422) when `before` names no checkpoint of the thread: a
-    client paging with a stale id must not get the first page again.
-    """
-    graph = await _graph_of(thread)
-    if graph is None and before:
-        raise UnknownBeforeCheckpoint()
-    if graph is None:
-        return []
-    config = _state_config(thread, checkpoint=checkpoint)
-    config["configurable"].pop("checkpoint_id", None)  # the namespace only: history lists them all
-    before_config = None
-    if before:
-        before_config = _state_config(thread, checkpoint={**(checkpoint or {}), **before})
-        if await graph.checkpointer.aget_tuple(before_config) is None:
-            raise UnknownBeforeCheckpoint()
-    return [
-        thread_state(snapshot)
-        async for snapshot in graph.aget_state_history(
-            config, filter=metadata or None, before=before_config, limit=limit
-        )
-    ]
-
-
-# --- Writes -----------------------------------------------------------------------------------
 
 
 def _has_active_run(thread: Thread) -> bool:
@@ -272,11 +71,6 @@ def _save_state_fields(thread: Thread, fields: dict[str, Any]) -> None:
     )
 
 
-def _valid_as_node(graph: Any, as_node: str | None) -> None:
-    if as_node is not None and as_node not in graph.nodes and as_node not in SPECIAL_AS_NODES:
-        raise Invalid({"as_node": [f"The graph has no node {as_node!r}."]})
-
-
 async def update_thread_state(
     *,
     thread: Thread,
@@ -292,32 +86,19 @@ async def update_thread_state(
     """
     if await sync_to_async(_has_active_run)(thread):
         raise ThreadBusy()
-    graph = await _graph_of(thread)
-    if graph is None:
-        raise ThreadHasNoGraph()
-    _valid_as_node(graph, as_node)
-    # Recorded in the new checkpoint's metadata, as the engine records them for runs.
-    server_keys = {key: thread.metadata.get(key) for key in ("graph_id", "assistant_id")}
-    if user is not None:
-        server_keys["user_id"] = str(user.pk)
-    config = _state_config(
-        thread,
+    updated = await update_state(
+        thread=thread,
+        values=values,
+        as_node=as_node,
         checkpoint=checkpoint,
         checkpoint_id=checkpoint_id,
-        **{key: value for key, value in server_keys.items() if isinstance(value, str)},
+        user=user,
     )
-    if _asks_for_checkpoint(config):
-        await _snapshot(graph, config)  # 404 for an unknown checkpoint
-    try:
-        written = await graph.aupdate_state(config, values, as_node=as_node)
-    except InvalidUpdateError as exc:
-        raise BadRequest(str(exc)) from None
-    except (ValueError, TypeError, NotImplementedError) as exc:  # what the graph cannot apply
-        field = "checkpoint" if config["configurable"]["checkpoint_ns"] else "values"
-        raise Invalid({field: [str(exc)]}) from None
-    latest = await snapshot_of(graph, thread.thread_id)
+    if updated is None:
+        raise ThreadHasNoGraph()
+    written, latest = updated
     await sync_to_async(_save_state_fields)(thread, _thread_fields(latest))
-    return {"checkpoint": to_jsonable(_checkpoint_of(written))}
+    return {"checkpoint": written}
 
 
 def _create_copy(*, source: Thread, user: Any) -> Thread:
@@ -346,23 +127,19 @@ def _save_copy_fields(copy: Thread, fields: dict[str, Any]) -> Thread:
 
 async def copy_thread(*, thread: Thread, user: Any) -> Thread:
     """A new thread owned by `user` with the thread's metadata, state and checkpoints."""
-    try:
-        graph = await _graph_of(thread)
-    except GraphNotRegistered:  # the checkpoints can be copied all the same
-        graph = None
     copy = await sync_to_async(_create_copy)(source=thread, user=user)
     try:
-        await checkpointer.acopy_thread_checkpoints(thread.thread_id, copy.thread_id)
+        snapshot = await copy_state(source=thread, target_thread_id=copy.thread_id)
         fields: dict[str, Any] = {}
-        if graph is not None:  # the copy's summary is that of the checkpoints it got
+        if snapshot is not None:  # the copy's summary is that of the checkpoints it got
             failed = thread.status == Thread.Status.ERROR
-            fields = _thread_fields(await snapshot_of(graph, copy.thread_id), failed=failed)
+            fields = _thread_fields(snapshot, failed=failed)
         elif copy.status == Thread.Status.BUSY:
             fields = {"status": Thread.Status.IDLE}
         if fields:
             copy = await sync_to_async(_save_copy_fields)(copy, fields)
     except BaseException:
-        await checkpointer.adelete_thread_checkpoints(copy.thread_id)
+        await adelete_thread_checkpoints(copy.thread_id)
         await sync_to_async(copy.delete)()
         raise
     return copy

@@ -1,4 +1,5 @@
-"""Thread state, history and copy endpoints: async views over threads.state."""
+"""Thread state, history and copy endpoints: async views over the engine's state reads and
+threads.state's writes."""
 
 import re
 from typing import Any
@@ -17,6 +18,7 @@ from deerflow_site.api.serializers import (
     RequestSerializer,
     validated,
 )
+from runs.engine import get_thread_history, get_thread_state
 from threads import selectors, state
 from threads.models import Thread
 from threads.serializers import ThreadSerializer
@@ -92,7 +94,7 @@ async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's latest state (`?subgraphs=true` includes subgraph states)."""
     query = validated(StateQuerySerializer, _query(request, lists=("select",)))
     thread = await _thread(request, thread_id)
-    result = await state.get_thread_state(thread=thread, subgraphs=query["subgraphs"])
+    result = await get_thread_state(thread=thread, subgraphs=query["subgraphs"])
     return JsonResponse(state.select_state_fields(result, query.get("select")))
 
 
@@ -104,7 +106,7 @@ async def get_state_at_checkpoint(
     query = validated(StateQuerySerializer, _query(request, lists=("select",)))
     checkpoint_id = str(validate_uuid(checkpoint_id, field="checkpoint_id"))
     thread = await _thread(request, thread_id)
-    result = await state.get_thread_state(
+    result = await get_thread_state(
         thread=thread, checkpoint_id=checkpoint_id, subgraphs=query["subgraphs"]
     )
     return JsonResponse(state.select_state_fields(result, query.get("select")))
@@ -115,7 +117,7 @@ async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> Http
     """The thread's state at a `checkpoint` given in the body (what the SDK posts)."""
     body = validated(StateAtCheckpointSerializer, json_body(request))
     thread = await _thread(request, thread_id)
-    result = await state.get_thread_state(
+    result = await get_thread_state(
         thread=thread, checkpoint=body["checkpoint"], subgraphs=body["subgraphs"]
     )
     return JsonResponse(state.select_state_fields(result, body.get("select")))
@@ -140,7 +142,7 @@ async def update_state(request: HttpRequest, thread_id: str) -> HttpResponse:
 async def _history(request: HttpRequest, thread_id: str, params: dict[str, Any]) -> HttpResponse:
     body = validated(HistorySerializer, params)
     thread = await _thread(request, thread_id)
-    states = await state.get_thread_history(
+    states = await get_thread_history(
         thread=thread,
         limit=body["limit"],
         before=body.get("before"),

@@ -102,7 +102,7 @@ class OperationsStatusView(APIView):
 
 def server_info() -> dict:
     """The public info plus versions, database engine, channel layer and the agent model."""
-    from runs.engine.graphs import describe_agent_model
+    from runs.engine import describe_agent_model
 
     return {
         "version": "0.1.0",

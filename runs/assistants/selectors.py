@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from runs.engine import registry
+from runs.engine import GraphSpec, graph_file, graph_specs
 
 SORT_FIELDS = ("assistant_id", "graph_id", "name", "created_at", "updated_at")
 ASSISTANT_FIELDS = (
@@ -24,8 +24,8 @@ ASSISTANT_FIELDS = (
 _started_at = datetime.datetime.now(datetime.UTC)
 
 
-def _source_file(spec: registry.GraphSpec) -> Path | None:
-    path = registry.graph_file(spec.source, spec.base_dir)
+def _source_file(spec: GraphSpec) -> Path | None:
+    path = graph_file(spec.source, spec.base_dir)
     if path is not None:
         return path
     found = importlib.util.find_spec(spec.source.rpartition(":")[0])
@@ -33,7 +33,7 @@ def _source_file(spec: registry.GraphSpec) -> Path | None:
 
 
 @cache
-def _defined_at(spec: registry.GraphSpec) -> str:
+def _defined_at(spec: GraphSpec) -> str:
     """When the graph's code last changed: the same answer from every server process."""
     try:
         path = _source_file(spec)
@@ -45,7 +45,7 @@ def _defined_at(spec: registry.GraphSpec) -> str:
     return moment.isoformat()
 
 
-def assistant_payload(spec: registry.GraphSpec) -> dict[str, Any]:
+def assistant_payload(spec: GraphSpec) -> dict[str, Any]:
     """The `Assistant` of a registered graph."""
     defined_at = _defined_at(spec)
     return {
@@ -71,7 +71,7 @@ def search_assistants(
     sort_order: str = "desc",
 ) -> list[dict[str, Any]]:
     """Assistants matching every filter: exact graph id, name substring, metadata subset."""
-    found = [assistant_payload(spec) for spec in registry.graph_specs().values()]
+    found = [assistant_payload(spec) for spec in graph_specs().values()]
     if graph_id:
         found = [a for a in found if a["graph_id"] == graph_id]
     if name:

@@ -18,8 +18,14 @@ from runs.assistants.serializers import (
     SubgraphsQuerySerializer,
     VersionsSerializer,
 )
-from runs.engine import registry
-from runs.engine.graph_schemas import graph_drawing, graph_schemas, subgraph_schemas
+from runs.engine import (
+    GraphSpec,
+    graph_drawing,
+    graph_schemas,
+    load_graph,
+    resolve_assistant,
+    subgraph_schemas,
+)
 
 READ_ONLY_DETAIL = (
     "Assistants are defined by the server's graph registry (langgraph.json): "
@@ -27,9 +33,9 @@ READ_ONLY_DETAIL = (
 )
 
 
-async def _graph(assistant_id: str) -> tuple[registry.GraphSpec, Any]:
-    spec = registry.resolve_assistant(assistant_id)
-    graph = await sync_to_async(registry.load_graph, thread_sensitive=False)(spec.graph_id)
+async def _graph(assistant_id: str) -> tuple[GraphSpec, Any]:
+    spec = resolve_assistant(assistant_id)
+    graph = await sync_to_async(load_graph, thread_sensitive=False)(spec.graph_id)
     return spec, graph
 
 
@@ -67,7 +73,7 @@ async def count(request: HttpRequest) -> HttpResponse:
 @api_view()
 async def detail(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """One assistant, by its UUID or its graph id."""
-    return JsonResponse(assistant_payload(registry.resolve_assistant(assistant_id)))
+    return JsonResponse(assistant_payload(resolve_assistant(assistant_id)))
 
 
 @api_view()
@@ -100,7 +106,7 @@ async def subgraphs(
 async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The assistant's versions: there is one, the registered graph."""
     body = validated(VersionsSerializer, json_body(request))
-    assistant = assistant_payload(registry.resolve_assistant(assistant_id))
+    assistant = assistant_payload(resolve_assistant(assistant_id))
     version = {key: value for key, value in assistant.items() if key != "updated_at"}
     matches = all(version["metadata"].get(k) == v for k, v in (body.get("metadata") or {}).items())
     found = [version] if matches else []
@@ -111,7 +117,7 @@ async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
 async def set_latest(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """Make a version the latest: only version 1 exists, and it already is."""
     body = validated(SetLatestSerializer, json_body(request))
-    assistant = assistant_payload(registry.resolve_assistant(assistant_id))
+    assistant = assistant_payload(resolve_assistant(assistant_id))
     if body["version"] != assistant["version"]:
         raise Invalid({"version": [f"The assistant has only version {assistant['version']}."]})
     return JsonResponse(assistant)

@@ -23,15 +23,11 @@ from django.core.exceptions import ImproperlyConfigured
 from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 
-from deerflow_site.api.errors import NotFound
 from deerflow_site.api.ids import parse_uuid
+from runs.engine.errors import AssistantNotFound
 from runs.engine.graphs import BUILTIN_GRAPHS, SAMPLE_GRAPHS
 
 ASSISTANT_NAMESPACE = UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
-
-
-class AssistantNotFound(NotFound):
-    """Assistant not found."""
 
 
 @dataclass(frozen=True)

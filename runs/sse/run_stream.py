@@ -18,8 +18,7 @@ from deerflow_site.api.ids import validate_thread_id, validate_uuid
 from deerflow_site.dbthreads import db
 from runs import selectors
 from runs.cancellation import cancel_after_disconnect, spawn
-from runs.engine import bus
-from runs.engine.bus import Subscription, subscribe_then
+from runs.engine import Subscription, bus, subscribe_then
 from runs.models import Run
 from runs.sse.frames import HEARTBEAT, event_filter, frame, metadata_frame, wanted
 

@@ -15,8 +15,7 @@ from django.conf import settings
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_uuid
 from deerflow_site.dbthreads import db
-from runs.engine import bus
-from runs.engine.bus import Subscription
+from runs.engine import Subscription, bus
 from runs.models import Run, RunStreamEvent
 from runs.sse.frames import CONTROL_EVENTS, HEARTBEAT, event_filter, frame, metadata_frame, wanted
 

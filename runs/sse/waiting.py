@@ -7,7 +7,7 @@ from django.conf import settings
 
 from deerflow_site.dbthreads import db
 from runs import selectors
-from runs.engine.bus import Subscription
+from runs.engine import Subscription
 from runs.models import Run
 from runs.sse.run_stream import HEARTBEATS_PER_STATUS_CHECK
 

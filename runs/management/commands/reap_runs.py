@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from runs.engine.queue import expired_runs, reap_expired
+from runs.engine import expired_runs, reap_expired
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from runs.engine.worker import run_worker_process
+from runs.engine import run_worker_process
 
 
 class Command(BaseCommand):
