@@ -1,0 +1,127 @@
+"""The house rules of the code's layout, checked on the source (imports, function-local ones
+included): LangGraph only inside the engine, the engine only through its front door, and no
+import cycle between the apps."""
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import runs.engine
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_PACKAGES = ("deerflow_site", "threads", "runs", "feedback")
+ENGINE = "runs.engine"
+#: The units whose imports must not form a cycle: the apps, with the engine counted apart.
+APP_UNITS = ("threads", "runs", ENGINE, "feedback")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_modules() -> dict[str, Path]:
+    return {
+        _module_name(path): path
+        for package in PROJECT_PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if "migrations" not in path.parts
+    }
+
+
+def _imports(path: Path) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(module, names imported from it) of every import statement of a file, at any depth."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, ()
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, tuple(alias.name for alias in node.names)
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _unit(module: str) -> str | None:
+    """The app unit a project module belongs to (None: the project package, migrations)."""
+    if _within(module, ENGINE):
+        return ENGINE
+    top = module.split(".", 1)[0]
+    return top if top in APP_UNITS else None
+
+
+MODULES = _project_modules()
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not _within(m, ENGINE)))
+def test_only_the_engine_imports_langgraph(module: str) -> None:
+    imported = [name for name, _ in _imports(MODULES[module]) if _within(name, "langgraph")]
+
+    assert imported == [], f"{module} imports {imported}: go through runs.engine"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not _within(m, ENGINE)))
+def test_the_engine_is_used_through_its_front_door(module: str) -> None:
+    public = set(runs.engine.__all__)
+    wrong = [
+        f"{name}.{', '.join(names)}" if names else name
+        for name, names in _imports(MODULES[module])
+        if _within(name, ENGINE) and (name != ENGINE or not set(names) <= public)
+    ]
+
+    assert wrong == [], f"{module} reaches into the engine: {wrong}"
+
+
+def _app_graph() -> dict[str, set[str]]:
+    """unit -> units it imports; the models of every app are the layer below them all (the
+    engine writes runs and threads), so imports of `<app>.models` are not edges."""
+    graph: dict[str, set[str]] = {unit: set() for unit in APP_UNITS}
+    for module, path in MODULES.items():
+        source = _unit(module)
+        if source is None:
+            continue
+        for name, _ in _imports(path):
+            target = _unit(name)
+            if target is None or target == source or name.endswith(".models"):
+                continue
+            graph[source].add(target)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph, or None."""
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(unit: str) -> list[str] | None:
+        if unit in visiting:
+            return [*visiting[visiting.index(unit) :], unit]
+        if unit in done:
+            return None
+        visiting.append(unit)
+        for target in sorted(graph[unit]):
+            found = visit(target)
+            if found:
+                return found
+        visiting.pop()
+        done.add(unit)
+        return None
+
+    for unit in graph:
+        found = visit(unit)
+        if found:
+            return found
+    return None
+
+
+def test_no_import_cycle_between_apps() -> None:
+    graph = _app_graph()
+
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph) or [])} in {graph}"
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert _cycle({"threads": {"runs"}, "runs": {"threads"}}) == ["threads", "runs", "threads"]
