@@ -12,10 +12,10 @@ from asgiref.sync import sync_to_async
 from django.test import override_settings
 from django.utils import timezone
 
+from runs.cancellation import cancel_run
 from runs.engine import bus
 from runs.engine.worker import RunWorker
 from runs.models import Run, RunStreamEvent
-from runs.services import cancel_run
 from tests.engine_support import (  # noqa: F401
     closing_checkpointer,
     fetch_run,
