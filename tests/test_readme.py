@@ -36,21 +36,25 @@ def test_readme_examples_run_as_written(live_server_factory, process_env, tmp_pa
     server = live_server_factory.start(
         DEERFLOW_AUTH_MODE="local", DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true"
     )
-    for number, example in enumerate(readme_examples(README)):
-        if example.skip_reason:
-            continue
-        code = example.code.replace(README_SERVER_URL, server.url)
-        if example.language == "python":
-            script = tmp_path / f"example_{number}.py"
-            script.write_text(code)
-            argv = [str(INTERPRETER), str(script)]
-        else:
-            argv = ["bash", "-euo", "pipefail", "-c", code]
-        status, output = run_in_terminal(
-            argv,
-            cwd=REPO_ROOT,
-            env=process_env,
-            password="a-long-readme-password-7",
-            timeout=EXAMPLE_TIMEOUT,
-        )
-        assert status == 0, f"{example} exited {status}:\n{code}\n--- output ---\n{output}"
+    # Stopped at the end: its embedded worker would claim the runs of the tests that follow.
+    try:
+        for number, example in enumerate(readme_examples(README)):
+            if example.skip_reason:
+                continue
+            code = example.code.replace(README_SERVER_URL, server.url)
+            if example.language == "python":
+                script = tmp_path / f"example_{number}.py"
+                script.write_text(code)
+                argv = [str(INTERPRETER), str(script)]
+            else:
+                argv = ["bash", "-euo", "pipefail", "-c", code]
+            status, output = run_in_terminal(
+                argv,
+                cwd=REPO_ROOT,
+                env=process_env,
+                password="a-long-readme-password-7",
+                timeout=EXAMPLE_TIMEOUT,
+            )
+            assert status == 0, f"{example} exited {status}:\n{code}\n--- output ---\n{output}"
+    finally:
+        server.stop()
