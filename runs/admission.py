@@ -1,56 +1,195 @@
-"""Admission of a run: the one path of every create endpoint, from a validated request to a
-pending row in the queue.
+"""Admission of a run: the one path of every create endpoint (`POST /threads/{t}/runs`,
+`…/runs/stream`, `…/runs/wait`, `POST /runs`, `/runs/stream`, `/runs/wait`, `/runs/batch`), from a
+validated `RunRequest` to a pending row in the queue.
 
-One transaction with the thread row locked (PostgreSQL `SELECT … FOR UPDATE`; SQLite's IMMEDIATE
-transactions serialise writers) applies `if_not_exists`, the assistant and the multitask strategy,
-so that its checks hold when two requests race on one thread from two processes. The wake-up of
-the workers goes out only after the commit.
+In order: the checkpoint a run forks from (after the thread is authorised, so that an answer
+never tells whether another user's thread holds a checkpoint id), the webhook's address, then one
+transaction with the thread row locked (PostgreSQL `SELECT … FOR UPDATE`; SQLite's IMMEDIATE
+transactions serialise writers) that applies `if_not_exists`, the assistant and the multitask
+strategy, so that its checks hold when two requests race on one thread from two processes. The
+wake-up of the workers goes out only after the commit.
+
+`admit_run` (sync code) and `aadmit_run` (async views) are twins over the same steps;
+`admit_stateless_runs` admits a batch, all or none.
 """
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.utils import timezone
 
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import parse_uuid
+from deerflow_site.dbthreads import db
 from runs.cancellation import cancel_locked
 from runs.engine import (
     AssistantNotFound,
     CheckpointNotFound,
     GraphSpec,
     acheckpoint_exists,
-    acheckpoint_on_other_thread,
+    acheckpoint_thread_ids,
     bus,
     resolve_assistant,
 )
 from runs.exceptions import CheckpointOfOtherThread, ThreadBusyReject, UnknownGraph
 from runs.models import Run
-from runs.serializers import RunRequest
 from runs.webhooks import check_webhook_target
 from threads.exceptions import ThreadExists, ThreadNotFound
 from threads.models import Thread
-from threads.selectors import get_thread
+from threads.selectors import get_thread, visible_threads
 from threads.services import create_thread
 
 
-def admit_run(*, user: Any, thread_id: str, body: RunRequest, run_id: UUID | None = None) -> Run:
-    """Create a pending run on a thread, applying if_not_exists and the multitask strategy.
+@dataclass(frozen=True)
+class RunRequest:
+    """A validated create body: what admission decides on, and the kwargs the executor reads.
 
-    404: the thread is not visible (or unknown with if_not_exists=reject), the assistant is
-    unknown; 403: the user may not change the thread; 409: the thread is busy (reject).
+    `checkpoint_id` (or `checkpoint.checkpoint_id`) forks the run from that checkpoint of its
+    thread; `kwargs` is stored on the run as the request (`Run.kwargs`).
     """
+
+    assistant_id: str | None
+    metadata: dict[str, Any]
+    multitask_strategy: str
+    if_not_exists: str
+    on_disconnect: str
+    on_completion: str
+    after_seconds: float
+    resumable: bool
+    checkpoint_id: str | None
+    checkpoint: dict[str, Any] | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def forks(self) -> bool:
+        """Whether the run starts from a named checkpoint."""
+        return bool(self.checkpoint_id or self.checkpoint)
+
+    @property
+    def webhook(self) -> str | None:
+        return self.kwargs.get("webhook") or None
+
+
+def admit_run(
+    *, user: Any, thread_id: str | None, request: RunRequest, run_id: UUID | None = None
+) -> Run:
+    """Create a pending run on a thread (None: a new thread, for a stateless run), applying the
+    fork checkpoint, the webhook rule, if_not_exists and the multitask strategy.
+
+    Raises ThreadNotFound (404: not visible, or unknown with if_not_exists=reject), Forbidden
+    (403: the user may not change the thread), CheckpointNotFound (404),
+    CheckpointOfOtherThread (400), WebhookRefused (422), AssistantNotFound (404), Invalid (422:
+    no assistant), ThreadBusyReject (409: busy with multitask_strategy=reject).
+    """
+    stateless = thread_id is None
+    thread_id = thread_id or str(uuid.uuid4())
+    if request.forks or request.webhook:
+        new_thread = stateless or (
+            request.forks and _authorise(user=user, thread_id=thread_id, request=request)
+        )
+        async_to_sync(_acheck)(
+            user=user, thread_id=thread_id, request=request, new_thread=new_thread
+        )
+    return _insert(user=user, thread_id=thread_id, request=request, run_id=run_id)
+
+
+async def aadmit_run(
+    *, user: Any, thread_id: str | None, request: RunRequest, run_id: UUID | None = None
+) -> Run:
+    """`admit_run` for async code: the ORM steps run on the database threads."""
+    stateless = thread_id is None
+    thread_id = thread_id or str(uuid.uuid4())
+    if request.forks or request.webhook:
+        new_thread = stateless or (
+            request.forks and await db(_authorise, user=user, thread_id=thread_id, request=request)
+        )
+        await _acheck(user=user, thread_id=thread_id, request=request, new_thread=new_thread)
+    return await db(_insert, user=user, thread_id=thread_id, request=request, run_id=run_id)
+
+
+def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:
+    """Admit one stateless run per request, each on a new thread: all of them or none.
+
+    The errors of `admit_run`; a WebhookRefused or Invalid names the request's index.
+    """
+    thread_ids = [str(uuid.uuid4()) for _ in requests]
+    for index, (thread_id, request) in enumerate(zip(thread_ids, requests, strict=True)):
+        if request.forks or request.webhook:
+            try:
+                async_to_sync(_acheck)(
+                    user=user, thread_id=thread_id, request=request, new_thread=True
+                )
+            except Invalid as exc:
+                raise Invalid({index: exc.detail}) from None
     with transaction.atomic():
-        thread = _thread_for_run(user=user, thread_id=thread_id, if_not_exists=body.if_not_exists)
-        spec = _assistant_for(body=body, thread=thread)
+        return [
+            _insert(user=user, thread_id=thread_id, request=request, run_id=None)
+            for thread_id, request in zip(thread_ids, requests, strict=True)
+        ]
+
+
+def _authorise(*, user: Any, thread_id: str, request: RunRequest) -> bool:
+    """Whether the run's thread is new (if_not_exists=create); raises as admission would when
+    the user may not run on it. Admission's transaction checks again, holding the row."""
+    try:
+        get_thread(user=user, thread_id=thread_id, action="change")
+        return False
+    except ThreadNotFound:
+        if request.if_not_exists != "create" or Thread.objects.filter(pk=thread_id).exists():
+            raise
+    return True
+
+
+async def _acheck(*, user: Any, thread_id: str, request: RunRequest, new_thread: bool) -> None:
+    """What admission checks outside its transaction: the fork checkpoint, the webhook."""
+    if request.forks:
+        await _acheck_fork(user=user, thread_id=thread_id, request=request, new_thread=new_thread)
+    if request.webhook:
+        await check_webhook_target(request.webhook)
+
+
+async def _acheck_fork(*, user: Any, thread_id: str, request: RunRequest, new_thread: bool) -> None:
+    """The checkpoint a run forks from must exist on its thread (else 404), and is a 400 when
+    it is on another thread the user may see (SPEC: "404 unknown, 400 of another thread")."""
+    checkpoint = request.checkpoint or {}
+    if checkpoint.get("thread_id") not in (None, thread_id):
+        raise CheckpointOfOtherThread()
+    if not request.checkpoint_id:
+        return
+    if not new_thread and await acheckpoint_exists(
+        thread_id=thread_id,
+        checkpoint_ns=checkpoint.get("checkpoint_ns") or "",
+        checkpoint_id=request.checkpoint_id,
+    ):
+        return
+    holders = await acheckpoint_thread_ids(request.checkpoint_id, excluding=thread_id)
+    if holders and await db(_any_visible, user=user, thread_ids=holders):
+        raise CheckpointOfOtherThread()
+    raise CheckpointNotFound(f"Checkpoint {request.checkpoint_id!r} not found on this thread.")
+
+
+def _any_visible(*, user: Any, thread_ids: list[str]) -> bool:
+    return visible_threads(user=user).filter(pk__in=thread_ids).exists()
+
+
+def _insert(*, user: Any, thread_id: str, request: RunRequest, run_id: UUID | None) -> Run:
+    """The transaction of admission: the thread locked (created with if_not_exists=create), the
+    assistant, the multitask strategy, the pending row."""
+    with transaction.atomic():
+        thread = _thread_for_run(
+            user=user, thread_id=thread_id, if_not_exists=request.if_not_exists
+        )
+        spec = _assistant_for(request=request, thread=thread)
         in_flight = list(
             Run.objects.active().select_for_update().filter(thread=thread).order_by("created_at")
         )
         if in_flight:
-            strategy = body.multitask_strategy
+            strategy = request.multitask_strategy
             if strategy == Run.MultitaskStrategy.REJECT:
                 raise ThreadBusyReject()
             if strategy in (Run.MultitaskStrategy.INTERRUPT, Run.MultitaskStrategy.ROLLBACK):
@@ -64,13 +203,13 @@ def admit_run(*, user: Any, thread_id: str, body: RunRequest, run_id: UUID | Non
             assistant_id=spec.assistant_id,
             graph_id=spec.graph_id,
             status=Run.Status.PENDING,
-            metadata=body.metadata,
-            kwargs=body.kwargs,
-            multitask_strategy=body.multitask_strategy,
-            on_completion=body.on_completion,
-            on_disconnect=body.on_disconnect,
-            resumable=body.resumable,
-            run_at=now + timedelta(seconds=body.after_seconds),
+            metadata=request.metadata,
+            kwargs=request.kwargs,
+            multitask_strategy=request.multitask_strategy,
+            on_completion=request.on_completion,
+            on_disconnect=request.on_disconnect,
+            resumable=request.resumable,
+            run_at=now + timedelta(seconds=request.after_seconds),
         )
         thread.metadata = {
             **thread.metadata,
@@ -97,9 +236,9 @@ def _thread_for_run(*, user: Any, thread_id: str, if_not_exists: str) -> Thread:
     return thread
 
 
-def _assistant_for(*, body: RunRequest, thread: Thread) -> GraphSpec:
+def _assistant_for(*, request: RunRequest, thread: Thread) -> GraphSpec:
     """The graph to run: the requested assistant, else the one the thread last ran."""
-    requested = body.assistant_id or thread.metadata.get("assistant_id")
+    requested = request.assistant_id or thread.metadata.get("assistant_id")
     if not requested:
         raise Invalid({"assistant_id": ["This field is required."]})
     try:
@@ -108,28 +247,3 @@ def _assistant_for(*, body: RunRequest, thread: Thread) -> GraphSpec:
         if parse_uuid(requested) is not None:
             raise  # an unknown assistant id: 404
         raise UnknownGraph(str(requested)) from None
-
-
-async def check_checkpoint(*, thread_id: str, body: RunRequest) -> None:
-    """The checkpoint a run forks from must exist on its thread (404), not another's (400)."""
-    checkpoint = body.checkpoint or {}
-    if checkpoint.get("thread_id") not in (None, thread_id):
-        raise CheckpointOfOtherThread()
-    if not body.checkpoint_id:
-        return
-    exists = await acheckpoint_exists(
-        thread_id=thread_id,
-        checkpoint_ns=checkpoint.get("checkpoint_ns") or "",
-        checkpoint_id=body.checkpoint_id,
-    )
-    if not exists:
-        if await acheckpoint_on_other_thread(body.checkpoint_id, thread_id):
-            raise CheckpointOfOtherThread()
-        raise CheckpointNotFound(f"Checkpoint {body.checkpoint_id!r} not found on this thread.")
-
-
-async def check_webhook(*, body: RunRequest) -> None:
-    """The run's webhook must point at an address the server may post to (422 otherwise)."""
-    url = body.kwargs.get("webhook")
-    if url:
-        await check_webhook_target(url)

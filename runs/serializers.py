@@ -1,6 +1,6 @@
 """Run request and response bodies."""
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +24,7 @@ from deerflow_site.api.serializers import (
     UUIDStringField,
 )
 from deerflow_site.redaction import redact_secrets
+from runs.admission import RunRequest
 from runs.exceptions import ResumeWithoutThread, WebhookRefused
 from runs.models import Run
 from runs.webhooks import parse_webhook_url
@@ -233,23 +234,6 @@ class RunCreateSerializer(RequestSerializer):
                 {"checkpoint_during": ["Send durability or checkpoint_during, not both."]}
             )
         return attrs
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """A validated create body: what admission decides on, and the kwargs the executor reads."""
-
-    assistant_id: str | None
-    metadata: dict[str, Any]
-    multitask_strategy: str
-    if_not_exists: str
-    on_disconnect: str
-    on_completion: str
-    after_seconds: float
-    resumable: bool
-    checkpoint_id: str | None
-    checkpoint: dict[str, Any] | None
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_run_create(

@@ -61,22 +61,20 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
     Without a thread id the run is stateless: on a new thread, deleted after it by default.
     """
     if thread_id is None:
-        body = parse_stateless_run_create(json_body(request))
-        thread_id = str(uuid.uuid4())
+        run_request = parse_stateless_run_create(json_body(request))
     else:
-        body = parse_run_create(json_body(request))
+        run_request = parse_run_create(json_body(request))
         thread_id = validate_thread_id(thread_id)
-    await admission.check_checkpoint(thread_id=thread_id, body=body)
-    await admission.check_webhook(body=body)
     run_id = uuid.uuid4()
-    return await subscribe_then(
-        bus.run_stream_group(run_id),
-        admission.admit_run,
-        user=request.user,
-        thread_id=thread_id,
-        body=body,
-        run_id=run_id,
-    )
+    subscription = await Subscription.open(bus.run_stream_group(run_id))
+    try:
+        run = await admission.aadmit_run(
+            user=request.user, thread_id=thread_id, request=run_request, run_id=run_id
+        )
+    except BaseException:
+        await subscription.close()
+        raise
+    return run, subscription
 
 
 @api_view(scope="runs:create", on_db_threads=True)

@@ -1,9 +1,5 @@
 """Run endpoints answered at once with JSON: create (background), list, get, delete."""
 
-import uuid
-
-from asgiref.sync import async_to_sync
-from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
@@ -17,7 +13,6 @@ from deerflow_site.api.pagination import page, pagination_headers
 from deerflow_site.api.permissions import require_scope
 from deerflow_site.api.serializers import validated
 from runs import admission, selectors, services
-from runs.models import Run
 from runs.serializers import (
     RunCreateSerializer,
     RunListQuerySerializer,
@@ -43,12 +38,11 @@ class ThreadRunsView(APIView):
     def post(self, request: Request, thread_id: str) -> Response:
         """Create a background run."""
         require_scope(request.user, "runs:create")
-        body = parse_run_create(request.data)
-        thread_id = validate_thread_id(thread_id)
-        if body.checkpoint_id or body.checkpoint:
-            async_to_sync(admission.check_checkpoint)(thread_id=thread_id, body=body)
-        async_to_sync(admission.check_webhook)(body=body)
-        run = admission.admit_run(user=request.user, thread_id=thread_id, body=body)
+        run = admission.admit_run(
+            user=request.user,
+            thread_id=validate_thread_id(thread_id),
+            request=parse_run_create(request.data),
+        )
         return Response(run_json(run), headers=run_headers(run))
 
     @extend_schema(
@@ -78,7 +72,9 @@ class StatelessRunsView(APIView):
     def post(self, request: Request) -> Response:
         """Create a background run on a new thread (deleted after it unless on_completion=keep)."""
         require_scope(request.user, "runs:create")
-        run = _admit_stateless(request.user, request.data)
+        run = admission.admit_run(
+            user=request.user, thread_id=None, request=parse_stateless_run_create(request.data)
+        )
         return Response(run_json(run), headers=run_headers(run))
 
 
@@ -93,28 +89,14 @@ class RunBatchView(APIView):
         require_scope(request.user, "runs:create")
         if not isinstance(request.data, list):
             raise Invalid({"non_field_errors": ["Expected a list of run bodies."]})
-        bodies = []
+        requests = []
         for index, data in enumerate(request.data):
             try:
-                bodies.append(parse_stateless_run_create(data))
+                requests.append(parse_stateless_run_create(data))
             except ValidationError as exc:
                 raise Invalid({index: exc.detail}) from None
-            try:
-                async_to_sync(admission.check_webhook)(body=bodies[-1])
-            except Invalid as exc:
-                raise Invalid({index: exc.detail}) from None
-        with transaction.atomic():
-            runs = [
-                admission.admit_run(user=request.user, thread_id=str(uuid.uuid4()), body=body)
-                for body in bodies
-            ]
+        runs = admission.admit_stateless_runs(user=request.user, requests=requests)
         return Response([run_json(run) for run in runs])
-
-
-def _admit_stateless(user: object, data: object) -> Run:
-    body = parse_stateless_run_create(data)
-    async_to_sync(admission.check_webhook)(body=body)
-    return admission.admit_run(user=user, thread_id=str(uuid.uuid4()), body=body)
 
 
 class RunDetailView(APIView):

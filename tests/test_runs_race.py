@@ -29,7 +29,7 @@ def race(user, thread_id: str, body: dict, racers: int = RACERS) -> list[object]
     def attempt() -> object:
         try:
             barrier.wait()
-            return admit_run(user=user, thread_id=thread_id, body=parse_run_create(body))
+            return admit_run(user=user, thread_id=thread_id, request=parse_run_create(body))
         except Exception as exc:  # the outcome is what the test checks
             return exc
         finally:

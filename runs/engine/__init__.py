@@ -17,7 +17,7 @@ from runs.engine.bus import Subscription, send_after_commit, subscribe_then
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.checkpoints import (
     acheckpoint_exists,
-    acheckpoint_on_other_thread,
+    acheckpoint_thread_ids,
     adelete_thread_checkpoints,
     delete_checkpoints_of_threads,
     delete_thread_checkpoints,
@@ -51,7 +51,7 @@ __all__ = [
     "Subscription",
     "ThreadSnapshot",
     "acheckpoint_exists",
-    "acheckpoint_on_other_thread",
+    "acheckpoint_thread_ids",
     "adelete_thread_checkpoints",
     "bus",
     "close_checkpointer",

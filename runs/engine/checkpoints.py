@@ -32,8 +32,8 @@ SQLITE_DELETE_RUN_CHECKPOINTS = (
     "DELETE FROM checkpoints WHERE thread_id = ? "
     "AND json_extract(CAST(metadata AS TEXT), '$.run_id') = ?"
 )
-SQLITE_CHECKPOINT_ON_OTHER_THREAD = (
-    "SELECT 1 FROM checkpoints WHERE checkpoint_id = ? AND thread_id <> ? LIMIT 1"
+SQLITE_CHECKPOINT_THREADS = (
+    "SELECT DISTINCT thread_id FROM checkpoints WHERE checkpoint_id = ? AND thread_id <> ? LIMIT ?"
 )
 
 # --- PostgreSQL (psycopg, `%s` parameters) ------------------------------------------------------
@@ -44,8 +44,9 @@ POSTGRES_DELETE_RUN_WRITES = (
     "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND metadata @> %s)"
 )
 POSTGRES_DELETE_RUN_CHECKPOINTS = "DELETE FROM checkpoints WHERE thread_id = %s AND metadata @> %s"
-POSTGRES_CHECKPOINT_ON_OTHER_THREAD = (
-    "SELECT 1 FROM checkpoints WHERE checkpoint_id = %s AND thread_id <> %s LIMIT 1"
+POSTGRES_CHECKPOINT_THREADS = (
+    "SELECT DISTINCT thread_id FROM checkpoints WHERE checkpoint_id = %s AND thread_id <> %s "
+    "LIMIT %s"
 )
 
 # --- Either backend, on Django's connection (`%s`: Django converts it for SQLite) -------------
@@ -71,17 +72,20 @@ async def acheckpoint_exists(*, thread_id: str, checkpoint_ns: str, checkpoint_i
     return await saver.aget_tuple(config) is not None
 
 
-async def acheckpoint_on_other_thread(checkpoint_id: str, thread_id: str) -> bool:
-    """Whether a checkpoint with this id exists on some other thread (a fork across threads)."""
+async def acheckpoint_thread_ids(
+    checkpoint_id: str, *, excluding: str, limit: int = 20
+) -> list[str]:
+    """The ids of threads other than `excluding` holding a checkpoint with this id (at most
+    `limit`): a fork across threads. The caller decides which of them the user may know of."""
     saver = await get_checkpointer()
-    params = (str(checkpoint_id), str(thread_id))
+    params = (str(checkpoint_id), str(excluding), limit)
     if isinstance(saver, AsyncPostgresSaver):
         async with saver.conn.connection() as conn:
-            cursor = await conn.execute(POSTGRES_CHECKPOINT_ON_OTHER_THREAD, params)
-            return await cursor.fetchone() is not None
+            cursor = await conn.execute(POSTGRES_CHECKPOINT_THREADS, params)
+            return [row["thread_id"] for row in await cursor.fetchall()]
     await saver.setup()
-    async with saver.lock, saver.conn.execute(SQLITE_CHECKPOINT_ON_OTHER_THREAD, params) as cursor:
-        return await cursor.fetchone() is not None
+    async with saver.lock, saver.conn.execute(SQLITE_CHECKPOINT_THREADS, params) as cursor:
+        return [row[0] for row in await cursor.fetchall()]
 
 
 async def adelete_thread_checkpoints(thread_id: str) -> None:
