@@ -254,7 +254,10 @@ REST_FRAMEWORK = {
             "deerflow_site.api.authentication.CsrfSessionAuthentication",
         ]
     ),
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "deerflow_site.api.permissions.HasScope",
+    ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["deerflow_site.api.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "deerflow_site.api.errors.exception_handler",

@@ -10,7 +10,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deerflow_site.api.async_views import api_view
-from deerflow_site.api.permissions import require_scope
 from deerflow_site.api.serializers import validated
 from deerflow_site.dbthreads import db
 from runs.cancellation import cancel_run, cancel_runs
@@ -22,7 +21,7 @@ from runs.sse.waiting import heartbeats_until_run_ends
 CANCEL_WAIT_SECONDS = 30.0
 
 
-@api_view(scope="runs:cancel", on_db_threads=True)
+@api_view(required_scopes={"POST": "runs:cancel"}, on_db_threads=True)
 async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""
     query = validated(CancelQuerySerializer, query_data(request.GET))
@@ -58,6 +57,8 @@ async def cancel_run_of_request(
 
 
 class BulkCancelView(APIView):
+    required_scopes = {"POST": "runs:cancel"}
+
     @extend_schema(
         operation_id="runs_cancel_many",
         request=BulkCancelSerializer,
@@ -66,7 +67,6 @@ class BulkCancelView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Cancel the runs of a thread, or every run of the caller's with a status."""
-        require_scope(request.user, "runs:cancel")
         query = validated(CancelQuerySerializer, query_data(request.query_params))
         body = validated(BulkCancelSerializer, request.data)
         cancel_runs(

@@ -77,7 +77,7 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
     return run, subscription
 
 
-@api_view(scope="runs:create", on_db_threads=True)
+@api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
 async def create_and_stream(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/stream (and stateless /runs/stream): create a run, stream it."""
     run, subscription = await _admit(request, thread_id)
@@ -89,7 +89,7 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 
 
-@api_view(scope="runs:create", on_db_threads=True)
+@api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
     run, subscription = await _admit(request, thread_id)
@@ -127,7 +127,7 @@ async def _final_answer_body(
             spawn(cancel_after_disconnect(run_id=run.pk))
 
 
-@api_view(scope="runs:read", on_db_threads=True)
+@api_view(required_scopes={"GET": "runs:read"}, on_db_threads=True)
 async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET /threads/{t}/runs/{r}/join: the final state once the run ends (SSE when asked)."""
     if "text/event-stream" in request.headers.get("Accept", ""):
@@ -139,7 +139,7 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 
 
-@api_view(scope="runs:read", on_db_threads=True)
+@api_view(required_scopes={"GET": "runs:read", "POST": "runs:read"}, on_db_threads=True)
 async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET|POST /threads/{t}/runs/{r}/stream: join the run's events (`?action=` cancels)."""
     query = query_data(request.GET)
@@ -191,7 +191,7 @@ def _last_event_id(request: HttpRequest) -> int | None:
         raise Invalid({"Last-Event-ID": ["Must be an integer event id."]}) from None
 
 
-@api_view(scope="runs:read", on_db_threads=True)
+@api_view(required_scopes={"GET": "runs:read"}, on_db_threads=True)
 async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
     """GET /threads/{t}/stream: the events of every run of the thread as they come."""
     thread_id = validate_thread_id(thread_id)

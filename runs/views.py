@@ -10,7 +10,6 @@ from rest_framework.views import APIView
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import page, pagination_headers
-from deerflow_site.api.permissions import require_scope
 from deerflow_site.api.serializers import validated
 from runs import admission, selectors, services
 from runs.serializers import (
@@ -26,6 +25,8 @@ from runs.stream_views import run_headers
 
 
 class ThreadRunsView(APIView):
+    required_scopes = {"POST": "runs:create", "GET": "runs:read"}
+
     @extend_schema(
         operation_id="runs_create",
         request=RunCreateSerializer,
@@ -37,7 +38,6 @@ class ThreadRunsView(APIView):
     )
     def post(self, request: Request, thread_id: str) -> Response:
         """Create a background run."""
-        require_scope(request.user, "runs:create")
         run = admission.admit_run(
             user=request.user,
             thread_id=validate_thread_id(thread_id),
@@ -52,7 +52,6 @@ class ThreadRunsView(APIView):
     )
     def get(self, request: Request, thread_id: str) -> Response:
         """List a thread's runs, newest first."""
-        require_scope(request.user, "runs:read")
         query = validated(RunListQuerySerializer, query_data(request.query_params))
         runs = selectors.runs_of_thread(
             user=request.user, thread_id=thread_id, status=query.get("status")
@@ -64,6 +63,8 @@ class ThreadRunsView(APIView):
 
 
 class StatelessRunsView(APIView):
+    required_scopes = {"POST": "runs:create"}
+
     @extend_schema(
         operation_id="runs_create_stateless",
         request=RunCreateSerializer,
@@ -71,7 +72,6 @@ class StatelessRunsView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Create a background run on a new thread (deleted after it unless on_completion=keep)."""
-        require_scope(request.user, "runs:create")
         run = admission.admit_run(
             user=request.user, thread_id=None, request=parse_stateless_run_create(request.data)
         )
@@ -79,6 +79,8 @@ class StatelessRunsView(APIView):
 
 
 class RunBatchView(APIView):
+    required_scopes = {"POST": "runs:create"}
+
     @extend_schema(
         operation_id="runs_create_batch",
         request=RunCreateSerializer(many=True),
@@ -86,7 +88,6 @@ class RunBatchView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Create several stateless background runs; nothing is created if one body is invalid."""
-        require_scope(request.user, "runs:create")
         if not isinstance(request.data, list):
             raise Invalid({"non_field_errors": ["Expected a list of run bodies."]})
         requests = []
@@ -100,10 +101,11 @@ class RunBatchView(APIView):
 
 
 class RunDetailView(APIView):
+    required_scopes = {"GET": "runs:read", "DELETE": "runs:cancel"}
+
     @extend_schema(operation_id="runs_get", responses={200: RunSerializer})
     def get(self, request: Request, thread_id: str, run_id: str) -> Response:
         """Get a run of a thread."""
-        require_scope(request.user, "runs:read")
         run = selectors.get_run(user=request.user, thread_id=thread_id, run_id=run_id)
         return Response(run_json(run))
 
@@ -113,7 +115,6 @@ class RunDetailView(APIView):
     )
     def delete(self, request: Request, thread_id: str, run_id: str) -> Response:
         """Delete a finished run."""
-        require_scope(request.user, "runs:cancel")
         run = selectors.get_run(
             user=request.user, thread_id=thread_id, run_id=run_id, action="change"
         )

@@ -89,7 +89,7 @@ async def _thread(request: HttpRequest, thread_id: str, *, action: str = "view")
     )
 
 
-@api_view(scope="threads:read")
+@api_view(required_scopes={"GET": "threads:read"})
 async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's latest state (`?subgraphs=true` includes subgraph states)."""
     query = validated(StateQuerySerializer, _query(request, lists=("select",)))
@@ -98,7 +98,7 @@ async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     return JsonResponse(state.select_state_fields(result, query.get("select")))
 
 
-@api_view(scope="threads:read")
+@api_view(required_scopes={"GET": "threads:read"})
 async def get_state_at_checkpoint(
     request: HttpRequest, thread_id: str, checkpoint_id: str
 ) -> HttpResponse:
@@ -112,7 +112,7 @@ async def get_state_at_checkpoint(
     return JsonResponse(state.select_state_fields(result, query.get("select")))
 
 
-@api_view(scope="threads:read")
+@api_view(required_scopes={"POST": "threads:read"})
 async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's state at a `checkpoint` given in the body (what the SDK posts)."""
     body = validated(StateAtCheckpointSerializer, json_body(request))
@@ -123,7 +123,7 @@ async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> Http
     return JsonResponse(state.select_state_fields(result, body.get("select")))
 
 
-@api_view(scope="threads:write")
+@api_view(required_scopes={"POST": "threads:write"})
 async def update_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     """Write values into the thread's state through its graph; returns {checkpoint}."""
     body = validated(StateUpdateSerializer, json_body(request))
@@ -153,19 +153,19 @@ async def _history(request: HttpRequest, thread_id: str, params: dict[str, Any])
     return JsonResponse([state.select_state_fields(s, select) for s in states], safe=False)
 
 
-@api_view(scope="threads:read")
+@api_view(required_scopes={"GET": "threads:read"})
 async def get_history(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's states, newest first (`?limit=&before=`)."""
     return await _history(request, thread_id, _query(request, lists=("select",)))
 
 
-@api_view(scope="threads:read")
+@api_view(required_scopes={"POST": "threads:read"})
 async def post_history(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's states, newest first, filtered by the body."""
     return await _history(request, thread_id, json_body(request))
 
 
-@api_view(scope="threads:write")
+@api_view(required_scopes={"POST": "threads:write"})
 async def copy_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
     """A copy of the thread, with its checkpoints, owned by the caller (no body is read, but a
     malformed one is refused like anywhere else)."""

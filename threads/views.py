@@ -9,7 +9,6 @@ from rest_framework.views import APIView
 
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import page, pagination_headers
-from deerflow_site.api.permissions import require_scope
 from deerflow_site.api.serializers import validated
 from threads import selectors, services
 from threads.models import Thread
@@ -34,6 +33,8 @@ def _matching_threads(request: Request, body: dict) -> QuerySet[Thread]:
 
 
 class ThreadListView(APIView):
+    required_scopes = {"POST": "threads:write"}
+
     @extend_schema(
         operation_id="threads_create",
         request=ThreadCreateSerializer,
@@ -41,7 +42,6 @@ class ThreadListView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Create a thread."""
-        require_scope(request.user, "threads:write")
         body = validated(ThreadCreateSerializer, request.data)
         thread, _ = services.create_thread(
             user=request.user,
@@ -54,6 +54,8 @@ class ThreadListView(APIView):
 
 
 class ThreadSearchView(APIView):
+    required_scopes = {"POST": "threads:read"}
+
     @extend_schema(
         operation_id="threads_search",
         request=ThreadSearchSerializer,
@@ -61,7 +63,6 @@ class ThreadSearchView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Search the threads the caller may view."""
-        require_scope(request.user, "threads:read")
         body = validated(ThreadSearchSerializer, request.data)
         threads = _matching_threads(request, body).order_by(
             *selectors.thread_order(sort_by=body["sort_by"], sort_order=body["sort_order"])
@@ -75,21 +76,23 @@ class ThreadSearchView(APIView):
 
 
 class ThreadCountView(APIView):
+    required_scopes = {"POST": "threads:read"}
+
     @extend_schema(
         operation_id="threads_count", request=ThreadCountSerializer, responses={200: int}
     )
     def post(self, request: Request) -> Response:
         """Count the threads the caller may view that match the filters."""
-        require_scope(request.user, "threads:read")
         body = validated(ThreadCountSerializer, request.data)
         return Response(_matching_threads(request, body).count())
 
 
 class ThreadDetailView(APIView):
+    required_scopes = {"GET": "threads:read", "PATCH": "threads:write", "DELETE": "threads:delete"}
+
     @extend_schema(operation_id="threads_get", responses={200: ThreadSerializer})
     def get(self, request: Request, thread_id: str) -> Response:
         """Get a thread."""
-        require_scope(request.user, "threads:read")
         thread = selectors.get_thread(user=request.user, thread_id=validate_thread_id(thread_id))
         return Response(ThreadSerializer(thread).data)
 
@@ -100,7 +103,6 @@ class ThreadDetailView(APIView):
     )
     def patch(self, request: Request, thread_id: str) -> Response:
         """Merge metadata into a thread."""
-        require_scope(request.user, "threads:write")
         thread_id = validate_thread_id(thread_id)
         body = validated(ThreadPatchSerializer, request.data)
         thread = selectors.get_thread(user=request.user, thread_id=thread_id, action="change")
@@ -112,7 +114,6 @@ class ThreadDetailView(APIView):
     @extend_schema(operation_id="threads_delete", responses={204: None})
     def delete(self, request: Request, thread_id: str) -> Response:
         """Delete a thread with its runs and checkpoints."""
-        require_scope(request.user, "threads:delete")
         thread = selectors.get_thread(
             user=request.user, thread_id=validate_thread_id(thread_id), action="delete"
         )

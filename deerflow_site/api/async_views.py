@@ -1,19 +1,19 @@
 """Async views outside DRF (SSE, wait, cancel, state): the same auth, scopes and error bodies."""
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from deerflow_site.api import parsers
-from deerflow_site.api.errors import Invalid, ServiceError, error_response
-from deerflow_site.api.permissions import require_scope
+from deerflow_site.api.errors import Forbidden, Invalid, ServiceError, error_response
+from deerflow_site.api.permissions import HasScope
 from deerflow_site.dbthreads import db
 
 AsyncView = Callable[..., Awaitable[HttpResponse]]
@@ -21,8 +21,9 @@ AsyncView = Callable[..., Awaitable[HttpResponse]]
 NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
 
 
-def _authenticate(request: HttpRequest, scope: str | None) -> Any:
-    """The request's user (None: no credentials), scope checked: one thread hop for both."""
+def _authenticate(request: HttpRequest, view: Any) -> Any:
+    """The request's user (None: no credentials), the view's scope checked (HasScope, as for
+    DRF views): one thread hop for both."""
     request.body  # noqa: B018 - read now, so that the body stays readable after DRF parses it
     drf_request = Request(
         request,
@@ -31,8 +32,10 @@ def _authenticate(request: HttpRequest, scope: str | None) -> Any:
         authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES],
     )
     user = drf_request.user  # runs the authenticators; AuthenticationFailed propagates
-    if user is not None and user.is_authenticated and scope is not None:
-        require_scope(user, scope)
+    if user is not None and user.is_authenticated:
+        permission = HasScope()
+        if not permission.has_permission(drf_request, view):
+            raise Forbidden(permission.message)
     return user
 
 
@@ -47,9 +50,11 @@ def unauthorized(request: HttpRequest, detail: Any) -> JsonResponse:
 
 
 def api_view(
-    *, scope: str | None = None, on_db_threads: bool = False
+    *, required_scopes: Mapping[str, str] | None = None, on_db_threads: bool = False
 ) -> Callable[[AsyncView], AsyncView]:
-    """Wrap an async view: authenticate (401), check the API scope (403), map domain errors.
+    """Wrap an async view: authenticate (401), check the API scope of the method (403, the
+    `HasScope` permission of DRF views: `required_scopes={"POST": "runs:create"}`), map domain
+    errors.
 
     The view receives `request.user` set; JSON body errors become 422. `on_db_threads`: the
     view does its database work through `dbthreads.db` (long responses), and authentication
@@ -61,9 +66,9 @@ def api_view(
         async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
                 if on_db_threads:
-                    user = await db(_authenticate, request=request, scope=scope)
+                    user = await db(_authenticate, request=request, view=wrapped)
                 else:
-                    user = await sync_to_async(_authenticate)(request, scope)
+                    user = await sync_to_async(_authenticate)(request, wrapped)
             except drf_exceptions.PermissionDenied as exc:  # CSRF failure of a session
                 return JsonResponse({"detail": exc.detail}, status=403)
             except drf_exceptions.ParseError as exc:  # a session's POST body, read for CSRF
@@ -83,6 +88,7 @@ def api_view(
             except Exception as exc:
                 return error_response(exc)
 
+        wrapped.required_scopes = dict(required_scopes or {})  # type: ignore[attr-defined]
         # Like DRF's APIView: CSRF is enforced by the session authenticator, not the middleware,
         # so token clients are not asked for a CSRF token.
         wrapped.csrf_exempt = True  # type: ignore[attr-defined]
@@ -110,6 +116,10 @@ def by_method(
     """One async view per HTTP method on one path; other methods get a JSON 405 (`refused`
     explains why, when the path exists but the server does not offer that operation)."""
     allowed = ", ".join(sorted(method.upper() for method in handlers))
+    for method, handler in handlers.items():
+        scopes = getattr(handler, "required_scopes", None)
+        if scopes and method.upper() not in scopes:
+            raise ImproperlyConfigured(f"{handler.__name__} names no API scope for {method}")
 
     async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         handler = handlers.get((request.method or "").lower())
@@ -121,4 +131,5 @@ def by_method(
         return await handler(request, *args, **kwargs)
 
     view.csrf_exempt = True  # type: ignore[attr-defined]  # api_view authenticates each handler
+    view.handlers = handlers  # type: ignore[attr-defined]
     return view
