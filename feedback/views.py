@@ -6,7 +6,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from deerflow_site.api.permissions import require_scope
 from deerflow_site.api.serializers import validated
 from feedback import selectors, services
 from feedback.serializers import (
@@ -23,7 +22,6 @@ NO_FEEDBACK = OpenApiResponse(description="Thread or run not found, or no feedba
 
 def _run(request: Request, thread_id: str, run_id: str) -> Run:
     """The run, if the caller may view its thread (feedback needs no more than that)."""
-    require_scope(request.user, "runs:read")
     return get_run(user=request.user, thread_id=thread_id, run_id=run_id)
 
 
@@ -36,7 +34,13 @@ def _body(request: Request) -> dict[str, object]:
     }
 
 
+#: Feedback on a run needs no more than reading the run (the deer-flow gateway's rule).
+READ_RUNS = "runs:read"
+
+
 class RunFeedbackView(APIView):
+    required_scopes = {m: READ_RUNS for m in ("GET", "PUT", "POST", "DELETE")}
+
     @extend_schema(
         operation_id="feedback_put",
         request=FeedbackRequestSerializer,
@@ -81,6 +85,8 @@ class RunFeedbackView(APIView):
 
 
 class RunFeedbackStatsView(APIView):
+    required_scopes = {"GET": READ_RUNS}
+
     @extend_schema(
         operation_id="feedback_stats", responses={200: FeedbackStatsSerializer, 404: NOT_VISIBLE}
     )
@@ -91,12 +97,13 @@ class RunFeedbackStatsView(APIView):
 
 
 class ThreadFeedbackView(APIView):
+    required_scopes = {"GET": READ_RUNS}
+
     @extend_schema(
         operation_id="feedback_list_thread",
         responses={200: FeedbackSerializer(many=True), 404: NOT_VISIBLE},
     )
     def get(self, request: Request, thread_id: str) -> Response:
         """The caller's feedback on every run of the thread."""
-        require_scope(request.user, "runs:read")
         feedback = selectors.thread_feedback(user=request.user, thread_id=thread_id)
         return Response(FeedbackSerializer(feedback, many=True).data)

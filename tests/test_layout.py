@@ -15,6 +15,10 @@ PROJECT_PACKAGES = ("deerflow_site", "threads", "runs", "feedback")
 ENGINE = "runs.engine"
 #: The units whose imports must not form a cycle: the apps, with the engine counted apart.
 APP_UNITS = ("threads", "runs", ENGINE, "feedback")
+#: The journal's record, beside the models: what events are and how they are stored.
+JOURNAL_RECORD = ("runs.journal.catalog", "runs.journal.store", "runs.journal.lifecycle")
+#: Modules that wire apps together: the admin, URL confs.
+WIRING = (".admin", ".urls")
 
 
 def _module_name(path: Path) -> str:
@@ -75,20 +79,36 @@ def test_the_engine_is_used_through_its_front_door(module: str) -> None:
     assert wrong == [], f"{module} reaches into the engine: {wrong}"
 
 
+def _in_record_layer(module: str) -> bool:
+    return module.endswith(".models") or module in JOURNAL_RECORD
+
+
 def _app_graph() -> dict[str, set[str]]:
-    """unit -> units it imports; the models of every app are the layer below them all (the
-    engine writes runs and threads), so imports of `<app>.models` are not edges."""
+    """unit -> units it imports. The record (models, and the journal's event catalogue and
+    store) is the layer below every app: the engine writes runs, threads and the journal. The
+    admin and URL confs are the layer above, wiring the apps together. Neither makes edges."""
     graph: dict[str, set[str]] = {unit: set() for unit in APP_UNITS}
     for module, path in MODULES.items():
         source = _unit(module)
-        if source is None:
+        if source is None or module.endswith(WIRING) or _in_record_layer(module):
             continue
         for name, _ in _imports(path):
             target = _unit(name)
-            if target is None or target == source or name.endswith(".models"):
+            if target is None or target == source or _in_record_layer(name):
                 continue
             graph[source].add(target)
     return graph
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _in_record_layer(m)))
+def test_the_record_layer_imports_only_the_record_layer(module: str) -> None:
+    wrong = [
+        name
+        for name, _ in _imports(MODULES[module])
+        if _unit(name) is not None and not _in_record_layer(name)
+    ]
+
+    assert wrong == [], f"{module} is part of the record, yet imports {wrong}"
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -6,7 +6,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from deerflow_site.api.permissions import require_scope
 from deerflow_site.api.serializers import validated
 from runs.journal import selectors
 from runs.journal.serializers import (
@@ -25,6 +24,8 @@ BAD_QUERY = OpenApiResponse(description="A query parameter is invalid (named in 
 
 
 class ThreadMessagesView(APIView):
+    required_scopes = {"GET": "runs:read"}
+
     @extend_schema(
         operation_id="threads_messages",
         parameters=[MessagesQuerySerializer],
@@ -32,7 +33,6 @@ class ThreadMessagesView(APIView):
     )
     def get(self, request: Request, thread_id: str) -> Response:
         """The thread's chat history: messages of every run, ascending, windowed by seq."""
-        require_scope(request.user, "runs:read")
         query = validated(MessagesQuerySerializer, query_data(request.query_params))
         window = MessagesQuerySerializer.window(query)
         return Response(
@@ -41,6 +41,8 @@ class ThreadMessagesView(APIView):
 
 
 class RunMessagesView(APIView):
+    required_scopes = {"GET": "runs:read"}
+
     @extend_schema(
         operation_id="runs_messages",
         parameters=[MessagesQuerySerializer],
@@ -48,7 +50,6 @@ class RunMessagesView(APIView):
     )
     def get(self, request: Request, thread_id: str, run_id: str) -> Response:
         """One run's messages, ascending, windowed by seq; `has_more` when more lie beyond."""
-        require_scope(request.user, "runs:read")
         query = validated(MessagesQuerySerializer, query_data(request.query_params))
         data, has_more = selectors.run_messages(
             user=request.user,
@@ -60,6 +61,8 @@ class RunMessagesView(APIView):
 
 
 class RunEventsView(APIView):
+    required_scopes = {"GET": "runs:read"}
+
     @extend_schema(
         operation_id="runs_events",
         parameters=[EventsQuerySerializer],
@@ -67,7 +70,6 @@ class RunEventsView(APIView):
     )
     def get(self, request: Request, thread_id: str, run_id: str) -> Response:
         """The run's journal (every category), ascending; `after_seq` pages forward."""
-        require_scope(request.user, "runs:read")
         query = validated(EventsQuerySerializer, query_data(request.query_params))
         events = selectors.run_events(
             user=request.user,
@@ -80,6 +82,8 @@ class RunEventsView(APIView):
 
 
 class ThreadTokenUsageView(APIView):
+    required_scopes = {"GET": "runs:read"}
+
     @extend_schema(
         operation_id="threads_token_usage",
         parameters=[TokenUsageQuerySerializer],
@@ -87,7 +91,6 @@ class ThreadTokenUsageView(APIView):
     )
     def get(self, request: Request, thread_id: str) -> Response:
         """Token totals of the thread's runs, by model too (running runs with include_active)."""
-        require_scope(request.user, "runs:read")
         query = validated(TokenUsageQuerySerializer, query_data(request.query_params))
         usage = selectors.thread_token_usage(
             user=request.user, thread_id=thread_id, include_active=query["include_active"]
