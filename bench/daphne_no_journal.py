@@ -39,7 +39,7 @@ def switch_off_the_journal() -> None:
     django.setup()
     from langchain_core.callbacks import BaseCallbackHandler
 
-    from runs.engine import executor, thread_sync
+    from runs.engine import executor, finish
 
     class NoRunJournal(BaseCallbackHandler):
         def __init__(self, writer: Any) -> None:
@@ -50,7 +50,7 @@ def switch_off_the_journal() -> None:
 
     executor.JournalWriter = NoJournalWriter
     executor.RunJournal = NoRunJournal
-    thread_sync.record_batch = lambda **kwargs: []
+    finish.record_batch = lambda **kwargs: []
 
 
 if __name__ == "__main__":
