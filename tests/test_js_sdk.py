@@ -1,8 +1,5 @@
 """The official JS client, @langchain/langgraph-sdk (pinned in package-lock.json), against a live
 server: tests/js/sdk_client.test.mjs, one of its node tests per test here (issue 11, item 11).
-
-The xfail marks name protocol defects of issue 11 being fixed elsewhere; strict, so that each
-mark must go as soon as its fix lands.
 """
 
 import pytest
@@ -12,10 +9,6 @@ from tests.fixtures import token_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
 SCRIPT = "sdk_client.test.mjs"
-
-DEFECT_1_RESUME_REPEATS_ID = pytest.mark.xfail(
-    strict=True, reason="issue 11 defect 1: a resumed stream's metadata repeats the last event id"
-)
 
 
 @pytest.fixture
@@ -33,7 +26,6 @@ def test_join_stream_resumed_after_a_drop_equals_the_full_replay(run_sdk_test):
     run_sdk_test("^joinStream with lastEventId")
 
 
-@DEFECT_1_RESUME_REPEATS_ID
 def test_resumed_stream_repeats_no_event_id(run_sdk_test):
     run_sdk_test("^a resumed stream repeats no event id$")
 

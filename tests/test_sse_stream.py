@@ -208,7 +208,10 @@ async def test_resumable_run_replays_everything_from_last_event_id_minus_one(sdk
     live = await streamed_resumable_run(sdk, thread_id, steps=3, stream_mode=["custom", "values"])
     run_id = live[0].data["run_id"]
     replayed = await collect(sdk.runs.join_stream(thread_id, run_id, last_event_id="-1"))
-    assert [(p.event, p.data, p.id) for p in replayed] == [(p.event, p.data, p.id) for p in live]
+    assert (replayed[0].event, replayed[0].data) == ("metadata", live[0].data)
+    assert [(p.event, p.data, p.id) for p in replayed[1:]] == [
+        (p.event, p.data, p.id) for p in live[1:]
+    ]
 
 
 async def test_resumable_run_resumes_exactly_after_last_event_id(sdk):
@@ -217,9 +220,41 @@ async def test_resumable_run_resumes_exactly_after_last_event_id(sdk):
     run_id = live[0].data["run_id"]
     cut = live[2]
     resumed = await collect(sdk.runs.join_stream(thread_id, run_id, last_event_id=cut.id))
-    assert (resumed[0].event, resumed[0].data, resumed[0].id) == ("metadata", live[0].data, cut.id)
-    assert [p.id for p in resumed[1:]] == [p.id for p in live[3:]]
+    assert (resumed[0].event, resumed[0].data) == ("metadata", live[0].data)
+    assert [(p.event, p.data, p.id) for p in resumed[1:]] == [
+        (p.event, p.data, p.id) for p in live[3:]
+    ]
     assert names(resumed)[-1] == "end"
+
+
+async def sse_frames(client, method, path, **kwargs) -> list[bytes]:
+    """The raw frames of an SSE response, heartbeats left out."""
+    async with client.stream(method, path, **kwargs) as response:
+        assert response.status_code == 200, await response.aread()
+        body = await response.aread()
+    return [chunk for chunk in body.split(b"\r\n\r\n") if chunk and not chunk.startswith(b":")]
+
+
+@pytest.mark.parametrize("last_event_id", ["-1", "0", "2"])
+async def test_a_resumed_connection_never_sends_an_id_twice(
+    daphne_server, sdk, headers, last_event_id
+):
+    thread_id = await new_thread(sdk)
+    live = await streamed_resumable_run(sdk, thread_id, steps=3)
+    run_id = live[0].data["run_id"]
+    async with httpx.AsyncClient(base_url=daphne_server.api_url, trust_env=False) as client:
+        frames = await sse_frames(
+            client,
+            "GET",
+            f"/threads/{thread_id}/runs/{run_id}/stream",
+            headers={**headers, "Last-Event-ID": last_event_id},
+        )
+    # metadata without `id:` leaves the client's last id where it was
+    assert frames[0].startswith(b"event: metadata\r\ndata: ") and b"\r\nid:" not in frames[0]
+    resumed_ids = [int(frame.rsplit(b"\r\nid: ", 1)[1]) for frame in frames[1:]]
+    events_ids = [int(p.id) for p in live[1:]]  # after the first connection's metadata (id 0)
+    seen_ids = [event_id for event_id in events_ids if event_id <= int(last_event_id)]
+    assert seen_ids + resumed_ids == events_ids
 
 
 async def test_resumable_run_joined_mid_way_gets_missed_events_then_live_ones(sdk):
@@ -235,7 +270,8 @@ async def test_resumable_run_joined_mid_way_gets_missed_events_then_live_ones(sd
     parts = await collect(sdk.runs.join_stream(thread_id, run["run_id"], last_event_id="-1"))
     ticks = [part.data["tick"] for part in parts if part.event == "custom"]
     assert ticks == [1, 2, 3, 4, 5, 6]
-    ids = [int(part.id) for part in parts]
+    assert parts[0].event == "metadata"  # without an id: the connection resumes (-1)
+    ids = [int(part.id) for part in parts[1:]]
     assert ids == sorted(set(ids))
 
 

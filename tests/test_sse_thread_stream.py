@@ -55,6 +55,31 @@ async def test_thread_stream_resumes_after_last_event_id_from_stored_events(sdk)
     assert [p.id for p in parts] == [f"{run_id}:{p.id}" for p in live[2:]]
 
 
+async def test_a_resumed_thread_stream_sends_metadata_without_an_id(daphne_server, sdk, headers):
+    thread_id = (await sdk.threads.create())["thread_id"]
+    resumable = {"assistant_id": "slow", "stream_mode": "custom", "stream_resumable": True}
+    async with httpx.AsyncClient(
+        base_url=daphne_server.api_url, headers=headers, trust_env=False
+    ) as client:
+        run = (
+            await client.post(
+                f"/threads/{thread_id}/runs",
+                json={**resumable, "input": {"steps": 30, "delay": 0.1}},
+            )
+        ).json()
+        async with client.stream(
+            "GET", f"/threads/{thread_id}/stream", headers={"Last-Event-ID": "-1"}
+        ) as response:
+            first = b""
+            async for chunk in response.aiter_bytes():
+                first += chunk
+                if b"\r\n\r\n" in first:
+                    break
+        await client.post(f"/threads/{thread_id}/runs/{run['run_id']}/cancel")
+    metadata = first.split(b"\r\n\r\n", 1)[0]
+    assert metadata.startswith(b"event: metadata\r\n") and b"\r\nid:" not in metadata
+
+
 async def test_thread_stream_lifecycle_mode_sends_only_starts_and_ends(sdk):
     thread_id = (await sdk.threads.create())["thread_id"]
     listener = asyncio.create_task(

@@ -17,13 +17,18 @@ EVENTS_OF_MODE = {
 }
 
 
-def frame(event: str, data: str, event_id: int | str) -> bytes:
-    """One SSE event: `data` is one line of JSON."""
+def frame(event: str, data: str, event_id: int | str | None) -> bytes:
+    """One SSE event: `data` is one line of JSON. Without `event_id` the frame has no `id:`
+    field, which leaves the client's last event id as it was (the SSE spec)."""
+    if event_id is None:
+        return f"event: {event}\r\ndata: {data}\r\n\r\n".encode()
     return f"event: {event}\r\ndata: {data}\r\nid: {event_id}\r\n\r\n".encode()
 
 
-def metadata_frame(*, run_id: str, thread_id: str, attempt: int, event_id: int | str) -> bytes:
-    """The `metadata` event a client gets first for each run."""
+def metadata_frame(
+    *, run_id: str, thread_id: str, attempt: int, event_id: int | str | None
+) -> bytes:
+    """The `metadata` event a client gets first for each run (no id on a resumed connection)."""
     payload = {"run_id": run_id, "thread_id": thread_id, "attempt": attempt}
     return frame("metadata", bus.dumps(payload), event_id)
 

@@ -144,15 +144,15 @@ async def _run_frames(
     replay: bool,
     names: frozenset[str] | None,
 ) -> AsyncIterator[bytes]:
-    # `metadata` is id 0 from the start (-1 included). A resumed connection starts with it too,
-    # under the id the client resumes after: its cursor does not move, so a reconnect from
-    # there loses and repeats nothing.
+    # `metadata` is id 0 on a first connection. A resumed one (Last-Event-ID, -1 included)
+    # starts with it too, without an id: the client's last id stays where it was, and no id
+    # is ever sent twice within the run's stream.
     cursor.last_sent = max(cursor.last_sent, 0)
     yield metadata_frame(
         run_id=str(run.pk),
         thread_id=run.thread_id,
         attempt=max(run.attempt, 1),
-        event_id=cursor.last_sent,
+        event_id=None if replay else 0,
     )
     if replay and run.resumable:
         gap = await db(_gap, cursor=cursor, run=run)

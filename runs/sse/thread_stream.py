@@ -46,9 +46,11 @@ class ThreadCursor:
 
 @dataclass
 class _Position:
-    """The last id sent of every run seen on this connection."""
+    """The last id sent of every run seen on this connection; a resumed connection (one with
+    a Last-Event-ID) sends each run's `metadata` without an id, as run streams do."""
 
     sent: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
 
     def frames(self, run_id: str, thread_id: str, event: bus.StreamEvent, names) -> list[bytes]:
         if event.id <= self.sent.get(run_id, 0):
@@ -57,7 +59,10 @@ class _Position:
         if run_id not in self.sent and wanted("metadata", names):
             out.append(
                 metadata_frame(
-                    run_id=run_id, thread_id=thread_id, attempt=1, event_id=f"{run_id}:0"
+                    run_id=run_id,
+                    thread_id=thread_id,
+                    attempt=1,
+                    event_id=None if self.resumed else f"{run_id}:0",
                 )
             )
         self.sent[run_id] = event.id
@@ -109,7 +114,7 @@ async def stream_thread_events(
     names: frozenset[str] | None,
 ) -> AsyncIterator[bytes]:
     """The SSE bytes of every run of a thread, from a subscription to its thread group."""
-    position = _Position()
+    position = _Position(resumed=cursor is not None)
     try:
         if cursor is not None:
             if cursor.run_id is not None:

@@ -26,10 +26,10 @@ async function rawEvents(path, lastEventId) {
     headers: { "X-Api-Key": apiKey, Accept: "text/event-stream", "Last-Event-ID": lastEventId },
   });
   assert.equal(response.status, 200);
-  const frames = (await response.text()).split("\n\n").filter((frame) => frame.trim());
+  const frames = (await response.text()).split(/\r?\n\r?\n/).filter((frame) => frame.trim());
   return frames.map((frame) => {
     const fields = Object.fromEntries(
-      frame.split("\n").map((line) => [line.slice(0, line.indexOf(":")), line.slice(line.indexOf(":") + 2)]),
+      frame.split(/\r?\n/).map((line) => [line.slice(0, line.indexOf(":")), line.slice(line.indexOf(":") + 2)]),
     );
     return { id: fields.id, event: fields.event };
   });
