@@ -205,11 +205,15 @@ class RunJournal(BaseCallbackHandler):
 
 
 def human_messages(graph_input: Any) -> list[BaseMessage]:
-    """The human messages of a run's input (`{"messages": [...]}`); none for anything else."""
-    if not isinstance(graph_input, dict) or not isinstance(graph_input.get("messages"), list):
+    """The human messages of a run's input (`{"messages": [...]}`, or one message); none for
+    anything else."""
+    given = graph_input.get("messages") if isinstance(graph_input, dict) else None
+    if isinstance(given, str | dict):
+        given = [given]
+    if not isinstance(given, list):
         return []
     try:
-        messages = convert_to_messages(graph_input["messages"])
+        messages = convert_to_messages(given)
     except (ValueError, TypeError, KeyError, NotImplementedError):
         return []  # the graph will say what is wrong with them
     return [message for message in messages if isinstance(message, HumanMessage)]

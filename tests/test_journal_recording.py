@@ -1,0 +1,59 @@
+"""What the journal records from a run's input and tools, and the catalog's filter names."""
+
+import pytest
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.types import Command
+
+from deerflow_site.api.errors import Invalid
+from runs.engine.journal import human_messages, tool_messages
+from runs.journal.catalog import CATEGORY_OF, EventCategory, EventType, parse_event_types
+
+
+@pytest.mark.parametrize(
+    "graph_input",
+    [
+        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": {"role": "user", "content": "hi"}},
+        {"messages": "hi"},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+    ],
+)
+def test_human_messages_of_an_input_in_any_form_langgraph_accepts(graph_input: dict) -> None:
+    found = human_messages(graph_input)
+
+    assert [(m.type, m.content) for m in found] == [("human", "hi")]
+
+
+@pytest.mark.parametrize(
+    "graph_input", [None, {"steps": 3}, {"messages": 7}, {"messages": [{"bogus": 1}]}, "text"]
+)
+def test_inputs_without_human_messages_record_none(graph_input: object) -> None:
+    assert human_messages(graph_input) == []
+
+
+def test_tool_results_come_from_a_tool_message_or_a_commands_update() -> None:
+    result = ToolMessage("42", tool_call_id="call_1", name="calculator")
+    command = Command(update={"messages": [result, AIMessage("not a tool result")]})
+
+    assert tool_messages(result) == [result]
+    assert tool_messages(command) == [result]
+    assert tool_messages("plain output") == []
+
+
+def test_every_event_type_has_a_category() -> None:
+    assert set(CATEGORY_OF) == set(EventType)
+    assert EventType.RUN_CANCEL.category == EventCategory.LIFECYCLE
+    assert EventType.LLM_CALL.category == EventCategory.TRACE
+
+
+def test_event_type_filters_accept_legacy_aliases_and_refuse_unknown_names() -> None:
+    assert parse_event_types("human_message, ai_message,tool_message,run.end,ai_message") == [
+        "llm.human.input",
+        "llm.ai.response",
+        "llm.tool.result",
+        "run.end",
+    ]
+    assert parse_event_types("") == []
+    with pytest.raises(Invalid) as refused:
+        parse_event_types("run.end,whatever")
+    assert "event_types" in refused.value.detail
