@@ -7,6 +7,7 @@ final write of the journal with the run's end is skipped: what remains is the se
 journal, to measure what the journal costs. Never for production (nothing else imports this).
 """
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class NoJournalWriter:
 def switch_off_the_journal() -> None:
     import django
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deerflow_site.settings")
     django.setup()
     from langchain_core.callbacks import BaseCallbackHandler
 

@@ -70,6 +70,7 @@ POSTGRES_SEED = """
         jsonb_build_object('type', 'ai', 'content', 'message number ' || i), '{}', %s
     FROM generate_series(1, %s) AS i
 """
+BASELINE = "baseline: GET /threads/{t}"
 COUNTER = "UPDATE runs_threadeventcounter SET last_seq = {p} WHERE thread_id = {p}"
 
 
@@ -112,28 +113,34 @@ def seed(database: str, threads: list[tuple[str, str, int]], events: int) -> Non
         db.execute("ANALYZE runs_runevent")
 
 
-async def time_pages(base_url: str, thread_id: str, last_seq: int, requests: int) -> dict:
+async def time_pages(server: Server, thread_id: str, last_seq: int, requests: int) -> dict:
+    """p50/p95 of each window over `requests` sequential requests, and the server's CPU time
+    per request (what the server itself spends, whatever else keeps the machine busy)."""
     middle = last_seq // 2
     windows = {
+        BASELINE: {},
         "last page (limit 50)": {},
         "limit 200": {"limit": 200},
         "before_seq (middle)": {"before_seq": middle},
         "after_seq (middle)": {"after_seq": middle},
     }
     results = {}
-    async with client(base_url, connections=1) as http:
-        path = f"/threads/{thread_id}/messages"
+    async with client(server.base_url, connections=1) as http:
         for name, params in windows.items():
+            # The baseline: the thread itself (the same permission check, one small row).
+            path = f"/threads/{thread_id}" if name == BASELINE else f"/threads/{thread_id}/messages"
             for _ in range(20):  # warm-up
                 (await http.get(path, params=params)).raise_for_status()
             seconds = []
+            cpu = server.cpu_seconds()
             for _ in range(requests):
                 started = time.perf_counter()
                 response = await http.get(path, params=params)
                 seconds.append(time.perf_counter() - started)
                 assert response.status_code == 200 and response.json(), response.text
-            results[name] = summary_ms(seconds)
-            log(f"  {name}: p95 {results[name]['p95_ms']:.1f} ms")
+            cpu_ms = 1000 * (server.cpu_seconds() - cpu) / requests
+            results[name] = {**summary_ms(seconds), "server_cpu_ms_per_request": cpu_ms}
+            log(f"  {name}: p95 {results[name]['p95_ms']:.1f} ms, server CPU {cpu_ms:.1f} ms")
     return results
 
 
@@ -156,7 +163,7 @@ def pages(workdir: Path, database: str, events: int, requests: int) -> dict:
             "threads": THREADS,
             "requests": requests,
             "windows": asyncio.run(
-                time_pages(server.base_url, thread_id, last + events // THREADS, requests)
+                time_pages(server, thread_id, last + events // THREADS, requests)
             ),
         }
 
@@ -256,13 +263,20 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="deerflow-journal-bench-") as tmp:
         workdir = Path(tmp)
+        workdir.chmod(0o711)  # PostgreSQL runs as its own user and must reach its data dir below
         if args.part in ("pages", "both"):
             for database in args.databases.split(","):
                 results.setdefault("pages", {})[database] = pages(
                     workdir, database, args.events, args.requests
                 )
+                save(results)
         if args.part in ("cpu", "both"):
             results["cpu"] = cpu(workdir, args.runs, args.rounds, args.concurrency)
+            save(results)
+
+
+def save(results: dict[str, Any]) -> None:
+    """Write what is measured so far (a later part that fails loses only itself)."""
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     log(f"results in {RESULTS}")
