@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from deerflow_site.api.errors import ServiceError
 from feedback.admin import FeedbackInline
+from runs.cancellation import cancel_run
 from runs.journal.admin import RunModelUsageInline, journal_of
 from runs.models import Run, RunStreamEvent
 
@@ -56,16 +57,19 @@ class RunAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs are admitted through the API, which applies the thread's rules
 
-    @admin.action(description="Cancel (interrupt) the selected active runs")
+    @admin.action(description="Cancel (interrupt) the selected active runs", permissions=["cancel"])
     def cancel_interrupt(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         self._cancel(request, queryset, Run.CancelAction.INTERRUPT)
 
-    @admin.action(description="Cancel (rollback) the selected active runs")
+    @admin.action(description="Cancel (rollback) the selected active runs", permissions=["cancel"])
     def cancel_rollback(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         self._cancel(request, queryset, Run.CancelAction.ROLLBACK)
 
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """The cancel actions need `runs.cancel_run`."""
+        return request.user.has_perm("runs.cancel_run")
+
     def _cancel(self, request: HttpRequest, queryset: QuerySet[Run], action: str) -> None:
-        from runs.cancellation import cancel_run
 
         cancelled = 0
         for run in queryset.active():

@@ -127,6 +127,8 @@ class Run(models.Model):
             ("api_create_runs", "API scope runs:create"),
             ("api_read_runs", "API scope runs:read"),
             ("api_cancel_runs", "API scope runs:cancel"),
+            # The admin's cancel actions (viewing runs in the admin is not enough).
+            ("cancel_run", "Can cancel run"),
         ]
 
     def __str__(self) -> str:

@@ -11,8 +11,8 @@ from rest_framework import serializers
 from deerflow_site.api import parsers
 from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.errors import Invalid
+from deerflow_site.api.pagination import LimitOffsetSerializer
 from deerflow_site.api.serializers import (
-    BoundedIntegerField,
     CheckpointIdField,
     JSONObjectField,
     RequestSerializer,
@@ -326,11 +326,9 @@ def run_json(run: Run, *, select: list[str] | None = None) -> dict[str, Any]:
     return {key: data[key] for key in select} if select else dict(data)
 
 
-class RunListQuerySerializer(RequestSerializer):
+class RunListQuerySerializer(LimitOffsetSerializer):
     """`?limit&offset&status&select` of `GET /threads/{t}/runs`."""
 
-    limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
-    offset = BoundedIntegerField(min_value=0, default=0)
     status = serializers.ChoiceField(choices=Run.Status.choices, required=False, allow_null=True)
     select = serializers.ListField(
         child=serializers.ChoiceField(choices=RUN_FIELDS), required=False, allow_null=True

@@ -4,8 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from deerflow_site.api.pagination import LimitOffsetSerializer
 from deerflow_site.api.serializers import (
-    BoundedIntegerField,
     JSONObjectField,
     RequestSerializer,
     ThreadIdField,
@@ -72,13 +72,11 @@ class ThreadPatchSerializer(RequestSerializer):
     ttl = TTLField(required=False, allow_null=True)
 
 
-class ThreadSearchSerializer(RequestSerializer):
+class ThreadSearchSerializer(LimitOffsetSerializer):
     metadata = JSONObjectField(required=False, allow_null=True)
     values = JSONObjectField(required=False, allow_null=True)
     ids = serializers.ListField(child=ThreadIdField(), required=False, allow_null=True)
     status = serializers.ChoiceField(choices=Thread.Status.choices, required=False, allow_null=True)
-    limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
-    offset = BoundedIntegerField(min_value=0, default=0)
     sort_by = serializers.ChoiceField(choices=SORT_FIELDS, default="created_at")
     sort_order = serializers.ChoiceField(choices=["asc", "desc"], default="desc")
     select = serializers.ListField(

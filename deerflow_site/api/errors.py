@@ -61,12 +61,6 @@ class Invalid(ServiceError):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
 
 
-class Unavailable(ServiceError):
-    """A dependency is unavailable."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-
-
 TOO_LARGE = {"detail": "The request body is too large."}
 
 

@@ -4,13 +4,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
-from rest_framework import serializers
 
-from deerflow_site.api.serializers import BoundedIntegerField
+from deerflow_site.api.serializers import BoundedIntegerField, RequestSerializer
 
 
-class LimitOffsetSerializer(serializers.Serializer):
-    """`limit` and `offset` of a list request."""
+class LimitOffsetSerializer(RequestSerializer):
+    """`limit` (1 to 1000, default 10) and `offset` (≥ 0) of a list request: the request
+    serializers of lists extend it."""
 
     limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
     offset = BoundedIntegerField(min_value=0, default=0)

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from deerflow_site.api.pagination import LimitOffsetSerializer
 from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
 from runs.assistants.selectors import ASSISTANT_FIELDS, SORT_FIELDS
 
@@ -14,9 +15,7 @@ class AssistantCountSerializer(RequestSerializer):
     metadata = JSONObjectField(required=False, allow_null=True)
 
 
-class AssistantSearchSerializer(AssistantCountSerializer):
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
-    offset = serializers.IntegerField(min_value=0, default=0)
+class AssistantSearchSerializer(AssistantCountSerializer, LimitOffsetSerializer):
     sort_by = serializers.ChoiceField(choices=SORT_FIELDS, required=False, allow_null=True)
     sort_order = serializers.ChoiceField(choices=["asc", "desc"], required=False, allow_null=True)
     select = serializers.ListField(
@@ -24,10 +23,8 @@ class AssistantSearchSerializer(AssistantCountSerializer):
     )
 
 
-class VersionsSerializer(RequestSerializer):
+class VersionsSerializer(LimitOffsetSerializer):
     metadata = JSONObjectField(required=False, allow_null=True)
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
-    offset = serializers.IntegerField(min_value=0, default=0)
 
 
 class SetLatestSerializer(RequestSerializer):

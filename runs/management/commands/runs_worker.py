@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from runs.engine import run_worker_process
 
@@ -24,6 +24,5 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, concurrency: int, **options: Any) -> None:
         if concurrency < 1:
-            self.stderr.write("--concurrency must be at least 1")
-            raise SystemExit(2)
+            raise CommandError("--concurrency must be at least 1")
         run_worker_process(concurrency=concurrency)
