@@ -113,9 +113,14 @@ async def _json_stream(
 async def _final_answer_body(
     *, subscription: Subscription, run: Run, cancel_on_disconnect: bool
 ) -> AsyncIterator[bytes]:
-    """Newlines while the run goes on (JSON ignores leading whitespace), then its final state."""
+    """Newlines while the run goes on (JSON ignores leading whitespace), then its final state.
+
+    It starts with an empty chunk: daphne writes the status line and headers with the first
+    body message, and the SDKs' `on_run_created` reads the run id from them at once.
+    """
     answered = False
     try:
+        yield b""
         async for _ in heartbeats_until_run_ends(subscription=subscription, run=run):
             yield WAIT_HEARTBEAT
         answer = await db(selectors.final_answer, run_id=run.pk)

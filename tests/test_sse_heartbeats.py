@@ -91,6 +91,6 @@ async def test_a_last_event_id_older_than_what_is_kept_gets_a_gap(sdk):
     parts = [part async for part in sdk.runs.join_stream(thread_id, run_id, last_event_id="1")]
 
     assert [part.event for part in parts] == ["metadata", "gap"]
-    assert parts[0].id == "1"  # where the client resumes: its cursor does not move
+    assert parts[0].id is None  # a resumed connection: the client keeps its last id
     assert parts[1].data["first_available_id"] == 3
     assert parts[1].id == "2"
