@@ -11,6 +11,8 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from deerflow_site.dbcompat import estimated_row_count
+
 #: Admin lists count at most this many rows (the page says "10000" for anything more).
 COUNT_CAP = 10_000
 
@@ -24,6 +26,20 @@ class CappedCountPaginator(Paginator):
         if isinstance(object_list, QuerySet):
             return object_list[:COUNT_CAP].count()
         return min(len(object_list), COUNT_CAP)
+
+
+class EstimatedCountPaginator(CappedCountPaginator):
+    """On PostgreSQL an unfiltered list is counted by the planner's estimate (every page is
+    reachable, no scan); a filtered one, or SQLite, as CappedCountPaginator does."""
+
+    @cached_property
+    def count(self) -> int:
+        object_list = self.object_list
+        if isinstance(object_list, QuerySet) and not object_list.query.where:
+            estimate = estimated_row_count(object_list.model._meta.db_table)
+            if estimate is not None and estimate > COUNT_CAP:
+                return estimate
+        return super().count
 
 
 class TextInputFilter(admin.SimpleListFilter):

@@ -43,3 +43,14 @@ def advisory_xact_lock(key: int) -> None:
     if is_postgresql():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def estimated_row_count(table: str) -> int | None:
+    """PostgreSQL's planner estimate of a table's rows (`pg_class.reltuples`, kept by ANALYZE
+    and autovacuum): no scan. None on SQLite, or before the table was ever analyzed."""
+    if not is_postgresql():
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] >= 0 else None

@@ -122,6 +122,11 @@ class Run(models.Model):
             models.Index(fields=["status", "lease_expires_at"], name="runs_lease_idx"),
             # cleanup: finished runs past their retention
             models.Index(fields=["ended_at"], name="runs_ended_idx"),
+            # the admin's run list, newest first, and each of its filters
+            models.Index(fields=["-created_at"], name="runs_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="runs_status_created_idx"),
+            models.Index(fields=["graph_id", "-created_at"], name="runs_graph_created_idx"),
+            models.Index(fields=["user", "-created_at"], name="runs_user_created_idx"),
         ]
         permissions = [
             ("api_create_runs", "API scope runs:create"),

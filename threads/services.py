@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from guardian.shortcuts import assign_perm
+from guardian.shortcuts import assign_perm, remove_perm
 
 from runs.engine import delete_thread_checkpoints
 from runs.models import Run
@@ -26,6 +26,22 @@ def clean_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
 def grant_owner(*, thread: Thread, user: Any) -> None:
     for permission in OWNER_PERMISSIONS:
         assign_perm(permission, user, thread)
+
+
+def change_owner(*, thread: Thread, owner: Any) -> Thread:
+    """Give the thread to `owner`: the owner's object permissions move from the previous owner
+    (permissions shared with others stay)."""
+    with transaction.atomic():
+        locked = Thread.objects.select_for_update().get(pk=thread.pk)
+        previous = locked.owner
+        if previous.pk == owner.pk:
+            return locked
+        for permission in OWNER_PERMISSIONS:
+            remove_perm(permission, previous, locked)
+        locked.owner = owner
+        locked.save(update_fields=["owner", "updated_at"])
+        grant_owner(thread=locked, user=owner)
+    return locked
 
 
 def create_thread(

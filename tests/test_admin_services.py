@@ -1,0 +1,163 @@
+"""The admin writes through the API's services, with the API's rules: deleting a thread takes
+its checkpoints and is refused while it is busy, an active run is not deleted, adding a thread
+grants its owner's permissions and changing the owner moves them; sharing offers per-object
+permissions only."""
+
+import uuid
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from runs.engine.registry import graph_for_thread
+from runs.models import Run
+from tests.engine_support import closing_checkpointer, make_thread, pending_run  # noqa: F401
+from tests.fixtures import client_for
+from threads.models import Thread
+
+
+def staff_browser() -> Client:
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw-12345!")
+    browser = Client()
+    browser.force_login(admin)
+    return browser
+
+
+def messages_of(response: Any) -> str:
+    return " ".join(str(message) for message in response.context["messages"])
+
+
+def finished(run: Run) -> Run:
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCESS)
+    Thread.objects.filter(pk=run.thread_id).update(status=Thread.Status.IDLE)
+    return run
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("closing_checkpointer")
+async def test_a_thread_deleted_in_the_admin_comes_back_empty_when_its_id_is_created_again(
+    user: Any,
+) -> None:
+    thread_id = f"admin-{uuid.uuid4()}"
+    await sync_to_async(make_thread)(user=user, thread_id=thread_id)
+    graph = await graph_for_thread("echo")
+    config = {"configurable": {"thread_id": thread_id, "run_id": str(uuid.uuid4())}}
+    await graph.ainvoke({"messages": [{"role": "user", "content": "a secret"}]}, config)
+
+    def delete_in_admin_then_recreate() -> Any:
+        browser = staff_browser()
+        response = browser.post(f"/admin/threads/thread/{thread_id}/delete/", {"post": "yes"})
+        assert response.status_code == 302
+        api = client_for(user)
+        assert api.post("/api/threads", {"thread_id": thread_id}, format="json").status_code == 200
+        return api.get(f"/api/threads/{thread_id}/state").json()
+
+    state = await sync_to_async(delete_in_admin_then_recreate)()
+
+    assert state["values"] in ({}, None, [])
+    assert (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values == {}
+
+
+@pytest.mark.django_db
+def test_deleting_a_busy_thread_in_the_admin_is_refused_on_its_page_and_in_bulk(
+    user: Any,
+) -> None:
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    browser = staff_browser()
+
+    page = browser.post(f"/admin/threads/thread/{thread.pk}/delete/", {"post": "yes"}, follow=True)
+    bulk = browser.post(
+        "/admin/threads/thread/",
+        {"action": "delete_selected", "_selected_action": [thread.pk], "post": "yes"},
+        follow=True,
+    )
+
+    assert "Not deleted" in messages_of(page)
+    assert "Not deleted" in messages_of(bulk)
+    assert Thread.objects.filter(pk=thread.pk).exists()
+    assert Run.objects.filter(thread=thread).exists()
+
+
+@pytest.mark.django_db
+def test_bulk_delete_deletes_idle_threads_and_reports_the_busy_ones(user: Any) -> None:
+    idle, busy = make_thread(user=user), make_thread(user=user)
+    pending_run(thread=busy, user=user)
+
+    response = staff_browser().post(
+        "/admin/threads/thread/",
+        {"action": "delete_selected", "_selected_action": [idle.pk, busy.pk], "post": "yes"},
+        follow=True,
+    )
+
+    assert "Deleted 1 threads" in messages_of(response)
+    assert busy.pk in messages_of(response)
+    assert set(Thread.objects.values_list("pk", flat=True)) == {busy.pk}
+
+
+@pytest.mark.django_db
+def test_deleting_an_active_run_in_the_admin_is_refused_and_a_finished_one_goes(
+    user: Any,
+) -> None:
+    active = pending_run(thread=make_thread(user=user), user=user)
+    done = finished(pending_run(thread=make_thread(user=user), user=user))
+
+    response = staff_browser().post(
+        "/admin/runs/run/",
+        {"action": "delete_selected", "_selected_action": [active.pk, done.pk], "post": "yes"},
+        follow=True,
+    )
+
+    assert "Not deleted" in messages_of(response)
+    assert set(Run.objects.values_list("pk", flat=True)) == {active.pk}
+    assert Thread.objects.get(pk=active.thread_id).status == Thread.Status.BUSY
+
+
+@pytest.mark.django_db
+def test_a_thread_added_in_the_admin_is_its_owners_through_the_api(user: Any) -> None:
+    response = staff_browser().post(
+        "/admin/threads/thread/add/",
+        {"thread_id": "added-by-staff", "owner": user.pk, "metadata": '{"team": "ops"}'},
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    got = client_for(user).get("/api/threads/added-by-staff")
+    assert got.status_code == 200
+    assert got.json()["metadata"]["team"] == "ops"
+
+
+@pytest.mark.django_db
+def test_changing_a_threads_owner_in_the_admin_moves_the_owners_permissions(
+    user: Any, other_user: Any
+) -> None:
+    thread = make_thread(user=user)
+
+    response = staff_browser().post(
+        f"/admin/threads/thread/{thread.pk}/change/",
+        {"owner": other_user.pk, "metadata": "{}", "expires_at_0": "", "expires_at_1": ""},
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert client_for(other_user).get(f"/api/threads/{thread.pk}").status_code == 200
+    assert client_for(user).get(f"/api/threads/{thread.pk}").status_code == 404
+
+
+@pytest.mark.django_db
+def test_sharing_a_thread_offers_only_per_object_permissions_and_grants_them(
+    user: Any, other_user: Any
+) -> None:
+    thread = make_thread(user=user)
+    browser = staff_browser()
+    manage = f"/admin/threads/thread/{thread.pk}/permissions/user-manage/{other_user.pk}/"
+
+    overview = browser.get(f"/admin/threads/thread/{thread.pk}/permissions/").content.decode()
+    form = browser.get(manage).content.decode()
+    shared = browser.post(manage, {"permissions": ["view_thread"]})
+
+    for page in (overview, form):
+        assert "api_read_threads" not in page and "API scope" not in page
+    assert 'value="view_thread"' in form
+    assert shared.status_code == 302
+    assert client_for(other_user).get(f"/api/threads/{thread.pk}").status_code == 200
