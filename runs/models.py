@@ -134,6 +134,7 @@ class Run(models.Model):
             ("api_cancel_runs", "API scope runs:cancel"),
             # The admin's cancel actions (viewing runs in the admin is not enough).
             ("cancel_run", "Can cancel run"),
+            ("api_read_assistants", "API scope assistants:read"),
         ]
 
     def __str__(self) -> str:

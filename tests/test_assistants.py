@@ -152,8 +152,9 @@ def test_graph_with_xray_draws_subgraph_nodes(api):
     assert api.get("/api/assistants/nested/graph?xray=1").json() == xray
 
 
-def test_graph_with_a_bad_xray_is_422(api):
-    response = api.get("/api/assistants/nested/graph?xray=deep")
+@pytest.mark.parametrize("xray", ["deep", "%C2%B2", "%D9%A3", "100000000000000000000000", "-1"])
+def test_graph_with_a_bad_xray_is_422(api, xray):
+    response = api.get(f"/api/assistants/nested/graph?xray={xray}")
     assert response.status_code == 422
     assert "xray" in response.json()["detail"]
 
@@ -240,3 +241,20 @@ def test_sample_graphs_are_not_registered_unless_a_setting_asks(api):
     assert response.status_code == 422, response.content
     assert "slow" in str(response.json()["detail"])
     assert not Thread.objects.filter(pk="t-samples-off").exists()
+
+
+@pytest.mark.django_db(transaction=True)  # async views authenticate on their own threads
+def test_assistant_routes_need_the_assistants_read_scope(api, user):
+    from django.contrib.auth.models import Group
+
+    user.groups.remove(Group.objects.get(name="api-users"))
+
+    for response in (
+        api.post("/api/assistants/search", {}, format="json"),
+        api.post("/api/assistants/count", {}, format="json"),
+        api.get("/api/assistants/agent"),
+        api.get("/api/assistants/agent/graph"),
+        api.get("/api/assistants/agent/schemas"),
+    ):
+        assert response.status_code == 403, response.content
+        assert "assistants:read" in response.json()["detail"]

@@ -89,6 +89,7 @@ def test_json_nested_too_deep_is_422_on_every_endpoint(api, existing, method) ->
         ("/api/threads/{t}/runs", {"assistant_id": "echo", "config": {"recursion_limit": 10**30}}),
         ("/api/threads/{t}/runs/wait", {"assistant_id": "echo", "input": {"n": -(10**30)}}),
         ("/api/runs/cancel", {"status": "all", "n": 10**19}),
+        ("/api/assistants/search", {"offset": HUGE}),
     ],
 )
 def test_an_integer_beyond_64_bits_or_a_number_too_large_is_422(api, existing, path, body):

@@ -24,6 +24,7 @@ SCOPES: dict[str, str] = {
     "runs:create": "runs.api_create_runs",
     "runs:read": "runs.api_read_runs",
     "runs:cancel": "runs.api_cancel_runs",
+    "assistants:read": "runs.api_read_assistants",
 }
 #: Methods answered without a scope: CORS preflights and DRF's metadata.
 SCOPE_FREE_METHODS = frozenset({"OPTIONS"})

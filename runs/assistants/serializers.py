@@ -5,7 +5,12 @@ from typing import Any
 from rest_framework import serializers
 
 from deerflow_site.api.pagination import LimitOffsetSerializer
-from deerflow_site.api.serializers import JSONObjectField, RequestSerializer
+from deerflow_site.api.serializers import (
+    INTEGER_PATTERN,
+    BoundedIntegerField,
+    JSONObjectField,
+    RequestSerializer,
+)
 from runs.assistants.selectors import ASSISTANT_FIELDS, SORT_FIELDS
 
 
@@ -28,17 +33,23 @@ class VersionsSerializer(LimitOffsetSerializer):
 
 
 class SetLatestSerializer(RequestSerializer):
-    version = serializers.IntegerField()
+    version = BoundedIntegerField()
+
+
+#: The deepest subgraph level a drawing may expand.
+MAX_XRAY_DEPTH = 100
 
 
 class XrayField(serializers.Field):
-    """`xray`: true/false or a subgraph depth."""
+    """`xray`: true/false or a subgraph depth (0..MAX_XRAY_DEPTH)."""
 
     def to_internal_value(self, data: Any) -> bool | int:
-        text = str(data).strip().lower()
+        if isinstance(data, bool):
+            return data
+        text = str(data).lower()
         if text in ("true", "false"):
             return text == "true"
-        if text.isdigit():
+        if INTEGER_PATTERN.fullmatch(text) and 0 <= int(text) <= MAX_XRAY_DEPTH:
             return int(text)
         raise serializers.ValidationError("Must be true, false or a non-negative integer.")
 

@@ -27,6 +27,8 @@ from runs.engine import (
     subgraph_schemas,
 )
 
+#: Every assistant endpoint reads the graph registry (writes are refused).
+READ = "assistants:read"
 READ_ONLY_DETAIL = (
     "Assistants are defined by the server's graph registry (langgraph.json): "
     "they cannot be created, changed or deleted through the API."
@@ -39,7 +41,7 @@ async def _graph(assistant_id: str) -> tuple[GraphSpec, Any]:
     return spec, graph
 
 
-@api_view()
+@api_view(required_scopes={"POST": READ})
 async def search(request: HttpRequest) -> HttpResponse:
     """Assistants matching the filters, a window of them, with X-Pagination-* headers."""
     body = validated(AssistantSearchSerializer, json_body(request))
@@ -60,7 +62,7 @@ async def search(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@api_view()
+@api_view(required_scopes={"POST": READ})
 async def count(request: HttpRequest) -> HttpResponse:
     """How many assistants match the filters."""
     body = validated(AssistantCountSerializer, json_body(request))
@@ -70,13 +72,13 @@ async def count(request: HttpRequest) -> HttpResponse:
     return JsonResponse(len(found), safe=False)
 
 
-@api_view()
+@api_view(required_scopes={"GET": READ})
 async def detail(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """One assistant, by its UUID or its graph id."""
     return JsonResponse(assistant_payload(resolve_assistant(assistant_id)))
 
 
-@api_view()
+@api_view(required_scopes={"GET": READ})
 async def drawing(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The assistant's graph as nodes and edges (`?xray=true|N` includes subgraphs)."""
     query = validated(GraphQuerySerializer, request.GET.dict())
@@ -84,14 +86,14 @@ async def drawing(request: HttpRequest, assistant_id: str) -> HttpResponse:
     return JsonResponse(graph_drawing(graph, xray=query["xray"]))
 
 
-@api_view()
+@api_view(required_scopes={"GET": READ})
 async def schemas(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The JSON schemas of the assistant's graph: input, output, state, config, context."""
     spec, graph = await _graph(assistant_id)
     return JsonResponse(graph_schemas(spec.graph_id, graph))
 
 
-@api_view()
+@api_view(required_scopes={"GET": READ})
 async def subgraphs(
     request: HttpRequest, assistant_id: str, namespace: str | None = None
 ) -> HttpResponse:
@@ -102,7 +104,7 @@ async def subgraphs(
     return JsonResponse(found)
 
 
-@api_view()
+@api_view(required_scopes={"POST": READ})
 async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The assistant's versions: there is one, the registered graph."""
     body = validated(VersionsSerializer, json_body(request))
@@ -113,7 +115,7 @@ async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
     return JsonResponse(found[body["offset"] : body["offset"] + body["limit"]], safe=False)
 
 
-@api_view()
+@api_view(required_scopes={"POST": READ})
 async def set_latest(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """Make a version the latest: only version 1 exists, and it already is."""
     body = validated(SetLatestSerializer, json_body(request))
