@@ -13,7 +13,6 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from deerflow_site.api.async_views import api_view, json_body
-from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.serializers import validated
 from deerflow_site.dbthreads import db
@@ -31,9 +30,14 @@ from runs.serializers import (
     parse_stream_modes,
     query_data,
 )
-from runs.sse.frames import sse_response
+from runs.sse.frames import parse_event_id, sse_response
 from runs.sse.run_stream import stream_run_events, subscribe_to_run
-from runs.sse.thread_stream import ThreadCursor, stream_thread_events, thread_event_filter
+from runs.sse.thread_stream import (
+    ThreadCursor,
+    check_cursor,
+    stream_thread_events,
+    thread_event_filter,
+)
 from runs.sse.waiting import heartbeats_until_run_ends
 from threads.selectors import get_thread
 
@@ -190,10 +194,15 @@ def _last_event_id(request: HttpRequest) -> int | None:
     raw = request.headers.get("Last-Event-ID")
     if raw is None or raw.strip() == "":
         return None
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise Invalid({"Last-Event-ID": ["Must be an integer event id."]}) from None
+    return parse_event_id(raw)
+
+
+def _readable_thread_at(*, user: Any, thread_id: str, cursor: ThreadCursor | None) -> Any:
+    """The thread, and its cursor's run checked, before the response starts (errors are JSON
+    answers then, never a stream that ends without a status line)."""
+    thread = get_thread(user=user, thread_id=thread_id)
+    check_cursor(thread_id=thread_id, cursor=cursor)
+    return thread
 
 
 @api_view(required_scopes={"GET": "runs:read"}, on_db_threads=True)
@@ -203,7 +212,11 @@ async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
     modes = _stream_modes(request, allowed=THREAD_STREAM_MODES + STREAM_MODES)
     cursor = ThreadCursor.parse(request.headers.get("Last-Event-ID"))
     _, subscription = await subscribe_then(
-        bus.thread_stream_group(thread_id), get_thread, user=request.user, thread_id=thread_id
+        bus.thread_stream_group(thread_id),
+        _readable_thread_at,
+        user=request.user,
+        thread_id=thread_id,
+        cursor=cursor,
     )
     stream = stream_thread_events(
         subscription=subscription,

@@ -21,6 +21,7 @@ ACCEPTED = {
     "deerflow_site.api.ids.UUID_PATTERN": "6ba7b821-9dad-11d1-80b4-00c04fd430c8",
     "threads.state_views.METADATA_KEY_PATTERN": "source.step",
     "deerflow_site.api.serializers.INTEGER_PATTERN": "-12345",
+    "runs.sse.frames.EVENT_ID_PATTERN": "42",
 }
 #: Patterns that find text inside a larger text, not checks of a whole value.
 SEARCHES = {

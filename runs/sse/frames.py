@@ -1,9 +1,12 @@
 """The SSE wire format: event frames, heartbeats, which events stream modes let through."""
 
+import re
 from collections.abc import AsyncIterator, Iterable
 
 from django.http import StreamingHttpResponse
 
+from deerflow_site.api.errors import Invalid
+from deerflow_site.api.parsers import MAX_INTEGER
 from runs.engine import bus
 
 HEARTBEAT = b": heartbeat\r\n\r\n"
@@ -15,6 +18,18 @@ EVENTS_OF_MODE = {
     "messages-tuple": ("messages",),
     "messages": ("messages/partial", "messages/complete", "messages/metadata"),
 }
+
+
+#: A run's event id in `Last-Event-ID`: ASCII digits, `-1` for "from the start".
+EVENT_ID_PATTERN = re.compile(r"\A(?:-1|[0-9]{1,19})\Z")
+
+
+def parse_event_id(value: str) -> int:
+    """An event id of `Last-Event-ID` (-1 ≤ id ≤ 2**63-1); anything else is a 422 naming it."""
+    text = value.strip()
+    if not EVENT_ID_PATTERN.fullmatch(text) or int(text) > MAX_INTEGER:
+        raise Invalid({"Last-Event-ID": ["Must be an event id (an integer, or -1)."]})
+    return int(text)
 
 
 def frame(event: str, data: str, event_id: int | str | None) -> bytes:

@@ -17,7 +17,15 @@ from deerflow_site.api.ids import validate_uuid
 from deerflow_site.dbthreads import db
 from runs.engine import Subscription, bus
 from runs.models import Run, RunStreamEvent
-from runs.sse.frames import CONTROL_EVENTS, HEARTBEAT, event_filter, frame, metadata_frame, wanted
+from runs.sse.frames import (
+    CONTROL_EVENTS,
+    HEARTBEAT,
+    event_filter,
+    frame,
+    metadata_frame,
+    parse_event_id,
+    wanted,
+)
 
 #: Events of the `lifecycle` thread stream mode: when runs start and end.
 LIFECYCLE_EVENTS = frozenset(CONTROL_EVENTS)
@@ -39,9 +47,17 @@ class ThreadCursor:
         if value.strip() == "-1":
             return cls(run_id=None, seq=-1)
         run_id, sep, seq = value.rpartition(":")
-        if not sep or not seq.isdigit():
+        if not sep:
             raise Invalid({"Last-Event-ID": ["Expected '<run_id>:<id>' or -1."]})
-        return cls(run_id=validate_uuid(run_id, field="Last-Event-ID"), seq=int(seq))
+        return cls(run_id=validate_uuid(run_id, field="Last-Event-ID"), seq=parse_event_id(seq))
+
+
+def check_cursor(*, thread_id: str, cursor: ThreadCursor | None) -> None:
+    """Raise Invalid (422) unless the cursor's run is a run of the thread (or there is none)."""
+    if cursor is None or cursor.run_id is None:
+        return
+    if not Run.objects.filter(pk=cursor.run_id, thread_id=thread_id).exists():
+        raise Invalid({"Last-Event-ID": ["Not a run of this thread."]})
 
 
 @dataclass
