@@ -261,7 +261,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["deerflow_site.api.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "deerflow_site.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "deerflow_site.api.schema.ApiAutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 # The name people see: the front page, the admin's header, the API docs.
@@ -290,11 +290,14 @@ SPECTACULAR_SETTINGS = {
             }
         }
     },
-    # Three choice sets share the field name `status`: each gets a name of its own.
+    # Choice sets named as the domain names them (drf-spectacular names them by field, and three
+    # fields called `status` would collide).
     "ENUM_NAME_OVERRIDES": {
-        "RunStatusEnum": "runs.models.Run.Status",
-        "ThreadStatusEnum": "threads.models.Thread.Status",
-        "CancelStatusEnum": ["pending", "running", "all"],
+        "RunStatus": "runs.models.Run.Status",
+        "ThreadStatus": "threads.models.Thread.Status",
+        "BulkCancelStatus": ["pending", "running", "all"],
+        "MultitaskStrategy": "runs.models.Run.MultitaskStrategy",
+        "CancelAction": "runs.models.Run.CancelAction",
     },
 }
 

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
+from rest_framework.views import APIView
 
 from deerflow_site.api import parsers
 from deerflow_site.api.errors import Forbidden, Invalid, ServiceError, error_response
@@ -132,4 +133,9 @@ def by_method(
 
     view.csrf_exempt = True  # type: ignore[attr-defined]  # api_view authenticates each handler
     view.handlers = handlers  # type: ignore[attr-defined]
+    # What drf-spectacular reads: a DRF view declaration whose methods are the handlers, so
+    # `@extend_schema` on a handler documents it (deerflow_site.api.schema).
+    name = "".join(h.__name__.title().replace("_", "") for h in handlers.values()) or "Refused"
+    view.cls = type(f"{name}View", (APIView,), dict(handlers))  # type: ignore[attr-defined]
+    view.initkwargs = {}  # type: ignore[attr-defined]
     return view
