@@ -6,11 +6,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
 from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import (
     BoundedIntegerField,
     CheckpointIdField,
@@ -76,6 +78,35 @@ class HistorySerializer(RequestSerializer):
         return value
 
 
+class HistoryQuerySerializer(RequestSerializer):
+    """The query of `GET /threads/{t}/history` (the body of the POST takes filters too)."""
+
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    before = CheckpointIdField(required=False, help_text="a checkpoint id: states before it")
+    select = SelectField(required=False)
+
+
+class ThreadStateSerializer(serializers.Serializer):
+    """A ThreadState: the thread at one checkpoint (only the `select`ed fields, when given)."""
+
+    values = serializers.JSONField(required=False, help_text="the graph's channel values")
+    next = serializers.ListField(child=serializers.CharField(), required=False)
+    tasks = serializers.ListField(child=serializers.DictField(), required=False)
+    checkpoint = CheckpointSerializer(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False, allow_null=True)
+    created_at = serializers.CharField(
+        required=False, allow_null=True, help_text="ISO 8601 time of the checkpoint"
+    )
+    parent_checkpoint = CheckpointSerializer(required=False, allow_null=True)
+    interrupts = serializers.ListField(child=serializers.DictField(), required=False)
+
+
+class StateUpdateResultSerializer(serializers.Serializer):
+    """What a state update made: the new checkpoint."""
+
+    checkpoint = CheckpointSerializer()
+
+
 def _query(request: HttpRequest, *, lists: tuple[str, ...] = ()) -> dict[str, Any]:
     """Query parameters as a dict; those in `lists` may repeat."""
     return {
@@ -89,6 +120,11 @@ async def _thread(request: HttpRequest, thread_id: str, *, action: str = "view")
     )
 
 
+@extend_schema(
+    operation_id="threads_state_get",
+    parameters=[StateQuerySerializer],
+    responses={200: ThreadStateSerializer},
+)
 @api_view(required_scopes={"GET": "threads:read"})
 async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's latest state (`?subgraphs=true` includes subgraph states)."""
@@ -98,6 +134,11 @@ async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     return JsonResponse(state.select_state_fields(result, query.get("select")))
 
 
+@extend_schema(
+    operation_id="threads_state_get_at_checkpoint",
+    parameters=[StateQuerySerializer],
+    responses={200: ThreadStateSerializer},
+)
 @api_view(required_scopes={"GET": "threads:read"})
 async def get_state_at_checkpoint(
     request: HttpRequest, thread_id: str, checkpoint_id: str
@@ -112,6 +153,11 @@ async def get_state_at_checkpoint(
     return JsonResponse(state.select_state_fields(result, query.get("select")))
 
 
+@extend_schema(
+    operation_id="threads_state_post_at_checkpoint",
+    request=StateAtCheckpointSerializer,
+    responses={200: ThreadStateSerializer},
+)
 @api_view(required_scopes={"POST": "threads:read"})
 async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's state at a `checkpoint` given in the body (what the SDK posts)."""
@@ -123,6 +169,11 @@ async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> Http
     return JsonResponse(state.select_state_fields(result, body.get("select")))
 
 
+@extend_schema(
+    operation_id="threads_state_update",
+    request=StateUpdateSerializer,
+    responses={200: StateUpdateResultSerializer, 409: error("A run of the thread is active.")},
+)
 @api_view(required_scopes={"POST": "threads:write"})
 async def update_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     """Write values into the thread's state through its graph; returns {checkpoint}."""
@@ -153,18 +204,29 @@ async def _history(request: HttpRequest, thread_id: str, params: dict[str, Any])
     return JsonResponse([state.select_state_fields(s, select) for s in states], safe=False)
 
 
+@extend_schema(
+    operation_id="threads_history_get",
+    parameters=[HistoryQuerySerializer],
+    responses={200: ThreadStateSerializer(many=True)},
+)
 @api_view(required_scopes={"GET": "threads:read"})
 async def get_history(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's states, newest first (`?limit=&before=`)."""
     return await _history(request, thread_id, _query(request, lists=("select",)))
 
 
+@extend_schema(
+    operation_id="threads_history_post",
+    request=HistorySerializer,
+    responses={200: ThreadStateSerializer(many=True)},
+)
 @api_view(required_scopes={"POST": "threads:read"})
 async def post_history(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's states, newest first, filtered by the body."""
     return await _history(request, thread_id, json_body(request))
 
 
+@extend_schema(operation_id="threads_copy", request=None, responses={200: ThreadSerializer})
 @api_view(required_scopes={"POST": "threads:write"})
 async def copy_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
     """A copy of the thread, with its checkpoints, owned by the caller (no body is read, but a
