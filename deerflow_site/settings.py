@@ -290,6 +290,8 @@ SPECTACULAR_SETTINGS = {
             }
         }
     },
+    # `select` leaves fields out of threads, runs and states: none is required in a response.
+    "COMPONENT_NO_READ_ONLY_REQUIRED": True,
     # Choice sets named as the domain names them (drf-spectacular names them by field, and three
     # fields called `status` would collide).
     "ENUM_NAME_OVERRIDES": {

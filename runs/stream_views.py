@@ -11,9 +11,12 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 
 from deerflow_site.api.async_views import api_view, json_body
 from deerflow_site.api.ids import validate_thread_id
+from deerflow_site.api.schema import error, event_stream
 from deerflow_site.api.serializers import validated
 from deerflow_site.dbthreads import db
 from runs import admission, selectors
@@ -25,6 +28,7 @@ from runs.serializers import (
     STREAM_MODES,
     THREAD_STREAM_MODES,
     JoinStreamQuerySerializer,
+    RunCreateSerializer,
     parse_run_create,
     parse_stateless_run_create,
     parse_stream_modes,
@@ -40,6 +44,46 @@ from runs.sse.thread_stream import (
 )
 from runs.sse.waiting import heartbeats_until_run_ends
 from threads.selectors import get_thread
+
+#: The events of a run's stream, as the API documents them.
+RUN_STREAM_EVENTS = (
+    "Server-Sent Events, each `event: <name>`, `data: <one line of JSON>`, `id: <id>`. First "
+    "`metadata` ({run_id, thread_id, attempt}); then one event per chunk of each stream mode: "
+    "`values`, `updates`, `messages` (messages-tuple), `messages/partial`, `messages/complete`, "
+    "`messages/metadata` (messages), `custom`, `events`, `debug`, `tasks`, `checkpoints` "
+    "(`<mode>|<namespace>` from subgraphs with stream_subgraphs); `error` ({error, message}) if "
+    "the graph fails; `gap` when a `Last-Event-ID` is older than what is kept; `end` (data null) "
+    "last. `: heartbeat` comments keep an idle connection open."
+)
+THREAD_STREAM_EVENTS = (
+    "Server-Sent Events of every run of the thread as they come: each run's `metadata`, its "
+    "stream-mode events and its `end` (as on a run's stream); `stream_mode=lifecycle` keeps only "
+    "the runs' `metadata` and `end`. `Last-Event-ID` resumes after the last event seen."
+)
+FINAL_VALUES = OpenApiResponse(
+    OpenApiTypes.ANY,
+    description="The thread's values after the run (`__interrupt__` lists pending interrupts), "
+    "or `{__error__: {error, message}}` if it failed. Newlines may precede it while the run goes "
+    "on.",
+)
+CREATE_ERRORS = {
+    404: error("Thread or assistant not found."),
+    409: error("Thread busy (multitask_strategy=reject)."),
+}
+#: The query parameters and header of the endpoints that join streams.
+STREAM_QUERY = [
+    OpenApiParameter(
+        "stream_mode",
+        {"type": "array", "items": {"type": "string"}},
+        description="stream modes to keep (repeated, or a JSON array); all when absent",
+    ),
+    OpenApiParameter(
+        "Last-Event-ID",
+        str,
+        OpenApiParameter.HEADER,
+        description="resume after this event id (`-1`: from the start)",
+    ),
+]
 
 WAIT_HEARTBEAT = b"\n"
 MODE_KEYS = ("stream_mode", "stream_modes")
@@ -81,6 +125,10 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
     return run, subscription
 
 
+@extend_schema(
+    request=RunCreateSerializer,
+    responses={**event_stream(RUN_STREAM_EVENTS), **CREATE_ERRORS},
+)
 @api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
 async def create_and_stream(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/stream (and stateless /runs/stream): create a run, stream it."""
@@ -93,6 +141,7 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 
 
+@extend_schema(request=RunCreateSerializer, responses={200: FINAL_VALUES, **CREATE_ERRORS})
 @api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
@@ -136,6 +185,10 @@ async def _final_answer_body(
             spawn(cancel_after_disconnect(run_id=run.pk))
 
 
+@extend_schema(
+    operation_id="runs_join",
+    responses={(200, "application/json"): FINAL_VALUES, **event_stream(RUN_STREAM_EVENTS)},
+)
 @api_view(required_scopes={"GET": "runs:read"}, on_db_threads=True)
 async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET /threads/{t}/runs/{r}/join: the final state once the run ends (SSE when asked)."""
@@ -148,6 +201,23 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 
 
+def _join_stream_schema(method: str) -> Any:
+    return extend_schema(
+        methods=[method],
+        operation_id=f"runs_join_stream_{method.lower()}",
+        parameters=[JoinStreamQuerySerializer, *STREAM_QUERY],
+        request=None,
+        responses={
+            **event_stream(RUN_STREAM_EVENTS),
+            202: OpenApiResponse(description="With `action`: the run was asked to stop."),
+            204: OpenApiResponse(description="With `action` and `wait`: the run has stopped."),
+            409: error("With `action`: the run had already ended."),
+        },
+    )
+
+
+@_join_stream_schema("GET")
+@_join_stream_schema("POST")
 @api_view(required_scopes={"GET": "runs:read", "POST": "runs:read"}, on_db_threads=True)
 async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET|POST /threads/{t}/runs/{r}/stream: join the run's events (`?action=` cancels)."""
@@ -205,6 +275,11 @@ def _readable_thread_at(*, user: Any, thread_id: str, cursor: ThreadCursor | Non
     return thread
 
 
+@extend_schema(
+    operation_id="threads_stream",
+    parameters=STREAM_QUERY,
+    responses=event_stream(THREAD_STREAM_EVENTS),
+)
 @api_view(required_scopes={"GET": "runs:read"}, on_db_threads=True)
 async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
     """GET /threads/{t}/stream: the events of every run of the thread as they come."""

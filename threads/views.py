@@ -1,7 +1,7 @@
 """Thread endpoints: translate HTTP to thread services and selectors, nothing else."""
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import page, pagination_headers
+from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
 from threads import selectors, services
 from threads.models import Thread
@@ -38,7 +39,7 @@ class ThreadListView(APIView):
     @extend_schema(
         operation_id="threads_create",
         request=ThreadCreateSerializer,
-        responses={200: ThreadSerializer, 409: OpenApiResponse(description="Thread exists")},
+        responses={200: ThreadSerializer, 409: error("The thread id is taken.")},
     )
     def post(self, request: Request) -> Response:
         """Create a thread."""
@@ -111,7 +112,10 @@ class ThreadDetailView(APIView):
         )
         return Response(ThreadSerializer(thread).data)
 
-    @extend_schema(operation_id="threads_delete", responses={204: None})
+    @extend_schema(
+        operation_id="threads_delete",
+        responses={204: None, 409: error("A run of the thread is pending or running.")},
+    )
     def delete(self, request: Request, thread_id: str) -> Response:
         """Delete a thread with its runs and checkpoints."""
         thread = selectors.get_thread(
