@@ -121,6 +121,7 @@ class JSONObjectField(serializers.JSONField):
         return value
 
 
+@extend_schema_field({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
 class ThreadIdField(serializers.CharField):
     """A thread id: a UUID or `[A-Za-z0-9_-]{1,64}`, matched whole (no trimming)."""
 
