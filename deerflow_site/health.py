@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
 
 from deerflow_site.dbthreads import db
 from runs.engine import bus
@@ -29,6 +31,25 @@ async def _reachable(check: Callable[[], Awaitable[None]]) -> bool:
     return True
 
 
+HEALTH = inline_serializer(
+    "Health",
+    {
+        "ok": serializers.BooleanField(),
+        "detail": serializers.CharField(required=False, help_text="what is down"),
+        "database": serializers.BooleanField(required=False),
+        "channel_layer": serializers.BooleanField(required=False),
+    },
+)
+
+
+@extend_schema(
+    operation_id="ok",
+    auth=[],
+    responses={
+        200: HEALTH,
+        503: OpenApiResponse(HEALTH, description="The database or the channel layer is down."),
+    },
+)
 async def ok(request: HttpRequest) -> JsonResponse:
     """200 `{"ok": true}`; 503 `{"ok": false, "detail": ..., "database": bool,
     "channel_layer": bool}` when either cannot be reached. No credentials needed."""

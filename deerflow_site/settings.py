@@ -275,23 +275,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    # /ok is a plain async view (deerflow_site.health), described here.
-    "APPEND_PATHS": {
-        f"{API_PREFIX}/ok": {
-            "get": {
-                "operationId": "ok",
-                "tags": ["ok"],
-                "description": "Health: the database and the channel layer are reachable.",
-                "security": [],
-                "responses": {
-                    "200": {"description": '{"ok": true}'},
-                    "503": {"description": '{"ok": false, "detail": ...}: one is down'},
-                },
-            }
-        }
-    },
-    # `select` leaves fields out of threads, runs and states: none is required in a response.
-    "COMPONENT_NO_READ_ONLY_REQUIRED": True,
     # Choice sets named as the domain names them (drf-spectacular names them by field, and three
     # fields called `status` would collide).
     "ENUM_NAME_OVERRIDES": {

@@ -14,7 +14,6 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny
 
 #: What each error status means, as the API documents it.
 ERROR_DESCRIPTIONS = {
@@ -47,7 +46,7 @@ class ApiAutoSchema(AutoSchema):
     def error_statuses(self, operation: dict[str, Any]) -> list[int]:
         """The error statuses an operation can answer, by what it takes and who may call it."""
         statuses = []
-        if not any(isinstance(p, AllowAny) for p in self.view.get_permissions()):
+        if any(operation.get("security") or []):  # [] or [{}]: no credentials needed
             statuses += [401, 403]
         if "{" in self.path or operation.get("parameters"):
             statuses.append(404)
