@@ -86,25 +86,34 @@ class HistoryQuerySerializer(RequestSerializer):
     select = SelectField(required=False)
 
 
+class CheckpointRefSerializer(serializers.Serializer):
+    """Where a state is: the `checkpoint` (and `parent_checkpoint`) of a ThreadState."""
+
+    thread_id = serializers.CharField(read_only=True)
+    checkpoint_ns = serializers.CharField(read_only=True)
+    checkpoint_id = serializers.UUIDField(read_only=True)
+    checkpoint_map = serializers.DictField(read_only=True, allow_null=True)
+
+
 class ThreadStateSerializer(serializers.Serializer):
     """A ThreadState: the thread at one checkpoint (only the `select`ed fields, when given)."""
 
     values = serializers.JSONField(required=False, help_text="the graph's channel values")
     next = serializers.ListField(child=serializers.CharField(), required=False)
     tasks = serializers.ListField(child=serializers.DictField(), required=False)
-    checkpoint = CheckpointSerializer(required=False, allow_null=True)
+    checkpoint = CheckpointRefSerializer(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, allow_null=True)
     created_at = serializers.CharField(
         required=False, allow_null=True, help_text="ISO 8601 time of the checkpoint"
     )
-    parent_checkpoint = CheckpointSerializer(required=False, allow_null=True)
+    parent_checkpoint = CheckpointRefSerializer(required=False, allow_null=True)
     interrupts = serializers.ListField(child=serializers.DictField(), required=False)
 
 
 class StateUpdateResultSerializer(serializers.Serializer):
     """What a state update made: the new checkpoint."""
 
-    checkpoint = CheckpointSerializer()
+    checkpoint = CheckpointRefSerializer()
 
 
 def _query(request: HttpRequest, *, lists: tuple[str, ...] = ()) -> dict[str, Any]:

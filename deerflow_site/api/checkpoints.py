@@ -18,7 +18,8 @@ from deerflow_site.api.ids import parse_uuid, validate_thread_id
 CHECKPOINT_KEYS = ("thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint_map")
 
 CHECKPOINT_SCHEMA = {
-    "oneOf": [
+    # anyOf: an object of the first form also matches the second, which oneOf would refuse.
+    "anyOf": [
         {
             "type": "object",
             "properties": {
