@@ -283,6 +283,13 @@ SPECTACULAR_SETTINGS = {
         "BulkCancelStatus": ["pending", "running", "all"],
         "MultitaskStrategy": "runs.models.Run.MultitaskStrategy",
         "CancelAction": "runs.models.Run.CancelAction",
+        "OnCompletion": "runs.models.Run.OnCompletion",
+        "OnDisconnect": "runs.models.Run.OnDisconnect",
+        "ThreadSortBy": "threads.selectors.SORT_FIELDS",
+        "AssistantSortBy": "runs.assistants.selectors.SORT_FIELDS",
+        "ThreadField": "threads.serializers.THREAD_FIELDS",
+        "RunField": "runs.serializers.RUN_FIELDS",
+        "AssistantField": "runs.assistants.selectors.ASSISTANT_FIELDS",
     },
 }
 

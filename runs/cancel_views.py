@@ -3,13 +3,14 @@
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deerflow_site.api.async_views import api_view
+from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
 from deerflow_site.dbthreads import db
 from runs.cancellation import cancel_run, cancel_runs
@@ -21,6 +22,16 @@ from runs.sse.waiting import heartbeats_until_run_ends
 CANCEL_WAIT_SECONDS = 30.0
 
 
+@extend_schema(
+    operation_id="runs_cancel",
+    parameters=[CancelQuerySerializer],
+    request=None,
+    responses={
+        202: OpenApiResponse(description="The run was asked to stop."),
+        204: OpenApiResponse(description="With `wait`: the run has stopped."),
+        409: error("The run had already ended."),
+    },
+)
 @api_view(required_scopes={"POST": "runs:cancel"}, on_db_threads=True)
 async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""

@@ -28,10 +28,12 @@ def _endpoints(patterns: list[Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def _served(callback: Any) -> dict[str, Any]:
     """HTTP method -> what checks it: the DRF view class, or the async handler."""
+    if hasattr(callback, "handlers"):  # by_method (its `cls` only declares it to the schema)
+        return {m.upper(): handler for m, handler in callback.handlers.items()}
     view_class = getattr(callback, "cls", None)
     if view_class is not None and issubclass(view_class, APIView):
         return {m.upper(): view_class for m in HANDLER_METHODS if hasattr(view_class, m)}
-    return {m.upper(): handler for m, handler in getattr(callback, "handlers", {}).items()}
+    return {}
 
 
 API_ENDPOINTS = [

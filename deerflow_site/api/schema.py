@@ -52,9 +52,7 @@ class ApiAutoSchema(AutoSchema):
             statuses.append(404)
         if self.method in ("POST", "PUT", "PATCH"):
             statuses += [413, 415]
-        if "requestBody" in operation or any(
-            p.get("in") == "query" for p in operation.get("parameters", [])
-        ):
+        if "requestBody" in operation or operation.get("parameters"):  # ids in paths too
             statuses.append(422)
         return statuses
 

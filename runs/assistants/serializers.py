@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from deerflow_site.api.pagination import LimitOffsetSerializer
@@ -40,6 +41,7 @@ class SetLatestSerializer(RequestSerializer):
 MAX_XRAY_DEPTH = 100
 
 
+@extend_schema_field({"oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0}]})
 class XrayField(serializers.Field):
     """`xray`: true/false or a subgraph depth (0..MAX_XRAY_DEPTH)."""
 
@@ -60,3 +62,18 @@ class GraphQuerySerializer(RequestSerializer):
 
 class SubgraphsQuerySerializer(RequestSerializer):
     recurse = serializers.BooleanField(required=False, default=False)
+
+
+class AssistantSerializer(serializers.Serializer):
+    """The SDK's `Assistant`: one per registered graph (only the `select`ed fields, if given)."""
+
+    assistant_id = serializers.UUIDField(read_only=True, help_text="uuid5 of the graph id")
+    graph_id = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    description = serializers.CharField(read_only=True, allow_null=True)
+    config = serializers.DictField(read_only=True)
+    context = serializers.DictField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    metadata = serializers.DictField(read_only=True)
+    version = serializers.IntegerField(read_only=True)

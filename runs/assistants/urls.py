@@ -22,7 +22,7 @@ urlpatterns = [
     ),
     path(
         "assistants/<str:assistant_id>/subgraphs/<str:namespace>",
-        assistants.assistant_subgraphs,
+        assistants.assistant_namespace_subgraphs,
         name="assistant-subgraphs-namespace",
     ),
     path(

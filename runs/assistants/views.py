@@ -4,15 +4,19 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 
 from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.pagination import pagination_headers
+from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
 from runs.assistants.selectors import assistant_payload, search_assistants
 from runs.assistants.serializers import (
     AssistantCountSerializer,
     AssistantSearchSerializer,
+    AssistantSerializer,
     GraphQuerySerializer,
     SetLatestSerializer,
     SubgraphsQuerySerializer,
@@ -35,12 +39,24 @@ READ_ONLY_DETAIL = (
 )
 
 
+UNKNOWN_ASSISTANT = {
+    404: error("No assistant with this UUID."),
+    422: error("Not a registered graph name, nor a UUID."),
+}
+JSON_OBJECT = OpenApiTypes.OBJECT
+
+
 async def _graph(assistant_id: str) -> tuple[GraphSpec, Any]:
     spec = resolve_assistant(assistant_id)
     graph = await sync_to_async(load_graph, thread_sensitive=False)(spec.graph_id)
     return spec, graph
 
 
+@extend_schema(
+    operation_id="assistants_search",
+    request=AssistantSearchSerializer,
+    responses={200: AssistantSerializer(many=True)},
+)
 @api_view(required_scopes={"POST": READ})
 async def search(request: HttpRequest) -> HttpResponse:
     """Assistants matching the filters, a window of them, with X-Pagination-* headers."""
@@ -62,6 +78,9 @@ async def search(request: HttpRequest) -> HttpResponse:
     return response
 
 
+@extend_schema(
+    operation_id="assistants_count", request=AssistantCountSerializer, responses={200: int}
+)
 @api_view(required_scopes={"POST": READ})
 async def count(request: HttpRequest) -> HttpResponse:
     """How many assistants match the filters."""
@@ -72,12 +91,23 @@ async def count(request: HttpRequest) -> HttpResponse:
     return JsonResponse(len(found), safe=False)
 
 
+@extend_schema(
+    operation_id="assistants_get", responses={200: AssistantSerializer, **UNKNOWN_ASSISTANT}
+)
 @api_view(required_scopes={"GET": READ})
 async def detail(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """One assistant, by its UUID or its graph id."""
     return JsonResponse(assistant_payload(resolve_assistant(assistant_id)))
 
 
+@extend_schema(
+    operation_id="assistants_graph",
+    parameters=[GraphQuerySerializer],
+    responses={
+        200: OpenApiResponse(JSON_OBJECT, description="{nodes: [...], edges: [...]}"),
+        **UNKNOWN_ASSISTANT,
+    },
+)
 @api_view(required_scopes={"GET": READ})
 async def drawing(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The assistant's graph as nodes and edges (`?xray=true|N` includes subgraphs)."""
@@ -86,6 +116,17 @@ async def drawing(request: HttpRequest, assistant_id: str) -> HttpResponse:
     return JsonResponse(graph_drawing(graph, xray=query["xray"]))
 
 
+@extend_schema(
+    operation_id="assistants_schemas",
+    responses={
+        200: OpenApiResponse(
+            JSON_OBJECT,
+            description="{graph_id, input_schema, output_schema, state_schema, config_schema, "
+            "context_schema}: JSON schemas, null where the graph has none",
+        ),
+        **UNKNOWN_ASSISTANT,
+    },
+)
 @api_view(required_scopes={"GET": READ})
 async def schemas(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The JSON schemas of the assistant's graph: input, output, state, config, context."""
@@ -93,17 +134,49 @@ async def schemas(request: HttpRequest, assistant_id: str) -> HttpResponse:
     return JsonResponse(graph_schemas(spec.graph_id, graph))
 
 
-@api_view(required_scopes={"GET": READ})
-async def subgraphs(
-    request: HttpRequest, assistant_id: str, namespace: str | None = None
+async def _subgraphs(
+    request: HttpRequest, assistant_id: str, namespace: str | None
 ) -> HttpResponse:
-    """Schemas of the assistant's subgraphs (`?recurse=true` goes deeper)."""
     query = validated(SubgraphsQuerySerializer, request.GET.dict())
     spec, graph = await _graph(assistant_id)
     found = subgraph_schemas(spec.graph_id, graph, namespace=namespace, recurse=query["recurse"])
     return JsonResponse(found)
 
 
+SUBGRAPHS = OpenApiResponse(
+    JSON_OBJECT, description="{namespace: {graph_id, input_schema, output_schema, ...}}"
+)
+
+
+@extend_schema(
+    operation_id="assistants_subgraphs",
+    parameters=[SubgraphsQuerySerializer],
+    responses={200: SUBGRAPHS, **UNKNOWN_ASSISTANT},
+)
+@api_view(required_scopes={"GET": READ})
+async def subgraphs(request: HttpRequest, assistant_id: str) -> HttpResponse:
+    """Schemas of the assistant's subgraphs (`?recurse=true` goes deeper)."""
+    return await _subgraphs(request, assistant_id, None)
+
+
+@extend_schema(
+    operation_id="assistants_subgraphs_in_namespace",
+    parameters=[SubgraphsQuerySerializer],
+    responses={200: SUBGRAPHS, **UNKNOWN_ASSISTANT},
+)
+@api_view(required_scopes={"GET": READ})
+async def namespace_subgraphs(
+    request: HttpRequest, assistant_id: str, namespace: str
+) -> HttpResponse:
+    """Schemas of the assistant's subgraphs under one namespace (`?recurse=true` goes deeper)."""
+    return await _subgraphs(request, assistant_id, namespace)
+
+
+@extend_schema(
+    operation_id="assistants_versions",
+    request=VersionsSerializer,
+    responses={200: AssistantSerializer(many=True), **UNKNOWN_ASSISTANT},
+)
 @api_view(required_scopes={"POST": READ})
 async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The assistant's versions: there is one, the registered graph."""
@@ -115,6 +188,11 @@ async def versions(request: HttpRequest, assistant_id: str) -> HttpResponse:
     return JsonResponse(found[body["offset"] : body["offset"] + body["limit"]], safe=False)
 
 
+@extend_schema(
+    operation_id="assistants_set_latest",
+    request=SetLatestSerializer,
+    responses={200: AssistantSerializer, **UNKNOWN_ASSISTANT},
+)
 @api_view(required_scopes={"POST": READ})
 async def set_latest(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """Make a version the latest: only version 1 exists, and it already is."""
@@ -132,5 +210,6 @@ assistant_detail = by_method(get=detail, refused=READ_ONLY_DETAIL)
 assistant_graph = by_method(get=drawing)
 assistant_schemas = by_method(get=schemas)
 assistant_subgraphs = by_method(get=subgraphs)
+assistant_namespace_subgraphs = by_method(get=namespace_subgraphs)
 assistant_versions = by_method(post=versions)
 assistant_latest = by_method(post=set_latest)
