@@ -39,6 +39,14 @@ def fuzz_schema(server: LiveServer, token: str) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(server.api_url + "/openapi.json", config=config)
 
 
+def generation_modes(operation: schemathesis.APIOperation) -> list[GenerationMode]:
+    """Valid requests always; invalid ones where a body or a query can be invalid (a path's
+    plain string admits every value, so there is nothing to negate)."""
+    if list(operation.body) or list(operation.query):
+        return [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+    return [GenerationMode.POSITIVE]
+
+
 def fuzz_operation(operation: schemathesis.APIOperation, mode: GenerationMode) -> None:
     """Send EXAMPLES_PER_OPERATION generated requests; raises on the first failed check."""
 
@@ -66,7 +74,7 @@ def test_no_request_gets_a_server_error_or_a_response_the_schema_forbids(daphne_
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 40
     for operation in operations:
-        for mode in GenerationMode:
+        for mode in generation_modes(operation):
             try:
                 fuzz_operation(operation, mode)
             except Exception as exc:
