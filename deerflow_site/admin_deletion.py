@@ -10,12 +10,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from deerflow_site.api.errors import ServiceError
+from deerflow_site.errors import DomainError
 
 
 class DeletesThroughService(admin.ModelAdmin):
     """A ModelAdmin whose Delete button of a page and the bulk "Delete selected" action
-    call `delete_object`, which deletes through a service or raises a ServiceError."""
+    call `delete_object`, which deletes through a service or raises a DomainError."""
 
     def delete_object(self, obj: Any) -> None:
         raise NotImplementedError
@@ -28,7 +28,7 @@ class DeletesThroughService(admin.ModelAdmin):
     ) -> HttpResponse:
         try:
             return super().delete_view(request, object_id, extra_context)
-        except ServiceError as exc:
+        except DomainError as exc:
             self.message_user(request, f"Not deleted: {exc.detail}", messages.ERROR)
             opts = self.model._meta
             url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id])
@@ -45,7 +45,7 @@ class DeletesThroughService(admin.ModelAdmin):
                 with transaction.atomic():
                     self.log_deletions(request, [obj])
                     self.delete_object(obj)
-            except ServiceError as exc:
+            except DomainError as exc:
                 refused.append(f"{obj} ({exc.detail})")
                 continue
             deleted += 1

@@ -1,6 +1,6 @@
 """What feedback services refuse, in the domain's words."""
 
-from deerflow_site.api.errors import Conflict, NotFound
+from deerflow_site.errors import Conflict, NotFound
 
 
 class FeedbackNotFound(NotFound):

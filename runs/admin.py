@@ -16,7 +16,7 @@ from django.utils.html import format_html
 
 from deerflow_site.admin_deletion import DeletesThroughService
 from deerflow_site.admin_lists import EstimatedCountPaginator, ThreadFilter, UsernameFilter
-from deerflow_site.api.errors import ServiceError
+from deerflow_site.errors import DomainError
 from feedback.admin import FeedbackInline
 from runs.cancellation import cancel_run
 from runs.engine import graph_specs
@@ -221,7 +221,7 @@ class RunAdmin(DeletesThroughService):
         for run in queryset.active():
             try:
                 cancel_run(run=run, action=action)
-            except ServiceError:  # it ended meanwhile
+            except DomainError:  # it ended meanwhile
                 continue
             cancelled.append(run.pk)
         still_running = wait_until_stopped(cancelled)
@@ -243,7 +243,7 @@ class RunAdmin(DeletesThroughService):
         for run in queryset.select_related("user"):
             try:
                 rerun_run(run=run)
-            except ServiceError as exc:
+            except DomainError as exc:
                 refused.append(f"{run.pk} ({exc.detail})")
                 continue
             started += 1

@@ -23,9 +23,9 @@ from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.utils import timezone
 
-from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import parse_uuid
 from deerflow_site.dbthreads import db
+from deerflow_site.errors import Invalid
 from runs.cancellation import cancel_locked
 from runs.engine import (
     AssistantNotFound,

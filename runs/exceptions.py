@@ -1,6 +1,6 @@
 """What run services refuse, in the domain's words."""
 
-from deerflow_site.api.errors import BadRequest, Conflict, Invalid, NotFound
+from deerflow_site.errors import BadRequest, Conflict, Invalid, NotFound
 
 
 class RunNotFound(NotFound):

@@ -10,7 +10,6 @@ from rest_framework import serializers
 
 from deerflow_site.api import parsers
 from deerflow_site.api.checkpoints import CheckpointField
-from deerflow_site.api.errors import Invalid
 from deerflow_site.api.pagination import LimitOffsetSerializer
 from deerflow_site.api.serializers import (
     CheckpointIdField,
@@ -23,6 +22,7 @@ from deerflow_site.api.serializers import (
     ThreadIdField,
     UUIDStringField,
 )
+from deerflow_site.errors import Invalid
 from deerflow_site.redaction import redact_secrets
 from runs.admission import RunRequest
 from runs.exceptions import ResumeWithoutThread, WebhookRefused

@@ -7,10 +7,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import page, pagination_headers
 from deerflow_site.api.serializers import validated
+from deerflow_site.errors import Invalid
 from runs import admission, selectors, services
 from runs.serializers import (
     RunCreateSerializer,

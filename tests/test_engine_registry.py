@@ -10,7 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from langgraph.pregel import Pregel
 
-from deerflow_site.api.errors import NotFound
+from deerflow_site.api.errors import error_status
+from deerflow_site.errors import NotFound
 from runs.engine.checkpointer import get_checkpointer
 from runs.engine.registry import (
     ASSISTANT_NAMESPACE,
@@ -85,7 +86,7 @@ def test_unknown_assistant_is_a_not_found_error(value: str) -> None:
         resolve_assistant(value)
 
     assert isinstance(raised.value, NotFound)
-    assert raised.value.status_code == 404
+    assert error_status(raised.value)[0] == 404
 
 
 def test_loaded_graph_is_compiled_once_without_a_checkpointer() -> None:

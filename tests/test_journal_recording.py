@@ -4,7 +4,7 @@ import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.types import Command
 
-from deerflow_site.api.errors import Invalid
+from deerflow_site.errors import Invalid
 from runs.engine.journal import human_messages, tool_messages
 from runs.journal.catalog import CATEGORY_OF, EventCategory, EventType, parse_event_types
 

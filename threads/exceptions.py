@@ -1,6 +1,6 @@
 """What thread services refuse, in the domain's words."""
 
-from deerflow_site.api.errors import BadRequest, Conflict, NotFound
+from deerflow_site.errors import BadRequest, Conflict, NotFound
 
 
 class ThreadNotFound(NotFound):

@@ -10,8 +10,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.db.models import Q, QuerySet
 
-from deerflow_site.api.errors import Forbidden
 from deerflow_site.dbcompat import json_contains
+from deerflow_site.errors import Forbidden
 from threads.exceptions import ThreadNotFound
 from threads.models import Thread, ThreadGroupObjectPermission, ThreadUserObjectPermission
 

@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
@@ -13,9 +13,10 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from deerflow_site.api import parsers
-from deerflow_site.api.errors import Forbidden, Invalid, ServiceError, error_response
+from deerflow_site.api.errors import error_response
 from deerflow_site.api.permissions import HasScope
 from deerflow_site.dbthreads import db
+from deerflow_site.errors import Forbidden, Invalid
 
 AsyncView = Callable[..., Awaitable[HttpResponse]]
 
@@ -70,13 +71,9 @@ def api_view(
                     user = await db(_authenticate, request=request, view=wrapped)
                 else:
                     user = await sync_to_async(_authenticate)(request, wrapped)
-            except drf_exceptions.PermissionDenied as exc:  # CSRF failure of a session
-                return JsonResponse({"detail": exc.detail}, status=403)
-            except drf_exceptions.ParseError as exc:  # a session's POST body, read for CSRF
-                return JsonResponse({"detail": f"Malformed JSON: {exc.detail}"}, status=422)
-            except drf_exceptions.APIException as exc:
+            except (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed) as exc:
                 return unauthorized(request, exc.detail)
-            except (ServiceError, RequestDataTooBig) as exc:  # no scope; a body over the limit
+            except Exception as exc:  # CSRF, a session's malformed body, no scope, too large
                 return error_response(exc)
             if user is None or not user.is_authenticated:
                 return unauthorized(request, NOT_AUTHENTICATED["detail"])

@@ -1,7 +1,8 @@
-"""Domain errors and their one mapping to HTTP.
+"""The one mapping of errors to HTTP responses: domain errors (`deerflow_site.errors`), DRF's
+and Django's, to `{"detail": ...}` JSON with the status the contract names.
 
-Services raise these; `exception_handler` (DRF) and `error_response` (async views) turn them into
-`{"detail": ...}` JSON with the status the contract names.
+`error_status` is the map; `exception_handler` (DRF views) and `error_response` (async views,
+including stream views before their stream starts) answer with it.
 """
 
 import logging
@@ -11,88 +12,69 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from deerflow_site.errors import BadRequest, Conflict, DomainError, Forbidden, Invalid, NotFound
+
 logger = logging.getLogger(__name__)
 
-
-class ServiceError(Exception):
-    """A failure a client can cause, carrying its HTTP status."""
-
-    status_code: int = status.HTTP_400_BAD_REQUEST
-
-    def __init__(self, detail: Any = None) -> None:
-        self.detail = detail if detail is not None else self.default_detail()
-        super().__init__(self.detail)
-
-    def default_detail(self) -> str:
-        return self.__class__.__doc__ or "Bad request."
+#: The status of each kind of domain error.
+STATUS_OF_KIND: dict[type[DomainError], int] = {
+    BadRequest: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+}
+TOO_LARGE = "The request body is too large."
 
 
-class BadRequest(ServiceError):
-    """The request cannot be carried out."""
+def error_status(exc: BaseException) -> tuple[int, Any] | None:
+    """(HTTP status, `detail`) for an error a client caused; None for anything else (a 500).
 
-    status_code = status.HTTP_400_BAD_REQUEST
-
-
-class Forbidden(ServiceError):
-    """You do not have permission to perform this action."""
-
-    status_code = status.HTTP_403_FORBIDDEN
-
-
-class NotFound(ServiceError):
-    """Not found."""
-
-    status_code = status.HTTP_404_NOT_FOUND
-
-
-class Conflict(ServiceError):
-    """The request conflicts with the current state."""
-
-    status_code = status.HTTP_409_CONFLICT
-
-
-class Invalid(ServiceError):
-    """The request is invalid."""
-
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-
-
-TOO_LARGE = {"detail": "The request body is too large."}
+    Domain errors by their kind; a body over the upload limit 413; DRF's malformed JSON and
+    validation errors 422, its other API errors their own status; Django's Http404 and
+    PermissionDenied 404 and 403.
+    """
+    if isinstance(exc, DomainError):
+        kind = next(k for k in type(exc).__mro__ if k in STATUS_OF_KIND or k is DomainError)
+        return STATUS_OF_KIND.get(kind, 400), exc.detail
+    if isinstance(exc, RequestDataTooBig):
+        return 413, TOO_LARGE
+    if isinstance(exc, drf_exceptions.ParseError):
+        return 422, f"Malformed JSON: {exc.detail}"
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return 422, exc.detail
+    if isinstance(exc, drf_exceptions.APIException):
+        return exc.status_code, exc.detail
+    if isinstance(exc, Http404):
+        return 404, "Not found."
+    if isinstance(exc, DjangoPermissionDenied):
+        return 403, "Permission denied."
+    return None
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's exception handler, speaking the contract's status codes and bodies."""
-    if isinstance(exc, RequestDataTooBig):
-        return Response(TOO_LARGE, status=413)
-    if isinstance(exc, ServiceError):
-        return Response({"detail": exc.detail}, status=exc.status_code)
-    if isinstance(exc, drf_exceptions.ParseError):
-        return Response({"detail": f"Malformed JSON: {exc.detail}"}, status=422)
-    if isinstance(exc, drf_exceptions.ValidationError):
-        return Response({"detail": exc.detail}, status=422)
-    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
-        return Response({"detail": exc.detail}, status=415)
-    response = drf_exception_handler(exc, context)
-    if response is not None and isinstance(response.data, dict) and "detail" not in response.data:
-        response.data = {"detail": response.data}
-    return response
+    """DRF's exception handler, answering with `error_status` (and DRF's own headers:
+    `WWW-Authenticate`, `Retry-After`)."""
+    mapped = error_status(exc)
+    if mapped is None:
+        return None
+    status, detail = mapped
+    headers = {}
+    if isinstance(exc, drf_exceptions.APIException):
+        drf_response = drf_exception_handler(exc, context)
+        headers = dict(drf_response.headers.items()) if drf_response is not None else {}
+        headers.pop("Content-Type", None)
+    return Response({"detail": detail}, status=status, headers=headers)
 
 
 def error_response(exc: Exception) -> JsonResponse:
-    """The JSON response for an error raised in an async (non-DRF) view."""
-    if isinstance(exc, RequestDataTooBig):
-        return JsonResponse(TOO_LARGE, status=413)
-    if isinstance(exc, ServiceError):
-        return JsonResponse({"detail": exc.detail}, status=exc.status_code)
-    if isinstance(exc, drf_exceptions.APIException):
-        code = 422 if isinstance(exc, drf_exceptions.ValidationError) else exc.status_code
-        return JsonResponse({"detail": exc.detail}, status=code)
-    if isinstance(exc, Http404):
-        return JsonResponse({"detail": "Not found."}, status=404)
-    if isinstance(exc, DjangoPermissionDenied):
-        return JsonResponse({"detail": "Permission denied."}, status=403)
-    raise exc
+    """The JSON response for an error raised in an async (non-DRF) view; raises what is not a
+    client's error (Django answers 500)."""
+    mapped = error_status(exc)
+    if mapped is None:
+        raise exc
+    status, detail = mapped
+    return JsonResponse({"detail": detail}, status=status)

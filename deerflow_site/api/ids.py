@@ -7,7 +7,7 @@ before a trailing newline, and a newline in an id ends up in a header (`Content-
 import re
 import uuid
 
-from deerflow_site.api.errors import Invalid
+from deerflow_site.errors import Invalid
 
 THREAD_ID_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 #: A UUID as the SDKs send it: 8-4-4-4-12 hex digits, or the 32 digits alone. Python's own

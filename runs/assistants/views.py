@@ -8,10 +8,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 
 from deerflow_site.api.async_views import api_view, by_method, json_body
-from deerflow_site.api.errors import Invalid
 from deerflow_site.api.pagination import pagination_headers
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
+from deerflow_site.errors import Invalid
 from runs.assistants.selectors import assistant_payload, search_assistants
 from runs.assistants.serializers import (
     AssistantCountSerializer,

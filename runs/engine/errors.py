@@ -1,7 +1,7 @@
 """What the engine refuses, in the domain's words (mapped to responses in one place, with
 every other domain error)."""
 
-from deerflow_site.api.errors import BadRequest, Invalid, NotFound
+from deerflow_site.errors import BadRequest, Invalid, NotFound
 
 
 class AssistantNotFound(NotFound):

@@ -8,7 +8,7 @@ from langgraph.channels.base import BaseChannel
 from langgraph.graph import StateGraph
 from pydantic import TypeAdapter
 
-from deerflow_site.api.errors import Invalid
+from deerflow_site.errors import Invalid
 from runs.engine.serialization import to_jsonable
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot
 
-from deerflow_site.api.errors import BadRequest, Invalid
+from deerflow_site.errors import BadRequest, Invalid
 from deerflow_site.redaction import redact_secrets
 from runs.engine import checkpoints, registry
 from runs.engine.errors import (

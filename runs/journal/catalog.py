@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from deerflow_site.api.errors import Invalid
+from deerflow_site.errors import Invalid
 
 
 class EventCategory(models.TextChoices):

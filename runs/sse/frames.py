@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterable
 
 from django.http import StreamingHttpResponse
 
-from deerflow_site.api.errors import Invalid
 from deerflow_site.api.parsers import MAX_INTEGER
+from deerflow_site.errors import Invalid
 from runs.engine import bus
 
 HEARTBEAT = b": heartbeat\r\n\r\n"

@@ -12,9 +12,9 @@ from uuid import UUID
 
 from django.conf import settings
 
-from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_uuid
 from deerflow_site.dbthreads import db
+from deerflow_site.errors import Invalid
 from runs.engine import Subscription, bus
 from runs.models import Run, RunStreamEvent
 from runs.sse.frames import (
