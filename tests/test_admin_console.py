@@ -2,6 +2,7 @@
 read-only page, the cancel and re-run actions and the permissions each needs."""
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from deerflow_site.admin_lists import COUNT_CAP
 from feedback.models import Feedback
 from runs.engine.worker import RunWorker
 from runs.journal.catalog import EventCategory, EventType
@@ -245,3 +247,30 @@ def test_a_threads_page_lists_its_newest_runs_bounded(root: Client, user: Any) -
     shown = [run for run in runs if str(run.pk) in page]
     assert len(shown) == 20
     assert "All runs of this thread" in page
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the planner's estimate is PostgreSQL's"
+)
+@pytest.mark.django_db
+def test_unfiltered_run_list_on_postgresql_is_counted_by_the_planners_estimate(
+    root: Client, user: Any
+) -> None:
+    thread = make_thread(user=user)
+    now = timezone.now()
+    many = COUNT_CAP + 2000
+    Run.objects.bulk_create(
+        Run(thread=thread, user=user, assistant_id=uuid.uuid4(), graph_id="echo", run_at=now)
+        for _ in range(many)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE runs_run")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = root.get(RUNS)
+
+    assert response.context["cl"].result_count > COUNT_CAP
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "runs_run" in q["sql"]]
+    assert counts == []
+    filtered = root.get(RUNS, {"graph_id": "echo"})
+    assert filtered.context["cl"].result_count == COUNT_CAP  # a filter is counted, capped
