@@ -7,6 +7,10 @@ admission and resolves to a private one later (DNS rebinding) is refused then to
 refuses loopback, private, link-local, multicast and other special-use addresses unless
 `WEBHOOK_ALLOW_PRIVATE` lets loopback and private ones through (tests, intranets); link-local
 (cloud metadata), multicast, unspecified and reserved addresses are refused always.
+
+httpx-secure picks the address by opening (and closing) a TCP connection to the host name before
+it validates it, so a rebound name costs a TCP handshake with the refused address, never a byte
+of the request.
 """
 
 import asyncio
