@@ -11,6 +11,7 @@ from rest_framework import serializers
 from deerflow_site.api import parsers
 from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.pagination import LimitOffsetSerializer
+from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import (
     CheckpointIdField,
     JSONObjectField,
@@ -182,6 +183,14 @@ class RunMetadataField(JSONObjectField):
         if "auth_token" in value:
             raise serializers.ValidationError("auth_token must not be sent in metadata.")
         return clean_metadata(value)
+
+
+#: What admitting a run can answer besides its run, as the API documents it.
+ADMISSION_ERRORS = {
+    404: error("Thread or assistant not found."),
+    409: error("Thread busy (multitask_strategy=reject), or the thread id is taken."),
+    429: error("A limit on runs was reached; `detail` names it."),
+}
 
 
 class RunCreateSerializer(RequestSerializer):

@@ -25,6 +25,7 @@ from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import Subscription, bus, subscribe_then
 from runs.models import Run
 from runs.serializers import (
+    ADMISSION_ERRORS,
     STREAM_MODES,
     THREAD_STREAM_MODES,
     JoinStreamQuerySerializer,
@@ -66,10 +67,6 @@ FINAL_VALUES = OpenApiResponse(
     "or `{__error__: {error, message}}` if it failed. Newlines may precede it while the run goes "
     "on.",
 )
-CREATE_ERRORS = {
-    404: error("Thread or assistant not found."),
-    409: error("Thread busy (multitask_strategy=reject)."),
-}
 #: The query parameters and header of the endpoints that join streams.
 STREAM_QUERY = [
     OpenApiParameter(
@@ -127,7 +124,7 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
 
 @extend_schema(
     request=RunCreateSerializer,
-    responses={**event_stream(RUN_STREAM_EVENTS), **CREATE_ERRORS},
+    responses={**event_stream(RUN_STREAM_EVENTS), **ADMISSION_ERRORS},
 )
 @api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
 async def create_and_stream(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
@@ -141,7 +138,7 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 
 
-@extend_schema(request=RunCreateSerializer, responses={200: FINAL_VALUES, **CREATE_ERRORS})
+@extend_schema(request=RunCreateSerializer, responses={200: FINAL_VALUES, **ADMISSION_ERRORS})
 @api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""

@@ -13,6 +13,7 @@ from deerflow_site.api.serializers import validated
 from deerflow_site.errors import Invalid
 from runs import admission, selectors, services
 from runs.serializers import (
+    ADMISSION_ERRORS,
     RunCreateSerializer,
     RunListQuerySerializer,
     RunSerializer,
@@ -30,11 +31,7 @@ class ThreadRunsView(APIView):
     @extend_schema(
         operation_id="runs_create",
         request=RunCreateSerializer,
-        responses={
-            200: RunSerializer,
-            404: OpenApiResponse(description="Thread or assistant not found"),
-            409: OpenApiResponse(description="Thread busy (multitask_strategy=reject)"),
-        },
+        responses={200: RunSerializer, **ADMISSION_ERRORS},
     )
     def post(self, request: Request, thread_id: str) -> Response:
         """Create a background run."""
@@ -68,7 +65,7 @@ class StatelessRunsView(APIView):
     @extend_schema(
         operation_id="runs_create_stateless",
         request=RunCreateSerializer,
-        responses={200: RunSerializer},
+        responses={200: RunSerializer, **ADMISSION_ERRORS},
     )
     def post(self, request: Request) -> Response:
         """Create a background run on a new thread (deleted after it unless on_completion=keep)."""
@@ -84,7 +81,7 @@ class RunBatchView(APIView):
     @extend_schema(
         operation_id="runs_create_batch",
         request=RunCreateSerializer(many=True),
-        responses={200: RunSerializer(many=True)},
+        responses={200: RunSerializer(many=True), **ADMISSION_ERRORS},
     )
     def post(self, request: Request) -> Response:
         """Create several stateless background runs; nothing is created if one body is invalid."""
