@@ -128,6 +128,10 @@ class StreamProbe:
     first_event_at: float | None = None
     first_values_at: float | None = None
     events: list[str] = field(default_factory=list)
+    #: The data of the last event of each name (the realistic workload checks the final `values`).
+    last_data: dict[str, bytes] = field(default_factory=dict)
+    #: When the first event of each name arrived (monotonic seconds).
+    first_at: dict[str, float] = field(default_factory=dict)
     heartbeats: int = 0
     headers_at: float | None = None
     status: int | None = None
@@ -151,6 +155,10 @@ def _feed(probe: StreamProbe, buffer: bytearray, chunk: bytes, now: float) -> No
         if name is None:
             continue
         probe.events.append(name)
+        probe.first_at.setdefault(name, now)
+        probe.last_data[name] = b"\n".join(
+            line[5:].strip() for line in lines if line.startswith(b"data:")
+        )
         if probe.first_event_at is None:
             probe.first_event_at = now
         if name == "values" and probe.first_values_at is None:
@@ -300,6 +308,7 @@ async def open_streams(
         result: dict[str, Any] = {
             "joined_runs": runs,
             "idle_rss_kb": idle // 1024,
+            "idle_rss_mb": round(idle / 2**20, 1),
             "idle_os_threads": server.threads(),
             "levels": {},
         }
@@ -340,6 +349,7 @@ async def open_streams(
                     "errors": len(errors),
                     "first_errors": errors[:3],
                     "rss_kb": with_rss // 1024,
+                    "rss_mb": round(with_rss / 2**20, 1),
                     "os_threads": server.threads(),
                     "idle_cpu_percent": round(cpu_percent, 1),
                     "kb_per_stream": (with_rss - idle) / 1024 / level,

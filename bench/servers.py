@@ -7,6 +7,9 @@
   from scripts/services.py.
 - ours-postgres-split: the same database and bus, but a web process with no worker plus one
   `manage.py runs_worker` process (the scaled-out layout). Memory is the web process's.
+- ours-postgres-split-2x2: the same with two web processes (one port, SO_REUSEPORT: the kernel
+  spreads connections over them) and two workers. Memory is the first web process's.
+- aegra: the open peer Aegra (bench/aegra.py), on its own throwaway PostgreSQL.
 """
 
 from __future__ import annotations
@@ -51,7 +54,14 @@ REFERENCE_ENV = {
     "DO_NOT_TRACK": "1",
 }
 
-SERVER_NAMES = ("reference", "ours-sqlite", "ours-postgres", "ours-postgres-split")
+SERVER_NAMES = (
+    "reference",
+    "aegra",
+    "ours-sqlite",
+    "ours-postgres",
+    "ours-postgres-split",
+    "ours-postgres-split-2x2",
+)
 
 
 class ServerError(RuntimeError):
@@ -152,7 +162,12 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _spawn(
-    command: list[str], *, cwd: Path, env: dict[str, str], logfile: Path
+    command: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    logfile: Path,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen:
     with logfile.open("ab") as out:
         return subprocess.Popen(
@@ -162,6 +177,7 @@ def _spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            pass_fds=pass_fds,
         )
 
 
@@ -174,7 +190,7 @@ def reference_server(workdir: Path, *, jobs_per_worker: int) -> Iterator[Server]
     # there (.langgraph_api/): run it in a scratch directory holding links to the same files.
     home = workdir / "reference"
     home.mkdir()
-    for name in ("graph.py", "langgraph.json"):
+    for name in ("graph.py", "chat_graph.py", "langgraph.json"):
         (home / name).symlink_to(BENCH_DIR / name)
     logfile = workdir / "reference.log"
     env = {**os.environ, **REFERENCE_ENV}
@@ -238,18 +254,51 @@ def _migrate(env: dict[str, str], logfile: Path) -> None:
         raise ServerError(f"manage.py migrate failed:\n{_tail(logfile)}")
 
 
-def _daphne(env: dict[str, str], port: int, logfile: Path) -> subprocess.Popen:
-    command = [
-        str(OUR_PYTHON), "-m", "daphne", "-b", HOST, "-p", str(port),
-        "deerflow_site.asgi:application",
-    ]  # fmt: skip
-    return _spawn(command, cwd=REPO_DIR, env=env, logfile=logfile)
+def _daphne(
+    env: dict[str, str], port: int, logfile: Path, listener: socket.socket | None = None
+) -> subprocess.Popen:
+    """One daphne process on HOST:port, or on an already listening socket it inherits."""
+    where = ["--fd", str(listener.fileno())] if listener else ["-b", HOST, "-p", str(port)]
+    command = [str(OUR_PYTHON), "-m", "daphne", *where, "deerflow_site.asgi:application"]
+    fds = (listener.fileno(),) if listener else ()
+    return _spawn(command, cwd=REPO_DIR, env=env, logfile=logfile, pass_fds=fds)
+
+
+def shared_port_listeners(count: int) -> tuple[int, list[socket.socket]]:
+    """`count` listening sockets on one loopback port (SO_REUSEPORT), one per web process.
+
+    The kernel spreads new connections over them, as over the processes of a pre-fork server.
+    """
+    listeners: list[socket.socket] = []
+    port = 0
+    try:
+        for _ in range(count):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.bind((HOST, port))
+            port = listener.getsockname()[1]
+            listener.listen(1024)
+            listener.set_inheritable(True)
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return port, listeners
 
 
 @contextlib.contextmanager
 def our_server(
-    workdir: Path, *, name: str, extra_env: dict[str, str], split_worker: bool = False
+    workdir: Path,
+    *,
+    name: str,
+    extra_env: dict[str, str],
+    split_worker: bool = False,
+    webs: int = 1,
+    workers: int = 1,
 ) -> Iterator[Server]:
+    """Our server as `name`: one daphne with the embedded worker, or (split_worker) `webs`
+    daphne processes without one plus `workers` `manage.py runs_worker` processes."""
     var_dir = workdir / name
     var_dir.mkdir()
     logfile = workdir / f"{name}.log"
@@ -260,24 +309,36 @@ def our_server(
     try:
         if split_worker:
             web_env = {**env, "DEERFLOW_EMBEDDED_WORKER": "false"}
-            web = _daphne(web_env, port, logfile)
-            processes.append(web)
-            worker_log = workdir / f"{name}-worker.log"
-            worker = _spawn(
-                [str(OUR_PYTHON), "manage.py", "runs_worker"],
-                cwd=REPO_DIR, env=env, logfile=worker_log,
-            )  # fmt: skip
-            processes.append(worker)
-            logs = [logfile, worker_log]
+            logs = []
+            if webs == 1:
+                web = _daphne(web_env, port, logfile)
+                processes.append(web)
+                logs.append(logfile)
+            else:
+                port, listeners = shared_port_listeners(webs)
+                for n, listener in enumerate(listeners):
+                    web_log = workdir / f"{name}-web{n + 1}.log"
+                    with listener:  # the daphne process keeps its inherited copy
+                        processes.append(_daphne(web_env, port, web_log, listener))
+                    logs.append(web_log)
+                web = processes[0]
+            for n in range(workers):
+                worker_log = workdir / f"{name}-worker{n + 1}.log"
+                worker = _spawn(
+                    [str(OUR_PYTHON), "manage.py", "runs_worker"],
+                    cwd=REPO_DIR, env=env, logfile=worker_log,
+                )  # fmt: skip
+                processes.append(worker)
+                logs.append(worker_log)
         else:
             web = _daphne({**env, "DEERFLOW_EMBEDDED_WORKER": "true"}, port, logfile)
             processes.append(web)
             logs = [logfile]
         base_url = f"http://{HOST}:{port}/api"
-        _wait_ready(f"{base_url}/ok", processes, logfile)
+        _wait_ready(f"{base_url}/ok", processes, logs[0])
         yield Server(
             name=name,
-            description=_describe(name, split_worker),
+            description=_describe(name, split_worker, webs, workers),
             base_url=base_url,
             web=web,
             others=processes[1:],
@@ -288,11 +349,14 @@ def our_server(
             _stop(process)
 
 
-def _describe(name: str, split_worker: bool) -> str:
+def _describe(name: str, split_worker: bool, webs: int, workers: int) -> str:
     if name == "ours-sqlite":
         return "daphne, SQLite + in-memory channel layer + embedded worker (the default)"
     if split_worker:
-        return "daphne web (no worker) + 1 manage.py runs_worker, PostgreSQL + Redis"
+        return (
+            f"{webs} daphne web (no worker, one port) + {workers} manage.py runs_worker, "
+            "PostgreSQL + Redis"
+        )
     return "daphne with the embedded worker, PostgreSQL + Redis"
 
 
