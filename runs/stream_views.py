@@ -15,6 +15,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 
 from deerflow_site.api.async_views import api_view, json_body
+from deerflow_site.api.authentication import is_same_origin
+from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.schema import error, event_stream
 from deerflow_site.api.serializers import validated
@@ -222,6 +224,8 @@ async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> Http
     query = validated(
         JoinStreamQuerySerializer, {k: v for k, v in query.items() if k not in MODE_KEYS}
     )
+    if query.get("action") and request.method != "POST":
+        raise Invalid({"action": ["Honoured on POST only: a GET never changes a run."]})
     if query.get("action"):
         return await cancel_run_of_request(
             request, thread_id, run_id, action=query["action"], wait=query["wait"]
@@ -242,9 +246,16 @@ async def _join_stream(
         run=run,
         last_event_id=last_event_id,
         modes=modes,
-        cancel_on_disconnect=bool(query.get("cancel_on_disconnect")),
+        cancel_on_disconnect=bool(query.get("cancel_on_disconnect")) and _may_change_runs(request),
     )
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
+
+
+def _may_change_runs(request: HttpRequest) -> bool:
+    """Whether a join may change the run (cancel it on disconnect): always with a token; with
+    a session cookie or the local mode only when the request is the site's own, so that a link
+    on another site cannot cancel a run through the user's browser."""
+    return not getattr(request, "ambient_credentials", False) or is_same_origin(request)
 
 
 def _stream_modes(request: HttpRequest, *, allowed: tuple[str, ...]) -> list[str]:

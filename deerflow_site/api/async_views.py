@@ -34,6 +34,10 @@ def _authenticate(request: HttpRequest, view: Any) -> Any:
         authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES],
     )
     user = drf_request.user  # runs the authenticators; AuthenticationFailed propagates
+    # Cookies and the local mode come with any request the browser makes, another site's too.
+    request.ambient_credentials = getattr(  # type: ignore[attr-defined]
+        drf_request.successful_authenticator, "ambient", False
+    )
     if user is not None and user.is_authenticated:
         permission = HasScope()
         if not permission.has_permission(drf_request, view):

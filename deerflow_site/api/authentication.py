@@ -37,12 +37,32 @@ class ApiKeyAuthentication(TokenAuthentication):
 class CsrfSessionAuthentication(SessionAuthentication):
     """A Django login session; unsafe methods need the CSRF token, as in the admin."""
 
+    #: The browser sends the credentials by itself, on requests other sites make too.
+    ambient = True
+
 
 class LocalUserAuthentication(BaseAuthentication):
     """The embedded single-user mode: every request acts as the one local user."""
 
+    #: Any request acts as the user, one another site makes in the user's browser too.
+    ambient = True
+
     def authenticate(self, request: Request) -> tuple[Any, None]:
         return local_user(), None
+
+
+def is_same_origin(request: Any) -> bool:
+    """True when the browser says the request comes from this site: `Sec-Fetch-Site` is
+    `same-origin` (or `none`: typed by the user), or, without it, `Origin` is this host's or a
+    trusted one (CSRF_TRUSTED_ORIGINS). Without either header there is no such evidence."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if not origin:
+        return False
+    own = f"{request.scheme}://{request.get_host()}"
+    return origin == own or origin in settings.CSRF_TRUSTED_ORIGINS
 
 
 #: The local user's row as last read, and until when (monotonic) it is used without a query.

@@ -1,0 +1,122 @@
+"""No GET changes a run: `action` is honoured on POST only, and `cancel_on_disconnect` on a GET join
+made with a session cookie only when the browser says the request is the site's own."""
+
+import asyncio
+import re
+import time
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+
+from runs.models import Run
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+#: About three seconds unless stopped.
+SLOW = {"steps": 30, "delay": 0.1}
+
+
+@pytest.mark.parametrize("action", ["interrupt", "rollback"])
+def test_a_get_with_action_is_422_and_cancels_nothing(api, action) -> None:
+    thread_id = api.post("/api/threads", {}, format="json").json()["thread_id"]
+    run = api.post(f"/api/threads/{thread_id}/runs", {"assistant_id": "echo"}, format="json")
+    run_id = run.json()["run_id"]
+
+    response = api.get(f"/api/threads/{thread_id}/runs/{run_id}/stream?action={action}")
+
+    assert response.status_code == 422, response.content
+    assert "action" in response.json()["detail"]
+    stored = Run.objects.get(pk=run_id)
+    assert stored.status == Run.Status.PENDING and stored.cancel_action == ""
+
+
+def _session(daphne_server, user) -> httpx.AsyncClient:
+    """A browser's session cookie for `user`, from the admin's login (staff may log in there)."""
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    username = user.username
+    with httpx.Client(base_url=daphne_server.url, trust_env=False, timeout=10) as login:
+        page = login.get("/admin/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        answer = login.post(
+            "/admin/login/?next=/admin/",
+            data={"username": username, "password": "pw-12345!", "csrfmiddlewaretoken": token},
+        )
+        assert answer.status_code == 302, answer.text[:300]
+        cookies = dict(login.cookies)
+    return httpx.AsyncClient(
+        base_url=daphne_server.api_url, cookies=cookies, trust_env=False, timeout=30
+    )
+
+
+async def _status_once_ended(client: httpx.AsyncClient, thread_id: str, run_id: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = (await client.get(f"/threads/{thread_id}/runs/{run_id}")).json()["status"]
+        if status not in ("pending", "running"):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} still {status}")
+
+
+async def _join_then_leave(
+    client: httpx.AsyncClient, headers: dict[str, str], *, origin_headers: dict[str, str]
+) -> tuple[str, str]:
+    """A slow run started with a token, joined through `client` with cancel_on_disconnect=true
+    and `origin_headers`, left after its first tick."""
+    async with httpx.AsyncClient(
+        base_url=str(client.base_url), headers=headers, trust_env=False
+    ) as owner:
+        thread_id = (await owner.post("/threads", json={})).json()["thread_id"]
+        body = {"assistant_id": "slow", "input": SLOW, "stream_mode": "custom"}
+        run_id = (await owner.post(f"/threads/{thread_id}/runs", json=body)).json()["run_id"]
+    path = f"/threads/{thread_id}/runs/{run_id}/stream"
+    params = {"cancel_on_disconnect": "true", "stream_mode": "custom"}
+    async with client.stream("GET", path, params=params, headers=origin_headers) as stream:
+        assert stream.status_code == 200
+        async for line in stream.aiter_lines():
+            if line.startswith("event: custom"):
+                break
+    return thread_id, run_id
+
+
+@pytest.mark.parametrize(
+    "origin_headers",
+    [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}, {}],
+    ids=["sec-fetch-site", "origin", "no-evidence"],
+)
+async def test_a_cross_site_session_join_does_not_cancel_on_disconnect(
+    daphne_server, user, headers, origin_headers
+) -> None:
+    async with await sync_to_async(_session)(daphne_server, user) as browser:
+        thread_id, run_id = await _join_then_leave(browser, headers, origin_headers=origin_headers)
+
+        assert await _status_once_ended(browser, thread_id, run_id) == "success"
+
+
+@pytest.mark.parametrize(
+    "origin_headers", [{"Sec-Fetch-Site": "same-origin"}, {"Origin": "SELF"}], ids=str
+)
+async def test_a_same_origin_session_join_cancels_on_disconnect(
+    daphne_server, user, headers, origin_headers
+) -> None:
+    if origin_headers.get("Origin") == "SELF":
+        origin_headers = {"Origin": daphne_server.url}
+    async with await sync_to_async(_session)(daphne_server, user) as browser:
+        thread_id, run_id = await _join_then_leave(browser, headers, origin_headers=origin_headers)
+
+        assert await _status_once_ended(browser, thread_id, run_id) == "interrupted"
+
+
+async def test_a_token_join_cancels_on_disconnect_whatever_its_origin(
+    daphne_server, headers
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=daphne_server.api_url, headers=headers, trust_env=False, timeout=30
+    ) as client:
+        thread_id, run_id = await _join_then_leave(
+            client, headers, origin_headers={"Sec-Fetch-Site": "cross-site"}
+        )
+
+        assert await _status_once_ended(client, thread_id, run_id) == "interrupted"
