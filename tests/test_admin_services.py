@@ -161,3 +161,14 @@ def test_sharing_a_thread_offers_only_per_object_permissions_and_grants_them(
     assert 'value="view_thread"' in form
     assert shared.status_code == 302
     assert client_for(other_user).get(f"/api/threads/{thread.pk}").status_code == 200
+
+
+@pytest.mark.django_db
+def test_adding_a_thread_with_an_id_the_api_cannot_address_is_a_form_error(user: Any) -> None:
+    response = staff_browser().post(
+        "/admin/threads/thread/add/", {"thread_id": "no spaces/here", "owner": user.pk}
+    )
+
+    assert response.status_code == 200
+    assert "Must be a UUID" in response.content.decode()
+    assert not Thread.objects.exists()

@@ -18,6 +18,8 @@ from guardian.admin import (
 
 from deerflow_site.admin_deletion import DeletesThroughService
 from deerflow_site.admin_lists import CappedCountPaginator
+from deerflow_site.api.errors import Invalid
+from deerflow_site.api.ids import validate_thread_id
 from threads.models import Thread
 from threads.services import OWNER_PERMISSIONS, change_owner, create_thread, delete_thread
 
@@ -41,6 +43,13 @@ class ThreadAddForm(forms.ModelForm):
     class Meta:
         model = Thread
         fields = ("thread_id", "owner", "metadata")
+
+    def clean_thread_id(self) -> str:
+        """An id the API can address (a UUID or `[A-Za-z0-9_-]{1,64}`)."""
+        try:
+            return validate_thread_id(self.cleaned_data["thread_id"])
+        except Invalid as exc:
+            raise forms.ValidationError(exc.detail["thread_id"]) from None
 
 
 @admin.register(Thread)
