@@ -57,3 +57,25 @@ def test_event_type_filters_accept_legacy_aliases_and_refuse_unknown_names() -> 
     with pytest.raises(Invalid) as refused:
         parse_event_types("run.end,whatever")
     assert "event_types" in refused.value.detail
+
+
+@pytest.mark.django_db
+def test_a_nul_character_from_a_model_or_tool_is_journaled_as_a_replacement_character(
+    user: object,
+) -> None:
+    from runs.journal.store import JournalBatch, JournalEntry, record_batch
+    from runs.models import RunEvent
+    from tests.engine_support import make_thread, pending_run
+
+    run = pending_run(thread=make_thread(user=user), user=user)
+    entry = JournalEntry(
+        EventType.TOOL_RESULT,
+        content={"type": "tool", "content": "a\x00b", "artifact": ["\x00"]},
+        metadata={"key\x00": "value"},
+    )
+
+    record_batch(thread_id=run.thread_id, run_id=run.pk, batch=JournalBatch(entries=[entry]))
+
+    stored = RunEvent.objects.get(run=run)
+    assert stored.content == {"type": "tool", "content": "a\ufffdb", "artifact": ["\ufffd"]}
+    assert stored.metadata == {"key\ufffd": "value"}

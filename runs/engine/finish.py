@@ -5,10 +5,11 @@ run failed (a user's cancel is not a failure), `interrupted` when the checkpoint
 or interrupts, else `idle`. Thread.values / interrupts mirror the latest checkpoint.
 """
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from langgraph.pregel import Pregel
 
@@ -16,6 +17,8 @@ from runs.engine.serialization import to_jsonable
 from runs.journal.store import JournalBatch, record_batch
 from runs.models import Run
 from threads.models import Thread
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def finish_run(
         if not updated or interrupts is None:
             return bool(updated)
         if journal:
-            record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
+            _record_journal(run, journal)
         _settle_thread(
             run.thread_id,
             interrupts=interrupts,
@@ -105,6 +108,15 @@ def finish_run(
             now=now,
         )
     return True
+
+
+def _record_journal(run: Run, journal: JournalBatch) -> None:
+    """The run's last journal events, in a savepoint: a journal that cannot be written is
+    logged, never a reason for the run not to end."""
+    try:
+        record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
+    except DatabaseError:
+        logger.exception("run %s: the end of its journal could not be written", run.pk)
 
 
 def settle_thread(*, thread_id: str, failed: bool, error: dict[str, str] | None = None) -> None:
