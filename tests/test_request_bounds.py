@@ -106,6 +106,35 @@ def test_an_integer_beyond_64_bits_or_a_number_too_large_is_422(api, existing, p
 
 
 @pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/threads", '{"metadata": {"name": "a\\u0000b"}}'),
+        ("/api/threads/{t}/runs/wait", '{"assistant_id": "echo", "input": {"text": "\\u0000"}}'),
+        ("/api/threads/{t}/runs", '{"assistant_id": "echo", "metadata": {"\\u0000": 1}}'),
+        ("/api/threads/{t}/runs/{r}/feedback", '{"rating": 1, "comment": "x\\\\\\u0000"}'),
+    ],
+)
+def test_a_nul_character_in_a_json_string_is_422(api, existing, path, body) -> None:
+    before = stored()
+
+    path = path.format(t=existing[0], r=existing[1])
+    response = api.generic("POST", path, body, content_type="application/json")
+
+    assert response.status_code == 422, response.content
+    assert "NUL" in response.json()["detail"]
+    assert stored() == before
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul(api) -> None:
+    body = '{"metadata": {"path": "C:\\\\u0000"}}'
+
+    response = api.generic("POST", "/api/threads", body, content_type="application/json")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["metadata"] == {"path": "C:\\u0000"}
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "offset=100000000000000000000000",

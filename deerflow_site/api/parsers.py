@@ -18,6 +18,9 @@ from rest_framework.exceptions import ParseError
 #: Integers in a body stay within a signed 64-bit integer (what the databases store).
 MAX_INTEGER = 2**63 - 1
 
+# A \u0000 escape (not an escaped backslash followed by "u0000").
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
 # A JSON string (skipped whole, escapes included) or one bracket.
 _STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
@@ -27,10 +30,13 @@ def loads(data: bytes | str) -> Any:
 
     Raises ValueError, with a message meant for the client, for malformed JSON, nesting deeper
     than settings.MAX_JSON_DEPTH (objects and arrays), an integer beyond ±MAX_INTEGER, a number
-    too large for a float, or NaN / Infinity.
+    too large for a float, NaN / Infinity, or the NUL character in a string (PostgreSQL's jsonb
+    and text cannot hold it).
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     check_depth(text, settings.MAX_JSON_DEPTH)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise ValueError("the NUL character (\\u0000) is not allowed in JSON strings")
     return json.loads(
         text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_refuse_constant
     )
