@@ -4,7 +4,10 @@ prefix, with explicit enum names, generated without a warning, valid OpenAPI 3."
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +20,7 @@ from openapi_spec_validator import validate
 from rest_framework.views import APIView
 
 from runs.models import Run
+from tests.live import REPO_ROOT
 from threads.models import Thread
 
 pytestmark = pytest.mark.django_db
@@ -98,6 +102,31 @@ def test_schema_generation_is_warning_free_and_valid(tmp_path):
 
 def test_schema_validates_as_openapi_3(schema):
     validate(schema)
+
+
+def test_local_mode_schema_is_warning_free_and_valid(tmp_path):
+    """What `scripts/serve` serves: the local mode, whose requests need no credentials."""
+    out = tmp_path / "schema.json"
+    command = ["spectacular", "--fail-on-warn", "--validate", "--format", "openapi-json"]
+    result = subprocess.run(
+        [sys.executable, "manage.py", *command, "--file", str(out)],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "DEERFLOW_AUTH_MODE": "local",
+            "DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION": "true",
+            "DEERFLOW_VAR_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    local_schema = json.loads(out.read_text())
+    validate(local_schema)
+    create = local_schema["paths"]["/api/threads"]["post"]
+    assert create["security"] == [{}]
+    assert "401" not in create["responses"]
 
 
 def test_enums_have_the_domain_names(schema):

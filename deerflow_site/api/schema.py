@@ -110,11 +110,13 @@ class SessionScheme(OpenApiAuthenticationExtension):
 
 
 class LocalUserScheme(OpenApiAuthenticationExtension):
+    """The local mode asks for no credentials: no security scheme, an empty requirement."""
+
     target_class = "deerflow_site.api.authentication.LocalUserAuthentication"
-    name = "localMode"
+    name: list[str] = []  # drf-spectacular reads a list as "these schemes"
 
     def get_security_requirement(self, auto_schema: Any) -> dict[str, list]:
         return {}
 
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {}
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, str]]:
+        return []
