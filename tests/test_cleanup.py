@@ -1,9 +1,12 @@
 """`manage.py cleanup`: retention of threads, runs, stream events and checkpoints."""
 
+import asyncio
 import io
 import itertools
+import sys
 import threading
 import uuid
+from asyncio.subprocess import PIPE, STDOUT
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,6 +23,7 @@ from runs.journal.catalog import EventCategory, EventType
 from runs.models import Run, RunEvent, RunStreamEvent
 from runs.retention import Retention, clear_expired
 from tests.engine_support import closing_checkpointer, make_thread, pending_run  # noqa: F401
+from tests.live import REPO_ROOT
 from threads.models import Thread
 
 pytestmark = [
@@ -262,3 +266,37 @@ def many_old_runs(user: Any, *, count: int) -> None:
     thread = make_thread(user=user)
     for _ in range(count):
         finished_run(thread=thread, user=user, ended_days_ago=31)
+
+
+def deleted_counts(output: str) -> dict[str, int]:
+    """`deleted N kind` lines of the command's output, by kind."""
+    counts = {}
+    for line in output.splitlines():
+        verb, _, rest = line.partition(" ")
+        if verb == "deleted":
+            number, _, kind = rest.partition(" ")
+            counts[kind] = int(number)
+    return counts
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
+async def test_two_cleanup_processes_at_once_end_cleanly_with_correct_totals(
+    user: Any, process_env: dict[str, str]
+) -> None:
+    world = await world_with_checkpoints(user)
+    await sync_to_async(many_old_runs)(user, count=60)
+    expected = await sync_to_async(expected_counts)(world)
+    expected = {**expected, "runs": expected["runs"] + 60}
+    command = [sys.executable, "manage.py", "cleanup", "--run-days", "30", "--batch-size", "2"]
+
+    processes = [
+        await asyncio.create_subprocess_exec(
+            *command, cwd=REPO_ROOT, env=process_env, stdout=PIPE, stderr=STDOUT
+        )
+        for _ in range(2)
+    ]
+    outputs = [(await process.communicate())[0].decode() for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    results = [deleted_counts(output) for output in outputs]
+    assert {kind: sum(result[kind] for result in results) for kind in expected} == expected
