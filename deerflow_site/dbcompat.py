@@ -54,3 +54,15 @@ def estimated_row_count(table: str) -> int | None:
         cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
         row = cursor.fetchone()
     return int(row[0]) if row and row[0] >= 0 else None
+
+
+def jsonb_storable(value: Any) -> Any:
+    """A JSON value every database can store: PostgreSQL's jsonb refuses the NUL character,
+    which a model or a tool may well produce, so it becomes U+FFFD (in keys too)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {jsonb_storable(key): jsonb_storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [jsonb_storable(item) for item in value]
+    return value

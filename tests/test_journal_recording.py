@@ -79,3 +79,24 @@ def test_a_nul_character_from_a_model_or_tool_is_journaled_as_a_replacement_char
     stored = RunEvent.objects.get(run=run)
     assert stored.content == {"type": "tool", "content": "a\ufffdb", "artifact": ["\ufffd"]}
     assert stored.metadata == {"key\ufffd": "value"}
+
+
+@pytest.mark.django_db
+def test_a_run_whose_state_and_error_hold_a_nul_character_still_ends(user: object) -> None:
+    from runs.engine.executor import describe_error
+    from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run
+    from runs.models import Run
+    from tests.engine_support import claim_next, make_thread, pending_run
+    from threads.models import Thread
+
+    pending_run(thread=make_thread(user=user, thread_id="nul"), user=user)
+    run = claim_next(worker_id="test-worker")
+    outcome = RunOutcome(status=Run.Status.ERROR, error=describe_error(ValueError("bad\x00")))
+    snapshot = ThreadSnapshot(values={"messages": [{"content": "tool said \x00"}]})
+
+    assert finish_run(run=run, outcome=outcome, snapshot=snapshot)
+
+    assert Run.objects.get(pk=run.pk).error == {"error": "ValueError", "message": "bad\ufffd"}
+    thread = Thread.objects.get(pk="nul")
+    assert thread.status == Thread.Status.ERROR
+    assert thread.values == {"messages": [{"content": "tool said \ufffd"}]}

@@ -17,6 +17,7 @@ from langgraph._internal._constants import CONFIG_KEY_STRICT_RESUME
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Send
 
+from deerflow_site.dbcompat import jsonb_storable
 from runs.engine.checkpoints import adelete_run_checkpoints
 from runs.engine.db import in_database
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
@@ -165,7 +166,8 @@ def describe_error(exc: BaseException) -> dict[str, str]:
     name = type(exc).__name__
     if type(exc).__module__.startswith(INTERNAL_MODULES):
         return {"error": name, "message": INTERNAL_MESSAGE}
-    return {"error": name, "message": str(exc) or name}
+    # jsonb-storable: the run's error is stored, and an exception's text may hold a NUL.
+    return jsonb_storable({"error": name, "message": str(exc) or name})
 
 
 async def stream_graph(graph: Pregel, plan: RunPlan, publisher: EventPublisher) -> None:

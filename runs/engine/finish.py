@@ -13,6 +13,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from langgraph.pregel import Pregel
 
+from deerflow_site.dbcompat import jsonb_storable
 from runs.engine.serialization import to_jsonable
 from runs.journal.store import JournalBatch, record_batch
 from runs.models import Run
@@ -157,5 +158,9 @@ def _settle_thread(
         "updated_at": now,
     }
     if snapshot is not None:
-        fields.update(values=snapshot.values, interrupts=snapshot.interrupts, state_updated_at=now)
+        fields.update(
+            values=jsonb_storable(snapshot.values),
+            interrupts=jsonb_storable(snapshot.interrupts),
+            state_updated_at=now,
+        )
     Thread.objects.filter(pk=thread_id).update(**fields)

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from deerflow_site.dbcompat import jsonb_storable
 from runs.journal.catalog import CATEGORY_OF, EventType
 from runs.models import Run, RunEvent, RunModelUsage, ThreadEventCounter
 
@@ -102,26 +103,14 @@ def record_events(*, thread_id: str, run_id: UUID, entries: list[JournalEntry]) 
                     seq=first + offset,
                     event_type=entry.event_type,
                     category=CATEGORY_OF[entry.event_type],
-                    content=storable(entry.content),
-                    metadata=storable(entry.metadata),
+                    content=jsonb_storable(entry.content),
+                    metadata=jsonb_storable(entry.metadata),
                     created_at=entry.created_at,
                 )
                 for offset, entry in enumerate(entries)
             ]
         )
     return list(range(first, last + 1))
-
-
-def storable(value: Any) -> Any:
-    """A JSON value every database can store: PostgreSQL's jsonb refuses the NUL character,
-    which a model or a tool may well produce, so it becomes U+FFFD (in keys too)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {storable(key): storable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [storable(item) for item in value]
-    return value
 
 
 def _allocate_seqs(thread_id: str, count: int) -> int:
