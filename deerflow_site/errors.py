@@ -1,6 +1,6 @@
 """Domain errors: what a client can cause, in the domain's words, without HTTP.
 
-Services, selectors and the engine raise subclasses of these five kinds (`ThreadBusy` is a
+Services, selectors and the engine raise subclasses of these six kinds (`ThreadBusy` is a
 Conflict, `AssistantNotFound` a NotFound, ...); `deerflow_site.api.errors.error_status` is the
 one place that says which HTTP status each kind is.
 """
@@ -38,3 +38,7 @@ class Conflict(DomainError):
 
 class Invalid(DomainError):
     """The request is invalid."""
+
+
+class QuotaExceeded(DomainError):
+    """Over a quota: the detail names the limit."""

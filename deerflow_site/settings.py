@@ -304,6 +304,12 @@ STREAM_RETENTION_SECONDS = env_float("DEERFLOW_STREAM_RETENTION_SECONDS", 3600.0
 RUN_RETENTION_DAYS = env_float("DEERFLOW_RUN_RETENTION_DAYS", 30.0)
 CLEANUP_BATCH_SIZE = env_int("DEERFLOW_CLEANUP_BATCH_SIZE", 500)
 LANGGRAPH_CONFIG = os.environ.get("DEERFLOW_LANGGRAPH_CONFIG", "")
+# Limits checked at admission: active (pending or running) runs per user (over it: 429), runs per
+# POST /runs/batch, a run's config.recursion_limit and after_seconds (over them: 422).
+MAX_ACTIVE_RUNS_PER_USER = env_int("DEERFLOW_MAX_ACTIVE_RUNS_PER_USER", 10)
+MAX_BATCH_SIZE = env_int("DEERFLOW_MAX_BATCH_SIZE", 100)
+MAX_RECURSION_LIMIT = env_int("DEERFLOW_MAX_RECURSION_LIMIT", 1000)
+MAX_AFTER_SECONDS = env_float("DEERFLOW_MAX_AFTER_SECONDS", 366 * 24 * 3600)
 # The small graphs the test suite runs (`echo`, `slow`, `failing`, ...): off in production.
 SAMPLE_GRAPHS = env_bool("DEERFLOW_SAMPLE_GRAPHS", False)
 # The built-in `agent` graph's chat model: any OpenAI-compatible endpoint. Unset: a deterministic

@@ -2,10 +2,13 @@
 `…/runs/stream`, `…/runs/wait`, `POST /runs`, `/runs/stream`, `/runs/wait`, `/runs/batch`), from a
 validated `RunRequest` to a pending row in the queue.
 
-In order: the checkpoint a run forks from (after the thread is authorised, so that an answer
-never tells whether another user's thread holds a checkpoint id), the webhook's address, then one
+In order: the request's values within the server's limits (`recursion_limit`, `after_seconds`,
+the size of a batch: 422), the checkpoint a run forks from (after the thread is authorised, so
+that an answer never tells whether another user's thread holds a checkpoint id), the webhook's
+address, then one
 transaction with the thread row locked (PostgreSQL `SELECT … FOR UPDATE`; SQLite's IMMEDIATE
-transactions serialise writers) that applies `if_not_exists`, the assistant and the multitask
+transactions serialise writers) that counts the user's active runs against their quota (429,
+the user's row locked first), applies `if_not_exists`, the assistant and the multitask
 strategy, so that its checks hold when two requests race on one thread from two processes. The
 wake-up of the workers goes out only after the commit.
 
@@ -20,6 +23,8 @@ from typing import Any
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -36,7 +41,13 @@ from runs.engine import (
     bus,
     resolve_assistant,
 )
-from runs.exceptions import CheckpointOfOtherThread, ThreadBusyReject, UnknownGraph
+from runs.exceptions import (
+    CheckpointOfOtherThread,
+    OverLimit,
+    ThreadBusyReject,
+    TooManyActiveRuns,
+    UnknownGraph,
+)
 from runs.models import Run
 from runs.webhooks import check_webhook_target
 from threads.exceptions import ThreadExists, ThreadNotFound
@@ -84,8 +95,10 @@ def admit_run(
     Raises ThreadNotFound (404: not visible, or unknown with if_not_exists=reject), Forbidden
     (403: the user may not change the thread), CheckpointNotFound (404),
     CheckpointOfOtherThread (400), WebhookRefused (422), AssistantNotFound (404), Invalid (422:
-    no assistant), ThreadBusyReject (409: busy with multitask_strategy=reject).
+    no assistant), ThreadBusyReject (409: busy with multitask_strategy=reject), OverLimit (422:
+    recursion_limit or after_seconds over its setting), TooManyActiveRuns (429).
     """
+    check_limits(request)
     stateless = thread_id is None
     thread_id = thread_id or str(uuid.uuid4())
     if request.forks or request.webhook:
@@ -102,6 +115,7 @@ async def aadmit_run(
     *, user: Any, thread_id: str | None, request: RunRequest, run_id: UUID | None = None
 ) -> Run:
     """`admit_run` for async code: the ORM steps run on the database threads."""
+    check_limits(request)
     stateless = thread_id is None
     thread_id = thread_id or str(uuid.uuid4())
     if request.forks or request.webhook:
@@ -117,8 +131,14 @@ def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:
 
     The errors of `admit_run`; a WebhookRefused or Invalid names the request's index.
     """
+    if len(requests) > settings.MAX_BATCH_SIZE:
+        raise OverLimit("runs", settings.MAX_BATCH_SIZE, "DEERFLOW_MAX_BATCH_SIZE")
     thread_ids = [str(uuid.uuid4()) for _ in requests]
     for index, (thread_id, request) in enumerate(zip(thread_ids, requests, strict=True)):
+        try:
+            check_limits(request)
+        except Invalid as exc:
+            raise Invalid({index: exc.detail}) from None
         if request.forks or request.webhook:
             try:
                 async_to_sync(_acheck)(
@@ -131,6 +151,31 @@ def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:
             _insert(user=user, thread_id=thread_id, request=request, run_id=None)
             for thread_id, request in zip(thread_ids, requests, strict=True)
         ]
+
+
+def check_limits(request: RunRequest) -> None:
+    """The request's values within the server's limits (settings), else OverLimit (422) naming
+    the field: `config.recursion_limit` ≤ MAX_RECURSION_LIMIT, `after_seconds` (seconds) ≤
+    MAX_AFTER_SECONDS."""
+    limit = (request.kwargs.get("config") or {}).get("recursion_limit")
+    if limit is not None and limit > settings.MAX_RECURSION_LIMIT:
+        raise OverLimit(
+            "recursion_limit", settings.MAX_RECURSION_LIMIT, "DEERFLOW_MAX_RECURSION_LIMIT"
+        )
+    if request.after_seconds > settings.MAX_AFTER_SECONDS:
+        raise OverLimit("after_seconds", settings.MAX_AFTER_SECONDS, "DEERFLOW_MAX_AFTER_SECONDS")
+
+
+def _check_active_runs_quota(user: Any) -> None:
+    """TooManyActiveRuns (429) when the user already has MAX_ACTIVE_RUNS_PER_USER pending or
+    running runs. Holds the user's row until the transaction ends, so that concurrent
+    admissions of one user count one after the other (0: no limit)."""
+    limit = settings.MAX_ACTIVE_RUNS_PER_USER
+    if limit <= 0 or user is None or user.pk is None:
+        return
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    if Run.objects.active().filter(user=user).count() >= limit:
+        raise TooManyActiveRuns(limit)
 
 
 def _authorise(*, user: Any, thread_id: str, request: RunRequest) -> bool:
@@ -181,6 +226,7 @@ def _insert(*, user: Any, thread_id: str, request: RunRequest, run_id: UUID | No
     """The transaction of admission: the thread locked (created with if_not_exists=create), the
     assistant, the multitask strategy, the pending row."""
     with transaction.atomic():
+        _check_active_runs_quota(user)
         thread = _thread_for_run(
             user=user, thread_id=thread_id, if_not_exists=request.if_not_exists
         )

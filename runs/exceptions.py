@@ -1,6 +1,6 @@
 """What run services refuse, in the domain's words."""
 
-from deerflow_site.errors import BadRequest, Conflict, Invalid, NotFound
+from deerflow_site.errors import BadRequest, Conflict, Invalid, NotFound, QuotaExceeded
 
 
 class RunNotFound(NotFound):
@@ -40,3 +40,20 @@ class UnknownGraph(Invalid):
 
     def __init__(self, name: str) -> None:
         super().__init__({"assistant_id": [f"No graph named {name!r} is registered."]})
+
+
+class TooManyActiveRuns(QuotaExceeded):
+    """The user has as many pending or running runs as allowed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Limit reached: at most {limit} active (pending or running) runs per user "
+            "(DEERFLOW_MAX_ACTIVE_RUNS_PER_USER). Wait for one to end, or cancel one."
+        )
+
+
+class OverLimit(Invalid):
+    """A request value above the server's limit for it (a 422 naming the field and limit)."""
+
+    def __init__(self, field: str, limit: float, setting: str) -> None:
+        super().__init__({field: [f"Limit exceeded: at most {limit:g} ({setting})."]})

@@ -64,7 +64,6 @@ RUN_FIELDS = (
     "total_tokens",
     "llm_calls",
 )
-MAX_AFTER_SECONDS = 366 * 24 * 3600
 
 
 def parse_stream_modes(value: Any, *, allowed: tuple[str, ...] = STREAM_MODES) -> list[str]:
@@ -221,9 +220,7 @@ class RunCreateSerializer(RequestSerializer):
     multitask_strategy = StrictChoiceField(
         choices=Run.MultitaskStrategy.choices, required=False, allow_null=True
     )
-    after_seconds = StrictFloatField(
-        min_value=0, max_value=MAX_AFTER_SECONDS, required=False, allow_null=True
-    )
+    after_seconds = StrictFloatField(min_value=0, required=False, allow_null=True)
     if_not_exists = StrictChoiceField(choices=["create", "reject"], required=False, allow_null=True)
     feedback_keys = serializers.ListField(
         child=StrictCharField(max_length=255), required=False, allow_null=True

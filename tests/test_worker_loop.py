@@ -24,6 +24,7 @@ from tests.engine_support import (  # noqa: F401
     make_thread,
     pending_run,
 )
+from tests.fixtures import client_for
 from threads.models import Thread
 
 pytestmark = [
@@ -143,6 +144,30 @@ async def test_a_freed_slot_goes_to_the_user_with_fewer_running_runs(
     for run in (backlog[2], backlog[1], late):
         await sync_to_async(cancel_run)(run=run, action="interrupt")
         await wait_for_status(run.pk, Run.Status.INTERRUPTED)
+
+
+@override_settings(MAX_ACTIVE_RUNS_PER_USER=2)
+async def test_below_the_concurrency_a_per_user_limit_lets_another_users_run_start_at_once(
+    user: Any, other_user: Any, start_worker: Any
+) -> None:
+    await start_worker(concurrency=3)
+    body = {"assistant_id": "slow", "input": {"steps": 1000, "delay": 0.1}, "stream_mode": "custom"}
+    alice, bob = [await sync_to_async(client_for)(who) for who in (user, other_user)]
+
+    async def create(client: Any) -> Any:
+        return await sync_to_async(client.post)("/api/runs", body, format="json")
+
+    backlog = [(await create(alice)).json() for _ in range(2)]
+    refused = await create(alice)
+    late = (await create(bob)).json()
+
+    assert refused.status_code == 429
+    for run in [*backlog, late]:
+        await wait_for_status(run["run_id"], Run.Status.RUNNING)
+    for run in [*backlog, late]:
+        stored = await fetch_run(run["run_id"])
+        await sync_to_async(cancel_run)(run=stored, action="interrupt")
+        await wait_for_status(run["run_id"], Run.Status.INTERRUPTED)
 
 
 async def test_enqueued_runs_of_a_thread_run_one_at_a_time_in_order(

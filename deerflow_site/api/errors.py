@@ -15,7 +15,15 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from deerflow_site.errors import BadRequest, Conflict, DomainError, Forbidden, Invalid, NotFound
+from deerflow_site.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +34,7 @@ STATUS_OF_KIND: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
     Invalid: 422,
+    QuotaExceeded: 429,
 }
 TOO_LARGE = "The request body is too large."
 
