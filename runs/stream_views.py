@@ -93,6 +93,25 @@ def run_path(thread_id: str, run_id: Any) -> str:
     return f"/threads/{thread_id}/runs/{run_id}"
 
 
+#: `run_headers` as the OpenAPI schema documents them.
+RUN_HEADERS = [
+    OpenApiParameter(
+        "Content-Location",
+        str,
+        OpenApiParameter.HEADER,
+        response=[200],
+        description="the run: {API prefix}/threads/{thread_id}/runs/{run_id}",
+    ),
+    OpenApiParameter(
+        "Location",
+        str,
+        OpenApiParameter.HEADER,
+        response=[200],
+        description="where to rejoin, relative to the API prefix (not on background runs)",
+    ),
+]
+
+
 def run_headers(run: Run, *, location_suffix: str | None = None) -> dict[str, str]:
     """Content-Location (the SDKs read the run id from its end) and the reconnect Location."""
     path = run_path(run.thread_id, run.pk)
@@ -126,6 +145,7 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
 
 @extend_schema(
     request=RunCreateSerializer,
+    parameters=RUN_HEADERS,
     responses={**event_stream(RUN_STREAM_EVENTS), **ADMISSION_ERRORS},
 )
 @api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
@@ -140,7 +160,11 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 
 
-@extend_schema(request=RunCreateSerializer, responses={200: FINAL_VALUES, **ADMISSION_ERRORS})
+@extend_schema(
+    request=RunCreateSerializer,
+    parameters=RUN_HEADERS,
+    responses={200: FINAL_VALUES, **ADMISSION_ERRORS},
+)
 @api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""

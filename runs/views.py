@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deerflow_site.api.ids import validate_thread_id
-from deerflow_site.api.pagination import page, pagination_headers
+from deerflow_site.api.pagination import PAGINATION_HEADERS, page, pagination_headers
 from deerflow_site.api.serializers import validated
 from deerflow_site.errors import Invalid
 from runs import admission, selectors, services
@@ -22,7 +22,7 @@ from runs.serializers import (
     query_data,
     run_json,
 )
-from runs.stream_views import run_headers
+from runs.stream_views import RUN_HEADERS, run_headers
 
 
 class ThreadRunsView(APIView):
@@ -31,6 +31,7 @@ class ThreadRunsView(APIView):
     @extend_schema(
         operation_id="runs_create",
         request=RunCreateSerializer,
+        parameters=RUN_HEADERS,
         responses={200: RunSerializer, **ADMISSION_ERRORS},
     )
     def post(self, request: Request, thread_id: str) -> Response:
@@ -44,7 +45,7 @@ class ThreadRunsView(APIView):
 
     @extend_schema(
         operation_id="runs_list",
-        parameters=[RunListQuerySerializer],
+        parameters=[RunListQuerySerializer, *PAGINATION_HEADERS],
         responses={200: RunSerializer(many=True)},
     )
     def get(self, request: Request, thread_id: str) -> Response:
@@ -65,6 +66,7 @@ class StatelessRunsView(APIView):
     @extend_schema(
         operation_id="runs_create_stateless",
         request=RunCreateSerializer,
+        parameters=RUN_HEADERS,
         responses={200: RunSerializer, **ADMISSION_ERRORS},
     )
     def post(self, request: Request) -> Response:

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from deerflow_site.api.ids import validate_thread_id
-from deerflow_site.api.pagination import page, pagination_headers
+from deerflow_site.api.pagination import PAGINATION_HEADERS, page, pagination_headers
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
 from threads import selectors, services
@@ -60,6 +60,7 @@ class ThreadSearchView(APIView):
     @extend_schema(
         operation_id="threads_search",
         request=ThreadSearchSerializer,
+        parameters=PAGINATION_HEADERS,
         responses={200: ThreadSerializer(many=True)},
     )
     def post(self, request: Request) -> Response:

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter
 
 from deerflow_site.api.serializers import BoundedIntegerField, RequestSerializer
 
@@ -14,6 +15,25 @@ class LimitOffsetSerializer(RequestSerializer):
 
     limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
     offset = BoundedIntegerField(min_value=0, default=0)
+
+
+#: The headers as the OpenAPI schema documents them: `extend_schema(parameters=...)` of a list.
+PAGINATION_HEADERS = [
+    OpenApiParameter(
+        "X-Pagination-Total",
+        int,
+        OpenApiParameter.HEADER,
+        response=[200],
+        description="how many match, in all windows",
+    ),
+    OpenApiParameter(
+        "X-Pagination-Next",
+        int,
+        OpenApiParameter.HEADER,
+        response=[200],
+        description="the offset of the next window; absent on the last one",
+    ),
+]
 
 
 def pagination_headers(*, total: int, limit: int, offset: int) -> dict[str, str]:

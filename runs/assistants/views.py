@@ -8,7 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 
 from deerflow_site.api.async_views import api_view, by_method, json_body
-from deerflow_site.api.pagination import pagination_headers
+from deerflow_site.api.pagination import PAGINATION_HEADERS, pagination_headers
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
 from deerflow_site.errors import Invalid
@@ -55,6 +55,7 @@ async def _graph(assistant_id: str) -> tuple[GraphSpec, Any]:
 @extend_schema(
     operation_id="assistants_search",
     request=AssistantSearchSerializer,
+    parameters=PAGINATION_HEADERS,
     responses={200: AssistantSerializer(many=True)},
 )
 @api_view(required_scopes={"POST": READ})
