@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
+from deerflow_site.redaction import Redactor
 from runs.engine import in_database
 from runs.models import Run
 from runs.serializers import run_json
@@ -42,13 +43,15 @@ def webhook_payload(*, run_id: Any) -> dict[str, Any] | None:
     run = Run.objects.select_related("thread").filter(pk=run_id).first()
     if run is None or run.is_active:
         return None
-    return {
-        **run_json(run),
-        "values": run.thread.values,
-        "error": run.error,
-        "run_started_at": run.started_at.isoformat() if run.started_at else None,
-        "run_ended_at": run.ended_at.isoformat() if run.ended_at else None,
-    }
+    return Redactor.for_run(run.kwargs).redact(
+        {
+            **run_json(run),
+            "values": run.thread.values,
+            "error": run.error,
+            "run_started_at": run.started_at.isoformat() if run.started_at else None,
+            "run_ended_at": run.ended_at.isoformat() if run.ended_at else None,
+        }
+    )
 
 
 async def send_webhook(*, run_id: Any, url: str) -> bool:

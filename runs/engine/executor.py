@@ -6,6 +6,7 @@ status it reads.
 """
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -222,18 +223,21 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         writer.abort()  # the reaper has written the run's end
         await publisher.close()
         return None
-    if outcome.error is not None:
+    if outcome.error is not None:  # stored on the run and shown: no secret in its message
+        outcome = dataclasses.replace(outcome, error=publisher.redactor.redact(outcome.error))
         publisher.emit("error", outcome.error)
     # A run that stopped at interrupt() or a breakpoint ended `success`; its thread is
     # `interrupted` (the snapshot waits). A run `interrupted` is one a user cancelled.
     snapshot = await _snapshot(graph, run) if graph is not None else None
     unwritten = await writer.close()
     unwritten.entries.append(
-        run_ended(
-            status=outcome.status,
-            error=outcome.error,
-            cancel_action=outcome.cancel_action,
-            rolled_back=outcome.rolled_back,
+        writer.redacted(
+            run_ended(
+                status=outcome.status,
+                error=outcome.error,
+                cancel_action=outcome.cancel_action,
+                rolled_back=outcome.rolled_back,
+            )
         )
     )
     await publisher.drain()

@@ -9,6 +9,7 @@ left at the end goes into the transaction that persists the run's final status.
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -27,6 +28,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import LLMResult
 from langgraph.types import Command
 
+from deerflow_site.redaction import Redactor
 from runs.engine.db import in_database
 from runs.engine.serialization import to_jsonable
 from runs.journal.catalog import EventType
@@ -45,6 +47,7 @@ class JournalWriter:
     def __init__(self, run: Run) -> None:
         self.run_id: UUID = run.pk
         self.thread_id: str = run.thread_id
+        self.redactor = Redactor.for_run(run.kwargs)
         self._batch = JournalBatch()
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
@@ -54,12 +57,23 @@ class JournalWriter:
         self._task = asyncio.create_task(self._write_forever(), name=f"journal-{self.run_id}")
 
     def add(self, entry: JournalEntry, usage: tuple[str, ModelUsage] | None = None) -> None:
-        """Buffer one event (and the usage of the model call it reports)."""
-        self._batch.entries.append(entry)
+        """Buffer one event (and the usage of the model call it reports), the run's secret
+        values taken out."""
+        self._batch.entries.append(self.redacted(entry))
         if usage is not None:
             model_name, model_usage = usage
             self._batch.usage.setdefault(model_name, ModelUsage()).add(model_usage)
         self._ready.set()
+
+    def redacted(self, entry: JournalEntry) -> JournalEntry:
+        """`entry` without the run's secret values (deerflow_site.redaction's rule)."""
+        if not self.redactor:
+            return entry
+        return dataclasses.replace(
+            entry,
+            content=self.redactor.redact(to_jsonable(entry.content)),
+            metadata=self.redactor.redact(to_jsonable(entry.metadata)),
+        )
 
     async def close(self) -> JournalBatch:
         """Stop the writing task (after its write in progress); returns what is still unwritten,

@@ -18,8 +18,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 
+from deerflow_site.redaction import Redactor
 from runs.engine import bus
 from runs.engine.db import in_database
+from runs.engine.serialization import to_jsonable
 from runs.models import Run, RunStreamEvent
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class EventPublisher:
         self.run_id: UUID = run.pk
         self.thread_id: str = run.thread_id
         self.resumable = run.resumable
+        self.redactor = Redactor.for_run(run.kwargs)
         self.last_id = 0
         self._queue: asyncio.Queue[bus.StreamEvent | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -103,7 +106,10 @@ class EventPublisher:
         self._task = asyncio.create_task(self._publish_forever(), name=f"publish-{self.run_id}")
 
     def emit(self, name: str, payload: Any) -> None:
-        """Queue one event (serialised now: the graph may change its objects later)."""
+        """Queue one event (serialised now: the graph may change its objects later), the run's
+        secret values taken out (the `debug`, `checkpoints` and `events` modes carry its config)."""
+        if self.redactor:
+            payload = self.redactor.redact(to_jsonable(payload))
         self.last_id += 1
         self._queue.put_nowait(bus.StreamEvent.of(self.last_id, name, payload))
 
