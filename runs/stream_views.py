@@ -224,23 +224,31 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 
 
-def _join_stream_schema(method: str) -> Any:
-    return extend_schema(
-        methods=[method],
-        operation_id=f"runs_join_stream_{method.lower()}",
-        parameters=[JoinStreamQuerySerializer, *STREAM_QUERY],
-        request=None,
-        responses={
-            **event_stream(RUN_STREAM_EVENTS),
-            202: OpenApiResponse(description="With `action`: the run was asked to stop."),
-            204: OpenApiResponse(description="With `action` and `wait`: the run has stopped."),
-            409: error("With `action`: the run had already ended."),
-        },
-    )
-
-
-@_join_stream_schema("GET")
-@_join_stream_schema("POST")
+@extend_schema(
+    methods=["GET"],
+    operation_id="runs_join_stream_get",
+    parameters=[
+        OpenApiParameter(
+            "cancel_on_disconnect",
+            bool,
+            description="cancel the run if this connection drops (same-origin sessions only)",
+        ),
+        *STREAM_QUERY,
+    ],
+    responses=event_stream(RUN_STREAM_EVENTS),
+)
+@extend_schema(
+    methods=["POST"],
+    operation_id="runs_join_stream_post",
+    parameters=[JoinStreamQuerySerializer, *STREAM_QUERY],
+    request=None,
+    responses={
+        **event_stream(RUN_STREAM_EVENTS),
+        202: OpenApiResponse(description="With `action`: the run was asked to stop."),
+        204: OpenApiResponse(description="With `action` and `wait`: the run has stopped."),
+        409: error("With `action`: the run had already ended."),
+    },
+)
 @api_view(required_scopes={"GET": "runs:read", "POST": "runs:read"}, on_db_threads=True)
 async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET|POST /threads/{t}/runs/{r}/stream: join the run's events (`?action=` cancels)."""
