@@ -4,6 +4,7 @@ nothing, on every endpoint, never 500s."""
 import logging
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -189,3 +190,19 @@ def test_unknown_fields_are_logged_once_and_remembered_within_a_bound(api, caplo
         assert len([r for r in caplog.records if "a_newer_sdk_field" in r.getMessage()]) == 1
     finally:
         unknown_fields.size = 256
+
+
+def test_every_integer_field_of_the_code_is_bounded() -> None:
+    """Request integers go through BoundedIntegerField (64-bit, ASCII digits); DRF's own
+    IntegerField is unbounded and takes Unicode digits: read-only use only."""
+    repo = Path(__file__).resolve().parent.parent
+    unbounded = [
+        f"{path.relative_to(repo)}:{number}"
+        for app in ("deerflow_site", "threads", "runs", "feedback")
+        for path in (repo / app).rglob("*.py")
+        if "migrations" not in path.parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if ("serializers.IntegerField(" in line and "read_only=True" not in line)
+        or ".isdigit()" in line
+    ]
+    assert unbounded == []

@@ -81,7 +81,7 @@ class HistorySerializer(RequestSerializer):
 class HistoryQuerySerializer(RequestSerializer):
     """The query of `GET /threads/{t}/history` (the body of the POST takes filters too)."""
 
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    limit = BoundedIntegerField(min_value=1, max_value=1000, default=10)
     before = CheckpointIdField(required=False, help_text="a checkpoint id: states before it")
     select = SelectField(required=False)
 

@@ -17,7 +17,7 @@ from deerflow_site.api.parsers import MAX_INTEGER
 
 logger = logging.getLogger(__name__)
 
-#: A query parameter's integer: ASCII digits only (str.isdigit() also accepts `²`).
+#: A query parameter's integer: ASCII digits only (Python's digit checks also accept `²`).
 INTEGER_PATTERN = re.compile(r"\A-?[0-9]{1,19}\Z")
 
 
