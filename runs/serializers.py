@@ -63,6 +63,7 @@ RUN_FIELDS = (
     "output_tokens",
     "total_tokens",
     "llm_calls",
+    "token_usage_by_model",
 )
 
 
@@ -85,6 +86,16 @@ def parse_stream_modes(value: Any, *, allowed: tuple[str, ...] = STREAM_MODES) -
     return list(dict.fromkeys(modes))
 
 
+MODEL_USAGE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {
+            key: {"type": "integer"}
+            for key in ("input_tokens", "output_tokens", "total_tokens", "llm_calls")
+        },
+    },
+}
 STRING_OR_LIST = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
 
 
@@ -316,6 +327,7 @@ class RunSerializer(serializers.ModelSerializer):
 
     thread_id = serializers.CharField(source="thread.pk", read_only=True)
     kwargs = serializers.SerializerMethodField()
+    token_usage_by_model = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
@@ -324,6 +336,22 @@ class RunSerializer(serializers.ModelSerializer):
 
     def get_kwargs(self, run: Run) -> dict[str, Any]:
         return public_kwargs(run.kwargs or {})
+
+    @extend_schema_field(MODEL_USAGE_SCHEMA)
+    def get_token_usage_by_model(self, run: Run) -> dict[str, dict[str, int]]:
+        """`{model: {input_tokens, output_tokens, total_tokens, llm_calls}}` (no query for a
+        run that has called no model yet; list views prefetch `model_usage`)."""
+        if not run.llm_calls:
+            return {}
+        return {
+            usage.model_name: {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens,
+                "llm_calls": usage.llm_calls,
+            }
+            for usage in run.model_usage.all()
+        }
 
 
 def run_json(run: Run, *, select: list[str] | None = None) -> dict[str, Any]:

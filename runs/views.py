@@ -53,7 +53,7 @@ class ThreadRunsView(APIView):
         query = validated(RunListQuerySerializer, query_data(request.query_params))
         runs = selectors.runs_of_thread(
             user=request.user, thread_id=thread_id, status=query.get("status")
-        )
+        ).prefetch_related("model_usage")
         items, total = page(runs, limit=query["limit"], offset=query["offset"])
         data = [run_json(run, select=query.get("select")) for run in items]
         headers = pagination_headers(total=total, limit=query["limit"], offset=query["offset"])

@@ -81,6 +81,9 @@ async def test_run_token_totals_are_the_sum_over_its_ai_messages(sdk: Any, clien
     assert expected["total_tokens"] > 0
     assert {key: run[key] for key in expected} == expected
     assert run["llm_calls"] == 2
+    assert run["token_usage_by_model"] == {"scripted": {**expected, "llm_calls": 2}}
+    listed = (await sdk.runs.list(thread_id))[0]
+    assert listed["token_usage_by_model"] == run["token_usage_by_model"]
     assert usage == {
         "thread_id": thread_id,
         "total_input_tokens": expected["input_tokens"],
