@@ -289,6 +289,7 @@ async def open_streams(
     heartbeat_window: float,
     open_concurrency: int,
     open_timeout: float,
+    level_open_seconds: float,
     runs: int = 10,
 ) -> dict[str, Any]:
     """Hold up to `levels[-1]` SSE streams open; the server's RSS and CPU at each level.
@@ -296,7 +297,9 @@ async def open_streams(
     The streams join (GET /threads/{t}/runs/{r}/stream) `runs` runs that sleep: as many as both
     servers execute at once, so every stream is a live one of a running run. A stream counts as
     open when its 200 arrived; at each level the streams are watched for `heartbeat_window`
-    seconds, and one that received nothing in the window is not open.
+    seconds, and one that received nothing in the window is not open. Opening a level stops
+    after `level_open_seconds`: the level is then reported with the streams opened so far
+    (`"incomplete": true`) and the levels above it are not tried.
     """
     async with client(base_url, connections=max(levels) + 16) as http:
         targets = await _start_sleeping_runs(http, runs)
@@ -313,8 +316,12 @@ async def open_streams(
             "levels": {},
         }
 
+        deadline = 0.0
+
         async def open_one(n: int) -> None:
             async with gate:
+                if time.monotonic() > deadline:
+                    return
                 probe = StreamProbe()
                 probes.append(probe)
                 thread_id, run_id = targets[n % len(targets)]
@@ -327,9 +334,15 @@ async def open_streams(
             opened_so_far = 0
             for level in levels:
                 began = time.monotonic()
+                deadline = began + level_open_seconds
+                client_cpu_before = time.process_time()
+                server_cpu_before = server.cpu_seconds()
                 await asyncio.gather(*(open_one(n) for n in range(opened_so_far, level)))
-                opened_so_far = level
+                opened_so_far = len(probes)
                 open_seconds = time.monotonic() - began
+                # Is the load generator (one process) what limits the opening rate?
+                client_cpu = 100 * (time.process_time() - client_cpu_before) / open_seconds
+                server_cpu = 100 * (server.cpu_seconds() - server_cpu_before) / open_seconds
                 beats_before = [p.heartbeats for p in probes]
                 cpu_before = server.cpu_seconds()
                 await asyncio.sleep(heartbeat_window)
@@ -342,8 +355,11 @@ async def open_streams(
                 with_rss = await _median_rss(server.rss)
                 errors = [p.error for p in probes if p.error]
                 result["levels"][str(level)] = {
-                    "streams": level,
+                    "streams": len(probes),
+                    "incomplete": len(probes) < level,
                     "open_seconds": round(open_seconds, 2),
+                    "load_generator_cpu_percent_opening": round(client_cpu, 1),
+                    "server_cpu_percent_opening": round(server_cpu, 1),
                     "opened": sum(1 for p in probes if p.headers_at is not None),
                     "heartbeat_in_window": alive,
                     "errors": len(errors),
@@ -352,8 +368,10 @@ async def open_streams(
                     "rss_mb": round(with_rss / 2**20, 1),
                     "os_threads": server.threads(),
                     "idle_cpu_percent": round(cpu_percent, 1),
-                    "kb_per_stream": (with_rss - idle) / 1024 / level,
+                    "kb_per_stream": (with_rss - idle) / 1024 / max(len(probes), 1),
                 }
+                if len(probes) < level:
+                    break  # the server could not take this level in time: no higher one
         finally:
             for task in tasks:
                 task.cancel()

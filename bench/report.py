@@ -189,12 +189,21 @@ def _rows(results: dict[str, Any], levels: list[str], stream_levels: list[str]) 
     ]
     for lv in stream_levels:
         rows += [
-            (f"RSS MB, {lv} streams", ("streams", "levels", lv, "rss_mb")),
+            (f"streams held, of {lv}", ("streams", "levels", lv, "streams")),
+            (f"  RSS MB, {lv}", ("streams", "levels", lv, "rss_mb")),
             (f"  KB/stream, {lv}", ("streams", "levels", lv, "kb_per_stream")),
             (f"  OS threads, {lv}", ("streams", "levels", lv, "os_threads")),
             (f"  server CPU % with {lv} open", ("streams", "levels", lv, "idle_cpu_percent")),
             (f"  heartbeating/{lv}", ("streams", "levels", lv, "heartbeat_in_window")),
             (f"  seconds to open {lv}", ("streams", "levels", lv, "open_seconds")),
+            (
+                f"  server CPU % opening {lv}",
+                ("streams", "levels", lv, "server_cpu_percent_opening"),
+            ),
+            (
+                f"  load generator CPU % opening {lv}",
+                ("streams", "levels", lv, "load_generator_cpu_percent_opening"),
+            ),
         ]
     return rows
 

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chat-seconds", type=float, default=120.0, help="cap on the chat phase")
     parser.add_argument("--streams", default="500,2000,10000", help="open-stream levels")
     parser.add_argument("--heartbeat-window", type=float, default=7.0)
+    parser.add_argument(
+        "--open-seconds", type=float, default=240.0, help="cap on opening each stream level"
+    )
     parser.add_argument("--jobs-per-worker", type=int, default=10)
     parser.add_argument("--output", type=Path, default=servers.BENCH_DIR / "results.json")
     parser.add_argument(
@@ -78,7 +82,7 @@ def parse_args() -> argparse.Namespace:
         args.chat_concurrency = 2
         if args.streams == parser.get_default("streams"):
             args.streams = "50"
-        args.heartbeat_window = 6.0
+        args.heartbeat_window, args.open_seconds = 6.0, 60.0
     args.phase_names = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
     if unknown_phases := sorted(set(args.phase_names) - set(PHASES)):
         parser.error(f"unknown phases {unknown_phases}; choose from {list(PHASES)}")
@@ -240,6 +244,7 @@ async def measure_streams(server: Server, workdir: Path, args: argparse.Namespac
         open_concurrency=64,
         runs=args.jobs_per_worker,
         open_timeout=60.0,
+        level_open_seconds=args.open_seconds,
     )
     return {"streams": measured}
 
@@ -276,6 +281,8 @@ def versions() -> dict[str, Any]:
 
 def main() -> int:
     args = parse_args()
+    # A SIGTERM (a timeout, a CI stop) unwinds like Ctrl-C, so every server started is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     files = raise_file_limit(max(args.stream_levels or [0]) * 3 + 1024)
     log(f"file descriptor limit {files}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="deerflow-bench-"))
