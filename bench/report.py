@@ -166,6 +166,8 @@ def _rows(results: dict[str, Any], levels: list[str], stream_levels: list[str]) 
             (f"  p95 ms c={lv}", ("create_wait", lv, "p95_ms")),
             (f"  errors c={lv}", ("create_wait", lv, "errors")),
             (f"  server CPU ms/run c={lv}", ("create_wait", lv, "server_cpu_ms_per_run")),
+            (f"    web processes c={lv}", ("create_wait", lv, "server_cpu_ms_per_run_web")),
+            (f"    workers c={lv}", ("create_wait", lv, "server_cpu_ms_per_run_worker")),
         ]
     rows += [
         ("POST /threads p50 ms", ("threads", "p50_ms")),

@@ -183,14 +183,18 @@ async def measure_create_wait(server: Server, workdir: Path, args: argparse.Name
         log(f"{server.name}: create+wait at concurrency {level}")
         is_top = level == max(args.levels)
         with profiling(server, workdir, args.duration + args.warmup, args.profile and is_top) as f:
-            cpu_before = server.cpu_seconds()
+            roles_before = server.cpu_seconds_by_role()
             measured = await load.create_wait(
                 server.base_url, concurrency=level, duration=args.duration, warmup=args.warmup
             )
-            cpu = server.cpu_seconds() - cpu_before
-        if measured.get("answered_in_all"):
+            roles = server.cpu_seconds_by_role()
+        if runs := measured.get("answered_in_all"):
             # Every process of the server (web, worker), over the whole level: CPU cost of a run.
-            measured["server_cpu_ms_per_run"] = 1000 * cpu / measured["answered_in_all"]
+            used = {role: roles[role] - roles_before.get(role, 0.0) for role in roles}
+            measured["server_cpu_ms_per_run"] = 1000 * sum(used.values()) / runs
+            if "worker" in used:  # the split layouts: where a run's CPU goes
+                for role, seconds in used.items():
+                    measured[f"server_cpu_ms_per_run_{role}"] = 1000 * seconds / runs
         if f:
             measured["profiles"] = f
         out[str(level)] = measured

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from processes import shared_port_listeners, tree_cpu_seconds, tree_rss_bytes
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -91,32 +92,21 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by every process of the server."""
-        total = 0.0
-        for pid in self.pids():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                root = psutil.Process(pid)
-                for process in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        times = process.cpu_times()
-                        total += times.user + times.system
-        return total
+        return sum(tree_cpu_seconds(pid) for pid in self.pids())
+
+    def cpu_seconds_by_role(self) -> dict[str, float]:
+        """CPU seconds so far of the web processes and of the separate workers (if any).
+
+        Shape: {"web": s, "worker": s}; "worker" only for a split layout (`manage.py runs_worker`).
+        """
+        out: dict[str, float] = {}
+        for process in [self.web, *self.others]:
+            role = "worker" if "runs_worker" in process.args else "web"
+            out[role] = out.get(role, 0.0) + tree_cpu_seconds(process.pid)
+        return out
 
     def pids(self) -> list[int]:
         return [self.web.pid, *(p.pid for p in self.others)]
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """RSS of a process and all its descendants."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
-    return total
 
 
 def free_port() -> int:
@@ -264,29 +254,6 @@ def _daphne(
     return _spawn(command, cwd=REPO_DIR, env=env, logfile=logfile, pass_fds=fds)
 
 
-def shared_port_listeners(count: int) -> tuple[int, list[socket.socket]]:
-    """`count` listening sockets on one loopback port (SO_REUSEPORT), one per web process.
-
-    The kernel spreads new connections over them, as over the processes of a pre-fork server.
-    """
-    listeners: list[socket.socket] = []
-    port = 0
-    try:
-        for _ in range(count):
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listeners.append(listener)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            listener.bind((HOST, port))
-            port = listener.getsockname()[1]
-            listener.listen(1024)
-            listener.set_inheritable(True)
-    except OSError:
-        for listener in listeners:
-            listener.close()
-        raise
-    return port, listeners
-
-
 @contextlib.contextmanager
 def our_server(
     workdir: Path,
@@ -349,7 +316,7 @@ def our_server(
             _stop(process)
 
 
-def _describe(name: str, split_worker: bool, webs: int, workers: int) -> str:
+def _describe(name: str, split_worker: bool, webs: int = 1, workers: int = 1) -> str:
     if name == "ours-sqlite":
         return "daphne, SQLite + in-memory channel layer + embedded worker (the default)"
     if split_worker:
