@@ -83,7 +83,9 @@ async def test_a_config_secret_is_found_nowhere(
     assert leaks == []
 
 
-async def test_a_config_secret_in_a_graph_error_is_redacted(sdk, secret: str) -> None:
+async def test_a_config_secret_in_a_graph_error_is_redacted(
+    sdk, daphne_server: Any, secret: str
+) -> None:
     thread_id = (await sdk.threads.create())["thread_id"]
     parts = [
         part
@@ -100,6 +102,8 @@ async def test_a_config_secret_in_a_graph_error_is_redacted(sdk, secret: str) ->
     assert run["status"] == "error"
     error = next(part.data for part in parts if part.event == "error")
     assert error["message"] == "could not connect with ***"
+    assert "GraphFailure: could not connect with ***" in daphne_server.output()
+    assert secret not in daphne_server.output()
 
 
 def test_the_redactor_replaces_secret_values_in_keys_and_text_but_not_short_ones_inside() -> None:

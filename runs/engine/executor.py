@@ -8,6 +8,7 @@ status it reads.
 import asyncio
 import dataclasses
 import logging
+import traceback
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,7 +213,14 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         )
         outcome = await _outcome_of_cancel(run, stopped_by)
     except Exception as exc:
-        logger.exception("run %s (graph %s) failed", run.pk, run.graph_id)
+        # The traceback as text, the run's secret values taken out (a graph's error may quote
+        # its config).
+        logger.error(
+            "run %s (graph %s) failed\n%s",
+            run.pk,
+            run.graph_id,
+            publisher.redactor.redact_text(traceback.format_exc()),
+        )
         outcome = RunOutcome(status=Run.Status.ERROR, error=describe_error(exc))
     except asyncio.CancelledError:  # the worker itself is being torn down
         publisher.abort()
