@@ -229,6 +229,8 @@ def _our_env(var_dir: Path, extra: dict[str, str]) -> dict[str, str]:
         DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true",
         DEERFLOW_VAR_DIR=str(var_dir),
         DEERFLOW_LANGGRAPH_CONFIG=str(LANGGRAPH_CONFIG),
+        # One bench user drives up to 64 clients; the peers have no per-user cap on active runs.
+        DEERFLOW_MAX_ACTIVE_RUNS_PER_USER="0",
         **extra,
     )
     return env
