@@ -275,6 +275,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # `select` leaves fields out of threads, runs, assistants and states: none is required in a
+    # response.
+    "COMPONENT_NO_READ_ONLY_REQUIRED": True,
     # Choice sets named as the domain names them (drf-spectacular names them by field, and three
     # fields called `status` would collide).
     "ENUM_NAME_OVERRIDES": {

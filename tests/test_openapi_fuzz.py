@@ -4,6 +4,7 @@ schema (status code, content type, headers, body)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -47,12 +48,20 @@ def generation_modes(operation: schemathesis.APIOperation) -> list[GenerationMod
     return [GenerationMode.POSITIVE]
 
 
-def fuzz_operation(operation: schemathesis.APIOperation, mode: GenerationMode) -> None:
-    """Send EXAMPLES_PER_OPERATION generated requests; raises on the first failed check."""
+def fuzz_operation(
+    operation: schemathesis.APIOperation,
+    mode: GenerationMode,
+    *,
+    path_parameters: dict[str, str] | None = None,
+    examples: int = EXAMPLES_PER_OPERATION,
+) -> None:
+    """Send `examples` generated requests (with these path parameters, if given); raises on
+    the first failed check."""
+    strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=strategy)
     @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
+        max_examples=examples,
         deadline=None,
         database=None,
         derandomize=True,  # the same requests on every run: a failure reproduces
@@ -65,21 +74,59 @@ def fuzz_operation(operation: schemathesis.APIOperation, mode: GenerationMode) -
     run()
 
 
+def existing_ids(server: LiveServer, token: str) -> dict[str, str]:
+    """Path parameters naming things that exist: a thread with a finished `agent` run, that run,
+    the thread's latest checkpoint and the `agent` assistant."""
+    with httpx.Client(
+        base_url=server.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as client:
+        thread_id = client.post("/threads", json={}).json()["thread_id"]
+        run = {"assistant_id": "agent", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+        assert client.post(f"/threads/{thread_id}/runs/wait", json=run).status_code == 200
+        run_id = client.get(f"/threads/{thread_id}/runs").json()[0]["run_id"]
+        state = client.get(f"/threads/{thread_id}/state").json()
+    return {
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "checkpoint_id": state["checkpoint"]["checkpoint_id"],
+        "assistant_id": "agent",
+    }
+
+
+def reads_existing_things(operation: schemathesis.APIOperation) -> bool:
+    """Whether to fuzz the operation on things that exist too: it names some, and neither
+    deletes them nor streams (a stream of a live thread stays open)."""
+    if operation.method.upper() == "DELETE" or "stream" in operation.path:
+        return False
+    return any(f"{{{name}}}" in operation.path for name in EXISTING)
+
+
+#: Path parameters fuzzed with ids of things that exist, besides generated ones.
+EXISTING = ("thread_id", "run_id", "checkpoint_id", "assistant_id")
+
+
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_no_request_gets_a_server_error_or_a_response_the_schema_forbids(daphne_server, user):
-    schema = fuzz_schema(daphne_server, token_for(user))
+    token = token_for(user)
+    schema = fuzz_schema(daphne_server, token)
+    ids = existing_ids(daphne_server, token)
     failures: dict[str, str] = {}
     known: dict[str, str] = {}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 40
     for operation in operations:
-        for mode in generation_modes(operation):
+        runs = [(mode, None) for mode in generation_modes(operation)]
+        if reads_existing_things(operation):
+            path_ids = {name: ids[name] for name in EXISTING if f"{{{name}}}" in operation.path}
+            runs.append((GenerationMode.POSITIVE, path_ids))
+        for mode, path_parameters in runs:
             try:
-                fuzz_operation(operation, mode)
+                fuzz_operation(operation, mode, path_parameters=path_parameters)
             except Exception as exc:
                 found = known if operation.label in KNOWN_DEFECTS else failures
-                found.setdefault(operation.label, f"{mode.value}: {exc}")
+                on = f" on {path_parameters}" if path_parameters else ""
+                found.setdefault(operation.label, f"{mode.value}{on}: {exc}")
     for label, failure in known.items():
         print(f"known defect ({KNOWN_DEFECTS[label]}), {label}: {failure[:2000]}")
     assert not failures, "\n\n".join(f"{label}: {text}" for label, text in failures.items())

@@ -154,3 +154,8 @@ def test_every_operation_documents_its_errors_as_json(schema):
                     assert content == {"$ref": "#/components/schemas/Error"}, (path, method)
             if any(operation.get("security") or []):  # credentials needed
                 assert {"401", "403"} <= operation["responses"].keys(), (path, method)
+
+
+@pytest.mark.parametrize("component", ["Thread", "Run", "Assistant", "ThreadState"])
+def test_fields_that_select_may_leave_out_are_not_required(schema, component):
+    assert "required" not in schema["components"]["schemas"][component]
