@@ -12,7 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine import bus
 
 HEALTH_CHECK_SECONDS = 3.0
@@ -54,7 +54,7 @@ async def ok(request: HttpRequest) -> JsonResponse:
     """200 `{"ok": true}`; 503 `{"ok": false, "detail": ..., "database": bool,
     "channel_layer": bool}` when either cannot be reached. No credentials needed."""
     database, channel_layer = await asyncio.gather(
-        _reachable(lambda: db(_select_one)), _reachable(bus.ping)
+        _reachable(lambda: call_sync(_select_one, on=Executor.API)), _reachable(bus.ping)
     )
     if database and channel_layer:
         return JsonResponse({"ok": True})

@@ -9,7 +9,6 @@ saving a modified session, and storing messages that did not fit the cookie into
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
@@ -17,6 +16,8 @@ from django.contrib.sessions import middleware as sessions
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
+
+from deerflow_site.bridge import Executor, call_sync
 
 
 class InlineHooks:
@@ -35,7 +36,9 @@ class InlineHooks:
         response = response or await self.get_response(request)
         if hasattr(self, "process_response"):
             if self.response_needs_thread(request):
-                return await sync_to_async(self.process_response)(request, response)
+                return await call_sync(
+                    self.process_response, request, response, on=Executor.THREAD_SENSITIVE
+                )
             response = self.process_response(request, response)
         return response
 

@@ -22,14 +22,13 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from deerflow_site.api.ids import parse_uuid
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_async, call_sync
 from deerflow_site.errors import Invalid
 from runs.cancellation import cancel_locked
 from runs.engine import (
@@ -105,9 +104,7 @@ def admit_run(
         new_thread = stateless or (
             request.forks and _authorise(user=user, thread_id=thread_id, request=request)
         )
-        async_to_sync(_acheck)(
-            user=user, thread_id=thread_id, request=request, new_thread=new_thread
-        )
+        call_async(_acheck, user=user, thread_id=thread_id, request=request, new_thread=new_thread)
     return _insert(user=user, thread_id=thread_id, request=request, run_id=run_id)
 
 
@@ -120,10 +117,15 @@ async def aadmit_run(
     thread_id = thread_id or str(uuid.uuid4())
     if request.forks or request.webhook:
         new_thread = stateless or (
-            request.forks and await db(_authorise, user=user, thread_id=thread_id, request=request)
+            request.forks
+            and await call_sync(
+                _authorise, user=user, thread_id=thread_id, request=request, on=Executor.API
+            )
         )
         await _acheck(user=user, thread_id=thread_id, request=request, new_thread=new_thread)
-    return await db(_insert, user=user, thread_id=thread_id, request=request, run_id=run_id)
+    return await call_sync(
+        _insert, user=user, thread_id=thread_id, request=request, run_id=run_id, on=Executor.API
+    )
 
 
 def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:
@@ -141,8 +143,8 @@ def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:
             raise Invalid({index: exc.detail}) from None
         if request.forks or request.webhook:
             try:
-                async_to_sync(_acheck)(
-                    user=user, thread_id=thread_id, request=request, new_thread=True
+                call_async(
+                    _acheck, user=user, thread_id=thread_id, request=request, new_thread=True
                 )
             except Invalid as exc:
                 raise Invalid({index: exc.detail}) from None
@@ -213,7 +215,7 @@ async def _acheck_fork(*, user: Any, thread_id: str, request: RunRequest, new_th
     ):
         return
     holders = await acheckpoint_thread_ids(request.checkpoint_id, excluding=thread_id)
-    if holders and await db(_any_visible, user=user, thread_ids=holders):
+    if holders and await call_sync(_any_visible, user=user, thread_ids=holders, on=Executor.API):
         raise CheckpointOfOtherThread()
     raise CheckpointNotFound(f"Checkpoint {request.checkpoint_id!r} not found on this thread.")
 

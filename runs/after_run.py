@@ -9,8 +9,8 @@ from typing import Any
 
 from django.conf import settings
 
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.redaction import Redactor
-from runs.engine import in_database
 from runs.models import Run
 from runs.serializers import run_json
 from runs.webhooks import post_webhook
@@ -33,7 +33,7 @@ async def after_run(run: Run) -> None:
             await send_webhook(run_id=run.pk, url=run.kwargs["webhook"])
         if run.on_completion == Run.OnCompletion.DELETE:
             await asyncio.sleep(settings.ON_COMPLETION_DELETE_SECONDS)
-            await in_database(delete_finished_thread)(thread_id=run.thread_id)
+            await call_sync(delete_finished_thread, thread_id=run.thread_id, on=Executor.ENGINE)
     except Exception:
         logger.exception("run %s: after-run work failed", run.pk)
 
@@ -60,7 +60,7 @@ async def send_webhook(*, run_id: Any, url: str) -> bool:
 
     A failing webhook is logged and recorded, and never changes the run's own outcome.
     """
-    payload = await in_database(webhook_payload)(run_id=run_id)
+    payload = await call_sync(webhook_payload, run_id=run_id, on=Executor.ENGINE)
     if payload is None:
         return False
     delivery = await post_webhook(url=url, payload=payload)
@@ -70,7 +70,9 @@ async def send_webhook(*, run_id: Any, url: str) -> bool:
     else:
         status, detail = Run.WebhookStatus.FAILED, f"{delivery.detail} (after {tries})"
         logger.warning("run %s: webhook to %s failed: %s", run_id, url, detail)
-    await in_database(_record_webhook)(run_id=run_id, status=status, detail=detail)
+    await call_sync(
+        _record_webhook, run_id=run_id, status=status, detail=detail, on=Executor.ENGINE
+    )
     return delivery.delivered
 
 

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from deerflow_site.api.async_views import api_view
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_sync
 from runs.cancellation import cancel_run, cancel_runs
 from runs.serializers import BulkCancelSerializer, CancelQuerySerializer, query_data
 from runs.sse.run_stream import subscribe_to_run
@@ -32,7 +32,7 @@ CANCEL_WAIT_SECONDS = 30.0
         409: error("The run had already ended."),
     },
 )
-@api_view(required_scopes={"POST": "runs:cancel"}, on_db_threads=True)
+@api_view(required_scopes={"POST": "runs:cancel"}, on=Executor.API)
 async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""
     query = validated(CancelQuerySerializer, query_data(request.GET))
@@ -49,7 +49,7 @@ async def cancel_run_of_request(
         user=request.user, thread_id=thread_id, run_id=run_id, action="change"
     )
     try:
-        run = await db(cancel_run, run=run, action=action)
+        run = await call_sync(cancel_run, run=run, action=action, on=Executor.API)
         if not wait:
             return HttpResponse(status=202)
         stopped = False

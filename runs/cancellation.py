@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.logs import run_fields
 from runs import selectors
 from runs.engine import (
@@ -147,11 +147,11 @@ def _release_thread(*, thread_id: str) -> None:
 
 async def cancel_after_disconnect(*, run_id: UUID) -> None:
     """Interrupt a run whose client went away (when it asked for that)."""
-    run = await db(selectors.run_by_id, run_id=run_id)
+    run = await call_sync(selectors.run_by_id, run_id=run_id, on=Executor.API)
     if run is None:
         return
     try:
-        await db(cancel_run, run=run, action=Run.CancelAction.INTERRUPT)
+        await call_sync(cancel_run, run=run, action=Run.CancelAction.INTERRUPT, on=Executor.API)
     except (RunNotCancellable, RunNotFound):
         return
     except Exception:

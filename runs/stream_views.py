@@ -20,7 +20,7 @@ from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.schema import error, event_stream
 from deerflow_site.api.serializers import validated
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_sync
 from runs import admission, selectors
 from runs.cancel_views import cancel_run_of_request
 from runs.cancellation import cancel_after_disconnect, spawn
@@ -148,7 +148,7 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
     parameters=RUN_HEADERS,
     responses={**event_stream(RUN_STREAM_EVENTS), **ADMISSION_ERRORS},
 )
-@api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
+@api_view(required_scopes={"POST": "runs:create"}, on=Executor.API)
 async def create_and_stream(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/stream (and stateless /runs/stream): create a run, stream it."""
     run, subscription = await _admit(request, thread_id)
@@ -165,7 +165,7 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
     parameters=RUN_HEADERS,
     responses={200: FINAL_VALUES, **ADMISSION_ERRORS},
 )
-@api_view(required_scopes={"POST": "runs:create"}, on_db_threads=True)
+@api_view(required_scopes={"POST": "runs:create"}, on=Executor.API)
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
     run, subscription = await _admit(request, thread_id)
@@ -199,7 +199,7 @@ async def _final_answer_body(
         yield b""
         async for _ in heartbeats_until_run_ends(subscription=subscription, run=run):
             yield WAIT_HEARTBEAT
-        answer = await db(selectors.final_answer, run_id=run.pk)
+        answer = await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
         answered = True
         yield json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
     finally:
@@ -212,7 +212,7 @@ async def _final_answer_body(
     operation_id="runs_join",
     responses={(200, "application/json"): FINAL_VALUES, **event_stream(RUN_STREAM_EVENTS)},
 )
-@api_view(required_scopes={"GET": "runs:read"}, on_db_threads=True)
+@api_view(required_scopes={"GET": "runs:read"}, on=Executor.API)
 async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET /threads/{t}/runs/{r}/join: the final state once the run ends (SSE when asked)."""
     if "text/event-stream" in request.headers.get("Accept", ""):
@@ -249,7 +249,7 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
         409: error("With `action`: the run had already ended."),
     },
 )
-@api_view(required_scopes={"GET": "runs:read", "POST": "runs:read"}, on_db_threads=True)
+@api_view(required_scopes={"GET": "runs:read", "POST": "runs:read"}, on=Executor.API)
 async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET|POST /threads/{t}/runs/{r}/stream: join the run's events (`?action=` cancels)."""
     query = query_data(request.GET)
@@ -320,7 +320,7 @@ def _readable_thread_at(*, user: Any, thread_id: str, cursor: ThreadCursor | Non
     parameters=STREAM_QUERY,
     responses=event_stream(THREAD_STREAM_EVENTS),
 )
-@api_view(required_scopes={"GET": "runs:read"}, on_db_threads=True)
+@api_view(required_scopes={"GET": "runs:read"}, on=Executor.API)
 async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
     """GET /threads/{t}/stream: the events of every run of the thread as they come."""
     thread_id = validate_thread_id(thread_id)

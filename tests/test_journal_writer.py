@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from runs.engine import db
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine.executor import CancelSignal, execute_run
 from runs.journal.catalog import EventType
 from runs.models import RunEvent
@@ -41,8 +41,14 @@ async def test_a_stalled_database_never_stalls_the_stream(user: Any, settings: A
     )
     claimed = await sync_to_async(claim_next)(worker_id="test-worker")
     # The engine's database calls run one at a time on its thread: this one holds it.
-    released = threading.Event()
-    db._engine_thread.submit(released.wait, 60)
+    holding, released = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        released.wait(60)
+
+    held = asyncio.ensure_future(call_sync(hold, on=Executor.ENGINE))
+    await call_sync(holding.wait, 60, on=Executor.BLOCKING)
 
     try:
         async with RunListener(run.pk) as listener:
@@ -54,6 +60,7 @@ async def test_a_stalled_database_never_stalls_the_stream(user: Any, settings: A
             await listener.until_end()
     finally:
         released.set()
+        await held
 
     assert ticks == list(range(1, STEPS + 1))
     assert waiting_on_the_database

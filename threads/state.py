@@ -9,11 +9,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine import (
     ThreadSnapshot,
     adelete_thread_checkpoints,
@@ -84,7 +84,7 @@ async def update_thread_state(
 
     409 while a run is pending or running; 400 if the thread has no graph yet.
     """
-    if await sync_to_async(_has_active_run)(thread):
+    if await call_sync(_has_active_run, thread, on=Executor.THREAD_SENSITIVE):
         raise ThreadBusy()
     updated = await update_state(
         thread=thread,
@@ -97,7 +97,9 @@ async def update_thread_state(
     if updated is None:
         raise ThreadHasNoGraph()
     written, latest = updated
-    await sync_to_async(_save_state_fields)(thread, _thread_fields(latest))
+    await call_sync(
+        _save_state_fields, thread, _thread_fields(latest), on=Executor.THREAD_SENSITIVE
+    )
     return {"checkpoint": written}
 
 
@@ -127,7 +129,7 @@ def _save_copy_fields(copy: Thread, fields: dict[str, Any]) -> Thread:
 
 async def copy_thread(*, thread: Thread, user: Any) -> Thread:
     """A new thread owned by `user` with the thread's metadata, state and checkpoints."""
-    copy = await sync_to_async(_create_copy)(source=thread, user=user)
+    copy = await call_sync(_create_copy, source=thread, user=user, on=Executor.THREAD_SENSITIVE)
     try:
         snapshot = await copy_state(source=thread, target_thread_id=copy.thread_id)
         fields: dict[str, Any] = {}
@@ -137,9 +139,9 @@ async def copy_thread(*, thread: Thread, user: Any) -> Thread:
         elif copy.status == Thread.Status.BUSY:
             fields = {"status": Thread.Status.IDLE}
         if fields:
-            copy = await sync_to_async(_save_copy_fields)(copy, fields)
+            copy = await call_sync(_save_copy_fields, copy, fields, on=Executor.THREAD_SENSITIVE)
     except BaseException:
         await adelete_thread_checkpoints(copy.thread_id)
-        await sync_to_async(copy.delete)()
+        await call_sync(copy.delete, on=Executor.THREAD_SENSITIVE)
         raise
     return copy

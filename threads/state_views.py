@@ -4,7 +4,6 @@ threads.state's writes."""
 import re
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -20,6 +19,7 @@ from deerflow_site.api.serializers import (
     RequestSerializer,
     validated,
 )
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine import get_thread_history, get_thread_state
 from threads import selectors, state
 from threads.models import Thread
@@ -124,8 +124,12 @@ def _query(request: HttpRequest, *, lists: tuple[str, ...] = ()) -> dict[str, An
 
 
 async def _thread(request: HttpRequest, thread_id: str, *, action: str = "view") -> Thread:
-    return await sync_to_async(selectors.get_thread)(
-        user=request.user, thread_id=validate_thread_id(thread_id), action=action
+    return await call_sync(
+        selectors.get_thread,
+        user=request.user,
+        thread_id=validate_thread_id(thread_id),
+        action=action,
+        on=Executor.THREAD_SENSITIVE,
     )
 
 
@@ -243,7 +247,7 @@ async def copy_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
     json_body(request)
     thread = await _thread(request, thread_id)
     copy = await state.copy_thread(thread=thread, user=request.user)
-    data = await sync_to_async(lambda: ThreadSerializer(copy).data)()
+    data = await call_sync(lambda: ThreadSerializer(copy).data, on=Executor.THREAD_SENSITIVE)
     return JsonResponse(data)
 
 

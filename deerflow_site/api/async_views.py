@@ -4,7 +4,6 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
@@ -15,7 +14,7 @@ from rest_framework.views import APIView
 from deerflow_site.api import parsers
 from deerflow_site.api.errors import error_response
 from deerflow_site.api.permissions import HasScope
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.errors import Forbidden, Invalid
 
 AsyncView = Callable[..., Awaitable[HttpResponse]]
@@ -56,25 +55,24 @@ def unauthorized(request: HttpRequest, detail: Any) -> JsonResponse:
 
 
 def api_view(
-    *, required_scopes: Mapping[str, str] | None = None, on_db_threads: bool = False
+    *,
+    required_scopes: Mapping[str, str] | None = None,
+    on: Executor = Executor.THREAD_SENSITIVE,
 ) -> Callable[[AsyncView], AsyncView]:
     """Wrap an async view: authenticate (401), check the API scope of the method (403, the
     `HasScope` permission of DRF views: `required_scopes={"POST": "runs:create"}`), map domain
     errors.
 
-    The view receives `request.user` set; JSON body errors become 422. `on_db_threads`: the
-    view does its database work through `dbthreads.db` (long responses), and authentication
-    goes there too, instead of the request's own thread.
+    The view receives `request.user` set; JSON body errors become 422. `on`: the executor
+    (`deerflow_site.bridge`) the view does its database work on, where authentication runs too:
+    `Executor.API` for long responses, instead of the request's own thread.
     """
 
     def decorate(view: AsyncView) -> AsyncView:
         @functools.wraps(view)
         async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
-                if on_db_threads:
-                    user = await db(_authenticate, request=request, view=wrapped)
-                else:
-                    user = await sync_to_async(_authenticate)(request, wrapped)
+                user = await call_sync(_authenticate, request, wrapped, on=on)
             except (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed) as exc:
                 return unauthorized(request, exc.detail)
             except Exception as exc:  # CSRF, a session's malformed body, no scope, too large

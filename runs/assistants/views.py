@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -11,6 +10,7 @@ from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.pagination import PAGINATION_HEADERS, pagination_headers
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.errors import Invalid
 from runs.assistants.selectors import assistant_payload, search_assistants
 from runs.assistants.serializers import (
@@ -48,7 +48,7 @@ JSON_OBJECT = OpenApiTypes.OBJECT
 
 async def _graph(assistant_id: str) -> tuple[GraphSpec, Any]:
     spec = resolve_assistant(assistant_id)
-    graph = await sync_to_async(load_graph, thread_sensitive=False)(spec.graph_id)
+    graph = await call_sync(load_graph, spec.graph_id, on=Executor.BLOCKING)
     return spec, graph
 
 

@@ -23,7 +23,6 @@ from runs.engine.checkpoints import (
     delete_thread_checkpoints,
     orphan_checkpoint_thread_ids,
 )
-from runs.engine.db import in_database
 from runs.engine.embedded import ensure_embedded_worker
 from runs.engine.errors import AssistantNotFound, CheckpointNotFound, GraphNotRegistered
 from runs.engine.finish import ThreadSnapshot, settle_thread, thread_status
@@ -68,7 +67,6 @@ __all__ = [
     "graph_file",
     "graph_schemas",
     "graph_specs",
-    "in_database",
     "load_graph",
     "orphan_checkpoint_thread_ids",
     "out_of_band_events",

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.db import transaction
 
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_async, call_sync
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def send_after_commit(publish: Callable[..., Awaitable[None]], /, **kwargs: Any)
 
     def send() -> None:
         try:
-            async_to_sync(publish)(**kwargs)
+            call_async(publish, **kwargs)
         except Exception:
             logger.warning("a bus message was not sent", exc_info=True)
 
@@ -170,7 +169,7 @@ async def subscribe_then(
     nothing published after the read is missed; the subscription is closed if the read fails."""
     subscription = await Subscription.open(group)
     try:
-        return await db(read, **kwargs), subscription
+        return await call_sync(read, **kwargs, on=Executor.API), subscription
     except BaseException:
         await subscription.close()
         raise

@@ -19,9 +19,9 @@ from langgraph._internal._constants import CONFIG_KEY_STRICT_RESUME
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Send
 
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.dbcompat import jsonb_storable
 from runs.engine.checkpoints import adelete_run_checkpoints
-from runs.engine.db import in_database
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
 from runs.engine.journal import JournalWriter, RunJournal
 from runs.engine.registry import graph_for_thread
@@ -249,8 +249,13 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         )
     )
     await publisher.drain()
-    finished = await in_database(finish_run)(
-        run=run, outcome=outcome, snapshot=snapshot, journal=unwritten
+    finished = await call_sync(
+        finish_run,
+        run=run,
+        outcome=outcome,
+        snapshot=snapshot,
+        journal=unwritten,
+        on=Executor.ENGINE,
     )
     if finished:
         publisher.emit("end", None)

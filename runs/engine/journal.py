@@ -28,8 +28,8 @@ from langchain_core.messages import (
 from langchain_core.outputs import LLMResult
 from langgraph.types import Command
 
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.redaction import Redactor
-from runs.engine.db import in_database
 from runs.engine.serialization import to_jsonable
 from runs.journal.catalog import EventType
 from runs.journal.lifecycle import run_started
@@ -110,8 +110,12 @@ class JournalWriter:
             if not batch:
                 continue
             try:
-                await in_database(record_batch)(
-                    thread_id=self.thread_id, run_id=self.run_id, batch=batch
+                await call_sync(
+                    record_batch,
+                    thread_id=self.thread_id,
+                    run_id=self.run_id,
+                    batch=batch,
+                    on=Executor.ENGINE,
                 )
             except Exception:
                 # Kept for the next write (at the latest, the one with the run's end).

@@ -10,7 +10,8 @@ SQLite's IMMEDIATE transactions serialise writers, where SKIP LOCKED is moot. Th
 index "one running run per thread" is the last word: losing that race is an IntegrityError, and
 the claim moves on to the next candidate.
 
-Sync ORM functions with short transactions: workers call them through sync_to_async.
+Sync ORM functions with short transactions: workers call them on the engine's database thread
+(`deerflow_site.bridge`).
 """
 
 import logging
@@ -18,12 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Min, QuerySet
 from django.utils import timezone
 
+from deerflow_site.bridge import call_async
 from deerflow_site.logs import run_fields
 from runs.engine import bus
 from runs.engine.finish import settle_thread
@@ -203,7 +204,7 @@ def reap_expired(*, now: datetime | None = None) -> list[Run]:
                 store_stream_events(run.pk, events)
             reaped.append((run, events))
     if reaped:
-        async_to_sync(_announce_reaped)(reaped)
+        call_async(_announce_reaped, reaped)
     return [run for run, _ in reaped]
 
 

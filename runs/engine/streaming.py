@@ -18,9 +18,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.redaction import Redactor
 from runs.engine import bus
-from runs.engine.db import in_database
 from runs.engine.serialization import to_jsonable
 from runs.models import Run, RunStreamEvent
 
@@ -151,7 +151,7 @@ class EventPublisher:
             return
         if self.resumable:
             try:
-                await in_database(store_stream_events)(self.run_id, events)
+                await call_sync(store_stream_events, self.run_id, events, on=Executor.ENGINE)
             except Exception:
                 logger.exception("run %s: cannot store stream events", self.run_id)
         for event in events:

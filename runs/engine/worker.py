@@ -24,9 +24,9 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.logs import bind_run, bind_worker, run_fields
 from runs.engine import bus, queue
-from runs.engine.db import in_database
 from runs.engine.executor import CancelReason, CancelSignal, execute_run
 from runs.engine.graphs import describe_agent_model
 from runs.engine.heartbeats import forget_worker, record_heartbeat
@@ -98,7 +98,7 @@ class RunWorker:
         # so a channel with another prefix would starve the process's stream listeners.
         self.channel = await layer.new_channel()
         await self._join_groups()
-        await asyncio.to_thread(_warm_up_graphs)
+        await call_sync(_warm_up_graphs, on=Executor.BLOCKING)
         logger.info(
             "run worker %s started: concurrency %s, agent model %s",
             self.worker_id,
@@ -144,7 +144,7 @@ class RunWorker:
             await bus.layer().group_discard(bus.WAKEUP_GROUP, self.channel)
             await bus.layer().group_discard(bus.worker_control_group(self.worker_id), self.channel)
         with contextlib.suppress(Exception):
-            await in_database(forget_worker)(worker_id=self.worker_id)
+            await call_sync(forget_worker, worker_id=self.worker_id, on=Executor.ENGINE)
         logger.info("run worker %s stopped", self.worker_id)
 
     # --- Claiming ------------------------------------------------------------------------
@@ -156,8 +156,8 @@ class RunWorker:
             claim = queue.Claim(runs=[])
             if free > 0:
                 try:
-                    claim = await in_database(queue.claim_runs)(
-                        worker_id=self.worker_id, limit=free
+                    claim = await call_sync(
+                        queue.claim_runs, worker_id=self.worker_id, limit=free, on=Executor.ENGINE
                     )
                 except Exception:
                     logger.exception("worker %s: claiming failed", self.worker_id)
@@ -260,16 +260,19 @@ class RunWorker:
                     await self._renew()
                     await self._heartbeat()
                 elif self._executions:
-                    flags = await in_database(queue.cancel_flags)(
-                        worker_id=self.worker_id, run_ids=self.active_run_ids
+                    flags = await call_sync(
+                        queue.cancel_flags,
+                        worker_id=self.worker_id,
+                        run_ids=self.active_run_ids,
+                        on=Executor.ENGINE,
                     )
                     self._apply_flags(flags, lost_if_missing=False)
                 if now - last_reap >= reap_every:
                     last_reap = now
-                    await in_database(queue.reap_expired)()
+                    await call_sync(queue.reap_expired, on=Executor.ENGINE)
                 if now - last_purge >= purge_every:
                     last_purge = now
-                    await in_database(purge_stream_events)()
+                    await call_sync(purge_stream_events, on=Executor.ENGINE)
                 if now - last_group >= GROUP_REFRESH_SECONDS:
                     last_group = now
                     await self._join_groups()
@@ -282,15 +285,19 @@ class RunWorker:
         run_ids = self.active_run_ids
         if not run_ids:
             return
-        flags = await in_database(queue.renew_leases)(worker_id=self.worker_id, run_ids=run_ids)
+        flags = await call_sync(
+            queue.renew_leases, worker_id=self.worker_id, run_ids=run_ids, on=Executor.ENGINE
+        )
         self._apply_flags(flags, lost_if_missing=True, asked=run_ids)
 
     async def _heartbeat(self) -> None:
-        await in_database(record_heartbeat)(
+        await call_sync(
+            record_heartbeat,
             worker_id=self.worker_id,
             started_at=self.started_at,
             concurrency=self.concurrency,
             running=len(self._executions),
+            on=Executor.ENGINE,
         )
 
     def _apply_flags(

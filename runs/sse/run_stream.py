@@ -15,7 +15,7 @@ from uuid import UUID
 from django.conf import settings
 
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_sync
 from runs import selectors
 from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import Subscription, bus, subscribe_then
@@ -78,7 +78,7 @@ async def _replay(*, cursor: _Cursor, names: frozenset[str] | None) -> AsyncIter
     """Every stored event after the cursor, a page at a time."""
     more = True
     while more:
-        frames, more = await db(_replay_page, cursor=cursor, names=names)
+        frames, more = await call_sync(_replay_page, cursor=cursor, names=names, on=Executor.API)
         for chunk in frames:
             yield chunk
 
@@ -155,7 +155,7 @@ async def _run_frames(
         event_id=None if replay else 0,
     )
     if replay and run.resumable:
-        gap = await db(_gap, cursor=cursor, run=run)
+        gap = await call_sync(_gap, cursor=cursor, run=run, on=Executor.API)
         if gap is not None:
             yield gap
             return
@@ -185,7 +185,7 @@ async def _live_frames(
             last_write = time.monotonic()
             silent_heartbeats += 1
             if silent_heartbeats % HEARTBEATS_PER_STATUS_CHECK == 0:
-                status = await db(selectors.run_status, run_id=run.pk)
+                status = await call_sync(selectors.run_status, run_id=run.pk, on=Executor.API)
                 if status not in Run.ACTIVE_STATUSES:
                     # The `end` on the bus was lost (or the run was deleted): finish from the DB.
                     if run.resumable:

@@ -13,7 +13,7 @@ from uuid import UUID
 from django.conf import settings
 
 from deerflow_site.api.ids import validate_uuid
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.errors import Invalid
 from runs.engine import Subscription, bus
 from runs.models import Run, RunStreamEvent
@@ -135,7 +135,9 @@ async def stream_thread_events(
         if cursor is not None:
             if cursor.run_id is not None:
                 position.sent[str(cursor.run_id)] = cursor.seq
-            for run_id, event in await db(_stored_after, thread_id=thread_id, cursor=cursor):
+            for run_id, event in await call_sync(
+                _stored_after, thread_id=thread_id, cursor=cursor, on=Executor.API
+            ):
                 for chunk in position.frames(run_id, thread_id, event, names):
                     yield chunk
         heartbeat = settings.SSE_HEARTBEAT_SECONDS

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from deerflow_site.dbthreads import db
+from deerflow_site.bridge import Executor, call_sync
 from runs import selectors
 from runs.engine import Subscription
 from runs.models import Run
@@ -28,7 +28,7 @@ async def heartbeats_until_run_ends(
     if check_every is None:
         check_every = settings.SSE_HEARTBEAT_SECONDS * HEARTBEATS_PER_STATUS_CHECK
     run_id = str(run.pk)
-    if await db(selectors.run_status, run_id=run.pk) not in Run.ACTIVE_STATUSES:
+    if not await _active(run):
         return
     last_beat = last_check = time.monotonic()
     while True:
@@ -42,8 +42,14 @@ async def heartbeats_until_run_ends(
         now = time.monotonic()
         if now - last_check >= check_every:
             last_check = now
-            if await db(selectors.run_status, run_id=run.pk) not in Run.ACTIVE_STATUSES:
+            if not await _active(run):
                 return
         if now - last_beat >= interval:
             last_beat = now
             yield None
+
+
+async def _active(run: Run) -> bool:
+    """Whether the run is pending or running, as the database says now."""
+    status = await call_sync(selectors.run_status, run_id=run.pk, on=Executor.API)
+    return status in Run.ACTIVE_STATUSES

@@ -1,0 +1,88 @@
+"""The one bridge between sync and async code: `call_sync` runs sync code from async code on a
+named executor, `call_async` runs async code from sync code. Nothing else in the project calls
+asgiref's `sync_to_async` / `async_to_sync` or `asyncio.to_thread` (`tests/test_layout.py`).
+
+Where sync code runs decides which database connection it uses (Django keeps one per thread), so
+each executor is named for the connection it stands for:
+
+- `Executor.ENGINE`: the run engine's database thread. One thread, so the worker's ORM calls run
+  one at a time on one connection, kept between calls (a worker has no requests to scope a
+  connection by). Not Django's thread-sensitive thread: outside a request's context that one is
+  shared with the request signals of long responses, whose `close_old_connections` would close
+  the worker's connection at every request.
+- `Executor.API`: the ORM work of long-lived async views (streams, waits, joins, cancels) and of
+  what they call (admission, bus reads), on `API_DB_THREADS` threads that keep their connections.
+  A long response must not pin a thread and a connection for its whole life, nor wait behind the
+  graphs' own executor work; the pool bounds the connections the API uses, whatever the number of
+  open streams.
+- `Executor.THREAD_SENSITIVE`: Django's default, for code that must share the request's own sync
+  thread (saving a session in middleware, short views, tests' set-up): inside a request, the
+  request's thread, whose connection Django's request signals open and close; elsewhere, one
+  thread shared by all such calls.
+- `Executor.BLOCKING`: the event loop's default pool, for blocking work that needs no database
+  connection (importing and compiling graphs, waiting on a thread's event).
+
+The two executors that own their threads (ENGINE, API) keep a thread's connection between calls
+and drop it after a database error that may have broken it, so that the next call on that thread
+reconnects (what Channels' `database_sync_to_async` does with `close_old_connections`, without a
+new connection per call when `CONN_MAX_AGE` is 0).
+"""
+
+import enum
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import DatabaseError, InterfaceError, connection
+
+T = TypeVar("T")
+
+#: Threads (so database connections at most) of `Executor.API` per process.
+API_DB_THREADS = 8
+
+
+class Executor(enum.Enum):
+    """Where `call_sync` runs a sync function; see the module's docstring."""
+
+    ENGINE = "engine"
+    API = "api"
+    THREAD_SENSITIVE = "thread-sensitive"
+    BLOCKING = "blocking"
+
+
+_POOLS = {
+    Executor.ENGINE: ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-engine-db"),
+    Executor.API: ThreadPoolExecutor(max_workers=API_DB_THREADS, thread_name_prefix="api-db"),
+}
+
+
+async def call_sync(fn: Callable[..., T], /, *args: Any, on: Executor, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` (sync code) on the executor `on`, awaited; returns what `fn` returns
+    and raises what it raises. Context variables (the run named on log lines) go along."""
+    if on is Executor.THREAD_SENSITIVE:
+        return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
+    if on is Executor.BLOCKING:
+        return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
+    return await sync_to_async(
+        _keeping_the_connection, thread_sensitive=False, executor=_POOLS[on]
+    )(fn, args, kwargs)
+
+
+def call_async(fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+    """`await fn(*args, **kwargs)` from sync code: on the event loop of the async code that
+    called this code through `call_sync`, if any, else on a new loop; returns what `fn` returns
+    and raises what it raises. Not from a thread that runs an event loop (RuntimeError)."""
+    return async_to_sync(fn)(*args, **kwargs)
+
+
+def _keeping_the_connection(
+    fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    try:
+        return fn(*args, **kwargs)
+    except (DatabaseError, InterfaceError):
+        if not connection.in_atomic_block:
+            # Closed if broken, or past CONN_MAX_AGE (at once with 0): the next call reconnects.
+            connection.close_if_unusable_or_obsolete()
+        raise

@@ -1,0 +1,93 @@
+"""The bridge between sync and async code: each executor runs where its docstring says, the two
+that own their threads keep a connection between calls and drop it after a database error, and
+`call_async` from bridged sync code runs on the caller's event loop."""
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, connection
+
+from deerflow_site.bridge import API_DB_THREADS, Executor, call_async, call_sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _where() -> tuple[str, Any]:
+    """This thread's name and its database connection (made if there is none)."""
+    connection.ensure_connection()
+    return threading.current_thread().name, connection.connection
+
+
+def _broken_query() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table_anywhere")
+
+
+def _connection_after_error() -> Any:
+    """The connection this thread holds now: None once the bridge has dropped it."""
+    return connection.connection
+
+
+async def test_the_engine_keeps_one_thread_and_one_connection() -> None:
+    first = await call_sync(_where, on=Executor.ENGINE)
+    second = await call_sync(_where, on=Executor.ENGINE)
+
+    assert first[0].startswith("run-engine-db")
+    assert first == second
+
+
+async def test_a_database_error_drops_the_connection_and_the_next_call_reconnects() -> None:
+    name, before = await call_sync(_where, on=Executor.ENGINE)
+
+    with pytest.raises(DatabaseError):
+        await call_sync(_broken_query, on=Executor.ENGINE)
+
+    assert await call_sync(_connection_after_error, on=Executor.ENGINE) is None
+    again = await call_sync(_where, on=Executor.ENGINE)
+    assert again[0] == name
+    assert again[1] is not None and again[1] is not before
+
+
+async def test_the_api_pool_is_bounded_and_not_the_engine() -> None:
+    names = {
+        name
+        for name, _ in await asyncio.gather(
+            *(call_sync(_where, on=Executor.API) for _ in range(API_DB_THREADS * 3))
+        )
+    }
+
+    assert all(name.startswith("api-db") for name in names)
+    assert 1 <= len(names) <= API_DB_THREADS
+
+
+async def test_blocking_work_runs_off_the_loop_and_off_the_database_threads() -> None:
+    loop_thread = threading.current_thread().name
+
+    name = await call_sync(lambda: threading.current_thread().name, on=Executor.BLOCKING)
+
+    assert name != loop_thread
+    assert not name.startswith(("run-engine-db", "api-db"))
+
+
+async def test_call_async_from_bridged_code_runs_on_the_callers_loop() -> None:
+    caller_loop = asyncio.get_running_loop()
+
+    async def loop_of_this_coroutine(answer: int) -> tuple[Any, int]:
+        return asyncio.get_running_loop(), answer
+
+    def sync_code() -> tuple[Any, int]:
+        return call_async(loop_of_this_coroutine, answer=42)
+
+    for executor in Executor:
+        assert await call_sync(sync_code, on=executor) == (caller_loop, 42), executor
+
+
+async def test_errors_propagate_unchanged() -> None:
+    def refuse(*, why: str) -> None:
+        raise LookupError(why)
+
+    for executor in Executor:
+        with pytest.raises(LookupError, match="nothing here"):
+            await call_sync(refuse, why="nothing here", on=executor)
