@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from django.utils import timezone
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine import bus, queue
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.registry import resolve_assistant
@@ -122,8 +122,8 @@ class RunListener:
 
 
 async def fetch_run(run_id: Any) -> Run:
-    return await sync_to_async(Run.objects.get)(pk=run_id)
+    return await call_sync(Run.objects.get, pk=run_id, on=Executor.THREAD_SENSITIVE)
 
 
 async def fetch_thread(thread_id: str) -> Thread:
-    return await sync_to_async(Thread.objects.get)(pk=thread_id)
+    return await call_sync(Thread.objects.get, pk=thread_id, on=Executor.THREAD_SENSITIVE)

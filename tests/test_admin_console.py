@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
@@ -15,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deerflow_site.admin_lists import COUNT_CAP
+from deerflow_site.bridge import Executor, call_sync
 from feedback.models import Feedback
 from runs.engine.worker import RunWorker
 from runs.journal.catalog import EventCategory, EventType
@@ -176,9 +176,14 @@ def test_cancel_needs_the_cancel_permission(make_user: Any, user: Any) -> None:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("fresh_channel_layer", "closing_checkpointer")
 async def test_the_list_after_cancelling_a_running_run_shows_it_interrupted(user: Any) -> None:
-    thread = await sync_to_async(make_thread)(user=user)
-    run = await sync_to_async(pending_run)(
-        thread=thread, user=user, graph_id="slow", input={"steps": 500, "delay": 0.05}
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    run = await call_sync(
+        pending_run,
+        thread=thread,
+        user=user,
+        graph_id="slow",
+        input={"steps": 500, "delay": 0.05},
+        on=Executor.THREAD_SENSITIVE,
     )
     worker = RunWorker(concurrency=1)
     task = asyncio.create_task(worker.run())
@@ -198,7 +203,7 @@ async def test_the_list_after_cancelling_a_running_run_shows_it_interrupted(user
             cancel = {"action": "cancel_interrupt", "_selected_action": [str(run.pk)]}
             return browser.post(RUNS, cancel, follow=True)
 
-        response = await sync_to_async(cancel_in_admin)()
+        response = await call_sync(cancel_in_admin, on=Executor.THREAD_SENSITIVE)
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 30)

@@ -7,10 +7,10 @@ import uuid
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine.registry import graph_for_thread
 from runs.models import Run
 from tests.engine_support import closing_checkpointer, make_thread, pending_run  # noqa: F401
@@ -41,7 +41,7 @@ async def test_a_thread_deleted_in_the_admin_comes_back_empty_when_its_id_is_cre
     user: Any,
 ) -> None:
     thread_id = f"admin-{uuid.uuid4()}"
-    await sync_to_async(make_thread)(user=user, thread_id=thread_id)
+    await call_sync(make_thread, user=user, thread_id=thread_id, on=Executor.THREAD_SENSITIVE)
     graph = await graph_for_thread("echo")
     config = {"configurable": {"thread_id": thread_id, "run_id": str(uuid.uuid4())}}
     await graph.ainvoke({"messages": [{"role": "user", "content": "a secret"}]}, config)
@@ -54,7 +54,7 @@ async def test_a_thread_deleted_in_the_admin_comes_back_empty_when_its_id_is_cre
         assert api.post("/api/threads", {"thread_id": thread_id}, format="json").status_code == 200
         return api.get(f"/api/threads/{thread_id}/state").json()
 
-    state = await sync_to_async(delete_in_admin_then_recreate)()
+    state = await call_sync(delete_in_admin_then_recreate, on=Executor.THREAD_SENSITIVE)
 
     assert state["values"] in ({}, None, [])
     assert (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values == {}

@@ -12,11 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from deerflow_site.bridge import Executor, call_sync
 from feedback.models import Feedback
 from runs.engine.registry import graph_for_thread
 from runs.journal.catalog import EventCategory, EventType
@@ -123,8 +123,8 @@ def checkpoints_of(thread_id: str) -> int:
 async def world_with_checkpoints(user: Any) -> World:
     # Checkpoint tables are not Django's: what other tests left there goes first.
     await write_checkpoints("warm-up")
-    await sync_to_async(clear_expired)(retention=RETENTION)
-    world = await sync_to_async(build_world)(user)
+    await call_sync(clear_expired, retention=RETENTION, on=Executor.THREAD_SENSITIVE)
+    world = await call_sync(build_world, user, on=Executor.THREAD_SENSITIVE)
     await write_checkpoints(world.expired_thread, world.live_thread, world.orphan_thread)
     return world
 
@@ -160,10 +160,12 @@ def expected_counts(world: World) -> dict[str, int]:
 
 async def test_cleanup_deletes_exactly_what_is_past_its_retention(user: Any) -> None:
     world = await world_with_checkpoints(user)
-    expected = await sync_to_async(expected_counts)(world)
-    live_checkpoints = await sync_to_async(checkpoints_of)(world.live_thread)
+    expected = await call_sync(expected_counts, world, on=Executor.THREAD_SENSITIVE)
+    live_checkpoints = await call_sync(
+        checkpoints_of, world.live_thread, on=Executor.THREAD_SENSITIVE
+    )
 
-    counts = await sync_to_async(clear_expired)(retention=RETENTION)
+    counts = await call_sync(clear_expired, retention=RETENTION, on=Executor.THREAD_SENSITIVE)
 
     assert counts == expected
 
@@ -183,25 +185,27 @@ async def test_cleanup_deletes_exactly_what_is_past_its_retention(user: Any) -> 
         assert checkpoints_of(world.live_thread) == live_checkpoints > 0
         assert Thread.objects.get(pk=world.busy_expired_thread).status == Thread.Status.BUSY
 
-    await sync_to_async(assert_what_is_left)()
+    await call_sync(assert_what_is_left, on=Executor.THREAD_SENSITIVE)
 
 
 async def test_dry_run_reports_the_same_counts_and_changes_nothing(user: Any) -> None:
     world = await world_with_checkpoints(user)
-    expected = await sync_to_async(expected_counts)(world)
-    before = await sync_to_async(snapshot)()
+    expected = await call_sync(expected_counts, world, on=Executor.THREAD_SENSITIVE)
+    before = await call_sync(snapshot, on=Executor.THREAD_SENSITIVE)
 
-    counts = await sync_to_async(clear_expired)(retention=RETENTION, dry_run=True)
+    counts = await call_sync(
+        clear_expired, retention=RETENTION, dry_run=True, on=Executor.THREAD_SENSITIVE
+    )
 
     assert counts == expected
-    assert await sync_to_async(snapshot)() == before
+    assert await call_sync(snapshot, on=Executor.THREAD_SENSITIVE) == before
 
 
 async def test_zero_run_days_keeps_finished_runs(user: Any) -> None:
     world = await world_with_checkpoints(user)
     keep_runs = Retention(run_days=0, stream_seconds=3600, batch_size=100)
 
-    counts = await sync_to_async(clear_expired)(retention=keep_runs)
+    counts = await call_sync(clear_expired, retention=keep_runs, on=Executor.THREAD_SENSITIVE)
 
     assert counts["runs"] == 1  # only the expired thread's own run
     assert counts["feedback"] == 1
@@ -235,8 +239,8 @@ def test_command_refuses_a_batch_size_below_one() -> None:
 async def test_two_concurrent_cleanups_neither_fail_nor_count_twice(user: Any) -> None:
     world = await world_with_checkpoints(user)
     # More rows than one batch, for both to take turns.
-    await sync_to_async(many_old_runs)(user, count=40)
-    expected = await sync_to_async(expected_counts)(world)
+    await call_sync(many_old_runs, user, count=40, on=Executor.THREAD_SENSITIVE)
+    expected = await call_sync(expected_counts, world, on=Executor.THREAD_SENSITIVE)
     expected = {**expected, "runs": expected["runs"] + 40}
     start = threading.Barrier(2)
     results: list[dict[str, int]] = []
@@ -255,7 +259,7 @@ async def test_two_concurrent_cleanups_neither_fail_nor_count_twice(user: Any) -
     for cleanup in cleanups:
         cleanup.start()
     for cleanup in cleanups:
-        await sync_to_async(cleanup.join)()
+        await call_sync(cleanup.join, on=Executor.THREAD_SENSITIVE)
 
     assert errors == []
     totals = {kind: sum(result[kind] for result in results) for kind in expected}
@@ -284,8 +288,8 @@ async def test_two_cleanup_processes_at_once_end_cleanly_with_correct_totals(
     user: Any, process_env: dict[str, str]
 ) -> None:
     world = await world_with_checkpoints(user)
-    await sync_to_async(many_old_runs)(user, count=60)
-    expected = await sync_to_async(expected_counts)(world)
+    await call_sync(many_old_runs, user, count=60, on=Executor.THREAD_SENSITIVE)
+    expected = await call_sync(expected_counts, world, on=Executor.THREAD_SENSITIVE)
     expected = {**expected, "runs": expected["runs"] + 60}
     command = [sys.executable, "manage.py", "cleanup", "--run-days", "30", "--batch-size", "2"]
 

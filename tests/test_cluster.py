@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from langgraph_sdk import get_client
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK, Cluster, is_running, start_cluster
 from tests.fixtures import token_for
@@ -31,7 +31,7 @@ async def test_cluster_prints_every_process_and_serves_runs_across_them(
     cluster: Cluster, user: Any
 ) -> None:
     assert len(cluster.web_urls) == 2 and len(cluster.worker_pids) == 1
-    key = await sync_to_async(token_for)(user)
+    key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
     first, second = (get_client(url=url + "/api", api_key=key) for url in cluster.web_urls)
     thread = await first.threads.create()
 

@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -89,7 +89,9 @@ async def _join_then_leave(
 async def test_a_cross_site_session_join_does_not_cancel_on_disconnect(
     daphne_server, user, headers, origin_headers
 ) -> None:
-    async with await sync_to_async(_session)(daphne_server, user) as browser:
+    async with await call_sync(
+        _session, daphne_server, user, on=Executor.THREAD_SENSITIVE
+    ) as browser:
         thread_id, run_id = await _join_then_leave(browser, headers, origin_headers=origin_headers)
 
         assert await _status_once_ended(browser, thread_id, run_id) == "success"
@@ -103,7 +105,9 @@ async def test_a_same_origin_session_join_cancels_on_disconnect(
 ) -> None:
     if origin_headers.get("Origin") == "SELF":
         origin_headers = {"Origin": daphne_server.url}
-    async with await sync_to_async(_session)(daphne_server, user) as browser:
+    async with await call_sync(
+        _session, daphne_server, user, on=Executor.THREAD_SENSITIVE
+    ) as browser:
         thread_id, run_id = await _join_then_leave(browser, headers, origin_headers=origin_headers)
 
         assert await _status_once_ended(browser, thread_id, run_id) == "interrupted"

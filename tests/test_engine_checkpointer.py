@@ -6,8 +6,8 @@ import uuid
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine import checkpointer
 from runs.engine.checkpointer import get_checkpointer
 from runs.engine.checkpoints import (
@@ -62,11 +62,11 @@ async def test_one_saver_per_event_loop() -> None:
     mine = await get_checkpointer()
 
     assert await get_checkpointer() is mine
-    assert await asyncio.to_thread(saver_in_new_loop) is not mine
+    assert await call_sync(saver_in_new_loop, on=Executor.BLOCKING) is not mine
 
 
 async def test_savers_of_closed_loops_are_dropped() -> None:
-    await asyncio.to_thread(saver_in_new_loop)
+    await call_sync(saver_in_new_loop, on=Executor.BLOCKING)
     await checkpointer.close_checkpointer()
 
     await get_checkpointer()
@@ -95,17 +95,17 @@ async def test_sync_thread_delete_removes_every_checkpoint() -> None:
     graph = await graph_for_thread("echo")
     await graph.ainvoke(say("hi"), config(t))
 
-    await sync_to_async(delete_thread_checkpoints)(t)
+    await call_sync(delete_thread_checkpoints, t, on=Executor.THREAD_SENSITIVE)
 
     assert await history_of(t) == []
 
 
 async def test_thread_service_delete_removes_the_threads_checkpoints(user: Any) -> None:
-    thread = await sync_to_async(make_thread)(user=user)
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
     graph = await graph_for_thread("echo")
     await graph.ainvoke(say("hi"), config(thread.pk))
 
-    await sync_to_async(delete_thread)(thread=thread)
+    await call_sync(delete_thread, thread=thread, on=Executor.THREAD_SENSITIVE)
 
     assert await history_of(thread.pk) == []
 

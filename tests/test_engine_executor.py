@@ -4,8 +4,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine.executor import CancelSignal, execute_run
 from runs.engine.registry import graph_for_thread
 from runs.models import Run, RunStreamEvent
@@ -28,7 +28,7 @@ pytestmark = [
 
 
 async def new_thread(user: Any) -> Thread:
-    return await sync_to_async(make_thread)(user=user)
+    return await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
 
 
 async def run_to_end(
@@ -39,8 +39,15 @@ async def run_to_end(
     **kwargs: Any,
 ) -> tuple[Run, list[Any]]:
     """Queue a run, claim it, execute it; return the stored run and the events it published."""
-    run = await sync_to_async(pending_run)(thread=thread, user=user, graph_id=graph_id, **kwargs)
-    claimed = await sync_to_async(claim_next)(worker_id="test-worker")
+    run = await call_sync(
+        pending_run,
+        thread=thread,
+        user=user,
+        graph_id=graph_id,
+        **kwargs,
+        on=Executor.THREAD_SENSITIVE,
+    )
+    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
     assert claimed is not None and claimed.pk == run.pk
     async with RunListener(run.pk) as listener:
         await execute_run(claimed, cancel=cancel or CancelSignal())
@@ -264,8 +271,10 @@ async def test_resumable_run_stores_every_event_it_publishes(user: Any) -> None:
         thread, user, graph_id="slow", input={"steps": 2}, resumable=True
     )
 
-    stored = await sync_to_async(list)(
-        RunStreamEvent.objects.filter(run_id=run.pk).order_by("seq").values_list("seq", "event")
+    stored = await call_sync(
+        list,
+        RunStreamEvent.objects.filter(run_id=run.pk).order_by("seq").values_list("seq", "event"),
+        on=Executor.THREAD_SENSITIVE,
     )
     assert stored == [(e.id, e.event) for e in events]
 
@@ -288,14 +297,16 @@ async def test_events_mode_streams_langchain_events_beside_other_modes(user: Any
 async def slow_run_cancelled_after_ticks(
     thread: Thread, user: Any, action: str, ticks: int
 ) -> tuple[Run, list[Any]]:
-    run = await sync_to_async(pending_run)(
+    run = await call_sync(
+        pending_run,
         thread=thread,
         user=user,
         graph_id="slow",
         input={"steps": 20, "delay": 0.1},
         stream_mode=["custom"],
+        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await sync_to_async(claim_next)(worker_id="test-worker")
+    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
     cancel = CancelSignal()
     async with RunListener(run.pk) as listener:
         execution = asyncio.create_task(execute_run(claimed, cancel=cancel))
@@ -343,14 +354,21 @@ async def test_cancel_rollback_removes_the_runs_checkpoints(user: Any) -> None:
 
 async def test_run_reaped_meanwhile_is_left_to_the_reaper(user: Any) -> None:
     thread = await new_thread(user)
-    run = await sync_to_async(pending_run)(
-        thread=thread, user=user, graph_id="slow", input={"steps": 20, "delay": 0.1}
+    run = await call_sync(
+        pending_run,
+        thread=thread,
+        user=user,
+        graph_id="slow",
+        input={"steps": 20, "delay": 0.1},
+        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await sync_to_async(claim_next)(worker_id="test-worker")
+    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
     cancel = CancelSignal()
     execution = asyncio.create_task(execute_run(claimed, cancel=cancel))
     await asyncio.sleep(0.3)
-    await sync_to_async(Run.objects.filter(pk=run.pk).update)(status=Run.Status.ERROR)
+    await call_sync(
+        Run.objects.filter(pk=run.pk).update, status=Run.Status.ERROR, on=Executor.THREAD_SENSITIVE
+    )
     cancel.set("lost")
 
     assert await execution is None

@@ -105,13 +105,13 @@ async def test_stats_count_every_users_feedback(
 
 
 async def _share_with(thread_id: str, user: Any) -> None:
-    from asgiref.sync import sync_to_async
     from guardian.shortcuts import assign_perm
 
+    from deerflow_site.bridge import Executor, call_sync
     from threads.models import Thread
 
     thread = await Thread.objects.aget(pk=thread_id)
-    await sync_to_async(assign_perm)("view_thread", user, thread)
+    await call_sync(assign_perm, "view_thread", user, thread, on=Executor.THREAD_SENSITIVE)
 
 
 async def test_thread_feedback_lists_the_callers_feedback_on_every_run(

@@ -4,8 +4,8 @@ token usage, and who may read them."""
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run, RunEvent, RunModelUsage
 from tests.fixtures import new_thread, token_for
 from tests.journal_support import AGENT_QUESTION, get_json, http, journal_until, types_of
@@ -100,7 +100,9 @@ async def test_token_usage_adds_up_runs_and_counts_running_ones_only_with_includ
     thread_id = await new_thread(sdk)
     first = await agent_run(sdk, thread_id)
     second = await agent_run(sdk, thread_id, "count these four words")
-    running = await sync_to_async(_running_run_with_usage)(thread_id, user)
+    running = await call_sync(
+        _running_run_with_usage, thread_id, user, on=Executor.THREAD_SENSITIVE
+    )
 
     finished = await get_json(client, f"/threads/{thread_id}/token-usage")
     with_active = await get_json(client, f"/threads/{thread_id}/token-usage", include_active="true")
@@ -118,7 +120,11 @@ async def test_token_usage_adds_up_runs_and_counts_running_ones_only_with_includ
         "total_tokens": 10,
         "runs": 1,
     }
-    await sync_to_async(Run.objects.filter(pk=running.pk).update)(status=Run.Status.ERROR)
+    await call_sync(
+        Run.objects.filter(pk=running.pk).update,
+        status=Run.Status.ERROR,
+        on=Executor.THREAD_SENSITIVE,
+    )
 
 
 def _running_run_with_usage(thread_id: str, user: Any) -> Run:

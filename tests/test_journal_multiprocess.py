@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.journal.catalog import EventType
 from runs.models import Run, RunEvent
 from tests.test_multiprocess import (  # noqa: F401 - fixtures
@@ -40,7 +40,6 @@ THREADS = 12
 ROUNDS = 8
 
 
-@sync_to_async
 def journals(thread_ids: list[str]) -> dict[str, list[tuple[int, str, str, dict]]]:
     """Each thread's events in the order they were inserted: (seq, run_id, type, metadata)."""
     events = RunEvent.objects.filter(thread_id__in=thread_ids).order_by("id")
@@ -109,7 +108,7 @@ async def test_seq_is_unique_and_increasing_per_thread_across_workers_and_web_pr
     threads = [*busy, contested]
 
     await all_runs_ended(threads)
-    found = await journals(threads)
+    found = await call_sync(journals, threads, on=Executor.THREAD_SENSITIVE)
 
     for thread_id in threads:
         assert_well_ordered(found[thread_id])
@@ -138,7 +137,7 @@ async def test_killed_workers_run_keeps_its_journal_and_ends_with_the_recovery_e
     survivor = start_worker(**SHORT_LEASE)
     await wait_for_run(run["run_id"], lambda r: r.status == "error", "the reaper", survivor)
 
-    journal = (await journals([thread_id]))[thread_id]
+    journal = (await call_sync(journals, [thread_id], on=Executor.THREAD_SENSITIVE))[thread_id]
     assert [event_type for _, _, event_type, _ in journal] == [
         EventType.RUN_START,
         EventType.HUMAN_INPUT,

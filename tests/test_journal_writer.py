@@ -6,7 +6,6 @@ import threading
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.engine.executor import CancelSignal, execute_run
@@ -31,15 +30,17 @@ STEPS = 5
 
 async def test_a_stalled_database_never_stalls_the_stream(user: Any, settings: Any) -> None:
     settings.JOURNAL_FLUSH_SECONDS = 0.01  # the writer tries to write at once, and waits
-    thread = await sync_to_async(make_thread)(user=user)
-    run = await sync_to_async(pending_run)(
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    run = await call_sync(
+        pending_run,
         thread=thread,
         user=user,
         graph_id="slow",
         input={"steps": STEPS, "delay": 0.01, "messages": [{"role": "user", "content": "hi"}]},
         stream_mode=["custom"],
+        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await sync_to_async(claim_next)(worker_id="test-worker")
+    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
     # The engine's database calls run one at a time on its thread: this one holds it.
     holding, released = threading.Event(), threading.Event()
 

@@ -1,8 +1,9 @@
 """The house rules of the code's layout, checked on the source (imports, function-local ones
-included): LangGraph only inside the engine, the engine only through its front door, and no
-import cycle between the apps."""
+included): LangGraph only inside the engine, the engine only through its front door, no import
+cycle between the apps, and one bridge between sync and async code."""
 
 import ast
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,3 +146,76 @@ def test_no_import_cycle_between_apps() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert _cycle({"threads": {"runs"}, "runs": {"threads"}}) == ["threads", "runs", "threads"]
+
+
+# --- One bridge between sync and async code ---------------------------------------------------
+
+#: The only module that calls asgiref's bridges or hands work to an event loop's executor.
+BRIDGE = ROOT / "deerflow_site" / "bridge.py"
+#: Names of the other ways across, as imported names or attributes (`asyncio.to_thread`,
+#: `loop.run_in_executor`, Channels' `database_sync_to_async`, asgiref's classes).
+CROSSINGS = {
+    "sync_to_async",
+    "async_to_sync",
+    "SyncToAsync",
+    "AsyncToSync",
+    "database_sync_to_async",
+    "to_thread",
+    "run_in_executor",
+}
+#: Directories that hold no code of ours.
+NOT_OURS = {".venv", "node_modules", "var", "__pycache__"}
+
+
+def _python_files() -> Iterator[Path]:
+    """Every Python file of the repository: the apps, tests, bench, scripts, migrations."""
+    for directory, subdirectories, files in os.walk(ROOT):
+        subdirectories[:] = [
+            d for d in subdirectories if d not in NOT_OURS and not d.startswith(".")
+        ]
+        for name in files:
+            if name.endswith(".py"):
+                yield Path(directory) / name
+
+
+def _crossings(source: str) -> list[str]:
+    """Where `source` crosses between sync and async code other than through the bridge."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            found += [
+                f"from {node.module} import {a.name}" for a in node.names if a.name in CROSSINGS
+            ]
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name == "asgiref.sync"]
+        elif isinstance(node, ast.Attribute) and node.attr in CROSSINGS:
+            found.append(f"{ast.unparse(node)} (line {node.lineno})")
+    return found
+
+
+def test_only_the_bridge_crosses_between_sync_and_async() -> None:
+    wrong = {
+        str(path.relative_to(ROOT)): found
+        for path in _python_files()
+        if path != BRIDGE and (found := _crossings(path.read_text()))
+    }
+
+    assert wrong == {}, f"use deerflow_site.bridge (call_sync, call_async) instead: {wrong}"
+
+
+def test_the_bridge_check_finds_each_way_across() -> None:
+    source = """
+import asyncio
+import asgiref.sync
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from asyncio import to_thread
+
+async def f(loop):
+    await asyncio.to_thread(print)
+    await loop.run_in_executor(None, print)
+    asgiref.sync.async_to_sync(f)
+"""
+
+    assert len(_crossings(source)) == 7
+    assert _crossings(BRIDGE.read_text())  # the bridge itself is the one exception

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine import queue
 from runs.models import Run
 from tests.engine_support import make_thread
@@ -125,14 +125,12 @@ def sdk_b(web: tuple[LiveServer, LiveServer], user: Any) -> Any:
 # --- Helpers ----------------------------------------------------------------------------------
 
 
-@sync_to_async
-def stored(run_id: Any) -> Run:
-    return Run.objects.get(pk=run_id)
+async def stored(run_id: Any) -> Run:
+    return await call_sync(Run.objects.get, pk=run_id, on=Executor.THREAD_SENSITIVE)
 
 
-@sync_to_async
-def stored_thread(thread_id: str) -> Thread:
-    return Thread.objects.get(pk=thread_id)
+async def stored_thread(thread_id: str) -> Thread:
+    return await call_sync(Thread.objects.get, pk=thread_id, on=Executor.THREAD_SENSITIVE)
 
 
 async def wait_for_run(
@@ -227,7 +225,7 @@ async def test_simultaneous_reject_creates_through_both_web_processes_admit_exac
 ) -> None:
     start_worker()
     threads = [
-        await sync_to_async(make_thread)(user=user, thread_id=f"race-{n}")
+        await call_sync(make_thread, user=user, thread_id=f"race-{n}", on=Executor.THREAD_SENSITIVE)
         for n in range(RACE_ROUNDS)
     ]
     for thread in threads:
@@ -248,7 +246,10 @@ async def test_simultaneous_reject_creates_through_both_web_processes_admit_exac
         admitted = [answer for answer in answers if isinstance(answer, dict)]
         refused = [answer for answer in answers if isinstance(answer, ConflictError)]
         assert (len(admitted), len(refused)) == (1, 1), answers
-        assert await sync_to_async(Run.objects.filter(thread=thread).count)() == 1
+        assert (
+            await call_sync(Run.objects.filter(thread=thread).count, on=Executor.THREAD_SENSITIVE)
+            == 1
+        )
         await sdk_a.runs.cancel(thread.thread_id, admitted[0]["run_id"])
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from tests.fixtures import new_thread
 
@@ -58,13 +58,13 @@ async def test_a_checkpoint_of_another_thread_is_400_and_admits_nothing(
 ):
     _, checkpoint_id = await checkpoint_of_new_thread(sdk)
     target = await new_thread(sdk)
-    runs_before = await sync_to_async(run_count)()
+    runs_before = await call_sync(run_count, on=Executor.THREAD_SENSITIVE)
 
     response = await create(daphne_server, headers, endpoint, target, checkpoint_id=checkpoint_id)
 
     assert response.status_code == 400, response.text
     assert "another thread" in response.json()["detail"]
-    assert await sync_to_async(run_count)() == runs_before
+    assert await call_sync(run_count, on=Executor.THREAD_SENSITIVE) == runs_before
 
 
 @pytest.mark.parametrize("endpoint", CREATE_ENDPOINTS, ids=ENDPOINT_IDS)
@@ -88,14 +88,14 @@ async def test_a_checkpoint_named_with_another_thread_id_is_400(
 @pytest.mark.parametrize("endpoint", CREATE_ENDPOINTS, ids=ENDPOINT_IDS)
 async def test_an_unknown_checkpoint_is_404(endpoint, sdk, headers, daphne_server):
     target, _ = await checkpoint_of_new_thread(sdk)
-    runs_before = await sync_to_async(run_count)()
+    runs_before = await call_sync(run_count, on=Executor.THREAD_SENSITIVE)
 
     response = await create(
         daphne_server, headers, endpoint, target, checkpoint_id=UNKNOWN_CHECKPOINT
     )
 
     assert response.status_code == 404, response.text
-    assert await sync_to_async(run_count)() == runs_before
+    assert await call_sync(run_count, on=Executor.THREAD_SENSITIVE) == runs_before
 
 
 @pytest.mark.parametrize("endpoint", CREATE_ENDPOINTS, ids=ENDPOINT_IDS)

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
 from django.db import connection
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.admission import admit_run
 from runs.exceptions import ThreadBusyReject
 from runs.models import Run
@@ -70,7 +70,7 @@ async def test_simultaneous_reject_creates_through_two_servers_admit_exactly_one
 ):
     # No worker, so that no run can finish (and free the thread) between the two requests.
     servers = [live_server_factory.start(DEERFLOW_EMBEDDED_WORKER="false") for _ in range(2)]
-    key = await sync_to_async(token_for)(user)
+    key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
     clients = [
         httpx.AsyncClient(
             base_url=server.api_url, headers={"Authorization": f"Bearer {key}"}, trust_env=False

@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
 from django.test import Client
 
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.redaction import Redactor
 from runs.serializers import STREAM_MODES
 
@@ -65,7 +65,7 @@ async def test_a_config_secret_is_found_nowhere(
             await client.get(f"{api}/threads/{thread_id}/messages"),
         ]
     webhook = webhook_receiver.wait_for(1)
-    admin_page = await sync_to_async(admin_run_page)(make_user, run_id)
+    admin_page = await call_sync(admin_run_page, make_user, run_id, on=Executor.THREAD_SENSITIVE)
 
     assert "event: end" in live and "event: debug" in live and "event: events" in live
     assert "event: end" in replay.text

@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
 from langgraph_sdk import get_client
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine.queue import WORKER_LOST
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK, Cluster, start_cluster
@@ -198,12 +198,14 @@ def lost_with_the_killed_worker(run: Run, killed_pid: int | None) -> bool:
 async def test_soak_300_runs_through_two_web_processes_and_two_workers_one_killed(
     cluster: Cluster, user: Any
 ) -> None:
-    soak = Soak(web=cluster.web_urls, api_key=await sync_to_async(token_for)(user))
+    soak = Soak(
+        web=cluster.web_urls, api_key=await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
+    )
     deadline = time.monotonic() + SOAK_SECONDS
 
     async with asyncio.timeout(SOAK_SECONDS):
         await drive(soak, cluster)
-    runs = await sync_to_async(settled_runs)(deadline)
+    runs = await call_sync(settled_runs, deadline, on=Executor.THREAD_SENSITIVE)
 
     assert soak.killed_pid is not None
     assert "worker 1 exited with code -9: restarting it" in cluster.output()
@@ -223,4 +225,4 @@ async def test_soak_300_runs_through_two_web_processes_and_two_workers_one_kille
             assert ticks == list(range(1, soak.stream_steps[thread_id] + 1)), (thread_id, frames)
             assert frames[-1][1] == "end"
     busy = Thread.objects.filter(status=Thread.Status.BUSY).values_list("pk", flat=True)
-    assert await sync_to_async(list)(busy) == []
+    assert await call_sync(list, busy, on=Executor.THREAD_SENSITIVE) == []

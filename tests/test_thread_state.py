@@ -9,11 +9,11 @@ import uuid
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine import registry
 from runs.engine.checkpointer import close_checkpointer
 from runs.models import Run
@@ -49,13 +49,13 @@ class Api:
 
 @pytest.fixture
 async def api(user) -> Any:
-    yield Api(await sync_to_async(token_for)(user))
+    yield Api(await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE))
     await close_checkpointer()
 
 
 @pytest.fixture
 async def other_api(other_user) -> Any:
-    return Api(await sync_to_async(token_for)(other_user))
+    return Api(await call_sync(token_for, other_user, on=Executor.THREAD_SENSITIVE))
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ async def history(api: Api, thread_id: str, **body: Any) -> list[dict]:
 async def share(thread_id: str, user: Any, *permissions: str) -> None:
     thread = await Thread.objects.aget(pk=thread_id)
     for permission in permissions:
-        await sync_to_async(assign_perm)(permission, user, thread)
+        await call_sync(assign_perm, permission, user, thread, on=Executor.THREAD_SENSITIVE)
 
 
 # --- GET /threads/{id}/state ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from django.test import override_settings
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import UnprocessableEntityError
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from runs.webhooks import post_webhook
 from tests.fixtures import new_thread, token_for
@@ -95,7 +96,7 @@ async def test_webhook_gets_the_finished_run_after_a_failed_first_attempt(sdk, w
 
     run = await sdk.runs.create(thread_id, "echo", input=HUMAN, webhook=webhook_receiver.url())
 
-    first, second = await asyncio.to_thread(webhook_receiver.wait_for, 2)
+    first, second = await call_sync(webhook_receiver.wait_for, 2, on=Executor.BLOCKING)
     assert webhook_receiver.answered == [503, 204]
     assert first == second
     assert second["run_id"] == run["run_id"] and second["thread_id"] == thread_id
@@ -113,7 +114,7 @@ async def test_webhook_gets_the_finished_run_after_a_failed_first_attempt(sdk, w
 async def test_every_create_endpoint_posts_its_webhook(sdk, webhook_receiver, endpoint):
     await CREATE_ENDPOINTS[endpoint](sdk, input=HUMAN, webhook=webhook_receiver.url())
 
-    [payload] = await asyncio.to_thread(webhook_receiver.wait_for, 1)
+    [payload] = await call_sync(webhook_receiver.wait_for, 1, on=Executor.BLOCKING)
     assert payload["status"] == "success"
     assert payload["values"]["messages"][-1]["content"] == "echo: hello"
 

@@ -8,10 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.test import override_settings
 from django.utils import timezone
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.cancellation import cancel_run
 from runs.engine import bus
 from runs.engine.worker import RunWorker
@@ -54,8 +54,10 @@ async def start_worker() -> AsyncIterator[Callable[..., Awaitable[RunWorker]]]:
 
 
 async def queue_run(user: Any, thread: Thread | None = None, **kwargs: Any) -> Run:
-    thread = thread or await sync_to_async(make_thread)(user=user)
-    return await sync_to_async(pending_run)(thread=thread, user=user, **kwargs)
+    thread = thread or await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    return await call_sync(
+        pending_run, thread=thread, user=user, **kwargs, on=Executor.THREAD_SENSITIVE
+    )
 
 
 async def wait_for_status(run_id: Any, *statuses: str, within: float = 10.0) -> Run:
@@ -104,8 +106,14 @@ async def test_cancel_message_interrupts_a_running_run_within_a_second(
     await asyncio.sleep(0.3)
     sent = time.monotonic()
 
-    await sync_to_async(Run.objects.filter(pk=run.pk).update)(cancel_action="interrupt")
-    worker_id = (await sync_to_async(Run.objects.get)(pk=run.pk)).worker_id
+    await call_sync(
+        Run.objects.filter(pk=run.pk).update,
+        cancel_action="interrupt",
+        on=Executor.THREAD_SENSITIVE,
+    )
+    worker_id = (
+        await call_sync(Run.objects.get, pk=run.pk, on=Executor.THREAD_SENSITIVE)
+    ).worker_id
     await bus.publish_cancel(run_id=run.pk, worker_id=worker_id, action="interrupt")
 
     stopped = await wait_for_status(run.pk, Run.Status.INTERRUPTED, within=5.0)
@@ -121,7 +129,9 @@ async def test_cancel_flag_in_the_database_stops_a_run_without_a_message(
     await start_worker()
     await wait_for_status(run.pk, Run.Status.RUNNING)
 
-    await sync_to_async(Run.objects.filter(pk=run.pk).update)(cancel_action="rollback")
+    await call_sync(
+        Run.objects.filter(pk=run.pk).update, cancel_action="rollback", on=Executor.THREAD_SENSITIVE
+    )
 
     stopped = await wait_for_status(run.pk, Run.Status.INTERRUPTED, within=5.0)
     assert stopped.rolled_back
@@ -137,12 +147,12 @@ async def test_a_freed_slot_goes_to_the_user_with_fewer_running_runs(
         await wait_for_status(run.pk, Run.Status.RUNNING)
     late = await queue_run(other_user, **long_run)
 
-    await sync_to_async(cancel_run)(run=backlog[0], action="interrupt")
+    await call_sync(cancel_run, run=backlog[0], action="interrupt", on=Executor.THREAD_SENSITIVE)
 
     await wait_for_status(late.pk, Run.Status.RUNNING)
     assert (await fetch_run(backlog[2].pk)).status == Run.Status.PENDING
     for run in (backlog[2], backlog[1], late):
-        await sync_to_async(cancel_run)(run=run, action="interrupt")
+        await call_sync(cancel_run, run=run, action="interrupt", on=Executor.THREAD_SENSITIVE)
         await wait_for_status(run.pk, Run.Status.INTERRUPTED)
 
 
@@ -152,10 +162,14 @@ async def test_below_the_concurrency_a_per_user_limit_lets_another_users_run_sta
 ) -> None:
     await start_worker(concurrency=3)
     body = {"assistant_id": "slow", "input": {"steps": 1000, "delay": 0.1}, "stream_mode": "custom"}
-    alice, bob = [await sync_to_async(client_for)(who) for who in (user, other_user)]
+    alice, bob = [
+        await call_sync(client_for, who, on=Executor.THREAD_SENSITIVE) for who in (user, other_user)
+    ]
 
     async def create(client: Any) -> Any:
-        return await sync_to_async(client.post)("/api/runs", body, format="json")
+        return await call_sync(
+            client.post, "/api/runs", body, format="json", on=Executor.THREAD_SENSITIVE
+        )
 
     backlog = [(await create(alice)).json() for _ in range(2)]
     refused = await create(alice)
@@ -166,14 +180,14 @@ async def test_below_the_concurrency_a_per_user_limit_lets_another_users_run_sta
         await wait_for_status(run["run_id"], Run.Status.RUNNING)
     for run in [*backlog, late]:
         stored = await fetch_run(run["run_id"])
-        await sync_to_async(cancel_run)(run=stored, action="interrupt")
+        await call_sync(cancel_run, run=stored, action="interrupt", on=Executor.THREAD_SENSITIVE)
         await wait_for_status(run["run_id"], Run.Status.INTERRUPTED)
 
 
 async def test_enqueued_runs_of_a_thread_run_one_at_a_time_in_order(
     user: Any, start_worker: Any
 ) -> None:
-    thread = await sync_to_async(make_thread)(user=user)
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
     runs = [
         await queue_run(user, thread, graph_id="slow", input={"steps": 2, "delay": 0.05})
         for _ in range(3)
@@ -224,12 +238,14 @@ async def test_delayed_run_starts_once_due(user: Any, start_worker: Any) -> None
 
 @override_settings(RUN_LEASE_SECONDS=0.6, RUN_POLL_SECONDS=0.1)
 async def test_live_worker_reaps_a_run_whose_worker_died(user: Any, start_worker: Any) -> None:
-    thread = await sync_to_async(make_thread)(user=user)
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
     orphan = await queue_run(user, thread, input={})
-    await sync_to_async(Run.objects.filter(pk=orphan.pk).update)(
+    await call_sync(
+        Run.objects.filter(pk=orphan.pk).update,
         status=Run.Status.RUNNING,
         worker_id="dead-host:1:dead",
         lease_expires_at=timezone.now() - timedelta(seconds=1),
+        on=Executor.THREAD_SENSITIVE,
     )
     follower = await queue_run(user, thread, input={})
 
@@ -288,7 +304,9 @@ async def test_run_with_on_completion_delete_removes_its_thread(
     await start_worker()
 
     deadline = time.monotonic() + 10
-    while await sync_to_async(Thread.objects.filter(pk=run.thread_id).exists)():
+    while await call_sync(
+        Thread.objects.filter(pk=run.thread_id).exists, on=Executor.THREAD_SENSITIVE
+    ):
         assert time.monotonic() < deadline, "the thread was not deleted"
         await asyncio.sleep(0.05)
 
@@ -302,7 +320,7 @@ async def test_finished_run_posts_its_webhook(
     await start_worker()
 
     await wait_for_status(run.pk, Run.Status.SUCCESS)
-    [payload] = await asyncio.to_thread(webhook_receiver.wait_for, 1)
+    [payload] = await call_sync(webhook_receiver.wait_for, 1, on=Executor.BLOCKING)
     assert payload["run_id"] == str(run.pk)
     assert payload["status"] == "success"
     assert payload["values"]["messages"][-1]["content"] == "echo: hi"
