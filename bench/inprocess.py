@@ -30,6 +30,8 @@ def configure() -> None:
         DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true",
         DEERFLOW_VAR_DIR=tempfile.mkdtemp(prefix="deerflow-inprocess-"),
         DEERFLOW_LANGGRAPH_CONFIG=str(REPO / "bench" / "langgraph.json"),
+        # One user with up to --concurrency clients: no per-user cap (as in bench/servers.py).
+        DEERFLOW_MAX_ACTIVE_RUNS_PER_USER="0",
     )
     sys.path.insert(0, str(REPO))
     import django
