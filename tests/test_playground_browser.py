@@ -11,7 +11,13 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
 SCRIPT = "playground.test.mjs"
 PASSWORD = "pw-12345!"  # what make_user gives
-LOCAL_MODE = {"DEERFLOW_AUTH_MODE": "local", "DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION": "true"}
+LOCAL_MODE = {
+    "DEERFLOW_AUTH_MODE": "local",
+    "DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION": "true",
+    # The server outlives each test's flush of the database, which deletes the local user without
+    # the server hearing of it: it must read the user again on every request, not from its cache.
+    "DEERFLOW_PERMISSION_CACHE_SECONDS": "0",
+}
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,13 @@
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError
 from guardian.shortcuts import assign_perm
 
 from runs.models import Run
 from threads.models import Thread
+from threads.services import create_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +58,15 @@ def test_create_with_another_users_id_is_409_even_with_do_nothing(api, other_api
     )
     assert response.status_code == 409
     assert Thread.objects.get(pk="theirs").metadata == {}
+
+
+@pytest.mark.django_db(transaction=True)  # SQLite checks foreign keys at commit
+def test_a_create_failing_on_another_constraint_is_not_reported_as_an_existing_id():
+    owner_gone = get_user_model()(pk=987_654_321, username="deleted-meanwhile")  # no row
+
+    with pytest.raises(IntegrityError):
+        create_thread(user=owner_gone, thread_id="fresh-id")
+    assert not Thread.objects.filter(pk="fresh-id").exists()
 
 
 @pytest.mark.parametrize("bad_id", ["has space", "x" * 65, "a/b", "", "ünï"])

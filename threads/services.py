@@ -66,6 +66,8 @@ def create_thread(
             grant_owner(thread=thread, user=user)
             return thread, True
     except IntegrityError:
+        if not Thread.objects.filter(pk=thread_id).exists():
+            raise  # another constraint failed (the owner's row is gone): not a taken id
         existing = visible_threads(user=user).filter(pk=thread_id).first()
         if if_exists == "do_nothing" and existing is not None:
             return existing, False
