@@ -10,6 +10,14 @@ import httpx
 AGENT_QUESTION = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
 
 
+async def agent_run(sdk: Any, thread_id: str, question: str = "What is 6 * 7?") -> dict:
+    """A finished run of the offline agent (its journal is complete once the run has ended)."""
+    await sdk.runs.wait(
+        thread_id, "agent", input={"messages": [{"role": "user", "content": question}]}
+    )
+    return (await sdk.runs.list(thread_id, limit=1))[0]
+
+
 def http(server: Any, headers: dict[str, str]) -> httpx.AsyncClient:
     """An httpx client on the live server's API base with `headers` (credentials)."""
     return httpx.AsyncClient(base_url=server.api_url, headers=headers, trust_env=False, timeout=30)

@@ -7,7 +7,7 @@ import pytest
 
 from feedback.models import Feedback
 from tests.fixtures import new_thread, token_for
-from tests.journal_support import get_json, http
+from tests.journal_support import agent_run, get_json, http
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -23,10 +23,7 @@ def other_client(daphne_server: Any, other_user: Any) -> Any:
 
 
 async def finished_run(sdk: Any, thread_id: str, question: str = "What is 6 * 7?") -> str:
-    await sdk.runs.wait(
-        thread_id, "agent", input={"messages": [{"role": "user", "content": question}]}
-    )
-    return (await sdk.runs.list(thread_id, limit=1))[0]["run_id"]
+    return (await agent_run(sdk, thread_id, question))["run_id"]
 
 
 async def test_post_creates_feedback_and_get_returns_it(sdk: Any, client: Any, user: Any) -> None:

@@ -8,7 +8,14 @@ import pytest
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run, RunEvent, RunModelUsage
 from tests.fixtures import new_thread, token_for
-from tests.journal_support import AGENT_QUESTION, get_json, http, journal_until, types_of
+from tests.journal_support import (
+    AGENT_QUESTION,
+    agent_run,
+    get_json,
+    http,
+    journal_until,
+    types_of,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -30,14 +37,6 @@ def client(daphne_server: Any, headers: dict[str, str]) -> Any:
 @pytest.fixture
 def other_client(daphne_server: Any, other_user: Any) -> Any:
     return http(daphne_server, {"Authorization": f"Bearer {token_for(other_user)}"})
-
-
-async def agent_run(sdk: Any, thread_id: str, question: str = "What is 6 * 7?") -> dict:
-    """A finished run of the offline agent (its journal is complete once the run has ended)."""
-    await sdk.runs.wait(
-        thread_id, "agent", input={"messages": [{"role": "user", "content": question}]}
-    )
-    return (await sdk.runs.list(thread_id, limit=1))[0]
 
 
 # --- What a run writes --------------------------------------------------------------------------
