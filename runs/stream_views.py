@@ -24,19 +24,18 @@ from deerflow_site.bridge import Executor, call_sync
 from runs import admission, selectors
 from runs.cancel_views import cancel_run_of_request
 from runs.cancellation import cancel_after_disconnect, spawn
-from runs.engine import Subscription, bus, subscribe_then
-from runs.models import Run
-from runs.serializers import (
+from runs.create_serializers import (
     ADMISSION_ERRORS,
     STREAM_MODES,
     THREAD_STREAM_MODES,
-    JoinStreamQuerySerializer,
     RunCreateSerializer,
     parse_run_create,
     parse_stateless_run_create,
     parse_stream_modes,
-    query_data,
 )
+from runs.engine import Subscription, bus, subscribe_then
+from runs.models import Run
+from runs.serializers import JoinStreamQuerySerializer, query_data
 from runs.sse.frames import parse_event_id, sse_response
 from runs.sse.run_stream import stream_run_events, subscribe_to_run
 from runs.sse.thread_stream import (

@@ -12,16 +12,13 @@ from deerflow_site.api.pagination import PAGINATION_HEADERS, page, pagination_he
 from deerflow_site.api.serializers import validated
 from deerflow_site.errors import Invalid
 from runs import admission, selectors, services
-from runs.serializers import (
+from runs.create_serializers import (
     ADMISSION_ERRORS,
     RunCreateSerializer,
-    RunListQuerySerializer,
-    RunSerializer,
     parse_run_create,
     parse_stateless_run_create,
-    query_data,
-    run_json,
 )
+from runs.serializers import RunListQuerySerializer, RunSerializer, query_data, run_json
 from runs.stream_views import RUN_HEADERS, run_headers
 
 

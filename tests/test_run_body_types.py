@@ -12,8 +12,8 @@ import pytest
 from rest_framework import serializers
 
 from deerflow_site.api.serializers import UUIDStringField
+from runs.create_serializers import RunCreateSerializer
 from runs.models import Run
-from runs.serializers import RunCreateSerializer
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

@@ -10,9 +10,9 @@ from django.db import connection
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.admission import admit_run
+from runs.create_serializers import parse_run_create
 from runs.exceptions import ThreadBusyReject
 from runs.models import Run
-from runs.serializers import parse_run_create
 from tests.fixtures import token_for
 from threads.services import create_thread
 

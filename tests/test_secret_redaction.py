@@ -11,7 +11,7 @@ from django.test import Client
 
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.redaction import Redactor
-from runs.serializers import STREAM_MODES
+from runs.create_serializers import STREAM_MODES
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
