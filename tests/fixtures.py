@@ -82,6 +82,25 @@ def headers(user: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_for(user)}"}
 
 
+@pytest.fixture
+def live_api(daphne_server: Any, headers: dict[str, str]) -> Any:
+    """An httpx.AsyncClient on the live server's API base, as `user` (for the endpoints the
+    official SDKs have no methods for: the journal, feedback)."""
+    return _live_http(daphne_server, headers)
+
+
+@pytest.fixture
+def other_live_api(daphne_server: Any, other_user: Any) -> Any:
+    """The same as `live_api`, as `other_user`."""
+    return _live_http(daphne_server, {"Authorization": f"Bearer {token_for(other_user)}"})
+
+
+def _live_http(server: Any, headers: dict[str, str]) -> Any:
+    import httpx
+
+    return httpx.AsyncClient(base_url=server.api_url, headers=headers, trust_env=False, timeout=30)
+
+
 async def new_thread(sdk: Any) -> str:
     """A new thread's id, created through the SDK."""
     return (await sdk.threads.create())["thread_id"]

@@ -18,11 +18,6 @@ async def agent_run(sdk: Any, thread_id: str, question: str = "What is 6 * 7?") 
     return (await sdk.runs.list(thread_id, limit=1))[0]
 
 
-def http(server: Any, headers: dict[str, str]) -> httpx.AsyncClient:
-    """An httpx client on the live server's API base with `headers` (credentials)."""
-    return httpx.AsyncClient(base_url=server.api_url, headers=headers, trust_env=False, timeout=30)
-
-
 async def get_json(client: httpx.AsyncClient, path: str, **params: Any) -> Any:
     """GET `path` expecting 200; its JSON body."""
     response = await client.get(path, params=params)

@@ -7,12 +7,11 @@ import pytest
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run, RunEvent, RunModelUsage
-from tests.fixtures import new_thread, token_for
+from tests.fixtures import new_thread
 from tests.journal_support import (
     AGENT_QUESTION,
     agent_run,
     get_json,
-    http,
     journal_until,
     types_of,
 )
@@ -29,24 +28,14 @@ CONVERSATION = (
 )
 
 
-@pytest.fixture
-def client(daphne_server: Any, headers: dict[str, str]) -> Any:
-    return http(daphne_server, headers)
-
-
-@pytest.fixture
-def other_client(daphne_server: Any, other_user: Any) -> Any:
-    return http(daphne_server, {"Authorization": f"Bearer {token_for(other_user)}"})
-
-
 # --- What a run writes --------------------------------------------------------------------------
 
 
-async def test_agent_run_journals_its_conversation_in_order(sdk: Any, client: Any) -> None:
+async def test_agent_run_journals_its_conversation_in_order(sdk: Any, live_api: Any) -> None:
     thread_id = await new_thread(sdk)
     run = await agent_run(sdk, thread_id)
 
-    events = await get_json(client, f"/threads/{thread_id}/runs/{run['run_id']}/events")
+    events = await get_json(live_api, f"/threads/{thread_id}/runs/{run['run_id']}/events")
 
     assert tuple(types_of(events, "message", "lifecycle")) == CONVERSATION
     seqs = [e["seq"] for e in events]
@@ -64,10 +53,10 @@ async def test_agent_run_journals_its_conversation_in_order(sdk: Any, client: An
     assert all(e["thread_id"] == thread_id for e in events)
 
 
-async def test_run_token_totals_are_the_sum_over_its_ai_messages(sdk: Any, client: Any) -> None:
+async def test_run_token_totals_are_the_sum_over_its_ai_messages(sdk: Any, live_api: Any) -> None:
     thread_id = await new_thread(sdk)
     run = await agent_run(sdk, thread_id)
-    events = await get_json(client, f"/threads/{thread_id}/runs/{run['run_id']}/events")
+    events = await get_json(live_api, f"/threads/{thread_id}/runs/{run['run_id']}/events")
     answers = [e["metadata"]["usage"] for e in events if e["event_type"] == "llm.ai.response"]
     expected = {
         key: sum(usage[key] for usage in answers)
@@ -75,7 +64,7 @@ async def test_run_token_totals_are_the_sum_over_its_ai_messages(sdk: Any, clien
     }
 
     run = await sdk.runs.get(thread_id, run["run_id"])
-    usage = await get_json(client, f"/threads/{thread_id}/token-usage")
+    usage = await get_json(live_api, f"/threads/{thread_id}/token-usage")
 
     assert expected["total_tokens"] > 0
     assert {key: run[key] for key in expected} == expected
@@ -94,7 +83,7 @@ async def test_run_token_totals_are_the_sum_over_its_ai_messages(sdk: Any, clien
 
 
 async def test_token_usage_adds_up_runs_and_counts_running_ones_only_with_include_active(
-    sdk: Any, client: Any, user: Any
+    sdk: Any, live_api: Any, user: Any
 ) -> None:
     thread_id = await new_thread(sdk)
     first = await agent_run(sdk, thread_id)
@@ -103,8 +92,10 @@ async def test_token_usage_adds_up_runs_and_counts_running_ones_only_with_includ
         _running_run_with_usage, thread_id, user, on=Executor.THREAD_SENSITIVE
     )
 
-    finished = await get_json(client, f"/threads/{thread_id}/token-usage")
-    with_active = await get_json(client, f"/threads/{thread_id}/token-usage", include_active="true")
+    finished = await get_json(live_api, f"/threads/{thread_id}/token-usage")
+    with_active = await get_json(
+        live_api, f"/threads/{thread_id}/token-usage", include_active="true"
+    )
 
     runs = [await sdk.runs.get(thread_id, r["run_id"]) for r in (first, second)]
     assert finished["total_runs"] == 2
@@ -149,14 +140,16 @@ def _running_run_with_usage(thread_id: str, user: Any) -> Run:
     return run
 
 
-async def test_failed_run_keeps_its_journal_and_ends_with_run_error(sdk: Any, client: Any) -> None:
+async def test_failed_run_keeps_its_journal_and_ends_with_run_error(
+    sdk: Any, live_api: Any
+) -> None:
     thread_id = await new_thread(sdk)
     await sdk.runs.wait(
         thread_id, "failing", input={"message": "boom", **AGENT_QUESTION}, raise_error=False
     )
     run = (await sdk.runs.list(thread_id, limit=1))[0]
 
-    events = await get_json(client, f"/threads/{thread_id}/runs/{run['run_id']}/events")
+    events = await get_json(live_api, f"/threads/{thread_id}/runs/{run['run_id']}/events")
 
     assert types_of(events) == ["run.start", "llm.human.input", "run.error"]
     assert events[-1]["content"] == {"error": "GraphFailure", "message": "boom"}
@@ -165,7 +158,7 @@ async def test_failed_run_keeps_its_journal_and_ends_with_run_error(sdk: Any, cl
 
 @pytest.mark.parametrize("action", ["interrupt", "rollback"])
 async def test_cancelled_run_keeps_its_journal_and_ends_with_run_cancel(
-    sdk: Any, client: Any, action: str
+    sdk: Any, live_api: Any, action: str
 ) -> None:
     thread_id = await new_thread(sdk)
     run = await sdk.runs.create(
@@ -173,11 +166,11 @@ async def test_cancelled_run_keeps_its_journal_and_ends_with_run_cancel(
     )
     # Wait until the human message is written (the run has been executing for a while).
     await journal_until(
-        client, thread_id, run["run_id"], lambda ev: "llm.human.input" in types_of(ev)
+        live_api, thread_id, run["run_id"], lambda ev: "llm.human.input" in types_of(ev)
     )
 
     await sdk.runs.cancel(thread_id, run["run_id"], action=action, wait=True)
-    events = await get_json(client, f"/threads/{thread_id}/runs/{run['run_id']}/events")
+    events = await get_json(live_api, f"/threads/{thread_id}/runs/{run['run_id']}/events")
 
     assert types_of(events) == ["run.start", "llm.human.input", "run.cancel"]
     assert events[-1]["metadata"] == {
@@ -188,14 +181,14 @@ async def test_cancelled_run_keeps_its_journal_and_ends_with_run_cancel(
 
 
 async def test_pending_run_cancelled_before_it_started_journals_run_cancel(
-    sdk: Any, client: Any
+    sdk: Any, live_api: Any
 ) -> None:
     thread_id = await new_thread(sdk)
     await sdk.runs.create(thread_id, "slow", input={"steps": 200, "delay": 0.1})
     queued = await sdk.runs.create(thread_id, "echo", input={}, multitask_strategy="enqueue")
 
     await sdk.runs.cancel(thread_id, queued["run_id"], action="interrupt")
-    events = await get_json(client, f"/threads/{thread_id}/runs/{queued['run_id']}/events")
+    events = await get_json(live_api, f"/threads/{thread_id}/runs/{queued['run_id']}/events")
 
     assert types_of(events) == ["run.cancel"]
     assert events[0]["metadata"]["started"] is False
@@ -206,18 +199,18 @@ async def test_pending_run_cancelled_before_it_started_journals_run_cancel(
 # --- The pages' windows ---------------------------------------------------------------------
 
 
-async def test_thread_messages_window_rules(sdk: Any, client: Any) -> None:
+async def test_thread_messages_window_rules(sdk: Any, live_api: Any) -> None:
     thread_id = await new_thread(sdk)
     for question in ("What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"):
         await agent_run(sdk, thread_id, question)
     path = f"/threads/{thread_id}/messages"
 
-    everything = await get_json(client, path)
+    everything = await get_json(live_api, path)
     seqs = [m["seq"] for m in everything]
-    last_two = await get_json(client, path, limit=2)
-    before = await get_json(client, path, limit=3, before_seq=seqs[5])
-    after = await get_json(client, path, limit=3, after_seq=seqs[2])
-    after_end = await get_json(client, path, after_seq=seqs[-1])
+    last_two = await get_json(live_api, path, limit=2)
+    before = await get_json(live_api, path, limit=3, before_seq=seqs[5])
+    after = await get_json(live_api, path, limit=3, after_seq=seqs[2])
+    after_end = await get_json(live_api, path, after_seq=seqs[-1])
 
     assert len(everything) == 12  # four messages per run, three runs
     assert {m["category"] for m in everything} == {"message"}
@@ -228,18 +221,18 @@ async def test_thread_messages_window_rules(sdk: Any, client: Any) -> None:
     assert after_end == []
 
 
-async def test_run_messages_page_says_whether_more_lie_beyond(sdk: Any, client: Any) -> None:
+async def test_run_messages_page_says_whether_more_lie_beyond(sdk: Any, live_api: Any) -> None:
     thread_id = await new_thread(sdk)
     await agent_run(sdk, thread_id)
     run = await agent_run(sdk, thread_id, "What is 5 - 1?")
     path = f"/threads/{thread_id}/runs/{run['run_id']}/messages"
 
-    whole = await get_json(client, path)
+    whole = await get_json(live_api, path)
     seqs = [m["seq"] for m in whole["data"]]
-    last = await get_json(client, path, limit=3)
-    first = await get_json(client, path, limit=3, after_seq=0)
-    rest = await get_json(client, path, limit=3, after_seq=seqs[2])
-    before = await get_json(client, path, limit=4, before_seq=seqs[2])
+    last = await get_json(live_api, path, limit=3)
+    first = await get_json(live_api, path, limit=3, after_seq=0)
+    rest = await get_json(live_api, path, limit=3, after_seq=seqs[2])
+    before = await get_json(live_api, path, limit=4, before_seq=seqs[2])
 
     assert whole["has_more"] is False and len(seqs) == 4
     assert {m["run_id"] for m in whole["data"]} == {run["run_id"]}
@@ -250,17 +243,17 @@ async def test_run_messages_page_says_whether_more_lie_beyond(sdk: Any, client: 
 
 
 async def test_run_events_filter_by_type_with_legacy_aliases_and_page_forward(
-    sdk: Any, client: Any
+    sdk: Any, live_api: Any
 ) -> None:
     thread_id = await new_thread(sdk)
     run = await agent_run(sdk, thread_id)
     path = f"/threads/{thread_id}/runs/{run['run_id']}/events"
 
-    everything = await get_json(client, path)
-    answers = await get_json(client, path, event_types="ai_message")
-    mixed = await get_json(client, path, event_types="human_message,llm.tool.result,run.end")
-    page = await get_json(client, path, after_seq=everything[1]["seq"], limit=2)
-    last = await get_json(client, path, limit=2)
+    everything = await get_json(live_api, path)
+    answers = await get_json(live_api, path, event_types="ai_message")
+    mixed = await get_json(live_api, path, event_types="human_message,llm.tool.result,run.end")
+    page = await get_json(live_api, path, after_seq=everything[1]["seq"], limit=2)
+    last = await get_json(live_api, path, limit=2)
 
     assert types_of(answers) == ["llm.ai.response", "llm.ai.response"]
     assert types_of(mixed) == ["llm.human.input", "llm.tool.result", "run.end"]
@@ -285,7 +278,7 @@ async def test_run_events_filter_by_type_with_legacy_aliases_and_page_forward(
     ],
 )
 async def test_bad_query_values_are_422_naming_the_field(
-    sdk: Any, client: Any, page: str, params: dict, field: str
+    sdk: Any, live_api: Any, page: str, params: dict, field: str
 ) -> None:
     thread_id = await new_thread(sdk)
     run = await agent_run(sdk, thread_id)
@@ -296,7 +289,7 @@ async def test_bad_query_values_are_422_naming_the_field(
         "token_usage": f"/threads/{thread_id}/token-usage",
     }[page]
 
-    response = await client.get(path, params=params)
+    response = await live_api.get(path, params=params)
 
     assert response.status_code == 422, response.text
     assert field in response.json()["detail"]
@@ -306,7 +299,7 @@ async def test_bad_query_values_are_422_naming_the_field(
 
 
 async def test_another_users_thread_is_404_on_every_journal_endpoint(
-    sdk: Any, client: Any, other_client: Any
+    sdk: Any, live_api: Any, other_live_api: Any
 ) -> None:
     thread_id = await new_thread(sdk)
     run = await agent_run(sdk, thread_id)
@@ -319,18 +312,18 @@ async def test_another_users_thread_is_404_on_every_journal_endpoint(
     ]
 
     for path in paths:
-        assert (await client.get(path)).status_code == 200, path
-        response = await other_client.get(path)
+        assert (await live_api.get(path)).status_code == 200, path
+        response = await other_live_api.get(path)
         assert response.status_code == 404, (path, response.text)
 
 
-async def test_run_of_another_thread_is_404(sdk: Any, client: Any) -> None:
+async def test_run_of_another_thread_is_404(sdk: Any, live_api: Any) -> None:
     thread_id = await new_thread(sdk)
     run = await agent_run(sdk, thread_id)
     other_thread = await new_thread(sdk)
 
     for page in ("messages", "events"):
-        response = await client.get(f"/threads/{other_thread}/runs/{run['run_id']}/{page}")
+        response = await live_api.get(f"/threads/{other_thread}/runs/{run['run_id']}/{page}")
         assert response.status_code == 404, page
 
 
@@ -338,7 +331,7 @@ async def test_run_of_another_thread_is_404(sdk: Any, client: Any) -> None:
 
 
 async def test_deleting_a_run_removes_its_events_and_keeps_the_others(
-    sdk: Any, client: Any
+    sdk: Any, live_api: Any
 ) -> None:
     thread_id = await new_thread(sdk)
     kept = await agent_run(sdk, thread_id)
@@ -346,7 +339,7 @@ async def test_deleting_a_run_removes_its_events_and_keeps_the_others(
 
     await sdk.runs.delete(thread_id, doomed["run_id"])
 
-    messages = await get_json(client, f"/threads/{thread_id}/messages")
+    messages = await get_json(live_api, f"/threads/{thread_id}/messages")
     assert {m["run_id"] for m in messages} == {kept["run_id"]}
     assert not await RunEvent.objects.filter(run_id=doomed["run_id"]).aexists()
     assert not await RunModelUsage.objects.filter(run_id=doomed["run_id"]).aexists()
