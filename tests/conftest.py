@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
@@ -53,6 +55,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "serialized_rollback" not in marker.kwargs:
             kwargs = {**marker.kwargs, "serialized_rollback": True}
             item.add_marker(pytest.mark.django_db(*marker.args, **kwargs), append=False)
+
+
+@pytest.fixture(autouse=True)
+def _runs_settle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a transactional test, wait (up to 30 s) until no run is pending or running.
+
+    Such a test ends with a flush of the database, while a live server's worker may still be
+    finishing a run the test started and left (cancelled, or simply not awaited). On PostgreSQL the
+    flush's TRUNCATE and the worker's writes then lock the same tables in opposite orders and one
+    of them is chosen as a deadlock's victim; when it is the flush, the test errors and the next
+    one finds the rows it left. Requesting pytest-django's helper here first makes this teardown
+    run before its flush.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")
+    yield
+    from runs.models import Run
+
+    deadline = time.monotonic() + 30.0
+    while Run.objects.active().exists():
+        if time.monotonic() > deadline:
+            warnings.warn(
+                f"{request.node.nodeid} left runs pending or running for 30 s after it ended",
+                stacklevel=1,
+            )
+            return
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
