@@ -13,7 +13,7 @@ from langgraph.types import Command, Interrupt, Send
 
 from runs.engine.graphs.scripted_model import ScriptedChatModel
 from runs.engine.graphs.tools import AGENT_TOOLS, calculator, word_count
-from runs.engine.serialization import to_jsonable
+from runs.engine.serialization import dumps, to_jsonable
 
 
 @pytest.mark.parametrize(
@@ -144,3 +144,23 @@ def test_unknown_objects_become_their_repr_and_never_raise() -> None:
 
 def test_to_jsonable_accepts_any_input(tmp_path: Any) -> None:
     assert to_jsonable(tmp_path) == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        (AIMessageChunk(content="hi ✓", id="m1"), {"langgraph_node": "model", "tags": ("a",)}),
+        {"interrupt": Interrupt(value={"q": 1}, id="i1"), "command": Command(resume="yes")},
+        {"when": datetime.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=datetime.UTC), "day": None},
+        {"point": Point(1, 2), "items": (1, {2}), "raw": b"\x00", "nan": math.nan, 3: "key"},
+        # What orjson refuses goes the standard library's way: a huge integer, a lone
+        # surrogate, a key that is no scalar.
+        {"big": 2**70},
+        {"surrogate": "\ud800"},
+        {(1, 2): "tuple key"},
+    ],
+)
+def test_dumps_writes_what_to_jsonable_and_the_standard_library_would(value: Any) -> None:
+    expected = json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False)
+
+    assert dumps(value) == expected

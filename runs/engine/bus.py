@@ -11,7 +11,6 @@ and cancel flags, and stream views also read stored events and the run's final s
 """
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -78,9 +77,9 @@ class StreamEvent:
 
 def dumps(payload: Any) -> str:
     """One-line JSON for SSE `data:` (LangChain objects serialised as the SDKs expect)."""
-    from runs.engine.serialization import to_jsonable
+    from runs.engine.serialization import dumps
 
-    return json.dumps(to_jsonable(payload), separators=(",", ":"), ensure_ascii=False)
+    return dumps(payload)
 
 
 def layer() -> BaseChannelLayer:

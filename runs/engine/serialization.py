@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import datetime
 import enum
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -17,11 +18,30 @@ from pathlib import PurePath
 from typing import Any
 from uuid import UUID
 
+import orjson
 from langgraph.types import Command, Interrupt, Send
 
 logger = logging.getLogger(__name__)
 
 _PRIMITIVES = (str, int, bool, type(None))
+#: orjson handles str, int, float, bool, None, dict, list, tuple, enums and UUIDs (and their
+#: subclasses) itself; dataclasses and datetimes come to `_default`, to be shaped as below.
+_ORJSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+)
+
+
+def dumps(obj: Any) -> str:
+    """`obj` as one line of compact JSON text, non-ASCII kept (never raises).
+
+    orjson does the work, calling `_shallow` for what it does not know. What orjson refuses
+    (an integer beyond 64 bits, a string with a lone surrogate, a key that is no scalar) goes
+    through `to_jsonable` and the standard library instead.
+    """
+    try:
+        return orjson.dumps(obj, default=_default, option=_ORJSON_OPTIONS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(to_jsonable(obj), separators=(",", ":"), ensure_ascii=False)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -29,47 +49,57 @@ def to_jsonable(obj: Any) -> Any:
     kind = type(obj)
     if kind in _PRIMITIVES:
         return obj
+    if kind is float:
+        # JSON has no NaN or infinity; the LangGraph server (orjson) sends null too.
+        return obj if math.isfinite(obj) else None
     if kind is dict:
         return {_key(k): to_jsonable(v) for k, v in obj.items()}
     if kind is list:
         return [to_jsonable(v) for v in obj]
+    return to_jsonable(_default(obj))
+
+
+def _default(obj: Any) -> Any:
     try:
-        return _convert(obj)
+        return _shallow(obj)
     except Exception:  # a broken __repr__ or model_dump must not break a stream
-        logger.debug("cannot serialise %s", kind, exc_info=True)
+        logger.debug("cannot serialise %s", type(obj), exc_info=True)
         return _safe_repr(obj)
 
 
-def _convert(obj: Any) -> Any:
+def _shallow(obj: Any) -> Any:
+    """One level of `obj` in simpler terms: a str, int, float, None, dict or list of exactly
+    those types, or an enum's value; what it contains may still need converting."""
     if isinstance(obj, float):
-        # JSON has no NaN or infinity; the LangGraph server (orjson) sends null too.
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, _PRIMITIVES):
-        return obj
+        return float.__float__(obj)
     if isinstance(obj, Interrupt):
-        return {"value": to_jsonable(obj.value), "id": obj.id}
+        return {"value": obj.value, "id": obj.id}
     if isinstance(obj, Send):
-        return {"node": obj.node, "arg": to_jsonable(obj.arg)}
+        return {"node": obj.node, "arg": obj.arg}
     if isinstance(obj, Command):
         fields = ((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj))
-        return {name: to_jsonable(value) for name, value in fields if value not in (None, ())}
+        return {name: value for name, value in fields if value not in (None, ())}
     model_dump = getattr(obj, "model_dump", None)
     if model_dump is not None and not isinstance(obj, type):
-        return to_jsonable(model_dump())
+        return dict(model_dump())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, int):
+        return int.__int__(obj)
     if isinstance(obj, Mapping):
-        return {_key(k): to_jsonable(v) for k, v in obj.items()}
+        return dict(obj)
     if isinstance(obj, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in obj]
+        return list(obj)
     if isinstance(obj, UUID):
         return str(obj)
     if isinstance(obj, datetime.datetime | datetime.date | datetime.time):
         return obj.isoformat()
     if isinstance(obj, datetime.timedelta):
         return obj.total_seconds()
-    if isinstance(obj, enum.Enum):
-        return to_jsonable(obj.value)
     if isinstance(obj, Decimal):
         return float(obj) if obj.is_finite() else None
     if isinstance(obj, bytes | bytearray | memoryview):
