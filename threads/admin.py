@@ -21,7 +21,8 @@ from deerflow_site.admin_lists import CappedCountPaginator
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from threads.models import Thread
-from threads.services import OWNER_PERMISSIONS, change_owner, create_thread, delete_thread
+from threads.ownership import OWNER_PERMISSIONS
+from threads.services import change_owner, create_thread, delete_thread
 
 #: Runs shown on a thread's page, newest first; the rest are on the runs list, filtered.
 THREAD_PAGE_RUNS = 20

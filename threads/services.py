@@ -2,20 +2,25 @@
 
 import uuid
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
-from guardian.shortcuts import assign_perm, remove_perm
 
 from runs.engine import delete_thread_checkpoints
 from runs.models import Run
-from threads.exceptions import ThreadBusy, ThreadExists
+from threads.exceptions import ThreadBusy, ThreadExists, ThreadNotFound
 from threads.models import Thread
-from threads.selectors import visible_threads
+from threads.ownership import grant_owner, revoke_owner
+from threads.selectors import get_thread
 
-OWNER_PERMISSIONS = ("view_thread", "change_thread", "delete_thread")
 RESERVED_METADATA_KEYS = ("owner_id", "user_id")
+#: A new thread's row; nothing when the id is taken (the caller then answers 409 or returns it).
+INSERT_THREAD_SQL = """
+    INSERT INTO {threads} ({columns}) VALUES ({values})
+    ON CONFLICT ({thread_id}) DO NOTHING
+"""
 
 
 def clean_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -23,24 +28,18 @@ def clean_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (metadata or {}).items() if k not in RESERVED_METADATA_KEYS}
 
 
-def grant_owner(*, thread: Thread, user: Any) -> None:
-    for permission in OWNER_PERMISSIONS:
-        assign_perm(permission, user, thread)
-
-
 def change_owner(*, thread: Thread, owner: Any) -> Thread:
     """Give the thread to `owner`: the owner's object permissions move from the previous owner
     (permissions shared with others stay)."""
     with transaction.atomic():
         locked = Thread.objects.select_for_update().get(pk=thread.pk)
-        previous = locked.owner
-        if previous.pk == owner.pk:
+        previous_id = locked.owner_id
+        if previous_id == owner.pk:
             return locked
-        for permission in OWNER_PERMISSIONS:
-            remove_perm(permission, previous, locked)
+        revoke_owner(thread_id=locked.pk, user_id=previous_id)
         locked.owner = owner
         locked.save(update_fields=["owner", "updated_at"])
-        grant_owner(thread=locked, user=owner)
+        grant_owner(thread_id=locked.pk, user_id=owner.pk)
     return locked
 
 
@@ -52,26 +51,53 @@ def create_thread(
     if_exists: str = "raise",
     ttl_minutes: float | None = None,
 ) -> tuple[Thread, bool]:
-    """A new thread owned by `user`, or the existing visible one with `if_exists=do_nothing`."""
-    thread_id = thread_id or str(uuid.uuid4())
-    expires_at = timezone.now() + timedelta(minutes=ttl_minutes) if ttl_minutes else None
-    try:
-        with transaction.atomic():
-            thread = Thread.objects.create(
-                thread_id=thread_id,
-                owner=user,
-                metadata=clean_metadata(metadata),
-                expires_at=expires_at,
-            )
-            grant_owner(thread=thread, user=user)
-            return thread, True
-    except IntegrityError:
-        if not Thread.objects.filter(pk=thread_id).exists():
-            raise  # another constraint failed (the owner's row is gone): not a taken id
-        existing = visible_threads(user=user).filter(pk=thread_id).first()
-        if if_exists == "do_nothing" and existing is not None:
-            return existing, False
-        raise ThreadExists() from None
+    """A new thread owned by `user` (True), or with `if_exists=do_nothing` the existing one
+    if the user may view it (False); raises ThreadExists (409) when the id is taken otherwise.
+
+    Two statements in one transaction (joining the caller's): the row, and the owner's object
+    permissions. Racing creates of one id give one thread; the others see it taken.
+    """
+    now = timezone.now()
+    thread = Thread(
+        thread_id=thread_id or str(uuid.uuid4()),
+        owner_id=user.pk,
+        metadata=clean_metadata(metadata),
+        created_at=now,
+        updated_at=now,
+        expires_at=now + timedelta(minutes=ttl_minutes) if ttl_minutes else None,
+    )
+    row = [
+        field.get_db_prep_save(getattr(thread, field.attname), connection)
+        for field in Thread._meta.concrete_fields
+    ]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_insert_thread_sql(), row)
+            created = cursor.rowcount == 1
+        if created:
+            grant_owner(thread_id=thread.thread_id, user_id=user.pk, new_thread=True)
+    if created:
+        thread._state.adding = False
+        thread._state.db = connection.alias
+        return thread, True
+    if if_exists == "do_nothing":
+        try:
+            return get_thread(user=user, thread_id=thread.thread_id), False
+        except ThreadNotFound:
+            pass  # another user's thread: its id is taken all the same
+    raise ThreadExists()
+
+
+@cache
+def _insert_thread_sql() -> str:
+    quote = connection.ops.quote_name
+    fields = Thread._meta.concrete_fields
+    return INSERT_THREAD_SQL.format(
+        threads=quote(Thread._meta.db_table),
+        columns=", ".join(quote(field.column) for field in fields),
+        values=", ".join("%s" for _ in fields),
+        thread_id=quote(Thread._meta.pk.column),
+    )
 
 
 def update_thread(

@@ -24,7 +24,7 @@ from runs.engine import (
 from runs.models import Run
 from threads.exceptions import ThreadBusy, ThreadHasNoGraph
 from threads.models import Thread
-from threads.services import grant_owner
+from threads.ownership import grant_owner
 
 STATE_FIELDS = (
     "values",
@@ -116,7 +116,7 @@ def _create_copy(*, source: Thread, user: Any) -> Thread:
             status=source.status,
             state_updated_at=source.state_updated_at,
         )
-        grant_owner(thread=copy, user=user)
+        grant_owner(thread_id=copy.thread_id, user_id=user.pk, new_thread=True)
     return copy
 
 
