@@ -1,5 +1,6 @@
 """Thread request and response bodies."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 from rest_framework import serializers
@@ -28,12 +29,37 @@ THREAD_FIELDS = (
 
 
 class ThreadSerializer(serializers.ModelSerializer):
-    """The Thread object of the contract."""
+    """The Thread object of the contract (its schema; `thread_data` renders it)."""
 
     class Meta:
         model = Thread
         fields = THREAD_FIELDS
         read_only_fields = THREAD_FIELDS
+
+
+def thread_data(thread: Thread) -> dict[str, Any]:
+    """The Thread object of the contract, as `ThreadSerializer` renders it (times in ISO 8601,
+    UTC as `Z`), without building a serializer per request: every thread endpoint answers it."""
+    return {
+        "thread_id": thread.thread_id,
+        "created_at": iso_time(thread.created_at),
+        "updated_at": iso_time(thread.updated_at),
+        "state_updated_at": iso_time(thread.state_updated_at),
+        "metadata": thread.metadata,
+        "status": thread.status,
+        "config": thread.config,
+        "values": thread.values,
+        "interrupts": thread.interrupts,
+        "error": thread.error,
+    }
+
+
+def iso_time(value: datetime | None) -> str | None:
+    """An aware time as DRF's DateTimeField writes it in UTC: ISO 8601, `Z` for +00:00."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 #: The longest time to live, minutes (ten years).

@@ -23,7 +23,7 @@ from deerflow_site.bridge import Executor, call_sync
 from runs.engine import get_thread_history, get_thread_state
 from threads import selectors, state
 from threads.models import Thread
-from threads.serializers import ThreadSerializer
+from threads.serializers import ThreadSerializer, thread_data
 
 METADATA_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_.-]+\Z")
 
@@ -247,8 +247,7 @@ async def copy_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
     json_body(request)
     thread = await _thread(request, thread_id)
     copy = await state.copy_thread(thread=thread, user=request.user)
-    data = await call_sync(lambda: ThreadSerializer(copy).data, on=Executor.THREAD_SENSITIVE)
-    return JsonResponse(data)
+    return JsonResponse(thread_data(copy))
 
 
 thread_state = by_method(get=get_state, post=update_state)

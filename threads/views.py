@@ -19,6 +19,7 @@ from threads.serializers import (
     ThreadPatchSerializer,
     ThreadSearchSerializer,
     ThreadSerializer,
+    thread_data,
 )
 
 
@@ -51,7 +52,7 @@ class ThreadListView(APIView):
             if_exists=body["if_exists"],
             ttl_minutes=body.get("ttl"),
         )
-        return Response(ThreadSerializer(thread).data)
+        return Response(thread_data(thread))
 
 
 class ThreadSearchView(APIView):
@@ -70,7 +71,7 @@ class ThreadSearchView(APIView):
             *selectors.thread_order(sort_by=body["sort_by"], sort_order=body["sort_order"])
         )
         items, total = page(threads, limit=body["limit"], offset=body["offset"])
-        data = ThreadSerializer(items, many=True).data
+        data = [thread_data(item) for item in items]
         if body.get("select"):
             data = [{key: item[key] for key in body["select"]} for item in data]
         headers = pagination_headers(total=total, limit=body["limit"], offset=body["offset"])
@@ -96,7 +97,7 @@ class ThreadDetailView(APIView):
     def get(self, request: Request, thread_id: str) -> Response:
         """Get a thread."""
         thread = selectors.get_thread(user=request.user, thread_id=validate_thread_id(thread_id))
-        return Response(ThreadSerializer(thread).data)
+        return Response(thread_data(thread))
 
     @extend_schema(
         operation_id="threads_update",
@@ -111,7 +112,7 @@ class ThreadDetailView(APIView):
         thread = services.update_thread(
             thread=thread, metadata=body.get("metadata"), ttl_minutes=body.get("ttl")
         )
-        return Response(ThreadSerializer(thread).data)
+        return Response(thread_data(thread))
 
     @extend_schema(
         operation_id="threads_delete",
