@@ -18,26 +18,29 @@ wake-up of the workers goes out only after the commit.
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from deerflow_site.api.ids import parse_uuid
 from deerflow_site.bridge import Executor, call_async, call_sync
 from deerflow_site.errors import Invalid
+from runs import sql
 from runs.cancellation import cancel_locked
 from runs.engine import (
     AssistantNotFound,
     CheckpointNotFound,
+    DirectStart,
     GraphSpec,
     acheckpoint_exists,
     acheckpoint_thread_ids,
     bus,
+    queue_is_clear,
+    reserve_direct_start,
     resolve_assistant,
 )
 from runs.exceptions import (
@@ -175,8 +178,8 @@ def _check_active_runs_quota(user: Any) -> None:
     limit = settings.MAX_ACTIVE_RUNS_PER_USER
     if limit <= 0 or user is None or user.pk is None:
         return
-    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-    if Run.objects.active().filter(user=user).count() >= limit:
+    sql.lock_user(user.pk)
+    if sql.count_active_runs_of_user(user.pk) >= limit:
         raise TooManyActiveRuns(limit)
 
 
@@ -226,48 +229,96 @@ def _any_visible(*, user: Any, thread_ids: list[str]) -> bool:
 
 def _insert(*, user: Any, thread_id: str, request: RunRequest, run_id: UUID | None) -> Run:
     """The transaction of admission: the thread locked (created with if_not_exists=create), the
-    assistant, the multitask strategy, the pending row."""
-    with transaction.atomic():
-        _check_active_runs_quota(user)
-        thread = _thread_for_run(
-            user=user, thread_id=thread_id, if_not_exists=request.if_not_exists
-        )
-        spec = _assistant_for(request=request, thread=thread)
-        in_flight = list(
-            Run.objects.active().select_for_update().filter(thread=thread).order_by("created_at")
-        )
-        if in_flight:
-            strategy = request.multitask_strategy
-            if strategy == Run.MultitaskStrategy.REJECT:
-                raise ThreadBusyReject()
-            if strategy in (Run.MultitaskStrategy.INTERRUPT, Run.MultitaskStrategy.ROLLBACK):
-                for other in in_flight:
-                    cancel_locked(run=other, action=strategy)
-        now = timezone.now()
-        run = Run.objects.create(
-            run_id=run_id or uuid.uuid4(),
-            thread=thread,
-            user=user,
-            assistant_id=spec.assistant_id,
-            graph_id=spec.graph_id,
-            status=Run.Status.PENDING,
-            metadata=request.metadata,
-            kwargs=request.kwargs,
-            multitask_strategy=request.multitask_strategy,
-            on_completion=request.on_completion,
-            on_disconnect=request.on_disconnect,
-            resumable=request.resumable,
-            run_at=now + timedelta(seconds=request.after_seconds),
-        )
-        thread.metadata = {
-            **thread.metadata,
-            "graph_id": spec.graph_id,
-            "assistant_id": str(spec.assistant_id),
-        }
-        thread.status = Thread.Status.BUSY
-        thread.save(update_fields=["metadata", "status", "updated_at"])
-        bus.send_after_commit(bus.wake_workers)
+    assistant, the multitask strategy, the row: `running` on this process's worker when it can
+    start at once (`runs.engine.direct`), else pending, the workers woken after the commit."""
+    direct = reserve_direct_start(after_seconds=request.after_seconds)
+    try:
+        with transaction.atomic():
+            run = _insert_locked(
+                user=user, thread_id=thread_id, request=request, run_id=run_id, direct=direct
+            )
+    except BaseException:
+        if direct is not None:
+            direct.release()
+        raise
+    if direct is not None:
+        if run.status == Run.Status.RUNNING:
+            direct.hand_off(run)
+        else:
+            direct.release()
     return run
+
+
+def _insert_locked(
+    *,
+    user: Any,
+    thread_id: str,
+    request: RunRequest,
+    run_id: UUID | None,
+    direct: DirectStart | None,
+) -> Run:
+    _check_active_runs_quota(user)
+    thread = _thread_for_run(user=user, thread_id=thread_id, if_not_exists=request.if_not_exists)
+    spec = _assistant_for(request=request, thread=thread)
+    in_flight = sql.lock_in_flight_runs(thread.pk)
+    if in_flight:
+        strategy = request.multitask_strategy
+        if strategy == Run.MultitaskStrategy.REJECT:
+            raise ThreadBusyReject()
+        if strategy in (Run.MultitaskStrategy.INTERRUPT, Run.MultitaskStrategy.ROLLBACK):
+            for other in in_flight:
+                cancel_locked(run=other, action=strategy)
+    now = timezone.now()
+    run = Run(
+        run_id=run_id or uuid.uuid4(),
+        thread=thread,
+        user=user,
+        assistant_id=spec.assistant_id,
+        graph_id=spec.graph_id,
+        status=Run.Status.PENDING,
+        metadata=request.metadata,
+        kwargs=request.kwargs,
+        multitask_strategy=request.multitask_strategy,
+        on_completion=request.on_completion,
+        on_disconnect=request.on_disconnect,
+        resumable=request.resumable,
+        run_at=now + timedelta(seconds=request.after_seconds),
+        created_at=now,
+        updated_at=now,
+    )
+    if not (
+        direct is not None
+        and not in_flight
+        and queue_is_clear(now)
+        and _insert_running(run, direct=direct, now=now)
+    ):
+        sql.insert_run(run)
+        bus.send_after_commit(bus.wake_workers)
+    metadata = {
+        **thread.metadata,
+        "graph_id": spec.graph_id,
+        "assistant_id": str(spec.assistant_id),
+    }
+    sql.mark_thread_busy(thread.pk, metadata=metadata, now=now)
+    thread.metadata, thread.status, thread.updated_at = metadata, Thread.Status.BUSY, now
+    return run
+
+
+def _insert_running(run: Run, *, direct: DirectStart, now: datetime) -> bool:
+    """Insert the run `running` under the direct start's worker and lease; False (nothing
+    inserted, the run as it was) when its thread has a running run already."""
+    run.status, run.worker_id, run.started_at, run.attempt = (
+        Run.Status.RUNNING,
+        direct.worker_id,
+        now,
+        1,
+    )
+    run.lease_expires_at = direct.lease_expires_at(now)
+    if sql.insert_run(run, unless_thread_runs=True):
+        return True
+    run.status, run.worker_id, run.started_at, run.attempt = Run.Status.PENDING, "", None, 0
+    run.lease_expires_at = None
+    return False
 
 
 def _thread_for_run(*, user: Any, thread_id: str, if_not_exists: str) -> Thread:

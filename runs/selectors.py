@@ -6,6 +6,7 @@ from uuid import UUID
 from django.db.models import QuerySet
 
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from runs import sql
 from runs.exceptions import RunNotFound
 from runs.models import Run, RunStreamEvent
 from threads.selectors import get_thread
@@ -59,11 +60,7 @@ def final_answer(*, run_id: UUID | str) -> Any:
 
     `__interrupt__` lists the pending interrupts when the run stopped at `interrupt()`.
     """
-    row = (
-        Run.objects.filter(pk=run_id)
-        .values_list("status", "error", "thread__values", "thread__interrupts")
-        .first()
-    )
+    row = sql.final_answer_row(run_id)
     if row is None:
         return {}
     status, error, values, interrupts = row

@@ -23,6 +23,7 @@ from runs.engine.checkpoints import (
     delete_thread_checkpoints,
     orphan_checkpoint_thread_ids,
 )
+from runs.engine.direct import DirectStart, queue_is_clear, reserve_direct_start
 from runs.engine.embedded import ensure_embedded_worker
 from runs.engine.errors import AssistantNotFound, CheckpointNotFound, GraphNotRegistered
 from runs.engine.finish import ThreadSnapshot, settle_thread, thread_status
@@ -44,6 +45,7 @@ from runs.engine.worker import RunWorker, run_worker_process
 __all__ = [
     "AssistantNotFound",
     "CheckpointNotFound",
+    "DirectStart",
     "GraphNotRegistered",
     "GraphSpec",
     "RunWorker",
@@ -71,7 +73,9 @@ __all__ = [
     "orphan_checkpoint_thread_ids",
     "out_of_band_events",
     "publish_stream_events",
+    "queue_is_clear",
     "reap_expired",
+    "reserve_direct_start",
     "resolve_assistant",
     "run_ended",
     "run_worker_process",

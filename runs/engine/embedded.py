@@ -1,4 +1,5 @@
-"""The worker inside the web process (the embedded default)."""
+"""The worker inside the web process (the embedded default); it takes this process's direct
+starts (`runs.engine.direct`)."""
 
 import asyncio
 import contextvars
@@ -20,9 +21,11 @@ def ensure_embedded_worker() -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not inside an event loop: nothing to attach to
         return
+    from runs.engine.direct import serve_direct_starts
     from runs.engine.worker import RunWorker
 
     worker = RunWorker(concurrency=settings.WORKER_CONCURRENCY)
+    serve_direct_starts(worker)
     # A fresh context: the worker must not inherit the request's (asgiref's thread-sensitive
     # executor of that request, among others).
     _task = loop.create_task(
@@ -33,5 +36,8 @@ def ensure_embedded_worker() -> None:
 
 
 def _report_exit(task: asyncio.Task) -> None:
+    from runs.engine.direct import serve_direct_starts
+
+    serve_direct_starts(None)
     if not task.cancelled() and task.exception() is not None:
         logger.error("the embedded run worker stopped", exc_info=task.exception())

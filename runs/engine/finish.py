@@ -14,6 +14,7 @@ from django.utils import timezone
 from langgraph.pregel import Pregel
 
 from deerflow_site.dbcompat import jsonb_storable
+from runs import sql
 from runs.engine.serialization import to_jsonable
 from runs.journal.store import JournalBatch, record_batch
 from runs.models import Run
@@ -85,19 +86,16 @@ def finish_run(
     with transaction.atomic():
         # The thread row first: admission locks it too, so the count of active runs below
         # sees any run admitted meanwhile.
-        interrupts = _lock_thread(run.thread_id)
-        updated = Run.objects.filter(
-            pk=run.pk, status=Run.Status.RUNNING, worker_id=run.worker_id
-        ).update(
+        interrupts = sql.lock_thread(run.thread_id)
+        updated = sql.end_run(
+            run,
             status=outcome.status,
             error=outcome.error,
             rolled_back=outcome.rolled_back,
-            ended_at=now,
-            lease_expires_at=None,
-            updated_at=now,
+            now=now,
         )
         if not updated or interrupts is None:
-            return bool(updated)
+            return updated
         if journal:
             _record_journal(run, journal)
         _settle_thread(
@@ -123,7 +121,7 @@ def _record_journal(run: Run, journal: JournalBatch) -> None:
 def settle_thread(*, thread_id: str, failed: bool, error: dict[str, str] | None = None) -> None:
     """Recompute a thread's status after a run ended without a fresh snapshot (reaper, cancel)."""
     with transaction.atomic():
-        interrupts = _lock_thread(thread_id)
+        interrupts = sql.lock_thread(thread_id)
         if interrupts is not None:
             _settle_thread(
                 thread_id,
@@ -135,12 +133,6 @@ def settle_thread(*, thread_id: str, failed: bool, error: dict[str, str] | None 
             )
 
 
-def _lock_thread(thread_id: str) -> dict[str, Any] | None:
-    """Lock the thread's row; its interrupts (None: the thread is gone)."""
-    rows = Thread.objects.select_for_update().filter(pk=thread_id).values_list("interrupts")
-    return next((interrupts for (interrupts,) in rows), None)
-
-
 def _settle_thread(
     thread_id: str,
     *,
@@ -150,17 +142,13 @@ def _settle_thread(
     error: dict[str, str] | None,
     now: Any,
 ) -> None:
-    has_active_runs = Run.objects.active().filter(thread_id=thread_id).exists()
     waiting = snapshot.waiting if snapshot is not None else bool(interrupts)
-    fields: dict[str, Any] = {
-        "status": thread_status(has_active_runs=has_active_runs, failed=failed, waiting=waiting),
-        "error": error if failed else None,
-        "updated_at": now,
-    }
+    status = thread_status(
+        has_active_runs=sql.thread_has_active_run(thread_id), failed=failed, waiting=waiting
+    )
+    state = None
     if snapshot is not None:
-        fields.update(
-            values=jsonb_storable(snapshot.values),
-            interrupts=jsonb_storable(snapshot.interrupts),
-            state_updated_at=now,
-        )
-    Thread.objects.filter(pk=thread_id).update(**fields)
+        state = (jsonb_storable(snapshot.values), jsonb_storable(snapshot.interrupts))
+    sql.settle_thread_row(
+        thread_id, status=status, error=error if failed else None, now=now, state=state
+    )

@@ -21,11 +21,12 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Min, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from deerflow_site.bridge import call_async
 from deerflow_site.logs import run_fields
+from runs import sql
 from runs.engine import bus
 from runs.engine.finish import settle_thread
 from runs.engine.streaming import (
@@ -97,7 +98,8 @@ def _queue_sql(template: str, now: datetime, limit: int) -> tuple[str, dict[str,
     return template.format(runs=Run._meta.db_table), params
 
 
-def _any_eligible(now: datetime) -> bool:
+def any_eligible(now: datetime) -> bool:
+    """Whether some pending run is eligible now (a plain read: no write lock)."""
     sql, params = _queue_sql(ANY_ELIGIBLE_SQL, now, 1)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -120,7 +122,7 @@ def claim_runs(*, worker_id: str, limit: int) -> Claim:
     for _ in range(CLAIM_ATTEMPTS):
         now = timezone.now()
         # A plain read first: an idle poll must not take SQLite's write lock.
-        if not _any_eligible(now):
+        if not any_eligible(now):
             break
         try:
             with transaction.atomic():
@@ -132,18 +134,25 @@ def claim_runs(*, worker_id: str, limit: int) -> Claim:
     return Claim(runs=claimed, next_due=next_run_at() if len(claimed) < limit else None)
 
 
+def idle() -> Claim | None:
+    """None when some pending run is eligible now (worth a claim); else an empty claim saying
+    when the next pending run becomes due. Reads only."""
+    now = timezone.now()
+    if any_eligible(now):
+        return None
+    return Claim(runs=[], next_due=sql.next_run_at(now))
+
+
 def _start(candidates: list[Run], *, worker_id: str, now: datetime) -> list[Run]:
     """Mark locked candidates running under `worker_id` (one UPDATE, in the lock's transaction)."""
     if not candidates:
         return []
     lease_expires_at = now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
-    Run.objects.filter(pk__in=[run.pk for run in candidates]).update(
-        status=Run.Status.RUNNING,
+    sql.start_runs(
+        [run.pk for run in candidates],
         worker_id=worker_id,
-        started_at=now,
-        attempt=F("attempt") + 1,
+        now=now,
         lease_expires_at=lease_expires_at,
-        updated_at=now,
     )
     for run in candidates:
         run.status, run.worker_id, run.started_at = Run.Status.RUNNING, worker_id, now
@@ -181,8 +190,7 @@ def next_run_at() -> datetime | None:
     Due runs are left out: one still pending waits for its thread's running run, whose end
     wakes its worker; counting it would make idle workers poll every few milliseconds.
     """
-    waiting = Run.objects.filter(status=Run.Status.PENDING, run_at__gt=timezone.now())
-    return waiting.aggregate(at=Min("run_at"))["at"]
+    return sql.next_run_at(timezone.now())
 
 
 def expired_runs(*, now: datetime | None = None) -> QuerySet[Run]:

@@ -11,9 +11,11 @@ process on this host still owns them).
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -69,6 +71,12 @@ class RunWorker:
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []
         self._post_run: set[asyncio.Task[Any]] = set()
+        # Slots: running runs plus reserved ones (a claim in progress, a direct start being
+        # admitted on another thread) never exceed `concurrency`; counted under this lock.
+        self._slots = threading.Lock()
+        self._reserved = 0
+        self._accepting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Set once the worker listens for wake-ups and claims runs.
         self.started = asyncio.Event()
 
@@ -81,6 +89,7 @@ class RunWorker:
     async def run(self) -> None:
         """Claim and execute runs until `stop()`."""
         bind_worker(self.worker_id)
+        self._loop = asyncio.get_running_loop()
         await self._start()
         try:
             await self._claim_loop()
@@ -90,6 +99,7 @@ class RunWorker:
     def request_stop(self) -> None:
         """Stop claiming; `run()` returns once running runs are finished (or stopped)."""
         self._stopping.set()
+        self._accepting = False
         self._wake.set()
 
     async def _start(self) -> None:
@@ -111,6 +121,7 @@ class RunWorker:
         ]
         self.started_at = timezone.now()
         await self._heartbeat()
+        self._accepting = not self._stopping.is_set()
         self.started.set()
 
     async def _join_groups(self) -> None:
@@ -120,6 +131,7 @@ class RunWorker:
         await layer.group_add(bus.worker_control_group(self.worker_id), self.channel)
 
     async def _shutdown(self) -> None:
+        self._accepting = False
         deadline = time.monotonic() + settings.WORKER_SHUTDOWN_SECONDS
         pending = [e.task for e in self._executions.values()]
         if pending:
@@ -152,19 +164,72 @@ class RunWorker:
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            free = self.concurrency - len(self._executions)
             claim = queue.Claim(runs=[])
-            if free > 0:
-                try:
-                    claim = await call_sync(
-                        queue.claim_runs, worker_id=self.worker_id, limit=free, on=Executor.ENGINE
-                    )
-                except Exception:
-                    logger.exception("worker %s: claiming failed", self.worker_id)
-                self._begin(claim.runs)
+            try:
+                claim = await self._claim()
+            except Exception:
+                logger.exception("worker %s: claiming failed", self.worker_id)
             # Fewer runs than free slots: none other was eligible (next_due says when one
             # will be). A wake-up that came meanwhile is still set: no sleep then.
             await self._sleep(claim.next_due)
+
+    async def _claim(self) -> queue.Claim:
+        """Claim runs for the free slots. A plain read first: when nothing is eligible (the
+        common case beside direct starts), no slot is held, so direct starts go on meanwhile."""
+        if self.concurrency - len(self._executions) - self._reserved <= 0:
+            return queue.Claim(runs=[])
+        idle = await call_sync(queue.idle, on=Executor.ENGINE)
+        if idle is not None:
+            return idle
+        free = self._reserve_free_slots()
+        claim = queue.Claim(runs=[])
+        try:
+            if free > 0:
+                claim = await call_sync(
+                    queue.claim_runs, worker_id=self.worker_id, limit=free, on=Executor.ENGINE
+                )
+        finally:
+            self._begin_reserved(claim.runs, reserved=free)
+        return claim
+
+    # --- Slots (thread-safe: admission reserves them for direct starts) -------------------
+
+    def reserve_slot(self) -> bool:
+        """Reserve one slot for a run about to start directly (`runs.engine.direct`); False
+        when none is free or the worker is not taking runs. Thread-safe."""
+        with self._slots:
+            if not self._accepting or len(self._executions) + self._reserved >= self.concurrency:
+                return False
+            self._reserved += 1
+            return True
+
+    def release_slot(self) -> None:
+        """Give back a slot reserved with `reserve_slot` (the run went to the queue).
+        Thread-safe."""
+        with self._slots:
+            self._reserved -= 1
+        self._call_soon(self._wake.set)
+
+    def start_reserved(self, run: Run) -> None:
+        """Execute a committed running run in the slot reserved for it. Thread-safe; raises
+        RuntimeError when the worker's loop is gone (the run's lease then expires)."""
+        self._call_soon(self._begin_reserved, [run], reserved=1)
+
+    def _call_soon(self, callback: Any, *args: Any, **kwargs: Any) -> None:
+        if self._loop is None:
+            raise RuntimeError("the worker is not running")
+        self._loop.call_soon_threadsafe(functools.partial(callback, *args, **kwargs))
+
+    def _reserve_free_slots(self) -> int:
+        with self._slots:
+            free = max(self.concurrency - len(self._executions) - self._reserved, 0)
+            self._reserved += free
+        return free
+
+    def _begin_reserved(self, runs: list[Run], *, reserved: int) -> None:
+        with self._slots:
+            self._reserved -= reserved
+            self._begin(runs)
 
     async def _sleep(self, next_due: datetime | None) -> None:
         """Until woken, the next pending run is due, or the next poll."""

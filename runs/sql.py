@@ -1,0 +1,263 @@
+"""The run's row on its hot path as SQL statements: admission's insert, the claim's start,
+the end of a run (its status, its thread's), and the final answer `/wait` reads.
+
+Every create+wait runs each of these once or more; the ORM took longer to compile them than the
+database to run them. One text serves SQLite and PostgreSQL: identifiers are quoted the
+standard way, values go as parameters prepared by the model's own fields
+(`get_db_prep_save`, `from_db_value`), so JSON, UUIDs and datetimes are stored exactly as the
+ORM stores them. Sync functions on the caller's connection, inside the caller's transaction.
+"""
+
+import functools
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Field
+
+from runs.models import Run
+from threads.models import Thread
+
+ACTIVE = (Run.Status.PENDING.value, Run.Status.RUNNING.value)
+
+# The thread's row, locked (`{lock}`: FOR UPDATE where the database has it; SQLite's IMMEDIATE
+# transactions serialise writers instead).
+LOCK_THREAD_SQL = 'SELECT "interrupts" FROM {threads} WHERE "thread_id" = %s{lock}'
+THREAD_HAS_ACTIVE_RUN_SQL = (
+    'SELECT 1 FROM {runs} WHERE "thread_id" = %s AND "status" IN (%s, %s) LIMIT 1'
+)
+IN_FLIGHT_SQL = (
+    'SELECT * FROM {runs} WHERE "thread_id" = %s AND "status" IN (%s, %s)'
+    ' ORDER BY "created_at"{lock}'
+)
+LOCK_USER_SQL = "SELECT 1 FROM {users} WHERE {user_pk} = %s{lock}"
+USER_ACTIVE_RUNS_SQL = 'SELECT COUNT(*) FROM {runs} WHERE "user_id" = %s AND "status" IN (%s, %s)'
+# A run starting now: its thread's one running run is the partial unique index's to refuse
+# (ON CONFLICT DO NOTHING: no row, rather than an error that would abort PostgreSQL's
+# transaction).
+INSERT_RUN_SQL = "INSERT INTO {runs} ({columns}) VALUES ({values})"
+INSERT_RUN_IF_FREE_SQL = INSERT_RUN_SQL + " ON CONFLICT DO NOTHING"
+THREAD_BUSY_SQL = (
+    'UPDATE {threads} SET "metadata" = %s, "status" = %s, "updated_at" = %s WHERE "thread_id" = %s'
+)
+START_RUNS_SQL = (
+    'UPDATE {runs} SET "status" = %s, "worker_id" = %s, "started_at" = %s,'
+    ' "attempt" = "attempt" + 1, "lease_expires_at" = %s, "updated_at" = %s'
+    ' WHERE "run_id" IN ({run_ids})'
+)
+END_RUN_SQL = (
+    'UPDATE {runs} SET "status" = %s, "error" = %s, "rolled_back" = %s, "ended_at" = %s,'
+    ' "lease_expires_at" = NULL, "updated_at" = %s'
+    ' WHERE "run_id" = %s AND "status" = %s AND "worker_id" = %s'
+)
+SETTLE_THREAD_SQL = (
+    'UPDATE {threads} SET "status" = %s, "error" = %s, "updated_at" = %s WHERE "thread_id" = %s'
+)
+SETTLE_THREAD_WITH_STATE_SQL = (
+    'UPDATE {threads} SET "status" = %s, "error" = %s, "updated_at" = %s, "values" = %s,'
+    ' "interrupts" = %s, "state_updated_at" = %s WHERE "thread_id" = %s'
+)
+FINAL_ANSWER_SQL = (
+    'SELECT r."status", r."error", t."values", t."interrupts" FROM {runs} r'
+    ' JOIN {threads} t ON t."thread_id" = r."thread_id" WHERE r."run_id" = %s'
+)
+NEXT_RUN_AT_SQL = 'SELECT MIN("run_at") FROM {runs} WHERE "status" = %s AND "run_at" > %s'
+
+
+@functools.cache
+def _tables() -> dict[str, str]:
+    quote = connection.ops.quote_name
+    return {"runs": quote(Run._meta.db_table), "threads": quote(Thread._meta.db_table)}
+
+
+def _sql(template: str, **extra: str) -> str:
+    return template.format(**_tables(), **extra)
+
+
+def _lock() -> str:
+    return " FOR UPDATE" if connection.features.has_select_for_update else ""
+
+
+def _run_key(run_id: UUID | str) -> Any:
+    return Run._meta.pk.get_db_prep_value(run_id, connection)
+
+
+def _when(value: datetime | None) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _json(model: type[Run] | type[Thread], name: str, value: Any) -> Any:
+    return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def _from_json(model: type[Run] | type[Thread], name: str, value: Any) -> Any:
+    field: Any = model._meta.get_field(name)
+    return field.from_db_value(value, None, connection)
+
+
+@functools.cache
+def _run_fields() -> tuple[Field, ...]:
+    return tuple(Run._meta.concrete_fields)
+
+
+def _execute(sql: str, params: Iterable[Any]) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        return cursor.rowcount
+
+
+def _fetchone(sql: str, params: Iterable[Any]) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        return cursor.fetchone()
+
+
+# --- Admission ----------------------------------------------------------------------------------
+
+
+def lock_user(user_id: int) -> None:
+    """Hold the user's row until the transaction ends (admissions of one user in turn)."""
+    users = get_user_model()._meta
+    quote = connection.ops.quote_name
+    sql = LOCK_USER_SQL.format(
+        users=quote(users.db_table), user_pk=quote(users.pk.column), lock=_lock()
+    )
+    _fetchone(sql, [user_id])
+
+
+def count_active_runs_of_user(user_id: int) -> int:
+    """The user's pending and running runs."""
+    row = _fetchone(_sql(USER_ACTIVE_RUNS_SQL), [user_id, *ACTIVE])
+    return int(row[0]) if row else 0
+
+
+def lock_in_flight_runs(thread_id: str) -> list[Run]:
+    """The thread's pending and running runs, oldest first, row-locked where the database can."""
+    return list(Run.objects.raw(_sql(IN_FLIGHT_SQL, lock=_lock()), [thread_id, *ACTIVE]))
+
+
+def insert_run(run: Run, *, unless_thread_runs: bool = False) -> bool:
+    """Insert `run` (a Run built in memory, every field set, `created_at` included) as one row.
+
+    `unless_thread_runs`: for a run inserted `running`, insert nothing (False) when its thread
+    has a running run already (the one-running-run-per-thread index), instead of raising
+    IntegrityError. Returns whether the row was inserted; the instance is then saved (not
+    `adding`).
+    """
+    fields = _run_fields()
+    template = INSERT_RUN_IF_FREE_SQL if unless_thread_runs else INSERT_RUN_SQL
+    sql = _sql(
+        template,
+        columns=", ".join(connection.ops.quote_name(f.column) for f in fields),
+        values=", ".join(["%s"] * len(fields)),
+    )
+    params = [field.get_db_prep_save(getattr(run, field.attname), connection) for field in fields]
+    inserted = _execute(sql, params)
+    if inserted:
+        run._state.adding = False
+        run._state.db = connection.alias
+    return bool(inserted)
+
+
+def mark_thread_busy(thread_id: str, *, metadata: dict[str, Any], now: datetime) -> None:
+    """The thread `busy`, with the metadata of the run just admitted."""
+    params = [_json(Thread, "metadata", metadata), Thread.Status.BUSY.value, _when(now), thread_id]
+    _execute(_sql(THREAD_BUSY_SQL), params)
+
+
+# --- The claim ----------------------------------------------------------------------------------
+
+
+def start_runs(
+    run_ids: list[UUID], *, worker_id: str, now: datetime, lease_expires_at: datetime
+) -> int:
+    """Mark runs `running` under `worker_id` and a lease (one UPDATE); returns the rows changed."""
+    if not run_ids:
+        return 0
+    sql = _sql(START_RUNS_SQL, run_ids=", ".join(["%s"] * len(run_ids)))
+    params = [Run.Status.RUNNING.value, worker_id, _when(now), _when(lease_expires_at), _when(now)]
+    return _execute(sql, [*params, *(_run_key(run_id) for run_id in run_ids)])
+
+
+def next_run_at(now: datetime) -> datetime | None:
+    """When the earliest pending run not yet due becomes due (None: there is none)."""
+    row = _fetchone(_sql(NEXT_RUN_AT_SQL), [Run.Status.PENDING.value, _when(now)])
+    value = row[0] if row else None
+    if value is None:
+        return None
+    column = Run._meta.get_field("run_at").get_col(Run._meta.db_table)
+    for converter in connection.ops.get_db_converters(column):
+        value = converter(value, column, connection)
+    return value
+
+
+# --- The end of a run ----------------------------------------------------------------------------
+
+
+def lock_thread(thread_id: str) -> dict[str, Any] | None:
+    """Lock the thread's row; its interrupts (None: the thread is gone)."""
+    row = _fetchone(_sql(LOCK_THREAD_SQL, lock=_lock()), [thread_id])
+    if row is None:
+        return None
+    return _from_json(Thread, "interrupts", row[0]) or {}
+
+
+def end_run(
+    run: Run, *, status: str, error: dict[str, str] | None, rolled_back: bool, now: datetime
+) -> bool:
+    """The run's final status, if it is still running under its worker's claim (else False)."""
+    params = [
+        status,
+        _json(Run, "error", error),
+        rolled_back,
+        _when(now),
+        _when(now),
+        _run_key(run.pk),
+        Run.Status.RUNNING.value,
+        run.worker_id,
+    ]
+    return bool(_execute(_sql(END_RUN_SQL), params))
+
+
+def thread_has_active_run(thread_id: str) -> bool:
+    return _fetchone(_sql(THREAD_HAS_ACTIVE_RUN_SQL), [thread_id, *ACTIVE]) is not None
+
+
+def settle_thread_row(
+    thread_id: str,
+    *,
+    status: str,
+    error: dict[str, str] | None,
+    now: datetime,
+    state: tuple[Any, Any] | None,
+) -> None:
+    """The thread's status and error; with `state` (values, interrupts: JSON-storable), also
+    the snapshot of its latest checkpoint."""
+    params = [status, _json(Thread, "error", error), _when(now)]
+    if state is None:
+        _execute(_sql(SETTLE_THREAD_SQL), [*params, thread_id])
+        return
+    values, interrupts = state
+    state_params = [_json(Thread, "values", values), _json(Thread, "interrupts", interrupts)]
+    _execute(_sql(SETTLE_THREAD_WITH_STATE_SQL), [*params, *state_params, _when(now), thread_id])
+
+
+# --- The final answer ----------------------------------------------------------------------------
+
+
+def final_answer_row(run_id: UUID | str) -> tuple[str, Any, Any, Any] | None:
+    """(status, error, thread values, thread interrupts) of a run, JSON decoded; None when the
+    run is gone."""
+    row = _fetchone(_sql(FINAL_ANSWER_SQL), [_run_key(run_id)])
+    if row is None:
+        return None
+    status, error, values, interrupts = row
+    return (
+        status,
+        _from_json(Run, "error", error),
+        _from_json(Thread, "values", values),
+        _from_json(Thread, "interrupts", interrupts),
+    )

@@ -1,0 +1,315 @@
+"""Direct start (runs.engine.direct): a run admitted beside a free local worker starts in
+admission's own transaction, and nothing else about runs changes: fairness, the worker's
+concurrency, one running run per thread, and recovery after the process dies."""
+
+import asyncio
+import itertools
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from deerflow_site.bridge import Executor, call_sync
+from runs import admission, sql
+from runs.engine import queue
+from runs.engine.direct import DirectStart, serve_direct_starts
+from runs.engine.worker import RunWorker
+from runs.models import Run
+from runs.serializers import parse_run_create
+from tests.engine_support import (  # noqa: F401
+    closing_checkpointer,
+    fetch_run,
+    fetch_thread,
+    fresh_channel_layer,
+    make_thread,
+    pending_run,
+)
+from tests.fixtures import token_for
+from tests.live import LiveServerFactory
+from threads.models import Thread
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ECHO = {"assistant_id": "echo", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+#: A run that goes on (3 s) until the test has looked at it.
+SLOW = {"assistant_id": "slow", "input": {"steps": 30, "delay": 0.1}, "stream_mode": ["custom"]}
+RACERS = 50
+
+
+@pytest.fixture
+async def direct_worker(
+    fresh_channel_layer: Any,  # noqa: F811
+    closing_checkpointer: Any,  # noqa: F811
+) -> AsyncIterator[Callable[..., Awaitable[RunWorker]]]:
+    """Start a RunWorker on the test's loop that takes this process's direct starts, as the
+    embedded worker does; it is stopped at the end of the test."""
+    started: list[tuple[RunWorker, asyncio.Task[None]]] = []
+
+    async def start(concurrency: int = 2) -> RunWorker:
+        worker = RunWorker(concurrency=concurrency)
+        task = asyncio.create_task(worker.run())
+        started.append((worker, task))
+        await worker.started.wait()
+        serve_direct_starts(worker)
+        return worker
+
+    yield start
+    serve_direct_starts(None)
+    for worker, task in started:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def admit(user: Any, thread: Thread, body: dict[str, Any]) -> Run:
+    return await admission.aadmit_run(
+        user=user, thread_id=thread.pk, request=parse_run_create(body)
+    )
+
+
+async def new_thread(user: Any) -> Thread:
+    return await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+
+
+async def wait_for_status(run_id: Any, *statuses: str, within: float = 30.0) -> Run:
+    deadline = time.monotonic() + within
+    while True:
+        run = await fetch_run(run_id)
+        if run.status in statuses:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} is {run.status}, not {statuses} after {within}s")
+        await asyncio.sleep(0.02)
+
+
+def started_directly(run: Run) -> bool:
+    """A direct start writes the row running in the insert: started when it was created."""
+    return run.started_at is not None and run.started_at == run.created_at
+
+
+# --- In this process ---------------------------------------------------------------------------
+
+
+async def test_a_run_admitted_beside_a_free_worker_is_running_when_admission_returns(
+    user: Any, direct_worker: Any
+) -> None:
+    worker = await direct_worker()
+    thread = await new_thread(user)
+
+    run = await admit(user, thread, ECHO)
+
+    assert run.status == Run.Status.RUNNING
+    assert run.worker_id == worker.worker_id
+    stored = await fetch_run(run.pk)
+    assert stored.status in (Run.Status.RUNNING, Run.Status.SUCCESS)
+    assert stored.worker_id == worker.worker_id and stored.attempt == 1
+    assert stored.lease_expires_at is not None or stored.status == Run.Status.SUCCESS
+    assert started_directly(stored)
+    done = await wait_for_status(run.pk, Run.Status.SUCCESS)
+    assert done.ended_at is not None and done.lease_expires_at is None
+    assert (await fetch_thread(thread.pk)).status == Thread.Status.IDLE
+
+
+async def test_a_direct_start_does_not_overtake_a_pending_run(
+    user: Any, direct_worker: Any
+) -> None:
+    # The worker claims only when woken: the pending run below waits, eligible, in the queue.
+    with override_settings(RUN_POLL_SECONDS=3600.0):
+        worker = await direct_worker(concurrency=2)
+        busy = await admit(user, await new_thread(user), SLOW)
+        waiting = await call_sync(
+            pending_run,
+            thread=await new_thread(user),
+            user=user,
+            input=ECHO["input"],
+            on=Executor.THREAD_SENSITIVE,
+        )
+
+        late = await admit(user, await new_thread(user), ECHO)
+
+        assert busy.status == Run.Status.RUNNING
+        assert late.status == Run.Status.PENDING  # the queue serves `waiting` first
+        first = await wait_for_status(waiting.pk, Run.Status.SUCCESS)
+        second = await wait_for_status(late.pk, Run.Status.SUCCESS)
+    assert first.started_at <= second.started_at
+    assert first.worker_id == second.worker_id == worker.worker_id
+    assert not started_directly(second)
+
+
+async def test_a_run_admitted_beside_a_full_worker_waits_in_the_queue(
+    user: Any, direct_worker: Any
+) -> None:
+    worker = await direct_worker(concurrency=1)
+    busy = await admit(user, await new_thread(user), SLOW)
+
+    late = await admit(user, await new_thread(user), ECHO)
+
+    assert busy.status == Run.Status.RUNNING
+    assert late.status == Run.Status.PENDING
+    assert worker.active_run_ids == [busy.pk]
+    assert not worker.reserve_slot()  # full: no slot for a direct start either
+    done = await wait_for_status(late.pk, Run.Status.SUCCESS)
+    ended = await fetch_run(busy.pk)
+    assert ended.status == Run.Status.SUCCESS
+    assert done.started_at >= ended.ended_at
+
+
+async def test_a_run_on_a_busy_thread_waits_in_the_queue(user: Any, direct_worker: Any) -> None:
+    await direct_worker(concurrency=2)
+    thread = await new_thread(user)
+    busy = await admit(user, thread, SLOW)
+
+    follower = await admit(user, thread, {**ECHO, "multitask_strategy": "enqueue"})
+
+    assert busy.status == Run.Status.RUNNING
+    assert follower.status == Run.Status.PENDING
+    done = await wait_for_status(follower.pk, Run.Status.SUCCESS)
+    assert done.started_at >= (await fetch_run(busy.pk)).ended_at
+
+
+async def test_reserved_slots_count_against_the_workers_claims(
+    user: Any, direct_worker: Any
+) -> None:
+    worker = await direct_worker(concurrency=2)
+
+    assert worker.reserve_slot() and worker.reserve_slot()
+    assert not worker.reserve_slot()
+    assert worker._reserve_free_slots() == 0  # the claim loop's count: nothing to claim
+    queued = await call_sync(
+        pending_run,
+        thread=await new_thread(user),
+        user=user,
+        input=ECHO["input"],
+        on=Executor.THREAD_SENSITIVE,
+    )
+    worker.release_slot()  # wakes the worker, which claims the queued run in the freed slot
+    assert (await wait_for_status(queued.pk, Run.Status.SUCCESS)).worker_id == worker.worker_id
+    worker.release_slot()
+
+
+def test_the_one_running_run_index_sends_a_direct_insert_to_the_queue(user: Any) -> None:
+    thread = make_thread(user=user)
+    running = pending_run(thread=thread, user=user)
+    Run.objects.filter(pk=running.pk).update(status=Run.Status.RUNNING, worker_id="elsewhere")
+    now = timezone.now()
+    run = Run(
+        thread=thread,
+        user=user,
+        assistant_id=running.assistant_id,
+        graph_id="echo",
+        run_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+    started = admission._insert_running(run, direct=DirectStart(RunWorker(concurrency=1)), now=now)
+
+    assert not started
+    assert (run.status, run.worker_id, run.started_at, run.attempt) == ("pending", "", None, 0)
+    assert not Run.objects.filter(pk=run.pk).exists()
+    assert sql.insert_run(run)
+    assert Run.objects.get(pk=run.pk).status == Run.Status.PENDING
+
+
+def test_no_direct_start_without_a_local_worker_or_for_a_later_run(user: Any) -> None:
+    serve_direct_starts(None)
+    run = admission.admit_run(
+        user=user, thread_id=make_thread(user=user).pk, request=parse_run_create(ECHO)
+    )
+    assert run.status == Run.Status.PENDING
+
+
+# --- Real daphne processes, each with its embedded worker --------------------------------------
+
+
+async def post_run(client: httpx.AsyncClient, thread_id: str, body: dict[str, Any]) -> Any:
+    answer = await client.post(f"/threads/{thread_id}/runs", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[Any]], what: str, within: float) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if value := await predicate():
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.live
+async def test_fifty_racing_creates_on_one_thread_run_one_at_a_time(
+    live_server_factory: LiveServerFactory, user: Any
+) -> None:
+    server = live_server_factory.start(DEERFLOW_MAX_ACTIVE_RUNS_PER_USER="0")
+    key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
+    thread = await new_thread(user)
+    body = {**ECHO, "multitask_strategy": "enqueue"}
+    async with httpx.AsyncClient(
+        base_url=server.api_url,
+        headers={"Authorization": f"Bearer {key}"},
+        trust_env=False,
+        timeout=60.0,
+        limits=httpx.Limits(max_connections=RACERS),
+    ) as client:
+        created = await asyncio.gather(*(post_run(client, thread.pk, body) for _ in range(RACERS)))
+
+        async def all_ended() -> list[Run]:
+            runs = await call_sync(
+                lambda: list(Run.objects.filter(thread=thread)), on=Executor.THREAD_SENSITIVE
+            )
+            return runs if all(not run.is_active for run in runs) else []
+
+        runs = await wait_until(all_ended, "every run to end", within=120.0)
+    server.stop()
+
+    assert len(runs) == RACERS == len({run["run_id"] for run in created})
+    assert {run.status for run in runs} == {Run.Status.SUCCESS}
+    spans = sorted((run.started_at, run.ended_at) for run in runs)
+    assert all(ended <= next_start for (_, ended), (next_start, _) in itertools.pairwise(spans))
+    # The first create found the thread free: it was started by admission itself.
+    assert any(started_directly(run) for run in runs)
+    assert (await fetch_thread(thread.pk)).status == Thread.Status.IDLE
+
+
+@pytest.mark.live
+async def test_a_direct_started_run_is_recovered_after_its_process_is_killed(
+    live_server_factory: LiveServerFactory, user: Any
+) -> None:
+    short_lease = {"DEERFLOW_RUN_LEASE_SECONDS": "2", "DEERFLOW_RUN_POLL_SECONDS": "0.2"}
+    doomed = live_server_factory.start(**short_lease)
+    key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
+    headers = {"Authorization": f"Bearer {key}"}
+    thread = await new_thread(user)
+    long_run = {**SLOW, "input": {"steps": 600, "delay": 0.1}}
+    async with httpx.AsyncClient(base_url=doomed.api_url, headers=headers, trust_env=False) as c:
+        created = await post_run(c, thread.pk, long_run)
+    assert created["status"] == "running"  # started by admission, in the doomed process
+    run = await fetch_run(created["run_id"])
+    assert started_directly(run)
+    assert run.worker_id.startswith(f"{socket.gethostname()}:{doomed.process.pid}:")
+
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.process.wait()
+    survivor = live_server_factory.start(**short_lease)
+
+    async def reaped() -> Run | None:
+        stored = await fetch_run(run.pk)
+        return stored if stored.status != Run.Status.RUNNING else None
+
+    ended = await wait_until(reaped, "the run to be reaped", within=60.0)
+    assert ended.status == Run.Status.ERROR
+    assert ended.error == queue.WORKER_LOST
+    assert (await fetch_thread(thread.pk)).status == Thread.Status.ERROR
+    async with httpx.AsyncClient(
+        base_url=survivor.api_url, headers=headers, trust_env=False, timeout=60.0
+    ) as client:
+        answer = await client.post(f"/threads/{thread.pk}/runs/wait", json=ECHO)
+    survivor.stop()
+    assert answer.status_code == 200, answer.text
+    assert "__error__" not in answer.json()
