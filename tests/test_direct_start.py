@@ -20,8 +20,8 @@ from runs import admission, sql
 from runs.engine import queue
 from runs.engine.direct import DirectStart, serve_direct_starts
 from runs.engine.worker import RunWorker
-from runs.models import Run
-from runs.serializers import parse_run_create
+from runs.models import Run, WorkerHeartbeat
+from runs.create_serializers import parse_run_create
 from tests.engine_support import (  # noqa: F401
     closing_checkpointer,
     fetch_run,
@@ -31,7 +31,7 @@ from tests.engine_support import (  # noqa: F401
     pending_run,
 )
 from tests.fixtures import token_for
-from tests.live import LiveServerFactory
+from tests.live import LiveServer, LiveServerFactory
 from threads.models import Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -242,31 +242,31 @@ async def wait_until(predicate: Callable[[], Awaitable[Any]], what: str, within:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def worker_ready(server: LiveServer, client: httpx.AsyncClient, user: Any) -> None:
+    """Wait until the server's embedded worker has started (it starts with the first request
+    and compiles every graph first), then let one run go through it."""
+    prefix = f"{socket.gethostname()}:{server.process.pid}:"
+
+    async def beating() -> bool:
+        return await call_sync(
+            WorkerHeartbeat.objects.filter(worker_id__startswith=prefix).exists,
+            on=Executor.THREAD_SENSITIVE,
+        )
+
+    await wait_until(beating, "the embedded worker to start", within=90.0)
+    answer = await client.post(f"/threads/{(await new_thread(user)).pk}/runs/wait", json=ECHO)
+    assert answer.status_code == 200, answer.text
+
+
 @pytest.mark.live
 async def test_fifty_racing_creates_on_one_thread_run_one_at_a_time(
     live_server_factory: LiveServerFactory, user: Any
 ) -> None:
     server = live_server_factory.start(DEERFLOW_MAX_ACTIVE_RUNS_PER_USER="0")
-    key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
-    thread = await new_thread(user)
-    body = {**ECHO, "multitask_strategy": "enqueue"}
-    async with httpx.AsyncClient(
-        base_url=server.api_url,
-        headers={"Authorization": f"Bearer {key}"},
-        trust_env=False,
-        timeout=60.0,
-        limits=httpx.Limits(max_connections=RACERS),
-    ) as client:
-        created = await asyncio.gather(*(post_run(client, thread.pk, body) for _ in range(RACERS)))
-
-        async def all_ended() -> list[Run]:
-            runs = await call_sync(
-                lambda: list(Run.objects.filter(thread=thread)), on=Executor.THREAD_SENSITIVE
-            )
-            return runs if all(not run.is_active for run in runs) else []
-
-        runs = await wait_until(all_ended, "every run to end", within=120.0)
-    server.stop()
+    try:
+        runs, created = await race_on_one_thread(server, user, thread := await new_thread(user))
+    finally:
+        server.stop()
 
     assert len(runs) == RACERS == len({run["run_id"] for run in created})
     assert {run.status for run in runs} == {Run.Status.SUCCESS}
@@ -277,39 +277,79 @@ async def test_fifty_racing_creates_on_one_thread_run_one_at_a_time(
     assert (await fetch_thread(thread.pk)).status == Thread.Status.IDLE
 
 
+async def race_on_one_thread(
+    server: LiveServer, user: Any, thread: Thread
+) -> tuple[list[Run], list[Any]]:
+    """RACERS simultaneous creates (enqueue) on the thread; its runs once all ended, and the
+    created runs as the API answered them."""
+    key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
+    body = {**ECHO, "multitask_strategy": "enqueue"}
+    async with httpx.AsyncClient(
+        base_url=server.api_url,
+        headers={"Authorization": f"Bearer {key}"},
+        trust_env=False,
+        timeout=60.0,
+        limits=httpx.Limits(max_connections=RACERS),
+    ) as client:
+        await worker_ready(server, client, user)
+        created = await asyncio.gather(*(post_run(client, thread.pk, body) for _ in range(RACERS)))
+
+        async def all_ended() -> list[Run]:
+            runs = await call_sync(
+                lambda: list(Run.objects.filter(thread=thread)), on=Executor.THREAD_SENSITIVE
+            )
+            return runs if all(not run.is_active for run in runs) else []
+
+        runs = await wait_until(all_ended, "every run to end", within=120.0)
+    return runs, created
+
+
 @pytest.mark.live
 async def test_a_direct_started_run_is_recovered_after_its_process_is_killed(
     live_server_factory: LiveServerFactory, user: Any
 ) -> None:
     short_lease = {"DEERFLOW_RUN_LEASE_SECONDS": "2", "DEERFLOW_RUN_POLL_SECONDS": "0.2"}
-    doomed = live_server_factory.start(**short_lease)
     key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
     headers = {"Authorization": f"Bearer {key}"}
     thread = await new_thread(user)
     long_run = {**SLOW, "input": {"steps": 600, "delay": 0.1}}
-    async with httpx.AsyncClient(base_url=doomed.api_url, headers=headers, trust_env=False) as c:
-        created = await post_run(c, thread.pk, long_run)
-    assert created["status"] == "running"  # started by admission, in the doomed process
-    run = await fetch_run(created["run_id"])
-    assert started_directly(run)
-    assert run.worker_id.startswith(f"{socket.gethostname()}:{doomed.process.pid}:")
+    doomed = live_server_factory.start(**short_lease)
+    try:
+        async with httpx.AsyncClient(
+            base_url=doomed.api_url, headers=headers, trust_env=False, timeout=60.0
+        ) as client:
+            await worker_ready(doomed, client, user)
+            created = await post_run(client, thread.pk, long_run)
+        assert created["status"] == "running"  # started by admission, in the doomed process
+        run = await fetch_run(created["run_id"])
+        assert started_directly(run)
+        assert run.worker_id.startswith(f"{socket.gethostname()}:{doomed.process.pid}:")
+    except BaseException:
+        doomed.stop()
+        raise
 
     doomed.process.send_signal(signal.SIGKILL)
     doomed.process.wait()
     survivor = live_server_factory.start(**short_lease)
+    try:
+        ended = await wait_until(reaped_run(run), "the run to be reaped", within=60.0)
+        async with httpx.AsyncClient(
+            base_url=survivor.api_url, headers=headers, trust_env=False, timeout=60.0
+        ) as client:
+            answer = await client.post(f"/threads/{thread.pk}/runs/wait", json=ECHO)
+    finally:
+        survivor.stop()
 
+    assert ended.status == Run.Status.ERROR
+    assert ended.error == queue.WORKER_LOST
+    assert answer.status_code == 200, answer.text
+    assert "__error__" not in answer.json()
+    assert (await fetch_thread(thread.pk)).status == Thread.Status.IDLE
+
+
+def reaped_run(run: Run) -> Callable[[], Awaitable[Run | None]]:
     async def reaped() -> Run | None:
         stored = await fetch_run(run.pk)
         return stored if stored.status != Run.Status.RUNNING else None
 
-    ended = await wait_until(reaped, "the run to be reaped", within=60.0)
-    assert ended.status == Run.Status.ERROR
-    assert ended.error == queue.WORKER_LOST
-    assert (await fetch_thread(thread.pk)).status == Thread.Status.ERROR
-    async with httpx.AsyncClient(
-        base_url=survivor.api_url, headers=headers, trust_env=False, timeout=60.0
-    ) as client:
-        answer = await client.post(f"/threads/{thread.pk}/runs/wait", json=ECHO)
-    survivor.stop()
-    assert answer.status_code == 200, answer.text
-    assert "__error__" not in answer.json()
+    return reaped
