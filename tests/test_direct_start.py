@@ -17,11 +17,11 @@ from django.utils import timezone
 
 from deerflow_site.bridge import Executor, call_sync
 from runs import admission, sql
+from runs.create_serializers import parse_run_create
 from runs.engine import queue
 from runs.engine.direct import DirectStart, serve_direct_starts
 from runs.engine.worker import RunWorker
 from runs.models import Run, WorkerHeartbeat
-from runs.create_serializers import parse_run_create
 from tests.engine_support import (  # noqa: F401
     closing_checkpointer,
     fetch_run,
