@@ -26,10 +26,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+import runs.sql as sql
 from deerflow_site.api.ids import parse_uuid
 from deerflow_site.bridge import Executor, call_async, call_sync
 from deerflow_site.errors import Invalid
-from runs import sql
 from runs.cancellation import cancel_locked
 from runs.engine import (
     AssistantNotFound,

@@ -5,8 +5,8 @@ from uuid import UUID
 
 from django.db.models import QuerySet
 
+import runs.sql as sql
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
-from runs import sql
 from runs.exceptions import RunNotFound
 from runs.models import Run, RunStreamEvent
 from threads.selectors import get_thread

@@ -16,8 +16,14 @@ PROJECT_PACKAGES = ("deerflow_site", "threads", "runs", "feedback")
 ENGINE = "runs.engine"
 #: The units whose imports must not form a cycle: the apps, with the engine counted apart.
 APP_UNITS = ("threads", "runs", ENGINE, "feedback")
-#: The journal's record, beside the models: what events are and how they are stored.
-JOURNAL_RECORD = ("runs.journal.catalog", "runs.journal.store", "runs.journal.lifecycle")
+#: Beside the models, the record: what journal events are and how they are stored, and the
+#: statements of a run's row on its hot path (runs.sql).
+JOURNAL_RECORD = (
+    "runs.journal.catalog",
+    "runs.journal.store",
+    "runs.journal.lifecycle",
+    "runs.sql",
+)
 #: Modules that wire apps together: the admin, URL confs.
 WIRING = (".admin", ".urls")
 

@@ -13,8 +13,8 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from langgraph.pregel import Pregel
 
+import runs.sql as sql
 from deerflow_site.dbcompat import jsonb_storable
-from runs import sql
 from runs.engine.serialization import to_jsonable
 from runs.journal.store import JournalBatch, record_batch
 from runs.models import Run

@@ -24,9 +24,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+import runs.sql as sql
 from deerflow_site.bridge import call_async
 from deerflow_site.logs import run_fields
-from runs import sql
 from runs.engine import bus
 from runs.engine.finish import settle_thread
 from runs.engine.streaming import (
