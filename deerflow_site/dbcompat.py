@@ -66,3 +66,11 @@ def jsonb_storable(value: Any) -> Any:
     if isinstance(value, list):
         return [jsonb_storable(item) for item in value]
     return value
+
+
+def db_datetime(value: Any) -> Any:
+    """A timestamp column's value read by raw SQL as an aware datetime: PostgreSQL gives one,
+    SQLite the text Django stored (in UTC)."""
+    if isinstance(value, str):
+        return connection.ops.convert_datetimefield_value(value, None, connection)
+    return value

@@ -8,27 +8,30 @@ it; `before_seq` (or neither) the last `limit` before it. Both come back in asce
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum
+from django.db import connection
+from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from deerflow_site.api.ids import validate_thread_id
 from feedback.models import Feedback
 from runs.journal.catalog import EventCategory, EventType
+from runs.journal.rendering import StoredEvent, stored_event, uuid_text
 from runs.models import Run, RunEvent, RunModelUsage
 from runs.selectors import get_run
 from threads.selectors import get_thread
 
-#: The fields of an event as the API shows it.
-EVENT_FIELDS = (
-    "seq",
-    "thread_id",
-    "run_id",
-    "event_type",
-    "category",
-    "content",
-    "metadata",
-    "created_at",
-)
+#: A window of events, as stored (see runs.journal.rendering): the ORM would decode content
+#: and metadata only for the page to encode them again. `{scope}` narrows to a thread's or a
+#: run's events (index seeks on (thread, category, seq) and (run, event_type, seq)).
+WINDOW_SQL = """
+    SELECT e.seq, e.thread_id, e.run_id, e.event_type, e.category,
+           CAST(e.content AS TEXT), CAST(e.metadata AS TEXT), e.created_at
+    FROM {events} e WHERE {scope}{bounds}
+    ORDER BY e.seq {order} LIMIT %s
+"""
+THREAD_CATEGORY_SCOPE = "e.thread_id = %s AND e.category = %s"
+RUN_CATEGORY_SCOPE = "e.run_id = %s AND e.category = %s"
+RUN_SCOPE = "e.run_id = %s"
 
 
 @dataclass(frozen=True)
@@ -40,39 +43,46 @@ class Window:
     after_seq: int | None = None
 
 
-def event_window(events: QuerySet[RunEvent], window: Window) -> tuple[list[dict[str, Any]], bool]:
-    """The window's events, ascending, as dicts; and whether more lie beyond it (one extra row
-    is fetched to know)."""
+def event_window(scope: str, params: list[Any], window: Window) -> tuple[list[StoredEvent], bool]:
+    """The window's events within `scope` (SQL over `e`, with its `params`), ascending; and
+    whether more lie beyond it (one extra row is fetched to know)."""
+    bounds, bound_params = "", []
     if window.before_seq is not None:
-        events = events.filter(seq__lt=window.before_seq)
+        bounds, bound_params = " AND e.seq < %s", [window.before_seq]
     if window.after_seq is not None:
-        rows = list(
-            events.filter(seq__gt=window.after_seq)
-            .order_by("seq")
-            .values(*EVENT_FIELDS)[: window.limit + 1]
-        )
-        return rows[: window.limit], len(rows) > window.limit
-    rows = list(events.order_by("-seq").values(*EVENT_FIELDS)[: window.limit + 1])
+        bounds += " AND e.seq > %s"
+        bound_params.append(window.after_seq)
+    ascending = window.after_seq is not None
+    sql = WINDOW_SQL.format(
+        events=RunEvent._meta.db_table,
+        scope=scope,
+        bounds=bounds,
+        order="ASC" if ascending else "DESC",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *bound_params, window.limit + 1])
+        rows = [stored_event(row) for row in cursor.fetchall()]
     has_more = len(rows) > window.limit
     rows = rows[: window.limit]
-    rows.reverse()
+    if not ascending:
+        rows.reverse()
     return rows, has_more
 
 
-def thread_messages(*, user: Any, thread_id: str, window: Window) -> list[dict[str, Any]]:
+def thread_messages(*, user: Any, thread_id: str, window: Window) -> list[StoredEvent]:
     """The displayable messages of every run of the thread; the last AI message of each run
     carries `feedback`: the caller's `{feedback_id, rating, comment}`, or None."""
     thread = get_thread(user=user, thread_id=validate_thread_id(thread_id))
-    messages = RunEvent.objects.filter(thread=thread, category=EventCategory.MESSAGE)
-    rows, _ = event_window(messages, window)
-    _attach_feedback(rows, user=user)
-    return rows
+    rows, _ = event_window(
+        THREAD_CATEGORY_SCOPE, [thread.thread_id, EventCategory.MESSAGE.value], window
+    )
+    return _with_feedback(rows, user=user)
 
 
-def _attach_feedback(rows: list[dict[str, Any]], *, user: Any) -> None:
-    run_ids = {row["run_id"] for row in rows if row["event_type"] == EventType.AI_RESPONSE}
+def _with_feedback(rows: list[StoredEvent], *, user: Any) -> list[StoredEvent]:
+    run_ids = {row.run_id for row in rows if row.event_type == EventType.AI_RESPONSE}
     if not run_ids:
-        return
+        return rows
     # One index seek per run (its newest AI message), not a scan of the run's messages.
     newest = RunEvent.objects.filter(
         run_id=OuterRef("pk"), event_type=EventType.AI_RESPONSE
@@ -83,37 +93,45 @@ def _attach_feedback(rows: list[dict[str, Any]], *, user: Any) -> None:
         .order_by()
         .values_list("last", flat=True)
     )
-    last_rows = [row for row in rows if row["seq"] in last_ai_seqs]
-    if not last_rows:
-        return
+    last_runs = {row.run_id for row in rows if row.seq in last_ai_seqs}
+    if not last_runs:
+        return rows
     given = {
-        run_id: {"feedback_id": feedback_id, "rating": rating, "comment": comment}
+        uuid_text(run_id): {"feedback_id": feedback_id, "rating": rating, "comment": comment}
         for run_id, feedback_id, rating, comment in Feedback.objects.filter(
-            user=user, run_id__in={row["run_id"] for row in last_rows}
+            user=user, run_id__in=last_runs
         ).values_list("run_id", "feedback_id", "rating", "comment")
     }
-    for row in last_rows:
-        row["feedback"] = given.get(row["run_id"])
+    return [
+        row._replace(feedback=given.get(row.run_id)) if row.seq in last_ai_seqs else row
+        for row in rows
+    ]
 
 
 def run_messages(
     *, user: Any, thread_id: str, run_id: str, window: Window
-) -> tuple[list[dict[str, Any]], bool]:
+) -> tuple[list[StoredEvent], bool]:
     """The displayable messages of one run, and whether more lie beyond the window."""
     run = get_run(user=user, thread_id=thread_id, run_id=run_id)
-    return event_window(RunEvent.objects.filter(run=run, category=EventCategory.MESSAGE), window)
+    return event_window(RUN_CATEGORY_SCOPE, [_run_key(run), EventCategory.MESSAGE.value], window)
 
 
 def run_events(
     *, user: Any, thread_id: str, run_id: str, event_types: list[str], window: Window
-) -> list[dict[str, Any]]:
+) -> list[StoredEvent]:
     """The run's journal, of the given catalog types only when some are given."""
     run = get_run(user=user, thread_id=thread_id, run_id=run_id)
-    events = RunEvent.objects.filter(run=run)
+    scope, params = RUN_SCOPE, [_run_key(run)]
     if event_types:
-        events = events.filter(event_type__in=event_types)
-    rows, _ = event_window(events, window)
+        scope += " AND e.event_type IN ({})".format(", ".join("%s" for _ in event_types))
+        params += list(event_types)
+    rows, _ = event_window(scope, params, window)
     return rows
+
+
+def _run_key(run: Run) -> Any:
+    """The run's id as the database compares it (SQLite: 32 hex digits)."""
+    return Run._meta.pk.get_db_prep_value(run.pk, connection)
 
 
 def thread_token_usage(*, user: Any, thread_id: str, include_active: bool) -> dict[str, Any]:

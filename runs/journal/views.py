@@ -1,6 +1,7 @@
 """The journal's endpoints (deer-flow gateway extensions): chat history pages, a run's events,
 a thread's token usage. Raw HTTP only: the official SDKs have no methods for them."""
 
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -8,6 +9,7 @@ from rest_framework.views import APIView
 
 from deerflow_site.api.serializers import validated
 from runs.journal import selectors
+from runs.journal.rendering import events_json
 from runs.journal.serializers import (
     EventsQuerySerializer,
     MessagesQuerySerializer,
@@ -18,6 +20,12 @@ from runs.journal.serializers import (
     TokenUsageSerializer,
 )
 from runs.serializers import query_data
+
+
+def json_response(body: bytes) -> HttpResponse:
+    """A 200 whose JSON body is already written (runs.journal.rendering)."""
+    return HttpResponse(body, content_type="application/json")
+
 
 NOT_VISIBLE = OpenApiResponse(description="Thread (or run) not found, or not yours")
 BAD_QUERY = OpenApiResponse(description="A query parameter is invalid (named in detail)")
@@ -35,9 +43,8 @@ class ThreadMessagesView(APIView):
         """The thread's chat history: messages of every run, ascending, windowed by seq."""
         query = validated(MessagesQuerySerializer, query_data(request.query_params))
         window = MessagesQuerySerializer.window(query)
-        return Response(
-            selectors.thread_messages(user=request.user, thread_id=thread_id, window=window)
-        )
+        events = selectors.thread_messages(user=request.user, thread_id=thread_id, window=window)
+        return json_response(events_json(events))
 
 
 class RunMessagesView(APIView):
@@ -57,7 +64,8 @@ class RunMessagesView(APIView):
             run_id=run_id,
             window=MessagesQuerySerializer.window(query),
         )
-        return Response({"data": data, "has_more": has_more})
+        more = b"true" if has_more else b"false"
+        return json_response(b'{"data":' + events_json(data) + b',"has_more":' + more + b"}")
 
 
 class RunEventsView(APIView):
@@ -78,7 +86,7 @@ class RunEventsView(APIView):
             event_types=query.get("event_types") or [],
             window=selectors.Window(limit=query["limit"], after_seq=query.get("after_seq")),
         )
-        return Response(events)
+        return json_response(events_json(events))
 
 
 class ThreadTokenUsageView(APIView):
