@@ -11,6 +11,8 @@ django.setup(set_prefix=False)
 from django.conf import settings  # noqa: E402 - after Django is set up
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from deerflow_site.bridge import request_thread  # noqa: E402
+
 logger = logging.getLogger("deerflow_site")
 
 #: Responses that stay open for a run's life: SSE streams, waits and joins.
@@ -18,18 +20,22 @@ LONG_LIVED_SUFFIXES = ("/stream", "/wait", "/join")
 
 
 class RunServerHandler(ASGIHandler):
-    """Django's ASGI handler, without a thread of its own for each long-lived response.
+    """Django's ASGI handler, with pooled request threads, and none for long-lived responses.
 
-    Django gives every request a thread-sensitive context, hence a thread that lives as long as
-    the response: one idle thread per open stream. Streams and waits do their database work on
-    a bounded pool instead, so they run without that context.
+    Django gives every request a thread-sensitive context, hence a new thread (and database
+    connection) per request, which lives as long as the response: one idle thread per open
+    stream. Short requests borrow a pooled thread instead (`bridge.request_thread`). Streams and
+    waits do their database work on a bounded pool, so they run without that context.
     """
 
     async def __call__(self, scope: dict, receive: object, send: object) -> None:
-        if scope["type"] == "http" and scope["path"].endswith(LONG_LIVED_SUFFIXES):
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)  # refused, as Django does
+        elif scope["path"].endswith(LONG_LIVED_SUFFIXES):
             await self.handle(scope, receive, send)
         else:
-            await super().__call__(scope, receive, send)
+            async with request_thread():
+                await self.handle(scope, receive, send)
 
 
 django_application = RunServerHandler()

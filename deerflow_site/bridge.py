@@ -22,24 +22,34 @@ each executor is named for the connection it stands for:
 - `Executor.BLOCKING`: the event loop's default pool, for blocking work that needs no database
   connection (importing and compiling graphs, waiting on a thread's event).
 
+Inside a request, Django's handler gives the request its own thread-sensitive thread. asgiref
+makes that a new thread per request (and another to join it), whose new database connection
+lives no longer than the request. `request_thread()` lends the request a thread from a pool
+instead, so threads and their connections (kept for `CONN_MAX_AGE`) serve request after request,
+as a WSGI server's threads do.
+
 The two executors that own their threads (ENGINE, API) keep a thread's connection between calls
 and drop it after a database error that may have broken it, so that the next call on that thread
 reconnects (what Channels' `database_sync_to_async` does with `close_old_connections`, without a
-new connection per call when `CONN_MAX_AGE` is 0).
+new connection per call).
 """
 
+import contextlib
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync, sync_to_async
-from django.db import DatabaseError, InterfaceError, connection
+from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+from django.db import DatabaseError, InterfaceError, connection, connections
 
 T = TypeVar("T")
 
 #: Threads (so database connections at most) of `Executor.API` per process.
 API_DB_THREADS = 8
+#: Idle request threads (and their connections) a process keeps; more are made when more
+#: requests run at once, and ended when they come back beyond this number.
+IDLE_REQUEST_THREADS = 4
 
 
 class Executor(enum.Enum):
@@ -55,6 +65,30 @@ _POOLS = {
     Executor.ENGINE: ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-engine-db"),
     Executor.API: ThreadPoolExecutor(max_workers=API_DB_THREADS, thread_name_prefix="api-db"),
 }
+
+
+#: Request threads waiting for a request (used and changed on the event loop's thread only).
+_idle_request_threads: list[ThreadPoolExecutor] = []
+
+
+@contextlib.asynccontextmanager
+async def request_thread() -> AsyncIterator[None]:
+    """Run the thread-sensitive sync code of one request (a sync view, Django's request
+    signals, middleware that saves the session) on a pooled thread, for as long as the block
+    lasts. The request has the thread to itself meanwhile, as with Django's own context."""
+    if _idle_request_threads:
+        executor = _idle_request_threads.pop()
+    else:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+    try:
+        async with ThreadSensitiveContext(executor=executor):
+            yield
+    finally:
+        if len(_idle_request_threads) < IDLE_REQUEST_THREADS:
+            _idle_request_threads.append(executor)
+        else:
+            executor.submit(connections.close_all)
+            executor.shutdown(wait=False)
 
 
 async def call_sync(fn: Callable[..., T], /, *args: Any, on: Executor, **kwargs: Any) -> T:
@@ -83,6 +117,6 @@ def _keeping_the_connection(
         return fn(*args, **kwargs)
     except (DatabaseError, InterfaceError):
         if not connection.in_atomic_block:
-            # Closed if broken, or past CONN_MAX_AGE (at once with 0): the next call reconnects.
-            connection.close_if_unusable_or_obsolete()
+            # It may be broken (whatever CONN_MAX_AGE says): the next call reconnects.
+            connection.close()
         raise

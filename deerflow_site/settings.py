@@ -148,7 +148,12 @@ TEMPLATES = [
 ]
 
 # --- Database: the only record -------------------------------------------------------------
-_database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+# Requests run on pooled threads (deerflow_site.bridge.request_thread) that keep their connection
+# this long (seconds; 0: a new connection per request), checked before each request's first query.
+CONN_MAX_AGE = env_float("DEERFLOW_DB_CONN_MAX_AGE", 600.0)
+_database = dj_database_url.parse(
+    DATABASE_URL, conn_max_age=CONN_MAX_AGE, conn_health_checks=CONN_MAX_AGE > 0
+)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     if _database["NAME"] != ":memory:":
         Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.db import DatabaseError, connection
 
-from deerflow_site.bridge import API_DB_THREADS, Executor, call_async, call_sync
+from deerflow_site.bridge import API_DB_THREADS, Executor, call_async, call_sync, request_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,3 +91,32 @@ async def test_errors_propagate_unchanged() -> None:
     for executor in Executor:
         with pytest.raises(LookupError, match="nothing here"):
             await call_sync(refuse, why="nothing here", on=executor)
+
+
+async def test_requests_reuse_a_pooled_thread_and_its_connection_one_request_at_a_time() -> None:
+    async def one_request() -> tuple[str, Any]:
+        async with request_thread():
+            first = await call_sync(_where, on=Executor.THREAD_SENSITIVE)
+            assert await call_sync(_where, on=Executor.THREAD_SENSITIVE) == first
+            return first
+
+    first = await one_request()
+    assert first[0].startswith("request")
+    assert await one_request() == first  # the same thread, still connected
+
+    # Requests at the same time each get a thread of their own.
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held() -> tuple[str, Any]:
+        async with request_thread():
+            where = await call_sync(_where, on=Executor.THREAD_SENSITIVE)
+            inside.set()
+            await release.wait()
+            return where
+
+    holder = asyncio.create_task(held())
+    await inside.wait()
+    other = await one_request()
+    release.set()
+    assert other[1] is not (await holder)[1]  # another thread, with its own connection
