@@ -11,11 +11,9 @@ process on this host still owns them).
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from runs.engine.graphs import describe_agent_model
 from runs.engine.heartbeats import forget_worker, record_heartbeat
 from runs.engine.registry import graph_specs, load_graph
 from runs.engine.signals import run_ended
+from runs.engine.slots import Slots
 from runs.engine.streaming import purge_stream_events
 from runs.models import Run
 
@@ -56,7 +55,7 @@ class _Execution:
     task: asyncio.Task[Any]
 
 
-class RunWorker:
+class RunWorker(Slots):
     """Executes up to `concurrency` runs at once on the running event loop."""
 
     def __init__(self, *, concurrency: int, worker_id: str | None = None) -> None:
@@ -71,12 +70,7 @@ class RunWorker:
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []
         self._post_run: set[asyncio.Task[Any]] = set()
-        # Slots: running runs plus reserved ones (a claim in progress, a direct start being
-        # admitted on another thread) never exceed `concurrency`; counted under this lock.
-        self._slots = threading.Lock()
-        self._reserved = 0
-        self._accepting = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._init_slots()
         #: Set once the worker listens for wake-ups and claims runs.
         self.started = asyncio.Event()
 
@@ -180,6 +174,7 @@ class RunWorker:
             return queue.Claim(runs=[])
         idle = await call_sync(queue.idle, on=Executor.ENGINE)
         if idle is not None:
+            self._backlog = False
             return idle
         free = self._reserve_free_slots()
         claim = queue.Claim(runs=[])
@@ -190,46 +185,9 @@ class RunWorker:
                 )
         finally:
             self._begin_reserved(claim.runs, reserved=free)
+        # Every free slot filled: more runs may wait, and they go before any direct start.
+        self._backlog = free > 0 and len(claim.runs) == free
         return claim
-
-    # --- Slots (thread-safe: admission reserves them for direct starts) -------------------
-
-    def reserve_slot(self) -> bool:
-        """Reserve one slot for a run about to start directly (`runs.engine.direct`); False
-        when none is free or the worker is not taking runs. Thread-safe."""
-        with self._slots:
-            if not self._accepting or len(self._executions) + self._reserved >= self.concurrency:
-                return False
-            self._reserved += 1
-            return True
-
-    def release_slot(self) -> None:
-        """Give back a slot reserved with `reserve_slot` (the run went to the queue).
-        Thread-safe."""
-        with self._slots:
-            self._reserved -= 1
-        self._call_soon(self._wake.set)
-
-    def start_reserved(self, run: Run) -> None:
-        """Execute a committed running run in the slot reserved for it. Thread-safe; raises
-        RuntimeError when the worker's loop is gone (the run's lease then expires)."""
-        self._call_soon(self._begin_reserved, [run], reserved=1)
-
-    def _call_soon(self, callback: Any, *args: Any, **kwargs: Any) -> None:
-        if self._loop is None:
-            raise RuntimeError("the worker is not running")
-        self._loop.call_soon_threadsafe(functools.partial(callback, *args, **kwargs))
-
-    def _reserve_free_slots(self) -> int:
-        with self._slots:
-            free = max(self.concurrency - len(self._executions) - self._reserved, 0)
-            self._reserved += free
-        return free
-
-    def _begin_reserved(self, runs: list[Run], *, reserved: int) -> None:
-        with self._slots:
-            self._reserved -= reserved
-            self._begin(runs)
 
     async def _sleep(self, next_due: datetime | None) -> None:
         """Until woken, the next pending run is due, or the next poll."""

@@ -1,0 +1,71 @@
+"""A worker's slots: its running runs plus the reserved ones (a claim in progress, a direct
+start being admitted on another thread) never exceed its `concurrency`, counted under one lock.
+
+`RunWorker` takes these methods; admission reserves a slot from its own thread
+(`runs.engine.direct`), the worker's claim loop reserves every free slot while it claims.
+"""
+
+import asyncio
+import functools
+import threading
+from typing import Any
+
+from runs.models import Run
+
+
+class Slots:
+    """The slot accounting of `RunWorker` (its `_executions`, `_begin` and `_wake`)."""
+
+    concurrency: int
+    _executions: dict[Any, Any]
+    _wake: asyncio.Event
+
+    def _init_slots(self) -> None:
+        self._slots = threading.Lock()
+        self._reserved = 0
+        self._accepting = False  # set once the worker runs, cleared when it stops
+        self._backlog = False  # the last claim filled every free slot
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _begin(self, runs: list[Run]) -> None:
+        raise NotImplementedError
+
+    def reserve_slot(self) -> bool:
+        """Reserve one slot for a run about to start directly (`runs.engine.direct`); False
+        when none is free, the worker is not taking runs, or its last claim left runs waiting
+        (admission would find them in the queue, and send its run there). Thread-safe."""
+        with self._slots:
+            if not self._accepting or self._backlog:
+                return False
+            if len(self._executions) + self._reserved >= self.concurrency:
+                return False
+            self._reserved += 1
+            return True
+
+    def release_slot(self) -> None:
+        """Give back a slot reserved with `reserve_slot` (the run went to the queue).
+        Thread-safe."""
+        with self._slots:
+            self._reserved -= 1
+        self._call_soon(self._wake.set)
+
+    def start_reserved(self, run: Run) -> None:
+        """Execute a committed running run in the slot reserved for it. Thread-safe; raises
+        RuntimeError when the worker's loop is gone (the run's lease then expires)."""
+        self._call_soon(self._begin_reserved, [run], reserved=1)
+
+    def _call_soon(self, callback: Any, *args: Any, **kwargs: Any) -> None:
+        if self._loop is None:
+            raise RuntimeError("the worker is not running")
+        self._loop.call_soon_threadsafe(functools.partial(callback, *args, **kwargs))
+
+    def _reserve_free_slots(self) -> int:
+        with self._slots:
+            free = max(self.concurrency - len(self._executions) - self._reserved, 0)
+            self._reserved += free
+        return free
+
+    def _begin_reserved(self, runs: list[Run], *, reserved: int) -> None:
+        with self._slots:
+            self._reserved -= reserved
+            self._begin(runs)
