@@ -50,6 +50,18 @@ CONDITIONS = {
 }
 
 
+SHARED_NOT_OWNED = f"""SELECT thread_id, created_at FROM threads_thread
+    WHERE owner_id <> %(u)s AND thread_id IN ({BY_USER_IN} UNION {BY_GROUP_IN})"""
+#: The owner's threads and the shares as separate branches, each an index seek.
+UNION_ALL = {
+    "page of 20": f"""SELECT thread_id FROM (
+        SELECT thread_id, created_at FROM threads_thread WHERE owner_id = %(u)s
+        UNION ALL {SHARED_NOT_OWNED}) v ORDER BY created_at DESC, thread_id DESC LIMIT 20""",
+    "count": f"""SELECT (SELECT COUNT(*) FROM threads_thread WHERE owner_id = %(u)s)
+        + (SELECT COUNT(*) FROM ({SHARED_NOT_OWNED}) s)""",
+}
+
+
 def setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("SECRET_KEY", "bench-visibility")
@@ -141,6 +153,12 @@ def measure(user_id: int, repeat: int) -> dict[str, dict[str, float]]:
             if name != "guardian rows only (IN), before":
                 assert expected.setdefault(label, result) == result, (name, label)
         results[name] = row
+    row = {}
+    for label, sql in UNION_ALL.items():
+        row[label], result = timed(sql, {"u": user_id}, repeat)
+        assert expected[label] == result, ("union all", label, result, expected[label])
+    row["one thread"] = results["owner OR EXISTS (shares)"]["one thread"]
+    results["UNION ALL: owner branch, shares branch"] = row
     return results
 
 
