@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import PAGINATION_HEADERS, page, pagination_headers
+from deerflow_site.api.responses import json_response
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
 from threads import selectors, services
@@ -52,7 +53,7 @@ class ThreadListView(APIView):
             if_exists=body["if_exists"],
             ttl_minutes=body.get("ttl"),
         )
-        return Response(thread_data(thread))
+        return json_response(thread_data(thread))
 
 
 class ThreadSearchView(APIView):
@@ -75,7 +76,7 @@ class ThreadSearchView(APIView):
         if body.get("select"):
             data = [{key: item[key] for key in body["select"]} for item in data]
         headers = pagination_headers(total=total, limit=body["limit"], offset=body["offset"])
-        return Response(data, headers=headers)
+        return json_response(data, headers=headers)
 
 
 class ThreadCountView(APIView):
@@ -97,7 +98,7 @@ class ThreadDetailView(APIView):
     def get(self, request: Request, thread_id: str) -> Response:
         """Get a thread."""
         thread = selectors.get_thread(user=request.user, thread_id=validate_thread_id(thread_id))
-        return Response(thread_data(thread))
+        return json_response(thread_data(thread))
 
     @extend_schema(
         operation_id="threads_update",
@@ -112,7 +113,7 @@ class ThreadDetailView(APIView):
         thread = services.update_thread(
             thread=thread, metadata=body.get("metadata"), ttl_minutes=body.get("ttl")
         )
-        return Response(thread_data(thread))
+        return json_response(thread_data(thread))
 
     @extend_schema(
         operation_id="threads_delete",

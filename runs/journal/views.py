@@ -1,12 +1,12 @@
 """The journal's endpoints (deer-flow gateway extensions): chat history pages, a run's events,
 a thread's token usage. Raw HTTP only: the official SDKs have no methods for them."""
 
-from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from deerflow_site.api.responses import json_response
 from deerflow_site.api.serializers import validated
 from runs.journal import selectors
 from runs.journal.rendering import events_json
@@ -20,12 +20,6 @@ from runs.journal.serializers import (
     TokenUsageSerializer,
 )
 from runs.serializers import query_data
-
-
-def json_response(body: bytes) -> HttpResponse:
-    """A 200 whose JSON body is already written (runs.journal.rendering)."""
-    return HttpResponse(body, content_type="application/json")
-
 
 NOT_VISIBLE = OpenApiResponse(description="Thread (or run) not found, or not yours")
 BAD_QUERY = OpenApiResponse(description="A query parameter is invalid (named in detail)")
@@ -44,7 +38,7 @@ class ThreadMessagesView(APIView):
         query = validated(MessagesQuerySerializer, query_data(request.query_params))
         window = MessagesQuerySerializer.window(query)
         events = selectors.thread_messages(user=request.user, thread_id=thread_id, window=window)
-        return json_response(events_json(events))
+        return json_response(body=events_json(events))
 
 
 class RunMessagesView(APIView):
@@ -65,7 +59,7 @@ class RunMessagesView(APIView):
             window=MessagesQuerySerializer.window(query),
         )
         more = b"true" if has_more else b"false"
-        return json_response(b'{"data":' + events_json(data) + b',"has_more":' + more + b"}")
+        return json_response(body=b'{"data":' + events_json(data) + b',"has_more":' + more + b"}")
 
 
 class RunEventsView(APIView):
@@ -86,7 +80,7 @@ class RunEventsView(APIView):
             event_types=query.get("event_types") or [],
             window=selectors.Window(limit=query["limit"], after_seq=query.get("after_seq")),
         )
-        return json_response(events_json(events))
+        return json_response(body=events_json(events))
 
 
 class ThreadTokenUsageView(APIView):
