@@ -9,7 +9,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deerflow_site.settings")
 django.setup(set_prefix=False)
 
 from django.conf import settings  # noqa: E402 - after Django is set up
+from django.core import signals  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.db import close_old_connections, reset_queries  # noqa: E402
 
 from deerflow_site.bridge import request_thread  # noqa: E402
 
@@ -38,6 +40,18 @@ class RunServerHandler(ASGIHandler):
                 await self.handle(scope, receive, send)
 
 
+def connection_upkeep_at_request_end() -> None:
+    """Django's request_started receivers are sync, so under ASGI every request paid a thread
+    hop just to call them. Their work moves to request_finished, which Django sends in the hop
+    that closes the response anyway: a connection past CONN_MAX_AGE or broken is closed at the
+    end of the request that used it, and the next request's first query checks the connection
+    first (CONN_HEALTH_CHECKS), as it did; DEBUG's query log starts afresh after each request."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_started.disconnect(reset_queries)
+    signals.request_finished.connect(reset_queries)
+
+
+connection_upkeep_at_request_end()
 django_application = RunServerHandler()
 
 if settings.AUTH_MODE == "local":
