@@ -16,10 +16,14 @@ import orjson
 from deerflow_site.dbcompat import db_datetime
 from threads.serializers import iso_time
 
+#: The sentinel of "no feedback key": only the last AI message of each run carries one.
+NO_FEEDBACK: Any = object()
+
 
 class StoredEvent(NamedTuple):
     """One event as read: `content` and `metadata` are their stored JSON text (None: SQL NULL);
-    `feedback`, on a run's last AI message of a chat history page, the caller's feedback."""
+    `feedback`, on a run's last AI message of a chat history page, the caller's feedback
+    (None: none given); other events have no feedback key."""
 
     seq: int
     thread_id: str
@@ -29,11 +33,7 @@ class StoredEvent(NamedTuple):
     content: str | None
     metadata: str | None
     created_at: datetime
-    feedback: dict[str, Any] | None = None
-
-
-#: The sentinel of "no feedback key": only the last AI message of each run carries one.
-NO_FEEDBACK: Any = object()
+    feedback: dict[str, Any] | None = NO_FEEDBACK
 
 
 def stored_event(row: tuple[Any, ...]) -> StoredEvent:
@@ -49,7 +49,6 @@ def stored_event(row: tuple[Any, ...]) -> StoredEvent:
         content=content,
         metadata=metadata,
         created_at=db_datetime(created_at),
-        feedback=NO_FEEDBACK,
     )
 
 
