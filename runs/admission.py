@@ -10,10 +10,11 @@ transaction with the thread row locked (PostgreSQL `SELECT … FOR UPDATE`; SQLi
 transactions serialise writers) that counts the user's active runs against their quota (429,
 the user's row locked first), applies `if_not_exists`, the assistant and the multitask
 strategy, so that its checks hold when two requests race on one thread from two processes. The
+run starts at once on this process's worker when it can (`runs.engine.direct`); otherwise the
 wake-up of the workers goes out only after the commit.
 
-`admit_run` (sync code) and `aadmit_run` (async views) are twins over the same steps;
-`admit_stateless_runs` admits a batch, all or none.
+`admit_run` admits one run (async views call it on the API's database threads, with the request's
+authentication: one thread hop); `admit_stateless_runs` admits a batch, all or none.
 """
 
 import uuid
@@ -109,26 +110,6 @@ def admit_run(
         )
         call_async(_acheck, user=user, thread_id=thread_id, request=request, new_thread=new_thread)
     return _insert(user=user, thread_id=thread_id, request=request, run_id=run_id)
-
-
-async def aadmit_run(
-    *, user: Any, thread_id: str | None, request: RunRequest, run_id: UUID | None = None
-) -> Run:
-    """`admit_run` for async code: the ORM steps run on the database threads."""
-    check_limits(request)
-    stateless = thread_id is None
-    thread_id = thread_id or str(uuid.uuid4())
-    if request.forks or request.webhook:
-        new_thread = stateless or (
-            request.forks
-            and await call_sync(
-                _authorise, user=user, thread_id=thread_id, request=request, on=Executor.API
-            )
-        )
-        await _acheck(user=user, thread_id=thread_id, request=request, new_thread=new_thread)
-    return await call_sync(
-        _insert, user=user, thread_id=thread_id, request=request, run_id=run_id, on=Executor.API
-    )
 
 
 def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:

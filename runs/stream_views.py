@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 
-from deerflow_site.api.async_views import api_view, json_body
+from deerflow_site.api.async_views import api_view, authenticate_in_view, json_body
 from deerflow_site.api.authentication import is_same_origin
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
@@ -121,25 +121,29 @@ def run_headers(run: Run, *, location_suffix: str | None = None) -> dict[str, st
 
 
 async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subscription]:
-    """Validate a create body and admit its run; the subscription is open before admission.
+    """Authenticate, validate a create body and admit its run, in one thread hop; the
+    subscription is open before admission (and closed if anything fails).
 
     Without a thread id the run is stateless: on a new thread, deleted after it by default.
     """
+    run_id = uuid.uuid4()
+    subscription = await Subscription.open(bus.run_stream_group(run_id))
+    try:
+        run = await call_sync(_admit_sync, request, thread_id, run_id, on=Executor.API)
+    except BaseException:
+        await subscription.close()
+        raise
+    return run, subscription
+
+
+def _admit_sync(request: HttpRequest, thread_id: str | None, run_id: uuid.UUID) -> Run:
+    user = authenticate_in_view(request)
     if thread_id is None:
         run_request = parse_stateless_run_create(json_body(request))
     else:
         run_request = parse_run_create(json_body(request))
         thread_id = validate_thread_id(thread_id)
-    run_id = uuid.uuid4()
-    subscription = await Subscription.open(bus.run_stream_group(run_id))
-    try:
-        run = await admission.aadmit_run(
-            user=request.user, thread_id=thread_id, request=run_request, run_id=run_id
-        )
-    except BaseException:
-        await subscription.close()
-        raise
-    return run, subscription
+    return admission.admit_run(user=user, thread_id=thread_id, request=run_request, run_id=run_id)
 
 
 @extend_schema(
@@ -147,7 +151,7 @@ async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subs
     parameters=RUN_HEADERS,
     responses={**event_stream(RUN_STREAM_EVENTS), **ADMISSION_ERRORS},
 )
-@api_view(required_scopes={"POST": "runs:create"}, on=Executor.API)
+@api_view(required_scopes={"POST": "runs:create"}, on=Executor.API, authenticates_in_view=True)
 async def create_and_stream(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/stream (and stateless /runs/stream): create a run, stream it."""
     run, subscription = await _admit(request, thread_id)
@@ -164,7 +168,7 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
     parameters=RUN_HEADERS,
     responses={200: FINAL_VALUES, **ADMISSION_ERRORS},
 )
-@api_view(required_scopes={"POST": "runs:create"}, on=Executor.API)
+@api_view(required_scopes={"POST": "runs:create"}, on=Executor.API, authenticates_in_view=True)
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
     run, subscription = await _admit(request, thread_id)

@@ -67,8 +67,12 @@ async def direct_worker(
 
 
 async def admit(user: Any, thread: Thread, body: dict[str, Any]) -> Run:
-    return await admission.aadmit_run(
-        user=user, thread_id=thread.pk, request=parse_run_create(body)
+    return await call_sync(
+        admission.admit_run,
+        user=user,
+        thread_id=thread.pk,
+        request=parse_run_create(body),
+        on=Executor.API,
     )
 
 

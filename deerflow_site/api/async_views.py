@@ -44,6 +44,19 @@ def _authenticate(request: HttpRequest, view: Any) -> Any:
     return user
 
 
+def authenticate_in_view(request: HttpRequest) -> Any:
+    """For views of `api_view(authenticates_in_view=True)`: authenticate the request (401 as
+    `api_view` answers it), check the scope (403), set `request.user` and parse the body (422),
+    in that order, from the view's own sync code, so that authentication shares its thread hop.
+    Returns the user."""
+    user = _authenticate(request, request.api_view)  # type: ignore[attr-defined]
+    if user is None or not user.is_authenticated:
+        raise drf_exceptions.NotAuthenticated(NOT_AUTHENTICATED["detail"])
+    request.user = user
+    request.json_body = json_body(request)  # type: ignore[attr-defined]
+    return user
+
+
 def unauthorized(request: HttpRequest, detail: Any) -> JsonResponse:
     """A 401 with the `WWW-Authenticate` challenge DRF's views send (the first authenticator's)."""
     response = JsonResponse({"detail": detail}, status=401)
@@ -58,6 +71,7 @@ def api_view(
     *,
     required_scopes: Mapping[str, str] | None = None,
     on: Executor = Executor.THREAD_SENSITIVE,
+    authenticates_in_view: bool = False,
 ) -> Callable[[AsyncView], AsyncView]:
     """Wrap an async view: authenticate (401), check the API scope of the method (403, the
     `HasScope` permission of DRF views: `required_scopes={"POST": "runs:create"}`), map domain
@@ -66,11 +80,24 @@ def api_view(
     The view receives `request.user` set; JSON body errors become 422. `on`: the executor
     (`deerflow_site.bridge`) the view does its database work on, where authentication runs too:
     `Executor.API` for long responses, instead of the request's own thread.
+    `authenticates_in_view`: the view calls `authenticate_in_view(request)` first thing in its
+    own sync code (one thread hop for authentication and its work); its 401s are answered here.
     """
 
     def decorate(view: AsyncView) -> AsyncView:
         @functools.wraps(view)
         async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if authenticates_in_view:
+                request.api_view = wrapped  # type: ignore[attr-defined]
+                try:
+                    return await view(request, *args, **kwargs)
+                except (
+                    drf_exceptions.NotAuthenticated,
+                    drf_exceptions.AuthenticationFailed,
+                ) as exc:
+                    return unauthorized(request, exc.detail)
+                except Exception as exc:
+                    return error_response(exc)
             try:
                 user = await call_sync(_authenticate, request, wrapped, on=on)
             except (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed) as exc:
