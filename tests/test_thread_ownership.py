@@ -286,3 +286,22 @@ def thread_permission_ids() -> set[int]:
 def remake_thread_permissions() -> None:
     Permission.objects.filter(content_type__app_label="threads").delete()
     emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+
+
+def test_require_visible_thread_follows_owner_shares_and_staff(user, other_user, make_user):
+    from threads.exceptions import ThreadNotFound
+    from threads.selectors import require_visible_thread
+
+    create_thread(user=user, thread_id="seen")
+    assert require_visible_thread(user=user, thread_id="seen") == "seen"
+    with pytest.raises(ThreadNotFound):
+        require_visible_thread(user=other_user, thread_id="seen")
+    with pytest.raises(ThreadNotFound):
+        require_visible_thread(user=user, thread_id="no-such-thread")
+    team = Group.objects.create(name="team")
+    other_user.groups.add(team)
+    assign_perm("view_thread", team, Thread.objects.get(pk="seen"))
+    assert require_visible_thread(user=other_user, thread_id="seen") == "seen"
+    staff = make_user("staff", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_thread"))
+    assert require_visible_thread(user=staff, thread_id="seen") == "seen"

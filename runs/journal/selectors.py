@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, OuterRef, Subquery, Sum
+from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 
 from deerflow_site.api.ids import validate_thread_id
@@ -18,7 +18,7 @@ from runs.journal.catalog import EventCategory, EventType
 from runs.journal.rendering import StoredEvent, stored_event, uuid_text
 from runs.models import Run, RunEvent, RunModelUsage
 from runs.selectors import get_run
-from threads.selectors import get_thread
+from threads.selectors import require_visible_thread
 
 #: A window of events, as stored (see runs.journal.rendering): the ORM would decode content
 #: and metadata only for the page to encode them again. `{scope}` narrows to a thread's or a
@@ -28,6 +28,17 @@ WINDOW_SQL = """
            CAST(e.content AS TEXT), CAST(e.metadata AS TEXT), e.created_at
     FROM {events} e WHERE {scope}{bounds}
     ORDER BY e.seq {order} LIMIT %s
+"""
+#: The newest AI message of each run: one backward seek in (run, event_type, seq) per run.
+LAST_AI_SEQS_SQL = """
+    SELECT (SELECT e.seq FROM {events} e WHERE e.run_id = r.run_id AND e.event_type = %s
+            ORDER BY e.seq DESC LIMIT 1)
+    FROM {run_table} r WHERE r.run_id IN ({runs})
+"""
+#: The caller's feedback on those runs (one per user and run).
+FEEDBACK_SQL = """
+    SELECT run_id, feedback_id, rating, comment FROM {feedback}
+    WHERE user_id = %s AND run_id IN ({runs})
 """
 THREAD_CATEGORY_SCOPE = "e.thread_id = %s AND e.category = %s"
 RUN_CATEGORY_SCOPE = "e.run_id = %s AND e.category = %s"
@@ -72,10 +83,8 @@ def event_window(scope: str, params: list[Any], window: Window) -> tuple[list[St
 def thread_messages(*, user: Any, thread_id: str, window: Window) -> list[StoredEvent]:
     """The displayable messages of every run of the thread; the last AI message of each run
     carries `feedback`: the caller's `{feedback_id, rating, comment}`, or None."""
-    thread = get_thread(user=user, thread_id=validate_thread_id(thread_id))
-    rows, _ = event_window(
-        THREAD_CATEGORY_SCOPE, [thread.thread_id, EventCategory.MESSAGE.value], window
-    )
+    thread_id = require_visible_thread(user=user, thread_id=validate_thread_id(thread_id))
+    rows, _ = event_window(THREAD_CATEGORY_SCOPE, [thread_id, EventCategory.MESSAGE.value], window)
     return _with_feedback(rows, user=user)
 
 
@@ -83,25 +92,34 @@ def _with_feedback(rows: list[StoredEvent], *, user: Any) -> list[StoredEvent]:
     run_ids = {row.run_id for row in rows if row.event_type == EventType.AI_RESPONSE}
     if not run_ids:
         return rows
-    # One index seek per run (its newest AI message), not a scan of the run's messages.
-    newest = RunEvent.objects.filter(
-        run_id=OuterRef("pk"), event_type=EventType.AI_RESPONSE
-    ).order_by("-seq")
-    last_ai_seqs = set(
-        Run.objects.filter(pk__in=run_ids)
-        .annotate(last=Subquery(newest.values("seq")[:1]))
-        .order_by()
-        .values_list("last", flat=True)
-    )
-    last_runs = {row.run_id for row in rows if row.seq in last_ai_seqs}
-    if not last_runs:
-        return rows
-    given = {
-        uuid_text(run_id): {"feedback_id": feedback_id, "rating": rating, "comment": comment}
-        for run_id, feedback_id, rating, comment in Feedback.objects.filter(
-            user=user, run_id__in=last_runs
-        ).values_list("run_id", "feedback_id", "rating", "comment")
-    }
+    run_keys = [Run._meta.pk.get_db_prep_value(run_id, connection) for run_id in run_ids]
+    marks = ", ".join("%s" for _ in run_keys)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            LAST_AI_SEQS_SQL.format(
+                events=RunEvent._meta.db_table, run_table=Run._meta.db_table, runs=marks
+            ),
+            [EventType.AI_RESPONSE.value, *run_keys],
+        )
+        last_ai_seqs = {seq for (seq,) in cursor.fetchall()}
+        last_runs = [row.run_id for row in rows if row.seq in last_ai_seqs]
+        if not last_runs:
+            return rows
+        keys = [Run._meta.pk.get_db_prep_value(run_id, connection) for run_id in last_runs]
+        cursor.execute(
+            FEEDBACK_SQL.format(
+                feedback=Feedback._meta.db_table, runs=", ".join("%s" for _ in keys)
+            ),
+            [user.pk, *keys],
+        )
+        given = {
+            uuid_text(run_id): {
+                "feedback_id": uuid_text(feedback_id),
+                "rating": rating,
+                "comment": comment,
+            }
+            for run_id, feedback_id, rating, comment in cursor.fetchall()
+        }
     return [
         row._replace(feedback=given.get(row.run_id)) if row.seq in last_ai_seqs else row
         for row in rows
@@ -137,11 +155,11 @@ def _run_key(run: Run) -> Any:
 def thread_token_usage(*, user: Any, thread_id: str, include_active: bool) -> dict[str, Any]:
     """Token totals of the thread's ended runs (and running ones with `include_active`),
     summed by the database, in total and by model (`runs`: how many runs used the model)."""
-    thread = get_thread(user=user, thread_id=validate_thread_id(thread_id))
+    thread_id = require_visible_thread(user=user, thread_id=validate_thread_id(thread_id))
     counted = [s for s in Run.Status.values if s != Run.Status.PENDING]
     if not include_active:
         counted.remove(Run.Status.RUNNING)
-    runs = Run.objects.filter(thread=thread, status__in=counted)
+    runs = Run.objects.filter(thread_id=thread_id, status__in=counted)
     totals = runs.aggregate(
         input_tokens=Coalesce(Sum("input_tokens"), 0),
         output_tokens=Coalesce(Sum("output_tokens"), 0),
@@ -160,7 +178,7 @@ def thread_token_usage(*, user: Any, thread_id: str, include_active: bool) -> di
         .order_by("model_name")
     )
     return {
-        "thread_id": thread.thread_id,
+        "thread_id": thread_id,
         "total_input_tokens": totals["input_tokens"],
         "total_output_tokens": totals["output_tokens"],
         "total_tokens": totals["total_tokens"],
