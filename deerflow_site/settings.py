@@ -174,6 +174,8 @@ DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: the bus, never the record ----------------------------------------------
+#: Messages one listener holds before new ones are dropped (on the layer and in-process alike).
+CHANNEL_CAPACITY = env_int("DEERFLOW_CHANNEL_CAPACITY", 2000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -182,7 +184,7 @@ if REDIS_URL:
                 # Longer than the layer's 5 s blocking pops: redis-py 8 defaults sockets to a 5 s
                 # read timeout, which broke every idle receive.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
-                "capacity": env_int("DEERFLOW_CHANNEL_CAPACITY", 2000),
+                "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
                 "prefix": os.environ.get("DEERFLOW_CHANNEL_PREFIX", "deerflow"),
             },
@@ -192,7 +194,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": env_int("DEERFLOW_CHANNEL_CAPACITY", 2000), "expiry": 60},
+            "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": 60},
         }
     }
 

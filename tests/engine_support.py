@@ -14,7 +14,7 @@ from channels.layers import channel_layers
 from django.utils import timezone
 
 from deerflow_site.bridge import Executor, call_sync
-from runs.engine import bus, queue
+from runs.engine import Subscription, bus, queue
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.registry import resolve_assistant
 from runs.models import Run
@@ -89,16 +89,16 @@ class RunListener:
     def __init__(self, run_id: Any, wait_seconds: float = 20.0) -> None:
         self.run_id = run_id
         self.wait_seconds = wait_seconds
-        self.channel = ""
+        self.subscription: Subscription | None = None
         self.events: list[Received] = []
 
     async def __aenter__(self) -> RunListener:
-        self.channel = await bus.layer().new_channel()
-        await bus.layer().group_add(bus.run_stream_group(self.run_id), self.channel)
+        self.subscription = await Subscription.open(bus.run_stream_group(self.run_id))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await bus.layer().group_discard(bus.run_stream_group(self.run_id), self.channel)
+        assert self.subscription is not None
+        await self.subscription.close()
 
     async def until_end(self) -> list[Received]:
         """Every event up to and including `end`."""
@@ -108,7 +108,10 @@ class RunListener:
         return self.events
 
     async def next(self) -> Received:
-        message = await asyncio.wait_for(bus.layer().receive(self.channel), self.wait_seconds)
+        assert self.subscription is not None
+        message = await self.subscription.receive(within=self.wait_seconds)
+        if message is None:
+            raise TimeoutError(f"no event of run {self.run_id} in {self.wait_seconds} s")
         received = Received(message["id"], message["event"], json.loads(message["data"]))
         self.events.append(received)
         return received

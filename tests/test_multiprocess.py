@@ -190,6 +190,46 @@ async def test_run_created_through_one_web_process_streams_to_a_client_of_the_ot
     assert worker.owns(finished), finished.worker_id
 
 
+@pytest.fixture
+def executing_web(live_server_factory: LiveServerFactory) -> Iterator[LiveServer]:
+    """A web process with its embedded worker: runs created there execute there, and its own
+    streams get their events by local fan-out. Stopped after the test, so that other tests'
+    runs go to the workers they start."""
+    server = live_server_factory.start(DEERFLOW_EMBEDDED_WORKER="true")
+    yield server
+    server.stop()
+
+
+async def test_a_run_streams_once_to_its_own_process_and_by_the_layer_to_another(
+    executing_web: LiveServer, sdk_b: Any, user: Any
+) -> None:
+    sdk_local = get_client(url=executing_web.api_url, api_key=token_for(user))
+    thread_id = await new_thread(sdk_local)
+    local = sdk_local.runs.stream(
+        thread_id, "slow", input={"steps": 30, "delay": 0.1}, stream_mode="custom"
+    )
+    local_parts = [await anext(local)]
+    local_parts.append(await first_part(local, "custom"))
+    run_id = local_parts[0].data["run_id"]
+    # B joins a run executing in the other process: its events come through Redis.
+    remote = sdk_b.runs.join_stream(thread_id, run_id, stream_mode="custom")
+
+    rest, remote_parts = await asyncio.gather(rest_of(local), rest_of(remote))
+
+    local_parts += rest
+    assert [part.event for part in local_parts] == ["metadata"] + ["custom"] * 30 + ["end"]
+    assert [part.data["tick"] for part in local_parts[1:-1]] == list(range(1, 31))
+    ids = [int(part.id) for part in local_parts]
+    assert ids[:-1] == list(range(31))  # each event once, none lost (`end` has its own id)
+    assert ids[-1] > ids[-2]
+    ticks = [part.data["tick"] for part in remote_parts if part.event == "custom"]
+    assert ticks and ticks == list(range(ticks[0], 31)), [p.event for p in remote_parts]
+    assert remote_parts[-1].event == "end"
+    finished = await stored(run_id)
+    assert finished.status == Run.Status.SUCCESS
+    assert finished.worker_id.startswith(f"{socket.gethostname()}:{executing_web.process.pid}:")
+
+
 # --- Cancellation -----------------------------------------------------------------------------
 
 

@@ -82,6 +82,23 @@ async def test_a_stream_whose_end_message_was_lost_ends_from_the_database(sdk):
     assert time.monotonic() - started < 0.5 + 4 * HEARTBEAT_SECONDS
 
 
+async def test_every_stream_and_wait_of_a_run_whose_end_was_lost_ends_from_the_database(sdk):
+    thread_id = (await sdk.threads.create())["thread_id"]
+    run = await sdk.runs.create(thread_id, "echo", input={}, after_seconds=60)
+    streams = [sdk.runs.join_stream(thread_id, run["run_id"]) for _ in range(3)]
+    seen = [[(await anext(stream)).event] for stream in streams]  # each one is joined
+    waiting = asyncio.create_task(sdk.runs.join(thread_id, run["run_id"]))
+
+    await Run.objects.filter(pk=run["run_id"]).aupdate(status="interrupted")
+
+    # One status check of the run in the server, shared by its streams and its wait.
+    async with asyncio.timeout(30):
+        for events, stream in zip(seen, streams, strict=True):
+            events.extend([part.event async for part in stream])
+        await waiting
+    assert seen == [["metadata", "end"]] * 3
+
+
 async def test_a_last_event_id_older_than_what_is_kept_gets_a_gap(sdk):
     thread_id = (await sdk.threads.create())["thread_id"]
     live = await streamed_resumable_run(sdk, thread_id, steps=4)

@@ -5,7 +5,8 @@ Where each step of a run's life is:
 - queued, claimed, recovered: `queue` (the runs table is the queue; `FOR UPDATE SKIP LOCKED`
   under a renewed lease; expired leases are reaped);
 - executed: `worker` (claims, renews, obeys cancels) and `executor` (LangGraph's astream);
-- streamed: `streaming` (events to the bus and, for resumable runs, the database) and `bus`;
+- streamed: `streaming` (events numbered, and for resumable runs stored), `fanout` (to this
+  process's subscribers directly, to other processes through `bus`);
 - finished: `finish` (the run's final status and its thread's, in one transaction);
 - the checkpointer: `checkpointer` opens the savers, `checkpoints` operates on checkpoints,
   `state` reads and writes a thread's state through its graph;
@@ -13,7 +14,7 @@ Where each step of a run's life is:
 """
 
 from runs.engine import bus
-from runs.engine.bus import Subscription, send_after_commit, subscribe_then
+from runs.engine.bus import send_after_commit
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.checkpoints import (
     acheckpoint_exists,
@@ -26,6 +27,7 @@ from runs.engine.checkpoints import (
 from runs.engine.direct import DirectStart, queue_is_clear, reserve_direct_start
 from runs.engine.embedded import ensure_embedded_worker
 from runs.engine.errors import AssistantNotFound, CheckpointNotFound, GraphNotRegistered
+from runs.engine.fanout import Subscription, subscribe_then
 from runs.engine.finish import ThreadSnapshot, settle_thread, thread_status
 from runs.engine.graph_schemas import graph_drawing, graph_schemas, subgraph_schemas
 from runs.engine.graphs import describe_agent_model

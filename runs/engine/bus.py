@@ -1,7 +1,9 @@
 """The channel layer as the bus between web processes and workers: never the record.
 
 Three kinds of message travel on it:
-- stream events of a run, to the group `run_stream_group(run_id)` (the SSE views listen);
+- stream events of a run, to the groups `run_stream_group(run_id)` and `thread_stream_group`
+  (the SSE views listen): only to other processes, through `fanout`, which hands them to this
+  process's subscribers directly;
 - cancel requests, to `worker_control_group(worker_id)` of the worker executing the run (each
   worker listens on its own group from its start, so no cancel can come before it listens);
 - queue wake-ups, to `WAKEUP_GROUP` (idle workers listen).
@@ -10,22 +12,19 @@ A lost message costs latency, not correctness: workers also poll the database fo
 and cancel flags, and stream views also read stored events and the run's final status.
 """
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.db import transaction
 
-from deerflow_site.bridge import Executor, call_async, call_sync
+from deerflow_site.bridge import call_async
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 WAKEUP_GROUP = "runs.wakeup"
 
@@ -89,14 +88,6 @@ def layer() -> BaseChannelLayer:
     return channel_layer
 
 
-async def publish_event(*, run_id: UUID | str, thread_id: str, event: StreamEvent) -> None:
-    """Fan one stream event out to the run's listeners and the thread's."""
-    message = event.as_message(run_id)
-    channel_layer = layer()
-    await channel_layer.group_send(run_stream_group(run_id), message)
-    await channel_layer.group_send(thread_stream_group(thread_id), message)
-
-
 async def publish_cancel(*, run_id: UUID | str, worker_id: str, action: str) -> None:
     """Ask the worker executing the run to stop it (`interrupt` or `rollback`)."""
     await layer().group_send(
@@ -121,57 +112,6 @@ def send_after_commit(publish: Callable[..., Awaitable[None]], /, **kwargs: Any)
             logger.warning("a bus message was not sent", exc_info=True)
 
     transaction.on_commit(send)
-
-
-class Subscription:
-    """A fresh bus channel in some groups; waiting on it with a timeout loses no message."""
-
-    def __init__(self, channel: str, groups: tuple[str, ...]) -> None:
-        self.channel = channel
-        self.groups = groups
-        self._receiving: asyncio.Future | None = None
-
-    @classmethod
-    async def open(cls, *groups: str) -> "Subscription":
-        channel_layer = layer()
-        channel = await channel_layer.new_channel()
-        for group in groups:
-            await channel_layer.group_add(group, channel)
-        return cls(channel, groups)
-
-    async def receive(self, within: float) -> dict[str, Any] | None:
-        """The next message, or None after `within` seconds (the pending read is kept)."""
-        if self._receiving is None:
-            self._receiving = asyncio.ensure_future(layer().receive(self.channel))
-        done, _ = await asyncio.wait({self._receiving}, timeout=max(within, 0))
-        if not done:
-            return None
-        receiving, self._receiving = self._receiving, None
-        return receiving.result()
-
-    async def close(self) -> None:
-        if self._receiving is not None:
-            self._receiving.cancel()
-            self._receiving = None
-        channel_layer = layer()
-        for group in self.groups:
-            try:
-                await channel_layer.group_discard(group, self.channel)
-            except Exception:  # the layer's own expiry removes it anyway
-                logger.debug("group_discard failed", exc_info=True)
-
-
-async def subscribe_then(
-    group: str, read: Callable[..., T], /, **kwargs: Any
-) -> tuple[T, Subscription]:
-    """Subscribe to `group`, then run `read(**kwargs)` (ORM code) on the database threads, so that
-    nothing published after the read is missed; the subscription is closed if the read fails."""
-    subscription = await Subscription.open(group)
-    try:
-        return await call_sync(read, **kwargs, on=Executor.API), subscription
-    except BaseException:
-        await subscription.close()
-        raise
 
 
 def out_of_band_event_id() -> int:

@@ -2,8 +2,9 @@
 
 Clients name stream modes as the LangGraph server does; LangGraph names them a little
 differently (`messages-tuple` and legacy `messages` both come from LangGraph's `messages`).
-Events are numbered 1, 2, 3… per run, stored first when the run is resumable, and published on
-the bus by a task of their own, so that a slow bus never stalls the graph.
+Events are numbered 1, 2, 3… per run, stored first when the run is resumable, and published
+(`fanout`: to this process's subscribers directly, to others' through the bus) by a task of
+their own, so that a slow bus never stalls the graph.
 """
 
 import asyncio
@@ -20,7 +21,7 @@ from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk
 
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.redaction import Redactor
-from runs.engine import bus
+from runs.engine import bus, fanout
 from runs.engine.serialization import to_jsonable
 from runs.models import Run, RunStreamEvent
 
@@ -154,11 +155,8 @@ class EventPublisher:
                 await call_sync(store_stream_events, self.run_id, events, on=Executor.ENGINE)
             except Exception:
                 logger.exception("run %s: cannot store stream events", self.run_id)
-        for event in events:
-            try:
-                await bus.publish_event(run_id=self.run_id, thread_id=self.thread_id, event=event)
-            except Exception:  # the bus is not the record: a lost event costs a client, not a run
-                logger.exception("run %s: cannot publish event %s", self.run_id, event.id)
+        # The bus is not the record: a lost event costs a client, not a run (logged there).
+        await fanout.publish_events(run_id=self.run_id, thread_id=self.thread_id, events=events)
 
 
 def store_stream_events(run_id: UUID, events: list[bus.StreamEvent]) -> None:
@@ -198,5 +196,4 @@ def out_of_band_events(events: list[tuple[str, Any]]) -> list[bus.StreamEvent]:
 
 async def publish_stream_events(*, run: Run, events: list[bus.StreamEvent]) -> None:
     """Publish events made with `out_of_band_events` (stored first by the caller if resumable)."""
-    for event in events:
-        await bus.publish_event(run_id=run.pk, thread_id=run.thread_id, event=event)
+    await fanout.publish_events(run_id=run.pk, thread_id=run.thread_id, events=events)

@@ -21,10 +21,12 @@ from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import Subscription, bus, subscribe_then
 from runs.models import Run
 from runs.sse.frames import HEARTBEAT, event_filter, frame, metadata_frame, wanted
+from runs.sse.status_checks import run_has_ended
 
 logger = logging.getLogger(__name__)
 
-#: Silent heartbeats between two looks at the run's status in the database (a lost `end`).
+#: Silent heartbeats between two looks at the run's status in the database (a lost `end`), an
+#: answer shared by the run's streams in this process (`status_checks`).
 HEARTBEATS_PER_STATUS_CHECK = 2
 REPLAY_PAGE = 500
 #: Ids from here up are the clock-based ones of terminal events published out of band.
@@ -185,8 +187,7 @@ async def _live_frames(
             last_write = time.monotonic()
             silent_heartbeats += 1
             if silent_heartbeats % HEARTBEATS_PER_STATUS_CHECK == 0:
-                status = await call_sync(selectors.run_status, run_id=run.pk, on=Executor.API)
-                if status not in Run.ACTIVE_STATUSES:
+                if await run_has_ended(run.pk, max_age=heartbeat):
                     # The `end` on the bus was lost (or the run was deleted): finish from the DB.
                     if run.resumable:
                         async for chunk in _replay(cursor=cursor, names=names):

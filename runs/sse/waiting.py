@@ -5,11 +5,10 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from deerflow_site.bridge import Executor, call_sync
-from runs import selectors
 from runs.engine import Subscription
 from runs.models import Run
 from runs.sse.run_stream import HEARTBEATS_PER_STATUS_CHECK
+from runs.sse.status_checks import run_has_ended
 
 
 async def heartbeats_until_run_ends(
@@ -20,15 +19,18 @@ async def heartbeats_until_run_ends(
     check_every: float | None = None,
 ) -> AsyncIterator[None]:
     """Yield every `interval` seconds until the run's `end` arrives or the DB says it finished
-    (looked up every `check_every` seconds, in case the `end` message was lost).
+    (looked up every `check_every` seconds, in case the `end` message was lost; the answer is
+    shared with the run's other streams in this process).
 
-    The caller owns the subscription (opened before the run could end) and closes it.
+    `run` was read (or admitted) after the subscription opened. The caller owns the
+    subscription and closes it.
     """
     interval = settings.SSE_HEARTBEAT_SECONDS if interval is None else interval
     if check_every is None:
         check_every = settings.SSE_HEARTBEAT_SECONDS * HEARTBEATS_PER_STATUS_CHECK
     run_id = str(run.pk)
-    if not await _active(run):
+    # Read after the subscription opened: if it ended since, its `end` is on the subscription.
+    if not run.is_active:
         return
     last_beat = last_check = time.monotonic()
     while True:
@@ -42,14 +44,8 @@ async def heartbeats_until_run_ends(
         now = time.monotonic()
         if now - last_check >= check_every:
             last_check = now
-            if not await _active(run):
+            if await run_has_ended(run.pk, max_age=check_every / 2):
                 return
         if now - last_beat >= interval:
             last_beat = now
             yield None
-
-
-async def _active(run: Run) -> bool:
-    """Whether the run is pending or running, as the database says now."""
-    status = await call_sync(selectors.run_status, run_id=run.pk, on=Executor.API)
-    return status in Run.ACTIVE_STATUSES

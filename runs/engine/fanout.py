@@ -1,0 +1,285 @@
+"""Local fan-out: stream events reach this process's subscribers directly, and other processes'
+through the channel layer.
+
+A `Subscription` registers by group (`bus.run_stream_group`, `bus.thread_stream_group`) with the
+hub of the event loop it waits on. `publish_events` hands each message, the same dict, to the
+local subscribers of its groups at once: no copy, no serialisation, no round trip through the
+layer, and no task or layer channel per subscriber.
+
+The in-memory channel layer reaches no other process, so stream events never go through it.
+A layer that does (Redis) carries each message as well, marked with this process's id
+(`origin`) and its group. Each hub listens there through one channel of its own, joined to the
+groups its subscribers want, hands what arrives to them, and drops its own process's messages,
+which its subscribers already have: a local subscriber gets each event once.
+
+Whether another process listens is not known without asking Redis, which is what `group_send`
+does anyway (an empty group costs its two lookups and sends nothing), so the layer copy is sent
+whenever the layer reaches other processes.
+"""
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer
+from django.conf import settings
+
+from deerflow_site.bridge import Executor, call_sync
+from runs.engine import bus
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Marks this process's messages on the layer, so that its hubs drop their own copies.
+PROCESS_ID = uuid.uuid4().hex
+#: How often a hub re-joins its groups on the layer (Redis forgets memberships after a day).
+GROUP_REFRESH_SECONDS = 600.0
+#: The pause after the layer failed a receive, before the next one (seconds).
+RECEIVE_RETRY_SECONDS = 1.0
+
+
+class Subscription:
+    """A listener to some groups. Messages wait in its inbox, in order, until `receive` takes
+    them; past CHANNEL_CAPACITY waiting, newer ones are dropped (as the channel layer does), so
+    a slow client never stalls a run."""
+
+    __slots__ = ("_hub", "_inbox", "_waiter", "groups")
+
+    def __init__(self, hub: "_Hub", groups: tuple[str, ...]) -> None:
+        self.groups = groups
+        self._hub = hub
+        self._inbox: deque[dict[str, Any]] | None = None  # made at the first message
+        self._waiter: asyncio.Future[None] | None = None
+
+    @classmethod
+    async def open(cls, *groups: str) -> "Subscription":
+        """Subscribed to `groups` once it returns: whatever is published afterwards, in this
+        process or another, reaches it. Raises what the layer raises (Redis unreachable)."""
+        hub = _hub_of_this_loop()
+        subscription = cls(hub, groups)
+        await hub.add(subscription)
+        return subscription
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Put a message in the inbox (on the subscription's event loop)."""
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        elif len(inbox) >= settings.CHANNEL_CAPACITY:
+            return
+        inbox.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self, within: float) -> dict[str, Any] | None:
+        """The next message, or None after `within` seconds."""
+        if not self._inbox:
+            if within <= 0:
+                return None
+            loop = self._hub.loop
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(within, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._inbox:
+                return None
+        return self._inbox.popleft()  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        """Stop listening (twice is harmless)."""
+        await self._hub.remove(self)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Membership:
+    """Whether a hub's listening channel is in a group on the layer (changed under the lock)."""
+
+    __slots__ = ("joined", "lock")
+
+    def __init__(self) -> None:
+        self.joined = False
+        self.lock = asyncio.Lock()
+
+
+class _Hub:
+    """The subscribers of one event loop by group and, when the layer reaches other processes,
+    the one channel through which they hear those processes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, channel_layer: BaseChannelLayer) -> None:
+        self.loop = loop
+        self.subscribers: dict[str, set[Subscription]] = {}
+        remote = not isinstance(channel_layer, InMemoryChannelLayer)
+        self.layer: BaseChannelLayer | None = channel_layer if remote else None
+        self.channel = ""
+        self._memberships: dict[str, _Membership] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def deliver(self, group: str, message: dict[str, Any]) -> None:
+        for subscription in self.subscribers.get(group, ()):
+            subscription.deliver(message)
+
+    async def add(self, subscription: Subscription) -> None:
+        for group in subscription.groups:
+            self.subscribers.setdefault(group, set()).add(subscription)
+        if self.layer is None:
+            return
+        try:
+            for group in subscription.groups:
+                await self._join(group)
+        except BaseException:
+            await self.remove(subscription)
+            raise
+
+    async def remove(self, subscription: Subscription) -> None:
+        emptied = []
+        for group in subscription.groups:
+            members = self.subscribers.get(group)
+            if members is None or subscription not in members:
+                continue
+            members.discard(subscription)
+            if not members:
+                del self.subscribers[group]
+                emptied.append(group)
+        if self.layer is not None:
+            for group in emptied:
+                await self._leave(group)
+
+    async def _join(self, group: str) -> None:
+        membership = self._memberships.get(group)
+        if membership is None:
+            membership = self._memberships[group] = _Membership()
+        async with membership.lock:
+            if not membership.joined:
+                await self.layer.group_add(group, await self._listening_channel())  # type: ignore[union-attr]
+                membership.joined = True
+
+    async def _leave(self, group: str) -> None:
+        membership = self._memberships.get(group)
+        if membership is None:
+            return
+        async with membership.lock:
+            if membership.joined and group not in self.subscribers:
+                membership.joined = False
+                try:
+                    await self.layer.group_discard(group, self.channel)  # type: ignore[union-attr]
+                except Exception:  # the layer's own expiry removes it anyway
+                    logger.debug("group_discard failed", exc_info=True)
+            # Someone may have subscribed meanwhile: then the entry stays theirs.
+            if group not in self.subscribers and self._memberships.get(group) is membership:
+                del self._memberships[group]
+
+    async def _listening_channel(self) -> str:
+        if not self.channel:
+            # The default prefix: channels_redis serialises a process's receives of its
+            # `specific.` channels on one lock, which the worker's channel shares.
+            channel = await self.layer.new_channel()  # type: ignore[union-attr]
+            if not self.channel:
+                self.channel = channel
+                self._tasks = [
+                    self.loop.create_task(self._listen(), name="fanout-listen"),
+                    self.loop.create_task(self._refresh_groups(), name="fanout-refresh"),
+                ]
+        return self.channel
+
+    async def _listen(self) -> None:
+        """Hand what other processes publish to this loop's subscribers."""
+        assert self.layer is not None
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("local fan-out: channel layer receive failed")
+                await asyncio.sleep(RECEIVE_RETRY_SECONDS)
+                continue
+            if message.get("origin") != PROCESS_ID:
+                self.deliver(message.get("group", ""), message)
+
+    async def _refresh_groups(self) -> None:
+        assert self.layer is not None
+        while True:
+            await asyncio.sleep(GROUP_REFRESH_SECONDS)
+            for group, membership in list(self._memberships.items()):
+                if membership.joined:
+                    try:
+                        await self.layer.group_add(group, self.channel)
+                    except Exception:
+                        logger.warning("local fan-out: cannot re-join %s", group, exc_info=True)
+
+
+_hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}
+
+
+def _hub_of_this_loop() -> _Hub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        for closed in [other for other in _hubs if other.is_closed()]:
+            del _hubs[closed]
+        hub = _hubs[loop] = _Hub(loop, bus.layer())
+    return hub
+
+
+def _deliver_locally(group: str, message: dict[str, Any]) -> None:
+    running = asyncio.get_running_loop()
+    hub = _hubs.get(running)
+    if hub is not None:
+        hub.deliver(group, message)
+    if len(_hubs) > (hub is not None):  # subscribers on another loop (another thread)
+        for loop, other in list(_hubs.items()):
+            if loop is not running and not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(other.deliver, group, message)
+                except RuntimeError:  # closed meanwhile
+                    pass
+
+
+async def publish_events(
+    *, run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
+) -> None:
+    """Fan a run's events out, in order, to the listeners of the run and of its thread: this
+    process's at once, other processes' through the layer (when it reaches them). A failure of
+    the layer is logged per event: the bus is not the record, and local subscribers have them."""
+    groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
+    messages = [event.as_message(run_id) for event in events]
+    for message in messages:
+        for group in groups:
+            _deliver_locally(group, message)
+    channel_layer = bus.layer()
+    if isinstance(channel_layer, InMemoryChannelLayer):
+        return
+    for message in messages:
+        for group in groups:
+            try:
+                await channel_layer.group_send(
+                    group, {**message, "group": group, "origin": PROCESS_ID}
+                )
+            except Exception:
+                logger.exception("run %s: cannot publish event %s", run_id, message["id"])
+
+
+async def subscribe_then(
+    group: str, read: Callable[..., T], /, **kwargs: Any
+) -> tuple[T, Subscription]:
+    """Subscribe to `group`, then run `read(**kwargs)` (ORM code) on the database threads, so that
+    nothing published after the read is missed; the subscription is closed if the read fails."""
+    subscription = await Subscription.open(group)
+    try:
+        return await call_sync(read, **kwargs, on=Executor.API), subscription
+    except BaseException:
+        await subscription.close()
+        raise

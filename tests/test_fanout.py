@@ -1,0 +1,178 @@
+"""Local fan-out: a run's events reach this process's subscribers directly, once each, in order;
+the channel layer carries them only to other processes (on Redis), never on the in-memory layer.
+"""
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from channels.layers import InMemoryChannelLayer, channel_layers
+
+from deerflow_site.bridge import Executor, call_sync
+from runs.engine import Subscription, bus, fanout
+
+ON_REDIS = not isinstance(bus.layer(), InMemoryChannelLayer)
+THREAD_ID = "fanout-thread"
+EVENTS = 50
+WAIT = 20.0
+
+
+@pytest.fixture(autouse=True)
+def fresh_layer() -> Any:
+    """A layer of this test's event loop (the in-memory one's queues are bound to one loop)."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+def events(count: int = EVENTS, first: int = 1) -> list[bus.StreamEvent]:
+    return [bus.StreamEvent.of(n, "custom", {"tick": n}) for n in range(first, first + count)]
+
+
+async def received_until(subscription: Subscription, last_id: int) -> list[dict[str, Any]]:
+    """Messages up to the one with `last_id` (whatever its origin)."""
+    messages: list[dict[str, Any]] = []
+    async with asyncio.timeout(WAIT):
+        while not messages or messages[-1]["id"] != last_id:
+            message = await subscription.receive(within=WAIT)
+            if message is not None:
+                messages.append(message)
+    return messages
+
+
+async def sent_by_another_process(group: str, event: bus.StreamEvent, run_id: Any) -> None:
+    """What another process's `publish_events` puts on the layer for `group`."""
+    message = {**event.as_message(run_id), "group": group, "origin": "another-process"}
+    await bus.layer().group_send(group, message)
+
+
+async def test_a_local_subscriber_gets_each_event_once_and_in_order() -> None:
+    run_id = uuid.uuid4()
+    subscription = await Subscription.open(bus.run_stream_group(run_id))
+    try:
+        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events())
+        if ON_REDIS:
+            # Sent after this process's own layer copies: once it is here, they came and went.
+            marker = bus.StreamEvent.of(EVENTS + 1, "custom", {"tick": "marker"})
+            await sent_by_another_process(bus.run_stream_group(run_id), marker, run_id)
+            received = await received_until(subscription, EVENTS + 1)
+            assert received.pop()["origin"] == "another-process"
+        else:
+            received = await received_until(subscription, EVENTS)
+        assert [m["id"] for m in received] == list(range(1, EVENTS + 1))
+        assert await subscription.receive(within=0) is None
+    finally:
+        await subscription.close()
+
+
+async def test_the_thread_group_gets_every_run_of_the_thread() -> None:
+    first_run, second_run = uuid.uuid4(), uuid.uuid4()
+    thread = await Subscription.open(bus.thread_stream_group(THREAD_ID))
+    run = await Subscription.open(bus.run_stream_group(first_run))
+    try:
+        await fanout.publish_events(run_id=first_run, thread_id=THREAD_ID, events=events(2))
+        await fanout.publish_events(run_id=second_run, thread_id=THREAD_ID, events=events(1))
+
+        got = [await thread.receive(within=WAIT) for _ in range(3)]
+        assert [(m["run_id"], m["id"]) for m in got] == [
+            (str(first_run), 1),
+            (str(first_run), 2),
+            (str(second_run), 1),
+        ]
+        assert [m["id"] for m in [await run.receive(within=WAIT) for _ in range(2)]] == [1, 2]
+    finally:
+        await thread.close()
+        await run.close()
+
+
+@pytest.mark.skipif(not ON_REDIS, reason="the in-memory layer reaches no other process")
+async def test_events_another_process_publishes_reach_the_local_subscribers_once_each() -> None:
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    first = await Subscription.open(group)
+    second = await Subscription.open(group)
+    try:
+        for event in events(3):
+            await sent_by_another_process(group, event, run_id)
+        for subscription in (first, second):
+            assert [m["id"] for m in await received_until(subscription, 3)] == [1, 2, 3]
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.skipif(ON_REDIS, reason="on Redis the layer carries events to other processes")
+async def test_the_in_memory_layer_carries_no_stream_event() -> None:
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    channel_layer = bus.layer()
+    raw = await channel_layer.new_channel()
+    await channel_layer.group_add(group, raw)
+    local = await Subscription.open(group)
+    try:
+        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(3))
+        await channel_layer.group_send(group, {"type": "marker"})
+
+        assert (await channel_layer.receive(raw))["type"] == "marker"
+        assert [(await local.receive(within=WAIT))["id"] for _ in range(3)] == [1, 2, 3]
+    finally:
+        await local.close()
+        await channel_layer.group_discard(group, raw)
+
+
+async def test_a_closed_subscription_hears_nothing_more_and_is_forgotten() -> None:
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    closed = await Subscription.open(group)
+    await closed.close()
+    await closed.close()  # twice is harmless
+    staying = await Subscription.open(group)
+    try:
+        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(1))
+
+        assert (await staying.receive(within=WAIT))["id"] == 1
+        assert await closed.receive(within=0) is None
+    finally:
+        await staying.close()
+    hub = fanout._hubs[asyncio.get_running_loop()]
+    assert group not in hub.subscribers
+    assert group not in hub._memberships
+
+
+async def test_a_subscriber_that_does_not_read_keeps_at_most_the_capacity(settings) -> None:
+    settings.CHANNEL_CAPACITY = 5
+    run_id = uuid.uuid4()
+    subscription = await Subscription.open(bus.run_stream_group(run_id))
+    try:
+        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(8))
+        kept = []
+        while (message := await subscription.receive(within=0)) is not None:
+            kept.append(message["id"])
+        assert kept == [1, 2, 3, 4, 5]  # newer ones dropped, as the channel layer drops them
+    finally:
+        await subscription.close()
+
+
+async def test_a_subscriber_waiting_on_another_event_loop_is_woken() -> None:
+    run_id = uuid.uuid4()
+    subscribed = threading.Event()
+    received: list[int] = []
+
+    async def listen() -> None:
+        subscription = await Subscription.open(bus.run_stream_group(run_id))
+        subscribed.set()
+        try:
+            message = await subscription.receive(within=WAIT)
+            received.append(message["id"] if message else -1)
+        finally:
+            await subscription.close()
+
+    listener = threading.Thread(target=asyncio.run, args=(listen(),))
+    listener.start()
+    await call_sync(subscribed.wait, WAIT, on=Executor.BLOCKING)
+    await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(1))
+    await call_sync(listener.join, WAIT, on=Executor.BLOCKING)
+
+    assert received == [1]
