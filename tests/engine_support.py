@@ -14,7 +14,7 @@ from channels.layers import channel_layers
 from django.utils import timezone
 
 from deerflow_site.bridge import Executor, call_sync
-from runs.engine import Subscription, bus, queue
+from runs.engine import Subscription, bus, fanout, queue
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.registry import resolve_assistant
 from runs.models import Run
@@ -99,6 +99,7 @@ class RunListener:
     async def __aexit__(self, *exc: object) -> None:
         assert self.subscription is not None
         await self.subscription.close()
+        await fanout.stop_listening()
 
     async def until_end(self) -> list[Received]:
         """Every event up to and including `end`."""

@@ -20,10 +20,12 @@ WAIT = 20.0
 
 
 @pytest.fixture(autouse=True)
-def fresh_layer() -> Any:
-    """A layer of this test's event loop (the in-memory one's queues are bound to one loop)."""
+async def fresh_layer() -> Any:
+    """A layer of this test's event loop (the in-memory one's queues are bound to one loop),
+    whose listener is stopped at the end."""
     channel_layers.backends.clear()
     yield
+    await fanout.stop_listening()
     channel_layers.backends.clear()
 
 
@@ -59,6 +61,8 @@ async def test_a_local_subscriber_gets_each_event_once_and_in_order() -> None:
             await sent_by_another_process(bus.run_stream_group(run_id), marker, run_id)
             received = await received_until(subscription, EVENTS + 1)
             assert received.pop()["origin"] == "another-process"
+            # No other process listened: nothing was sent to the layer but the marker.
+            assert fanout._hubs[asyncio.get_running_loop()].own_copies_dropped == 0
         else:
             received = await received_until(subscription, EVENTS)
         assert [m["id"] for m in received] == list(range(1, EVENTS + 1))
@@ -101,6 +105,30 @@ async def test_events_another_process_publishes_reach_the_local_subscribers_once
     finally:
         await first.close()
         await second.close()
+
+
+@pytest.mark.skipif(not ON_REDIS, reason="the in-memory layer reaches no other process")
+async def test_while_another_process_listens_it_gets_the_events_and_locals_get_them_once() -> None:
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    channel_layer = bus.layer()
+    # Not a channel of this process's hub: to the publisher, another process's listener.
+    another_process = await channel_layer.new_channel()
+    await channel_layer.group_add(group, another_process)
+    local = await Subscription.open(group)
+    try:
+        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(3))
+        remote = [await channel_layer.receive(another_process) for _ in range(3)]
+        marker = bus.StreamEvent.of(4, "custom", {"tick": "marker"})
+        await sent_by_another_process(group, marker, run_id)
+
+        assert [m["id"] for m in remote] == [1, 2, 3]
+        assert {m["origin"] for m in remote} == {fanout.PROCESS_ID}
+        assert [m["id"] for m in await received_until(local, 4)] == [1, 2, 3, 4]
+        assert fanout._hubs[asyncio.get_running_loop()].own_copies_dropped == 3
+    finally:
+        await local.close()
+        await channel_layer.group_discard(group, another_process)
 
 
 @pytest.mark.skipif(ON_REDIS, reason="on Redis the layer carries events to other processes")
@@ -168,6 +196,7 @@ async def test_a_subscriber_waiting_on_another_event_loop_is_woken() -> None:
             received.append(message["id"] if message else -1)
         finally:
             await subscription.close()
+            await fanout.stop_listening()
 
     listener = threading.Thread(target=asyncio.run, args=(listen(),))
     listener.start()

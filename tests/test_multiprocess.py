@@ -200,10 +200,14 @@ def executing_web(live_server_factory: LiveServerFactory) -> Iterator[LiveServer
     server.stop()
 
 
+@pytest.fixture
+def sdk_local(executing_web: LiveServer, user: Any) -> Any:
+    return get_client(url=executing_web.api_url, api_key=token_for(user))
+
+
 async def test_a_run_streams_once_to_its_own_process_and_by_the_layer_to_another(
-    executing_web: LiveServer, sdk_b: Any, user: Any
+    executing_web: LiveServer, sdk_local: Any, sdk_b: Any
 ) -> None:
-    sdk_local = get_client(url=executing_web.api_url, api_key=token_for(user))
     thread_id = await new_thread(sdk_local)
     local = sdk_local.runs.stream(
         thread_id, "slow", input={"steps": 30, "delay": 0.1}, stream_mode="custom"

@@ -7,14 +7,12 @@ local subscribers of its groups at once: no copy, no serialisation, no round tri
 layer, and no task or layer channel per subscriber.
 
 The in-memory channel layer reaches no other process, so stream events never go through it.
-A layer that does (Redis) carries each message as well, marked with this process's id
-(`origin`) and its group. Each hub listens there through one channel of its own, joined to the
-groups its subscribers want, hands what arrives to them, and drops its own process's messages,
-which its subscribers already have: a local subscriber gets each event once.
-
-Whether another process listens is not known without asking Redis, which is what `group_send`
-does anyway (an empty group costs its two lookups and sends nothing), so the layer copy is sent
-whenever the layer reaches other processes.
+A layer that does (Redis) carries each message too, marked with its group and this process's
+id (`origin`), but only when someone else listens: for a group that has subscribers here (so
+this process's channel is in it), the group's members are looked up first, and the message is
+sent only when another process's channel is among them. Each hub listens on the layer through
+one channel of its own, joined to the groups its subscribers want, hands what arrives to them,
+and drops what its own process sent: a local subscriber gets each event once.
 """
 
 import asyncio
@@ -41,6 +39,11 @@ PROCESS_ID = uuid.uuid4().hex
 GROUP_REFRESH_SECONDS = 600.0
 #: The pause after the layer failed a receive, before the next one (seconds).
 RECEIVE_RETRY_SECONDS = 1.0
+#: How long `stop_listening` waits for a listener to read its stop message (seconds).
+STOP_SECONDS = 10.0
+#: The message that ends a hub's listener (a cancelled channels_redis receive can swallow the
+#: cancellation, so a listener is asked to stop instead).
+STOP = "fanout.stop"
 
 
 class Subscription:
@@ -125,7 +128,10 @@ class _Hub:
         self.layer: BaseChannelLayer | None = channel_layer if remote else None
         self.channel = ""
         self._memberships: dict[str, _Membership] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: asyncio.Task[None] | None = None
+        #: Messages of this process that came back through the layer (and were dropped).
+        self.own_copies_dropped = 0
+        self._refresher: asyncio.Task[None] | None = None
 
     def deliver(self, group: str, message: dict[str, Any]) -> None:
         for subscription in self.subscribers.get(group, ()):
@@ -186,16 +192,14 @@ class _Hub:
             # The default prefix: channels_redis serialises a process's receives of its
             # `specific.` channels on one lock, which the worker's channel shares.
             channel = await self.layer.new_channel()  # type: ignore[union-attr]
-            if not self.channel:
-                self.channel = channel
-                self._tasks = [
-                    self.loop.create_task(self._listen(), name="fanout-listen"),
-                    self.loop.create_task(self._refresh_groups(), name="fanout-refresh"),
-                ]
+            self.channel = self.channel or channel
+        if self._listener is None:
+            self._listener = self.loop.create_task(self._listen(), name="fanout-listen")
+            self._refresher = self.loop.create_task(self._refresh_groups(), name="fanout-refresh")
         return self.channel
 
     async def _listen(self) -> None:
-        """Hand what other processes publish to this loop's subscribers."""
+        """Hand what other processes publish to this loop's subscribers, until STOP."""
         assert self.layer is not None
         while True:
             try:
@@ -206,8 +210,42 @@ class _Hub:
                 logger.exception("local fan-out: channel layer receive failed")
                 await asyncio.sleep(RECEIVE_RETRY_SECONDS)
                 continue
-            if message.get("origin") != PROCESS_ID:
+            if message.get("type") == STOP:
+                return
+            if message.get("origin") == PROCESS_ID:
+                self.own_copies_dropped += 1
+            else:
                 self.deliver(message.get("group", ""), message)
+
+    async def stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+        if listener is None or listener.done():
+            return
+        try:
+            await self.layer.send(self.channel, {"type": STOP})  # type: ignore[union-attr]
+        except Exception:
+            logger.warning("local fan-out: cannot stop the listener", exc_info=True)
+        else:
+            await asyncio.wait({listener}, timeout=STOP_SECONDS)
+        if not listener.done():
+            listener.cancel()
+
+    async def others_listen(self, group: str) -> bool:
+        """Whether a channel other than this process's listeners is in `group` on the layer.
+        channels_redis keeps a group as a sorted set of its channels; a layer whose groups
+        cannot be read is assumed to have listeners."""
+        group_key = getattr(self.layer, "_group_key", None)
+        if group_key is None:
+            return True
+        layer: Any = self.layer
+        members = await layer.connection(layer.consistent_hash(group)).zrange(
+            group_key(group), 0, -1
+        )
+        own = {hub.channel for hub in list(_hubs.values())}
+        return any(member.decode() not in own for member in members)
 
     async def _refresh_groups(self) -> None:
         assert self.layer is not None
@@ -234,7 +272,9 @@ def _hub_of_this_loop() -> _Hub:
     return hub
 
 
-def _deliver_locally(group: str, message: dict[str, Any]) -> None:
+def _deliver_locally(group: str, message: dict[str, Any]) -> bool:
+    """Hand a message to the subscribers of `group` on every event loop of this process (on
+    another loop, through that loop's thread-safe call); whether this loop's hub has any."""
     running = asyncio.get_running_loop()
     hub = _hubs.get(running)
     if hub is not None:
@@ -246,30 +286,37 @@ def _deliver_locally(group: str, message: dict[str, Any]) -> None:
                     loop.call_soon_threadsafe(other.deliver, group, message)
                 except RuntimeError:  # closed meanwhile
                     pass
+    return hub is not None and group in hub.subscribers
 
 
 async def publish_events(
     *, run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
 ) -> None:
     """Fan a run's events out, in order, to the listeners of the run and of its thread: this
-    process's at once, other processes' through the layer (when it reaches them). A failure of
-    the layer is logged per event: the bus is not the record, and local subscribers have them."""
+    process's at once, other processes' through the layer (when it reaches them and they
+    listen). A failure of the layer is logged per event: the bus is not the record."""
     groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
     messages = [event.as_message(run_id) for event in events]
+    listened_here = set()
     for message in messages:
         for group in groups:
-            _deliver_locally(group, message)
+            if _deliver_locally(group, message):
+                listened_here.add(group)
     channel_layer = bus.layer()
-    if isinstance(channel_layer, InMemoryChannelLayer):
+    if isinstance(channel_layer, InMemoryChannelLayer) or not messages:
         return
-    for message in messages:
-        for group in groups:
-            try:
+    hub = _hub_of_this_loop()
+    for group in groups:
+        try:
+            # A group without subscribers here: group_send looks up its members anyway.
+            if group in listened_here and not await hub.others_listen(group):
+                continue
+            for message in messages:
                 await channel_layer.group_send(
                     group, {**message, "group": group, "origin": PROCESS_ID}
                 )
-            except Exception:
-                logger.exception("run %s: cannot publish event %s", run_id, message["id"])
+        except Exception:
+            logger.exception("run %s: cannot publish events to %s", run_id, group)
 
 
 async def subscribe_then(
@@ -283,3 +330,11 @@ async def subscribe_then(
     except BaseException:
         await subscription.close()
         raise
+
+
+async def stop_listening() -> None:
+    """Stop this event loop's listener on the layer, if any (the end of a process or of a
+    test's event loop); a later subscription starts it again."""
+    hub = _hubs.get(asyncio.get_running_loop())
+    if hub is not None:
+        await hub.stop_listening()
