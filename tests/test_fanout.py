@@ -46,7 +46,12 @@ async def received_until(subscription: Subscription, last_id: int) -> list[dict[
 
 async def sent_by_another_process(group: str, event: bus.StreamEvent, run_id: Any) -> None:
     """What another process's `publish_events` puts on the layer for `group`."""
-    message = {**event.as_message(run_id), "group": group, "origin": "another-process"}
+    message = {
+        "type": fanout.EVENTS,
+        "group": group,
+        "origin": "another-process",
+        "events": [event.as_message(run_id)],
+    }
     await bus.layer().group_send(group, message)
 
 
@@ -60,7 +65,7 @@ async def test_a_local_subscriber_gets_each_event_once_and_in_order() -> None:
             marker = bus.StreamEvent.of(EVENTS + 1, "custom", {"tick": "marker"})
             await sent_by_another_process(bus.run_stream_group(run_id), marker, run_id)
             received = await received_until(subscription, EVENTS + 1)
-            assert received.pop()["origin"] == "another-process"
+            assert received.pop()["data"] == marker.data
             # No other process listened: nothing was sent to the layer but the marker.
             assert fanout._hubs[asyncio.get_running_loop()].own_copies_dropped == 0
         else:
@@ -118,14 +123,15 @@ async def test_while_another_process_listens_it_gets_the_events_and_locals_get_t
     local = await Subscription.open(group)
     try:
         await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(3))
-        remote = [await channel_layer.receive(another_process) for _ in range(3)]
+        remote = await channel_layer.receive(another_process)
         marker = bus.StreamEvent.of(4, "custom", {"tick": "marker"})
         await sent_by_another_process(group, marker, run_id)
 
-        assert [m["id"] for m in remote] == [1, 2, 3]
-        assert {m["origin"] for m in remote} == {fanout.PROCESS_ID}
+        # The publisher's batch of three events is one layer message.
+        assert remote["type"] == fanout.EVENTS and remote["origin"] == fanout.PROCESS_ID
+        assert [m["id"] for m in remote["events"]] == [1, 2, 3]
         assert [m["id"] for m in await received_until(local, 4)] == [1, 2, 3, 4]
-        assert fanout._hubs[asyncio.get_running_loop()].own_copies_dropped == 3
+        assert fanout._hubs[asyncio.get_running_loop()].own_copies_dropped == 1
     finally:
         await local.close()
         await channel_layer.group_discard(group, another_process)

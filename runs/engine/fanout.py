@@ -7,8 +7,9 @@ local subscribers of its groups at once: no copy, no serialisation, no round tri
 layer, and no task or layer channel per subscriber.
 
 The in-memory channel layer reaches no other process, so stream events never go through it.
-A layer that does (Redis) carries each message too, marked with its group and this process's
-id (`origin`), but only when someone else listens: for a group that has subscribers here (so
+A layer that does (Redis) carries the messages too, a publisher's batch in one layer message
+(`EVENTS`) marked with its group and this process's id (`origin`), but only when someone else
+listens: for a group that has subscribers here (so
 this process's channel is in it), the group's members are looked up first, and the message is
 sent only when another process's channel is among them. Each hub listens on the layer through
 one channel of its own, joined to the groups its subscribers want, hands what arrives to them,
@@ -44,6 +45,10 @@ STOP_SECONDS = 10.0
 #: The message that ends a hub's listener (a cancelled channels_redis receive can swallow the
 #: cancellation, so a listener is asked to stop instead).
 STOP = "fanout.stop"
+#: The type of a layer message that carries a run's events to other processes, in order.
+EVENTS = "fanout.events"
+#: Events per layer message at most (a batch of the publisher is sent in as few as that allows).
+EVENTS_PER_MESSAGE = 100
 
 
 class Subscription:
@@ -214,8 +219,10 @@ class _Hub:
                 return
             if message.get("origin") == PROCESS_ID:
                 self.own_copies_dropped += 1
-            else:
-                self.deliver(message.get("group", ""), message)
+            elif message.get("type") == EVENTS:
+                group = message.get("group", "")
+                for event in message.get("events") or ():
+                    self.deliver(group, event)
 
     async def stop_listening(self) -> None:
         listener, self._listener = self._listener, None
@@ -311,9 +318,16 @@ async def publish_events(
             # A group without subscribers here: group_send looks up its members anyway.
             if group in listened_here and not await hub.others_listen(group):
                 continue
-            for message in messages:
+            # One layer message per batch: the layer's cost is per message, not per event.
+            for start in range(0, len(messages), EVENTS_PER_MESSAGE):
                 await channel_layer.group_send(
-                    group, {**message, "group": group, "origin": PROCESS_ID}
+                    group,
+                    {
+                        "type": EVENTS,
+                        "group": group,
+                        "origin": PROCESS_ID,
+                        "events": messages[start : start + EVENTS_PER_MESSAGE],
+                    },
                 )
         except Exception:
             logger.exception("run %s: cannot publish events to %s", run_id, group)
