@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,3 +132,15 @@ async def fetch_run(run_id: Any) -> Run:
 
 async def fetch_thread(thread_id: str) -> Thread:
     return await call_sync(Thread.objects.get, pk=thread_id, on=Executor.THREAD_SENSITIVE)
+
+
+async def wait_for_status(run_id: Any, *statuses: str, within: float = 10.0) -> Run:
+    """The run once its status is one of `statuses`; AssertionError after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        run = await fetch_run(run_id)
+        if run.status in statuses:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} is {run.status}, not {statuses} after {within}s")
+        await asyncio.sleep(0.02)

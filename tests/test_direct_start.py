@@ -29,6 +29,7 @@ from tests.engine_support import (  # noqa: F401
     fresh_channel_layer,
     make_thread,
     pending_run,
+    wait_for_status,
 )
 from tests.fixtures import token_for
 from tests.live import LiveServer, LiveServerFactory
@@ -80,17 +81,6 @@ async def new_thread(user: Any) -> Thread:
     return await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
 
 
-async def wait_for_status(run_id: Any, *statuses: str, within: float = 30.0) -> Run:
-    deadline = time.monotonic() + within
-    while True:
-        run = await fetch_run(run_id)
-        if run.status in statuses:
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} is {run.status}, not {statuses} after {within}s")
-        await asyncio.sleep(0.02)
-
-
 def started_directly(run: Run) -> bool:
     """A direct start writes the row running in the insert: started when it was created."""
     return run.started_at is not None and run.started_at == run.created_at
@@ -114,7 +104,7 @@ async def test_a_run_admitted_beside_a_free_worker_is_running_when_admission_ret
     assert stored.worker_id == worker.worker_id and stored.attempt == 1
     assert stored.lease_expires_at is not None or stored.status == Run.Status.SUCCESS
     assert started_directly(stored)
-    done = await wait_for_status(run.pk, Run.Status.SUCCESS)
+    done = await wait_for_status(run.pk, Run.Status.SUCCESS, within=30.0)
     assert done.ended_at is not None and done.lease_expires_at is None
     assert (await fetch_thread(thread.pk)).status == Thread.Status.IDLE
 
@@ -138,8 +128,8 @@ async def test_a_direct_start_does_not_overtake_a_pending_run(
 
         assert busy.status == Run.Status.RUNNING
         assert late.status == Run.Status.PENDING  # the queue serves `waiting` first
-        first = await wait_for_status(waiting.pk, Run.Status.SUCCESS)
-        second = await wait_for_status(late.pk, Run.Status.SUCCESS)
+        first = await wait_for_status(waiting.pk, Run.Status.SUCCESS, within=30.0)
+        second = await wait_for_status(late.pk, Run.Status.SUCCESS, within=30.0)
     assert first.started_at <= second.started_at
     assert first.worker_id == second.worker_id == worker.worker_id
     assert not started_directly(second)
@@ -157,7 +147,7 @@ async def test_a_run_admitted_beside_a_full_worker_waits_in_the_queue(
     assert late.status == Run.Status.PENDING
     assert worker.active_run_ids == [busy.pk]
     assert not worker.reserve_slot()  # full: no slot for a direct start either
-    done = await wait_for_status(late.pk, Run.Status.SUCCESS)
+    done = await wait_for_status(late.pk, Run.Status.SUCCESS, within=30.0)
     ended = await fetch_run(busy.pk)
     assert ended.status == Run.Status.SUCCESS
     assert done.started_at >= ended.ended_at
@@ -172,7 +162,7 @@ async def test_a_run_on_a_busy_thread_waits_in_the_queue(user: Any, direct_worke
 
     assert busy.status == Run.Status.RUNNING
     assert follower.status == Run.Status.PENDING
-    done = await wait_for_status(follower.pk, Run.Status.SUCCESS)
+    done = await wait_for_status(follower.pk, Run.Status.SUCCESS, within=30.0)
     assert done.started_at >= (await fetch_run(busy.pk)).ended_at
 
 
@@ -192,7 +182,9 @@ async def test_reserved_slots_count_against_the_workers_claims(
         on=Executor.THREAD_SENSITIVE,
     )
     worker.release_slot()  # wakes the worker, which claims the queued run in the freed slot
-    assert (await wait_for_status(queued.pk, Run.Status.SUCCESS)).worker_id == worker.worker_id
+    assert (
+        await wait_for_status(queued.pk, Run.Status.SUCCESS, within=30.0)
+    ).worker_id == worker.worker_id
     worker.release_slot()
 
 

@@ -23,6 +23,7 @@ from tests.engine_support import (  # noqa: F401
     fresh_channel_layer,
     make_thread,
     pending_run,
+    wait_for_status,
 )
 from tests.fixtures import client_for
 from threads.models import Thread
@@ -58,17 +59,6 @@ async def queue_run(user: Any, thread: Thread | None = None, **kwargs: Any) -> R
     return await call_sync(
         pending_run, thread=thread, user=user, **kwargs, on=Executor.THREAD_SENSITIVE
     )
-
-
-async def wait_for_status(run_id: Any, *statuses: str, within: float = 10.0) -> Run:
-    deadline = time.monotonic() + within
-    while True:
-        run = await fetch_run(run_id)
-        if run.status in statuses:
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} is {run.status}, not {statuses} after {within}s")
-        await asyncio.sleep(0.05)
 
 
 async def test_worker_executes_a_queued_run(user: Any, start_worker: Any) -> None:
