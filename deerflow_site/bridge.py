@@ -32,10 +32,20 @@ The two executors that own their threads (ENGINE, API) keep a thread's connectio
 and drop it after a database error that may have broken it, so that the next call on that thread
 reconnects (what Channels' `database_sync_to_async` does with `close_old_connections`, without a
 new connection per call).
+
+`SerialThread` is a thread of one owner's own (the SQLite checkpoint saver's, which owns an
+`sqlite3` connection): calls run there one at a time in the order they were made, each one hop
+there and back (a queue put, and one `call_soon_threadsafe` with the result), cheaper than
+`call_sync`'s executors, and a call once made always runs to its end, even when its caller is
+cancelled meanwhile.
 """
 
+import asyncio
 import contextlib
 import enum
+import logging
+import queue
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -44,6 +54,8 @@ from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
 from django.db import DatabaseError, InterfaceError, connection, connections
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 #: Threads (so database connections at most) of `Executor.API` per process.
 API_DB_THREADS = 8
@@ -120,3 +132,71 @@ def _keeping_the_connection(
             # It may be broken (whatever CONN_MAX_AGE says): the next call reconnects.
             connection.close()
         raise
+
+
+class SerialThread:
+    """One daemon thread that runs sync calls one at a time, in the order they are made, for
+    async code on any event loop (each call answers on its caller's loop).
+
+    A call is never dropped once made: cancelling its caller only stops the waiting, so a
+    write made through it finishes, and a call made after it (on any loop) runs after it.
+    Daemon: a thread left behind by a closed loop never holds up the interpreter's exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Any] | None] = queue.SimpleQueue()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` on this thread, awaited; returns what it returns and raises
+        what it raises. RuntimeError once the thread is stopped."""
+        if self._stopped:
+            raise RuntimeError(f"{self._thread.name} is stopped")
+        future = asyncio.get_running_loop().create_future()
+        self._calls.put(((lambda: fn(*args, **kwargs)), future))
+        return await future
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        """`fn()` on this thread, after the calls made before; nobody waits for it (ignored
+        once the thread is stopped)."""
+        if not self._stopped:
+            self._calls.put((fn, None))
+
+    def stop(self) -> None:
+        """End the thread once the calls made before have run; later calls raise."""
+        if not self._stopped:
+            self._stopped = True
+            self._calls.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait (blocking, seconds) for the thread to end, after `stop()`."""
+        self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            fn, future = item
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # handed to the caller, as a thread pool does
+                result, error = None, exc
+            if future is None:
+                if error is not None:
+                    logger.error(
+                        "%s: a call nobody waits for failed", self._thread.name, exc_info=error
+                    )
+                continue
+            try:
+                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+                pass
+
+
+def _settle(future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,7 +1,8 @@
 """LangGraph's checkpoint savers on Django's own database: the only module that opens them.
 
 One saver per running event loop (the savers hold loop-bound locks and connections): an
-`AsyncPostgresSaver` on a psycopg pool, or an `AsyncSqliteSaver` on the same SQLite file as Django.
+`AsyncPostgresSaver` on a psycopg pool, or our `SqliteSaver` (`sqlite_saver.py`: LangGraph's,
+each operation one hop to a thread of its own) on the same SQLite file as Django.
 Entries of closed loops are dropped when the next saver is made. What is done with checkpoints
 beyond what LangGraph does itself (copying a thread, deleting a run's) is `checkpoints.py`.
 """
@@ -13,29 +14,29 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
 from django.conf import settings
 from django.db import connections
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from runs.engine.sqlite_saver import open_sqlite_saver
+
 logger = logging.getLogger(__name__)
 
 # Serialises the savers' schema migrations across processes (pg_advisory_lock key).
 POSTGRES_SETUP_LOCK_KEY = 0x64656572666C6F77  # "deerflow"
+#: How long (seconds) a checkpoint write waits for SQLite's write lock.
+SQLITE_BUSY_TIMEOUT = 20.0
 
 
 class _WriteToTheEnd:
-    """Checkpoint writes finish even when the run is cancelled meanwhile.
-
-    An SQLite INSERT cancelled before its COMMIT would keep the database's write lock on the
-    shared connection; and a rollback must find every checkpoint its run wrote (it takes the
-    saver's lock, behind any write in flight). Also the home of the graphs bound to the saver.
+    """Checkpoint writes finish even when the run is cancelled meanwhile: a rollback must find
+    every checkpoint its run wrote (it takes the saver's lock, behind any write in flight).
+    Also the home of the graphs bound to the saver. (`SqliteSaver` does both its own way.)
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -51,10 +52,6 @@ class _WriteToTheEnd:
 
     async def adelete_thread(self, *args: Any, **kwargs: Any) -> None:
         await asyncio.shield(super().adelete_thread(*args, **kwargs))  # type: ignore[misc]
-
-
-class SqliteSaver(_WriteToTheEnd, AsyncSqliteSaver):
-    """LangGraph's SQLite saver whose writes survive cancellation."""
 
 
 class PostgresSaver(_WriteToTheEnd, AsyncPostgresSaver):
@@ -132,26 +129,8 @@ async def _open(database: dict[str, Any], key: str) -> _Entry:
 
 
 async def _open_sqlite(database: dict[str, Any], key: str) -> _Entry:
-    conn = aiosqlite.connect(str(database["NAME"]), timeout=20)
-    # A daemon thread, so that a saver left behind on a closed loop never blocks interpreter exit.
-    conn._thread.daemon = True
-    await conn
-    await conn.executescript(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
-    )
-    saver = SqliteSaver(conn)
-    await saver.setup()
-
-    async def close() -> None:
-        async with saver.lock:  # behind writes still in flight (a cancelled run's)
-            await conn.close()
-
-    def abandon() -> None:
-        # stop() answers on the current thread's loop if it has one, which may close first:
-        # from a thread without a loop it just closes the connection and ends its thread.
-        threading.Thread(target=conn.stop, daemon=True).start()
-
-    return _Entry(saver=saver, database=key, close=close, abandon=abandon)
+    saver = await open_sqlite_saver(str(database["NAME"]), busy_timeout=SQLITE_BUSY_TIMEOUT)
+    return _Entry(saver=saver, database=key, close=saver.aclose, abandon=saver.abandon)
 
 
 def _postgres_conninfo(database: dict[str, Any]) -> str:

@@ -13,12 +13,12 @@ from typing import Any
 from django.db import connection
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg.types.json import Jsonb
 
 from runs.engine.checkpointer import get_checkpointer
+from runs.engine.sqlite_saver import SqliteSaver
 
-# --- SQLite (aiosqlite, `?` parameters) ---------------------------------------------------------
+# --- SQLite (sqlite3, `?` parameters) ---------------------------------------------------------
 
 SQLITE_TABLES = ("checkpoints", "writes")
 SQLITE_RUN_CHECKPOINT_IDS = (
@@ -83,9 +83,11 @@ async def acheckpoint_thread_ids(
         async with saver.conn.connection() as conn:
             cursor = await conn.execute(POSTGRES_CHECKPOINT_THREADS, params)
             return [row["thread_id"] for row in await cursor.fetchall()]
-    await saver.setup()
-    async with saver.lock, saver.conn.execute(SQLITE_CHECKPOINT_THREADS, params) as cursor:
-        return [row[0] for row in await cursor.fetchall()]
+    assert isinstance(saver, SqliteSaver)
+    return await saver.aexecute(
+        lambda cursor: [row[0] for row in cursor.execute(SQLITE_CHECKPOINT_THREADS, params)],
+        transaction=False,
+    )
 
 
 async def adelete_thread_checkpoints(thread_id: str) -> None:
@@ -149,18 +151,19 @@ async def adelete_run_checkpoints(thread_id: str, run_id: str) -> None:
     thread_id, run_id = str(thread_id), str(run_id)
     if isinstance(saver, AsyncPostgresSaver):
         await _delete_run_postgres(saver, thread_id, run_id)
-    elif isinstance(saver, AsyncSqliteSaver):
+    elif isinstance(saver, SqliteSaver):
         await _delete_run_sqlite(saver, thread_id, run_id)
     else:  # pragma: no cover - only the two savers above are ever opened
         raise TypeError(f"unsupported checkpoint saver {type(saver).__name__}")
 
 
-async def _delete_run_sqlite(saver: AsyncSqliteSaver, thread_id: str, run_id: str) -> None:
-    await saver.setup()
-    async with saver.lock:
-        await saver.conn.execute(SQLITE_DELETE_RUN_WRITES, (thread_id, thread_id, run_id))
-        await saver.conn.execute(SQLITE_DELETE_RUN_CHECKPOINTS, (thread_id, run_id))
-        await saver.conn.commit()
+async def _delete_run_sqlite(saver: SqliteSaver, thread_id: str, run_id: str) -> None:
+    def delete(cursor: Any) -> None:
+        cursor.execute(SQLITE_DELETE_RUN_WRITES, (thread_id, thread_id, run_id))
+        cursor.execute(SQLITE_DELETE_RUN_CHECKPOINTS, (thread_id, run_id))
+
+    # One call, after any write of the run still in flight (the saver's thread keeps order).
+    await saver.aexecute(delete)
 
 
 async def _delete_run_postgres(saver: AsyncPostgresSaver, thread_id: str, run_id: str) -> None:

@@ -1,0 +1,106 @@
+"""The checkpointer's floor: the echo graph (`bench/graph.py`) in-process, CPU per run, with
+LangGraph's `AsyncSqliteSaver` (aiosqlite) against ours (`runs.engine.sqlite_saver`).
+
+    .venv/bin/python bench/checkpointer.py [--runs 2000] [--rounds 3]
+
+Each run is what the worker does with the graph: `astream` (values, subgraphs) on a thread of
+its own, then the thread's state (`aget_state`, the final snapshot); no Django, no HTTP. Both
+savers use the same settings (WAL, `synchronous=NORMAL`, a busy timeout) on a fresh file each.
+Prints CPU ms per run (`time.process_time`, every thread of the process), SQL statements per
+run, and the ratio, for the savers in alternating rounds.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.update(
+    DJANGO_SETTINGS_MODULE="deerflow_site.settings",
+    SECRET_KEY="bench-checkpointer-secret-key",
+    DEERFLOW_VAR_DIR=tempfile.mkdtemp(prefix="deerflow-ckpt-"),
+)
+import django  # noqa: E402
+
+django.setup()  # runs.engine imports Django's models
+
+import aiosqlite  # noqa: E402
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
+
+from bench.graph import graph as echo_graph  # noqa: E402
+from runs.engine.sqlite_saver import PRAGMAS, open_sqlite_saver  # noqa: E402
+
+BUSY_TIMEOUT = 20.0
+
+
+async def langgraph_saver(path: str) -> tuple[Any, list[str]]:
+    conn = aiosqlite.connect(path, timeout=BUSY_TIMEOUT)
+    conn._thread.daemon = True
+    await conn
+    await conn.executescript(PRAGMAS.format(ms=int(BUSY_TIMEOUT * 1000)))
+    statements: list[str] = []
+    await conn.set_trace_callback(statements.append)
+    saver = AsyncSqliteSaver(conn)
+    await saver.setup()
+    return saver, statements
+
+
+async def our_saver(path: str) -> tuple[Any, list[str]]:
+    saver = await open_sqlite_saver(path, busy_timeout=BUSY_TIMEOUT)
+    statements: list[str] = []
+    await saver.thread.call(saver.conn.set_trace_callback, statements.append)
+    return saver, statements
+
+
+async def measure(name: str, open_saver: Any, runs: int) -> tuple[float, float]:
+    path = str(Path(tempfile.mkdtemp(prefix="deerflow-ckpt-")) / "checkpoints.sqlite3")
+    saver, statements = await open_saver(path)
+    graph = echo_graph.copy(update={"checkpointer": saver})
+
+    async def one(i: int) -> None:
+        config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+        async for _ in graph.astream(
+            {"text": f"x{i}"}, config, stream_mode=["values"], subgraphs=True
+        ):
+            pass
+        state = await graph.aget_state(config)
+        assert state.values["reply"] == f"echo: x{i}", state.values
+
+    for i in range(50):  # warm-up
+        await one(i)
+    statements.clear()
+    cpu = time.process_time()
+    for i in range(runs):
+        await one(i)
+    cpu = time.process_time() - cpu
+    count = len(statements) / runs
+    if hasattr(saver, "aclose"):
+        await saver.aclose()
+    else:
+        await saver.conn.close()
+    print(f"{name:>24}: {1000 * cpu / runs:.3f} ms CPU per run, {count:.1f} statements per run")
+    return cpu / runs, count
+
+
+async def main(runs: int, rounds: int) -> None:
+    ratios = []
+    for _ in range(rounds):
+        theirs, _ = await measure("AsyncSqliteSaver", langgraph_saver, runs)
+        ours, _ = await measure("ours (one hop per call)", our_saver, runs)
+        ratios.append(ours / theirs)
+    print("ours / AsyncSqliteSaver, CPU per run:", ", ".join(f"{r:.2f}" for r in ratios))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.rounds))

@@ -1,0 +1,144 @@
+"""The SQLite checkpoint saver: LangGraph's sync `SqliteSaver`, its async methods each one hop.
+
+LangGraph's `AsyncSqliteSaver` runs on aiosqlite, where every statement, fetch and commit is its
+own hop to aiosqlite's thread and back (a put is four, a read with its pending writes six or
+more). This saver keeps LangGraph's sync implementation (same tables, same SQL, same
+serialisation: existing databases keep working) and runs each whole operation, its statements
+and its commit, as one call on a thread of its own that owns the `sqlite3` connection
+(`deerflow_site.bridge.SerialThread`). Not inline on the event loop: a write waits up to the
+busy timeout while Django's threads hold SQLite's write lock, and the loop must not.
+
+The thread runs the calls one at a time, in order, and a call once made runs to its end: a
+checkpoint write finishes even when its run is cancelled meanwhile (an INSERT cancelled before
+its COMMIT would keep the write lock), and a rollback made after a write finds what it wrote.
+"""
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.checkpoint.sqlite import SqliteSaver as LangGraphSqliteSaver
+
+from deerflow_site.bridge import SerialThread
+
+T = TypeVar("T")
+
+#: The connection's settings: WAL (readers never wait on the writer), fsync at checkpoints only
+#: (LangGraph's and Django's SQLite default here), and how long a write waits for the lock.
+PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout={ms};"
+
+
+class SqliteSaver(LangGraphSqliteSaver):
+    """LangGraph's SQLite saver with async methods, each operation one call on `thread`.
+
+    `bound_graphs`: graph id -> the graph bound to this saver (registry.graph_for_thread's
+    cache). Open one with `open_sqlite_saver`.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, thread: SerialThread) -> None:
+        super().__init__(conn)
+        self.thread = thread
+        self.bound_graphs: dict[str, Any] = {}
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self.thread.call(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """The checkpoints, newest first, read in one call (the API's history pages pass a
+        `limit`; a thread's copy needs every one anyway)."""
+        found = await self.thread.call(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for checkpoint in found:
+            yield checkpoint
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self.thread.call(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self.thread.call(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self.thread.call(self.delete_thread, thread_id)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self.thread.call(
+            self.get_delta_channel_history, config=config, channels=channels
+        )
+
+    async def aexecute(
+        self, statements: Callable[[sqlite3.Cursor], T], *, transaction: bool = True
+    ) -> T:
+        """`statements(cursor)` in one call on the saver's connection, committed after it when
+        `transaction` (what `checkpoints.py` does beyond LangGraph's methods)."""
+
+        def run() -> T:
+            with self.cursor(transaction=transaction) as cursor:
+                return statements(cursor)
+
+        return await self.thread.call(run)
+
+    async def aclose(self) -> None:
+        """Close the connection after the calls made before it (writes in flight), then end
+        the thread."""
+        try:
+            await self.thread.call(self.conn.close)
+        finally:
+            self.thread.stop()
+
+    def abandon(self) -> None:
+        """`aclose` without waiting: for a saver whose event loop is closed."""
+        self.thread.submit(self.conn.close)
+        self.thread.stop()
+
+
+async def open_sqlite_saver(path: str, *, busy_timeout: float) -> SqliteSaver:
+    """A saver on the SQLite file `path` (tables made or migrated); `busy_timeout` in seconds."""
+    thread = SerialThread(name="checkpoints-sqlite")
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False)
+        conn.executescript(PRAGMAS.format(ms=int(busy_timeout * 1000)))
+        return conn
+
+    try:
+        conn = await thread.call(connect)
+    except BaseException:
+        thread.stop()
+        raise
+    saver = SqliteSaver(conn, thread)
+    try:
+        await thread.call(saver.setup)
+    except BaseException:
+        saver.abandon()
+        raise
+    return saver

@@ -1,0 +1,188 @@
+"""The SQLite checkpoint saver (runs/engine/sqlite_saver.py): one hop per operation on a thread
+of its own, writes that finish whatever happens to their caller, LangGraph's tables."""
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from deerflow_site.bridge import Executor, SerialThread, call_sync
+from runs.engine import checkpointer
+from runs.engine.checkpointer import close_checkpointer, get_checkpointer
+from runs.engine.checkpoints import adelete_run_checkpoints
+from runs.engine.registry import graph_for_thread, load_graph
+from runs.engine.sqlite_saver import SqliteSaver, open_sqlite_saver
+from tests.engine_support import closing_checkpointer  # noqa: F401
+
+
+@pytest.fixture
+async def saver(tmp_path: Path) -> AsyncIterator[SqliteSaver]:
+    opened = await open_sqlite_saver(str(tmp_path / "checkpoints.sqlite3"), busy_timeout=5)
+    yield opened
+    await opened.aclose()
+
+
+def root_config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+
+
+async def put_checkpoint(saver: Any, thread_id: str, run_id: str = "run-1") -> dict[str, Any]:
+    return await saver.aput(
+        root_config(thread_id), empty_checkpoint(), {"run_id": run_id, "step": 1}, {}
+    )
+
+
+class Blocked:
+    """Holds a saver's thread busy until released, so that the calls made meanwhile queue."""
+
+    def __init__(self, thread: SerialThread) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        thread.submit(self._block)
+
+    def _block(self) -> None:
+        self.started.set()
+        self.release.wait(timeout=30)
+
+    def __enter__(self) -> "Blocked":
+        assert self.started.wait(timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+
+
+async def queued(coroutine: Any) -> "asyncio.Task[Any]":
+    """The coroutine as a task that has made its call (the saver's thread is blocked)."""
+    task = asyncio.ensure_future(coroutine)
+    await asyncio.sleep(0)  # one loop turn: the task runs up to its first await, the call
+    return task
+
+
+async def test_a_write_whose_caller_is_cancelled_still_commits(saver: SqliteSaver) -> None:
+    t = f"t-{uuid.uuid4()}"
+    with Blocked(saver.thread):
+        write = await queued(put_checkpoint(saver, t))
+        write.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert await saver.aget_tuple(root_config(t)) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_rollback_after_a_cancelled_write_finds_the_checkpoint(
+    closing_checkpointer: None,  # noqa: F811
+) -> None:
+    saver = await get_checkpointer()
+    assert isinstance(saver, SqliteSaver)
+    t = f"t-{uuid.uuid4()}"
+    with Blocked(saver.thread):
+        write = await queued(put_checkpoint(saver, t, run_id="run-2"))
+        write.cancel()
+        rollback = await queued(adelete_run_checkpoints(t, "run-2"))
+
+    await rollback
+    assert await saver.aget_tuple(root_config(t)) is None
+
+
+async def test_closing_finishes_the_writes_in_flight(tmp_path: Path) -> None:
+    path = str(tmp_path / "checkpoints.sqlite3")
+    saver = await open_sqlite_saver(path, busy_timeout=5)
+    t = f"t-{uuid.uuid4()}"
+    with Blocked(saver.thread):
+        write = await queued(put_checkpoint(saver, t))
+        closing = await queued(saver.aclose())
+
+    await closing
+    assert (await write)["configurable"]["checkpoint_id"]
+    with pytest.raises(RuntimeError, match="stopped"):
+        await saver.aget_tuple(root_config(t))
+    reopened = await open_sqlite_saver(path, busy_timeout=5)
+    try:
+        assert await reopened.aget_tuple(root_config(t)) is not None
+    finally:
+        await reopened.aclose()
+
+
+def write_from_another_loop(thread_id: str) -> SqliteSaver:
+    """A checkpoint written with the saver of a new loop on another thread; returns the saver."""
+
+    async def write() -> SqliteSaver:
+        saver = await get_checkpointer()
+        await put_checkpoint(saver, thread_id)
+        await close_checkpointer()
+        return saver  # type: ignore[return-value]
+
+    return asyncio.run(write())
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_two_event_loops_have_their_own_savers_on_one_database(
+    closing_checkpointer: None,  # noqa: F811
+) -> None:
+    mine = await get_checkpointer()
+    assert isinstance(mine, SqliteSaver)
+    t = f"t-{uuid.uuid4()}"
+
+    theirs = await call_sync(write_from_another_loop, t, on=Executor.BLOCKING)
+
+    assert theirs is not mine and theirs.thread is not mine.thread
+    assert await mine.aget_tuple(root_config(t)) is not None
+    assert all(not loop.is_closed() for loop in checkpointer._entries)
+
+
+async def test_a_database_written_by_langgraphs_async_saver_is_read_as_it_was(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "checkpoints.sqlite3")
+    t = f"t-{uuid.uuid4()}"
+    async with aiosqlite.connect(path) as conn:
+        theirs = AsyncSqliteSaver(conn)
+        graph = (await graph_for_echo()).copy(update={"checkpointer": theirs})
+        await graph.ainvoke({"messages": [{"role": "user", "content": "hi"}]}, root_config(t))
+        history = [s async for s in graph.aget_state_history(root_config(t))]
+
+    ours = await open_sqlite_saver(path, busy_timeout=5)
+    try:
+        graph = (await graph_for_echo()).copy(update={"checkpointer": ours})
+        again = [s async for s in graph.aget_state_history(root_config(t))]
+        await graph.ainvoke({"messages": [{"role": "user", "content": "more"}]}, root_config(t))
+        state = await graph.aget_state(root_config(t))
+    finally:
+        await ours.aclose()
+
+    assert again == history
+    assert [m.content for m in state.values["messages"]] == ["hi", "echo: hi", "more", "echo: more"]
+
+
+async def graph_for_echo() -> Any:
+    """The `echo` graph without a checkpointer (the registry's compiled graph)."""
+    return await call_sync(load_graph, "echo", on=Executor.BLOCKING)
+
+
+async def test_a_failing_call_raises_in_its_caller_and_the_thread_goes_on() -> None:
+    thread = SerialThread(name="test-serial")
+    try:
+        with pytest.raises(ZeroDivisionError):
+            await thread.call(lambda: 1 / 0)
+        assert await thread.call(sum, [1, 2]) == 3
+    finally:
+        thread.stop()
+        thread.join(timeout=30)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_graph_for_thread_is_bound_to_the_sqlite_saver(
+    closing_checkpointer: None,  # noqa: F811
+) -> None:
+    graph = await graph_for_thread("echo")
+
+    assert isinstance(graph.checkpointer, SqliteSaver)
