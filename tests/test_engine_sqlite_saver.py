@@ -10,6 +10,7 @@ from typing import Any
 
 import aiosqlite
 import pytest
+from django.db import connection
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -20,6 +21,11 @@ from runs.engine.checkpoints import adelete_run_checkpoints
 from runs.engine.registry import graph_for_thread, load_graph
 from runs.engine.sqlite_saver import SqliteSaver, open_sqlite_saver
 from tests.engine_support import closing_checkpointer  # noqa: F401
+
+#: The tests that go through the per-loop registry need it to open this saver.
+on_sqlite = pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="the registry opens the SQLite saver on SQLite only"
+)
 
 
 @pytest.fixture
@@ -77,6 +83,7 @@ async def test_a_write_whose_caller_is_cancelled_still_commits(saver: SqliteSave
     assert await saver.aget_tuple(root_config(t)) is not None
 
 
+@on_sqlite
 @pytest.mark.django_db(transaction=True)
 async def test_a_rollback_after_a_cancelled_write_finds_the_checkpoint(
     closing_checkpointer: None,  # noqa: F811
@@ -124,6 +131,7 @@ def write_from_another_loop(thread_id: str) -> SqliteSaver:
     return asyncio.run(write())
 
 
+@on_sqlite
 @pytest.mark.django_db(transaction=True)
 async def test_two_event_loops_have_their_own_savers_on_one_database(
     closing_checkpointer: None,  # noqa: F811
@@ -179,6 +187,7 @@ async def test_a_failing_call_raises_in_its_caller_and_the_thread_goes_on() -> N
         thread.join(timeout=30)
 
 
+@on_sqlite
 @pytest.mark.django_db(transaction=True)
 async def test_graph_for_thread_is_bound_to_the_sqlite_saver(
     closing_checkpointer: None,  # noqa: F811
