@@ -6,8 +6,8 @@ LangGraph's `AsyncSqliteSaver` (aiosqlite) against ours (`runs.engine.sqlite_sav
 Each run is what the worker does with the graph: `astream` (values, subgraphs) on a thread of
 its own, then the thread's state (`aget_state`, the final snapshot); no Django, no HTTP. Both
 savers use the same settings (WAL, `synchronous=NORMAL`, a busy timeout) on a fresh file each.
-Prints CPU ms per run (`time.process_time`, every thread of the process), SQL statements per
-run, and the ratio, for the savers in alternating rounds.
+Prints CPU ms per run (`time.process_time`, every thread of the process), SQL statements and
+hops to the saver's thread per run, and the ratio, for the savers in alternating rounds.
 """
 
 import argparse
@@ -35,9 +35,24 @@ import aiosqlite  # noqa: E402
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
 
 from bench.graph import graph as echo_graph  # noqa: E402
+from deerflow_site.bridge import SerialThread  # noqa: E402
 from runs.engine.sqlite_saver import PRAGMAS, open_sqlite_saver  # noqa: E402
 
 BUSY_TIMEOUT = 20.0
+#: Hops to a saver's thread so far, counted by wrapping each saver's way there.
+hops = [0]
+
+
+def counting(method: Any) -> Any:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        hops[0] += 1
+        return method(*args, **kwargs)
+
+    return counted
+
+
+aiosqlite.Connection._execute = counting(aiosqlite.Connection._execute)
+SerialThread.call = counting(SerialThread.call)
 
 
 async def langgraph_saver(path: str) -> tuple[Any, list[str]]:
@@ -76,16 +91,20 @@ async def measure(name: str, open_saver: Any, runs: int) -> tuple[float, float]:
     for i in range(50):  # warm-up
         await one(i)
     statements.clear()
+    hops[0] = 0
     cpu = time.process_time()
     for i in range(runs):
         await one(i)
     cpu = time.process_time() - cpu
-    count = len(statements) / runs
+    count, hop_count = len(statements) / runs, hops[0] / runs
     if hasattr(saver, "aclose"):
         await saver.aclose()
     else:
         await saver.conn.close()
-    print(f"{name:>24}: {1000 * cpu / runs:.3f} ms CPU per run, {count:.1f} statements per run")
+    print(
+        f"{name:>24}: {1000 * cpu / runs:.3f} ms CPU per run, {count:.1f} statements "
+        f"and {hop_count:.1f} hops per run"
+    )
     return cpu / runs, count
 
 
