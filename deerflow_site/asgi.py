@@ -1,19 +1,26 @@
 """The ASGI application daphne serves; with the embedded worker on, it also runs graphs."""
 
+import asyncio
+import contextlib
 import logging
 import os
+from typing import Any
 
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "deerflow_site.settings")
 django.setup(set_prefix=False)
 
+from asgiref.sync import iscoroutinefunction  # noqa: E402
 from django.conf import settings  # noqa: E402 - after Django is set up
 from django.core import signals  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.db import close_old_connections, reset_queries  # noqa: E402
+from django.http import HttpRequest, HttpResponseBase  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 
-from deerflow_site.bridge import request_thread  # noqa: E402
+from deerflow_site.bridge import current_request_thread, request_thread  # noqa: E402
 
 logger = logging.getLogger("deerflow_site")
 
@@ -39,13 +46,77 @@ class RunServerHandler(ASGIHandler):
             async with request_thread():
                 await self.handle(scope, receive, send)
 
+    def make_view_atomic(self, view: Any) -> Any:
+        """A sync view, on a request thread, ends with that thread's connection upkeep."""
+        view = super().make_view_atomic(view)
+        thread = current_request_thread()
+        if thread is None or iscoroutinefunction(view):
+            return view
+        return thread.ending_with_upkeep(view)
+
+    async def handle(self, scope: dict, receive: object, send: object) -> None:
+        """Django's request cycle (read the body, answer, watch for the client leaving), with the
+        response closed on the event loop rather than in one more thread hop per request.
+
+        Closing sends request_finished, whose receivers work on the calling thread's state: on
+        the loop they find no database connection; the request thread's connections get their
+        upkeep from `request_thread()` instead, on that thread.
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            await signals.request_started.asend(sender=type(self), scope=scope)
+            request, response = self.create_request(scope, body_file)
+            if request is None:
+                await self.send_response(response, send)
+            else:
+                response = await self._answer_unless_gone(request, receive, send)
+        finally:
+            body_file.close()
+        if response is None:  # the client left before the response was made
+            await signals.request_finished.asend(sender=type(self))
+        else:
+            response.close()
+
+    async def _answer_unless_gone(
+        self, request: HttpRequest, receive: object, send: object
+    ) -> HttpResponseBase | None:
+        """The response, sent; None when the client disconnected first (the view's task is
+        cancelled then, so that it can react, e.g. cancel the run it streams)."""
+        answering = asyncio.create_task(self._answer(request, send))
+        watching = asyncio.create_task(self.listen_for_disconnect(receive))
+        await asyncio.wait((answering, watching), return_when=asyncio.FIRST_COMPLETED)
+        for task in (watching, answering):  # the watcher's own failure (AssertionError) first
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if answering.cancelled():
+            return None
+        return answering.result()
+
+    async def _answer(self, request: HttpRequest, send: object) -> HttpResponseBase:
+        response = await self.run_get_response(request)
+        with contextlib.suppress(asyncio.CancelledError):  # the client left while it was sent
+            await self.send_response(response, send)
+        return response
+
 
 def connection_upkeep_at_request_end() -> None:
     """Django's request_started receivers are sync, so under ASGI every request paid a thread
-    hop just to call them. Their work moves to request_finished, which Django sends in the hop
-    that closes the response anyway: a connection past CONN_MAX_AGE or broken is closed at the
-    end of the request that used it, and the next request's first query checks the connection
-    first (CONN_HEALTH_CHECKS), as it did; DEBUG's query log starts afresh after each request."""
+    hop just to call them. Their work moves to the end of the request: a connection past
+    CONN_MAX_AGE or broken is closed on the request's thread after the request that used it
+    (`bridge.connection_upkeep`, run by `request_thread()`, or right after a sync view), and
+    the next request's first query checks the connection first (CONN_HEALTH_CHECKS), as it
+    did; DEBUG's query log starts afresh after each request."""
     signals.request_started.disconnect(close_old_connections)
     signals.request_started.disconnect(reset_queries)
     signals.request_finished.connect(reset_queries)

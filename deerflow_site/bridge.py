@@ -42,16 +42,25 @@ cancelled meanwhile.
 
 import asyncio
 import contextlib
+import contextvars
 import enum
+import functools
 import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
-from django.db import DatabaseError, InterfaceError, connection, connections
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    close_old_connections,
+    connection,
+    connections,
+    reset_queries,
+)
 
 T = TypeVar("T")
 
@@ -79,23 +88,80 @@ _POOLS = {
 }
 
 
+class RequestThread(ThreadPoolExecutor):
+    """One request's thread, which knows whether sync code ran on it since the upkeep of its
+    database connections (Django's request_finished work: `connection_upkeep`)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="request")
+        self.needs_upkeep = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.needs_upkeep = True
+        return super().submit(fn, *args, **kwargs)
+
+    def ending_with_upkeep(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """`fn` (sync code this thread runs), followed on the thread by the upkeep, so that a
+        request whose sync code is one call needs no other."""
+
+        @functools.wraps(fn)
+        def then_upkeep(*args: Any, **kwargs: Any) -> T:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                connection_upkeep()
+                self.needs_upkeep = False
+
+        return then_upkeep
+
+    def upkeep_if_used(self) -> None:
+        """Queue the upkeep behind the request's sync code, if any ran since the last one;
+        nobody waits for it (the thread does it before its next request's work)."""
+        if self.needs_upkeep:
+            self.needs_upkeep = False
+            super().submit(connection_upkeep)
+
+
+def connection_upkeep() -> None:
+    """What Django's request_finished receivers do for the calling thread's connections: close
+    one past CONN_MAX_AGE, broken, or left in a transaction; start DEBUG's query log afresh."""
+    close_old_connections()
+    reset_queries()
+
+
 #: Request threads waiting for a request (used and changed on the event loop's thread only).
-_idle_request_threads: list[ThreadPoolExecutor] = []
+_idle_request_threads: list[RequestThread] = []
+#: The thread lent to the current request, inside `request_thread()`.
+_current_request_thread: contextvars.ContextVar[RequestThread | None] = contextvars.ContextVar(
+    "request_thread", default=None
+)
+
+
+def current_request_thread() -> RequestThread | None:
+    """The thread `request_thread()` lent the current request (None outside one)."""
+    return _current_request_thread.get()
 
 
 @contextlib.asynccontextmanager
 async def request_thread() -> AsyncIterator[None]:
     """Run the thread-sensitive sync code of one request (a sync view, Django's request
     signals, middleware that saves the session) on a pooled thread, for as long as the block
-    lasts. The request has the thread to itself meanwhile, as with Django's own context."""
+    lasts. The request has the thread to itself meanwhile, as with Django's own context.
+
+    When the request ran sync code there, the thread's connection upkeep follows it on the
+    thread, without a wait (`RequestThread.upkeep_if_used`): the response is closed on the
+    event loop (`deerflow_site.asgi`), not in one more thread hop."""
     if _idle_request_threads:
         executor = _idle_request_threads.pop()
     else:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        executor = RequestThread()
+    token = _current_request_thread.set(executor)
     try:
         async with ThreadSensitiveContext(executor=executor):
             yield
     finally:
+        _current_request_thread.reset(token)
+        executor.upkeep_if_used()
         if len(_idle_request_threads) < IDLE_REQUEST_THREADS:
             _idle_request_threads.append(executor)
         else:

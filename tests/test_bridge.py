@@ -4,12 +4,20 @@ that own their threads keep a connection between calls and drop it after a datab
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
 from django.db import DatabaseError, connection
 
-from deerflow_site.bridge import API_DB_THREADS, Executor, call_async, call_sync, request_thread
+from deerflow_site.bridge import (
+    API_DB_THREADS,
+    Executor,
+    call_async,
+    call_sync,
+    current_request_thread,
+    request_thread,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -120,3 +128,34 @@ async def test_requests_reuse_a_pooled_thread_and_its_connection_one_request_at_
     other = await one_request()
     release.set()
     assert other[1] is not (await holder)[1]  # another thread, with its own connection
+
+
+def _expire_connection() -> Any:
+    """Connect, and make this thread's connection older than CONN_MAX_AGE allows."""
+    connection.ensure_connection()
+    connection.close_at = time.monotonic() - 1
+    return connection.connection
+
+
+def _held_connection() -> Any:
+    return connection.connection
+
+
+async def test_a_request_threads_expired_connection_is_closed_after_the_request() -> None:
+    # Django's request_finished upkeep, done on the request's own thread after the request
+    # (the response is closed on the event loop, not in a thread hop of its own).
+    async with request_thread():
+        assert await call_sync(_expire_connection, on=Executor.THREAD_SENSITIVE) is not None
+    async with request_thread():
+        assert await call_sync(_held_connection, on=Executor.THREAD_SENSITIVE) is None
+
+
+async def test_a_sync_view_ends_with_the_upkeep_in_its_own_call() -> None:
+    async with request_thread():
+        thread = current_request_thread()
+        assert thread is not None
+        view = thread.ending_with_upkeep(_expire_connection)
+        await call_sync(view, on=Executor.THREAD_SENSITIVE)
+        assert not thread.needs_upkeep  # nothing left to do after the request
+        assert await call_sync(_held_connection, on=Executor.THREAD_SENSITIVE) is None
+    assert current_request_thread() is None
