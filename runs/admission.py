@@ -241,13 +241,13 @@ def _insert_locked(
     _check_active_runs_quota(user)
     thread = _thread_for_run(user=user, thread_id=thread_id, if_not_exists=request.if_not_exists)
     spec = _assistant_for(request=request, thread=thread)
-    in_flight = sql.lock_in_flight_runs(thread.pk)
+    in_flight = sql.lock_in_flight_run_keys(thread.pk)
     if in_flight:
         strategy = request.multitask_strategy
         if strategy == Run.MultitaskStrategy.REJECT:
             raise ThreadBusyReject()
         if strategy in (Run.MultitaskStrategy.INTERRUPT, Run.MultitaskStrategy.ROLLBACK):
-            for other in in_flight:
+            for other in Run.objects.filter(pk__in=in_flight).order_by("created_at"):
                 cancel_locked(run=other, action=strategy)
     now = timezone.now()
     run = Run(

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field
 
 from runs.models import Run
@@ -30,7 +30,7 @@ THREAD_HAS_ACTIVE_RUN_SQL = (
     'SELECT 1 FROM {runs} WHERE "thread_id" = %s AND "status" IN (%s, %s) LIMIT 1'
 )
 IN_FLIGHT_SQL = (
-    'SELECT * FROM {runs} WHERE "thread_id" = %s AND "status" IN (%s, %s)'
+    'SELECT "run_id" FROM {runs} WHERE "thread_id" = %s AND "status" IN (%s, %s)'
     ' ORDER BY "created_at"{lock}'
 )
 LOCK_USER_SQL = "SELECT 1 FROM {users} WHERE {user_pk} = %s{lock}"
@@ -134,9 +134,29 @@ def count_active_runs_of_user(user_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-def lock_in_flight_runs(thread_id: str) -> list[Run]:
-    """The thread's pending and running runs, oldest first, row-locked where the database can."""
-    return list(Run.objects.raw(_sql(IN_FLIGHT_SQL, lock=_lock()), [thread_id, *ACTIVE]))
+def lock_in_flight_run_keys(thread_id: str) -> list[Any]:
+    """The keys of the thread's pending and running runs (as stored: for `pk__in` filters),
+    oldest first, row-locked where the database can; usually none, so no model is built."""
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(IN_FLIGHT_SQL, lock=_lock()), [thread_id, *ACTIVE])
+        return [row[0] for row in cursor.fetchall()]
+
+
+@functools.cache
+def _insert_run_sql(*, unless_thread_runs: bool) -> str:
+    """The INSERT of a whole run row (its text made once: the table never changes)."""
+    fields = _run_fields()
+    return _sql(
+        INSERT_RUN_IF_FREE_SQL if unless_thread_runs else INSERT_RUN_SQL,
+        columns=", ".join(connection.ops.quote_name(f.column) for f in fields),
+        values=", ".join(["%s"] * len(fields)),
+    )
+
+
+@functools.cache
+def _run_preparers() -> tuple[tuple[str, Any], ...]:
+    """(attribute, the field's `get_db_prep_save`) of each column, in `_run_fields()` order."""
+    return tuple((field.attname, field.get_db_prep_save) for field in _run_fields())
 
 
 def insert_run(run: Run, *, unless_thread_runs: bool = False) -> bool:
@@ -147,15 +167,11 @@ def insert_run(run: Run, *, unless_thread_runs: bool = False) -> bool:
     IntegrityError. Returns whether the row was inserted; the instance is then saved (not
     `adding`).
     """
-    fields = _run_fields()
-    template = INSERT_RUN_IF_FREE_SQL if unless_thread_runs else INSERT_RUN_SQL
-    sql = _sql(
-        template,
-        columns=", ".join(connection.ops.quote_name(f.column) for f in fields),
-        values=", ".join(["%s"] * len(fields)),
-    )
-    params = [field.get_db_prep_save(getattr(run, field.attname), connection) for field in fields]
-    inserted = _execute(sql, params)
+    db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per column
+    params = [prepare(getattr(run, name), db) for name, prepare in _run_preparers()]
+    with db.cursor() as cursor:
+        cursor.execute(_insert_run_sql(unless_thread_runs=unless_thread_runs), params)
+        inserted = cursor.rowcount
     if inserted:
         run._state.adding = False
         run._state.db = connection.alias
