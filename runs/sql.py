@@ -26,9 +26,6 @@ ACTIVE = (Run.Status.PENDING.value, Run.Status.RUNNING.value)
 # The thread's row, locked (`{lock}`: FOR UPDATE where the database has it; SQLite's IMMEDIATE
 # transactions serialise writers instead).
 LOCK_THREAD_SQL = 'SELECT "interrupts" FROM {threads} WHERE "thread_id" = %s{lock}'
-THREAD_HAS_ACTIVE_RUN_SQL = (
-    'SELECT 1 FROM {runs} WHERE "thread_id" = %s AND "status" IN (%s, %s) LIMIT 1'
-)
 IN_FLIGHT_SQL = (
     'SELECT "run_id" FROM {runs} WHERE "thread_id" = %s AND "status" IN (%s, %s)'
     ' ORDER BY "created_at"{lock}'
@@ -53,12 +50,20 @@ END_RUN_SQL = (
     ' "lease_expires_at" = NULL, "updated_at" = %s'
     ' WHERE "run_id" = %s AND "status" = %s AND "worker_id" = %s'
 )
+# The thread's status is `busy` while a run of it is pending or running, else the one given:
+# decided in the UPDATE, under the row lock `lock_thread` took first (so that no admission
+# commits a run in between), rather than by one more statement.
+SETTLE_STATUS = (
+    '"status" = CASE WHEN EXISTS (SELECT 1 FROM {runs} a WHERE a."thread_id" = %s'
+    ' AND a."status" IN (%s, %s)) THEN %s ELSE %s END'
+)
 SETTLE_THREAD_SQL = (
-    'UPDATE {threads} SET "status" = %s, "error" = %s, "updated_at" = %s WHERE "thread_id" = %s'
+    "UPDATE {threads} SET " + SETTLE_STATUS + ', "error" = %s, "updated_at" = %s'
+    ' WHERE "thread_id" = %s'
 )
 SETTLE_THREAD_WITH_STATE_SQL = (
-    'UPDATE {threads} SET "status" = %s, "error" = %s, "updated_at" = %s, "values" = %s,'
-    ' "interrupts" = %s, "state_updated_at" = %s WHERE "thread_id" = %s'
+    "UPDATE {threads} SET " + SETTLE_STATUS + ', "error" = %s, "updated_at" = %s,'
+    ' "values" = %s, "interrupts" = %s, "state_updated_at" = %s WHERE "thread_id" = %s'
 )
 FINAL_ANSWER_SQL = (
     'SELECT r."status", r."error", t."values", t."interrupts" FROM {runs} r'
@@ -201,7 +206,11 @@ def start_runs(
 def next_run_at(now: datetime) -> datetime | None:
     """When the earliest pending run not yet due becomes due (None: there is none)."""
     row = _fetchone(_sql(NEXT_RUN_AT_SQL), [Run.Status.PENDING.value, _when(now)])
-    value = row[0] if row else None
+    return run_at_from_db(row[0] if row else None)
+
+
+def run_at_from_db(value: Any) -> datetime | None:
+    """A `run_at` value as the database returned it (an aggregate's too), as a datetime."""
     if value is None:
         return None
     column = Run._meta.get_field("run_at").get_col(Run._meta.db_table)
@@ -238,10 +247,6 @@ def end_run(
     return bool(_execute(_sql(END_RUN_SQL), params))
 
 
-def thread_has_active_run(thread_id: str) -> bool:
-    return _fetchone(_sql(THREAD_HAS_ACTIVE_RUN_SQL), [thread_id, *ACTIVE]) is not None
-
-
 def settle_thread_row(
     thread_id: str,
     *,
@@ -250,9 +255,11 @@ def settle_thread_row(
     now: datetime,
     state: tuple[Any, Any] | None,
 ) -> None:
-    """The thread's status and error; with `state` (values, interrupts: JSON-storable), also
+    """The thread's status (`busy` instead while a run of it is pending or running: call with
+    the thread's row locked) and error; with `state` (values, interrupts: JSON-storable), also
     the snapshot of its latest checkpoint."""
-    params = [status, _json(Thread, "error", error), _when(now)]
+    busy = [thread_id, *ACTIVE, Thread.Status.BUSY.value, status]
+    params = [*busy, _json(Thread, "error", error), _when(now)]
     if state is None:
         _execute(_sql(SETTLE_THREAD_SQL), [*params, thread_id])
         return

@@ -113,7 +113,8 @@ def _record_journal(run: Run, journal: JournalBatch) -> None:
     """The run's last journal events, in a savepoint: a journal that cannot be written is
     logged, never a reason for the run not to end."""
     try:
-        record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
+        with transaction.atomic():  # the savepoint; the journal's own blocks make none
+            record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
     except DatabaseError:
         logger.exception("run %s: the end of its journal could not be written", run.pk)
 
@@ -143,9 +144,8 @@ def _settle_thread(
     now: Any,
 ) -> None:
     waiting = snapshot.waiting if snapshot is not None else bool(interrupts)
-    status = thread_status(
-        has_active_runs=sql.thread_has_active_run(thread_id), failed=failed, waiting=waiting
-    )
+    # `busy` instead when a run of the thread is active: the UPDATE decides (row locked).
+    status = thread_status(has_active_runs=False, failed=failed, waiting=waiting)
     state = None
     if snapshot is not None:
         state = (jsonb_storable(snapshot.values), jsonb_storable(snapshot.interrupts))

@@ -91,18 +91,20 @@ class JournalBatch:
 
 def record_batch(*, thread_id: str, run_id: UUID, batch: JournalBatch) -> list[int]:
     """Write a run's events and add its usage, in one transaction (joining the caller's);
-    returns the seqs given, in the order of `batch.entries`."""
-    with transaction.atomic():
+    returns the seqs given, in the order of `batch.entries`. Inside a transaction it makes no
+    savepoint: a caller that must survive its failure wraps it in one."""
+    with transaction.atomic(savepoint=False):
         seqs = record_events(thread_id=thread_id, run_id=run_id, entries=batch.entries)
         _add_usage(run_id=run_id, usage=batch.usage)
     return seqs
 
 
 def record_events(*, thread_id: str, run_id: UUID, entries: list[JournalEntry]) -> list[int]:
-    """Append events to the thread's journal (inside the caller's transaction, or its own)."""
+    """Append events to the thread's journal (inside the caller's transaction, without a
+    savepoint, or its own)."""
     if not entries:
         return []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         last = _allocate_seqs(thread_id, len(entries))
         first = last - len(entries) + 1
         for start in range(0, len(entries), INSERT_EVENTS_ROWS):

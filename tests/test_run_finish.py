@@ -1,0 +1,80 @@
+"""The end of a run in the database (runs/engine/finish.py): the run's final status, its
+journal's last events and its thread's status, in one transaction."""
+
+from typing import Any
+
+import pytest
+
+from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, settle_thread
+from runs.journal.lifecycle import run_ended
+from runs.journal.store import JournalBatch
+from runs.models import Run, RunEvent
+from tests.engine_support import claim_next, make_thread, pending_run
+from threads.models import Thread
+
+pytestmark = pytest.mark.django_db
+
+
+def _finish(run: Run, *, status: str = Run.Status.SUCCESS, **snapshot: Any) -> bool:
+    return finish_run(
+        run=run,
+        outcome=RunOutcome(status=status),
+        snapshot=ThreadSnapshot(**snapshot),
+        journal=JournalBatch(
+            entries=[run_ended(status=status, error=None, cancel_action="", rolled_back=False)]
+        ),
+    )
+
+
+def test_a_thread_with_a_run_still_queued_stays_busy_when_a_run_ends(user: Any) -> None:
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    queued = pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+
+    assert _finish(run, values={"reply": "done"})
+
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.BUSY
+    assert thread.values == {"reply": "done"}  # the state is the ended run's all the same
+    assert Run.objects.get(pk=run.pk).status == Run.Status.SUCCESS
+    assert RunEvent.objects.filter(run=run, event_type="run.end").count() == 1
+
+    Run.objects.filter(pk=queued.pk).update(status=Run.Status.INTERRUPTED)
+    settle_thread(thread_id=thread.pk, failed=False)
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.IDLE
+
+
+@pytest.mark.parametrize(
+    ("status", "snapshot", "thread_status"),
+    [
+        (Run.Status.SUCCESS, {}, Thread.Status.IDLE),
+        (Run.Status.SUCCESS, {"waiting": True}, Thread.Status.INTERRUPTED),
+        (Run.Status.ERROR, {}, Thread.Status.ERROR),
+    ],
+)
+def test_the_thread_of_a_run_that_ends_alone_takes_the_runs_outcome(
+    user: Any, status: str, snapshot: dict[str, Any], thread_status: str
+) -> None:
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+
+    assert _finish(run, status=status, **snapshot)
+
+    thread.refresh_from_db()
+    assert thread.status == thread_status
+
+
+def test_a_run_no_longer_under_its_workers_claim_changes_nothing(user: Any) -> None:
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.ERROR)  # reaped meanwhile
+
+    assert not _finish(run)
+
+    assert not RunEvent.objects.filter(run=run).exists()
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.BUSY
