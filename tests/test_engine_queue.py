@@ -4,8 +4,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from runs.engine import queue
@@ -338,3 +339,23 @@ def test_stored_events_go_once_their_run_ended_longer_ago_than_the_retention(use
     left = set(RunStreamEvent.objects.values_list("run_id", flat=True))
     assert left == {recent.pk, long_running.pk}
     assert Run.objects.filter(pk=expired.pk).exists()  # the run itself is kept
+
+
+def test_an_idle_poll_is_one_statement_saying_when_the_next_run_is_due(user: Any) -> None:
+    later = pending_run(
+        thread=make_thread(user=user), user=user, run_at=timezone.now() + timedelta(hours=1)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        idle = queue.idle()
+    assert idle is not None and idle.runs == [] and idle.next_due == later.run_at
+    assert len(queries) == 1
+
+    due = pending_run(thread=make_thread(user=user), user=user)
+    assert queue.idle() is None  # a claim is worth it
+    claim = queue.claim_runs(worker_id="w1", limit=1, eligible=True)
+    assert [run.pk for run in claim.runs] == [due.pk]
+
+
+def test_an_idle_poll_of_an_empty_queue_has_nothing_due(user: Any) -> None:
+    idle = queue.idle()
+    assert idle is not None and idle.next_due is None

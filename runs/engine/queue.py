@@ -60,6 +60,11 @@ ELIGIBLE_WHERE = """
                OR (o.created_at = r.created_at AND o.run_id < r.run_id)))
 """
 ANY_ELIGIBLE_SQL = "SELECT 1 FROM {runs} r WHERE " + ELIGIBLE_WHERE + " LIMIT 1"
+# An idle poll in one statement: is a run eligible now, and when is the next one not yet due.
+IDLE_SQL = (
+    "SELECT (" + ANY_ELIGIBLE_SQL + "),"
+    " (SELECT MIN(p.run_at) FROM {runs} p WHERE p.status = %(pending)s AND p.run_at > %(now)s)"
+)
 # A user's turn: their running runs plus the rank of this run among their eligible ones. The
 # window function stays in a subquery, as PostgreSQL refuses FOR UPDATE beside one.
 FAIR_CANDIDATES_SQL = (
@@ -115,14 +120,16 @@ def _lock_candidates(now: datetime, limit: int) -> list[Run]:
     return list(Run.objects.raw(sql, params))
 
 
-def claim_runs(*, worker_id: str, limit: int) -> Claim:
+def claim_runs(*, worker_id: str, limit: int, eligible: bool = False) -> Claim:
     """Claim up to `limit` runnable runs for `worker_id` in one transaction (status running,
-    under a fresh lease). When fewer were found, also says when the next pending run is due."""
+    under a fresh lease). When fewer were found, also says when the next pending run is due.
+    `eligible`: the caller has just seen an eligible run (`idle()`), so the first attempt
+    skips that read."""
     claimed: list[Run] = []
-    for _ in range(CLAIM_ATTEMPTS):
+    for attempt in range(CLAIM_ATTEMPTS):
         now = timezone.now()
         # A plain read first: an idle poll must not take SQLite's write lock.
-        if not any_eligible(now):
+        if not (eligible and attempt == 0) and not any_eligible(now):
             break
         try:
             with transaction.atomic():
@@ -137,10 +144,13 @@ def claim_runs(*, worker_id: str, limit: int) -> Claim:
 def idle() -> Claim | None:
     """None when some pending run is eligible now (worth a claim); else an empty claim saying
     when the next pending run becomes due. Reads only."""
-    now = timezone.now()
-    if any_eligible(now):
+    query, params = _queue_sql(IDLE_SQL, timezone.now(), 1)
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        eligible, next_due = cursor.fetchone()
+    if eligible is not None:
         return None
-    return Claim(runs=[], next_due=sql.next_run_at(now))
+    return Claim(runs=[], next_due=sql.run_at_from_db(next_due))
 
 
 def _start(candidates: list[Run], *, worker_id: str, now: datetime) -> list[Run]:

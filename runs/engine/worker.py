@@ -181,7 +181,11 @@ class RunWorker(Slots):
         try:
             if free > 0:
                 claim = await call_sync(
-                    queue.claim_runs, worker_id=self.worker_id, limit=free, on=Executor.ENGINE
+                    queue.claim_runs,
+                    worker_id=self.worker_id,
+                    limit=free,
+                    eligible=True,
+                    on=Executor.ENGINE,
                 )
         finally:
             self._begin_reserved(claim.runs, reserved=free)
