@@ -305,3 +305,26 @@ def test_require_visible_thread_follows_owner_shares_and_staff(user, other_user,
     staff = make_user("staff", is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="view_thread"))
     assert require_visible_thread(user=staff, thread_id="seen") == "seen"
+
+
+def test_get_thread_loads_the_row_as_the_orm_does(user) -> None:
+    from django.utils import timezone
+
+    from threads.selectors import get_thread
+
+    thread, _ = create_thread(user=user, metadata={"project": "demo", "n": [1, 2.5, None]})
+    Thread.objects.filter(pk=thread.pk).update(
+        values={"messages": [{"content": "é"}]},
+        interrupts={"task": [{"id": "i", "value": {"question": "?"}}]},
+        error={"error": "ValueError", "message": "bad"},
+        state_updated_at=timezone.now(),
+        status=Thread.Status.INTERRUPTED,
+    )
+
+    read = get_thread(user=user, thread_id=thread.pk, action="change", for_update=True)
+
+    stored = Thread.objects.get(pk=thread.pk)
+    for field in Thread._meta.concrete_fields:
+        assert getattr(read, field.attname) == getattr(stored, field.attname), field.name
+    assert not read._state.adding
+    assert thread_data(read) == thread_data(stored)

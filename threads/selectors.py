@@ -32,14 +32,14 @@ def get_thread(
     permissions (staff) come from the user's cached model permissions. `for_update` locks the
     row until the surrounding transaction ends.
     """
-    thread = next(
-        iter(Thread.objects.raw(*_thread_with_rights(user, thread_id, action, for_update))), None
-    )
-    if thread is None or not (thread.may_view or user.has_perm("threads.view_thread")):
+    with connection.cursor() as cursor:
+        cursor.execute(*_thread_with_rights(user, thread_id, action, for_update))
+        row = cursor.fetchone()
+    if row is None or not (row[-2] or user.has_perm("threads.view_thread")):
         raise ThreadNotFound()
-    if action != "view" and not (thread.may_act or user.has_perm(f"threads.{action}_thread")):
+    if action != "view" and not (row[-1] or user.has_perm(f"threads.{action}_thread")):
         raise Forbidden(f"You may not {action} this thread.")
-    return thread
+    return _thread_from_row(row)
 
 
 def require_visible_thread(*, user: Any, thread_id: str) -> str:
@@ -62,7 +62,7 @@ def require_visible_thread(*, user: Any, thread_id: str) -> str:
 # it (four permission subqueries, each joining permissions and content types) than SQLite to
 # run it. The same text serves SQLite and PostgreSQL.
 THREAD_WITH_RIGHTS_SQL = """
-    SELECT t.*, {may_view} AS may_view, {may_act} AS may_act
+    SELECT {columns}, {may_view} AS may_view, {may_act} AS may_act
     FROM {threads} t WHERE t.thread_id = %s {lock}
 """
 MAY_VIEW_SQL = "SELECT {may_view} FROM {threads} t WHERE t.thread_id = %s"
@@ -83,12 +83,40 @@ def _thread_with_rights(
 @cache
 def _thread_with_rights_sql(*, checks_action: bool, lock: str) -> str:
     """The statement's text, made once per shape (the table names never change)."""
+    quote = connection.ops.quote_name
     return THREAD_WITH_RIGHTS_SQL.format(
+        columns=", ".join(f"t.{quote(field.column)}" for field in Thread._meta.concrete_fields),
         may_view=rights_sql(owner_counts=True),
         may_act=rights_sql(owner_counts=False) if checks_action else "0",
         threads=Thread._meta.db_table,
         lock=lock,
     )
+
+
+@cache
+def _thread_columns() -> tuple[tuple[str, ...], tuple[tuple[Any, tuple[Any, ...]], ...]]:
+    """The thread's attribute names, in the order `_thread_with_rights_sql` selects them, and
+    each column's expression with the converters Django applies to what the database returns
+    (those of the backend, then the field's: JSON decoded, SQLite's datetimes parsed)."""
+    fields = Thread._meta.concrete_fields
+    columns = []
+    for field in fields:
+        column = field.get_col(Thread._meta.db_table)
+        converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        columns.append((column, tuple(converters)))
+    return tuple(field.attname for field in fields), tuple(columns)
+
+
+def _thread_from_row(row: tuple[Any, ...]) -> Thread:
+    """A Thread from a row of `_thread_with_rights_sql`, as the ORM would load it, without
+    the ORM's per-query set-up (every request on a thread reads one)."""
+    names, columns = _thread_columns()
+    values = []
+    for value, (column, converters) in zip(row, columns, strict=False):
+        for convert in converters:
+            value = convert(value, column, connection)
+        values.append(value)
+    return Thread.from_db(connection.alias, names, values)
 
 
 @cache
