@@ -12,10 +12,12 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
+from django.contrib.messages.storage import default_storage
 from django.contrib.sessions import middleware as sessions
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
+from django.utils.functional import SimpleLazyObject, empty
 
 from deerflow_site.bridge import Executor, call_sync
 
@@ -76,9 +78,28 @@ class AuthenticationMiddleware(InlineHooks, auth.AuthenticationMiddleware):
 
 
 class MessageMiddleware(InlineHooks, messages.MessageMiddleware):
+    """The messages' storage is made when a view first uses it (the admin's pages), not for
+    every API request (it reads settings and builds a cookie signer and a session storage)."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        request._messages = SimpleLazyObject(lambda: default_storage(request))  # type: ignore[attr-defined]
+
     def response_needs_thread(self, request: HttpRequest) -> bool:
-        storage = getattr(request, "_messages", None)
+        storage = _used_message_storage(request)
         return storage is not None and (storage.used or storage.added_new)
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> Any:
+        if _used_message_storage(request) is None:
+            return response  # nothing was read or added
+        return super().process_response(request, response)
+
+
+def _used_message_storage(request: HttpRequest) -> Any:
+    """The request's message storage if something made it (None: untouched, or none)."""
+    storage = getattr(request, "_messages", None)
+    if isinstance(storage, SimpleLazyObject) and storage._wrapped is empty:
+        return None
+    return storage
 
 
 class XFrameOptionsMiddleware(InlineHooks, clickjacking.XFrameOptionsMiddleware):
