@@ -29,6 +29,7 @@ from django.conf import settings
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.engine import bus
+from runs.engine.heartbeat_clock import HeartbeatClock
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +87,18 @@ class Subscription:
             waiter.set_result(None)
 
     async def receive(self, within: float) -> dict[str, Any] | None:
-        """The next message, or None after `within` seconds."""
+        """The next message, or None after `within` seconds (up to the heartbeat clock's tick
+        later: the waits of all subscriptions of the loop share its one timer)."""
         if not self._inbox:
             if within <= 0:
                 return None
-            loop = self._hub.loop
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(within, _wake, waiter)
+            hub = self._hub
+            waiter = self._waiter = hub.loop.create_future()
+            tick = hub.clock.wake_at(hub.loop.time() + within, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
+                hub.clock.forget(tick, waiter)
                 self._waiter = None
             if not self._inbox:
                 return None
@@ -105,11 +107,6 @@ class Subscription:
     async def close(self) -> None:
         """Stop listening (twice is harmless)."""
         await self._hub.remove(self)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class _Membership:
@@ -128,6 +125,7 @@ class _Hub:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, channel_layer: BaseChannelLayer) -> None:
         self.loop = loop
+        self.clock = HeartbeatClock(loop)
         self.subscribers: dict[str, set[Subscription]] = {}
         remote = not isinstance(channel_layer, InMemoryChannelLayer)
         self.layer: BaseChannelLayer | None = channel_layer if remote else None

@@ -48,11 +48,24 @@ def metadata_frame(
     return frame("metadata", bus.dumps(payload), event_id)
 
 
+class EventStreamResponse(StreamingHttpResponse):
+    """A streaming response whose chunks are bytes already, handed to the server as they come.
+
+    Django's async iteration wraps the stream in two generators of its own (one converts each
+    chunk to bytes); an idle stream resumes them at every heartbeat, for hours. Here the stream
+    is the iterator.
+    """
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterator
+
+
 def sse_response(
     stream: AsyncIterator[bytes], *, headers: dict[str, str] | None = None
 ) -> StreamingHttpResponse:
-    """A `text/event-stream` response over `stream`, never cached nor buffered by proxies."""
-    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    """A `text/event-stream` response over `stream` (bytes), never cached nor buffered by
+    proxies."""
+    response = EventStreamResponse(stream, content_type="text/event-stream")
     for name, value in {**SSE_HEADERS, **(headers or {})}.items():
         response[name] = value
     return response

@@ -50,13 +50,20 @@ async def subscribe_to_run(
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Cursor:
-    """Where a client is in a run's stream."""
+    """Where a client is in a run's stream, and what the stream keeps of the run: an open stream
+    may last hours, so it holds these few fields rather than the run's model."""
 
     run_id: UUID
     last_sent: int
+    resumable: bool = False
     concluded: bool = False  # `end` (or `gap`) was delivered
+
+    @property
+    def run_key(self) -> str:
+        """The run id as the bus's messages carry it."""
+        return str(self.run_id)
 
 
 def _replay_page(*, cursor: _Cursor, names: frozenset[str] | None) -> tuple[list[bytes], bool]:
@@ -121,31 +128,68 @@ async def stream_run_events(
     Without `last_event_id`: `metadata`, then live events. With one (resumable runs):
     `metadata`, then the stored events after it (`-1`: all of them), then live ones. A client
     that goes away before the end cancels the run (interrupt) when `cancel_on_disconnect`.
+    Heartbeats (`: heartbeat`) fill every SSE_HEARTBEAT_SECONDS without an event.
+
+    The live part is this one generator: an idle stream resumes it, and nothing else of ours,
+    at each heartbeat.
     """
-    cursor = _Cursor(run_id=run.pk, last_sent=-1 if last_event_id is None else last_event_id)
+    names = event_filter(modes)
+    cursor = _Cursor(
+        run_id=run.pk,
+        last_sent=-1 if last_event_id is None else last_event_id,
+        resumable=run.resumable,
+    )
     try:
-        async for chunk in _run_frames(
-            subscription=subscription,
-            run=run,
-            cursor=cursor,
-            replay=last_event_id is not None,
-            names=event_filter(modes),
+        async for chunk in _opening_frames(
+            run=run, cursor=cursor, replay=last_event_id is not None, names=names
         ):
             yield chunk
+        del run  # the stream keeps the cursor, not the model
+        if cursor.concluded:
+            return
+        heartbeat = settings.SSE_HEARTBEAT_SECONDS
+        run_key = cursor.run_key
+        last_write = time.monotonic()
+        silent_heartbeats = 0
+        while True:
+            message = await subscription.receive(within=heartbeat - (time.monotonic() - last_write))
+            if message is None:
+                yield HEARTBEAT
+                last_write = time.monotonic()
+                silent_heartbeats += 1
+                if silent_heartbeats % HEARTBEATS_PER_STATUS_CHECK == 0 and await run_has_ended(
+                    cursor.run_id, max_age=heartbeat
+                ):
+                    # The `end` on the bus was lost (or the run was deleted): finish from the DB.
+                    async for chunk in _closing_frames(cursor=cursor, names=names):
+                        yield chunk
+                    return
+                continue
+            if message.get("type") != bus.STREAM_EVENT or message.get("run_id") != run_key:
+                continue
+            event = bus.StreamEvent.from_message(message)
+            if event.id <= cursor.last_sent:
+                continue
+            cursor.last_sent = event.id
+            if wanted(event.event, names):
+                yield frame(event.event, event.data, event.id)
+                last_write = time.monotonic()
+                silent_heartbeats = 0
+            if event.event == "end":
+                cursor.concluded = True
+                return
     finally:
         await subscription.close()
         if not cursor.concluded and cancel_on_disconnect:
-            spawn(cancel_after_disconnect(run_id=run.pk))
+            spawn(cancel_after_disconnect(run_id=cursor.run_id))
 
 
-async def _run_frames(
-    *,
-    subscription: Subscription,
-    run: Run,
-    cursor: _Cursor,
-    replay: bool,
-    names: frozenset[str] | None,
+async def _opening_frames(
+    *, run: Run, cursor: _Cursor, replay: bool, names: frozenset[str] | None
 ) -> AsyncIterator[bytes]:
+    """`metadata`, then what is stored after the cursor (a replay), or `gap`, or the `end` of
+    a run that ended before the stream listened; `cursor.concluded` says whether live events
+    follow."""
     # `metadata` is id 0 on a first connection. A resumed one (Last-Event-ID, -1 included)
     # starts with it too, without an id: the client's last id stays where it was, and no id
     # is ever sent twice within the run's stream.
@@ -168,44 +212,13 @@ async def _run_frames(
     if not run.is_active:
         # It finished before we listened: its own `end` went out already.
         yield _end_frame(cursor)
-        return
-    async for chunk in _live_frames(subscription=subscription, cursor=cursor, names=names, run=run):
-        yield chunk
 
 
-async def _live_frames(
-    *, subscription: Subscription, cursor: _Cursor, names: frozenset[str] | None, run: Run
-) -> AsyncIterator[bytes]:
-    heartbeat = settings.SSE_HEARTBEAT_SECONDS
-    run_id = str(run.pk)
-    last_write = time.monotonic()
-    silent_heartbeats = 0
-    while True:
-        message = await subscription.receive(within=heartbeat - (time.monotonic() - last_write))
-        if message is None:
-            yield HEARTBEAT
-            last_write = time.monotonic()
-            silent_heartbeats += 1
-            if silent_heartbeats % HEARTBEATS_PER_STATUS_CHECK == 0:
-                if await run_has_ended(run.pk, max_age=heartbeat):
-                    # The `end` on the bus was lost (or the run was deleted): finish from the DB.
-                    if run.resumable:
-                        async for chunk in _replay(cursor=cursor, names=names):
-                            yield chunk
-                    if not cursor.concluded:
-                        yield _end_frame(cursor)
-                    return
-            continue
-        if message.get("type") != bus.STREAM_EVENT or message.get("run_id") != run_id:
-            continue
-        event = bus.StreamEvent.from_message(message)
-        if event.id <= cursor.last_sent:
-            continue
-        cursor.last_sent = event.id
-        if wanted(event.event, names):
-            yield frame(event.event, event.data, event.id)
-            last_write = time.monotonic()
-            silent_heartbeats = 0
-        if event.event == "end":
-            cursor.concluded = True
-            return
+async def _closing_frames(*, cursor: _Cursor, names: frozenset[str] | None) -> AsyncIterator[bytes]:
+    """The stored events not sent yet (resumable runs), then `end`: the run ended and its `end`
+    never reached this stream."""
+    if cursor.resumable:
+        async for chunk in _replay(cursor=cursor, names=names):
+            yield chunk
+    if not cursor.concluded:
+        yield _end_frame(cursor)
