@@ -359,3 +359,16 @@ def test_an_idle_poll_is_one_statement_saying_when_the_next_run_is_due(user: Any
 def test_an_idle_poll_of_an_empty_queue_has_nothing_due(user: Any) -> None:
     idle = queue.idle()
     assert idle is not None and idle.next_due is None
+
+
+def test_a_claimed_run_is_loaded_as_the_orm_loads_it(user: Any) -> None:
+    pending_run(
+        thread=make_thread(user=user), user=user, resumable=True, input={"text": "é", "n": [1.5]}
+    )
+
+    claimed = claim_next(worker_id="w1")
+
+    stored = Run.objects.get(pk=claimed.pk)
+    for field in Run._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(stored, field.attname), field.name
+    assert not claimed._state.adding

@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 
 from deerflow_site.dbcompat import json_contains
 from deerflow_site.errors import Forbidden
+from deerflow_site.rows import from_row, model_columns
 from threads.exceptions import ThreadNotFound
 from threads.models import Thread
 from threads.ownership import rights_params, rights_sql, visible_to
@@ -39,7 +40,7 @@ def get_thread(
         raise ThreadNotFound()
     if action != "view" and not (row[-1] or user.has_perm(f"threads.{action}_thread")):
         raise Forbidden(f"You may not {action} this thread.")
-    return _thread_from_row(row)
+    return from_row(Thread, row)
 
 
 def require_visible_thread(*, user: Any, thread_id: str) -> str:
@@ -83,40 +84,13 @@ def _thread_with_rights(
 @cache
 def _thread_with_rights_sql(*, checks_action: bool, lock: str) -> str:
     """The statement's text, made once per shape (the table names never change)."""
-    quote = connection.ops.quote_name
     return THREAD_WITH_RIGHTS_SQL.format(
-        columns=", ".join(f"t.{quote(field.column)}" for field in Thread._meta.concrete_fields),
+        columns=model_columns(Thread, "t"),
         may_view=rights_sql(owner_counts=True),
         may_act=rights_sql(owner_counts=False) if checks_action else "0",
         threads=Thread._meta.db_table,
         lock=lock,
     )
-
-
-@cache
-def _thread_columns() -> tuple[tuple[str, ...], tuple[tuple[Any, tuple[Any, ...]], ...]]:
-    """The thread's attribute names, in the order `_thread_with_rights_sql` selects them, and
-    each column's expression with the converters Django applies to what the database returns
-    (those of the backend, then the field's: JSON decoded, SQLite's datetimes parsed)."""
-    fields = Thread._meta.concrete_fields
-    columns = []
-    for field in fields:
-        column = field.get_col(Thread._meta.db_table)
-        converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
-        columns.append((column, tuple(converters)))
-    return tuple(field.attname for field in fields), tuple(columns)
-
-
-def _thread_from_row(row: tuple[Any, ...]) -> Thread:
-    """A Thread from a row of `_thread_with_rights_sql`, as the ORM would load it, without
-    the ORM's per-query set-up (every request on a thread reads one)."""
-    names, columns = _thread_columns()
-    values = []
-    for value, (column, converters) in zip(row, columns, strict=False):
-        for convert in converters:
-            value = convert(value, column, connection)
-        values.append(value)
-    return Thread.from_db(connection.alias, names, values)
 
 
 @cache

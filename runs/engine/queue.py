@@ -27,6 +27,7 @@ from django.utils import timezone
 import runs.sql as sql
 from deerflow_site.bridge import call_async
 from deerflow_site.logs import run_fields
+from deerflow_site.rows import from_row, model_columns
 from runs.engine import bus
 from runs.engine.finish import settle_thread
 from runs.engine.streaming import (
@@ -69,7 +70,7 @@ IDLE_SQL = (
 # window function stays in a subquery, as PostgreSQL refuses FOR UPDATE beside one.
 FAIR_CANDIDATES_SQL = (
     """
-    SELECT r.* FROM {runs} r JOIN (
+    SELECT {columns} FROM {runs} r JOIN (
       SELECT r.run_id AS run_id,
              ROW_NUMBER() OVER (PARTITION BY r.user_id ORDER BY r.created_at, r.run_id)
              + (SELECT COUNT(*) FROM {runs} u
@@ -114,10 +115,13 @@ def any_eligible(now: datetime) -> bool:
 def _lock_candidates(now: datetime, limit: int) -> list[Run]:
     """Up to `limit` eligible runs in fair order, row-locked where the database can (inside a
     transaction)."""
-    sql, params = _queue_sql(FAIR_CANDIDATES_SQL, now, limit)
+    template = FAIR_CANDIDATES_SQL.replace("{columns}", model_columns(Run, "r"))
+    sql, params = _queue_sql(template, now, limit)
     if connection.features.has_select_for_update_skip_locked:
         sql += " FOR UPDATE OF r SKIP LOCKED"
-    return list(Run.objects.raw(sql, params))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [from_row(Run, row) for row in cursor.fetchall()]
 
 
 def claim_runs(*, worker_id: str, limit: int, eligible: bool = False) -> Claim:

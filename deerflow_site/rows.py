@@ -1,0 +1,51 @@
+"""Model instances from the rows of the hot path's plain SQL, loaded as the ORM loads them.
+
+A raw queryset sets itself up anew for every query: the columns' order, the model's init order,
+each column's converters. The hot path's statements (a thread read with the caller's rights, the
+claim's candidates) select a model's concrete columns in one fixed order, so that set-up is
+made once per model here: `model_columns` for the SELECT list, `from_row` for each row.
+"""
+
+import functools
+from typing import Any, TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Model
+
+M = TypeVar("M", bound=Model)
+
+
+@functools.cache
+def model_columns(model: type[Model], alias: str) -> str:
+    """The SELECT list of the model's concrete columns, of the table aliased `alias`, in the
+    order `from_row` reads them."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    return ", ".join(f"{alias}.{quote(field.column)}" for field in model._meta.concrete_fields)
+
+
+@functools.cache
+def _loader(model: type[Model]) -> tuple[tuple[str, ...], tuple[tuple[Any, tuple[Any, ...]], ...]]:
+    """The model's attribute names, and each column's expression with the converters Django
+    applies to what the database returns (the backend's, then the field's: JSON decoded,
+    SQLite's datetimes and UUIDs parsed)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    columns = []
+    for field in model._meta.concrete_fields:
+        column = field.get_col(model._meta.db_table)
+        columns.append(
+            (column, tuple(db.ops.get_db_converters(column) + field.get_db_converters(db)))
+        )
+    return tuple(field.attname for field in model._meta.concrete_fields), tuple(columns)
+
+
+def from_row(model: type[M], row: tuple[Any, ...] | list[Any]) -> M:
+    """An instance of `model` from a row that starts with `model_columns(model, ...)` (the
+    columns after them are ignored), as loaded from the database (not `adding`)."""
+    names, columns = _loader(model)
+    db = connections[DEFAULT_DB_ALIAS]
+    values = []
+    for value, (column, converters) in zip(row, columns, strict=False):
+        for convert in converters:
+            value = convert(value, column, db)
+        values.append(value)
+    return model.from_db(DEFAULT_DB_ALIAS, names, values)
