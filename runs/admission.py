@@ -39,10 +39,10 @@ from runs.engine import (
     GraphSpec,
     acheckpoint_exists,
     acheckpoint_thread_ids,
-    bus,
     queue_is_clear,
     reserve_direct_start,
     resolve_assistant,
+    wake_workers_after_commit,
 )
 from runs.exceptions import (
     CheckpointOfOtherThread,
@@ -274,7 +274,7 @@ def _insert_locked(
         and _insert_running(run, direct=direct, now=now)
     ):
         sql.insert_run(run)
-        bus.send_after_commit(bus.wake_workers)
+        wake_workers_after_commit()
     metadata = {
         **thread.metadata,
         "graph_id": spec.graph_id,

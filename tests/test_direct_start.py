@@ -349,3 +349,22 @@ def reaped_run(run: Run) -> Callable[[], Awaitable[Run | None]]:
         return stored if stored.status != Run.Status.RUNNING else None
 
     return reaped
+
+
+async def test_a_run_queued_beside_a_free_local_worker_wakes_it_without_the_channel_layer(
+    user: Any, direct_worker: Any
+) -> None:
+    # A batch is admitted in one transaction, so its runs go to the queue; with the in-memory
+    # layer the local worker is woken directly. No poll would find them before the wait ends.
+    with override_settings(RUN_POLL_SECONDS=3600.0):
+        worker = await direct_worker(concurrency=2)
+        queued = await call_sync(
+            admission.admit_stateless_runs,
+            user=user,
+            requests=[parse_run_create(ECHO), parse_run_create(ECHO)],
+            on=Executor.API,
+        )
+        assert all(run.status == Run.Status.PENDING for run in queued)
+        for run in queued:
+            done = await wait_for_status(run.pk, Run.Status.SUCCESS, within=30.0)
+            assert done.worker_id == worker.worker_id

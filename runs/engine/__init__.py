@@ -24,7 +24,12 @@ from runs.engine.checkpoints import (
     delete_thread_checkpoints,
     orphan_checkpoint_thread_ids,
 )
-from runs.engine.direct import DirectStart, queue_is_clear, reserve_direct_start
+from runs.engine.direct import (
+    DirectStart,
+    queue_is_clear,
+    reserve_direct_start,
+    wake_workers_after_commit,
+)
 from runs.engine.embedded import ensure_embedded_worker
 from runs.engine.errors import AssistantNotFound, CheckpointNotFound, GraphNotRegistered
 from runs.engine.fanout import Subscription, subscribe_then
@@ -89,4 +94,5 @@ __all__ = [
     "thread_status",
     "to_jsonable",
     "update_state",
+    "wake_workers_after_commit",
 ]

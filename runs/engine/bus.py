@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from deerflow_site.bridge import call_async
@@ -86,6 +86,11 @@ def layer() -> BaseChannelLayer:
     if channel_layer is None:
         raise RuntimeError("CHANNEL_LAYERS is not configured")
     return channel_layer
+
+
+def reaches_other_processes() -> bool:
+    """Whether a message on the layer can reach another process (not the in-memory layer)."""
+    return not isinstance(layer(), InMemoryChannelLayer)
 
 
 async def publish_cancel(*, run_id: UUID | str, worker_id: str, action: str) -> None:

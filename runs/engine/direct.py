@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
-from runs.engine import queue
+from runs.engine import bus, queue
 
 if TYPE_CHECKING:
     from runs.engine.worker import RunWorker
@@ -77,6 +77,20 @@ def reserve_direct_start(*, after_seconds: float) -> DirectStart | None:
     if not worker.reserve_slot():
         return None
     return DirectStart(worker)
+
+
+def wake_workers_after_commit() -> None:
+    """Tell the workers, once admission commits, that a pending run waits in the queue.
+
+    With a channel layer that reaches no other process (the in-memory one) only this process's
+    worker could hear the message: it is woken directly instead, and only when it has a free
+    slot (a full worker looks at the queue again as each of its runs ends).
+    """
+    worker = _local_worker
+    if worker is None or bus.reaches_other_processes():
+        bus.send_after_commit(bus.wake_workers)
+    else:
+        transaction.on_commit(worker.wake_if_free)
 
 
 def queue_is_clear(now: datetime) -> bool:

@@ -49,6 +49,15 @@ class Slots:
             self._reserved -= 1
         self._call_soon(self._wake.set)
 
+    def wake_if_free(self) -> None:
+        """Wake the claim loop when a slot is free (a pending run was queued). Thread-safe;
+        does nothing when the worker is not running or is full: it looks at the queue again
+        as each of its runs ends."""
+        with self._slots:
+            free = self._accepting and (len(self._executions) + self._reserved < self.concurrency)
+        if free and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
     def start_reserved(self, run: Run) -> None:
         """Execute a committed running run in the slot reserved for it. Thread-safe; raises
         RuntimeError when the worker's loop is gone (the run's lease then expires)."""
