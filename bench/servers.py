@@ -251,7 +251,8 @@ def _daphne(
 ) -> subprocess.Popen:
     """One daphne process on HOST:port, or on an already listening socket it inherits."""
     where = ["--fd", str(listener.fileno())] if listener else ["-b", HOST, "-p", str(port)]
-    command = [str(OUR_PYTHON), "-m", "daphne", *where, "deerflow_site.asgi:application"]
+    server = ["-m", "deerflow_site.server"]  # daphne, with our Server (deerflow_site/server.py)
+    command = [str(OUR_PYTHON), *server, *where, "deerflow_site.asgi:application"]
     fds = (listener.fileno(),) if listener else ()
     return _spawn(command, cwd=REPO_DIR, env=env, logfile=logfile, pass_fds=fds)
 

@@ -175,7 +175,7 @@ def main() -> int:
         webs = []
         for index in range(args.web):
             port = args.port + index
-            command = [python, "-m", "daphne", "-b", args.host, "-p", str(port)]
+            command = [python, "-m", "deerflow_site.server", "-b", args.host, "-p", str(port)]
             if env.get("DEERFLOW_LOG_FORMAT") == "json":
                 command += ["--verbosity", "0"]  # its access log is plain text: JSON lines only
             url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{port}"

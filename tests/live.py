@@ -101,7 +101,7 @@ class LiveServerFactory:
     def _spawn(self, env: dict[str, str]) -> LiveServer:
         port = _free_port()
         log_path = self._log_dir / f"daphne-{port}.log"
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        command = [sys.executable, "-m", "deerflow_site.server", "-b", "127.0.0.1", "-p", str(port)]
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 [*command, "deerflow_site.asgi:application"],

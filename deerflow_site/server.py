@@ -1,0 +1,113 @@
+"""The server we run: daphne, with a `Server` made for thousands of idle streams.
+
+    python -m deerflow_site.server [daphne's options] deerflow_site.asgi:application
+
+takes daphne's own command line (scripts/serve, bench/run and the live tests start it so).
+Two of daphne's per-connection costs are settings of its `Server`, not of the protocol:
+
+- each connection's application input is an `asyncio.Queue` (four deques, about 3 KB, for the
+  one request message and the disconnect); here it is `ApplicationInput`, a few hundred bytes
+  that hold nothing while idle;
+- `application_checker` walks every connection each second to reap finished applications and
+  cancel those that outlived their disconnect by `application_close_timeout`; here it walks
+  them every `APPLICATION_CHECK_EVERY` seconds. A finished application's connection is reaped that
+  much later, and a stuck one is cancelled at most that much later than daphne would.
+"""
+
+import asyncio
+from collections import deque
+from functools import partial
+from typing import Any
+
+from daphne.cli import CommandLineInterface
+from daphne.server import Server, reactor  # daphne installs the asyncio reactor first
+
+#: The server walks its connections for finished applications every this many seconds
+#: (daphne: every second).
+APPLICATION_CHECK_EVERY = 5
+
+
+class ApplicationInput:
+    """What daphne's protocols and an ASGI application use of an `asyncio.Queue`: `put_nowait`
+    (the protocol's messages: the request body, the disconnect) and `get` (the application's
+    `receive`). Unbounded, in order; its buffers exist only while messages wait."""
+
+    __slots__ = ("_getters", "_messages")
+
+    def __init__(self) -> None:
+        self._messages: deque[dict[str, Any]] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+
+    def put_nowait(self, message: dict[str, Any]) -> None:
+        if self._messages is None:
+            self._messages = deque()
+        self._messages.append(message)
+        if self._getters:
+            for getter in self._getters:
+                if not getter.done():
+                    getter.set_result(None)
+                    break
+
+    def qsize(self) -> int:
+        return len(self._messages or ())
+
+    def empty(self) -> bool:
+        return not self._messages
+
+    async def get(self) -> dict[str, Any]:
+        """The next message, once there is one."""
+        while not self._messages:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            finally:
+                self._getters.remove(getter)
+                if not self._getters:
+                    self._getters = None
+        message = self._messages.popleft()
+        if not self._messages:
+            self._messages = None
+        elif self._getters and not self._getters[0].done():
+            self._getters[0].set_result(None)  # another reader waits, and a message is left
+        return message
+
+
+class StreamServer(Server):
+    """daphne's `Server` with a light application input and a slower connection walk."""
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> ApplicationInput | None:
+        # daphne's own method, with the input made here instead of an asyncio.Queue.
+        assert "application_instance" not in self.connections[protocol]
+        application_input = ApplicationInput()
+        scope.setdefault("asgi", {"version": "3.0"})
+        instance = self.application(
+            scope=scope,
+            receive=application_input.get,
+            send=partial(self.handle_reply, protocol),
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
+        return application_input
+
+    def application_checker(self) -> None:
+        # daphne calls this every second (it reschedules itself); one call in
+        # APPLICATION_CHECK_EVERY walks the connections, the others only reschedule.
+        self._checks = getattr(self, "_checks", 0) + 1
+        if self._checks % APPLICATION_CHECK_EVERY:
+            reactor.callLater(1, self.application_checker)
+        else:
+            super().application_checker()
+
+
+class StreamServerCommand(CommandLineInterface):
+    """daphne's command line, serving with `StreamServer`."""
+
+    server_class = StreamServer
+
+
+if __name__ == "__main__":
+    StreamServerCommand.entrypoint()

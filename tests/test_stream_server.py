@@ -1,0 +1,70 @@
+"""The daphne server we run (`deerflow_site.server`): its light application input behaves as the
+asyncio.Queue daphne would give, and its connection walk still reaps finished applications."""
+
+import asyncio
+
+from deerflow_site.server import APPLICATION_CHECK_EVERY, ApplicationInput, StreamServer
+
+WAIT = 20.0
+
+
+async def test_the_application_input_hands_messages_over_in_order() -> None:
+    application_input = ApplicationInput()
+    application_input.put_nowait({"type": "http.request", "n": 1})
+    application_input.put_nowait({"type": "http.request", "n": 2})
+
+    assert [(await application_input.get())["n"] for _ in range(2)] == [1, 2]
+    assert application_input.empty()
+
+
+async def test_a_waiting_receive_gets_the_disconnect() -> None:
+    application_input = ApplicationInput()
+    receiving = asyncio.create_task(application_input.get())
+    await asyncio.sleep(0)  # the receive waits
+
+    application_input.put_nowait({"type": "http.disconnect"})
+
+    assert (await asyncio.wait_for(receiving, WAIT)) == {"type": "http.disconnect"}
+
+
+async def test_two_waiting_receives_get_one_message_each() -> None:
+    application_input = ApplicationInput()
+    receiving = [asyncio.create_task(application_input.get()) for _ in range(2)]
+    await asyncio.sleep(0)
+
+    application_input.put_nowait({"n": 1})
+    application_input.put_nowait({"n": 2})
+
+    got = await asyncio.wait_for(asyncio.gather(*receiving), WAIT)
+    assert sorted(message["n"] for message in got) == [1, 2]
+
+
+async def test_an_idle_application_input_holds_no_buffer() -> None:
+    application_input = ApplicationInput()
+    application_input.put_nowait({"type": "http.request"})
+    await application_input.get()
+
+    assert application_input._messages is None and application_input._getters is None
+
+
+def test_the_connection_walk_reaps_a_finished_application_within_its_period(
+    monkeypatch,
+) -> None:
+    server = StreamServer(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    later = []
+    monkeypatch.setattr("deerflow_site.server.reactor.callLater", lambda *a: later.append(a))
+    loop = asyncio.new_event_loop()
+    try:
+        finished = loop.create_future()
+        finished.set_result(None)
+        protocol = object()
+        server.connections = {}  # made by run()
+        server.connections[protocol] = {"application_instance": finished, "disconnected": 1.0}
+
+        for _ in range(APPLICATION_CHECK_EVERY):
+            server.application_checker()
+
+        assert protocol not in server.connections
+        assert len(later) == APPLICATION_CHECK_EVERY  # it keeps calling itself every second
+    finally:
+        loop.close()
