@@ -20,6 +20,8 @@ GRAPH_ID = "bench"
 #: A run of the memory phase sleeps this long: far beyond the phase, so that its stream stays open.
 STREAM_RUN_SLEEP_SECONDS = 900.0
 MAX_REQUESTS_PER_LEVEL = 20_000
+#: Open streams per httpx client in the memory phase.
+STREAMS_PER_POOL = 100
 
 
 def client(base_url: str, *, connections: int, timeout: float = 60.0) -> httpx.AsyncClient:
@@ -301,7 +303,16 @@ async def open_streams(
     after `level_open_seconds`: the level is then reported with the streams opened so far
     (`"incomplete": true`) and the levels above it are not tried.
     """
-    async with client(base_url, connections=max(levels) + 16) as http:
+    # httpcore's pool scans all of its connections for each request and each closing
+    # response: one pool of 10,000 makes opening quadratic, so the streams share small pools.
+    pools = [
+        client(base_url, connections=STREAMS_PER_POOL + 4)
+        for _ in range(-(-max(levels) // STREAMS_PER_POOL))
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        for pool in pools:
+            await stack.enter_async_context(pool)
+        http = pools[0]
         targets = await _start_sleeping_runs(http, runs)
         await asyncio.sleep(1.0)
         idle = await _median_rss(server.rss)
@@ -326,7 +337,8 @@ async def open_streams(
                 probes.append(probe)
                 thread_id, run_id = targets[n % len(targets)]
                 path = f"/threads/{thread_id}/runs/{run_id}/stream"
-                tasks.append(asyncio.create_task(read_stream(http, path, None, probe)))
+                pool = pools[n // STREAMS_PER_POOL]
+                tasks.append(asyncio.create_task(read_stream(pool, path, None, probe)))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(probe.opened.wait(), open_timeout)
 
