@@ -327,8 +327,6 @@ SAMPLE_GRAPHS = env_bool("DEERFLOW_SAMPLE_GRAPHS", False)
 AGENT_MODEL = os.environ.get("DEERFLOW_AGENT_MODEL", "")
 AGENT_MODEL_BASE_URL = os.environ.get("DEERFLOW_AGENT_MODEL_BASE_URL", "")
 AGENT_MODEL_API_KEY = os.environ.get("DEERFLOW_AGENT_MODEL_API_KEY", "")
-# Connections of each event loop's checkpoint saver pool (PostgreSQL).
-CHECKPOINT_POOL_SIZE = env_int("DEERFLOW_CHECKPOINT_POOL_SIZE", 10)
 # On SIGTERM a worker lets running runs finish this long, then ends them `error`.
 WORKER_SHUTDOWN_SECONDS = env_float("DEERFLOW_WORKER_SHUTDOWN_SECONDS", 10.0)
 # A run with on_completion=delete deletes its thread this long after it ends (its final state

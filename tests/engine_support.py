@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import pytest
 from channels.layers import channel_layers
 from django.utils import timezone
 
-from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.bridge import Executor, SerialThread, call_sync
 from runs.engine import Subscription, bus, fanout, queue
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.registry import resolve_assistant
@@ -144,3 +145,30 @@ async def wait_for_status(run_id: Any, *statuses: str, within: float = 10.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"run {run_id} is {run.status}, not {statuses} after {within}s")
         await asyncio.sleep(0.02)
+
+
+class Blocked:
+    """Holds a saver's thread busy until released, so that the calls made meanwhile queue."""
+
+    def __init__(self, thread: SerialThread) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        thread.submit(self._block)
+
+    def _block(self) -> None:
+        self.started.set()
+        self.release.wait(timeout=30)
+
+    def __enter__(self) -> Blocked:
+        assert self.started.wait(timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+
+
+async def queued(coroutine: Any) -> asyncio.Task[Any]:
+    """The coroutine as a task that has made its call (the saver's thread is blocked)."""
+    task = asyncio.ensure_future(coroutine)
+    await asyncio.sleep(0)  # one loop turn: the task runs up to its first await, the call
+    return task

@@ -2,7 +2,6 @@
 of its own, writes that finish whatever happens to their caller, LangGraph's tables."""
 
 import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from runs.engine.checkpointer import close_checkpointer, get_checkpointer
 from runs.engine.checkpoints import adelete_run_checkpoints
 from runs.engine.registry import graph_for_thread, load_graph
 from runs.engine.sqlite_saver import SqliteSaver, open_sqlite_saver
-from tests.engine_support import closing_checkpointer  # noqa: F401
+from tests.engine_support import Blocked, closing_checkpointer, queued  # noqa: F401
 
 #: The tests that go through the per-loop registry need it to open this saver.
 on_sqlite = pytest.mark.skipif(
@@ -43,33 +42,6 @@ async def put_checkpoint(saver: Any, thread_id: str, run_id: str = "run-1") -> d
     return await saver.aput(
         root_config(thread_id), empty_checkpoint(), {"run_id": run_id, "step": 1}, {}
     )
-
-
-class Blocked:
-    """Holds a saver's thread busy until released, so that the calls made meanwhile queue."""
-
-    def __init__(self, thread: SerialThread) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
-        thread.submit(self._block)
-
-    def _block(self) -> None:
-        self.started.set()
-        self.release.wait(timeout=30)
-
-    def __enter__(self) -> "Blocked":
-        assert self.started.wait(timeout=30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-
-
-async def queued(coroutine: Any) -> "asyncio.Task[Any]":
-    """The coroutine as a task that has made its call (the saver's thread is blocked)."""
-    task = asyncio.ensure_future(coroutine)
-    await asyncio.sleep(0)  # one loop turn: the task runs up to its first await, the call
-    return task
 
 
 async def test_a_write_whose_caller_is_cancelled_still_commits(saver: SqliteSaver) -> None:

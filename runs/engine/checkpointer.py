@@ -1,8 +1,9 @@
 """LangGraph's checkpoint savers on Django's own database: the only module that opens them.
 
-One saver per running event loop (the savers hold loop-bound locks and connections): an
-`AsyncPostgresSaver` on a psycopg pool, or our `SqliteSaver` (`sqlite_saver.py`: LangGraph's,
-each operation one hop to a thread of its own) on the same SQLite file as Django.
+One saver per running event loop (each answers on its loop): our `PostgresSaver`
+(`postgres_saver.py`) or `SqliteSaver` (`sqlite_saver.py`), LangGraph's sync savers whose
+operations are each one hop to a thread of their own that owns the connection (PostgreSQL's or
+the SQLite file Django uses).
 Entries of closed loops are dropped when the next saver is made. What is done with checkpoints
 beyond what LangGraph does itself (copying a thread, deleting a run's) is `checkpoints.py`.
 """
@@ -14,15 +15,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
+from runs.engine.postgres_saver import open_postgres_saver
 from runs.engine.sqlite_saver import open_sqlite_saver
 
 logger = logging.getLogger(__name__)
@@ -31,31 +31,6 @@ logger = logging.getLogger(__name__)
 POSTGRES_SETUP_LOCK_KEY = 0x64656572666C6F77  # "deerflow"
 #: How long (seconds) a checkpoint write waits for SQLite's write lock.
 SQLITE_BUSY_TIMEOUT = 20.0
-
-
-class _WriteToTheEnd:
-    """Checkpoint writes finish even when the run is cancelled meanwhile: a rollback must find
-    every checkpoint its run wrote (it takes the saver's lock, behind any write in flight).
-    Also the home of the graphs bound to the saver. (`SqliteSaver` does both its own way.)
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: graph id -> the graph bound to this saver (registry.graph_for_thread's cache)
-        self.bound_graphs: dict[str, Any] = {}
-
-    async def aput(self, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.shield(super().aput(*args, **kwargs))  # type: ignore[misc]
-
-    async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
-        await asyncio.shield(super().aput_writes(*args, **kwargs))  # type: ignore[misc]
-
-    async def adelete_thread(self, *args: Any, **kwargs: Any) -> None:
-        await asyncio.shield(super().adelete_thread(*args, **kwargs))  # type: ignore[misc]
-
-
-class PostgresSaver(_WriteToTheEnd, AsyncPostgresSaver):
-    """LangGraph's PostgreSQL saver whose writes survive cancellation."""
 
 
 @dataclass
@@ -150,26 +125,8 @@ async def _open_postgres(database: dict[str, Any], key: str) -> _Entry:
     if key not in _postgres_ready:
         await _setup_postgres(conninfo)
         _postgres_ready.add(key)
-    pool = AsyncConnectionPool(
-        conninfo,
-        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-        min_size=1,
-        max_size=settings.CHECKPOINT_POOL_SIZE,
-        open=False,
-        name="deerflow-checkpoints",
-    )
-    await pool.open(wait=True)
-    saver = PostgresSaver(pool)
-
-    async def close() -> None:
-        async with saver.lock:
-            await pool.close()
-
-    def abandon() -> None:
-        # The loop that owns the pool is closed: nothing can be awaited, the GC closes sockets.
-        pass
-
-    return _Entry(saver=saver, database=key, close=close, abandon=abandon)
+    saver = await open_postgres_saver(conninfo)
+    return _Entry(saver=saver, database=key, close=saver.aclose, abandon=saver.abandon)
 
 
 async def _setup_postgres(conninfo: str) -> None:

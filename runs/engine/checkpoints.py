@@ -12,10 +12,10 @@ from typing import Any
 
 from django.db import connection
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg.types.json import Jsonb
 
 from runs.engine.checkpointer import get_checkpointer
+from runs.engine.postgres_saver import PostgresSaver
 from runs.engine.sqlite_saver import SqliteSaver
 
 # --- SQLite (sqlite3, `?` parameters) ---------------------------------------------------------
@@ -79,10 +79,14 @@ async def acheckpoint_thread_ids(
     `limit`): a fork across threads. The caller decides which of them the user may know of."""
     saver = await get_checkpointer()
     params = (str(checkpoint_id), str(excluding), limit)
-    if isinstance(saver, AsyncPostgresSaver):
-        async with saver.conn.connection() as conn:
-            cursor = await conn.execute(POSTGRES_CHECKPOINT_THREADS, params)
-            return [row["thread_id"] for row in await cursor.fetchall()]
+    if isinstance(saver, PostgresSaver):
+        return await saver.aexecute(
+            lambda cursor: [
+                row["thread_id"]
+                for row in cursor.execute(POSTGRES_CHECKPOINT_THREADS, params).fetchall()
+            ],
+            transaction=False,
+        )
     assert isinstance(saver, SqliteSaver)
     return await saver.aexecute(
         lambda cursor: [row[0] for row in cursor.execute(SQLITE_CHECKPOINT_THREADS, params)],
@@ -149,30 +153,25 @@ async def adelete_run_checkpoints(thread_id: str, run_id: str) -> None:
     """Remove the checkpoints a run wrote (metadata run_id) and their writes: a rollback."""
     saver = await get_checkpointer()
     thread_id, run_id = str(thread_id), str(run_id)
-    if isinstance(saver, AsyncPostgresSaver):
-        await _delete_run_postgres(saver, thread_id, run_id)
+    of_run: Any
+    if isinstance(saver, PostgresSaver):
+        # Blobs stay: their versions carry a random part, so no later checkpoint can pick them
+        # up, and they go with the thread.
+        writes, checkpoints = POSTGRES_DELETE_RUN_WRITES, POSTGRES_DELETE_RUN_CHECKPOINTS
+        of_run = Jsonb({"run_id": run_id})
     elif isinstance(saver, SqliteSaver):
-        await _delete_run_sqlite(saver, thread_id, run_id)
+        writes, checkpoints = SQLITE_DELETE_RUN_WRITES, SQLITE_DELETE_RUN_CHECKPOINTS
+        of_run = run_id
     else:  # pragma: no cover - only the two savers above are ever opened
         raise TypeError(f"unsupported checkpoint saver {type(saver).__name__}")
 
-
-async def _delete_run_sqlite(saver: SqliteSaver, thread_id: str, run_id: str) -> None:
     def delete(cursor: Any) -> None:
-        cursor.execute(SQLITE_DELETE_RUN_WRITES, (thread_id, thread_id, run_id))
-        cursor.execute(SQLITE_DELETE_RUN_CHECKPOINTS, (thread_id, run_id))
+        cursor.execute(writes, (thread_id, thread_id, of_run))
+        cursor.execute(checkpoints, (thread_id, of_run))
 
-    # One call, after any write of the run still in flight (the saver's thread keeps order).
+    # One call in one transaction, after any write of the run still in flight (the saver's
+    # thread keeps order).
     await saver.aexecute(delete)
-
-
-async def _delete_run_postgres(saver: AsyncPostgresSaver, thread_id: str, run_id: str) -> None:
-    # Blobs stay: their versions carry a random part, so no later checkpoint can pick them up,
-    # and they go with the thread.
-    of_run = Jsonb({"run_id": run_id})
-    async with saver.lock, saver.conn.connection() as conn, conn.transaction():
-        await conn.execute(POSTGRES_DELETE_RUN_WRITES, (thread_id, thread_id, of_run))
-        await conn.execute(POSTGRES_DELETE_RUN_CHECKPOINTS, (thread_id, of_run))
 
 
 async def acopy_thread_checkpoints(source_thread_id: str, target_thread_id: str) -> None:

@@ -1,0 +1,149 @@
+"""The PostgreSQL checkpoint saver: LangGraph's sync `PostgresSaver`, its async methods each one
+hop.
+
+LangGraph's `AsyncPostgresSaver` on a psycopg pool takes its own lock around every operation
+(so a process's checkpoint operations run one at a time whatever the pool's size), borrows a
+pool connection, hands the serialisation of each write to `asyncio.to_thread` and waits for
+each statement on the event loop: several hops and wake-ups per operation. This saver keeps
+LangGraph's sync implementation (same tables, same SQL, same serialisation, pipeline mode for
+writes) on one psycopg connection owned by a thread of its own
+(`deerflow_site.bridge.SerialThread`): each whole operation is one call there and back.
+
+The thread runs the calls one at a time, in order, and a call once made runs to its end: a
+checkpoint write finishes even when its run is cancelled meanwhile, and a rollback made after a
+write finds what it wrote. A connection that broke (a restart of PostgreSQL, a network cut)
+fails the call in flight and is replaced before the next one.
+"""
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.checkpoint.postgres import PostgresSaver as LangGraphPostgresSaver
+from psycopg import Connection, Cursor
+from psycopg.rows import DictRow, dict_row
+
+from deerflow_site.bridge import SerialThread
+
+T = TypeVar("T")
+
+
+def connect(conninfo: str) -> Connection[DictRow]:
+    """A connection as LangGraph's savers want it: autocommit, rows as dicts, no prepared
+    statements (safe behind a transaction-pooling PgBouncer)."""
+    return Connection.connect(conninfo, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+
+
+class PostgresSaver(LangGraphPostgresSaver):
+    """LangGraph's PostgreSQL saver with async methods, each operation one call on `thread`.
+
+    `bound_graphs`: graph id -> the graph bound to this saver (registry.graph_for_thread's
+    cache). Open one with `open_postgres_saver`.
+    """
+
+    def __init__(self, conn: Connection[DictRow], thread: SerialThread, conninfo: str) -> None:
+        super().__init__(conn)
+        self.thread = thread
+        self.conninfo = conninfo
+        self.bound_graphs: dict[str, Any] = {}
+
+    async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return await self.thread.call(self._connected, fn, args, kwargs)
+
+    def _connected(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """`fn` on the saver's thread, on a live connection (a closed or broken one replaced)."""
+        if self.conn.closed:  # psycopg closes a connection whose server went away
+            self.conn = connect(self.conninfo)
+        return fn(*args, **kwargs)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._call(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """The checkpoints, newest first, read in one call (the API's history pages pass a
+        `limit`; a thread's copy needs every one anyway)."""
+        found = await self._call(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for checkpoint in found:
+            yield checkpoint
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._call(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._call(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._call(self.delete_thread, thread_id)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self._call(self.get_delta_channel_history, config=config, channels=channels)
+
+    async def aexecute(
+        self, statements: Callable[[Cursor[DictRow]], T], *, transaction: bool = True
+    ) -> T:
+        """`statements(cursor)` in one call on the saver's connection, in one transaction when
+        `transaction` (what `checkpoints.py` does beyond LangGraph's methods)."""
+
+        def run() -> T:
+            if not transaction:
+                with self.conn.cursor() as cursor:
+                    return statements(cursor)
+            with self.conn.transaction(), self.conn.cursor() as cursor:
+                return statements(cursor)
+
+        return await self._call(run)
+
+    async def aclose(self) -> None:
+        """Close the connection after the calls made before it (writes in flight), then end
+        the thread."""
+        try:
+            await self.thread.call(lambda: self.conn.close())
+        finally:
+            self.thread.stop()
+
+    def abandon(self) -> None:
+        """`aclose` without waiting: for a saver whose event loop is closed."""
+        self.thread.submit(lambda: self.conn.close())
+        self.thread.stop()
+
+
+async def open_postgres_saver(conninfo: str) -> PostgresSaver:
+    """A saver on the database `conninfo` (libpq connection string), whose tables exist
+    (`checkpointer._setup_postgres` makes them, one process at a time)."""
+    thread = SerialThread(name="checkpoints-postgres")
+    try:
+        conn = await thread.call(connect, conninfo)
+    except BaseException:
+        thread.stop()
+        raise
+    return PostgresSaver(conn, thread, conninfo)

@@ -1,0 +1,100 @@
+"""The PostgreSQL checkpoint saver (runs/engine/postgres_saver.py): one hop per operation on a
+thread of its own that owns one connection, writes that finish whatever happens to their caller,
+a broken connection replaced, LangGraph's tables as LangGraph's async saver writes them."""
+
+import asyncio
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.rows import dict_row
+
+from runs.engine.checkpointer import _database, _postgres_conninfo, get_checkpointer
+from runs.engine.checkpoints import acheckpoint_thread_ids, adelete_run_checkpoints
+from runs.engine.postgres_saver import PostgresSaver
+from tests.engine_support import Blocked, closing_checkpointer, queued  # noqa: F401
+
+pytestmark = [
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's saver"),
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("closing_checkpointer"),
+]
+
+
+def root_config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+
+
+async def put_checkpoint(saver: Any, thread_id: str, run_id: str = "run-1") -> dict[str, Any]:
+    return await saver.aput(
+        root_config(thread_id), empty_checkpoint(), {"run_id": run_id, "step": 1}, {}
+    )
+
+
+async def postgres_saver() -> PostgresSaver:
+    saver = await get_checkpointer()
+    assert isinstance(saver, PostgresSaver)
+    return saver
+
+
+async def test_a_write_whose_caller_is_cancelled_still_commits() -> None:
+    saver = await postgres_saver()
+    t = f"t-{uuid.uuid4()}"
+    with Blocked(saver.thread):
+        write = await queued(put_checkpoint(saver, t))
+        write.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert await saver.aget_tuple(root_config(t)) is not None
+
+
+async def test_a_rollback_after_a_cancelled_write_finds_the_checkpoint() -> None:
+    saver = await postgres_saver()
+    t = f"t-{uuid.uuid4()}"
+    await put_checkpoint(saver, t, run_id="run-1")
+    with Blocked(saver.thread):
+        write = await queued(put_checkpoint(saver, t, run_id="run-2"))
+        write.cancel()
+        rollback = await queued(adelete_run_checkpoints(t, "run-2"))
+
+    await rollback
+    remaining = [c.metadata["run_id"] async for c in saver.alist(root_config(t))]
+    assert remaining == ["run-1"]
+
+
+async def test_a_broken_connection_is_replaced_before_the_next_operation() -> None:
+    saver = await postgres_saver()
+    t = f"t-{uuid.uuid4()}"
+    await put_checkpoint(saver, t)
+    backend = await saver.aexecute(
+        lambda cursor: cursor.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"],
+        transaction=False,
+    )
+    with psycopg.connect(_postgres_conninfo(_database()), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+    with pytest.raises(psycopg.OperationalError):  # the call that finds it broken
+        await saver.aget_tuple(root_config(t))
+    assert await saver.aget_tuple(root_config(t)) is not None
+    assert await acheckpoint_thread_ids("no-such-checkpoint", excluding=t) == []
+
+
+async def test_checkpoints_written_by_langgraphs_async_saver_are_read_as_they_were() -> None:
+    saver = await postgres_saver()  # its tables made
+    t = f"t-{uuid.uuid4()}"
+    async with await psycopg.AsyncConnection.connect(
+        _postgres_conninfo(_database()), autocommit=True, prepare_threshold=0, row_factory=dict_row
+    ) as conn:
+        theirs = AsyncPostgresSaver(conn)
+        stored = await put_checkpoint(theirs, t, run_id="theirs")
+        await theirs.aput_writes(stored, [("channel", {"a": 1})], task_id="task-1")
+
+    found = await saver.aget_tuple(root_config(t))
+
+    assert found is not None and found.metadata["run_id"] == "theirs"
+    assert found.pending_writes == [("task-1", "channel", {"a": 1})]
