@@ -1,0 +1,103 @@
+"""The Redis channel layer (runs/engine/redis_layer.py): a group's send and add behave as
+channels_redis's own, on the same keys, so that processes with either layer understand each
+other: every member gets the message, expired members are dropped, capacities hold."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
+from django.conf import settings
+
+from runs.engine.redis_layer import RedisChannelLayer
+
+pytestmark = pytest.mark.skipif(
+    not settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("RedisChannelLayer"),
+    reason="needs Redis",
+)
+
+RECEIVE_SECONDS = 10.0
+
+
+def hosts() -> list[Any]:
+    return settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]
+
+
+@pytest.fixture
+async def layers() -> AsyncIterator[tuple[RedisChannelLayer, ChannelsRedisChannelLayer]]:
+    """Ours and channels_redis's on one Redis, with one prefix of the test's own."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    ours = RedisChannelLayer(hosts=hosts(), prefix=prefix, capacity=2)
+    theirs = ChannelsRedisChannelLayer(hosts=hosts(), prefix=prefix, capacity=2)
+    yield ours, theirs
+    await ours.flush()
+    await theirs.close_pools()
+
+
+async def receive(layer: Any, channel: str) -> dict[str, Any]:
+    return await asyncio.wait_for(layer.receive(channel), RECEIVE_SECONDS)
+
+
+@pytest.mark.parametrize("sender", ["ours", "theirs"])
+@pytest.mark.parametrize("adder", ["ours", "theirs"])
+async def test_every_member_gets_the_message_whichever_layer_adds_and_sends(
+    layers: tuple[Any, Any], sender: str, adder: str
+) -> None:
+    by_name = dict(zip(("ours", "theirs"), layers, strict=True))
+    receiver = by_name["theirs" if sender == "ours" else "ours"]
+    local = await receiver.new_channel()  # a process-local channel (`specific.…!…`)
+    plain = f"plain-{uuid.uuid4().hex[:8]}"
+    await by_name[adder].group_add("g", local)
+    await by_name[adder].group_add("g", plain)
+
+    await by_name[sender].group_send("g", {"type": "t", "n": 1})
+    await by_name[sender].group_send("g", {"type": "t", "n": 2})
+
+    assert [(await receive(receiver, local))["n"] for _ in range(2)] == [1, 2]
+    assert [(await receive(receiver, plain))["n"] for _ in range(2)] == [1, 2]
+    group_key = receiver._group_key("g")
+    redis = receiver.connection(0)
+    assert 0 < await redis.ttl(group_key) <= receiver.group_expiry
+
+
+async def test_a_member_past_the_group_expiry_is_dropped_and_gets_nothing(
+    layers: tuple[RedisChannelLayer, Any],
+) -> None:
+    ours, _ = layers
+    stale, fresh = "stale-member", "fresh-member"
+    await ours.group_add("g", fresh)
+    redis = ours.connection(0)
+    await redis.zadd(ours._group_key("g"), {stale: time.time() - ours.group_expiry - 10})
+
+    await ours.group_send("g", {"type": "t", "n": 1})
+
+    assert (await receive(ours, fresh))["n"] == 1
+    members = await redis.zrange(ours._group_key("g"), 0, -1)
+    assert members == [fresh.encode()]
+    assert await redis.exists(ours.prefix + stale) == 0
+
+
+async def test_a_member_at_capacity_gets_no_more(layers: tuple[RedisChannelLayer, Any]) -> None:
+    ours, _ = layers  # capacity 2
+    full, other = "full-member", "other-member"
+    await ours.group_add("g", full)
+    for n in (1, 2):
+        await ours.send(full, {"type": "t", "n": n})
+    await ours.group_add("g", other)
+
+    await ours.group_send("g", {"type": "t", "n": 3})
+
+    assert [(await receive(ours, full))["n"] for _ in range(2)] == [1, 2]
+    assert (await receive(ours, other))["n"] == 3
+    assert await ours.connection(0).zcard(ours.prefix + full) == 0
+
+
+async def test_a_group_without_members_is_a_no_op(layers: tuple[RedisChannelLayer, Any]) -> None:
+    ours, _ = layers
+
+    await ours.group_send("nobody-here", {"type": "t"})
+
+    assert await ours.connection(0).exists(ours._group_key("nobody-here")) == 0
