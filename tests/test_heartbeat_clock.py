@@ -13,6 +13,7 @@ import pytest
 from channels.layers import channel_layers
 from django.conf import settings
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.engine import Subscription, bus, fanout
 from runs.models import Run
 
@@ -120,14 +121,15 @@ async def test_idle_streams_all_heartbeat_and_a_disconnected_one_leaves_the_cloc
     api: Any, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(settings, "SSE_HEARTBEAT_SECONDS", 0.3)
-    thread_id = (await asyncio.to_thread(api.post, "/api/threads", {}, format="json")).json()[
-        "thread_id"
-    ]
-    created = await asyncio.to_thread(
+    thread_id = (
+        await call_sync(api.post, "/api/threads", {}, format="json", on=Executor.BLOCKING)
+    ).json()["thread_id"]
+    created = await call_sync(
         api.post,
         f"/api/threads/{thread_id}/runs",
         {"assistant_id": "echo", "input": {}, "after_seconds": 600},
         format="json",
+        on=Executor.BLOCKING,
     )
     run_id = created.json()["run_id"]
     path = f"{settings.API_PREFIX}/threads/{thread_id}/runs/{run_id}/stream"
