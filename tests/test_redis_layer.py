@@ -1,8 +1,10 @@
-"""The Redis channel layer (runs/engine/redis_layer.py): a group's send and add behave as
-channels_redis's own, on the same keys, so that processes with either layer understand each
-other: every member gets the message, expired members are dropped, capacities hold."""
+"""The Redis channel layer (runs/engine/redis_layer.py): a group's send and add, and a receive,
+behave as channels_redis's own, on the same keys, so that processes with either layer understand
+each other: every member gets the message, expired members are dropped, capacities hold, what a
+receive left in its backup queue comes back, a cancelled receive loses nothing."""
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -101,3 +103,52 @@ async def test_a_group_without_members_is_a_no_op(layers: tuple[RedisChannelLaye
     await ours.group_send("nobody-here", {"type": "t"})
 
     assert await ours.connection(0).exists(ours._group_key("nobody-here")) == 0
+
+
+async def test_a_message_left_in_the_backup_is_received_first(
+    layers: tuple[RedisChannelLayer, Any],
+) -> None:
+    """What an interrupted receive (of this process's previous life) left in the backup queue
+    comes back at the first receive, before what was sent after it."""
+    ours, _ = layers
+    channel = "backed-up"
+    key = ours.prefix + channel
+    redis = ours.connection(0)
+    left = ours.serialize({"type": "t", "n": 1})
+    await redis.zadd(ours._backup_channel_name(key), {left: time.time()})
+    await ours.send(channel, {"type": "t", "n": 2})
+
+    assert [(await receive(ours, channel))["n"] for _ in range(2)] == [1, 2]
+    assert await redis.exists(ours._backup_channel_name(key)) == 0
+
+
+async def test_receives_after_a_cancelled_one_lose_nothing(
+    layers: tuple[RedisChannelLayer, Any],
+) -> None:
+    ours, theirs = layers
+    channel = await ours.new_channel()
+    for n in (1, 2):  # the backup known empty after each
+        await theirs.send(channel, {"type": "t", "n": n})
+        assert (await receive(ours, channel))["n"] == n
+    redis = ours.connection(0)
+    blocked_before = (await redis.info("clients"))["blocked_clients"]
+    waiting = asyncio.ensure_future(ours.receive(channel))
+    await until_blocked(redis, more_than=blocked_before)  # in its pop: nothing is sent meanwhile
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+
+    for n in (3, 4):  # the layers' capacity: 2
+        await theirs.send(channel, {"type": "t", "n": n})
+    assert [(await receive(ours, channel))["n"] for _ in range(2)] == [3, 4]
+    key = ours.prefix + ours.non_local_name(channel)
+    await ours.wait_received()
+    assert await redis.zcard(ours._backup_channel_name(key)) == 0
+
+
+async def until_blocked(redis: Any, *, more_than: int) -> None:
+    """Until Redis counts more clients blocked in a pop than `more_than`."""
+    deadline = time.monotonic() + RECEIVE_SECONDS
+    while (await redis.info("clients"))["blocked_clients"] <= more_than:
+        assert time.monotonic() < deadline, "the receive never blocked in its pop"
+        await asyncio.sleep(0.01)

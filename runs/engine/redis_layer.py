@@ -1,4 +1,5 @@
-"""The Redis channel layer: channels_redis's, with a group's send and add in fewer round trips.
+"""The Redis channel layer: channels_redis's, with a group's send and add and a receive in
+fewer round trips.
 
 channels_redis sends to a group in four round trips to Redis (drop the group's expired members,
 read the members, drop the members' expired messages, a script that adds the message to each
@@ -10,6 +11,14 @@ commands in one pipeline). The keys, the values, the expiries and the capacities
 channels_redis's own: processes with either layer understand each other. With several Redis
 hosts (sharding) a group's members may live on other hosts than the group, so channels_redis's
 own send is used.
+
+A receive of channels_redis takes a message in four round trips: a script that puts back what an
+interrupted receive left in the channel's backup queue, the blocking pop, the copy into the
+backup, and the backup's clean-up once the message is handed over. When this process's last
+receive on the channel ended with its clean-up done (or with nothing popped), the backup is
+empty (a channel key is this process's own, and its receives run one at a time), so the put-back
+script is skipped; after anything else (the first receive, a cancelled one, a failed clean-up)
+it runs as before.
 """
 
 import hashlib
@@ -69,7 +78,37 @@ return over_capacity
 
 
 class RedisChannelLayer(ChannelsRedisChannelLayer):
-    """channels_redis's layer; `group_send` in two round trips, `group_add` in one."""
+    """channels_redis's layer; `group_send` in two round trips, `group_add` in one, a receive
+    in three."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Channel keys whose backup queue this process knows to be empty.
+        self._empty_backups: set[str] = set()
+
+    async def _brpop_with_clean(
+        self,
+        index: int,
+        channel: str,
+        timeout: float,  # noqa: ASYNC109 - channels_redis's signature
+    ) -> Any:
+        if channel not in self._empty_backups:
+            member = await super()._brpop_with_clean(index, channel, timeout)
+        else:
+            self._empty_backups.discard(channel)  # until this receive is over
+            connection = self.connection(index)
+            popped = await connection.bzpopmin(channel, timeout=timeout)
+            member = None
+            if popped is not None:
+                _, member, score = popped
+                await connection.zadd(self._backup_channel_name(channel), {member: float(score)})
+        if member is None:  # nothing popped: the backup is as the put-back left it, empty
+            self._empty_backups.add(channel)
+        return member
+
+    async def _clean_receive_backup(self, index: int, channel: str) -> None:
+        await super()._clean_receive_backup(index, channel)
+        self._empty_backups.add(channel)
 
     async def group_add(self, group: str, channel: str) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
