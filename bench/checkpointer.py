@@ -74,19 +74,22 @@ async def our_saver(path: str) -> tuple[Any, list[str]]:
     return saver, statements
 
 
+async def run_echo(graph: Any, i: int) -> None:
+    """One run as the worker makes it: `astream` (values, subgraphs), then the thread's state."""
+    config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    async for _ in graph.astream({"text": f"x{i}"}, config, stream_mode=["values"], subgraphs=True):
+        pass
+    state = await graph.aget_state(config)
+    assert state.values["reply"] == f"echo: x{i}", state.values
+
+
 async def measure(name: str, open_saver: Any, runs: int) -> tuple[float, float]:
     path = str(Path(tempfile.mkdtemp(prefix="deerflow-ckpt-")) / "checkpoints.sqlite3")
     saver, statements = await open_saver(path)
     graph = echo_graph.copy(update={"checkpointer": saver})
 
-    async def one(i: int) -> None:
-        config = {"configurable": {"thread_id": str(uuid.uuid4())}}
-        async for _ in graph.astream(
-            {"text": f"x{i}"}, config, stream_mode=["values"], subgraphs=True
-        ):
-            pass
-        state = await graph.aget_state(config)
-        assert state.values["reply"] == f"echo: x{i}", state.values
+    def one(i: int) -> Any:
+        return run_echo(graph, i)
 
     for i in range(50):  # warm-up
         await one(i)

@@ -15,7 +15,6 @@ import asyncio
 import os
 import sys
 import time
-import uuid
 from typing import Any
 
 if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -61,17 +60,8 @@ async def measure(name: str, open_saver: Any, runs: int, concurrency: int) -> fl
     saver, _ = await open_saver("")
     graph = floor.echo_graph.copy(update={"checkpointer": saver})
 
-    async def one(i: int) -> None:
-        config = {"configurable": {"thread_id": str(uuid.uuid4())}}
-        async for _ in graph.astream(
-            {"text": f"x{i}"}, config, stream_mode=["values"], subgraphs=True
-        ):
-            pass
-        state = await graph.aget_state(config)
-        assert state.values["reply"] == f"echo: x{i}", state.values
-
     async def batch(first: int, count: int) -> None:
-        await asyncio.gather(*(one(first + i) for i in range(count)))
+        await asyncio.gather(*(floor.run_echo(graph, first + i) for i in range(count)))
 
     await batch(0, 50)  # warm-up
     cpu = time.process_time()
