@@ -65,6 +65,33 @@ async def test_every_member_gets_the_message_whichever_layer_adds_and_sends(
     assert 0 < await redis.ttl(group_key) <= receiver.group_expiry
 
 
+async def test_a_send_to_several_groups_is_the_sends_one_by_one(
+    layers: tuple[RedisChannelLayer, Any],
+) -> None:
+    """What `fanout.publish_events` sends for a batch: to the run's group and the thread's (a
+    channel in both gets both, in order; a group without members is skipped)."""
+    ours = RedisChannelLayer(hosts=hosts(), prefix=layers[0].prefix, capacity=10)
+    local = await ours.new_channel()
+    await ours.group_add("run", local)
+    await ours.group_add("thread", local)
+    await ours.group_add("thread", "thread-only")
+
+    for _ in range(5):  # the order of a channel's messages is not left to chance
+        await ours.group_send_many(
+            [
+                ("run", {"type": "t", "n": 1}),
+                ("nobody", {"type": "t", "n": 2}),
+                ("thread", {"type": "t", "n": 3}),
+                ("run", {"type": "t", "n": 4}),
+            ]
+        )
+
+        assert [(await receive(ours, local))["n"] for _ in range(3)] == [1, 3, 4]
+        assert (await receive(ours, "thread-only"))["n"] == 3
+    assert await ours.connection(0).exists(ours._group_key("nobody")) == 0
+    await ours.close_pools()
+
+
 async def test_a_member_past_the_group_expiry_is_dropped_and_gets_nothing(
     layers: tuple[RedisChannelLayer, Any],
 ) -> None:

@@ -311,22 +311,43 @@ async def publish_events(
     if isinstance(channel_layer, InMemoryChannelLayer) or not messages:
         return
     hub = _hub_of_this_loop()
+    sends = []
     for group in groups:
         try:
-            # A group without subscribers here: group_send looks up its members anyway.
+            # A group without subscribers here: the layer looks up its members anyway.
             if group in listened_here and not await hub.others_listen(group):
                 continue
-            # One layer message per batch: the layer's cost is per message, not per event.
-            for start in range(0, len(messages), EVENTS_PER_MESSAGE):
-                await channel_layer.group_send(
-                    group,
-                    {
-                        "type": EVENTS,
-                        "group": group,
-                        "origin": PROCESS_ID,
-                        "events": messages[start : start + EVENTS_PER_MESSAGE],
-                    },
-                )
+        except Exception:
+            logger.exception("run %s: cannot publish events to %s", run_id, group)
+            continue
+        # One layer message per batch: the layer's cost is per message, not per event.
+        for start in range(0, len(messages), EVENTS_PER_MESSAGE):
+            events_message = {
+                "type": EVENTS,
+                "group": group,
+                "origin": PROCESS_ID,
+                "events": messages[start : start + EVENTS_PER_MESSAGE],
+            }
+            sends.append((group, events_message))
+    await _send_to_groups(channel_layer, sends, run_id=run_id)
+
+
+async def _send_to_groups(
+    channel_layer: BaseChannelLayer, sends: list[tuple[str, dict[str, Any]]], *, run_id: Any
+) -> None:
+    """Each (group, message) through the layer, in order: all at once when the layer can
+    (`redis_layer.RedisChannelLayer.group_send_many`); failures logged."""
+    send_many = getattr(channel_layer, "group_send_many", None)
+    if send_many is not None and sends:
+        try:
+            await send_many(sends)
+        except Exception:
+            groups = ", ".join(dict.fromkeys(group for group, _ in sends))
+            logger.exception("run %s: cannot publish events to %s", run_id, groups)
+        return
+    for group, message in sends:
+        try:
+            await channel_layer.group_send(group, message)
         except Exception:
             logger.exception("run %s: cannot publish events to %s", run_id, group)
 

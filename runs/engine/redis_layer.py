@@ -6,11 +6,12 @@ read the members, drop the members' expired messages, a script that adds the mes
 member under its capacity) and adds to a group in two (ZADD, EXPIRE). Every run pays several
 group sends (the queue's wake-up, each batch of its events to two groups), so this layer does
 the same work in two round trips for a send (a script that drops the expired members and reads
-the rest; a script that drops expired messages and adds the message) and one for an add (both
-commands in one pipeline). The keys, the values, the expiries and the capacities are
-channels_redis's own: processes with either layer understand each other. With several Redis
-hosts (sharding) a group's members may live on other hosts than the group, so channels_redis's
-own send is used.
+the rest; a script that drops expired messages and adds the message), also for a send to several
+groups at once (`group_send_many`: a batch of a run's events to its run's group and its
+thread's), and one for an add (both commands in one pipeline). The keys, the values, the
+expiries and the capacities are channels_redis's own: processes with either layer understand
+each other. With several Redis hosts (sharding) a group's members may live on other hosts than
+the group, so channels_redis's own send is used.
 
 A receive of channels_redis takes a message in four round trips: a script that puts back what an
 interrupted receive left in the channel's backup queue, the blocking pop, the copy into the
@@ -46,27 +47,34 @@ class _Script:
             return await connection.eval(self.text, len(keys), *keys, *args)
 
 
-#: KEYS[1]: the group's sorted set; ARGV[1]: members added before this (epoch seconds) expired.
-GROUP_MEMBERS = _Script(
+#: KEYS: groups' sorted sets; ARGV[1]: members added before this (epoch seconds) expired.
+#: Returns the members of each group.
+GROUPS_MEMBERS = _Script(
     """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local members = {}
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[1])
+    members[i] = redis.call('ZRANGE', KEYS[i], 0, -1)
+end
+return members
 """
 )
 #: KEYS: the members' message sorted sets; ARGV: a message per key, a capacity per key, then
-#: messages added before this expired, now, the keys' expiry (seconds). Returns how many keys
-#: were at capacity (their message dropped), as channels_redis's script does.
+#: messages added before this expired, now, the keys' expiry (seconds). A key may come more than
+#: once (several groups or batches to one channel): its messages keep their order. Returns how
+#: many were at capacity (their message dropped), as channels_redis's script does.
 SEND_TO_MEMBERS = _Script(
     """
 local n = #KEYS
 local expired_before = ARGV[2 * n + 1]
-local now = ARGV[2 * n + 2]
+local now = tonumber(ARGV[2 * n + 2])
 local expiry = ARGV[2 * n + 3]
 local over_capacity = 0
 for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, expired_before)
     if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
-        redis.call('ZADD', KEYS[i], now, ARGV[i])
+        -- a microsecond apart: a key's messages of one call are popped in order
+        redis.call('ZADD', KEYS[i], now + (i - 1) * 0.000001, ARGV[i])
         redis.call('EXPIRE', KEYS[i], expiry)
     else
         over_capacity = over_capacity + 1
@@ -78,8 +86,8 @@ return over_capacity
 
 
 class RedisChannelLayer(ChannelsRedisChannelLayer):
-    """channels_redis's layer; `group_send` in two round trips, `group_add` in one, a receive
-    in three."""
+    """channels_redis's layer; `group_send` (and `group_send_many`) in two round trips,
+    `group_add` in one, a receive in three."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -121,24 +129,42 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
             await pipe.execute()
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        await self.group_send_many([(group, message)])
+
+    async def group_send_many(self, sends: list[tuple[str, dict[str, Any]]]) -> None:
+        """`group_send(group, message)` for each pair, in order, in two round trips for all
+        (one when no group has members)."""
         if self.ring_size != 1:
-            await super().group_send(group, message)
+            for group, message in sends:
+                await super().group_send(group, message)
             return
-        assert self.require_valid_group_name(group), "Group name not valid"
+        for group, _ in sends:
+            assert self.require_valid_group_name(group), "Group name not valid"
         connection = self.connection(0)
-        members = await GROUP_MEMBERS.run(
-            connection, [self._group_key(group)], [int(time.time()) - self.group_expiry]
+        found = await GROUPS_MEMBERS.run(
+            connection,
+            [self._group_key(group) for group, _ in sends],
+            [int(time.time()) - self.group_expiry],
         )
-        if not members:
+        keys: list[str] = []
+        messages: list[bytes] = []
+        capacities: list[int] = []
+        for (_, message), members in zip(sends, found, strict=True):
+            if not members:
+                continue
+            channel_names = [member.decode("utf8") for member in members]
+            by_connection, serialized, capacity = self._map_channel_keys_to_connection(
+                channel_names, message
+            )
+            for key in by_connection[0]:
+                keys.append(key)
+                messages.append(serialized[key])
+                capacities.append(capacity[key])
+        if not keys:
             return
-        channel_names = [member.decode("utf8") for member in members]
-        by_connection, messages, capacities = self._map_channel_keys_to_connection(
-            channel_names, message
-        )
-        keys = by_connection[0]
         args = [
-            *(messages[key] for key in keys),
-            *(capacities[key] for key in keys),
+            *messages,
+            *capacities,
             int(time.time()) - int(self.expiry),
             time.time(),
             self.expiry,
@@ -146,8 +172,8 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
         over_capacity = await SEND_TO_MEMBERS.run(connection, keys, args)
         if over_capacity > 0:
             logger.info(
-                "%s of %s channels over capacity in group %s",
+                "%s of %s channels over capacity in groups %s",
                 over_capacity,
-                len(channel_names),
-                group,
+                len(keys),
+                ", ".join(group for group, _ in sends),
             )
