@@ -18,7 +18,7 @@ from django.utils import timezone
 from deerflow_site.bridge import Executor, call_sync
 from runs import admission, sql
 from runs.create_serializers import parse_run_create
-from runs.engine import queue
+from runs.engine import bus, queue
 from runs.engine.direct import DirectStart, serve_direct_starts
 from runs.engine.worker import RunWorker
 from runs.models import Run, WorkerHeartbeat
@@ -151,6 +151,36 @@ async def test_a_run_admitted_beside_a_full_worker_waits_in_the_queue(
     ended = await fetch_run(busy.pk)
     assert ended.status == Run.Status.SUCCESS
     assert done.started_at >= ended.ended_at
+
+
+async def test_runs_send_nothing_on_the_in_memory_channel_layer(
+    user: Any, direct_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In one process nobody else can hear a layer message, and the in-memory layer sweeps every
+    # channel's expired messages on each send: a run started directly, one queued behind a full
+    # worker (its wake-up), and their events, ends and answers send none.
+    if bus.reaches_other_processes():
+        pytest.skip("a layer reaching other processes carries wake-ups and events")
+    worker = await direct_worker(concurrency=1)
+    layer = bus.layer()
+    sent: list[tuple[str, Any]] = []
+    for name in ("send", "group_send"):
+        original = getattr(layer, name)
+
+        async def recorded(target: str, message: Any, name: str = name, original: Any = original):
+            sent.append((name, message))
+            await original(target, message)
+
+        monkeypatch.setattr(layer, name, recorded)
+    first = await admit(user, await new_thread(user), {**SLOW, "input": {"steps": 3}})
+    queued = await admit(user, await new_thread(user), ECHO)
+    assert (first.status, queued.status) == (Run.Status.RUNNING, Run.Status.PENDING)
+
+    for run in (first, queued):
+        assert (await wait_for_status(run.pk, Run.Status.SUCCESS, within=30.0)).worker_id == (
+            worker.worker_id
+        )
+    assert sent == []
 
 
 async def test_a_run_on_a_busy_thread_waits_in_the_queue(user: Any, direct_worker: Any) -> None:
