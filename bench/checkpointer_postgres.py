@@ -2,12 +2,13 @@
 `AsyncPostgresSaver` on a psycopg pool against ours (`runs.engine.postgres_saver`).
 
     .venv/bin/python scripts/services.py -- .venv/bin/python bench/checkpointer_postgres.py \
-        [--runs 500] [--rounds 3] [--concurrency 1] [--prepare-threshold 0]
+        [--runs 500] [--rounds 3] [--concurrency 1] [--prepare-threshold N]
 
 Each run is what `bench/checkpointer.py` measures for SQLite (`astream`, then the thread's
 state), on the PostgreSQL of DATABASE_URL, `--concurrency` runs at a time (a worker runs up to
 DEERFLOW_WORKER_CONCURRENCY, 10 by default). `--prepare-threshold` is psycopg's for our saver's
-connection (0: no prepared statements, the server's setting).
+connection: a statement is prepared at its N-th run (0: at its first); without it, none is
+(psycopg's None, the server's setting).
 """
 
 import argparse
@@ -30,7 +31,7 @@ from deerflow_site.bridge import SerialThread
 from runs.engine import postgres_saver
 from runs.engine.checkpointer import _database, _postgres_conninfo, _setup_postgres
 
-CONNECTION = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+CONNECTION = {"autocommit": True, "prepare_threshold": None, "row_factory": dict_row}
 
 
 async def langgraph_saver(_path: str) -> tuple[Any, list[str]]:
@@ -41,7 +42,7 @@ async def langgraph_saver(_path: str) -> tuple[Any, list[str]]:
     return AsyncPostgresSaver(pool), []
 
 
-def our_saver_with(prepare_threshold: int) -> Any:
+def our_saver_with(prepare_threshold: int | None) -> Any:
     async def our_saver(_path: str) -> tuple[Any, list[str]]:
         conninfo = _postgres_conninfo(_database())
         thread = SerialThread(name="checkpoints-postgres")
@@ -73,7 +74,7 @@ async def measure(name: str, open_saver: Any, runs: int, concurrency: int) -> fl
     return cpu
 
 
-async def main(runs: int, rounds: int, concurrency: int, prepare_threshold: int) -> None:
+async def main(runs: int, rounds: int, concurrency: int, prepare_threshold: int | None) -> None:
     await _setup_postgres(_postgres_conninfo(_database()))
     ours_saver = our_saver_with(prepare_threshold)
     ratios = []
@@ -89,6 +90,6 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--prepare-threshold", type=int, default=0)
+    parser.add_argument("--prepare-threshold", type=int, default=None)
     args = parser.parse_args()
     asyncio.run(main(args.runs, args.rounds, args.concurrency, args.prepare_threshold))

@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from runs.engine.checkpointer import _database, _postgres_conninfo, get_checkpointer
 from runs.engine.checkpoints import acheckpoint_thread_ids, adelete_run_checkpoints
-from runs.engine.postgres_saver import PostgresSaver
+from runs.engine.postgres_saver import PostgresSaver, open_postgres_saver
 from tests.engine_support import Blocked, closing_checkpointer, queued  # noqa: F401
 
 pytestmark = [
@@ -88,7 +88,10 @@ async def test_checkpoints_written_by_langgraphs_async_saver_are_read_as_they_we
     saver = await postgres_saver()  # its tables made
     t = f"t-{uuid.uuid4()}"
     async with await psycopg.AsyncConnection.connect(
-        _postgres_conninfo(_database()), autocommit=True, prepare_threshold=0, row_factory=dict_row
+        _postgres_conninfo(_database()),
+        autocommit=True,
+        prepare_threshold=None,
+        row_factory=dict_row,
     ) as conn:
         theirs = AsyncPostgresSaver(conn)
         stored = await put_checkpoint(theirs, t, run_id="theirs")
@@ -98,3 +101,32 @@ async def test_checkpoints_written_by_langgraphs_async_saver_are_read_as_they_we
 
     assert found is not None and found.metadata["run_id"] == "theirs"
     assert found.pending_writes == [("task-1", "channel", {"a": 1})]
+
+
+async def test_a_call_queued_behind_the_close_opens_no_connection() -> None:
+    await postgres_saver()  # the tables made
+    saver = await open_postgres_saver(_postgres_conninfo(_database()))
+    with Blocked(saver.thread):
+        closing = await queued(saver.aclose())
+        late = await queued(saver.aget_tuple(root_config(f"t-{uuid.uuid4()}")))
+
+    await closing
+    with pytest.raises(RuntimeError, match="closed"):
+        await late
+    assert saver.conn.closed
+
+
+async def test_the_saver_prepares_no_statements() -> None:
+    # Behind a transaction-pooling PgBouncer a prepared statement may be gone at its next use.
+    saver = await postgres_saver()
+    t = f"t-{uuid.uuid4()}"
+    for n in range(3):
+        await put_checkpoint(saver, t, run_id=f"run-{n}")
+        assert await saver.aget_tuple(root_config(t)) is not None
+    prepared = await saver.aexecute(
+        lambda cursor: cursor.execute(
+            "SELECT count(*) AS n FROM pg_prepared_statements"
+        ).fetchone(),
+        transaction=False,
+    )
+    assert prepared["n"] == 0

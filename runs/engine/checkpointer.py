@@ -132,7 +132,7 @@ async def _open_postgres(database: dict[str, Any], key: str) -> _Entry:
 async def _setup_postgres(conninfo: str) -> None:
     """Create or migrate the saver's tables once per process, one process at a time."""
     async with await AsyncConnection.connect(
-        conninfo, autocommit=True, prepare_threshold=0, row_factory=dict_row
+        conninfo, autocommit=True, prepare_threshold=None, row_factory=dict_row
     ) as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", (POSTGRES_SETUP_LOCK_KEY,))
         try:

@@ -37,8 +37,11 @@ T = TypeVar("T")
 
 def connect(conninfo: str) -> Connection[DictRow]:
     """A connection as LangGraph's savers want it: autocommit, rows as dicts, no prepared
-    statements (safe behind a transaction-pooling PgBouncer)."""
-    return Connection.connect(conninfo, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+    statements (psycopg's `prepare_threshold=None`; 0 would prepare every statement at once), so
+    it works behind a transaction-pooling PgBouncer."""
+    return Connection.connect(
+        conninfo, autocommit=True, prepare_threshold=None, row_factory=dict_row
+    )
 
 
 class PostgresSaver(LangGraphPostgresSaver):
@@ -53,12 +56,16 @@ class PostgresSaver(LangGraphPostgresSaver):
         self.thread = thread
         self.conninfo = conninfo
         self.bound_graphs: dict[str, Any] = {}
+        self._closed = False  # read and written on `thread` only
 
     async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return await self.thread.call(self._connected, fn, args, kwargs)
 
     def _connected(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        """`fn` on the saver's thread, on a live connection (a closed or broken one replaced)."""
+        """`fn` on the saver's thread, on a live connection (a closed or broken one replaced).
+        RuntimeError once the saver is closed: a call queued behind the close opens nothing."""
+        if self._closed:
+            raise RuntimeError("the checkpoint saver is closed")
         if self.conn.closed:  # psycopg closes a connection whose server went away
             self.conn = connect(self.conninfo)
         return fn(*args, **kwargs)
@@ -127,14 +134,18 @@ class PostgresSaver(LangGraphPostgresSaver):
         """Close the connection after the calls made before it (writes in flight), then end
         the thread."""
         try:
-            await self.thread.call(lambda: self.conn.close())
+            await self.thread.call(self._close)
         finally:
             self.thread.stop()
 
     def abandon(self) -> None:
         """`aclose` without waiting: for a saver whose event loop is closed."""
-        self.thread.submit(lambda: self.conn.close())
+        self.thread.submit(self._close)
         self.thread.stop()
+
+    def _close(self) -> None:
+        self._closed = True
+        self.conn.close()
 
 
 async def open_postgres_saver(conninfo: str) -> PostgresSaver:
