@@ -94,11 +94,26 @@ class RequestThread(ThreadPoolExecutor):
 
     def __init__(self) -> None:
         super().__init__(max_workers=1, thread_name_prefix="request")
-        self.needs_upkeep = False
+        #: Sync calls are numbered as they are submitted; the upkeep that follows call n covers
+        #: calls up to n, so a call that ends after later ones were submitted (a view
+        #: outliving its request) leaves their upkeep due.
+        self._submitted = 0
+        self._running = 0
+        self._kept_up_to = 0
+
+    @property
+    def needs_upkeep(self) -> bool:
+        return self._submitted != self._kept_up_to
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        self.needs_upkeep = True
-        return super().submit(fn, *args, **kwargs)
+        self._submitted += 1
+        return super().submit(self._numbered, self._submitted, fn, args, kwargs)
+
+    def _numbered(
+        self, number: int, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        self._running = number
+        return fn(*args, **kwargs)
 
     def ending_with_upkeep(self, fn: Callable[..., T]) -> Callable[..., T]:
         """`fn` (sync code this thread runs), followed on the thread by the upkeep, so that a
@@ -106,11 +121,12 @@ class RequestThread(ThreadPoolExecutor):
 
         @functools.wraps(fn)
         def then_upkeep(*args: Any, **kwargs: Any) -> T:
+            submitted = self._running  # the number of the call this runs in
             try:
                 return fn(*args, **kwargs)
             finally:
                 connection_upkeep()
-                self.needs_upkeep = False
+                self._kept_up_to = max(self._kept_up_to, submitted)
 
         return then_upkeep
 
@@ -118,7 +134,7 @@ class RequestThread(ThreadPoolExecutor):
         """Queue the upkeep behind the request's sync code, if any ran since the last one;
         nobody waits for it (the thread does it before its next request's work)."""
         if self.needs_upkeep:
-            self.needs_upkeep = False
+            self._kept_up_to = self._submitted
             super().submit(connection_upkeep)
 
 

@@ -13,6 +13,7 @@ from django.db import DatabaseError, connection
 from deerflow_site.bridge import (
     API_DB_THREADS,
     Executor,
+    RequestThread,
     call_async,
     call_sync,
     current_request_thread,
@@ -159,3 +160,20 @@ async def test_a_sync_view_ends_with_the_upkeep_in_its_own_call() -> None:
         assert not thread.needs_upkeep  # nothing left to do after the request
         assert await call_sync(_held_connection, on=Executor.THREAD_SENSITIVE) is None
     assert current_request_thread() is None
+
+
+def test_a_call_outliving_its_request_leaves_the_next_requests_upkeep_due() -> None:
+    # A view still running after its client left ends after the next request's code was
+    # submitted: its upkeep covers itself, not what came after it.
+    thread = RequestThread()
+    try:
+        release = threading.Event()
+        view = thread.submit(thread.ending_with_upkeep(lambda: release.wait(30)))
+        thread.submit(lambda: None)  # the next request's code
+        release.set()
+        view.result(timeout=30)
+        assert thread.needs_upkeep
+        thread.upkeep_if_used()
+        assert not thread.needs_upkeep
+    finally:
+        thread.shutdown(wait=True)
