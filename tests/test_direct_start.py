@@ -398,3 +398,17 @@ async def test_a_run_queued_beside_a_free_local_worker_wakes_it_without_the_chan
         for run in queued:
             done = await wait_for_status(run.pk, Run.Status.SUCCESS, within=30.0)
             assert done.worker_id == worker.worker_id
+
+
+def test_a_wake_up_after_the_workers_loop_closed_does_nothing() -> None:
+    # Admission wakes the local worker once it commits (transaction.on_commit): at shutdown
+    # the loop may close between the check and the call, and the admitted run must not 500.
+    worker = RunWorker(concurrency=1)
+    worker._accepting = True
+    loop = asyncio.new_event_loop()
+    worker._loop = loop
+    loop.close()
+
+    worker.wake_if_free()
+
+    assert not worker._wake.is_set()

@@ -6,6 +6,7 @@ start being admitted on another thread) never exceed its `concurrency`, counted 
 """
 
 import asyncio
+import contextlib
 import functools
 import threading
 from typing import Any
@@ -55,8 +56,9 @@ class Slots:
         as each of its runs ends."""
         with self._slots:
             free = self._accepting and (len(self._executions) + self._reserved < self.concurrency)
-        if free and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake.set)
+        if free and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                self._loop.call_soon_threadsafe(self._wake.set)
 
     def start_reserved(self, run: Run) -> None:
         """Execute a committed running run in the slot reserved for it. Thread-safe; raises
