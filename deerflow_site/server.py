@@ -63,10 +63,17 @@ class ApplicationInput:
             self._getters.append(getter)
             try:
                 await getter
-            finally:
+            except BaseException:
+                # Woken and cancelled before taking the message: the next reader takes it.
                 self._getters.remove(getter)
+                if self._messages and self._getters and not self._getters[0].done():
+                    self._getters[0].set_result(None)
                 if not self._getters:
                     self._getters = None
+                raise
+            self._getters.remove(getter)
+            if not self._getters:
+                self._getters = None
         message = self._messages.popleft()
         if not self._messages:
             self._messages = None

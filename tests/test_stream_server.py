@@ -39,6 +39,19 @@ async def test_two_waiting_receives_get_one_message_each() -> None:
     assert sorted(message["n"] for message in got) == [1, 2]
 
 
+async def test_a_woken_receive_cancelled_before_it_runs_hands_the_message_on() -> None:
+    application_input = ApplicationInput()
+    first = asyncio.create_task(application_input.get())
+    second = asyncio.create_task(application_input.get())
+    await asyncio.sleep(0)  # both wait
+
+    application_input.put_nowait({"n": 1})  # wakes the first
+    first.cancel()  # before it runs
+
+    assert (await asyncio.wait_for(second, WAIT)) == {"n": 1}
+    assert application_input.empty() and application_input._getters is None
+
+
 async def test_an_idle_application_input_holds_no_buffer() -> None:
     application_input = ApplicationInput()
     application_input.put_nowait({"type": "http.request"})
