@@ -15,22 +15,15 @@ write finds what it wrote. A connection that broke (a restart of PostgreSQL, a n
 fails the call in flight and is replaced before the next one.
 """
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    DeltaChannelHistory,
-)
 from langgraph.checkpoint.postgres import PostgresSaver as LangGraphPostgresSaver
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow, dict_row
 
 from deerflow_site.bridge import SerialThread
+from runs.engine.serial_saver import SerialSaverMethods
 
 T = TypeVar("T")
 
@@ -44,7 +37,7 @@ def connect(conninfo: str) -> Connection[DictRow]:
     )
 
 
-class PostgresSaver(LangGraphPostgresSaver):
+class PostgresSaver(SerialSaverMethods, LangGraphPostgresSaver):
     """LangGraph's PostgreSQL saver with async methods, each operation one call on `thread`.
 
     `bound_graphs`: graph id -> the graph bound to this saver (registry.graph_for_thread's
@@ -70,51 +63,6 @@ class PostgresSaver(LangGraphPostgresSaver):
             self.conn = connect(self.conninfo)
         return fn(*args, **kwargs)
 
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._call(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """The checkpoints, newest first, read in one call (the API's history pages pass a
-        `limit`; a thread's copy needs every one anyway)."""
-        found = await self._call(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for checkpoint in found:
-            yield checkpoint
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await self._call(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await self._call(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await self._call(self.delete_thread, thread_id)
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return await self._call(self.get_delta_channel_history, config=config, channels=channels)
-
     async def aexecute(
         self, statements: Callable[[Cursor[DictRow]], T], *, transaction: bool = True
     ) -> T:
@@ -129,19 +77,6 @@ class PostgresSaver(LangGraphPostgresSaver):
                 return statements(cursor)
 
         return await self._call(run)
-
-    async def aclose(self) -> None:
-        """Close the connection after the calls made before it (writes in flight), then end
-        the thread."""
-        try:
-            await self.thread.call(self._close)
-        finally:
-            self.thread.stop()
-
-    def abandon(self) -> None:
-        """`aclose` without waiting: for a saver whose event loop is closed."""
-        self.thread.submit(self._close)
-        self.thread.stop()
 
     def _close(self) -> None:
         self._closed = True

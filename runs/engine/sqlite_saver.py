@@ -14,20 +14,13 @@ its COMMIT would keep the write lock), and a rollback made after a write finds w
 """
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    DeltaChannelHistory,
-)
 from langgraph.checkpoint.sqlite import SqliteSaver as LangGraphSqliteSaver
 
 from deerflow_site.bridge import SerialThread
+from runs.engine.serial_saver import SerialSaverMethods
 
 T = TypeVar("T")
 
@@ -36,7 +29,7 @@ T = TypeVar("T")
 PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout={ms};"
 
 
-class SqliteSaver(LangGraphSqliteSaver):
+class SqliteSaver(SerialSaverMethods, LangGraphSqliteSaver):
     """LangGraph's SQLite saver with async methods, each operation one call on `thread`.
 
     `bound_graphs`: graph id -> the graph bound to this saver (registry.graph_for_thread's
@@ -48,53 +41,6 @@ class SqliteSaver(LangGraphSqliteSaver):
         self.thread = thread
         self.bound_graphs: dict[str, Any] = {}
 
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self.thread.call(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """The checkpoints, newest first, read in one call (the API's history pages pass a
-        `limit`; a thread's copy needs every one anyway)."""
-        found = await self.thread.call(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for checkpoint in found:
-            yield checkpoint
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await self.thread.call(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await self.thread.call(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await self.thread.call(self.delete_thread, thread_id)
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return await self.thread.call(
-            self.get_delta_channel_history, config=config, channels=channels
-        )
-
     async def aexecute(
         self, statements: Callable[[sqlite3.Cursor], T], *, transaction: bool = True
     ) -> T:
@@ -105,20 +51,7 @@ class SqliteSaver(LangGraphSqliteSaver):
             with self.cursor(transaction=transaction) as cursor:
                 return statements(cursor)
 
-        return await self.thread.call(run)
-
-    async def aclose(self) -> None:
-        """Close the connection after the calls made before it (writes in flight), then end
-        the thread."""
-        try:
-            await self.thread.call(self.conn.close)
-        finally:
-            self.thread.stop()
-
-    def abandon(self) -> None:
-        """`aclose` without waiting: for a saver whose event loop is closed."""
-        self.thread.submit(self.conn.close)
-        self.thread.stop()
+        return await self._call(run)
 
 
 async def open_sqlite_saver(path: str, *, busy_timeout: float) -> SqliteSaver:
