@@ -3,7 +3,9 @@
 A raw queryset sets itself up anew for every query: the columns' order, the model's init order,
 each column's converters. The hot path's statements (a thread read with the caller's rights, the
 claim's candidates) select a model's concrete columns in one fixed order, so that set-up is
-made once per model here: `model_columns` for the SELECT list, `from_row` for each row.
+made once per model here: `model_columns` for the SELECT list, `from_row` for each row. The
+other way, `row_params` gives an instance's column values for a whole-row INSERT, as the ORM
+would save them.
 """
 
 import functools
@@ -49,3 +51,17 @@ def from_row(model: type[M], row: tuple[Any, ...] | list[Any]) -> M:
             value = convert(value, column, db)
         values.append(value)
     return model.from_db(DEFAULT_DB_ALIAS, names, values)
+
+
+@functools.cache
+def _preparers(model: type[Model]) -> tuple[tuple[str, Any], ...]:
+    """(attribute, the field's `get_db_prep_save`) of each concrete column, in their order."""
+    return tuple((field.attname, field.get_db_prep_save) for field in model._meta.concrete_fields)
+
+
+def row_params(instance: Model) -> list[Any]:
+    """The instance's concrete columns' values as the ORM saves them (JSON encoded, SQLite's
+    datetimes and UUIDs as text), in `model._meta.concrete_fields` order: the parameters of an
+    INSERT of the whole row."""
+    db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per column
+    return [prepare(getattr(instance, name), db) for name, prepare in _preparers(type(instance))]

@@ -15,9 +15,10 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth import get_user_model
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import connection
 from django.db.models import Field
 
+from deerflow_site.rows import row_params
 from runs.models import Run
 from threads.models import Thread
 
@@ -158,12 +159,6 @@ def _insert_run_sql(*, unless_thread_runs: bool) -> str:
     )
 
 
-@functools.cache
-def _run_preparers() -> tuple[tuple[str, Any], ...]:
-    """(attribute, the field's `get_db_prep_save`) of each column, in `_run_fields()` order."""
-    return tuple((field.attname, field.get_db_prep_save) for field in _run_fields())
-
-
 def insert_run(run: Run, *, unless_thread_runs: bool = False) -> bool:
     """Insert `run` (a Run built in memory, every field set, `created_at` included) as one row.
 
@@ -172,10 +167,8 @@ def insert_run(run: Run, *, unless_thread_runs: bool = False) -> bool:
     IntegrityError. Returns whether the row was inserted; the instance is then saved (not
     `adding`).
     """
-    db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per column
-    params = [prepare(getattr(run, name), db) for name, prepare in _run_preparers()]
-    with db.cursor() as cursor:
-        cursor.execute(_insert_run_sql(unless_thread_runs=unless_thread_runs), params)
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_run_sql(unless_thread_runs=unless_thread_runs), row_params(run))
         inserted = cursor.rowcount
     if inserted:
         run._state.adding = False

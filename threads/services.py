@@ -5,9 +5,10 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from deerflow_site.rows import row_params
 from runs.engine import delete_thread_checkpoints
 from runs.models import Run
 from threads.exceptions import ThreadBusy, ThreadExists, ThreadNotFound
@@ -66,8 +67,7 @@ def create_thread(
         updated_at=now,
         expires_at=now + timedelta(minutes=ttl_minutes) if ttl_minutes else None,
     )
-    db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per column
-    row = [prepare(getattr(thread, name), db) for name, prepare in _thread_preparers()]
+    row = row_params(thread)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(_insert_thread_sql(), row)
@@ -84,12 +84,6 @@ def create_thread(
         except ThreadNotFound:
             pass  # another user's thread: its id is taken all the same
     raise ThreadExists()
-
-
-@cache
-def _thread_preparers() -> tuple[tuple[str, Any], ...]:
-    """(attribute, the field's `get_db_prep_save`) of each column, in the INSERT's order."""
-    return tuple((field.attname, field.get_db_prep_save) for field in Thread._meta.concrete_fields)
 
 
 @cache
