@@ -172,7 +172,8 @@ async def test_runs_send_nothing_on_the_in_memory_channel_layer(
             await original(target, message)
 
         monkeypatch.setattr(layer, name, recorded)
-    first = await admit(user, await new_thread(user), {**SLOW, "input": {"steps": 3}})
+    # SLOW lasts 3 s: still running when the second run is admitted, even on a loaded machine.
+    first = await admit(user, await new_thread(user), SLOW)
     queued = await admit(user, await new_thread(user), ECHO)
     assert (first.status, queued.status) == (Run.Status.RUNNING, Run.Status.PENDING)
 
