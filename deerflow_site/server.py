@@ -12,6 +12,9 @@ Two of daphne's per-connection costs are settings of its `Server`, not of the pr
   cancel those that outlived their disconnect by `application_close_timeout`; here it walks
   them every `APPLICATION_CHECK_EVERY` seconds. A finished application's connection is reaped that
   much later, and a stuck one is cancelled at most that much later than daphne would.
+
+Before serving, the process settles its heap (`deerflow_site.heap`): what the application
+loaded is frozen out of the garbage collector's passes, and young passes are rarer.
 """
 
 import asyncio
@@ -21,6 +24,8 @@ from typing import Any
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server, reactor  # daphne installs the asyncio reactor first
+
+from deerflow_site.heap import settle_heap
 
 #: The server walks its connections for finished applications every this many seconds
 #: (daphne: every second).
@@ -99,6 +104,10 @@ class StreamServer(Server):
             return None
         self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
         return application_input
+
+    def run(self) -> None:
+        settle_heap()  # the application is imported: what is alive now lives as long as we do
+        super().run()
 
     def application_checker(self) -> None:
         # daphne calls this every second (it reschedules itself); one call in

@@ -354,6 +354,7 @@ def run_worker_process(*, concurrency: int) -> None:
     """A dedicated worker process: runs until SIGTERM or SIGINT, then stops gracefully."""
     import signal
 
+    from deerflow_site.heap import settle_heap
     from runs.engine.checkpointer import close_checkpointer
 
     async def main() -> None:
@@ -366,4 +367,5 @@ def run_worker_process(*, concurrency: int) -> None:
         finally:
             await close_checkpointer()
 
+    settle_heap()
     asyncio.run(main())
