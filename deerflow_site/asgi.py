@@ -1,7 +1,6 @@
 """The ASGI application daphne serves; with the embedded worker on, it also runs graphs."""
 
 import asyncio
-import contextlib
 import logging
 import os
 from typing import Any
@@ -84,30 +83,74 @@ class RunServerHandler(ASGIHandler):
     async def _answer_unless_gone(
         self, request: HttpRequest, receive: object, send: object
     ) -> HttpResponseBase | None:
-        """The response, sent; None when the client disconnected first (the view's task is
-        cancelled then, so that it can react, e.g. cancel the run it streams)."""
-        answering = asyncio.create_task(self._answer(request, send))
-        watching = asyncio.create_task(self.listen_for_disconnect(receive))
-        await asyncio.wait((answering, watching), return_when=asyncio.FIRST_COMPLETED)
-        for task in (watching, answering):  # the watcher's own failure (AssertionError) first
-            if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass
-            else:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if answering.cancelled():
-            return None
-        return answering.result()
+        """The response, sent; None when the client disconnected first (the view is cancelled
+        then, so that it can react, e.g. cancel the run it streams).
 
-    async def _answer(self, request: HttpRequest, send: object) -> HttpResponseBase:
-        response = await self.run_get_response(request)
-        with contextlib.suppress(asyncio.CancelledError):  # the client left while it was sent
-            await self.send_response(response, send)
-        return response
+        The view runs in this task, and one task watches for the client leaving (Django's
+        handler runs both in tasks of their own and waits for the first to end): a task, a wait
+        and a loop iteration less per request."""
+        answering = asyncio.current_task()
+        assert answering is not None
+        watching = asyncio.create_task(self.listen_for_disconnect(receive))
+        stop = _StopAnswering(answering)
+        watching.add_done_callback(stop.unless_answered)
+        try:
+            try:
+                response = await self.run_get_response(request)
+            except asyncio.CancelledError:
+                if not stop.take_back():
+                    raise  # cancelled from outside (the server's shutdown)
+                if isinstance(stop.reason, RequestAborted):
+                    return None
+                raise stop.reason from None  # the watcher's failure (AssertionError)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                if not stop.take_back():
+                    raise
+                # The client left while it was sent.
+            return response
+        finally:
+            stop.answered = True
+            stop.take_back()  # a view that swallowed the cancellation leaves no pending one
+            _end_watcher(watching)
+
+
+class _StopAnswering:
+    """What ends the answering task when the disconnect watcher ends first: the client left
+    (`RequestAborted`), or an unexpected message (AssertionError, as Django raises)."""
+
+    __slots__ = ("answered", "answering", "cancelled", "reason")
+
+    def __init__(self, answering: asyncio.Task[Any]) -> None:
+        self.answering = answering
+        self.answered = False
+        self.cancelled = False
+        self.reason: BaseException | None = None
+
+    def unless_answered(self, watching: asyncio.Task[Any]) -> None:
+        if self.answered or watching.cancelled():
+            return
+        self.reason = watching.exception()
+        if self.reason is not None:
+            self.cancelled = True
+            self.answering.cancel()
+
+    def take_back(self) -> bool:
+        """True when the answering task's cancellation was this watcher's; the task then goes
+        on as not cancelled (once)."""
+        if not self.cancelled:
+            return False
+        self.cancelled = False
+        self.answering.uncancel()
+        return True
+
+
+def _end_watcher(watching: asyncio.Task[Any]) -> None:
+    if not watching.done():
+        watching.cancel()  # nothing waits for it: its receive ends at the next loop iteration
+    elif not watching.cancelled():
+        watching.exception()  # retrieved: a disconnect after the answer is no error
 
 
 def connection_upkeep_at_request_end() -> None:

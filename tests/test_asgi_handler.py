@@ -1,0 +1,174 @@
+"""The ASGI handler's request cycle (`deerflow_site.asgi.RunServerHandler`), driven with ASGI
+messages: a client that leaves cancels the view, and only then; an answer is sent whole; the
+handler's task ends as it began (not left cancelled), and a cancellation from outside still
+propagates."""
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.test import override_settings
+from django.urls import path
+
+from deerflow_site.asgi import django_application
+
+#: What the views of this module saw, by name.
+seen: dict[str, Any] = {}
+
+
+async def answers(request):
+    return JsonResponse({"ok": True})
+
+
+async def waits_forever(request):
+    seen["view started"].set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        seen["view cancelled"] = True
+        raise
+    return HttpResponse("never")  # pragma: no cover
+
+
+async def streams(request):
+    async def body():
+        try:
+            yield b"first"
+            seen["first sent"].set()
+            await asyncio.Event().wait()
+            yield b"never"  # pragma: no cover
+        finally:
+            seen["stream closed"] = True
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
+
+
+urlpatterns = [
+    path("answers", answers),
+    path("waits-forever", waits_forever),
+    path("streams", streams),
+]
+
+
+class Client:
+    """One connection's ASGI side: the request's body, then what the test puts in."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.inbox.get()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+
+
+def scope(path_: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path_,
+        "raw_path": path_.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def handle(client: Client, path_: str) -> None:
+    """The handler in a task of its own, as daphne runs an application; the task must end
+    without a pending cancellation."""
+
+    async def application() -> int:
+        await django_application(scope(path_), client.receive, client.send)
+        return asyncio.current_task().cancelling()
+
+    assert await asyncio.create_task(application()) == 0
+
+
+@pytest.fixture(autouse=True)
+def this_modules_urls():
+    seen.clear()
+    seen["view started"] = asyncio.Event()
+    seen["first sent"] = asyncio.Event()
+    with override_settings(ROOT_URLCONF=__name__):
+        yield
+
+
+@pytest.mark.asyncio
+async def test_an_answer_is_sent_whole_and_the_client_staying_changes_nothing():
+    client = Client()
+    await handle(client, "/answers")
+    assert client.sent[0]["status"] == 200
+    assert json.loads(client.body()) == {"ok": True}
+    assert client.sent[-1].get("more_body", False) is False
+
+
+@pytest.mark.asyncio
+async def test_a_disconnect_after_the_answer_is_no_error(caplog):
+    client = Client()
+    client.inbox.put_nowait({"type": "http.disconnect"})  # already waiting when the view runs
+    await handle(client, "/answers")
+    assert client.sent[0]["status"] == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_leaves_cancels_the_view_and_nothing_is_sent():
+    client = Client()
+    handling = asyncio.create_task(handle(client, "/waits-forever"))
+    await seen["view started"].wait()
+    client.inbox.put_nowait({"type": "http.disconnect"})
+    await handling  # ends normally, not cancelled
+    assert seen.get("view cancelled") is True
+    assert client.sent == []
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_leaves_during_a_stream_closes_it():
+    client = Client()
+    handling = asyncio.create_task(handle(client, "/streams"))
+    await seen["first sent"].wait()
+    client.inbox.put_nowait({"type": "http.disconnect"})
+    await handling
+    assert seen.get("stream closed") is True
+    assert client.sent[0]["status"] == 200
+    assert client.body() == b"first"
+
+
+@pytest.mark.asyncio
+async def test_an_unexpected_message_after_the_body_fails_as_in_django():
+    client = Client()
+    handling = asyncio.create_task(
+        django_application(scope("/waits-forever"), client.receive, client.send)
+    )
+    await seen["view started"].wait()
+    client.inbox.put_nowait({"type": "http.request", "body": b"more"})
+    with pytest.raises(AssertionError, match="Invalid ASGI message"):
+        await handling
+    assert seen.get("view cancelled") is True
+
+
+@pytest.mark.asyncio
+async def test_a_cancellation_from_outside_propagates():
+    client = Client()
+    handling = asyncio.create_task(
+        django_application(scope("/waits-forever"), client.receive, client.send)
+    )
+    await seen["view started"].wait()
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    assert seen.get("view cancelled") is True
