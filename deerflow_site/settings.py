@@ -268,6 +268,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["deerflow_site.api.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "deerflow_site.api.negotiation.JsonFirstNegotiation",
     "EXCEPTION_HANDLER": "deerflow_site.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "deerflow_site.api.schema.ApiAutoSchema",
     "UNAUTHENTICATED_USER": None,
