@@ -1,8 +1,10 @@
 """The ASGI application daphne serves; with the embedded worker on, it also runs graphs."""
 
 import asyncio
+import io
 import logging
 import os
+import tempfile
 from typing import Any
 
 import django
@@ -52,6 +54,32 @@ class RunServerHandler(ASGIHandler):
         if thread is None or iscoroutinefunction(view):
             return view
         return thread.ending_with_upkeep(view)
+
+    async def read_body(self, receive: Any) -> Any:
+        """The request's body as a file: in memory when it came in one message within
+        FILE_UPLOAD_MAX_MEMORY_SIZE (every API request), else Django's spooled temporary file.
+        RequestAborted when the client left first."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted()
+        body = message.get("body", b"")
+        if (
+            not message.get("more_body", False)
+            and len(body) <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+        ):
+            return io.BytesIO(body)
+        body_file = tempfile.SpooledTemporaryFile(
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        body_file.write(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                body_file.close()
+                raise RequestAborted()
+            body_file.write(message.get("body", b""))
+        body_file.seek(0)
+        return body_file
 
     async def handle(self, scope: dict, receive: object, send: object) -> None:
         """Django's request cycle (read the body, answer, watch for the client leaving), with the

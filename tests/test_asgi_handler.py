@@ -11,6 +11,7 @@ import pytest
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test import override_settings
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 
 from deerflow_site.asgi import django_application
 
@@ -45,7 +46,14 @@ async def streams(request):
     return StreamingHttpResponse(body(), content_type="text/plain")
 
 
+@csrf_exempt
+async def echoes(request):
+    seen["body file"] = type(request._stream).__name__
+    return HttpResponse(request.body, content_type="application/octet-stream")
+
+
 urlpatterns = [
+    path("echoes", echoes),
     path("answers", answers),
     path("waits-forever", waits_forever),
     path("streams", streams),
@@ -55,9 +63,10 @@ urlpatterns = [
 class Client:
     """One connection's ASGI side: the request's body, then what the test puts in."""
 
-    def __init__(self) -> None:
+    def __init__(self, *body: dict[str, Any]) -> None:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+        for message in body or ({"type": "http.request", "body": b"", "more_body": False},):
+            self.inbox.put_nowait(message)
         self.sent: list[dict[str, Any]] = []
 
     async def receive(self) -> dict[str, Any]:
@@ -70,12 +79,12 @@ class Client:
         return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
 
 
-def scope(path_: str) -> dict[str, Any]:
+def scope(path_: str, method: str = "GET") -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path_,
         "raw_path": path_.encode(),
@@ -87,12 +96,12 @@ def scope(path_: str) -> dict[str, Any]:
     }
 
 
-async def handle(client: Client, path_: str) -> None:
+async def handle(client: Client, path_: str, method: str = "GET") -> None:
     """The handler in a task of its own, as daphne runs an application; the task must end
     without a pending cancellation."""
 
     async def application() -> int:
-        await django_application(scope(path_), client.receive, client.send)
+        await django_application(scope(path_, method), client.receive, client.send)
         return asyncio.current_task().cancelling()
 
     assert await asyncio.create_task(application()) == 0
@@ -172,3 +181,38 @@ async def test_a_cancellation_from_outside_propagates():
     with pytest.raises(asyncio.CancelledError):
         await handling
     assert seen.get("view cancelled") is True
+
+
+def part(body: bytes, *, more: bool) -> dict[str, Any]:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+@pytest.mark.asyncio
+async def test_a_body_in_one_message_is_read_from_memory():
+    client = Client(part(b'{"a": 1}', more=False))
+    await handle(client, "/echoes", "POST")
+    assert client.body() == b'{"a": 1}'
+    assert seen["body file"] == "BytesIO"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("size", [10, 5000], ids=["small", "past the memory limit"])
+async def test_a_body_in_several_messages_is_read_whole(size):
+    body = bytes(range(256)) * (size // 256 + 1)
+    client = Client(part(body[:5], more=True), part(b"", more=True), part(body[5:], more=False))
+    with override_settings(FILE_UPLOAD_MAX_MEMORY_SIZE=1000):  # a file on disk past it
+        await handle(client, "/echoes", "POST")
+    assert client.body() == body
+    assert seen["body file"] == "SpooledTemporaryFile"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("first", [True, False], ids=["before the body", "within the body"])
+async def test_a_client_that_leaves_while_sending_its_body_gets_nothing(first):
+    messages = [{"type": "http.disconnect"}]
+    if not first:
+        messages.insert(0, part(b"{", more=True))
+    client = Client(*messages)
+    await handle(client, "/echoes", "POST")
+    assert client.sent == []
+    assert "body file" not in seen
