@@ -10,6 +10,11 @@ from django.db.models import Q
 from runs.journal.catalog import EventCategory, EventType
 from threads.models import Thread
 
+#: A pending or running run: the condition of the partial indexes of active runs. The hot path's
+#: statements repeat it in this form (`runs.sql.ACTIVE`), which SQLite needs to see that they may
+#: use those indexes: they hold the few active runs, whatever the history of a thread or a user.
+ACTIVE_RUN = Q(status="pending") | Q(status="running")
+
 
 class RunQuerySet(models.QuerySet["Run"]):
     def active(self) -> "RunQuerySet":
@@ -61,9 +66,12 @@ class Run(models.Model):
         CONTINUE = "continue"
 
     run_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="runs")
+    # No index of their own: runs_thread_created_idx and runs_user_created_idx start with them.
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, db_index=False
     )
     assistant_id = models.UUIDField()
     graph_id = models.CharField(max_length=255)
@@ -127,6 +135,12 @@ class Run(models.Model):
             models.Index(fields=["status", "-created_at"], name="runs_status_created_idx"),
             models.Index(fields=["graph_id", "-created_at"], name="runs_graph_created_idx"),
             models.Index(fields=["user", "-created_at"], name="runs_user_created_idx"),
+            # A thread's and a user's active runs: admission's in-flight runs and quota, the
+            # thread's status at a run's end, the queue's order per thread and its fair claim.
+            models.Index(
+                fields=["thread", "created_at"], condition=ACTIVE_RUN, name="runs_active_thread_idx"
+            ),
+            models.Index(fields=["user"], condition=ACTIVE_RUN, name="runs_active_user_idx"),
         ]
         permissions = [
             ("api_create_runs", "API scope runs:create"),
@@ -181,8 +195,12 @@ class ThreadEventCounter(models.Model):
 class RunEvent(models.Model):
     """One event of a run's journal; `seq` is unique and increasing per thread."""
 
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="events")
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # No index of their own: runs_event_thread_seq_unique and runs_event_run_type_idx start
+    # with them (every run writes its events: two indexes fewer to update per event).
+    thread = models.ForeignKey(
+        Thread, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveBigIntegerField()
     event_type = models.CharField(max_length=32, choices=EventType.choices)
     category = models.CharField(max_length=16, choices=EventCategory.choices)

@@ -22,17 +22,37 @@ from deerflow_site.rows import row_params
 from runs.models import Run
 from threads.models import Thread
 
-ACTIVE = (Run.Status.PENDING.value, Run.Status.RUNNING.value)
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# Statuses are written into the statements as literals, never as parameters: SQLite may use a
+# partial index only when a statement's own text implies the index's condition, and it prepares
+# a statement again at every execution when a parameter is compared with a column that a
+# partial index's condition names (measured: 35 µs against 9 µs for the queue's read).
+PENDING = _literal(Run.Status.PENDING.value)
+RUNNING = _literal(Run.Status.RUNNING.value)
+#: A pending or running run of the table aliased `{alias}`, as `runs.models.ACTIVE_RUN` reads:
+#: the partial indexes of active runs serve the statements that say it this way.
+ACTIVE = '({alias}"status" = ' + PENDING + ' OR {alias}"status" = ' + RUNNING + ")"
+
+
+def active(alias: str = "") -> str:
+    """`ACTIVE` for the table aliased `alias` ("": the statement's only table)."""
+    return ACTIVE.format(alias=f"{alias}." if alias else "")
+
 
 # The thread's row, locked (`{lock}`: FOR UPDATE where the database has it; SQLite's IMMEDIATE
 # transactions serialise writers instead).
 LOCK_THREAD_SQL = 'SELECT "interrupts" FROM {threads} WHERE "thread_id" = %s{lock}'
 IN_FLIGHT_SQL = (
-    'SELECT "run_id" FROM {runs} WHERE "thread_id" = %s AND "status" IN (%s, %s)'
-    ' ORDER BY "created_at"{lock}'
+    'SELECT "run_id" FROM {runs} WHERE "thread_id" = %s AND '
+    + active()
+    + ' ORDER BY "created_at"{lock}'
 )
 LOCK_USER_SQL = "SELECT 1 FROM {users} WHERE {user_pk} = %s{lock}"
-USER_ACTIVE_RUNS_SQL = 'SELECT COUNT(*) FROM {runs} WHERE "user_id" = %s AND "status" IN (%s, %s)'
+USER_ACTIVE_RUNS_SQL = 'SELECT COUNT(*) FROM {runs} WHERE "user_id" = %s AND ' + active()
 # A run starting now: its thread's one running run is the partial unique index's to refuse
 # (ON CONFLICT DO NOTHING: no row, rather than an error that would abort PostgreSQL's
 # transaction).
@@ -49,14 +69,15 @@ START_RUNS_SQL = (
 END_RUN_SQL = (
     'UPDATE {runs} SET "status" = %s, "error" = %s, "rolled_back" = %s, "ended_at" = %s,'
     ' "lease_expires_at" = NULL, "updated_at" = %s'
-    ' WHERE "run_id" = %s AND "status" = %s AND "worker_id" = %s'
+    ' WHERE "run_id" = %s AND "status" = ' + RUNNING + ' AND "worker_id" = %s'
 )
 # The thread's status is `busy` while a run of it is pending or running, else the one given:
 # decided in the UPDATE, under the row lock `lock_thread` took first (so that no admission
 # commits a run in between), rather than by one more statement.
 SETTLE_STATUS = (
-    '"status" = CASE WHEN EXISTS (SELECT 1 FROM {runs} a WHERE a."thread_id" = %s'
-    ' AND a."status" IN (%s, %s)) THEN %s ELSE %s END'
+    '"status" = CASE WHEN EXISTS (SELECT 1 FROM {runs} a WHERE a."thread_id" = %s AND '
+    + active("a")
+    + ") THEN %s ELSE %s END"
 )
 SETTLE_THREAD_SQL = (
     "UPDATE {threads} SET " + SETTLE_STATUS + ', "error" = %s, "updated_at" = %s'
@@ -70,7 +91,9 @@ FINAL_ANSWER_SQL = (
     'SELECT r."status", r."error", t."values", t."interrupts" FROM {runs} r'
     ' JOIN {threads} t ON t."thread_id" = r."thread_id" WHERE r."run_id" = %s'
 )
-NEXT_RUN_AT_SQL = 'SELECT MIN("run_at") FROM {runs} WHERE "status" = %s AND "run_at" > %s'
+NEXT_RUN_AT_SQL = (
+    'SELECT MIN("run_at") FROM {runs} WHERE "status" = ' + PENDING + ' AND "run_at" > %s'
+)
 
 
 @functools.cache
@@ -136,7 +159,7 @@ def lock_user(user_id: int) -> None:
 
 def count_active_runs_of_user(user_id: int) -> int:
     """The user's pending and running runs."""
-    row = _fetchone(_sql(USER_ACTIVE_RUNS_SQL), [user_id, *ACTIVE])
+    row = _fetchone(_sql(USER_ACTIVE_RUNS_SQL), [user_id])
     return int(row[0]) if row else 0
 
 
@@ -144,7 +167,7 @@ def lock_in_flight_run_keys(thread_id: str) -> list[Any]:
     """The keys of the thread's pending and running runs (as stored: for `pk__in` filters),
     oldest first, row-locked where the database can; usually none, so no model is built."""
     with connection.cursor() as cursor:
-        cursor.execute(_sql(IN_FLIGHT_SQL, lock=_lock()), [thread_id, *ACTIVE])
+        cursor.execute(_sql(IN_FLIGHT_SQL, lock=_lock()), [thread_id])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -198,7 +221,7 @@ def start_runs(
 
 def next_run_at(now: datetime) -> datetime | None:
     """When the earliest pending run not yet due becomes due (None: there is none)."""
-    row = _fetchone(_sql(NEXT_RUN_AT_SQL), [Run.Status.PENDING.value, _when(now)])
+    row = _fetchone(_sql(NEXT_RUN_AT_SQL), [_when(now)])
     return run_at_from_db(row[0] if row else None)
 
 
@@ -234,7 +257,6 @@ def end_run(
         _when(now),
         _when(now),
         _run_key(run.pk),
-        Run.Status.RUNNING.value,
         run.worker_id,
     ]
     return bool(_execute(_sql(END_RUN_SQL), params))
@@ -251,7 +273,7 @@ def settle_thread_row(
     """The thread's status (`busy` instead while a run of it is pending or running: call with
     the thread's row locked) and error; with `state` (values, interrupts: JSON-storable), also
     the snapshot of its latest checkpoint."""
-    busy = [thread_id, *ACTIVE, Thread.Status.BUSY.value, status]
+    busy = [thread_id, Thread.Status.BUSY.value, status]
     params = [*busy, _json(Thread, "error", error), _when(now)]
     if state is None:
         _execute(_sql(SETTLE_THREAD_SQL), [*params, thread_id])

@@ -14,6 +14,7 @@ Sync ORM functions with short transactions: workers call them on the engine's da
 (`deerflow_site.bridge`).
 """
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,13 +51,15 @@ WORKER_LOST = {
 
 # Kept as SQL: the ORM takes longer to compile these queries than the database to run them, and
 # every claim and idle poll runs them. The same text serves SQLite and PostgreSQL. Each eligible
-# row is the oldest pending run of its thread, so a batch never holds two of one thread.
+# row is the oldest pending run of its thread, so a batch never holds two of one thread. The
+# statuses are literals (`runs.sql`): the subqueries then read the partial indexes of running
+# and active runs, a few rows, rather than every run of a thread or a user.
 ELIGIBLE_WHERE = """
-    r.status = %(pending)s AND r.run_at <= %(now)s
+    r.status = {pending} AND r.run_at <= %(now)s
       AND NOT EXISTS (
-        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = %(running)s)
+        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = {running})
       AND NOT EXISTS (
-        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = %(pending)s
+        SELECT 1 FROM {runs} o WHERE o.thread_id = r.thread_id AND o.status = {pending}
           AND (o.created_at < r.created_at
                OR (o.created_at = r.created_at AND o.run_id < r.run_id)))
 """
@@ -64,7 +67,7 @@ ANY_ELIGIBLE_SQL = "SELECT 1 FROM {runs} r WHERE " + ELIGIBLE_WHERE + " LIMIT 1"
 # An idle poll in one statement: is a run eligible now, and when is the next one not yet due.
 IDLE_SQL = (
     "SELECT (" + ANY_ELIGIBLE_SQL + "),"
-    " (SELECT MIN(p.run_at) FROM {runs} p WHERE p.status = %(pending)s AND p.run_at > %(now)s)"
+    " (SELECT MIN(p.run_at) FROM {runs} p WHERE p.status = {pending} AND p.run_at > %(now)s)"
 )
 # A user's turn: their running runs plus the rank of this run among their eligible ones. The
 # window function stays in a subquery, as PostgreSQL refuses FOR UPDATE beside one.
@@ -74,12 +77,12 @@ FAIR_CANDIDATES_SQL = (
       SELECT r.run_id AS run_id,
              ROW_NUMBER() OVER (PARTITION BY r.user_id ORDER BY r.created_at, r.run_id)
              + (SELECT COUNT(*) FROM {runs} u
-                WHERE u.user_id = r.user_id AND u.status = %(running)s) AS turn
+                WHERE u.user_id = r.user_id AND u.status = {running}) AS turn
       FROM {runs} r WHERE """
     + ELIGIBLE_WHERE
     + """
     ) fair ON fair.run_id = r.run_id
-    WHERE r.status = %(pending)s
+    WHERE r.status = {pending}
     ORDER BY fair.turn, r.created_at, r.run_id
     LIMIT %(limit)s
 """
@@ -96,12 +99,21 @@ class Claim:
 
 def _queue_sql(template: str, now: datetime, limit: int) -> tuple[str, dict[str, object]]:
     params: dict[str, object] = {
-        "pending": Run.Status.PENDING.value,
-        "running": Run.Status.RUNNING.value,
         "now": connection.ops.adapt_datetimefield_value(now),
         "limit": limit,
     }
-    return template.format(runs=Run._meta.db_table), params
+    return _queue_text(template), params
+
+
+@functools.cache
+def _queue_text(template: str) -> str:
+    """A queue statement's text, made once (the table and the statuses never change)."""
+    return template.format(
+        runs=Run._meta.db_table,
+        pending=sql.PENDING,
+        running=sql.RUNNING,
+        columns=model_columns(Run, "r"),
+    )
 
 
 def any_eligible(now: datetime) -> bool:
@@ -115,8 +127,7 @@ def any_eligible(now: datetime) -> bool:
 def _lock_candidates(now: datetime, limit: int) -> list[Run]:
     """Up to `limit` eligible runs in fair order, row-locked where the database can (inside a
     transaction)."""
-    template = FAIR_CANDIDATES_SQL.replace("{columns}", model_columns(Run, "r"))
-    sql, params = _queue_sql(template, now, limit)
+    sql, params = _queue_sql(FAIR_CANDIDATES_SQL, now, limit)
     if connection.features.has_select_for_update_skip_locked:
         sql += " FOR UPDATE OF r SKIP LOCKED"
     with connection.cursor() as cursor:
