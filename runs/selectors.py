@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 import runs.sql as sql
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from runs.engine import final_answer_of
 from runs.exceptions import RunNotFound
 from runs.models import Run, RunStreamEvent
 from threads.selectors import get_thread
@@ -64,13 +65,7 @@ def final_answer(*, run_id: UUID | str) -> Any:
     if row is None:
         return {}
     status, error, values, interrupts = row
-    if status == Run.Status.ERROR:
-        return {"__error__": error or {"error": "Error", "message": "The run failed."}}
-    values = values if values is not None else {}
-    pending = [item for items in (interrupts or {}).values() for item in items]
-    if pending and isinstance(values, dict):
-        values = {**values, "__interrupt__": pending}
-    return values
+    return final_answer_of(status=status, error=error, values=values, interrupts=interrupts)
 
 
 def run_status(*, run_id: UUID | str) -> str | None:

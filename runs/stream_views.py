@@ -33,7 +33,7 @@ from runs.create_serializers import (
     parse_stateless_run_create,
     parse_stream_modes,
 )
-from runs.engine import Subscription, bus, subscribe_then
+from runs.engine import Subscription, answers, bus, subscribe_then
 from runs.models import Run
 from runs.serializers import JoinStreamQuerySerializer, query_data
 from runs.sse.frames import parse_event_id, sse_response
@@ -120,17 +120,25 @@ def run_headers(run: Run, *, location_suffix: str | None = None) -> dict[str, st
     return headers
 
 
-async def _admit(request: HttpRequest, thread_id: str | None) -> tuple[Run, Subscription]:
+async def _admit(
+    request: HttpRequest, thread_id: str | None, *, waits: bool = False
+) -> tuple[Run, Subscription]:
     """Authenticate, validate a create body and admit its run, in one thread hop; the
-    subscription is open before admission (and closed if anything fails).
+    subscription is open before admission (and closed if anything fails). `waits`: the request
+    answers the run's final state, which a run ending in this process then leaves for it
+    (`answers`; `_final_answer_body` stops waiting).
 
     Without a thread id the run is stateless: on a new thread, deleted after it by default.
     """
     run_id = uuid.uuid4()
     subscription = await Subscription.open(bus.run_stream_group(run_id))
+    if waits:
+        answers.expect(run_id)
     try:
         run = await call_sync(_admit_sync, request, thread_id, run_id, on=Executor.API)
     except BaseException:
+        if waits:
+            answers.forget(run_id)
         await subscription.close()
         raise
     return run, subscription
@@ -171,7 +179,7 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
 @api_view(required_scopes={"POST": "runs:create"}, on=Executor.API, authenticates_in_view=True)
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
-    run, subscription = await _admit(request, thread_id)
+    run, subscription = await _admit(request, thread_id, waits=True)
     body = _final_answer_body(
         subscription=subscription,
         run=run,
@@ -192,7 +200,9 @@ async def _json_stream(
 async def _final_answer_body(
     *, subscription: Subscription, run: Run, cancel_on_disconnect: bool
 ) -> AsyncIterator[bytes]:
-    """Newlines while the run goes on (JSON ignores leading whitespace), then its final state.
+    """Newlines while the run goes on (JSON ignores leading whitespace), then its final state:
+    the one its end left in this process (`answers.expect` was called for the run before it
+    could end), else read from the database.
 
     It starts with an empty chunk: daphne writes the status line and headers with the first
     body message, and the SDKs' `on_run_created` reads the run id from them at once.
@@ -202,10 +212,13 @@ async def _final_answer_body(
         yield b""
         async for _ in heartbeats_until_run_ends(subscription=subscription, run=run):
             yield WAIT_HEARTBEAT
-        answer = await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
+        answer = answers.take(run.pk)
+        if answer is answers.MISSING:
+            answer = await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
         answered = True
         yield json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
     finally:
+        answers.forget(run.pk)
         await subscription.close()
         if not answered and cancel_on_disconnect:
             spawn(cancel_after_disconnect(run_id=run.pk))
@@ -223,6 +236,7 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
     run, subscription = await subscribe_to_run(
         user=request.user, thread_id=thread_id, run_id=run_id
     )
+    answers.expect(run.pk)
     body = _final_answer_body(subscription=subscription, run=run, cancel_on_disconnect=False)
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 

@@ -13,7 +13,8 @@ Where each step of a run's life is:
 - graphs: `registry` (built-ins and `langgraph.json`), `graph_schemas`, `graphs/`.
 """
 
-from runs.engine import bus
+from runs.engine import answers, bus
+from runs.engine.answers import final_answer_of
 from runs.engine.bus import send_after_commit
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.checkpoints import (
@@ -61,6 +62,7 @@ __all__ = [
     "acheckpoint_exists",
     "acheckpoint_thread_ids",
     "adelete_thread_checkpoints",
+    "answers",
     "bus",
     "close_checkpointer",
     "copy_state",
@@ -70,6 +72,7 @@ __all__ = [
     "ensure_embedded_worker",
     "expired_runs",
     "expired_stream_events",
+    "final_answer_of",
     "get_thread_history",
     "get_thread_state",
     "graph_drawing",

@@ -21,6 +21,7 @@ from langgraph.types import Command, Send
 
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.dbcompat import jsonb_storable
+from runs.engine import answers
 from runs.engine.checkpoints import adelete_run_checkpoints
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
 from runs.engine.journal import JournalWriter, RunJournal
@@ -258,6 +259,14 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         on=Executor.ENGINE,
     )
     if finished:
+        if snapshot is not None:  # the thread's values as just committed, for `/wait` here
+            answers.offer(
+                run.pk,
+                status=outcome.status,
+                error=outcome.error,
+                values=snapshot.values,
+                interrupts=snapshot.interrupts,
+            )
         publisher.emit("end", None)
     await publisher.close()
     return outcome if finished else None

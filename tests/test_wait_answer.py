@@ -1,0 +1,133 @@
+"""The final answer of `/wait` and `/join`: handed over by the run's end when the run ended in
+this process, read from the database otherwise, and the same either way."""
+
+import json
+from typing import Any
+
+import pytest
+from django.test import AsyncRequestFactory
+
+from deerflow_site.bridge import Executor, call_sync
+from runs import selectors
+from runs.engine import answers, queue
+from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run
+from runs.models import Run
+from runs.stream_views import create_and_wait, join
+from tests.engine_support import (  # noqa: F401
+    closing_checkpointer,
+    fetch_run,
+    fresh_channel_layer,
+    make_thread,
+    pending_run,
+)
+from tests.fixtures import token_for
+from tests.test_direct_start import direct_worker  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HUMAN = {"messages": [{"role": "user", "content": "hello"}]}
+BODIES = {
+    "values": {"assistant_id": "echo", "input": HUMAN},
+    "error": {"assistant_id": "failing", "input": {"message": "boom"}},
+    "interrupt": {"assistant_id": "ask_human", "input": {"question": "color?"}},
+}
+
+
+@pytest.fixture
+def database_reads(monkeypatch: Any) -> list[Any]:
+    """The run ids whose answer was read from the database (the selector, still called)."""
+    reads: list[Any] = []
+    read = selectors.final_answer
+
+    def reading(*, run_id: Any) -> Any:
+        reads.append(run_id)
+        return read(run_id=run_id)
+
+    monkeypatch.setattr(selectors, "final_answer", reading)
+    return reads
+
+
+async def _answer_of(view: Any, user: Any, path: str, *args: Any, body: Any = None) -> Any:
+    """Call the view as daphne would, and read its whole body as JSON."""
+    token = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
+    factory, headers = AsyncRequestFactory(), {"Authorization": f"Bearer {token}"}
+    if body is None:
+        request = factory.get(path, headers=headers)
+    else:
+        content = json.dumps(body)
+        request = factory.post(path, content, "application/json", headers=headers)
+    response = await view(request, *args)
+    assert response.status_code == 200, response.content
+    return json.loads(b"".join([chunk async for chunk in response.streaming_content]))
+
+
+async def _thread_id(user: Any) -> str:
+    return (await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)).pk
+
+
+@pytest.mark.parametrize("outcome", sorted(BODIES))
+async def test_wait_takes_the_answer_its_run_left_in_this_process(
+    user: Any,
+    direct_worker: Any,  # noqa: F811
+    database_reads: list[Any],
+    outcome: str,
+) -> None:
+    await direct_worker()
+    thread_id = await _thread_id(user)
+
+    answer = await _answer_of(
+        create_and_wait,
+        user,
+        f"/api/threads/{thread_id}/runs/wait",
+        thread_id,
+        body=BODIES[outcome],
+    )
+
+    assert database_reads == []  # the run ended on this process's worker
+    [run] = await call_sync(list, Run.objects.filter(thread_id=thread_id), on=Executor.API)
+    assert answer == await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
+    assert {"values": "messages", "error": "__error__", "interrupt": "__interrupt__"}[
+        outcome
+    ] in answer
+    assert answers._waiting == {} and answers._answers == {}
+
+
+async def test_join_reads_the_answer_of_a_run_that_ended_elsewhere(
+    user: Any, database_reads: list[Any]
+) -> None:
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    run = await call_sync(pending_run, thread=thread, user=user, on=Executor.THREAD_SENSITIVE)
+    # Another process's worker claims and ends it: nothing is left in this one.
+    [claimed] = (
+        await call_sync(queue.claim_runs, worker_id="elsewhere", limit=1, on=Executor.API)
+    ).runs
+    snapshot = ThreadSnapshot(values={"reply": "from elsewhere"})
+    assert await call_sync(
+        finish_run,
+        run=claimed,
+        outcome=RunOutcome(status=Run.Status.SUCCESS),
+        snapshot=snapshot,
+        on=Executor.API,
+    )
+
+    answer = await _answer_of(
+        join, user, f"/api/threads/{thread.pk}/runs/{run.pk}/join", thread.pk, str(run.pk)
+    )
+
+    assert answer == {"reply": "from elsewhere"}
+    assert database_reads == [run.pk]
+    assert answers._waiting == {} and answers._answers == {}
+
+
+def test_an_answer_nobody_waits_for_is_not_kept() -> None:
+    answers.offer("a-run", status="success", error=None, values={"x": 1}, interrupts={})
+    assert answers.take("a-run") is answers.MISSING
+
+    answers.expect("a-run")
+    answers.expect("a-run")  # two requests wait for it
+    answers.offer("a-run", status="success", error=None, values={"x": "\x00"}, interrupts={})
+    answers.forget("a-run")
+    assert answers.take("a-run") == {"x": "\ufffd"}  # as the thread row stores it
+    answers.forget("a-run")
+    assert answers.take("a-run") is answers.MISSING
+    assert answers._waiting == {} and answers._answers == {}
