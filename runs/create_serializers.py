@@ -18,6 +18,7 @@ from deerflow_site.api.serializers import (
     StrictCharField,
     StrictChoiceField,
     StrictFloatField,
+    request_data,
 )
 from deerflow_site.errors import Invalid
 from runs.admission import RunRequest
@@ -226,9 +227,8 @@ def parse_run_create(
     data: Any, *, on_completion: Run.OnCompletion = Run.OnCompletion.KEEP
 ) -> RunRequest:
     """A create body as a RunRequest; a 422 naming the field when it is not valid."""
-    serializer = RunCreateSerializer(data=data)
-    serializer.is_valid(raise_exception=True)
-    body = {key: value for key, value in serializer.validated_data.items() if value is not None}
+    validated = request_data(RunCreateSerializer, data)
+    body = {key: value for key, value in validated.items() if value is not None}
     durability = body.get("durability")
     if durability is None and body.get("checkpoint_during") is not None:
         # LangGraph's older spelling: checkpoints during the run (async) or only at its exit.

@@ -67,6 +67,23 @@ class RequestSerializer(serializers.Serializer):
             for name, field in self._declared_fields.items()
         }
 
+    @classmethod
+    def quickly_validated(cls, data: Any) -> dict[str, Any] | None:
+        """The validated data of a body that is valid and names known fields only, checked by
+        the fields of one serializer made once (bound fields hold no state of a validation):
+        only the fields the body names run, where DRF copies and runs every declared field
+        per request. None whenever the body is anything else (an unknown or unsupported
+        field, a value a field refuses, a field with a default or required absent): validate
+        it with a serializer then, which answers exactly as it always does.
+
+        Only for serializers whose `validate` reads nothing but the attributes it is given
+        and which declare no validators of their own."""
+        quick = cls.__dict__.get("_quick")
+        if quick is None:
+            quick = _QuickValidation(cls)
+            cls._quick = quick
+        return quick.validated(data)
+
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
             raise serializers.ValidationError(
@@ -79,6 +96,40 @@ class RequestSerializer(serializers.Serializer):
             if data.get(key) is not None:
                 raise serializers.ValidationError({key: ["This server does not support it."]})
         return super().to_internal_value(data)
+
+
+class _QuickValidation:
+    """`RequestSerializer.quickly_validated` of one serializer class."""
+
+    def __init__(self, serializer_class: type[RequestSerializer]) -> None:
+        self.serializer = serializer_class()
+        fields = self.serializer.fields
+        self.fields = {
+            name: field
+            for name, field in fields.items()
+            if not field.read_only
+            and name not in serializer_class.unsupported_fields
+            and not hasattr(self.serializer, f"validate_{name}")
+        }
+        # Fields that act when absent (required, or a default): the body must name them.
+        self.needed = frozenset(
+            name
+            for name, field in fields.items()
+            if not field.read_only and (field.required or field.default is not serializers.empty)
+        )
+        self.usable = not self.serializer.validators and self.needed <= self.fields.keys()
+
+    def validated(self, data: Any) -> dict[str, Any] | None:
+        if not self.usable or type(data) is not dict or not self.needed <= data.keys():
+            return None
+        fields = self.fields
+        attrs: dict[str, Any] = {}
+        try:
+            for name, value in data.items():
+                attrs[name] = fields[name].run_validation(value)
+            return self.serializer.validate(attrs)
+        except Exception:  # an unknown field (KeyError) or a refused value: the long way
+            return None
 
 
 class BoundedIntegerField(serializers.IntegerField):
@@ -109,6 +160,13 @@ def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+def request_data(serializer_class: type[RequestSerializer], data: Any) -> dict[str, Any]:
+    """`validated`, through `RequestSerializer.quickly_validated` first: the same data, and
+    for a body it does not take the same 422 as ever."""
+    quick = serializer_class.quickly_validated(data)
+    return quick if quick is not None else validated(serializer_class, data)
 
 
 class JSONObjectField(serializers.JSONField):
