@@ -48,12 +48,19 @@ class RunServerHandler(ASGIHandler):
                 await self.handle(scope, receive, send)
 
     def make_view_atomic(self, view: Any) -> Any:
-        """A sync view, on a request thread, ends with that thread's connection upkeep."""
+        """A sync view, on a request thread, is called there through `RequestThread.call` (one
+        submit and one future; Django would wrap it in asgiref's `sync_to_async`) and ends with
+        that thread's connection upkeep."""
         view = super().make_view_atomic(view)
         thread = current_request_thread()
         if thread is None or iscoroutinefunction(view):
             return view
-        return thread.ending_with_upkeep(view)
+        view = thread.ending_with_upkeep(view)
+
+        async def on_the_request_thread(*args: Any, **kwargs: Any) -> Any:
+            return await thread.call(view, *args, **kwargs)
+
+        return on_the_request_thread
 
     async def read_body(self, receive: Any) -> Any:
         """The request's body as a file: in memory when it came in one message within

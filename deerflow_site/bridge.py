@@ -46,13 +46,19 @@ import contextvars
 import enum
 import functools
 import logging
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, async_to_sync, sync_to_async
+
+try:  # what sync_to_async does with the caller's context (asgiref.local's thread ownership)
+    from asgiref.sync import _restore_context
+except ImportError:  # pragma: no cover - another asgiref: RequestThread.call uses sync_to_async
+    _restore_context = None
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -115,6 +121,29 @@ class RequestThread(ThreadPoolExecutor):
         self._running = number
         return fn(*args, **kwargs)
 
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` on this thread, awaited: what asgiref's thread-sensitive
+        `sync_to_async` does for it (the caller's context and `Local` values there and back,
+        `async_to_sync` inside reaching the caller's loop, its tasks cancelled with the caller),
+        as one submit and one future instead of asgiref's executor look-up, wrapped future and
+        shield. Cancelling the caller stops the waiting; `fn` runs to its end."""
+        if _restore_context is None:  # pragma: no cover
+            return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        context = contextvars.copy_context()
+        tasks: list[asyncio.Task[Any]] = []  # asgiref puts an `async_to_sync`'s task here
+        call = functools.partial(fn, *args, **kwargs)
+        self.submit(_call_on_request_thread, loop, future, context, tasks, call)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        finally:
+            _restore_context(context)
+
     def ending_with_upkeep(self, fn: Callable[..., T]) -> Callable[..., T]:
         """`fn` (sync code this thread runs), followed on the thread by the upkeep, so that a
         request whose sync code is one call needs no other."""
@@ -136,6 +165,32 @@ class RequestThread(ThreadPoolExecutor):
         if self.needs_upkeep:
             self._kept_up_to = self._submitted
             super().submit(connection_upkeep)
+
+
+def _call_on_request_thread(
+    loop: asyncio.AbstractEventLoop,
+    future: "asyncio.Future[Any]",
+    context: contextvars.Context,
+    tasks: list[asyncio.Task[Any]],
+    call: Callable[[], Any],
+) -> None:
+    local = SyncToAsync.threadlocal  # where asgiref's async_to_sync finds the caller's loop
+    local.main_event_loop = loop
+    local.main_event_loop_pid = os.getpid()
+    local.task_context = tasks
+
+    def in_context() -> Any:
+        _restore_context(context)  # the caller's `Local` values, owned by this thread
+        return call()
+
+    try:
+        result, error = context.run(in_context), None
+    except BaseException as exc:  # handed to the caller, as a thread pool does
+        result, error = None, exc
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
 
 
 def connection_upkeep() -> None:

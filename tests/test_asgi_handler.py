@@ -5,15 +5,17 @@ propagates."""
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test import override_settings
-from django.urls import path
+from django.urls import get_script_prefix, path, reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from deerflow_site.asgi import django_application
+from deerflow_site.bridge import call_async
 
 #: What the views of this module saw, by name.
 seen: dict[str, Any] = {}
@@ -52,7 +54,25 @@ async def echoes(request):
     return HttpResponse(request.body, content_type="application/octet-stream")
 
 
+def sync_view(request):
+    """A sync view: where it runs and what it sees of the request's context."""
+
+    async def the_loop():
+        return asyncio.get_running_loop()
+
+    seen["sync view"] = {
+        "thread": threading.current_thread().name,
+        "script prefix": get_script_prefix(),
+        "reversed": reverse("sync-view"),
+        "loop": call_async(the_loop),
+    }
+    if request.GET.get("fail"):
+        raise RuntimeError("a bug in a sync view")
+    return HttpResponse("sync")
+
+
 urlpatterns = [
+    path("sync-view", sync_view, name="sync-view"),
     path("echoes", echoes),
     path("answers", answers),
     path("waits-forever", waits_forever),
@@ -79,7 +99,7 @@ class Client:
         return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
 
 
-def scope(path_: str, method: str = "GET") -> dict[str, Any]:
+def scope(path_: str, method: str = "GET", **more: Any) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -93,7 +113,7 @@ def scope(path_: str, method: str = "GET") -> dict[str, Any]:
         "headers": [(b"host", b"testserver")],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
-    }
+    } | more
 
 
 async def handle(client: Client, path_: str, method: str = "GET") -> None:
@@ -216,3 +236,27 @@ async def test_a_client_that_leaves_while_sending_its_body_gets_nothing(first):
     await handle(client, "/echoes", "POST")
     assert client.sent == []
     assert "body file" not in seen
+
+
+@pytest.mark.asyncio
+async def test_a_sync_view_runs_on_a_request_thread_with_the_requests_context():
+    client = Client()
+    await django_application(
+        scope("/mounted/sync-view", root_path="/mounted"), client.receive, client.send
+    )
+    assert client.sent[0]["status"] == 200
+    assert client.body() == b"sync"
+    view = seen["sync view"]
+    assert view["thread"].startswith("request")
+    # What the handler set on the loop (asgiref Locals) is the view's on its thread.
+    assert view["script prefix"] == "/mounted/"
+    assert view["reversed"] == "/mounted/sync-view"
+    assert view["loop"] is asyncio.get_running_loop()  # call_async reaches the request's loop
+
+
+@pytest.mark.asyncio
+async def test_a_sync_view_that_fails_is_a_500_as_before():
+    client = Client()
+    query = {"query_string": b"fail=1"}
+    await django_application(scope("/sync-view", **query), client.receive, client.send)
+    assert client.sent[0]["status"] == 500
