@@ -35,9 +35,14 @@ new connection per call).
 
 `SerialThread` is a thread of one owner's own (the SQLite checkpoint saver's, which owns an
 `sqlite3` connection): calls run there one at a time in the order they were made, each one hop
-there and back (a queue put, and one `call_soon_threadsafe` with the result), cheaper than
-`call_sync`'s executors, and a call once made always runs to its end, even when its caller is
-cancelled meanwhile.
+there and back (a queue put, and the result sent back), and a call once made always runs to its
+end, even when its caller is cancelled meanwhile.
+
+A hop to ENGINE, API, a request's thread or a `SerialThread` is a plain submit and one future,
+not asgiref's `sync_to_async` (whose executor look-up, shield and wrapped future cost about as
+much as the hop itself; what it does with the context is kept: `_hop`); its result comes back
+through the loop's `LoopInbox`, where the results that end while the loop is busy share one
+wake-up of the loop (one `call_soon_threadsafe`).
 """
 
 import asyncio
@@ -49,6 +54,7 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -129,20 +135,7 @@ class RequestThread(ThreadPoolExecutor):
         shield. Cancelling the caller stops the waiting; `fn` runs to its end."""
         if _restore_context is None:  # pragma: no cover
             return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        context = contextvars.copy_context()
-        tasks: list[asyncio.Task[Any]] = []  # asgiref puts an `async_to_sync`'s task here
-        call = functools.partial(fn, *args, **kwargs)
-        self.submit(_call_on_request_thread, loop, future, context, tasks, call)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-            raise
-        finally:
-            _restore_context(context)
+        return await _hop(self.submit, functools.partial(fn, *args, **kwargs), drop_unstarted=False)
 
     def ending_with_upkeep(self, fn: Callable[..., T]) -> Callable[..., T]:
         """`fn` (sync code this thread runs), followed on the thread by the upkeep, so that a
@@ -165,32 +158,6 @@ class RequestThread(ThreadPoolExecutor):
         if self.needs_upkeep:
             self._kept_up_to = self._submitted
             super().submit(connection_upkeep)
-
-
-def _call_on_request_thread(
-    loop: asyncio.AbstractEventLoop,
-    future: "asyncio.Future[Any]",
-    context: contextvars.Context,
-    tasks: list[asyncio.Task[Any]],
-    call: Callable[[], Any],
-) -> None:
-    local = SyncToAsync.threadlocal  # where asgiref's async_to_sync finds the caller's loop
-    local.main_event_loop = loop
-    local.main_event_loop_pid = os.getpid()
-    local.task_context = tasks
-
-    def in_context() -> Any:
-        _restore_context(context)  # the caller's `Local` values, owned by this thread
-        return call()
-
-    try:
-        result, error = context.run(in_context), None
-    except BaseException as exc:  # handed to the caller, as a thread pool does
-        result, error = None, exc
-    try:
-        loop.call_soon_threadsafe(_settle, future, result, error)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
 
 
 def connection_upkeep() -> None:
@@ -242,14 +209,73 @@ async def request_thread() -> AsyncIterator[None]:
 
 async def call_sync(fn: Callable[..., T], /, *args: Any, on: Executor, **kwargs: Any) -> T:
     """`fn(*args, **kwargs)` (sync code) on the executor `on`, awaited; returns what `fn` returns
-    and raises what it raises. Context variables (the run named on log lines) go along."""
+    and raises what it raises. Context variables (the run named on log lines) go along.
+
+    Cancelling the caller stops the waiting: a call not started yet is dropped, one that has
+    started runs to its end on its thread (and the task of a `call_async` it is awaiting is
+    cancelled)."""
     if on is Executor.THREAD_SENSITIVE:
         return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
     if on is Executor.BLOCKING:
         return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
-    return await sync_to_async(
-        _keeping_the_connection, thread_sensitive=False, executor=_POOLS[on]
-    )(fn, args, kwargs)
+    pool = _POOLS[on]
+    return await _hop(
+        pool.submit,
+        functools.partial(_keeping_the_connection, fn, args, kwargs),
+        drop_unstarted=True,
+    )
+
+
+async def _hop(
+    submit: Callable[..., Future[Any]], call: Callable[[], T], *, drop_unstarted: bool
+) -> T:
+    """`call()` on the thread `submit` hands it to, awaited: what asgiref's `sync_to_async`
+    does for it (the caller's context and asgiref `Local` values there and back, `call_async`
+    inside reaching the caller's loop, its tasks cancelled with the caller), as one submit and
+    one future, the result back through the loop's `LoopInbox`. A cancelled caller stops
+    waiting; a call not started yet is dropped when `drop_unstarted`, else runs anyway."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    context = contextvars.copy_context()
+    tasks: list[asyncio.Task[Any]] = []  # asgiref puts a `call_async`'s task here
+    work = submit(_run_for_loop, _inbox_of(loop), future, context, tasks, call)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if drop_unstarted:
+            work.cancel()
+        for task in tasks:
+            task.cancel()
+        raise
+    finally:
+        if _restore_context is not None:
+            _restore_context(context)
+
+
+def _run_for_loop(
+    inbox: "LoopInbox",
+    future: "asyncio.Future[Any]",
+    context: contextvars.Context,
+    tasks: list[asyncio.Task[Any]],
+    call: Callable[[], Any],
+) -> None:
+    """`_hop`'s side on the thread."""
+    local = SyncToAsync.threadlocal  # where asgiref's async_to_sync finds the caller's loop
+    local.main_event_loop = inbox.loop
+    local.main_event_loop_pid = os.getpid()
+    local.task_context = tasks
+
+    def in_context() -> Any:
+        if _restore_context is not None:
+            _restore_context(context)  # the caller's `Local` values, owned by this thread
+        return call()
+
+    try:
+        result, error = context.run(in_context), None
+    except BaseException as exc:  # handed to the caller, as a thread pool does
+        result, error = None, exc
+    with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
+        inbox.put(future, result, error)
 
 
 def call_async(fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
@@ -271,6 +297,51 @@ def _keeping_the_connection(
         raise
 
 
+class LoopInbox:
+    """The outcomes of sync calls for one event loop, sent from any thread and settled on the
+    loop in one callback per wake-up: a call that ends while an earlier one's wake-up has not
+    run yet rides on it (no second `call_soon_threadsafe`, no second write to the loop's
+    self-pipe). Futures cancelled meanwhile are skipped."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+
+    def put(self, future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
+        """Settle `future` with `result` or `error` on the loop (thread-safe); dropped when the
+        loop is closed (nobody is waiting any more)."""
+        with self._lock:
+            self._outcomes.append((future, result, error))
+            if len(self._outcomes) > 1:
+                return  # the wake-up sent for the first one is still to run
+        try:
+            self.loop.call_soon_threadsafe(self._settle_all)
+        except RuntimeError:  # the loop is closed
+            with self._lock:
+                self._outcomes.clear()
+
+    def _settle_all(self) -> None:
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        for future, result, error in outcomes:
+            _settle(future, result, error)
+
+
+#: One inbox per event loop (made on the loop's thread, used from any).
+_inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _inbox_of(loop: asyncio.AbstractEventLoop) -> LoopInbox:
+    """`loop`'s inbox; on the loop's thread only."""
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        inbox = _inboxes[loop] = LoopInbox(loop)
+    return inbox
+
+
 class SerialThread:
     """One daemon thread that runs sync calls one at a time, in the order they are made, for
     async code on any event loop (each call answers on its caller's loop).
@@ -281,7 +352,9 @@ class SerialThread:
     """
 
     def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Any] | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], Any], tuple[LoopInbox, asyncio.Future[Any]] | None] | None
+        ] = queue.SimpleQueue()
         self._stopped = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -291,8 +364,9 @@ class SerialThread:
         what it raises. RuntimeError once the thread is stopped."""
         if self._stopped:
             raise RuntimeError(f"{self._thread.name} is stopped")
-        future = asyncio.get_running_loop().create_future()
-        self._calls.put(((lambda: fn(*args, **kwargs)), future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._calls.put((functools.partial(fn, *args, **kwargs), (_inbox_of(loop), future)))
         return await future
 
     def submit(self, fn: Callable[[], Any]) -> None:
@@ -313,21 +387,19 @@ class SerialThread:
 
     def _serve(self) -> None:
         while (item := self._calls.get()) is not None:
-            fn, future = item
+            fn, caller = item
             try:
                 result, error = fn(), None
             except BaseException as exc:  # handed to the caller, as a thread pool does
                 result, error = None, exc
-            if future is None:
+            if caller is None:
                 if error is not None:
                     logger.error(
                         "%s: a call nobody waits for failed", self._thread.name, exc_info=error
                     )
                 continue
-            try:
-                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
-                pass
+            inbox, future = caller
+            inbox.put(future, result, error)
 
 
 def _settle(future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:

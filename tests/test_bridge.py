@@ -3,6 +3,7 @@ that own their threads keep a connection between calls and drop it after a datab
 `call_async` from bridged sync code runs on the caller's event loop."""
 
 import asyncio
+import contextvars
 import threading
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from deerflow_site.bridge import (
     API_DB_THREADS,
     Executor,
     RequestThread,
+    SerialThread,
     call_async,
     call_sync,
     current_request_thread,
@@ -100,6 +102,96 @@ async def test_errors_propagate_unchanged() -> None:
     for executor in Executor:
         with pytest.raises(LookupError, match="nothing here"):
             await call_sync(refuse, why="nothing here", on=executor)
+
+
+_run_named: contextvars.ContextVar[str] = contextvars.ContextVar("run_named", default="")
+
+
+async def test_context_variables_go_along_to_every_executor() -> None:
+    _run_named.set("run-7")
+
+    for executor in Executor:
+        assert await call_sync(_run_named.get, on=executor) == "run-7", executor
+
+
+async def test_a_call_whose_caller_is_cancelled_before_it_starts_is_dropped() -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def hold_the_engine() -> None:
+        started.set()
+        release.wait(10)
+        ran.append("held")
+
+    holding = asyncio.ensure_future(call_sync(hold_the_engine, on=Executor.ENGINE))
+    await call_sync(started.wait, 10, on=Executor.BLOCKING)
+    queued = asyncio.ensure_future(call_sync(ran.append, "queued", on=Executor.ENGINE))
+    await asyncio.sleep(0)  # submitted
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    release.set()
+    await holding
+    await call_sync(ran.append, "after", on=Executor.ENGINE)
+
+    assert queued.cancelled()
+    assert ran == ["held", "after"]
+
+
+async def test_a_call_whose_caller_is_cancelled_while_it_runs_runs_to_its_end() -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def slow() -> None:
+        started.set()
+        release.wait(10)
+        ran.append("slow")
+
+    call = asyncio.ensure_future(call_sync(slow, on=Executor.ENGINE))
+    await call_sync(started.wait, 10, on=Executor.BLOCKING)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    release.set()
+    await call_sync(ran.append, "next", on=Executor.ENGINE)
+
+    assert ran == ["slow", "next"]
+
+
+async def test_outcomes_that_arrive_while_the_loop_is_busy_share_one_wake_up() -> None:
+    """Calls that end while the loop runs other code are settled by one `call_soon_threadsafe`
+    (one write to the loop's self-pipe), each with its own result or error."""
+    loop = asyncio.get_running_loop()
+    thread = SerialThread("test-serial")
+    wake_ups = []
+    threadsafe = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        wake_ups.append(callback)
+        return threadsafe(callback, *args, **kwargs)
+
+    def fail() -> None:
+        raise LookupError("the third")
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    try:
+        calls = [
+            asyncio.ensure_future(thread.call(lambda: 1)),
+            asyncio.ensure_future(thread.call(lambda: 2)),
+            asyncio.ensure_future(thread.call(fail)),
+        ]
+        await asyncio.sleep(0)  # every call is queued on the thread
+        done = threading.Event()
+        thread.submit(done.set)
+        assert done.wait(10)  # the loop is busy here: all three have ended meanwhile
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        del loop.call_soon_threadsafe
+        thread.stop()
+
+    assert results[:2] == [1, 2]
+    assert isinstance(results[2], LookupError)
+    assert len(wake_ups) == 1
 
 
 async def test_requests_reuse_a_pooled_thread_and_its_connection_one_request_at_a_time() -> None:
