@@ -1,5 +1,6 @@
 """The journal is written off the graph's path: a stalled database delays the journal and the
-run's end, never the stream."""
+run's end, never the stream; a batch is written once full or after the flush delay, and what a
+run shorter than that recorded is left for its end."""
 
 import asyncio
 import threading
@@ -9,7 +10,9 @@ import pytest
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.engine.executor import CancelSignal, execute_run
+from runs.engine.journal import JournalWriter
 from runs.journal.catalog import EventType
+from runs.journal.lifecycle import run_started
 from runs.models import RunEvent
 from tests.engine_support import (  # noqa: F401 - fixtures
     RunListener,
@@ -73,3 +76,67 @@ async def test_a_stalled_database_never_stalls_the_stream(user: Any, settings: A
         EventType.HUMAN_INPUT,
         EventType.RUN_END,
     ]
+
+
+async def _a_run(user: Any) -> Any:
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    return await call_sync(pending_run, thread=thread, user=user, on=Executor.THREAD_SENSITIVE)
+
+
+async def _journal_rows(run: Any) -> int:
+    return await RunEvent.objects.filter(run=run).acount()
+
+
+async def _until_journal_rows(run: Any, count: int) -> None:
+    """Until the run's journal holds `count` rows (the writer's timer and task run meanwhile)."""
+    for _ in range(1000):
+        if await _journal_rows(run) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the journal never reached {count} rows")
+
+
+async def test_a_run_shorter_than_the_flush_delay_leaves_its_events_for_its_end(
+    user: Any, settings: Any
+) -> None:
+    settings.JOURNAL_FLUSH_SECONDS = 60.0
+    run = await _a_run(user)
+    writer = JournalWriter(run)
+    writer.start()
+    writer.add(run_started(run))
+
+    unwritten = await writer.close()
+
+    assert [e.event_type for e in unwritten.entries] == [EventType.RUN_START]
+    assert await _journal_rows(run) == 0
+
+
+async def test_a_full_batch_is_written_at_once(user: Any, settings: Any) -> None:
+    settings.JOURNAL_FLUSH_SECONDS = 60.0
+    settings.JOURNAL_BATCH_SIZE = 2
+    run = await _a_run(user)
+    writer = JournalWriter(run)
+    writer.start()
+    writer.add(run_started(run))
+    writer.add(run_started(run))
+
+    unwritten = await writer.close()  # after the write in progress
+
+    assert not unwritten
+    assert await _journal_rows(run) == 2
+
+
+async def test_events_are_written_after_the_flush_delay_from_any_thread(
+    user: Any, settings: Any
+) -> None:
+    settings.JOURNAL_FLUSH_SECONDS = 0.01
+    run = await _a_run(user)
+    writer = JournalWriter(run)
+    writer.start()
+    writer.add(run_started(run))
+    await _until_journal_rows(run, 1)
+    # A sync node's callbacks add from the node's thread.
+    await call_sync(writer.add, run_started(run), on=Executor.BLOCKING)
+    await _until_journal_rows(run, 2)
+
+    assert not await writer.close()

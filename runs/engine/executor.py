@@ -60,23 +60,35 @@ class CancelSignal:
 
     def __init__(self) -> None:
         self.action: CancelReason | str = ""
-        self._event = asyncio.Event()
+        self._is_set = False
+        self._waiters: list[asyncio.Future[None]] = []
 
     def set(self, action: str) -> None:
+        """Raise the reason to `action` (if stronger); on the event loop's thread."""
         if action not in self.PRIORITY:
             logger.warning("ignoring unknown cancel action %r", action)
             return
         reason = CancelReason(action)
         if self.PRIORITY[reason] > self.PRIORITY.get(self.action, 0):
             self.action = reason
-        self._event.set()
+        self._is_set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._is_set
 
-    async def wait(self) -> str:
-        await self._event.wait()
-        return self.action
+    def future(self) -> "asyncio.Future[None]":
+        """A future done once a reason is set (a plain future to wait on beside others: no
+        task per run)."""
+        waiter = asyncio.get_running_loop().create_future()
+        if self._is_set:
+            waiter.set_result(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
 
 @dataclass
@@ -276,14 +288,14 @@ async def _run_unless_cancelled(work: Coroutine[Any, Any, None], cancel: CancelS
     """Await the graph, or stop it as soon as a cancel arrives: returns the cancel action
     ("" when the graph ran to its end) and raises the graph's exception."""
     graph_task = asyncio.ensure_future(work)
-    cancel_task = asyncio.ensure_future(cancel.wait())
+    cancelled = cancel.future()
     try:
-        await asyncio.wait({graph_task, cancel_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({graph_task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         graph_task.cancel()
         raise
     finally:
-        cancel_task.cancel()
+        cancelled.cancel()
     if graph_task.done():
         graph_task.result()
         return ""

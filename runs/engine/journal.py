@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 from uuid import UUID
@@ -42,28 +43,40 @@ UNKNOWN_MODEL = "unknown"
 
 
 class JournalWriter:
-    """Buffers a run's journal and writes it in batches from a task of its own."""
+    """Buffers a run's journal and writes it in batches, each from a task of its own, started
+    JOURNAL_FLUSH_SECONDS after the first event of the batch (at once at JOURNAL_BATCH_SIZE
+    events): a run shorter than that writes nothing before its end, and needs no task."""
 
     def __init__(self, run: Run) -> None:
         self.run_id: UUID = run.pk
         self.thread_id: str = run.thread_id
         self.redactor = Redactor.for_run(run.kwargs)
         self._batch = JournalBatch()
-        self._ready = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._write_forever(), name=f"journal-{self.run_id}")
+        """Write from now on, on the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
 
     def add(self, entry: JournalEntry, usage: tuple[str, ModelUsage] | None = None) -> None:
         """Buffer one event (and the usage of the model call it reports), the run's secret
-        values taken out."""
+        values taken out. From any thread (a sync node's callbacks run on the node's)."""
         self._batch.entries.append(self.redacted(entry))
         if usage is not None:
             model_name, model_usage = usage
             self._batch.usage.setdefault(model_name, ModelUsage()).add(model_usage)
-        self._ready.set()
+        if self._loop is None or self._stopped:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._schedule()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the run is gone
+                self._loop.call_soon_threadsafe(self._schedule)
 
     def redacted(self, entry: JournalEntry) -> JournalEntry:
         """`entry` without the run's secret values (deerflow_site.redaction's rule)."""
@@ -76,40 +89,57 @@ class JournalWriter:
         )
 
     async def close(self) -> JournalBatch:
-        """Stop the writing task (after its write in progress); returns what is still unwritten,
-        for the caller to write with the run's end."""
-        self._closing.set()
-        self._ready.set()
-        if self._task is not None:
+        """Stop writing (after the write in progress); returns what is still unwritten, for
+        the caller to write with the run's end."""
+        self._stop()
+        if self._writing is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await self._writing
         return self._take()
 
     def abort(self) -> None:
         """Stop at once, dropping what is unwritten (the run is no longer this worker's)."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self._stop()
+        if self._writing is not None:
+            self._writing.cancel()
         self._batch = JournalBatch()
+
+    def _stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _take(self) -> JournalBatch:
         batch, self._batch = self._batch, JournalBatch()
         return batch
 
-    async def _write_forever(self) -> None:
-        while True:
-            await self._ready.wait()
-            if len(self._batch.entries) < settings.JOURNAL_BATCH_SIZE:
-                with contextlib.suppress(TimeoutError):  # gather a batch, unless closing
-                    await asyncio.wait_for(self._closing.wait(), settings.JOURNAL_FLUSH_SECONDS)
-            if self._closing.is_set():
-                return
-            self._ready.clear()
-            batch = self._take()
-            if not batch:
-                continue
-            try:
+    def _schedule(self) -> None:
+        """On the loop: a write of the batch now if it is full, else after the flush delay,
+        unless one is due or in progress already (it looks again when it ends)."""
+        if self._stopped or self._writing is not None or not self._batch:
+            return
+        assert self._loop is not None
+        if len(self._batch.entries) >= settings.JOURNAL_BATCH_SIZE:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._write_now()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(settings.JOURNAL_FLUSH_SECONDS, self._write_now)
+
+    def _write_now(self) -> None:
+        self._timer = None
+        if self._stopped or self._writing is not None:
+            return
+        assert self._loop is not None
+        self._writing = self._loop.create_task(
+            self._write(self._take()), name=f"journal-{self.run_id}"
+        )
+
+    async def _write(self, batch: JournalBatch) -> None:
+        written = False
+        try:
+            if batch:
                 await call_sync(
                     record_batch,
                     thread_id=self.thread_id,
@@ -117,11 +147,16 @@ class JournalWriter:
                     batch=batch,
                     on=Executor.ENGINE,
                 )
-            except Exception:
-                # Kept for the next write (at the latest, the one with the run's end).
-                logger.exception("run %s: cannot write its journal yet", self.run_id)
-                batch.extend(self._batch)
-                self._batch = batch
+            written = True
+        except Exception:
+            # Kept for the next write (at the latest, the one with the run's end).
+            logger.exception("run %s: cannot write its journal yet", self.run_id)
+            batch.extend(self._batch)
+            self._batch = batch
+        finally:
+            self._writing = None
+        if written:  # what came meanwhile; after a failure, the next event tries again
+            self._schedule()
 
 
 class RunJournal(BaseCallbackHandler):

@@ -199,8 +199,12 @@ class RunWorker(Slots):
         if next_due is not None:
             until_due = (next_due - timezone.now()).total_seconds()
             timeout = min(timeout, max(until_due, 0.0) + 0.01)
+        if self._wake.is_set():
+            return
+        # A timeout around the wait, not wait_for: no task per sleep.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     def _begin(self, runs: list[Run]) -> None:
         for run in runs:
