@@ -298,40 +298,59 @@ def _keeping_the_connection(
 
 
 class LoopInbox:
-    """The outcomes of sync calls for one event loop, sent from any thread and settled on the
-    loop in one callback per wake-up: a call that ends while an earlier one's wake-up has not
-    run yet rides on it (no second `call_soon_threadsafe`, no second write to the loop's
-    self-pipe). Futures cancelled meanwhile are skipped."""
+    """Calls onto one event loop from any thread, run there in one callback per wake-up: a
+    call sent while an earlier one's wake-up has not run yet rides on it (no second
+    `call_soon_threadsafe`, no second write to the loop's self-pipe). The outcomes of thread
+    hops come back this way (`put`), and other threads' hand-offs to the loop (`call_soon`)
+    share their wake-ups, in the order they were sent."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._lock = threading.Lock()
-        self._outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        self._calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
     def put(self, future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
-        """Settle `future` with `result` or `error` on the loop (thread-safe); dropped when the
-        loop is closed (nobody is waiting any more)."""
+        """Settle `future` with `result` or `error` on the loop (skipped if it was cancelled
+        meanwhile). Thread-safe; dropped when the loop is closed (nobody waits any more)."""
+        self.call_soon(_settle, future, result, error)
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """`callback(*args)` on the loop, after the calls sent before. Thread-safe; raises
+        RuntimeError when the loop is closed. What it raises goes to the loop's exception
+        handler, as with `call_soon_threadsafe`."""
         with self._lock:
-            self._outcomes.append((future, result, error))
-            if len(self._outcomes) > 1:
+            self._calls.append((callback, args))
+            if len(self._calls) > 1:
                 return  # the wake-up sent for the first one is still to run
         try:
-            self.loop.call_soon_threadsafe(self._settle_all)
+            self.loop.call_soon_threadsafe(self._run_all)
         except RuntimeError:  # the loop is closed
             with self._lock:
-                self._outcomes.clear()
+                self._calls.clear()
+            raise
 
-    def _settle_all(self) -> None:
+    def _run_all(self) -> None:
         with self._lock:
-            outcomes, self._outcomes = self._outcomes, []
-        for future, result, error in outcomes:
-            _settle(future, result, error)
+            calls, self._calls = self._calls, []
+        for callback, args in calls:
+            try:
+                callback(*args)
+            except Exception as exc:
+                self.loop.call_exception_handler(
+                    {"message": f"Exception in callback {callback!r}", "exception": exc}
+                )
 
 
 #: One inbox per event loop (made on the loop's thread, used from any).
 _inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox]" = (
     weakref.WeakKeyDictionary()
 )
+
+
+def loop_inbox() -> LoopInbox:
+    """The running event loop's inbox (called on the loop; the inbox is then used from any
+    thread)."""
+    return _inbox_of(asyncio.get_running_loop())
 
 
 def _inbox_of(loop: asyncio.AbstractEventLoop) -> LoopInbox:
@@ -399,7 +418,8 @@ class SerialThread:
                     )
                 continue
             inbox, future = caller
-            inbox.put(future, result, error)
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+                inbox.put(future, result, error)
 
 
 def _settle(future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:

@@ -19,6 +19,7 @@ from deerflow_site.bridge import (
     call_async,
     call_sync,
     current_request_thread,
+    loop_inbox,
     request_thread,
 )
 
@@ -269,3 +270,28 @@ def test_a_call_outliving_its_request_leaves_the_next_requests_upkeep_due() -> N
         assert not thread.needs_upkeep
     finally:
         thread.shutdown(wait=True)
+
+
+async def test_hand_offs_from_a_thread_run_in_order_and_one_failing_stops_none() -> None:
+    inbox = loop_inbox()
+    ran: list[str] = []
+    errors: list[Any] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context["exception"]))
+
+    def fail() -> None:
+        raise LookupError("a broken hand-off")
+
+    def hand_off() -> None:
+        inbox.call_soon(ran.append, "first")
+        inbox.call_soon(fail)
+        inbox.call_soon(ran.append, "second")
+
+    try:
+        await call_sync(hand_off, on=Executor.BLOCKING)
+        await call_sync(lambda: None, on=Executor.ENGINE)  # its result comes after them
+    finally:
+        loop.set_exception_handler(None)
+
+    assert ran == ["first", "second"]
+    assert [type(error) for error in errors] == [LookupError]

@@ -15,7 +15,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.bridge import Executor, LoopInbox, call_sync
 from runs import admission, sql
 from runs.create_serializers import parse_run_create
 from runs.engine import bus, queue
@@ -407,7 +407,7 @@ def test_a_wake_up_after_the_workers_loop_closed_does_nothing() -> None:
     worker = RunWorker(concurrency=1)
     worker._accepting = True
     loop = asyncio.new_event_loop()
-    worker._loop = loop
+    worker._inbox = LoopInbox(loop)
     loop.close()
 
     worker.wake_if_free()

@@ -11,6 +11,7 @@ import functools
 import threading
 from typing import Any
 
+from deerflow_site.bridge import LoopInbox
 from runs.models import Run
 
 
@@ -26,7 +27,7 @@ class Slots:
         self._reserved = 0
         self._accepting = False  # set once the worker runs, cleared when it stops
         self._backlog = False  # the last claim filled every free slot
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: LoopInbox | None = None  # calls onto the worker's loop, set when it runs
 
     def _begin(self, runs: list[Run]) -> None:
         raise NotImplementedError
@@ -56,9 +57,9 @@ class Slots:
         as each of its runs ends."""
         with self._slots:
             free = self._accepting and (len(self._executions) + self._reserved < self.concurrency)
-        if free and self._loop is not None:
+        if free and self._inbox is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-                self._loop.call_soon_threadsafe(self._wake.set)
+                self._inbox.call_soon(self._wake.set)
 
     def start_reserved(self, run: Run) -> None:
         """Execute a committed running run in the slot reserved for it. Thread-safe; raises
@@ -66,9 +67,9 @@ class Slots:
         self._call_soon(self._begin_reserved, [run], reserved=1)
 
     def _call_soon(self, callback: Any, *args: Any, **kwargs: Any) -> None:
-        if self._loop is None:
+        if self._inbox is None:
             raise RuntimeError("the worker is not running")
-        self._loop.call_soon_threadsafe(functools.partial(callback, *args, **kwargs))
+        self._inbox.call_soon(functools.partial(callback, *args, **kwargs))
 
     def _reserve_free_slots(self) -> int:
         with self._slots:

@@ -24,7 +24,7 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
-from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.bridge import Executor, call_sync, loop_inbox
 from deerflow_site.logs import bind_run, bind_worker, run_fields
 from runs.engine import bus, queue
 from runs.engine.executor import CancelReason, CancelSignal, execute_run
@@ -83,7 +83,7 @@ class RunWorker(Slots):
     async def run(self) -> None:
         """Claim and execute runs until `stop()`."""
         bind_worker(self.worker_id)
-        self._loop = asyncio.get_running_loop()
+        self._inbox = loop_inbox()
         await self._start()
         try:
             await self._claim_loop()
