@@ -294,12 +294,23 @@ def _deliver_locally(group: str, message: dict[str, Any]) -> bool:
     return hub is not None and group in hub.subscribers
 
 
-async def publish_events(
+def publish_events_here(
     *, run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
-) -> None:
-    """Fan a run's events out, in order, to the listeners of the run and of its thread: this
-    process's at once, other processes' through the layer (when it reaches them and they
-    listen). A failure of the layer is logged per event: the bus is not the record."""
+) -> bool:
+    """`publish_events` without a wait, when the channel layer reaches no other process (the
+    in-memory one): the events go to this process's listeners now, and True; else nothing is
+    done, and False."""
+    if not isinstance(bus.layer(), InMemoryChannelLayer):
+        return False
+    _deliver_here(run_id, thread_id, events)
+    return True
+
+
+def _deliver_here(
+    run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The events to this process's listeners of the run and of its thread, in order; returns
+    their messages and the groups with listeners on this loop."""
     groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
     messages = [event.as_message(run_id) for event in events]
     listened_here = set()
@@ -307,9 +318,20 @@ async def publish_events(
         for group in groups:
             if _deliver_locally(group, message):
                 listened_here.add(group)
+    return messages, listened_here
+
+
+async def publish_events(
+    *, run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
+) -> None:
+    """Fan a run's events out, in order, to the listeners of the run and of its thread: this
+    process's at once, other processes' through the layer (when it reaches them and they
+    listen). A failure of the layer is logged per event: the bus is not the record."""
+    messages, listened_here = _deliver_here(run_id, thread_id, events)
     channel_layer = bus.layer()
     if isinstance(channel_layer, InMemoryChannelLayer) or not messages:
         return
+    groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
     hub = _hub_of_this_loop()
     sends = []
     for group in groups:

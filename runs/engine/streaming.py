@@ -8,7 +8,6 @@ their own, so that a slow bus never stalls the graph.
 """
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -92,7 +91,11 @@ class ChunkTranslator:
 
 
 class EventPublisher:
-    """Numbers a run's events and publishes them in order from a task of its own."""
+    """Numbers a run's events and publishes them in order, off the graph's path: the events
+    emitted in one turn of the event loop go together, in the next. When nothing but this
+    process's listeners needs them (a run not resumable, a channel layer that reaches no other
+    process) they are handed to them then, in a callback; otherwise a task publishes batch after
+    batch for as long as events come (storing them first for a resumable run)."""
 
     def __init__(self, run: Run) -> None:
         self.run_id: UUID = run.pk
@@ -100,11 +103,15 @@ class EventPublisher:
         self.resumable = run.resumable
         self.redactor = Redactor.for_run(run.kwargs)
         self.last_id = 0
-        self._queue: asyncio.Queue[bus.StreamEvent | None] = asyncio.Queue()
+        self._pending: list[bus.StreamEvent] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_due = False
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._publish_forever(), name=f"publish-{self.run_id}")
+        """Publish from now on, on the running event loop."""
+        self._loop = asyncio.get_running_loop()
 
     def emit(self, name: str, payload: Any) -> None:
         """Queue one event (serialised now: the graph may change its objects later), the run's
@@ -112,44 +119,56 @@ class EventPublisher:
         if self.redactor:
             payload = self.redactor.redact(to_jsonable(payload))
         self.last_id += 1
-        self._queue.put_nowait(bus.StreamEvent.of(self.last_id, name, payload))
+        self._pending.append(bus.StreamEvent.of(self.last_id, name, payload))
+        if not (self._flush_due or self._task is not None or self._stopped or self._loop is None):
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
 
     async def drain(self) -> None:
-        """Wait until every queued event is stored and published."""
-        if self._task is not None and not self._task.done():
-            await self._queue.join()
+        """Wait until every event emitted so far is stored and published."""
+        self._flush()
+        if self._task is not None:
+            await asyncio.wait({self._task})  # a cancelled caller leaves the task be
 
     async def close(self) -> None:
-        if self._task is None:
-            return
-        self._queue.put_nowait(None)
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        """`drain`, then publish no more."""
+        await self.drain()
+        self._stopped = True
 
     def abort(self) -> None:
         """Stop publishing at once (what is still queued is dropped)."""
+        self._stopped = True
+        self._pending = []
         if self._task is not None:
             self._task.cancel()
             self._task = None
 
-    async def _publish_forever(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            events = [event for event in batch if event is not None]
-            try:
-                await self._publish(events)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-            if len(events) < len(batch):
-                return
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._stopped or self._task is not None or not self._pending:
+            return
+        if not self.resumable and fanout.publish_events_here(
+            run_id=self.run_id, thread_id=self.thread_id, events=self._pending
+        ):
+            self._pending = []
+            return
+        assert self._loop is not None
+        self._task = self._loop.create_task(
+            self._publish_while_pending(), name=f"publish-{self.run_id}"
+        )
+
+    async def _publish_while_pending(self) -> None:
+        try:
+            while self._pending:
+                events, self._pending = self._pending, []
+                try:
+                    await self._publish(events)
+                except Exception:  # the bus is not the record: a lost event costs a client
+                    logger.exception("run %s: cannot publish stream events", self.run_id)
+        finally:
+            self._task = None
 
     async def _publish(self, events: list[bus.StreamEvent]) -> None:
-        if not events:
-            return
         if self.resumable:
             try:
                 await call_sync(store_stream_events, self.run_id, events, on=Executor.ENGINE)
