@@ -5,6 +5,10 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
+import feedback.urls
+import runs.assistants.urls
+import runs.urls
+import threads.urls
 from deerflow_site.api import schema  # noqa: F401 - registers the OpenAPI auth extensions
 from deerflow_site.api.async_views import by_method
 from deerflow_site.api.meta import ApiRootView, InfoView, OperationsStatusView, api_not_found
@@ -19,6 +23,9 @@ admin.site.index_title = "Threads, runs and users"
 admin.site.site_url = "/"  # "View site": the front page
 admin.site.index_template = "admin/deerflow_index.html"  # with the operations status
 
+# One flat list: each app's patterns are spliced in rather than included, so that resolving a
+# path tries patterns only (an include that does not match raises, and its failed patterns are
+# listed for the error, at every request to a later app's path).
 api_patterns = [
     path("", ApiRootView.as_view(), name="api-root"),
     path("ok", by_method(get=ok), name="ok"),
@@ -26,10 +33,10 @@ api_patterns = [
     path("ops/status", OperationsStatusView.as_view(), name="operations-status"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
-    path("", include("threads.urls")),
-    path("", include("runs.urls")),
-    path("", include("runs.assistants.urls")),
-    path("", include("feedback.urls")),
+    *threads.urls.urlpatterns,
+    *runs.urls.urlpatterns,
+    *runs.assistants.urls.urlpatterns,
+    *feedback.urls.urlpatterns,
     re_path(r"^(?P<path>.*)$", api_not_found, name="api-not-found"),
 ]
 
