@@ -215,9 +215,13 @@ async def call_sync(fn: Callable[..., T], /, *args: Any, on: Executor, **kwargs:
     started runs to its end on its thread (and the task of a `call_async` it is awaiting is
     cancelled)."""
     if on is Executor.THREAD_SENSITIVE:
-        return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
+        return await sync_to_async(_stop_iteration_as_error(fn), thread_sensitive=True)(
+            *args, **kwargs
+        )
     if on is Executor.BLOCKING:
-        return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
+        return await sync_to_async(_stop_iteration_as_error(fn), thread_sensitive=False)(
+            *args, **kwargs
+        )
     pool = _POOLS[on]
     return await _hop(
         pool.submit,
@@ -261,7 +265,7 @@ def _run_for_loop(
 ) -> None:
     """`_hop`'s side on the thread."""
     local = SyncToAsync.threadlocal  # where asgiref's async_to_sync finds the caller's loop
-    local.main_event_loop = inbox.loop
+    local.main_event_loop = inbox.loop  # alive: its caller waits on it
     local.main_event_loop_pid = os.getpid()
     local.task_context = tasks
 
@@ -302,12 +306,20 @@ class LoopInbox:
     call sent while an earlier one's wake-up has not run yet rides on it (no second
     `call_soon_threadsafe`, no second write to the loop's self-pipe). The outcomes of thread
     hops come back this way (`put`), and other threads' hand-offs to the loop (`call_soon`)
-    share their wake-ups, in the order they were sent."""
+    share their wake-ups, in the order they were sent.
+
+    It holds its loop weakly: a loop that has ended (one per `async_to_sync` outside the
+    server's loop) is not kept alive by its inbox in `_inboxes`."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)
         self._lock = threading.Lock()
         self._calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The inbox's event loop; None once nothing else holds it (it has ended)."""
+        return self._loop()
 
     def put(self, future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
         """Settle `future` with `result` or `error` on the loop (skipped if it was cancelled
@@ -323,7 +335,10 @@ class LoopInbox:
             if len(self._calls) > 1:
                 return  # the wake-up sent for the first one is still to run
         try:
-            self.loop.call_soon_threadsafe(self._run_all)
+            loop = self._loop()
+            if loop is None:
+                raise RuntimeError("the event loop has ended")
+            loop.call_soon_threadsafe(self._run_all)
         except RuntimeError:  # the loop is closed
             with self._lock:
                 self._calls.clear()
@@ -336,7 +351,7 @@ class LoopInbox:
             try:
                 callback(*args)
             except Exception as exc:
-                self.loop.call_exception_handler(
+                asyncio.get_running_loop().call_exception_handler(
                     {"message": f"Exception in callback {callback!r}", "exception": exc}
                 )
 
@@ -425,7 +440,32 @@ class SerialThread:
 def _settle(future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
     if future.cancelled():
         return
+    if isinstance(error, StopIteration):  # a future refuses it (Python 3.11): it never ended
+        error = _stop_iteration_error(error)
     if error is not None:
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _stop_iteration_error(exc: StopIteration) -> RuntimeError:
+    """What Python 3.12's futures make of a StopIteration (3.11's refuse it, leaving the
+    caller waiting for ever)."""
+    error = RuntimeError(
+        "StopIteration interacts badly with generators and cannot be raised into a Future"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _stop_iteration_as_error(fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn`, raising `_stop_iteration_error` instead of a StopIteration (for asgiref's hops)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except StopIteration as exc:
+            raise _stop_iteration_error(exc) from exc
+
+    return call
