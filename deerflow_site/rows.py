@@ -18,32 +18,42 @@ M = TypeVar("M", bound=Model)
 
 
 @functools.cache
-def model_columns(model: type[Model], alias: str) -> str:
+def model_columns(model: type[Model], alias: str, deferred: frozenset[str] = frozenset()) -> str:
     """The SELECT list of the model's concrete columns, of the table aliased `alias`, in the
-    order `from_row` reads them."""
+    order `from_row` reads them; without the fields named in `deferred`."""
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
-    return ", ".join(f"{alias}.{quote(field.column)}" for field in model._meta.concrete_fields)
+    return ", ".join(f"{alias}.{quote(field.column)}" for field in _fields(model, deferred))
+
+
+def _fields(model: type[Model], deferred: frozenset[str]) -> list[Any]:
+    return [field for field in model._meta.concrete_fields if field.name not in deferred]
 
 
 @functools.cache
-def _loader(model: type[Model]) -> tuple[tuple[str, ...], tuple[tuple[Any, tuple[Any, ...]], ...]]:
+def _loader(
+    model: type[Model], deferred: frozenset[str]
+) -> tuple[tuple[str, ...], tuple[tuple[Any, tuple[Any, ...]], ...]]:
     """The model's attribute names, and each column's expression with the converters Django
     applies to what the database returns (the backend's, then the field's: JSON decoded,
     SQLite's datetimes and UUIDs parsed)."""
     db = connections[DEFAULT_DB_ALIAS]
     columns = []
-    for field in model._meta.concrete_fields:
+    fields = _fields(model, deferred)
+    for field in fields:
         column = field.get_col(model._meta.db_table)
         columns.append(
             (column, tuple(db.ops.get_db_converters(column) + field.get_db_converters(db)))
         )
-    return tuple(field.attname for field in model._meta.concrete_fields), tuple(columns)
+    return tuple(field.attname for field in fields), tuple(columns)
 
 
-def from_row(model: type[M], row: tuple[Any, ...] | list[Any]) -> M:
-    """An instance of `model` from a row that starts with `model_columns(model, ...)` (the
-    columns after them are ignored), as loaded from the database (not `adding`)."""
-    names, columns = _loader(model)
+def from_row(
+    model: type[M], row: tuple[Any, ...] | list[Any], deferred: frozenset[str] = frozenset()
+) -> M:
+    """An instance of `model` from a row that starts with `model_columns(model, ..., deferred)`
+    (the columns after them are ignored), as loaded from the database (not `adding`); the
+    fields in `deferred` are deferred, as the ORM's `defer()` leaves them (read on first use)."""
+    names, columns = _loader(model, deferred)
     db = connections[DEFAULT_DB_ALIAS]
     values = []
     for value, (column, converters) in zip(row, columns, strict=False):

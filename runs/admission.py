@@ -303,9 +303,12 @@ def _insert_running(run: Run, *, direct: DirectStart, now: datetime) -> bool:
 
 
 def _thread_for_run(*, user: Any, thread_id: str, if_not_exists: str) -> Thread:
-    """The thread a run goes on, its row locked (one created here is ours until commit)."""
+    """The thread a run goes on, its row locked (one created here is ours until commit); its
+    state is not read (admission needs its metadata only)."""
     try:
-        return get_thread(user=user, thread_id=thread_id, action="change", for_update=True)
+        return get_thread(
+            user=user, thread_id=thread_id, action="change", for_update=True, with_state=False
+        )
     except ThreadNotFound:
         if if_not_exists != "create":
             raise

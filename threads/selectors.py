@@ -24,23 +24,35 @@ def visible_threads(*, user: Any) -> QuerySet[Thread]:
     return Thread.objects.filter(visible_to(user))
 
 
+#: A thread's state (what the thread row mirrors of its latest checkpoint): it grows with the
+#: conversation, and what acts on a thread without reading its state defers it.
+STATE_FIELDS = frozenset({"values", "interrupts"})
+
+
 def get_thread(
-    *, user: Any, thread_id: str, action: str = "view", for_update: bool = False
+    *,
+    user: Any,
+    thread_id: str,
+    action: str = "view",
+    for_update: bool = False,
+    with_state: bool = True,
 ) -> Thread:
     """The thread if the user may view it (404 otherwise); 403 if they may not `action` it.
 
     One query, which reads the row and the user's object permissions on it; global
     permissions (staff) come from the user's cached model permissions. `for_update` locks the
-    row until the surrounding transaction ends.
+    row until the surrounding transaction ends. `with_state=False` leaves the thread's state
+    (`STATE_FIELDS`) unread, deferred (read on first use), for callers that do not need it.
     """
+    deferred = frozenset() if with_state else STATE_FIELDS
     with connection.cursor() as cursor:
-        cursor.execute(*_thread_with_rights(user, thread_id, action, for_update))
+        cursor.execute(*_thread_with_rights(user, thread_id, action, for_update, deferred))
         row = cursor.fetchone()
     if row is None or not (row[-2] or user.has_perm("threads.view_thread")):
         raise ThreadNotFound()
     if action != "view" and not (row[-1] or user.has_perm(f"threads.{action}_thread")):
         raise Forbidden(f"You may not {action} this thread.")
-    return from_row(Thread, row)
+    return from_row(Thread, row, deferred)
 
 
 def require_visible_thread(*, user: Any, thread_id: str) -> str:
@@ -70,7 +82,7 @@ MAY_VIEW_SQL = "SELECT {may_view} FROM {threads} t WHERE t.thread_id = %s"
 
 
 def _thread_with_rights(
-    user: Any, thread_id: str, action: str, for_update: bool
+    user: Any, thread_id: str, action: str, for_update: bool, deferred: frozenset[str]
 ) -> tuple[str, list[Any]]:
     lock = ""
     if for_update and connection.features.has_select_for_update:
@@ -78,14 +90,15 @@ def _thread_with_rights(
     params = rights_params(user_id=user.pk, permission="view_thread", owner_counts=True)
     if action != "view":
         params += rights_params(user_id=user.pk, permission=f"{action}_thread", owner_counts=False)
-    return _thread_with_rights_sql(checks_action=action != "view", lock=lock), [*params, thread_id]
+    text = _thread_with_rights_sql(checks_action=action != "view", lock=lock, deferred=deferred)
+    return text, [*params, thread_id]
 
 
 @cache
-def _thread_with_rights_sql(*, checks_action: bool, lock: str) -> str:
+def _thread_with_rights_sql(*, checks_action: bool, lock: str, deferred: frozenset[str]) -> str:
     """The statement's text, made once per shape (the table names never change)."""
     return THREAD_WITH_RIGHTS_SQL.format(
-        columns=model_columns(Thread, "t"),
+        columns=model_columns(Thread, "t", deferred),
         may_view=rights_sql(owner_counts=True),
         may_act=rights_sql(owner_counts=False) if checks_action else "0",
         threads=Thread._meta.db_table,
