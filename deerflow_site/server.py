@@ -13,6 +13,13 @@ Two of daphne's per-connection costs are settings of its `Server`, not of the pr
   them every `APPLICATION_CHECK_EVERY` seconds. A finished application's connection is reaped that
   much later, and a stuck one is cancelled at most that much later than daphne would.
 
+And one of twisted's per-request costs: its `Request` parses every POST body with a Content-Type
+as a form submission, for `request.args`, which daphne never reads (it hands the raw body to the
+application, whose own parsers read it): the Content-Type through the `email` package (about 2 %
+of a create+wait run's CPU), form fields, a whole multipart body. Requests here are made with
+twisted's `parsePOSTFormSubmission=False`; Django parses forms itself, and answers a malformed
+one (which twisted answered 400 and disconnected).
+
 Before serving, the process settles its heap (`deerflow_site.heap`): what the application
 loaded is frozen out of the garbage collector's passes, and young passes are rarer.
 """
@@ -24,6 +31,7 @@ from typing import Any
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server, reactor  # daphne installs the asyncio reactor first
+from twisted.web import http
 
 from deerflow_site.heap import settle_heap
 
@@ -104,6 +112,13 @@ class StreamServer(Server):
             return None
         self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
         return application_input
+
+    def protocol_connected(self, protocol: Any) -> None:
+        # daphne's WebRequest calls this from its __init__, once twisted's Request.__init__ has
+        # stored parsePOSTFormSubmission (True, the Site-less default) as this attribute.
+        if isinstance(protocol, http.Request):
+            protocol._parsePOSTFormSubmission = False
+        super().protocol_connected(protocol)
 
     def run(self) -> None:
         settle_heap()  # the application is imported: what is alive now lives as long as we do

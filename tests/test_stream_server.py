@@ -3,6 +3,9 @@ asyncio.Queue daphne would give, and its connection walk still reaps finished ap
 
 import asyncio
 
+import httpx
+import pytest
+
 from deerflow_site.server import APPLICATION_CHECK_EVERY, ApplicationInput, StreamServer
 
 WAIT = 20.0
@@ -81,3 +84,31 @@ def test_the_connection_walk_reaps_a_finished_application_within_its_period(
         assert len(later) == APPLICATION_CHECK_EVERY  # it keeps calling itself every second
     finally:
         loop.close()
+
+
+# --- The live server: POST bodies reach the application as they were sent --------------------
+
+
+MALFORMED_MULTIPART = b"not a multipart body"  # twisted's form parsing answered it 400
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("multipart/form-data; boundary=x", MALFORMED_MULTIPART),
+        ("application/x-www-form-urlencoded", b"a=1&b=2"),
+    ],
+    ids=["malformed multipart", "form"],
+)
+async def test_a_form_body_is_the_applications_to_parse(daphne_server, headers, content_type, body):
+    """twisted does not parse POST bodies as forms (daphne never reads what it would make of
+    them): a malformed multipart body is answered by the API, in JSON, instead of by twisted's
+    400 and a closed connection."""
+    async with httpx.AsyncClient(base_url=daphne_server.api_url, headers=headers) as client:
+        response = await client.post(
+            "/threads", content=body, headers={"Content-Type": content_type}
+        )
+    assert response.status_code == 415
+    assert response.json() == {"detail": f'Unsupported media type "{content_type}" in request.'}
