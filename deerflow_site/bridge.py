@@ -265,6 +265,7 @@ def _run_for_loop(
 ) -> None:
     """`_hop`'s side on the thread."""
     local = SyncToAsync.threadlocal  # where asgiref's async_to_sync finds the caller's loop
+    before = local.__dict__.copy()
     local.main_event_loop = inbox.loop  # alive: its caller waits on it
     local.main_event_loop_pid = os.getpid()
     local.task_context = tasks
@@ -278,6 +279,9 @@ def _run_for_loop(
         result, error = context.run(in_context), None
     except BaseException as exc:  # handed to the caller, as a thread pool does
         result, error = None, exc
+    finally:  # the thread keeps no reference to the caller's loop
+        local.__dict__.clear()
+        local.__dict__.update(before)
     with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
         inbox.put(future, result, error)
 

@@ -4,8 +4,10 @@ that own their threads keep a connection between calls and drop it after a datab
 
 import asyncio
 import contextvars
+import gc
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -295,3 +297,18 @@ async def test_hand_offs_from_a_thread_run_in_order_and_one_failing_stops_none()
 
     assert ran == ["first", "second"]
     assert [type(error) for error in errors] == [LookupError]
+
+
+def test_an_event_loops_inbox_does_not_keep_the_loop_alive() -> None:
+    async def use_the_inbox() -> None:
+        await call_sync(lambda: None, on=Executor.ENGINE)
+        loop_inbox()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(use_the_inbox())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+
+    assert gone() is None
