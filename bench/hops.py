@@ -1,15 +1,15 @@
-"""CPU per thread hop, in-process: the bridge's hops against asgiref's `sync_to_async` on the
-same thread pool, one at a time and 32 at once, alternated in one process.
+"""CPU per thread hop, in-process: the bridge's hops against asgiref's `sync_to_async`, one at a
+time and 32 at once, alternated in one process.
 
     .venv/bin/python bench/hops.py [--hops 20000] [--rounds 3]
 
 A hop here carries a function that does nothing, so what is measured is the hop itself: the
 submit, the thread's wake-up, the result's way back and the waiting task's wake-up (CPU time of
-the whole process, per hop). `call_sync` is what the engine and the API use
-(`deerflow_site.bridge`); `sync_to_async` is what they used before (asgiref's, on the same
-pool); `SerialThread, a wake-up each` is the checkpoint saver's thread answering each call with
-a `call_soon_threadsafe` of its own, as before the loop's inbox. Read the ratios; the machine's
-load moves them all.
+the whole process, per hop). `call_sync(ENGINE)` is what the engine and the API use
+(`deerflow_site.bridge`); `call_sync(BLOCKING)` still goes through asgiref's `sync_to_async` (on
+the loop's default pool), as the engine's and the API's hops did before; `SerialThread, a
+wake-up each` is the checkpoint saver's thread answering each call with a `call_soon_threadsafe`
+of its own, as before the loop's inbox. Read the ratios; the machine's load moves them all.
 """
 
 import argparse
@@ -61,20 +61,16 @@ async def measure(hop: Callable[[], Awaitable[None]], hops: int, at_once: int) -
 
 
 async def main(hops: int, rounds: int) -> None:
-    from asgiref.sync import sync_to_async
-
-    from deerflow_site.bridge import _POOLS, Executor, SerialThread, call_sync
+    from deerflow_site.bridge import Executor, SerialThread, call_sync
 
     serial = SerialThread("bench-serial")
     serial_before = SerialThread.__new__(SerialThread)
     serial_before._calls, serial_before._stopped = queue.SimpleQueue(), False
     one_wake_up_per_call(serial_before)
-    pool = _POOLS[Executor.ENGINE]
     ways: dict[str, Callable[[], Awaitable[None]]] = {
         "call_sync(ENGINE)": lambda: call_sync(nothing, on=Executor.ENGINE),
-        "sync_to_async(same pool)": lambda: sync_to_async(
-            nothing, thread_sensitive=False, executor=pool
-        )(),
+        # Still asgiref's sync_to_async, on the loop's default pool.
+        "call_sync(BLOCKING)": lambda: call_sync(nothing, on=Executor.BLOCKING),
         "SerialThread.call": lambda: serial.call(nothing),
         "SerialThread, a wake-up each": lambda: serial_before.call(nothing),
     }
