@@ -106,8 +106,14 @@ def _sql(template: str, **extra: str) -> str:
     return template.format(**_tables(), **extra)
 
 
+def locks_rows() -> bool:
+    """Whether the database locks rows (PostgreSQL); SQLite's IMMEDIATE transactions hold the
+    whole database's write lock from their BEGIN instead."""
+    return connection.features.has_select_for_update
+
+
 def _lock() -> str:
-    return " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return " FOR UPDATE" if locks_rows() else ""
 
 
 def _run_key(run_id: UUID | str) -> Any:

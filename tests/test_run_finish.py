@@ -4,6 +4,8 @@ journal's last events and its thread's status, in one transaction."""
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, settle_thread
 from runs.journal.lifecycle import run_ended
@@ -78,3 +80,21 @@ def test_a_run_no_longer_under_its_workers_claim_changes_nothing(user: Any) -> N
     assert not RunEvent.objects.filter(run=run).exists()
     thread.refresh_from_db()
     assert thread.status == Thread.Status.BUSY
+
+
+def test_the_end_of_a_run_locks_its_thread_row_where_rows_are_locked(user: Any) -> None:
+    # PostgreSQL: the thread's row, locked before the count of its active runs. SQLite's
+    # transaction holds the write lock from its BEGIN, and a snapshot gives the interrupts.
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+
+    with CaptureQueriesContext(connection) as queries:
+        assert _finish(run, values={"reply": "done"})
+
+    thread_reads = [
+        q["sql"] for q in queries if q["sql"].startswith("SELECT") and "threads_thread" in q["sql"]
+    ]
+    assert len(thread_reads) == (1 if connection.features.has_select_for_update else 0)
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.IDLE and thread.values == {"reply": "done"}

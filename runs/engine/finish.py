@@ -85,8 +85,13 @@ def finish_run(
     now = timezone.now()
     with transaction.atomic():
         # The thread row first: admission locks it too, so the count of active runs below
-        # sees any run admitted meanwhile.
-        interrupts = sql.lock_thread(run.thread_id)
+        # sees any run admitted meanwhile. Where the transaction holds the database's write
+        # lock from its start (SQLite), that is already so: the row is read only for its
+        # interrupts, which a snapshot replaces (and the run's row, read next, is the thread's).
+        if snapshot is None or sql.locks_rows():
+            interrupts = sql.lock_thread(run.thread_id)
+        else:
+            interrupts = {}
         updated = sql.end_run(
             run,
             status=outcome.status,
