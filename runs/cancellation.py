@@ -8,6 +8,7 @@ Each cancel is one transaction with the thread row locked, like admission.
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
@@ -145,13 +146,14 @@ def _release_thread(*, thread_id: str) -> None:
     settle_thread(thread_id=thread_id, failed=bool(error), error=error)
 
 
-async def cancel_after_disconnect(*, run_id: UUID) -> None:
-    """Interrupt a run whose client went away (when it asked for that)."""
-    run = await call_sync(selectors.run_by_id, run_id=run_id, on=Executor.API)
+def cancel_left_run(*, run_id: UUID) -> None:
+    """Interrupt a run whose client went away (when it asked for that), on this thread: a run
+    that has ended meanwhile, or is gone, is left as it is; a failure is logged, not raised."""
+    run = selectors.run_by_id(run_id=run_id)
     if run is None:
         return
     try:
-        await call_sync(cancel_run, run=run, action=Run.CancelAction.INTERRUPT, on=Executor.API)
+        cancel_run(run=run, action=Run.CancelAction.INTERRUPT)
     except (RunNotCancellable, RunNotFound):
         return
     except Exception:
@@ -160,6 +162,43 @@ async def cancel_after_disconnect(*, run_id: UUID) -> None:
         )
     else:
         logger.info("run %s cancelled: its client went away", run_id, extra=run_fields(run))
+
+
+async def cancel_after_disconnect(*, run_id: UUID) -> None:
+    """`cancel_left_run` on an API thread."""
+    await call_sync(cancel_left_run, run_id=run_id, on=Executor.API)
+
+
+class AdmissionWatch:
+    """A run's admission on an API thread, and its client, which may leave before admission
+    answers (the view awaiting it is cancelled, while the admission goes on to its commit).
+    Whichever of the two ends second cancels the admitted run, if the run asked to be cancelled
+    when its client leaves (`Run.on_disconnect`): the admission's thread at once, or the event
+    loop in the background. An admission that fails, or never started, admitted nothing."""
+
+    __slots__ = ("_left", "_lock", "_run")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._left = False
+        self._run: Run | None = None
+
+    def admitted(self, run: Run) -> Run:
+        """On the admission's thread, after its commit: `run`, cancelled if its client left."""
+        with self._lock:
+            self._run = run
+            left = self._left
+        if left and run.on_disconnect == Run.OnDisconnect.CANCEL:
+            cancel_left_run(run_id=run.pk)
+        return run
+
+    def client_left(self) -> None:
+        """On the event loop, when the view awaiting the admission is cancelled."""
+        with self._lock:
+            self._left = True
+            run = self._run
+        if run is not None and run.on_disconnect == Run.OnDisconnect.CANCEL:
+            spawn(cancel_after_disconnect(run_id=run.pk))
 
 
 def spawn(coroutine: Any) -> None:

@@ -4,6 +4,7 @@ Each subscribes to the bus before it could miss anything (before admitting the r
 reading a run it joins), answers errors found before streaming as JSON, then streams.
 """
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from deerflow_site.api.serializers import validated
 from deerflow_site.bridge import Executor, call_sync
 from runs import admission, selectors
 from runs.cancel_views import cancel_run_of_request
-from runs.cancellation import cancel_after_disconnect, spawn
+from runs.cancellation import AdmissionWatch, cancel_after_disconnect, spawn
 from runs.create_serializers import (
     ADMISSION_ERRORS,
     STREAM_MODES,
@@ -134,9 +135,12 @@ async def _admit(
     subscription = await Subscription.open(bus.run_stream_group(run_id))
     if waits:
         answers.expect(run_id)
+    watch = AdmissionWatch()
     try:
-        run = await call_sync(_admit_sync, request, thread_id, run_id, on=Executor.API)
-    except BaseException:
+        run = await call_sync(_admit_sync, request, thread_id, run_id, watch, on=Executor.API)
+    except BaseException as exc:
+        if isinstance(exc, asyncio.CancelledError):
+            watch.client_left()  # the admission may still commit on its thread
         if waits:
             answers.forget(run_id)
         await subscription.close()
@@ -144,14 +148,18 @@ async def _admit(
     return run, subscription
 
 
-def _admit_sync(request: HttpRequest, thread_id: str | None, run_id: uuid.UUID) -> Run:
+def _admit_sync(
+    request: HttpRequest, thread_id: str | None, run_id: uuid.UUID, watch: AdmissionWatch
+) -> Run:
     user = authenticate_in_view(request)
     if thread_id is None:
         run_request = parse_stateless_run_create(json_body(request))
     else:
         run_request = parse_run_create(json_body(request))
         thread_id = validate_thread_id(thread_id)
-    return admission.admit_run(user=user, thread_id=thread_id, request=run_request, run_id=run_id)
+    return watch.admitted(
+        admission.admit_run(user=user, thread_id=thread_id, request=run_request, run_id=run_id)
+    )
 
 
 @extend_schema(
