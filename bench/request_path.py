@@ -15,10 +15,12 @@ request at a time, on a fresh SQLite database in a temporary directory:
 
 For each: CPU µs per request (`time.process_time`, every thread of the process: the event loop,
 request threads, the API pool, the engine's and the checkpointer's threads) and wall µs.
-`--layers` adds a profile of each endpoint (cProfile in every thread): the share of the profiled
-time (each function's own time) per layer: Django's handler and request/response objects, its
-middleware, corsheaders, asgiref, asyncio, thread hand-offs, DRF, LangGraph, SQLite, ours.
-cProfile's own overhead inflates small functions, so read the shares, not the µs, of that part.
+`--layers` profiles each endpoint instead (cProfile in every thread, timed by each thread's CPU
+clock): the share of the profiled time (each function's own time) and the Python function calls
+per request, per layer: Django's handler and request/response objects, its middleware,
+corsheaders, asgiref, asyncio, thread hand-offs, DRF, LangGraph, SQLite, ours. cProfile's own
+overhead inflates small functions, so read the shares, not the µs, of that part; the call counts
+do not depend on the machine's load, which makes them the steadiest before/after comparison.
 """
 
 import argparse
@@ -246,14 +248,16 @@ class ThreadProfiles:
         for profile in self.profiles:
             profile.clear()
 
-    def own_times(self) -> Counter[str]:
-        """Own time (s) per function key `file:name`, over every thread."""
+    def own_times(self) -> tuple[Counter[str], Counter[str]]:
+        """Own time (s) and calls per function key `file:name`, over every thread."""
         times: Counter[str] = Counter()
+        calls: Counter[str] = Counter()
         for profile in self.profiles:
             profile.snapshot_stats()
-            for (file, _, name), (_, _, tottime, _, _) in profile.stats.items():  # type: ignore[attr-defined]
+            for (file, _, name), (_, count, tottime, _, _) in profile.stats.items():  # type: ignore[attr-defined]
                 times[f"{file}:{name}"] += tottime
-        return times
+                calls[f"{file}:{name}"] += count
+        return times, calls
 
 
 def layer_of(key: str) -> str:
@@ -263,14 +267,20 @@ def layer_of(key: str) -> str:
     return "other: " + key.rsplit(":", 1)[-1][:40] if key.startswith("~") else "other"
 
 
-def print_layers(times: Counter[str], requests: int, top: int) -> None:
+def print_layers(times: Counter[str], calls: Counter[str], requests: int, top: int) -> None:
     total = sum(times.values())
     by_layer: Counter[str] = Counter()
+    calls_by_layer: Counter[str] = Counter()
     for key, seconds in times.items():
         by_layer[layer_of(key)] += seconds
-    print(f"    profiled own time {1e6 * total / requests:.0f} µs/request (with cProfile's cost)")
+        calls_by_layer[layer_of(key)] += calls[key]
+    print(
+        f"    profiled own time {1e6 * total / requests:.0f} µs/request (with cProfile's cost),"
+        f" {sum(calls.values()) / requests:.0f} function calls/request"
+    )
     for layer, seconds in by_layer.most_common(14):
-        print(f"    {100 * seconds / total:5.1f} %  {layer}")
+        per_request = calls_by_layer[layer] / requests
+        print(f"    {100 * seconds / total:5.1f} %  {per_request:6.0f} calls  {layer}")
     if top:
         print("    top functions:")
         for key, seconds in times.most_common(top):
@@ -288,12 +298,14 @@ async def main_async(args: argparse.Namespace) -> None:
     chosen = endpoints(application, thread_id)
     names = args.only or list(chosen)
     if args.layers:
-        for name in names:
+        for name in names:  # warm-up of all first: the worker loads the graph on its own time
             await measure(application, chosen[name], 30)
+        for name in names:
+            await measure(application, chosen[name], 5)
             profiles.clear()
             await measure(application, chosen[name], args.requests)
             print(f"{name}:")
-            print_layers(profiles.own_times(), args.requests, args.top)
+            print_layers(*profiles.own_times(), args.requests, args.top)
         profiles.__exit__()
         return
     for name in names:  # warm-up
