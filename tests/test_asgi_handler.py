@@ -35,6 +35,15 @@ async def waits_forever(request):
     return HttpResponse("never")  # pragma: no cover
 
 
+async def swallows_cancellation(request):
+    seen["view started"].set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        pass  # a view may answer anyway
+    return HttpResponse("answered after all")
+
+
 async def streams(request):
     async def body():
         try:
@@ -76,6 +85,7 @@ urlpatterns = [
     path("echoes", echoes),
     path("answers", answers),
     path("waits-forever", waits_forever),
+    path("swallows-cancellation", swallows_cancellation),
     path("streams", streams),
 ]
 
@@ -260,3 +270,13 @@ async def test_a_sync_view_that_fails_is_a_500_as_before():
     query = {"query_string": b"fail=1"}
     await django_application(scope("/sync-view", **query), client.receive, client.send)
     assert client.sent[0]["status"] == 500
+
+
+@pytest.mark.asyncio
+async def test_a_view_that_swallows_the_cancellation_leaves_none_pending():
+    client = Client()
+    handling = asyncio.create_task(handle(client, "/swallows-cancellation"))
+    await seen["view started"].wait()
+    client.inbox.put_nowait({"type": "http.disconnect"})
+    await handling  # `handle` checks that the task ends with no cancellation pending
+    assert client.body() == b"answered after all"  # sent, as Django sends it, to a gone client
