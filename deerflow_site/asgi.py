@@ -5,6 +5,7 @@ import io
 import logging
 import os
 import tempfile
+from contextlib import aclosing
 from typing import Any
 
 import django
@@ -22,6 +23,7 @@ from django.http import HttpRequest, HttpResponseBase  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
 from deerflow_site.bridge import current_request_thread, request_thread  # noqa: E402
+from deerflow_site.streaming import LastChunk  # noqa: E402
 
 logger = logging.getLogger("deerflow_site")
 
@@ -87,6 +89,46 @@ class RunServerHandler(ASGIHandler):
             body_file.write(message.get("body", b""))
         body_file.seek(0)
         return body_file
+
+    async def send_response(self, response: HttpResponseBase, send: Any) -> None:
+        """Send `response` over ASGI as Django does (the same messages, headers and bytes),
+        except that a streaming body's `LastChunk` ends it: the body's iterator is closed, then
+        the chunk goes as the last message (`more_body: False`), with no empty closing message
+        after it (a `/wait` answer: the headers' flush, then its answer, two body messages)."""
+        headers = []
+        for name, value in response.items():  # str, as Django's ResponseHeaders keeps them
+            headers.append((name.encode("ascii"), value.encode("latin1")))
+        for cookie in response.cookies.values():
+            headers.append((b"Set-Cookie", cookie.output(header="").encode("ascii").strip()))
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        if not response.streaming:
+            await self._send_body(response.content, send, last=True)
+            return
+        async with aclosing(aiter(response)) as content:
+            async for part in content:
+                if isinstance(part, LastChunk):
+                    await content.aclose()  # its clean-up ends before the response does
+                    await self._send_body(part, send, last=True)
+                    return
+                await self._send_body(part, send, last=False)
+        await send({"type": "http.response.body"})
+
+    async def _send_body(self, data: bytes, send: Any, *, last: bool) -> None:
+        """`data` in body messages of at most `chunk_size` bytes (one, empty, for no data), as
+        Django's `chunk_bytes` cuts it; the last one ends the response when `last`."""
+        if len(data) <= self.chunk_size:  # one message (an SSE event, an API answer)
+            await send({"type": "http.response.body", "body": data, "more_body": not last})
+            return
+        for chunk, last_chunk in self.chunk_bytes(data):
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": chunk,
+                    "more_body": not (last and last_chunk),
+                }
+            )
 
     async def handle(self, scope: dict, receive: object, send: object) -> None:
         """Django's request cycle (read the body, answer, watch for the client leaving), with the

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 
@@ -22,6 +22,7 @@ from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.schema import error, event_stream
 from deerflow_site.api.serializers import validated
 from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.streaming import BytesStreamingResponse, LastChunk
 from runs import admission, selectors
 from runs.cancel_views import cancel_run_of_request
 from runs.cancellation import AdmissionWatch, cancel_after_disconnect, spawn
@@ -198,8 +199,8 @@ async def create_and_wait(request: HttpRequest, thread_id: str | None = None) ->
 
 async def _json_stream(
     body: AsyncIterator[bytes], *, headers: dict[str, str]
-) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(body, content_type="application/json")
+) -> BytesStreamingResponse:
+    response = BytesStreamingResponse(body, content_type="application/json")
     for name, value in headers.items():
         response[name] = value
     return response
@@ -213,7 +214,9 @@ async def _final_answer_body(
     could end), else read from the database.
 
     It starts with an empty chunk: daphne writes the status line and headers with the first
-    body message, and the SDKs' `on_run_created` reads the run id from them at once.
+    body message, and the SDKs' `on_run_created` reads the run id from them at once. The answer
+    is its `LastChunk`: the handler closes this generator, then sends the answer as the
+    response's end (one message less).
     """
     answered = False
     try:
@@ -224,7 +227,7 @@ async def _final_answer_body(
         if answer is answers.MISSING:
             answer = await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
         answered = True
-        yield json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+        yield LastChunk(json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode())
     finally:
         answers.forget(run.pk)
         await subscription.close()

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import pytest
+from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test import override_settings
 from django.urls import get_script_prefix, path, reverse
@@ -16,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from deerflow_site.asgi import django_application
 from deerflow_site.bridge import call_async
+from deerflow_site.streaming import BytesStreamingResponse, LastChunk
 
 #: What the views of this module saw, by name.
 seen: dict[str, Any] = {}
@@ -280,3 +282,63 @@ async def test_a_view_that_swallows_the_cancellation_leaves_none_pending():
     client.inbox.put_nowait({"type": "http.disconnect"})
     await handling  # `handle` checks that the task ends with no cancellation pending
     assert client.body() == b"answered after all"  # sent, as Django sends it, to a gone client
+
+
+def responses_to_compare() -> list[Any]:
+    """Responses of every kind the handler sends, made afresh for each send."""
+
+    async def async_parts():
+        yield b"one"
+        yield "two"  # Django makes bytes of it
+        yield b""
+        yield b"x" * (ASGIHandler.chunk_size + 1)
+
+    with_cookie = JsonResponse({"ok": "é"}, status=201, headers={"Location": "/threads/1"})
+    with_cookie.set_cookie("session", "v", httponly=True)
+    return [
+        with_cookie,
+        HttpResponse(b"", status=204),
+        HttpResponse(b"y" * (2 * ASGIHandler.chunk_size + 5)),
+        HttpResponse("café", headers={"X-Name": "naïve"}),
+        StreamingHttpResponse(async_parts(), content_type="text/plain"),
+        StreamingHttpResponse(iter([b"sync", b"parts"])),
+        BytesStreamingResponse(async_parts(), content_type="application/json"),
+    ]
+
+
+@pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+async def test_a_response_is_sent_in_the_messages_django_sends():
+    for ours, djangos in zip(responses_to_compare(), responses_to_compare(), strict=True):
+        sent_by_us, sent_by_django = Client(), Client()
+        await django_application.send_response(ours, sent_by_us.send)
+        await ASGIHandler.send_response(django_application, djangos, sent_by_django.send)
+        assert sent_by_us.sent == sent_by_django.sent
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("size", [0, 5, ASGIHandler.chunk_size + 1])
+async def test_a_last_chunk_ends_the_response_after_its_stream_is_closed(size):
+    events: list[str] = []
+    client = Client()
+
+    async def send(message: dict[str, Any]) -> None:
+        events.append("sent")
+        await client.send(message)
+
+    async def body():
+        try:
+            yield b""
+            yield LastChunk(b"z" * size)
+            events.append("asked for more")  # pragma: no cover
+            yield b"never"  # pragma: no cover
+        finally:
+            events.append("stream closed")
+
+    response = BytesStreamingResponse(body(), content_type="application/json")
+    await django_application.send_response(response, send)
+    parts = client.sent[1:]
+    assert [p["more_body"] for p in parts] == [True] * (len(parts) - 1) + [False]
+    assert client.body() == b"z" * size
+    assert len(parts) == 1 + max(1, -(-size // ASGIHandler.chunk_size))  # no empty closing one
+    assert events == ["sent", "sent", "stream closed"] + ["sent"] * (len(parts) - 1)

@@ -7,6 +7,7 @@ from django.http import StreamingHttpResponse
 
 from deerflow_site.api.parsers import MAX_INTEGER
 from deerflow_site.errors import Invalid
+from deerflow_site.streaming import BytesStreamingResponse
 from runs.engine import bus
 
 HEARTBEAT = b": heartbeat\r\n\r\n"
@@ -48,16 +49,9 @@ def metadata_frame(
     return frame("metadata", bus.dumps(payload), event_id)
 
 
-class EventStreamResponse(StreamingHttpResponse):
-    """A streaming response whose chunks are bytes already, handed to the server as they come.
-
-    Django's async iteration wraps the stream in two generators of its own (one converts each
-    chunk to bytes); an idle stream resumes them at every heartbeat, for hours. Here the stream
-    is the iterator.
-    """
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterator
+class EventStreamResponse(BytesStreamingResponse):
+    """A `text/event-stream` response: its chunks, bytes already, go to the server as they come
+    (Django's two wrapping generators would be resumed at every heartbeat, for hours)."""
 
 
 def sse_response(
