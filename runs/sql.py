@@ -125,7 +125,13 @@ def _when(value: datetime | None) -> Any:
 
 
 def _json(model: type[Run] | type[Thread], name: str, value: Any) -> Any:
-    return model._meta.get_field(name).get_db_prep_save(value, connection)
+    return _preparer(model, name)(value, connection)
+
+
+@functools.cache
+def _preparer(model: type[Run] | type[Thread], name: str) -> Any:
+    """The field's `get_db_prep_save` (looked up once)."""
+    return model._meta.get_field(name).get_db_prep_save
 
 
 def _from_json(model: type[Run] | type[Thread], name: str, value: Any) -> Any:
@@ -256,15 +262,9 @@ def end_run(
     run: Run, *, status: str, error: dict[str, str] | None, rolled_back: bool, now: datetime
 ) -> bool:
     """The run's final status, if it is still running under its worker's claim (else False)."""
-    params = [
-        status,
-        _json(Run, "error", error),
-        rolled_back,
-        _when(now),
-        _when(now),
-        _run_key(run.pk),
-        run.worker_id,
-    ]
+    when = _when(now)
+    params = [status, _json(Run, "error", error), rolled_back, when, when, _run_key(run.pk)]
+    params.append(run.worker_id)
     return bool(_execute(_sql(END_RUN_SQL), params))
 
 
@@ -279,14 +279,15 @@ def settle_thread_row(
     """The thread's status (`busy` instead while a run of it is pending or running: call with
     the thread's row locked) and error; with `state` (values, interrupts: JSON-storable), also
     the snapshot of its latest checkpoint."""
+    when = _when(now)
     busy = [thread_id, Thread.Status.BUSY.value, status]
-    params = [*busy, _json(Thread, "error", error), _when(now)]
+    params = [*busy, _json(Thread, "error", error), when]
     if state is None:
         _execute(_sql(SETTLE_THREAD_SQL), [*params, thread_id])
         return
     values, interrupts = state
     state_params = [_json(Thread, "values", values), _json(Thread, "interrupts", interrupts)]
-    _execute(_sql(SETTLE_THREAD_WITH_STATE_SQL), [*params, *state_params, _when(now), thread_id])
+    _execute(_sql(SETTLE_THREAD_WITH_STATE_SQL), [*params, *state_params, when, thread_id])
 
 
 # --- The final answer ----------------------------------------------------------------------------

@@ -98,3 +98,42 @@ def test_the_end_of_a_run_locks_its_thread_row_where_rows_are_locked(user: Any) 
     assert len(thread_reads) == (1 if connection.features.has_select_for_update else 0)
     thread.refresh_from_db()
     assert thread.status == Thread.Status.IDLE and thread.values == {"reply": "done"}
+
+
+def test_a_journal_that_cannot_be_written_does_not_keep_its_run_from_ending(
+    user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The journal's INSERT fails in the database (a statement that errors on both databases,
+    # and aborts PostgreSQL's transaction): the end is made again without the journal.
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+
+    def failing_journal(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.lstrip().startswith("INSERT INTO runs_runevent"):
+            return execute("SELECT * FROM no_such_table", None, many, context)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(failing_journal):
+        assert _finish(run, values={"reply": "done"})
+
+    assert "the end of its journal could not be written" in caplog.text
+    assert Run.objects.get(pk=run.pk).status == Run.Status.SUCCESS
+    assert not RunEvent.objects.filter(run=run).exists()
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.IDLE and thread.values == {"reply": "done"}
+
+
+def test_the_end_of_a_run_writes_its_journal_without_a_savepoint(user: Any) -> None:
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+
+    # The test's own transaction makes the end's transaction a savepoint: that one only.
+    own = 1 if connection.in_atomic_block else 0
+    with CaptureQueriesContext(connection) as queries:
+        assert _finish(run, values={"reply": "done"})
+
+    assert sum(q["sql"].startswith("SAVEPOINT") for q in queries) == own
+    events = list(RunEvent.objects.filter(run=run).values_list("event_type", flat=True))
+    assert events == ["run.end"]

@@ -69,6 +69,10 @@ def thread_status(*, has_active_runs: bool, failed: bool, waiting: bool) -> str:
     return Thread.Status.IDLE
 
 
+class _JournalNotWritten(Exception):
+    """The journal's write failed inside the end's transaction, which is rolled back."""
+
+
 def finish_run(
     *,
     run: Run,
@@ -79,9 +83,24 @@ def finish_run(
     """Persist the run's final status and its thread's status and state, in one transaction,
     with the rest of its journal (`journal`: its last events and token usage).
 
+    A journal that cannot be written is logged, never a reason for the run not to end: the
+    transaction is then rolled back and made again without it (no savepoint around the journal
+    on the common path, where it is written).
+
     Returns False (and changes nothing) when the run is no longer running under this worker's
     claim, e.g. when the reaper has ended it already.
     """
+    if journal:
+        try:
+            return _finish_run(run=run, outcome=outcome, snapshot=snapshot, journal=journal)
+        except _JournalNotWritten:
+            logger.exception("run %s: the end of its journal could not be written", run.pk)
+    return _finish_run(run=run, outcome=outcome, snapshot=snapshot, journal=None)
+
+
+def _finish_run(
+    *, run: Run, outcome: RunOutcome, snapshot: ThreadSnapshot | None, journal: JournalBatch | None
+) -> bool:
     now = timezone.now()
     with transaction.atomic():
         # The thread row first: admission locks it too, so the count of active runs below
@@ -102,7 +121,10 @@ def finish_run(
         if not updated or interrupts is None:
             return updated
         if journal:
-            _record_journal(run, journal)
+            try:
+                record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
+            except DatabaseError as exc:  # leaves the transaction, rolling it back
+                raise _JournalNotWritten() from exc
         _settle_thread(
             run.thread_id,
             interrupts=interrupts,
@@ -112,16 +134,6 @@ def finish_run(
             now=now,
         )
     return True
-
-
-def _record_journal(run: Run, journal: JournalBatch) -> None:
-    """The run's last journal events, in a savepoint: a journal that cannot be written is
-    logged, never a reason for the run not to end."""
-    try:
-        with transaction.atomic():  # the savepoint; the journal's own blocks make none
-            record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
-    except DatabaseError:
-        logger.exception("run %s: the end of its journal could not be written", run.pk)
 
 
 def settle_thread(*, thread_id: str, failed: bool, error: dict[str, str] | None = None) -> None:

@@ -7,12 +7,15 @@ process's cancel, the reaper) take their numbers one after another: seqs are uni
 later commit always has the higher ones, so a reader paging by `after_seq` misses nothing.
 """
 
+import contextlib
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -92,11 +95,19 @@ class JournalBatch:
 def record_batch(*, thread_id: str, run_id: UUID, batch: JournalBatch) -> list[int]:
     """Write a run's events and add its usage, in one transaction (joining the caller's);
     returns the seqs given, in the order of `batch.entries`. Inside a transaction it makes no
-    savepoint: a caller that must survive its failure wraps it in one."""
-    with transaction.atomic(savepoint=False):
+    savepoint: a caller that must survive its failure wraps it in one, or rolls its whole
+    transaction back."""
+    with _transaction():
         seqs = record_events(thread_id=thread_id, run_id=run_id, entries=batch.entries)
         _add_usage(run_id=run_id, usage=batch.usage)
     return seqs
+
+
+def _transaction() -> contextlib.AbstractContextManager[Any]:
+    """A transaction of its own, or nothing inside the caller's (whose end is the writer's)."""
+    if connections[DEFAULT_DB_ALIAS].in_atomic_block:
+        return contextlib.nullcontext()
+    return transaction.atomic()
 
 
 def record_events(*, thread_id: str, run_id: UUID, entries: list[JournalEntry]) -> list[int]:
@@ -104,47 +115,58 @@ def record_events(*, thread_id: str, run_id: UUID, entries: list[JournalEntry]) 
     savepoint, or its own)."""
     if not entries:
         return []
-    with transaction.atomic(savepoint=False):
-        last = _allocate_seqs(thread_id, len(entries))
-        first = last - len(entries) + 1
+    db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per use
+    with _transaction(), db.cursor() as cursor:
+        cursor.execute(_allocate_seq_sql(), [thread_id, len(entries)])
+        (last,) = cursor.fetchone()
+        first = int(last) - len(entries) + 1
+        run_key = Run._meta.pk.get_db_prep_value(run_id, db)
         for start in range(0, len(entries), INSERT_EVENTS_ROWS):
             chunk = entries[start : start + INSERT_EVENTS_ROWS]
-            _insert_events(thread_id=thread_id, run_id=run_id, first=first + start, entries=chunk)
-    return list(range(first, last + 1))
+            params = _event_rows(thread_id, run_key, first + start, chunk, db)
+            cursor.execute(_insert_events_sql(len(chunk)), params)
+    return list(range(first, int(last) + 1))
 
 
-def _insert_events(
-    *, thread_id: str, run_id: UUID, first: int, entries: list[JournalEntry]
-) -> None:
-    """The events as rows numbered from `first`, in one statement."""
-    content = RunEvent._meta.get_field("content")
-    metadata = RunEvent._meta.get_field("metadata")
-    run_key = Run._meta.pk.get_db_prep_value(run_id, connection)
+@functools.cache
+def _allocate_seq_sql() -> str:
+    """Takes the thread's next seqs; returns the last (the row stays locked until commit)."""
+    return ALLOCATE_SEQ_SQL.format(counters=ThreadEventCounter._meta.db_table)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_events_sql(rows: int) -> str:
+    """The INSERT of `rows` events (its text made once per row count)."""
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * rows)
+    return INSERT_EVENTS_SQL.format(events=RunEvent._meta.db_table, rows=values)
+
+
+@functools.cache
+def _json_preparers() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """`get_db_prep_save` of the events' content and metadata fields."""
+    meta = RunEvent._meta
+    return meta.get_field("content").get_db_prep_save, meta.get_field("metadata").get_db_prep_save
+
+
+def _event_rows(
+    thread_id: str, run_key: Any, first: int, entries: list[JournalEntry], db: Any
+) -> list[Any]:
+    """The INSERT's parameters: the events as rows numbered from `first`."""
+    content, metadata = _json_preparers()
+    when = db.ops.adapt_datetimefield_value
     params: list[Any] = []
-    for offset, entry in enumerate(entries):
+    for seq, entry in enumerate(entries, start=first):
         params += [
             thread_id,
             run_key,
-            first + offset,
+            seq,
             entry.event_type,
             CATEGORY_OF[entry.event_type],
-            content.get_db_prep_save(jsonb_storable(entry.content), connection),
-            metadata.get_db_prep_save(jsonb_storable(entry.metadata), connection),
-            connection.ops.adapt_datetimefield_value(entry.created_at),
+            content(jsonb_storable(entry.content), db),
+            metadata(jsonb_storable(entry.metadata), db),
+            when(entry.created_at),
         ]
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(entries))
-    sql = INSERT_EVENTS_SQL.format(events=RunEvent._meta.db_table, rows=rows)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
-def _allocate_seqs(thread_id: str, count: int) -> int:
-    """Take `count` seqs of the thread; returns the last (the row stays locked until commit)."""
-    sql = ALLOCATE_SEQ_SQL.format(counters=ThreadEventCounter._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [thread_id, count])
-        (last,) = cursor.fetchone()
-    return int(last)
+    return params
 
 
 def _add_usage(*, run_id: UUID, usage: dict[str, ModelUsage]) -> None:
