@@ -16,6 +16,7 @@ from django.conf import settings
 
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
 from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.streaming import LastChunk
 from runs import selectors
 from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import Subscription, bus, subscribe_then
@@ -131,7 +132,8 @@ async def stream_run_events(
     Heartbeats (`: heartbeat`) fill every SSE_HEARTBEAT_SECONDS without an event.
 
     The live part is this one generator: an idle stream resumes it, and nothing else of ours,
-    at each heartbeat.
+    at each heartbeat. A live `end` is its `LastChunk`: the handler closes the generator, then
+    sends it as the response's end.
     """
     names = event_filter(modes)
     cursor = _Cursor(
@@ -171,13 +173,14 @@ async def stream_run_events(
             if event.id <= cursor.last_sent:
                 continue
             cursor.last_sent = event.id
+            if event.event == "end":  # always wanted (a control event): the stream's last
+                cursor.concluded = True
+                yield LastChunk(frame(event.event, event.data, event.id))
+                return
             if wanted(event.event, names):
                 yield frame(event.event, event.data, event.id)
                 last_write = time.monotonic()
                 silent_heartbeats = 0
-            if event.event == "end":
-                cursor.concluded = True
-                return
     finally:
         await subscription.close()
         if not cursor.concluded and cancel_on_disconnect:
