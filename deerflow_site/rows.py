@@ -4,12 +4,14 @@ A raw queryset sets itself up anew for every query: the columns' order, the mode
 each column's converters. The hot path's statements (a thread read with the caller's rights, the
 claim's candidates) select a model's concrete columns in one fixed order, so that set-up is
 made once per model here: `model_columns` for the SELECT list, `from_row` for each row. The
-other way, `row_params` gives an instance's column values for a whole-row INSERT, as the ORM
-would save them.
+other way, `new_instance` builds a new instance the same way, and `row_params` gives an
+instance's column values for a whole-row INSERT, as the ORM would save them.
 """
 
 import functools
+from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model
@@ -64,9 +66,67 @@ def from_row(
 
 
 @functools.cache
+def _defaults(model: type[Model]) -> tuple[tuple[str, Any], ...]:
+    """(attribute, the field's `get_default`) of each concrete column, in their order."""
+    return tuple((field.attname, field.get_default) for field in model._meta.concrete_fields)
+
+
+def new_instance(model: type[M], **values: Any) -> M:
+    """A new instance of `model` (to be inserted: `adding`), from its columns' attribute values
+    (`thread_id`, not `thread`), every other field at its default: what `model(**values)`
+    gives, built the way Django builds one from a row (positional, without its keyword
+    matching). Raises TypeError for a name that is not a column's attribute."""
+    args = [values.pop(name) if name in values else default() for name, default in _defaults(model)]
+    if values:
+        raise TypeError(f"{model.__name__} has no column attributes {sorted(values)}")
+    return model(*args)
+
+
+#: The Python type whose values a field of each kind saves unchanged (its `get_prep_value`
+#: converts to that type, and the backends take it as it is): those skip the field's preparer.
+_SAVED_AS_IS = {
+    "CharField": str,
+    "TextField": str,
+    "BooleanField": bool,
+    "AutoField": int,
+    "BigAutoField": int,
+    "IntegerField": int,
+    "BigIntegerField": int,
+    "SmallIntegerField": int,
+    "PositiveIntegerField": int,
+    "PositiveBigIntegerField": int,
+    "PositiveSmallIntegerField": int,
+}
+
+
+def _preparer(field: Any) -> Any:
+    """The field's `get_db_prep_save`, with a shortcut for the values it would not change: a
+    value of exactly its kind's type (a foreign key's: its target's), an aware datetime of a
+    DateTimeField (the backend's adaptation only), a UUID of a UUIDField."""
+    prepare = field.get_db_prep_save
+    kind = (field.target_field if field.is_relation else field).get_internal_type()
+    as_is = _SAVED_AS_IS.get(kind)
+    if as_is is not None:
+        return lambda value, db: value if type(value) is as_is else prepare(value, db)
+    if kind == "DateTimeField":
+        return lambda value, db: (
+            db.ops.adapt_datetimefield_value(value)
+            if type(value) is datetime and value.tzinfo is not None
+            else prepare(value, db)
+        )
+    if kind == "UUIDField":
+        return lambda value, db: (
+            (value if db.features.has_native_uuid_field else value.hex)
+            if type(value) is UUID
+            else prepare(value, db)
+        )
+    return prepare
+
+
+@functools.cache
 def _preparers(model: type[Model]) -> tuple[tuple[str, Any], ...]:
-    """(attribute, the field's `get_db_prep_save`) of each concrete column, in their order."""
-    return tuple((field.attname, field.get_db_prep_save) for field in model._meta.concrete_fields)
+    """(attribute, its preparer: `_preparer`) of each concrete column, in their order."""
+    return tuple((field.attname, _preparer(field)) for field in model._meta.concrete_fields)
 
 
 def row_params(instance: Model) -> list[Any]:

@@ -31,6 +31,7 @@ import runs.sql as sql
 from deerflow_site.api.ids import parse_uuid
 from deerflow_site.bridge import Executor, call_async, call_sync
 from deerflow_site.errors import Invalid
+from deerflow_site.rows import new_instance
 from runs.cancellation import cancel_locked
 from runs.engine import (
     AssistantNotFound,
@@ -250,10 +251,11 @@ def _insert_locked(
             for other in Run.objects.filter(pk__in=in_flight).order_by("created_at"):
                 cancel_locked(run=other, action=strategy)
     now = timezone.now()
-    run = Run(
+    run = new_instance(
+        Run,
         run_id=run_id or uuid.uuid4(),
-        thread=thread,
-        user=user,
+        thread_id=thread.pk,
+        user_id=None if user is None else user.pk,
         assistant_id=spec.assistant_id,
         graph_id=spec.graph_id,
         status=Run.Status.PENDING,
@@ -267,6 +269,10 @@ def _insert_locked(
         created_at=now,
         updated_at=now,
     )
+    # What Run(thread=thread, user=user) keeps: the related objects, read without a query.
+    Run.thread.field.set_cached_value(run, thread)
+    if user is not None:
+        Run.user.field.set_cached_value(run, user)
     if not (
         direct is not None
         and not in_flight
