@@ -342,3 +342,80 @@ async def test_a_last_chunk_ends_the_response_after_its_stream_is_closed(size):
     assert client.body() == b"z" * size
     assert len(parts) == 1 + max(1, -(-size // ASGIHandler.chunk_size))  # no empty closing one
     assert events == ["sent", "sent", "stream closed"] + ["sent"] * (len(parts) - 1)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_fails_midway_is_sent_and_raises_as_in_django():
+    async def parts():
+        yield b"first"
+        yield LastChunk(b"plain bytes in Django's own streaming response")
+        raise ValueError("the body failed")
+
+    sent_by_us, sent_by_django = Client(), Client()
+    with pytest.raises(ValueError, match="the body failed"):
+        await django_application.send_response(StreamingHttpResponse(parts()), sent_by_us.send)
+    with pytest.raises(ValueError, match="the body failed"):
+        await ASGIHandler.send_response(
+            django_application, StreamingHttpResponse(parts()), sent_by_django.send
+        )
+    assert sent_by_us.sent == sent_by_django.sent
+    assert [m.get("more_body") for m in sent_by_us.sent[1:]] == [True, True]
+
+
+@csrf_exempt
+async def ends_with_a_last_chunk(request):
+    async def body():
+        try:
+            yield b""
+            yield LastChunk('{"done":"é"}'.encode())
+        finally:
+            seen["closing"].set()
+            await seen["may close"].wait()  # a clean-up that awaits
+            seen["events"].append("stream closed")
+
+    response = BytesStreamingResponse(body(), content_type="application/json")
+    response._resource_closers.append(lambda: seen["events"].append("response closed"))
+    return response
+
+
+urlpatterns.append(path("ends-with-a-last-chunk", ends_with_a_last_chunk))
+
+
+@pytest.fixture
+def request_finished_seen():
+    from django.core import signals
+
+    seen["events"] = []
+    seen["closing"], seen["may close"] = asyncio.Event(), asyncio.Event()
+
+    def on_finished(**kwargs: Any) -> None:
+        seen["events"].append("request_finished")
+
+    signals.request_finished.connect(on_finished)
+    yield seen["events"]
+    signals.request_finished.disconnect(on_finished)
+
+
+@pytest.mark.asyncio
+async def test_a_last_chunk_response_is_closed_and_finished_once(request_finished_seen):
+    seen["may close"].set()
+    client = Client()
+    await handle(client, "/ends-with-a-last-chunk", "POST")
+    assert request_finished_seen == ["stream closed", "response closed", "request_finished"]
+    assert client.body() == '{"done":"é"}'.encode()
+    assert [m.get("more_body") for m in client.sent[1:]] == [True, False]
+
+
+@pytest.mark.asyncio
+async def test_a_client_leaving_while_the_last_chunks_stream_closes_ends_the_request_once(
+    request_finished_seen,
+):
+    client = Client()
+    handling = asyncio.create_task(handle(client, "/ends-with-a-last-chunk", "POST"))
+    await seen["closing"].wait()
+    client.inbox.put_nowait({"type": "http.disconnect"})
+    await handling  # no cancellation left pending
+    # Cancelled in its clean-up, as a stream is when its client leaves: closed, then finished.
+    assert request_finished_seen[-2:] == ["response closed", "request_finished"]
+    assert request_finished_seen.count("request_finished") == 1
+    assert client.body() == b""  # the answer is not sent to a client that left
