@@ -3,14 +3,17 @@ second cancels the admitted run, once, as the run's `on_disconnect` asks; nothin
 touched (an admission that never admitted, a run that asked to continue)."""
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.cancellation import AdmissionWatch
 from runs.models import Run
 from tests.engine_support import make_thread, pending_run, wait_for_status
+from threads.models import Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -67,3 +70,31 @@ async def test_a_run_admitted_while_its_client_stays_is_left_going(user: Any):
     await call_sync(AdmissionWatch().admitted, run, on=Executor.API)
     still = await status_of(run)
     assert still.status == Run.Status.PENDING and not still.cancel_action
+
+
+@pytest.mark.asyncio
+@pytest.mark.xfail(
+    strict=True,
+    reason="a pending run that is cancelled (its client left, or the cancel API) never gets "
+    "run_ended, which only a worker that executed it sends: the temporary thread of a stateless "
+    "run (on_completion=delete) is kept; AdmissionWatch now takes this path for stateless runs "
+    "whose client leaves during admission while the run is queued",
+)
+async def test_a_stateless_run_cancelled_while_pending_deletes_its_temporary_thread(user: Any):
+    def make() -> Run:
+        return pending_run(thread=make_thread(user=user), user=user, on_completion="delete")
+
+    run = await call_sync(make, on=Executor.THREAD_SENSITIVE)
+    watch = AdmissionWatch()
+    watch.client_left()
+    await call_sync(watch.admitted, run, on=Executor.API)
+    await wait_for_status(run.pk, Run.Status.INTERRUPTED)
+
+    def thread_exists() -> bool:
+        return Thread.objects.filter(pk=run.thread_id).exists()
+
+    with override_settings(ON_COMPLETION_DELETE_SECONDS=0):
+        deadline = time.monotonic() + 5
+        while await call_sync(thread_exists, on=Executor.THREAD_SENSITIVE):
+            assert time.monotonic() < deadline, "the temporary thread was kept"
+            await asyncio.sleep(0.05)
