@@ -40,9 +40,9 @@ from runs.engine import (
     GraphSpec,
     acheckpoint_exists,
     acheckpoint_thread_ids,
-    queue_is_clear,
     reserve_direct_start,
     resolve_assistant,
+    thread_busy_or_queue_taken,
     wake_workers_after_commit,
 )
 from runs.exceptions import (
@@ -242,7 +242,12 @@ def _insert_locked(
     _check_active_runs_quota(user)
     thread = _thread_for_run(user=user, thread_id=thread_id, if_not_exists=request.if_not_exists)
     spec = _assistant_for(request=request, thread=thread)
-    in_flight = sql.lock_in_flight_run_keys(thread.pk)
+    # A direct start also needs the queue clear: one read says both, and the in-flight runs
+    # are then locked only when the thread has some.
+    busy, queue_taken = True, True
+    if direct is not None:
+        busy, queue_taken = thread_busy_or_queue_taken(thread.pk, timezone.now())
+    in_flight = sql.lock_in_flight_run_keys(thread.pk) if busy else []
     if in_flight:
         strategy = request.multitask_strategy
         if strategy == Run.MultitaskStrategy.REJECT:
@@ -276,7 +281,7 @@ def _insert_locked(
     if not (
         direct is not None
         and not in_flight
-        and queue_is_clear(now)
+        and not queue_taken
         and _insert_running(run, direct=direct, now=now)
     ):
         sql.insert_run(run)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 
 from runs import admission
 from runs.create_serializers import parse_run_create
@@ -74,6 +75,8 @@ def test_admission_claim_and_finish_read_only_active_runs(user: Any) -> None:
         for thread in threads:
             admission.admit_run(user=user, thread_id=thread.pk, request=parse_run_create(body))
         admission.admit_run(user=user, thread_id=threads[0].pk, request=parse_run_create(body))
+        # a direct start's one read of the thread's active runs and of the queue
+        assert queue.thread_active_and_any_eligible(threads[1].pk, timezone.now()) == (True, True)
         assert queue.idle() is None
         claimed = queue.claim_runs(worker_id="w1", limit=5, eligible=True).runs
         assert len(claimed) == 2
@@ -82,7 +85,8 @@ def test_admission_claim_and_finish_read_only_active_runs(user: Any) -> None:
             assert finish_run(run=run, outcome=outcome, snapshot=ThreadSnapshot(values={}))
 
     plans = statements.plans()
-    assert len(plans) >= 8  # quota, in-flight, insert, eligibility, claim, end, thread status
+    assert len(plans) >= 8  # quota, in-flight, insert, eligibility, claim, end, thread status,
+    # the direct start's read
     for sql, plan in plans.items():
         for step in plan:
             assert "SCAN" not in step or "runs_run" not in step, (sql, plan)

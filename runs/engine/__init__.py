@@ -27,8 +27,8 @@ from runs.engine.checkpoints import (
 )
 from runs.engine.direct import (
     DirectStart,
-    queue_is_clear,
     reserve_direct_start,
+    thread_busy_or_queue_taken,
     wake_workers_after_commit,
 )
 from runs.engine.embedded import ensure_embedded_worker
@@ -83,7 +83,6 @@ __all__ = [
     "orphan_checkpoint_thread_ids",
     "out_of_band_events",
     "publish_stream_events",
-    "queue_is_clear",
     "reap_expired",
     "reserve_direct_start",
     "resolve_assistant",
@@ -94,6 +93,7 @@ __all__ = [
     "store_stream_events",
     "subgraph_schemas",
     "subscribe_then",
+    "thread_busy_or_queue_taken",
     "thread_status",
     "to_jsonable",
     "update_state",

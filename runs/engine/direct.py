@@ -93,6 +93,7 @@ def wake_workers_after_commit() -> None:
         transaction.on_commit(worker.wake_if_free)
 
 
-def queue_is_clear(now: datetime) -> bool:
-    """Whether no pending run is eligible now (a direct start would overtake it)."""
-    return not queue.any_eligible(now)
+def thread_busy_or_queue_taken(thread_id: str, now: datetime) -> tuple[bool, bool]:
+    """What a direct start waits on, in one read: (the thread has a pending or running run,
+    the queue holds a run eligible now)."""
+    return queue.thread_active_and_any_eligible(thread_id, now)

@@ -64,6 +64,12 @@ ELIGIBLE_WHERE = """
                OR (o.created_at = r.created_at AND o.run_id < r.run_id)))
 """
 ANY_ELIGIBLE_SQL = "SELECT 1 FROM {runs} r WHERE " + ELIGIBLE_WHERE + " LIMIT 1"
+# A direct start's two reads in one statement: whether the thread has a pending or running run,
+# and whether a run is eligible now (which a direct start would overtake).
+THREAD_ACTIVE_AND_ANY_ELIGIBLE_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM {runs} a WHERE a.thread_id = %(thread_id)s"
+    " AND (a.status = {pending} OR a.status = {running})), EXISTS (" + ANY_ELIGIBLE_SQL + ")"
+)
 # An idle poll in one statement: is a run eligible now, and when is the next one not yet due.
 IDLE_SQL = (
     "SELECT (" + ANY_ELIGIBLE_SQL + "),"
@@ -122,6 +128,16 @@ def any_eligible(now: datetime) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
+
+
+def thread_active_and_any_eligible(thread_id: str, now: datetime) -> tuple[bool, bool]:
+    """(whether the thread has a pending or running run, whether some pending run is eligible
+    now): one plain read, no row locked."""
+    text, params = _queue_sql(THREAD_ACTIVE_AND_ANY_ELIGIBLE_SQL, now, 1)
+    with connection.cursor() as cursor:
+        cursor.execute(text, {**params, "thread_id": thread_id})
+        active, eligible = cursor.fetchone()
+    return bool(active), bool(eligible)
 
 
 def _lock_candidates(now: datetime, limit: int) -> list[Run]:
