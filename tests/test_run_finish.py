@@ -8,8 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, settle_thread
+from runs.journal.catalog import EventType
 from runs.journal.lifecycle import run_ended
-from runs.journal.store import JournalBatch
+from runs.journal.store import JournalBatch, JournalEntry, record_events
 from runs.models import Run, RunEvent
 from tests.engine_support import claim_next, make_thread, pending_run
 from threads.models import Thread
@@ -137,3 +138,40 @@ def test_the_end_of_a_run_writes_its_journal_without_a_savepoint(user: Any) -> N
     assert sum(q["sql"].startswith("SAVEPOINT") for q in queries) == own
     events = list(RunEvent.objects.filter(run=run).values_list("event_type", flat=True))
     assert events == ["run.end"]
+
+
+def test_a_journal_value_the_database_refuses_leaves_the_end_whole_and_the_seqs_gapless(
+    user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # NaN is no JSON: SQLite's JSON check and PostgreSQL's jsonb both refuse it, after the
+    # journal took its seqs (a failed statement aborts PostgreSQL's transaction).
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+    [before] = record_events(
+        thread_id=thread.pk, run_id=run.pk, entries=[JournalEntry(EventType.RUN_START)]
+    )
+    refused = JournalBatch(
+        entries=[
+            JournalEntry(EventType.TOOL_RESULT, content={"score": float("nan")}),
+            run_ended(status=Run.Status.SUCCESS, error=None, cancel_action="", rolled_back=False),
+        ]
+    )
+
+    assert finish_run(
+        run=run,
+        outcome=RunOutcome(status=Run.Status.SUCCESS),
+        snapshot=ThreadSnapshot(values={"reply": "done"}),
+        journal=refused,
+    )
+
+    assert "the end of its journal could not be written" in caplog.text
+    assert Run.objects.get(pk=run.pk).status == Run.Status.SUCCESS
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.IDLE and thread.values == {"reply": "done"}
+    [after] = record_events(
+        thread_id=thread.pk, run_id=run.pk, entries=[JournalEntry(EventType.RUN_END)]
+    )
+    assert after == before + 1  # the refused batch's seqs were given back
+    seqs = list(RunEvent.objects.filter(thread_id=thread.pk).values_list("seq", flat=True))
+    assert sorted(seqs) == [before, after]
