@@ -2,12 +2,14 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils.safestring import SafeString
 
-from deerflow_site.rows import row_params
+from deerflow_site.rows import new_instance, row_params
 from runs.models import Run
 from threads.models import Thread
 
@@ -44,6 +46,13 @@ VARIANTS: list[dict[str, Any]] = [
         "metadata": None,
         "error": {"error": "E", "message": "m"},
     },
+    {  # a naive datetime (made aware, with a warning), a huge int, a Decimal, a str subclass
+        "run_at": AWARE.replace(tzinfo=None),
+        "input_tokens": 2**70,
+        "attempt": Decimal("2"),
+        "graph_id": Run.Status.PENDING,
+        "worker_id": SafeString("w"),
+    },
 ]
 
 
@@ -60,6 +69,7 @@ def _comparable(values: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize("values", VARIANTS)
+@pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive datetime")
 def test_a_runs_row_parameters_are_what_the_orm_saves(values: dict[str, Any]) -> None:
     run = Run(**values)
     assert _comparable(row_params(run)) == _saved_by_the_orm(run)
@@ -76,3 +86,15 @@ def test_a_runs_row_parameters_are_what_the_orm_saves(values: dict[str, Any]) ->
 def test_a_threads_row_parameters_are_what_the_orm_saves(values: dict[str, Any]) -> None:
     thread = Thread(**values)
     assert _comparable(row_params(thread)) == _saved_by_the_orm(thread)
+
+
+@pytest.mark.parametrize("values", VARIANTS[:3])
+def test_a_new_instance_is_what_the_model_builds_from_the_same_values(values: dict[str, Any]):
+    values = {"run_id": RUN_ID, **values}  # else each gets a random one
+    ours, djangos = new_instance(Run, **values), Run(**values)
+    fields = {name: value for name, value in vars(djangos).items() if name != "_state"}
+    assert {name: value for name, value in vars(ours).items() if name != "_state"} == fields
+    assert (ours._state.adding, ours._state.db) == (djangos._state.adding, djangos._state.db)
+    assert ours._state.fields_cache == djangos._state.fields_cache == {}
+    with pytest.raises(TypeError, match="no column attributes"):
+        new_instance(Run, thread=None)
