@@ -32,10 +32,17 @@ async def after_run(run: Run) -> None:
         if (run.kwargs or {}).get("webhook"):
             await send_webhook(run_id=run.pk, url=run.kwargs["webhook"])
         if run.on_completion == Run.OnCompletion.DELETE:
-            await asyncio.sleep(settings.ON_COMPLETION_DELETE_SECONDS)
-            await call_sync(delete_finished_thread, thread_id=run.thread_id, on=Executor.ENGINE)
+            await delete_temporary_thread(run)
     except Exception:
         logger.exception("run %s: after-run work failed", run.pk)
+
+
+async def delete_temporary_thread(run: Run) -> None:
+    """A stateless run's thread (on_completion=delete), deleted ON_COMPLETION_DELETE_SECONDS
+    after the run ended: by `after_run`, or for a run cancelled before it started, which no
+    worker ends (`runs.cancellation`)."""
+    await asyncio.sleep(settings.ON_COMPLETION_DELETE_SECONDS)
+    await call_sync(delete_finished_thread, thread_id=run.thread_id, on=Executor.ENGINE)
 
 
 def webhook_payload(*, run_id: Any) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from guardian.shortcuts import get_objects_for_user
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.logs import run_fields
 from runs import selectors
+from runs.after_run import delete_temporary_thread
 from runs.engine import (
     bus,
     out_of_band_events,
@@ -126,6 +127,9 @@ def cancel_locked(*, run: Run, action: str) -> None:
         if run.resumable:
             store_stream_events(run.pk, events)
         bus.send_after_commit(publish_stream_events, run=run, events=events)
+        if run.on_completion == Run.OnCompletion.DELETE:
+            # No worker ends this run: its temporary thread goes as an ended run's would.
+            bus.send_after_commit(_delete_temporary_thread_later, run=run)
         return
     Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(
         cancel_action=action, updated_at=now
@@ -199,6 +203,16 @@ class AdmissionWatch:
             run = self._run
         if run is not None and run.on_disconnect == Run.OnDisconnect.CANCEL:
             spawn(cancel_after_disconnect(run_id=run.pk))
+
+
+async def _delete_temporary_thread_later(*, run: Run) -> None:
+    async def delete() -> None:
+        try:
+            await delete_temporary_thread(run)
+        except Exception:
+            logger.exception("run %s: deleting its temporary thread failed", run.pk)
+
+    spawn(delete())
 
 
 def spawn(coroutine: Any) -> None:

@@ -73,13 +73,6 @@ async def test_a_run_admitted_while_its_client_stays_is_left_going(user: Any):
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="a pending run that is cancelled (its client left, or the cancel API) never gets "
-    "run_ended, which only a worker that executed it sends: the temporary thread of a stateless "
-    "run (on_completion=delete) is kept; AdmissionWatch now takes this path for stateless runs "
-    "whose client leaves during admission while the run is queued",
-)
 async def test_a_stateless_run_cancelled_while_pending_deletes_its_temporary_thread(user: Any):
     def make() -> Run:
         return pending_run(thread=make_thread(user=user), user=user, on_completion="delete")
