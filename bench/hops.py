@@ -33,7 +33,7 @@ def nothing() -> None:
 def one_wake_up_per_call(serial: "Any") -> None:
     """Make `serial` answer each call with a `call_soon_threadsafe` of its own (the
     `SerialThread` before the loop's inbox), for comparison."""
-    from deerflow_site import bridge
+    from deerflow_site.loop_inbox import settle
 
     def serve() -> None:
         while (item := serial._calls.get()) is not None:
@@ -42,7 +42,7 @@ def one_wake_up_per_call(serial: "Any") -> None:
                 result, error = fn(), None
             except BaseException as exc:
                 result, error = None, exc
-            inbox.loop.call_soon_threadsafe(bridge._settle, future, result, error)
+            inbox.loop.call_soon_threadsafe(settle, future, result, error)
 
     serial._thread = threading.Thread(target=serve, daemon=True)
     serial._thread.start()

@@ -41,8 +41,8 @@ end, even when its caller is cancelled meanwhile.
 A hop to ENGINE, API, a request's thread or a `SerialThread` is a plain submit and one future,
 not asgiref's `sync_to_async` (whose executor look-up, shield and wrapped future cost about as
 much as the hop itself; what it does with the context is kept: `_hop`); its result comes back
-through the loop's `LoopInbox`, where the results that end while the loop is busy share one
-wake-up of the loop (one `call_soon_threadsafe`).
+through the loop's `LoopInbox` (`deerflow_site/loop_inbox.py`), where the results that end
+while the loop is busy share one wake-up of the loop (one `call_soon_threadsafe`).
 """
 
 import asyncio
@@ -54,7 +54,6 @@ import logging
 import os
 import queue
 import threading
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -73,6 +72,8 @@ from django.db import (
     connections,
     reset_queries,
 )
+
+from deerflow_site.loop_inbox import LoopInbox, inbox_of, stop_iteration_error
 
 T = TypeVar("T")
 
@@ -242,7 +243,7 @@ async def _hop(
     future = loop.create_future()
     context = contextvars.copy_context()
     tasks: list[asyncio.Task[Any]] = []  # asgiref puts a `call_async`'s task here
-    work = submit(_run_for_loop, _inbox_of(loop), future, context, tasks, call)
+    work = submit(_run_for_loop, inbox_of(loop), future, context, tasks, call)
     try:
         return await future
     except asyncio.CancelledError:
@@ -257,7 +258,7 @@ async def _hop(
 
 
 def _run_for_loop(
-    inbox: "LoopInbox",
+    inbox: LoopInbox,
     future: "asyncio.Future[Any]",
     context: contextvars.Context,
     tasks: list[asyncio.Task[Any]],
@@ -305,81 +306,6 @@ def _keeping_the_connection(
         raise
 
 
-class LoopInbox:
-    """Calls onto one event loop from any thread, run there in one callback per wake-up: a
-    call sent while an earlier one's wake-up has not run yet rides on it (no second
-    `call_soon_threadsafe`, no second write to the loop's self-pipe). The outcomes of thread
-    hops come back this way (`put`), and other threads' hand-offs to the loop (`call_soon`)
-    share their wake-ups, in the order they were sent.
-
-    It holds its loop weakly: a loop that has ended (one per `async_to_sync` outside the
-    server's loop) is not kept alive by its inbox in `_inboxes`."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = weakref.ref(loop)
-        self._lock = threading.Lock()
-        self._calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The inbox's event loop; None once nothing else holds it (it has ended)."""
-        return self._loop()
-
-    def put(self, future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
-        """Settle `future` with `result` or `error` on the loop (skipped if it was cancelled
-        meanwhile). Thread-safe; dropped when the loop is closed (nobody waits any more)."""
-        self.call_soon(_settle, future, result, error)
-
-    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
-        """`callback(*args)` on the loop, after the calls sent before. Thread-safe; raises
-        RuntimeError when the loop is closed. What it raises goes to the loop's exception
-        handler, as with `call_soon_threadsafe`."""
-        with self._lock:
-            self._calls.append((callback, args))
-            if len(self._calls) > 1:
-                return  # the wake-up sent for the first one is still to run
-        try:
-            loop = self._loop()
-            if loop is None:
-                raise RuntimeError("the event loop has ended")
-            loop.call_soon_threadsafe(self._run_all)
-        except RuntimeError:  # the loop is closed
-            with self._lock:
-                self._calls.clear()
-            raise
-
-    def _run_all(self) -> None:
-        with self._lock:
-            calls, self._calls = self._calls, []
-        for callback, args in calls:
-            try:
-                callback(*args)
-            except Exception as exc:
-                asyncio.get_running_loop().call_exception_handler(
-                    {"message": f"Exception in callback {callback!r}", "exception": exc}
-                )
-
-
-#: One inbox per event loop (made on the loop's thread, used from any).
-_inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def loop_inbox() -> LoopInbox:
-    """The running event loop's inbox (called on the loop; the inbox is then used from any
-    thread)."""
-    return _inbox_of(asyncio.get_running_loop())
-
-
-def _inbox_of(loop: asyncio.AbstractEventLoop) -> LoopInbox:
-    """`loop`'s inbox; on the loop's thread only."""
-    inbox = _inboxes.get(loop)
-    if inbox is None:
-        inbox = _inboxes[loop] = LoopInbox(loop)
-    return inbox
-
-
 class SerialThread:
     """One daemon thread that runs sync calls one at a time, in the order they are made, for
     async code on any event loop (each call answers on its caller's loop).
@@ -404,7 +330,7 @@ class SerialThread:
             raise RuntimeError(f"{self._thread.name} is stopped")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._calls.put((functools.partial(fn, *args, **kwargs), (_inbox_of(loop), future)))
+        self._calls.put((functools.partial(fn, *args, **kwargs), (inbox_of(loop), future)))
         return await future
 
     def submit(self, fn: Callable[[], Any]) -> None:
@@ -441,35 +367,14 @@ class SerialThread:
                 inbox.put(future, result, error)
 
 
-def _settle(future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if isinstance(error, StopIteration):  # a future refuses it (Python 3.11): it never ended
-        error = _stop_iteration_error(error)
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-def _stop_iteration_error(exc: StopIteration) -> RuntimeError:
-    """What Python 3.12's futures make of a StopIteration (3.11's refuse it, leaving the
-    caller waiting for ever)."""
-    error = RuntimeError(
-        "StopIteration interacts badly with generators and cannot be raised into a Future"
-    )
-    error.__cause__ = exc
-    return error
-
-
 def _stop_iteration_as_error(fn: Callable[..., T]) -> Callable[..., T]:
-    """`fn`, raising `_stop_iteration_error` instead of a StopIteration (for asgiref's hops)."""
+    """`fn`, raising `stop_iteration_error` instead of a StopIteration (for asgiref's hops)."""
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
         except StopIteration as exc:
-            raise _stop_iteration_error(exc) from exc
+            raise stop_iteration_error(exc) from exc
 
     return call

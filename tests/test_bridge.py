@@ -21,9 +21,9 @@ from deerflow_site.bridge import (
     call_async,
     call_sync,
     current_request_thread,
-    loop_inbox,
     request_thread,
 )
+from deerflow_site.loop_inbox import loop_inbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

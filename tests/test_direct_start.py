@@ -15,7 +15,8 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from deerflow_site.bridge import Executor, LoopInbox, call_sync
+from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.loop_inbox import LoopInbox
 from runs import admission, sql
 from runs.create_serializers import parse_run_create
 from runs.engine import bus, queue

@@ -11,7 +11,7 @@ import functools
 import threading
 from typing import Any
 
-from deerflow_site.bridge import LoopInbox
+from deerflow_site.loop_inbox import LoopInbox
 from runs.models import Run
 
 

@@ -24,8 +24,9 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
-from deerflow_site.bridge import Executor, call_sync, loop_inbox
+from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.logs import bind_run, bind_worker, run_fields
+from deerflow_site.loop_inbox import loop_inbox
 from runs.engine import bus, queue
 from runs.engine.executor import CancelReason, CancelSignal, execute_run
 from runs.engine.graphs import describe_agent_model
