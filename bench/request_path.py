@@ -27,16 +27,16 @@ import argparse
 import asyncio
 import cProfile
 import json
-import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import inprocess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,23 +85,8 @@ LAYERS = [
 
 
 def configure() -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="deerflow_site.settings",
-        DEBUG="false",
-        SECRET_KEY="bench-request-path-secret-key",
-        ALLOWED_HOSTS="*",
-        DEERFLOW_AUTH_MODE="local",
-        DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true",
-        DEERFLOW_VAR_DIR=tempfile.mkdtemp(prefix="deerflow-request-path-"),
-        DEERFLOW_LANGGRAPH_CONFIG=str(REPO / "bench" / "langgraph.json"),
-        DEERFLOW_MAX_ACTIVE_RUNS_PER_USER="0",
-    )
-    sys.path.insert(0, str(REPO))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
+    """`inprocess.configure()`, then this module's URLs served."""
+    inprocess.configure()
     from django.conf import settings
 
     settings.ROOT_URLCONF = "bench.request_path"  # this module: the served URLs and `trivial`

@@ -13,36 +13,16 @@ snapshot). Each phase's CPU per run (µs) is its process time over `--runs` runs
 
 import argparse
 import cProfile
-import os
 import pstats
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import inprocess
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def configure() -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="deerflow_site.settings",
-        DEBUG="false",
-        SECRET_KEY="bench-run-statements-secret-key",
-        ALLOWED_HOSTS="*",
-        DEERFLOW_AUTH_MODE="local",
-        DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true",
-        DEERFLOW_VAR_DIR=tempfile.mkdtemp(prefix="deerflow-statements-"),
-        DEERFLOW_LANGGRAPH_CONFIG=str(REPO / "bench" / "langgraph.json"),
-        DEERFLOW_MAX_ACTIVE_RUNS_PER_USER="0",
-    )
-    sys.path.insert(0, str(REPO))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
 
 
 class StandInWorker:
@@ -177,7 +157,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", choices=("admission", "finish"))
     args = parser.parse_args()
-    configure()
+    inprocess.configure()
     bench = Bench()
     for _ in range(200):  # warm up: caches, the statement cache, the WAL
         bench.finish(bench.admit())
