@@ -13,6 +13,8 @@ from typing import Any
 PEERS = ("reference", "aegra")
 #: Our embedded default: the split layout's CPU per run is held against it.
 EMBEDDED_DEFAULT = "ours-sqlite"
+#: The stack's floor (bench/floor_app.py): not a peer; no server of this stack costs less.
+FLOOR = "floor"
 
 
 def _get(result: dict[str, Any], *path: str) -> Any:
@@ -126,17 +128,40 @@ TARGETS: dict[str, tuple[str, Callable[..., Any], Callable[[Any, Any], bool], fl
 }  # fmt: skip
 
 
-def comparison(results: dict[str, Any]) -> dict[str, Any]:
-    """For each of our servers measured: its runs/s ratios to each peer and each target's check.
+def above_floor(results: dict[str, Any], name: str) -> dict[str, float]:
+    """Ours against the stack's floor (the `floor` server, bench/floor_app.py), per level both
+    measured: server CPU ms per create+wait run, ours / the floor's and ours minus the floor's.
 
-    Shape: {name: {"ratios": {peer: {"runs_per_second_cN": x}}, "targets": {key: {"value",
-    "target", "met"}}}}; "met" is None when the value was not measured.
+    Shape: {"cpu_ratio_cN": x, "cpu_ms_above_cN": ms}; empty without a usable floor."""
+    if not _usable(results.get(FLOOR)):
+        return {}
+    out: dict[str, float] = {}
+    for level, measured in results[name].get("create_wait", {}).items():
+        floor = _get(results[FLOOR], "create_wait", level, "server_cpu_ms_per_run")
+        ours = measured.get("server_cpu_ms_per_run")
+        if floor and ours is not None:
+            out[f"cpu_ratio_c{level}"] = round(ours / floor, 2)
+            out[f"cpu_ms_above_c{level}"] = round(ours - floor, 2)
+    return out
+
+
+def comparison(results: dict[str, Any]) -> dict[str, Any]:
+    """For each of our servers measured: its runs/s ratios to each peer, its CPU per run against
+    the stack's floor, and each target's check.
+
+    Shape: {name: {"ratios": {peer: {"runs_per_second_cN": x}}, "floor": {see above_floor},
+    "targets": {key: {"value", "target", "met"}}}}; "met" is None when the value was not
+    measured.
     """
     out: dict[str, Any] = {}
     for name, result in results.items():
-        if name in PEERS or not _usable(result):
+        if name in PEERS or name == FLOOR or not _usable(result):
             continue
-        entry: dict[str, Any] = {"ratios": ratios(results, name), "targets": {}}
+        entry: dict[str, Any] = {
+            "ratios": ratios(results, name),
+            "floor": above_floor(results, name),
+            "targets": {},
+        }
         view = {**result, "_ratios": entry["ratios"]}
         for key, (_what, read, compare, bound, applies) in TARGETS.items():
             if applies == "split" and "split" not in name:
@@ -242,6 +267,9 @@ def table(
         for peer, found in entry["ratios"].items():
             shown = ", ".join(f"{k} {v}x" for k, v in found.items())
             lines.append(f"\n{name} / {peer}: {shown or '-'}")
+        if entry.get("floor"):
+            shown = ", ".join(f"{k} {v}" for k, v in entry["floor"].items())
+            lines.append(f"\n{name} against the stack's floor: {shown}")
         lines.append(f"{name}, issue 13 targets:")
         for key, check in entry["targets"].items():
             verdict = {True: "MET", False: "MISSED", None: "not measured"}[check["met"]]

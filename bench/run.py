@@ -120,6 +120,10 @@ def start(name: str, workdir: Path, args: argparse.Namespace) -> Iterator[Server
             ) as server:
                 yield server
         return
+    if name == "floor":
+        with servers.floor_server(workdir) as server:
+            yield server
+        return
     concurrency = {"DEERFLOW_WORKER_CONCURRENCY": str(args.jobs_per_worker)}
     if name == "ours-sqlite":
         with servers.our_server(workdir, name=name, extra_env=concurrency) as server:
@@ -174,6 +178,9 @@ async def measure(server: Server, workdir: Path, args: argparse.Namespace) -> di
     log(f"{server.name}: warm-up")
     await load.create_wait(server.base_url, concurrency=4, duration=1.0, warmup=0.5)
     for phase in args.phase_names:
+        if server.phases is not None and phase not in server.phases:
+            log(f"{server.name}: no {phase} phase (it serves {', '.join(server.phases)})")
+            continue
         result.update(await PHASE_FUNCTIONS[phase](server, workdir, args))
     return result
 

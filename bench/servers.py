@@ -10,6 +10,9 @@
 - ours-postgres-split-2x2: the same with two web processes (one port, SO_REUSEPORT: the kernel
   spreads connections over them) and two workers. Memory is the first web process's.
 - aegra: the open peer Aegra (bench/aegra.py), on its own throwaway PostgreSQL.
+- floor: not a server of the API but the stack's floor (bench/floor_app.py): the same daphne and
+  Django serving the echo graph with our SQLite saver from three plain views, nothing stored
+  beyond the checkpoints. It serves the create+wait and POST /threads phases only.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ SERVER_NAMES = (
     "ours-postgres",
     "ours-postgres-split",
     "ours-postgres-split-2x2",
+    "floor",
 )
 
 
@@ -78,6 +82,8 @@ class Server:
     web: subprocess.Popen
     others: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    #: The phases (bench/run.py PHASES) it serves; None: all of them.
+    phases: tuple[str, ...] | None = None
 
     def rss_bytes(self) -> int:
         return tree_rss_bytes(self.web.pid)
@@ -317,6 +323,32 @@ def our_server(
     finally:
         for process in reversed(processes):
             _stop(process)
+
+
+@contextlib.contextmanager
+def floor_server(workdir: Path) -> Iterator[Server]:
+    """The stack's floor (bench/floor_app.py) as one daphne process, like ours-sqlite's."""
+    var_dir = workdir / "floor"
+    var_dir.mkdir()
+    logfile = workdir / "floor.log"
+    env = {**_our_env(var_dir, {}), "DJANGO_SETTINGS_MODULE": "bench.floor_settings"}
+    port = free_port()
+    command = [str(OUR_PYTHON), "-m", "deerflow_site.server", "-b", HOST, "-p", str(port)]
+    web = _spawn([*command, "bench.floor_app:application"], cwd=REPO_DIR, env=env, logfile=logfile)
+    try:
+        base_url = f"http://{HOST}:{port}/api"
+        _wait_ready(f"{base_url}/ok", [web], logfile)
+        yield Server(
+            name="floor",
+            description="the stack's floor: daphne + Django (no middleware) + the echo graph "
+            "with our SQLite saver, nothing else stored",
+            base_url=base_url,
+            web=web,
+            logs=[logfile],
+            phases=("create_wait", "threads"),
+        )
+    finally:
+        _stop(web)
 
 
 def _describe(name: str, split_worker: bool, webs: int = 1, workers: int = 1) -> str:
