@@ -12,7 +12,9 @@ middleware, and three plain async views:
 - `POST /api/threads/<thread_id>/runs/wait`: the body's `input` through the echo graph
   (`bench/graph.py`) with our SQLite checkpoint saver (`runs.engine.sqlite_saver`, LangGraph's
   `SqliteSaver` one hop per operation, the checkpoints committed as LangGraph asks), answering
-  the last `values`.
+  the last `values`;
+- `POST /api/threads/<thread_id>/runs/stream`: the same run as SSE, a `metadata` event
+  (`{"run_id"}`) first, then each `values`, then `end`.
 
 No run row, no thread row, no owner, no auth, no journal, no status, no worker, no queue: a
 run's floor is one request through daphne and Django plus the graph and its checkpoints. Our
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.asgi import get_asgi_application
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 application = get_asgi_application()
@@ -64,23 +66,49 @@ async def create_thread(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"thread_id": str(uuid.uuid4())})
 
 
-async def wait(request: HttpRequest, thread_id: uuid.UUID) -> JsonResponse:
+def _input(request: HttpRequest) -> dict[str, Any] | JsonResponse:
+    """The body's `input`, or the 4xx answer for a body without one."""
     try:
         body = json.loads(request.body)
     except ValueError:
         return JsonResponse({"detail": "The body is not JSON."}, status=400)
     if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
         return JsonResponse({"detail": "`input` must be an object."}, status=422)
+    return body["input"]
+
+
+async def wait(request: HttpRequest, thread_id: uuid.UUID) -> JsonResponse:
+    found = _input(request)
+    if isinstance(found, JsonResponse):
+        return found
     graph = await _bound_graph()
     config = {"configurable": {"thread_id": str(thread_id)}}
     values: Any = None
-    async for chunk in graph.astream(body["input"], config, stream_mode="values"):
+    async for chunk in graph.astream(found, config, stream_mode="values"):
         values = chunk
     return JsonResponse(values, safe=False)
+
+
+async def stream(request: HttpRequest, thread_id: uuid.UUID) -> Any:
+    found = _input(request)
+    if isinstance(found, JsonResponse):
+        return found
+
+    async def events() -> Any:
+        yield b"event: metadata\ndata: " + json.dumps({"run_id": str(uuid.uuid4())}).encode()
+        yield b"\n\n"
+        graph = await _bound_graph()
+        config = {"configurable": {"thread_id": str(thread_id)}}
+        async for chunk in graph.astream(found, config, stream_mode="values"):
+            yield b"event: values\ndata: " + json.dumps(chunk).encode() + b"\n\n"
+        yield b"event: end\ndata: null\n\n"
+
+    return StreamingHttpResponse(events(), content_type="text/event-stream")
 
 
 urlpatterns = [
     path("api/ok", ok),
     path("api/threads", create_thread),
     path("api/threads/<uuid:thread_id>/runs/wait", wait),
+    path("api/threads/<uuid:thread_id>/runs/stream", stream),
 ]

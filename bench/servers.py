@@ -12,7 +12,7 @@
 - aegra: the open peer Aegra (bench/aegra.py), on its own throwaway PostgreSQL.
 - floor: not a server of the API but the stack's floor (bench/floor_app.py): the same daphne and
   Django serving the echo graph with our SQLite saver from three plain views, nothing stored
-  beyond the checkpoints. It serves the create+wait and POST /threads phases only.
+  beyond the checkpoints. It serves the create+wait, POST /threads and first-event phases only.
 """
 
 from __future__ import annotations
@@ -345,7 +345,7 @@ def floor_server(workdir: Path) -> Iterator[Server]:
             base_url=base_url,
             web=web,
             logs=[logfile],
-            phases=("create_wait", "threads"),
+            phases=("create_wait", "threads", "first_event"),
         )
     finally:
         _stop(web)
