@@ -5,7 +5,7 @@
 
 bench/run's `floor` server. The same daphne (with `deerflow_site.server`'s settled heap), the
 same Django and the same installed apps as our server, but Django's own ASGI handler, no
-middleware, and three plain async views:
+middleware, and four plain async views:
 
 - `GET /api/ok`: `{"ok": true}` (readiness);
 - `POST /api/threads`: `{"thread_id": <uuid4>}`, nothing stored;
