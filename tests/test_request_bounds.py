@@ -136,6 +136,40 @@ def test_an_escaped_backslash_before_u0000_is_no_nul(api) -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # Half of an emoji (a JS string cut between the two UTF-16 units of "😀" and sent by
+        # JSON.stringify): UTF-8 has no encoding for it, so a run stored with it broke its SSE
+        # stream mid-response and answered 500 on every list of its runs.
+        ("/api/threads/{t}/runs/stream", '{"assistant_id": "echo", "input": {"t": "hi \\ud83d"}}'),
+        ("/api/threads/{t}/runs/wait", '{"assistant_id": "echo", "input": {"t": "\\ude00 x"}}'),
+        ("/api/runs/wait", '{"assistant_id": "echo", "input": {"t": "\\ude00\\ud83d"}}'),
+        ("/api/threads/{t}/runs", '{"assistant_id": "echo", "metadata": {"\\udfff": 1}}'),
+        ("/api/threads", '{"metadata": {"name": "a\\uD800b"}}'),
+        ("/api/threads/{t}/runs/{r}/feedback", '{"rating": 1, "comment": "\\ud83d"}'),
+    ],
+)
+def test_a_lone_surrogate_escape_in_a_json_string_is_422(api, existing, path, body) -> None:
+    before = stored()
+
+    path = path.format(t=existing[0], r=existing[1])
+    response = api.generic("POST", path, body, content_type="application/json")
+
+    assert response.status_code == 422, response.content
+    assert "surrogate" in response.json()["detail"]
+    assert stored() == before
+
+
+def test_a_surrogate_pair_and_an_escaped_backslash_before_ud800_are_text(api) -> None:
+    body = '{"metadata": {"emoji": "\\ud83d\\ude00", "path": "C:\\\\ud800"}}'
+
+    response = api.generic("POST", "/api/threads", body, content_type="application/json")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["metadata"] == {"emoji": "\U0001f600", "path": "C:\\ud800"}
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "offset=100000000000000000000000",

@@ -21,6 +21,9 @@ MAX_INTEGER = 2**63 - 1
 # A \u0000 escape (not an escaped backslash followed by "u0000").
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
+# A \uD800-\uDFFF escape: half of a UTF-16 surrogate pair, which may stand alone.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
 # A JSON string (skipped whole, escapes included) or one bracket.
 _STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
@@ -30,16 +33,31 @@ def loads(data: bytes | str) -> Any:
 
     Raises ValueError, with a message meant for the client, for malformed JSON, nesting deeper
     than settings.MAX_JSON_DEPTH (objects and arrays), an integer beyond ±MAX_INTEGER, a number
-    too large for a float, NaN / Infinity, or the NUL character in a string (PostgreSQL's jsonb
-    and text cannot hold it).
+    too large for a float, NaN / Infinity, the NUL character in a string (PostgreSQL's jsonb
+    and text cannot hold it), or a lone UTF-16 surrogate escape (`"\\ud83d"`, half of an
+    emoji: no UTF-8 text, so neither a database nor a response could hold it).
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     check_depth(text, settings.MAX_JSON_DEPTH)
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise ValueError("the NUL character (\\u0000) is not allowed in JSON strings")
-    return json.loads(
+    value = json.loads(
         text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_refuse_constant
     )
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """ValueError when a string of `value` (keys included) holds a surrogate that no pair
+    decoded into one character (UTF-8 has no encoding for it)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair) is not allowed"
+        ) from None
 
 
 def check_depth(text: str, max_depth: int) -> None:
