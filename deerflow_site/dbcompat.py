@@ -1,5 +1,7 @@
 """The few places where SQLite and PostgreSQL differ, isolated here."""
 
+import math
+import re
 from typing import Any
 
 from django.db import connection
@@ -66,6 +68,67 @@ def jsonb_storable(value: Any) -> Any:
     if isinstance(value, list):
         return [jsonb_storable(item) for item in value]
     return value
+
+
+#: How deep `storable_json` keeps a value's nesting (Python's JSON encoder recurses once per
+#: level, SQLite's JSON functions stop at 1000, PostgreSQL's parser at its stack's depth).
+STORABLE_JSON_DEPTH = 100
+#: What `storable_json` puts in place of what nests deeper.
+TOO_DEEP = "(nested too deep to store)"
+#: The largest integer a JSON value keeps as a number in `storable_json` (64-bit signed).
+STORABLE_INT = 2**63 - 1
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_json(value: Any, depth: int = STORABLE_JSON_DEPTH) -> Any:
+    """`value` as JSON that both databases store, whatever it held; never raises.
+
+    Strings lose NUL characters and lone surrogates (U+FFFD instead), NaN and infinities
+    become None, integers beyond 64 bits their decimal text (None past ~3,000 digits), tuples
+    lists, keys strings, any other object its repr, and what nests deeper than `depth` the
+    text TOO_DEEP. Slower than `jsonb_storable`: for a value a database refused.
+    """
+    if isinstance(value, str):
+        return _storable_text(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if -STORABLE_INT <= value <= STORABLE_INT:
+            return int(value)
+        return str(value) if value.bit_length() <= 10_000 else None
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict | list | tuple) and depth <= 0:
+        return TOO_DEEP
+    if isinstance(value, dict):
+        return {
+            _storable_text(key if isinstance(key, str) else _repr(key)): storable_json(
+                item, depth - 1
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [storable_json(item, depth - 1) for item in value]
+    return _storable_text(_repr(value))
+
+
+def _storable_text(text: str) -> str:
+    text = str(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 holds it
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _repr(value: Any) -> str:
+    try:
+        return str(value) if isinstance(value, int | float) else repr(value)
+    except Exception:  # an object whose repr fails is described by its type
+        return f"<{type(value).__name__}>"
 
 
 def db_datetime(value: Any) -> Any:

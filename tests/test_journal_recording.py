@@ -100,3 +100,31 @@ def test_a_run_whose_state_and_error_hold_a_nul_character_still_ends(user: objec
     thread = Thread.objects.get(pk="nul")
     assert thread.status == Thread.Status.ERROR
     assert thread.values == {"messages": [{"content": "tool said \ufffd"}]}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("reported", "recorded"),
+    [
+        ({"input_tokens": 2**70, "output_tokens": 3, "total_tokens": 2**70}, (2**63 - 1, 3)),
+        ({"input_tokens": -4, "output_tokens": float("inf"), "total_tokens": 0}, (0, 0)),
+        ({"input_tokens": float("nan"), "output_tokens": 7.0, "total_tokens": None}, (0, 7)),
+    ],
+)
+def test_a_models_token_counts_are_recorded_within_the_columns_range(
+    user: object, reported: dict, recorded: tuple[int, int]
+) -> None:
+    # A model (or a fake one) may report any count: the journal takes it as a count its
+    # columns hold, so the run's end can write it (int() of infinity raised OverflowError).
+    from runs.engine.journal import JournalWriter, RunJournal
+    from tests.engine_support import make_thread, pending_run
+
+    writer = JournalWriter(pending_run(thread=make_thread(user=user), user=user))
+    message = AIMessage(content="hi")
+    message.usage_metadata = reported  # type: ignore[assignment]
+
+    RunJournal(writer)._record_answer(message, "model", 1.0)
+
+    counts = writer._take().usage["model"]
+    assert (counts.input_tokens, counts.output_tokens) == recorded
+    assert 0 <= counts.total_tokens <= 2**63 - 1

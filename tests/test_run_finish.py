@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, settle_thread
 from runs.journal.catalog import EventType
 from runs.journal.lifecycle import run_ended
-from runs.journal.store import JournalBatch, JournalEntry, record_events
+from runs.journal.store import JournalBatch, JournalEntry, ModelUsage, record_events
 from runs.models import Run, RunEvent
 from tests.engine_support import claim_next, make_thread, pending_run
 from threads.models import Thread
@@ -165,13 +165,75 @@ def test_a_journal_value_the_database_refuses_leaves_the_end_whole_and_the_seqs_
         journal=refused,
     )
 
-    assert "the end of its journal could not be written" in caplog.text
+    assert "its end could not be written as it was" in caplog.text
     assert Run.objects.get(pk=run.pk).status == Run.Status.SUCCESS
     thread.refresh_from_db()
     assert thread.status == Thread.Status.IDLE and thread.values == {"reply": "done"}
     [after] = record_events(
         thread_id=thread.pk, run_id=run.pk, entries=[JournalEntry(EventType.RUN_END)]
     )
-    assert after == before + 1  # the refused batch's seqs were given back
+    # The refused batch's seqs were given back, and taken again by the batch made storable
+    # (NaN stored as null).
+    assert after == before + 3
     seqs = list(RunEvent.objects.filter(thread_id=thread.pk).values_list("seq", flat=True))
-    assert sorted(seqs) == [before, after]
+    assert sorted(seqs) == [before, before + 1, before + 2, after]
+    assert RunEvent.objects.get(seq=before + 1, thread_id=thread.pk).content == {"score": None}
+
+
+class _Opaque:
+    """No JSON encoder knows it."""
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"a": [value]}
+    return value
+
+
+# What a graph or a model may hand the end of its run, that no database column can hold as
+# it is: each must leave the run ended, its final status committed.
+UNSTORABLE = {
+    "a token count beyond 64 bits": {"usage": ModelUsage(input_tokens=2**70, total_tokens=2**70)},
+    "a negative token count": {"usage": ModelUsage(output_tokens=-5)},
+    "NaN and infinity in the state": {"values": {"score": float("nan"), "top": float("inf")}},
+    "NUL in the state and the journal": {"values": {"te\x00xt": "a\x00b"}, "content": "x\x00"},
+    "a lone surrogate": {"values": {"text": "\ud800"}, "content": {"t": "\udfff"}},
+    "values nested too deep": {"values": _nested(3000), "content": _nested(3000)},
+    "a value no JSON encoder knows": {"values": {"o": _Opaque()}, "content": {(1, 2): _Opaque()}},
+}
+
+
+@pytest.mark.parametrize("case", list(UNSTORABLE), ids=list(UNSTORABLE))
+def test_no_value_from_a_graph_keeps_its_run_from_ending(user: Any, case: str) -> None:
+    given = UNSTORABLE[case]
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+    journal = JournalBatch(
+        entries=[
+            JournalEntry(EventType.TOOL_RESULT, content=given.get("content", "ok")),
+            run_ended(status=Run.Status.SUCCESS, error=None, cancel_action="", rolled_back=False),
+        ]
+    )
+    if "usage" in given:
+        journal.usage["model"] = given["usage"]
+
+    assert finish_run(
+        run=run,
+        outcome=RunOutcome(status=Run.Status.SUCCESS),
+        snapshot=ThreadSnapshot(values=given.get("values", {"reply": "done"})),
+        journal=journal,
+    )
+
+    ended = Run.objects.get(pk=run.pk)
+    assert ended.status == Run.Status.SUCCESS
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.IDLE
+    # What could be kept is: the journal's events, with the values made storable, and the
+    # token counts clamped to what the columns hold.
+    assert list(RunEvent.objects.filter(run=run).values_list("event_type", flat=True)) == [
+        "llm.tool.result",
+        "run.end",
+    ]
+    assert 0 <= ended.input_tokens < 2**63 and 0 <= ended.output_tokens < 2**63

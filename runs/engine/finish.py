@@ -9,12 +9,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.utils import timezone
 from langgraph.pregel import Pregel
 
 import runs.sql as sql
-from deerflow_site.dbcompat import jsonb_storable
+from deerflow_site.dbcompat import jsonb_storable, storable_json
 from runs.engine.serialization import to_jsonable
 from runs.journal.store import JournalBatch, record_batch
 from runs.models import Run
@@ -69,10 +69,6 @@ def thread_status(*, has_active_runs: bool, failed: bool, waiting: bool) -> str:
     return Thread.Status.IDLE
 
 
-class _JournalNotWritten(Exception):
-    """The journal's write failed inside the end's transaction, which is rolled back."""
-
-
 def finish_run(
     *,
     run: Run,
@@ -83,19 +79,40 @@ def finish_run(
     """Persist the run's final status and its thread's status and state, in one transaction,
     with the rest of its journal (`journal`: its last events and token usage).
 
-    A journal that cannot be written is logged, never a reason for the run not to end: the
-    transaction is then rolled back and made again without it (no savepoint around the journal
-    on the common path, where it is written).
+    No value of the graph's, its model's or its tools' keeps the run from ending: when the end
+    cannot be written as it is (a value the database or the JSON encoder refuses: an integer
+    beyond 64 bits, NaN, NUL, a lone surrogate, nesting a thousand deep, an unknown object...),
+    the transaction is rolled back and made again with the values made storable
+    (`dbcompat.storable_json`, token counts clamped), then without the journal, then without
+    the state too; each retry is logged. No savepoint on the common path.
 
     Returns False (and changes nothing) when the run is no longer running under this worker's
-    claim, e.g. when the reaper has ended it already.
+    claim, e.g. when the reaper has ended it already. Raises only what the last attempt, which
+    holds nothing of the graph's, raises (the database gone).
     """
+    try:
+        return _finish_run(run=run, outcome=outcome, snapshot=snapshot, journal=journal)
+    except Exception:
+        logger.exception("run %s: its end could not be written as it was", run.pk)
+    error = storable_json(outcome.error) if outcome.error is not None else None
+    outcome = RunOutcome(outcome.status, error, outcome.rolled_back, outcome.cancel_action)
+    if snapshot is not None:
+        snapshot = ThreadSnapshot(
+            storable_json(snapshot.values), storable_json(snapshot.interrupts), snapshot.waiting
+        )
     if journal:
         try:
-            return _finish_run(run=run, outcome=outcome, snapshot=snapshot, journal=journal)
-        except _JournalNotWritten:
+            return _finish_run(
+                run=run, outcome=outcome, snapshot=snapshot, journal=journal.storable()
+            )
+        except Exception:
             logger.exception("run %s: the end of its journal could not be written", run.pk)
-    return _finish_run(run=run, outcome=outcome, snapshot=snapshot, journal=None)
+    if snapshot is not None:
+        try:
+            return _finish_run(run=run, outcome=outcome, snapshot=snapshot, journal=None)
+        except Exception:
+            logger.exception("run %s: its thread's state could not be written", run.pk)
+    return _finish_run(run=run, outcome=outcome, snapshot=None, journal=None)
 
 
 def _finish_run(
@@ -120,11 +137,8 @@ def _finish_run(
         )
         if not updated or interrupts is None:
             return updated
-        if journal:
-            try:
-                record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
-            except DatabaseError as exc:  # leaves the transaction, rolling it back
-                raise _JournalNotWritten() from exc
+        if journal:  # a failure leaves the transaction, rolling it back
+            record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
         _settle_thread(
             run.thread_id,
             interrupts=interrupts,

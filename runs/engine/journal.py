@@ -34,7 +34,14 @@ from deerflow_site.redaction import Redactor
 from runs.engine.serialization import to_jsonable
 from runs.journal.catalog import EventType
 from runs.journal.lifecycle import run_started
-from runs.journal.store import JournalBatch, JournalEntry, ModelUsage, record_batch
+from runs.journal.store import (
+    MAX_TOKENS,
+    JournalBatch,
+    JournalEntry,
+    ModelUsage,
+    clamp_count,
+    record_batch,
+)
 from runs.models import Run
 
 logger = logging.getLogger(__name__)
@@ -218,14 +225,15 @@ class RunJournal(BaseCallbackHandler):
     def _record_answer(self, message: BaseMessage, model_name: str, latency_ms: float) -> None:
         model_name = str(message.response_metadata.get("model_name") or model_name)
         usage = dict(getattr(message, "usage_metadata", None) or {})
+        # What a model reports is taken within the columns' range, whatever it is.
         counts = ModelUsage(
-            input_tokens=int(usage.get("input_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or 0),
-            total_tokens=int(usage.get("total_tokens") or 0),
+            input_tokens=clamp_count(usage.get("input_tokens"), MAX_TOKENS),
+            output_tokens=clamp_count(usage.get("output_tokens"), MAX_TOKENS),
+            total_tokens=clamp_count(usage.get("total_tokens"), MAX_TOKENS),
             llm_calls=1,
         )
         if not counts.total_tokens:
-            counts.total_tokens = counts.input_tokens + counts.output_tokens
+            counts.total_tokens = min(counts.input_tokens + counts.output_tokens, MAX_TOKENS)
         metadata = {
             "model_name": model_name,
             "usage": {

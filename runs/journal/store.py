@@ -19,7 +19,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from deerflow_site.dbcompat import jsonb_storable
+from deerflow_site.dbcompat import jsonb_storable, storable_json
 from runs.journal.catalog import CATEGORY_OF, EventType
 from runs.models import Run, RunEvent, RunModelUsage, ThreadEventCounter
 
@@ -74,6 +74,30 @@ class ModelUsage:
         self.total_tokens += other.total_tokens
         self.llm_calls += other.llm_calls
 
+    def clamped(self) -> "ModelUsage":
+        """The counts within what their columns hold (0 to MAX_TOKENS, 0 to MAX_CALLS); a
+        count that is no number at all counts 0."""
+        return ModelUsage(
+            input_tokens=clamp_count(self.input_tokens, MAX_TOKENS),
+            output_tokens=clamp_count(self.output_tokens, MAX_TOKENS),
+            total_tokens=clamp_count(self.total_tokens, MAX_TOKENS),
+            llm_calls=clamp_count(self.llm_calls, MAX_CALLS),
+        )
+
+
+#: The most tokens a count column holds (a positive 64-bit integer), and calls (32-bit).
+MAX_TOKENS = 2**63 - 1
+MAX_CALLS = 2**31 - 1
+
+
+def clamp_count(count: Any, most: int) -> int:
+    """`count` as an int from 0 to `most` (0 for None, NaN, infinity, text: no count)."""
+    try:
+        number = int(count)
+    except (TypeError, ValueError, OverflowError):  # None, NaN, infinity, text
+        return 0
+    return min(max(number, 0), most)
+
 
 @dataclass
 class JournalBatch:
@@ -84,6 +108,22 @@ class JournalBatch:
 
     def __bool__(self) -> bool:
         return bool(self.entries or self.usage)
+
+    def storable(self) -> "JournalBatch":
+        """This batch with every value made storable (`dbcompat.storable_json`) and its usage
+        clamped: what is written when the batch as it is was refused."""
+        return JournalBatch(
+            entries=[
+                JournalEntry(
+                    entry.event_type,
+                    storable_json(entry.content),
+                    storable_json(entry.metadata),
+                    entry.created_at,
+                )
+                for entry in self.entries
+            ],
+            usage={str(storable_json(name)): usage.clamped() for name, usage in self.usage.items()},
+        )
 
     def extend(self, other: "JournalBatch") -> None:
         """Append `other`'s events after this batch's, and add its usage."""
