@@ -6,9 +6,10 @@ import uuid
 from typing import Any
 
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 
 from deerflow_site.bridge import Executor, call_sync
-from runs.engine import checkpointer
+from runs.engine import checkpointer, serial_saver
 from runs.engine.checkpointer import get_checkpointer
 from runs.engine.checkpoints import (
     acopy_thread_checkpoints,
@@ -149,3 +150,76 @@ async def test_run_delete_removes_only_that_runs_checkpoints() -> None:
 
     assert len(await history_of(t)) == kept
     assert [m.content for m in (await state_of(t)).values["messages"]] == ["one", "echo: one"]
+
+
+def _keys(checkpoints: list[Any]) -> list[tuple[str, str]]:
+    return [
+        (c.config["configurable"]["checkpoint_ns"], c.config["configurable"]["checkpoint_id"])
+        for c in checkpoints
+    ]
+
+
+async def _long_history(thread_id: str) -> None:
+    """Three runs of the echo graph, and one checkpoint id held by three namespaces (rows a
+    page boundary may fall between)."""
+    graph = await graph_for_thread("echo")
+    for n in range(3):
+        await graph.ainvoke(say(f"message {n}"), config(thread_id, f"run-{n}"))
+    saver = await get_checkpointer()
+    shared = empty_checkpoint()
+    for namespace in ("a", "b", "c"):
+        await saver.aput(
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace}},
+            shared,
+            {"run_id": "run-x", "step": 1},
+            {},
+        )
+
+
+async def test_a_history_longer_than_a_page_is_listed_a_page_at_a_time(monkeypatch) -> None:
+    t = fresh_id()
+    await _long_history(t)
+    saver = await get_checkpointer()
+    whole = await call_sync(
+        lambda: list(saver.list({"configurable": {"thread_id": t}})), on=Executor.THREAD_SENSITIVE
+    )
+    assert len(whole) > 8
+    monkeypatch.setattr(serial_saver, "LIST_PAGE", 2)
+    sizes: list[Any] = []
+    listing = saver.list
+
+    def list_recording(config: Any, **kwargs: Any) -> Any:
+        if "checkpoint_id" not in config["configurable"]:  # a page, not a page's ties
+            sizes.append(kwargs.get("limit"))
+        return listing(config, **kwargs)
+
+    monkeypatch.setattr(saver, "list", list_recording)
+
+    paged = [c async for c in saver.alist({"configurable": {"thread_id": t}})]
+    first_five = [c async for c in saver.alist({"configurable": {"thread_id": t}}, limit=5)]
+
+    # The same checkpoints in the same order (rows sharing an id come in any order, as in one
+    # call), each page read with a limit: never the whole history in one call.
+    ids = [key[1] for key in _keys(paged)]
+    assert ids == sorted(ids, reverse=True) == [key[1] for key in _keys(whole)]
+    assert sorted(_keys(paged)) == sorted(_keys(whole))
+    assert [c.checkpoint for c in paged if c.config["configurable"]["checkpoint_ns"] == ""] == [
+        c.checkpoint for c in whole if c.config["configurable"]["checkpoint_ns"] == ""
+    ]
+    assert len(first_five) == 5 and set(_keys(first_five)) <= set(_keys(whole))
+    assert [key[1] for key in _keys(first_five)] == ids[:5]
+    assert sizes and all(size is not None and size <= 2 for size in sizes)
+
+
+async def test_a_copy_of_a_history_longer_than_a_page_is_whole(monkeypatch) -> None:
+    src, dst = fresh_id(), fresh_id()
+    await _long_history(src)
+    monkeypatch.setattr(serial_saver, "LIST_PAGE", 2)
+
+    await acopy_thread_checkpoints(src, dst)
+
+    saver = await get_checkpointer()
+    source = [c async for c in saver.alist({"configurable": {"thread_id": src}})]
+    copy = [c async for c in saver.alist({"configurable": {"thread_id": dst}})]
+    assert sorted(_keys(copy)) == sorted(_keys(source))
+    assert (await state_of(dst)).values == (await state_of(src)).values

@@ -175,15 +175,27 @@ async def adelete_run_checkpoints(thread_id: str, run_id: str) -> None:
 
 
 async def acopy_thread_checkpoints(source_thread_id: str, target_thread_id: str) -> None:
-    """Copy every checkpoint (all namespaces) and pending write of a thread to another thread."""
+    """Copy every checkpoint (all namespaces) and pending write of a thread to another thread,
+    oldest first (checkpoint ids are time-ordered), so that parents exist before children and
+    a copy cut short holds the start of the history. Memory: the history's keys, and one
+    checkpoint (or one page of the saver's `alist`) at a time."""
     saver = await get_checkpointer()
-    tuples = [
-        checkpoint
-        async for checkpoint in saver.alist({"configurable": {"thread_id": str(source_thread_id)}})
+    source = str(source_thread_id)
+    keys = [
+        (checkpoint.config["configurable"].get("checkpoint_ns", ""), checkpoint.checkpoint["id"])
+        async for checkpoint in saver.alist({"configurable": {"thread_id": source}})
     ]
-    # Oldest first (checkpoint ids are time-ordered), so that parents exist before children.
-    for checkpoint in reversed(tuples):
-        await _copy_one(saver, checkpoint, str(target_thread_id))
+    for namespace, checkpoint_id in reversed(keys):
+        config = {
+            "configurable": {
+                "thread_id": source,
+                "checkpoint_ns": namespace,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+        checkpoint = await saver.aget_tuple(config)
+        if checkpoint is not None:  # gone meanwhile (a rollback): nothing to copy
+            await _copy_one(saver, checkpoint, str(target_thread_id))
 
 
 async def _copy_one(saver: BaseCheckpointSaver, source: CheckpointTuple, target: str) -> None:

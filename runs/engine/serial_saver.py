@@ -23,6 +23,10 @@ from deerflow_site.bridge import SerialThread
 
 T = TypeVar("T")
 
+#: Checkpoints read per call by `alist` (each holds its channels' values: a page bounds the
+#: memory a long history takes at once).
+LIST_PAGE = 100
+
 
 class SerialSaverMethods:
     """LangGraph's async saver methods, each one call on `thread` (listed first among a saver's
@@ -59,13 +63,58 @@ class SerialSaverMethods:
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        """The checkpoints, newest first, read in one call (the API's history pages pass a
-        `limit`; a thread's copy needs every one anyway)."""
-        found = await self._call(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for checkpoint in found:
-            yield checkpoint
+        """The checkpoints, newest first (by checkpoint id), read LIST_PAGE at a time: one call
+        per page, each page after the last id of the one before (`before`). The checkpoints of
+        other namespaces sharing a page's last id are read with it, so no page boundary skips
+        one. The API's history pages pass a `limit` and take one call."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = LIST_PAGE if remaining is None else min(LIST_PAGE, remaining)
+            page = await self._call(self._list_page, config, filter, before, size)
+            for checkpoint in page:
+                yield checkpoint
+            if remaining is not None:
+                remaining -= len(page)
+            if len(page) < size or (remaining is not None and remaining <= 0):
+                return
+            last_id = page[-1].config["configurable"]["checkpoint_id"]
+            ties = await self._call(self._ties, config, filter, last_id, page)
+            for checkpoint in ties[:remaining]:
+                yield checkpoint
+            if remaining is not None:
+                remaining -= len(ties)
+            before = {"configurable": {"checkpoint_id": last_id}}
+
+    def _list_page(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        size: int,
+    ) -> list[CheckpointTuple]:
+        return list(self.list(config, filter=filter, before=before, limit=size))
+
+    def _ties(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        checkpoint_id: str,
+        page: list[CheckpointTuple],
+    ) -> list[CheckpointTuple]:
+        """The checkpoints with `checkpoint_id` (in other namespaces) that `page` lacks (none
+        looked for across threads: LangGraph's savers filter by id only within a thread)."""
+        configurable = dict((config or {}).get("configurable") or {})
+        if "thread_id" not in configurable:
+            return []
+        if configurable.get("checkpoint_id") not in (None, checkpoint_id):
+            return []
+        configurable["checkpoint_id"] = checkpoint_id
+        listed = {_key(checkpoint) for checkpoint in page}
+        return [
+            checkpoint
+            for checkpoint in self.list({"configurable": configurable}, filter=filter)
+            if _key(checkpoint) not in listed
+        ]
 
     async def aput(
         self,
@@ -105,3 +154,13 @@ class SerialSaverMethods:
         """`aclose` without waiting: for a saver whose event loop is closed."""
         self.thread.submit(self._close)
         self.thread.stop()
+
+
+def _key(checkpoint: CheckpointTuple) -> tuple[str, str, str]:
+    """(thread id, namespace, checkpoint id): a checkpoint's key."""
+    configurable = checkpoint.config["configurable"]
+    return (
+        configurable["thread_id"],
+        configurable.get("checkpoint_ns", ""),
+        configurable["checkpoint_id"],
+    )
