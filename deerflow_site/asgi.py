@@ -22,7 +22,11 @@ from django.db import close_old_connections, reset_queries  # noqa: E402
 from django.http import HttpRequest, HttpResponseBase  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
-from deerflow_site.bridge import current_request_thread, request_thread  # noqa: E402
+from deerflow_site.bridge import (  # noqa: E402
+    current_request_thread,
+    ending_with_upkeep,
+    request_thread,
+)
 from deerflow_site.streaming import LastChunk  # noqa: E402
 
 logger = logging.getLogger("deerflow_site")
@@ -52,11 +56,16 @@ class RunServerHandler(ASGIHandler):
     def make_view_atomic(self, view: Any) -> Any:
         """A sync view, on a request thread, is called there through `RequestThread.call` (one
         submit and one future; Django would wrap it in asgiref's `sync_to_async`) and ends with
-        that thread's connection upkeep."""
+        that thread's connection upkeep. Off the request threads (a path ending like a
+        long-lived one, e.g. a thread named `stream`), Django runs it on asgiref's shared
+        thread, where it ends with the upkeep too: nothing else closes that thread's broken or
+        aged connection (request_started no longer does)."""
         view = super().make_view_atomic(view)
-        thread = current_request_thread()
-        if thread is None or iscoroutinefunction(view):
+        if iscoroutinefunction(view):
             return view
+        thread = current_request_thread()
+        if thread is None:
+            return ending_with_upkeep(view)
         view = thread.ending_with_upkeep(view)
 
         async def on_the_request_thread(*args: Any, **kwargs: Any) -> Any:

@@ -161,6 +161,20 @@ class RequestThread(ThreadPoolExecutor):
             super().submit(connection_upkeep)
 
 
+def ending_with_upkeep(fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn` (sync code), followed on its thread by `connection_upkeep`: for sync views that run
+    off the request threads, on asgiref's shared thread-sensitive thread."""
+
+    @functools.wraps(fn)
+    def then_upkeep(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connection_upkeep()
+
+    return then_upkeep
+
+
 def connection_upkeep() -> None:
     """What Django's request_finished receivers do for the calling thread's connections: close
     one past CONN_MAX_AGE, broken, or left in a transaction; start DEBUG's query log afresh."""
