@@ -230,9 +230,10 @@ async def _final_answer_body(
         yield LastChunk(json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode())
     finally:
         answers.forget(run.pk)
-        await subscription.close()
+        # The cancel first: a client leaving while the close awaits interrupts the close.
         if not answered and cancel_on_disconnect:
             spawn(cancel_after_disconnect(run_id=run.pk))
+        await subscription.close()
 
 
 @extend_schema(

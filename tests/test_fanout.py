@@ -175,6 +175,52 @@ async def test_a_closed_subscription_hears_nothing_more_and_is_forgotten() -> No
     assert group not in hub._memberships
 
 
+async def _layer_members(group: str) -> set[str]:
+    """The channels in `group` on Redis (channels_redis keeps a group as a sorted set)."""
+    layer: Any = bus.layer()
+    members = await layer.connection(layer.consistent_hash(group)).zrange(
+        layer._group_key(group), 0, -1
+    )
+    return {member.decode() for member in members}
+
+
+async def test_a_close_its_caller_leaves_midway_still_leaves_the_groups() -> None:
+    # A client leaving while its stream's clean-up awaits `close()` cancels that await. Here
+    # the close waits on the group's membership lock (as behind a join on the layer in
+    # progress) when its caller is cancelled: the hub's channel must leave the group on the
+    # layer all the same (it stayed, drew the group's events from every other process, and
+    # was re-joined every GROUP_REFRESH_SECONDS for as long as the hub lived).
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    subscription = await Subscription.open(group)
+    hub = fanout._hubs[asyncio.get_running_loop()]
+    if ON_REDIS:
+        assert hub.channel in await _layer_members(group)
+        lock = hub._memberships[group].lock
+        async with lock:
+            closing = asyncio.ensure_future(subscription.close())
+            async with asyncio.timeout(WAIT):
+                # Until the close waits on the lock (no event tells of a lock's waiter).
+                while not lock._waiters:  # noqa: ASYNC110
+                    await asyncio.sleep(0)
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*getattr(hub, "leaving", ()))
+        assert hub.channel not in await _layer_members(group)
+    else:  # nothing to wait for: the close never suspends
+        closing = asyncio.ensure_future(subscription.close())
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await subscription.close()
+
+    assert group not in hub.subscribers
+    assert group not in hub._memberships
+    assert not getattr(hub, "leaving", ())
+
+
 async def test_a_subscriber_that_does_not_read_keeps_at_most_the_capacity(settings) -> None:
     settings.CHANNEL_CAPACITY = 5
     run_id = uuid.uuid4()

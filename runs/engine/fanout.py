@@ -9,9 +9,9 @@ layer, and no task or layer channel per subscriber.
 The in-memory channel layer reaches no other process, so stream events never go through it.
 A layer that does (Redis) carries the messages too, a publisher's batch in one layer message
 (`EVENTS`) marked with its group and this process's id (`origin`), but only when someone else
-listens: for a group that has subscribers here (so
-this process's channel is in it), the group's members are looked up first, and the message is
-sent only when another process's channel is among them. Each hub listens on the layer through
+listens: for a group that has subscribers here (so this process's channel is in it), the
+group's members are looked up first, and the message is sent only when another process's
+channel is among them. Each hub listens on the layer through
 one channel of its own, joined to the groups its subscribers want, hands what arrives to them,
 and drops what its own process sent: a local subscriber gets each event once.
 """
@@ -105,7 +105,7 @@ class Subscription:
         return self._inbox.popleft()  # type: ignore[union-attr]
 
     async def close(self) -> None:
-        """Stop listening (twice is harmless)."""
+        """Stop listening (twice is harmless), whatever happens to the caller (`_Hub.remove`)."""
         await self._hub.remove(self)
 
 
@@ -135,6 +135,7 @@ class _Hub:
         #: Messages of this process that came back through the layer (and were dropped).
         self.own_copies_dropped = 0
         self._refresher: asyncio.Task[None] | None = None
+        self.leaving: set[asyncio.Task[None]] = set()  # `remove`'s tasks, held (weak in loop)
 
     def deliver(self, group: str, message: dict[str, Any]) -> None:
         for subscription in self.subscribers.get(group, ()):
@@ -153,6 +154,9 @@ class _Hub:
             raise
 
     async def remove(self, subscription: Subscription) -> None:
+        """Unregister `subscription` now, then leave on the layer the groups it was the last
+        one here in, in a task a cancelled caller does not interrupt (a channel left in a
+        group draws its events from every process, re-joined for as long as the hub lives)."""
         emptied = []
         for group in subscription.groups:
             members = self.subscribers.get(group)
@@ -162,9 +166,12 @@ class _Hub:
             if not members:
                 del self.subscribers[group]
                 emptied.append(group)
-        if self.layer is not None:
-            for group in emptied:
-                await self._leave(group)
+        if self.layer is None or not emptied:
+            return
+        leaving = self.loop.create_task(self._leave(*emptied), name="fanout-leave")
+        self.leaving.add(leaving)
+        leaving.add_done_callback(self.leaving.discard)
+        await asyncio.shield(leaving)
 
     async def _join(self, group: str) -> None:
         membership = self._memberships.get(group)
@@ -175,20 +182,21 @@ class _Hub:
                 await self.layer.group_add(group, await self._listening_channel())  # type: ignore[union-attr]
                 membership.joined = True
 
-    async def _leave(self, group: str) -> None:
-        membership = self._memberships.get(group)
-        if membership is None:
-            return
-        async with membership.lock:
-            if membership.joined and group not in self.subscribers:
-                membership.joined = False
-                try:
-                    await self.layer.group_discard(group, self.channel)  # type: ignore[union-attr]
-                except Exception:  # the layer's own expiry removes it anyway
-                    logger.debug("group_discard failed", exc_info=True)
-            # Someone may have subscribed meanwhile: then the entry stays theirs.
-            if group not in self.subscribers and self._memberships.get(group) is membership:
-                del self._memberships[group]
+    async def _leave(self, *groups: str) -> None:
+        for group in groups:
+            membership = self._memberships.get(group)
+            if membership is None:
+                continue
+            async with membership.lock:
+                if membership.joined and group not in self.subscribers:
+                    membership.joined = False
+                    try:
+                        await self.layer.group_discard(group, self.channel)  # type: ignore[union-attr]
+                    except Exception:  # the layer's own expiry removes it anyway
+                        logger.debug("group_discard failed", exc_info=True)
+                # Someone may have subscribed meanwhile: then the entry stays theirs.
+                if group not in self.subscribers and self._memberships.get(group) is membership:
+                    del self._memberships[group]
 
     async def _listening_channel(self) -> str:
         if not self.channel:

@@ -182,9 +182,10 @@ async def stream_run_events(
                 last_write = time.monotonic()
                 silent_heartbeats = 0
     finally:
-        await subscription.close()
+        # The cancel first: a client leaving while the close awaits interrupts the close.
         if not cursor.concluded and cancel_on_disconnect:
             spawn(cancel_after_disconnect(run_id=cursor.run_id))
+        await subscription.close()
 
 
 async def _opening_frames(
