@@ -3,6 +3,7 @@
 import datetime
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -156,7 +157,6 @@ def test_to_jsonable_accepts_any_input(tmp_path: Any) -> None:
         # What orjson refuses goes the standard library's way: a huge integer, a lone
         # surrogate, a key that is no scalar.
         {"big": 2**70},
-        {"surrogate": "\ud800"},
         {(1, 2): "tuple key"},
     ],
 )
@@ -164,3 +164,19 @@ def test_dumps_writes_what_to_jsonable_and_the_standard_library_would(value: Any
     expected = json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False)
 
     assert dumps(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "decoded"),
+    [
+        ({"surrogate": "a\ud800"}, {"surrogate": "a\ufffd"}),
+        # bytes that are not UTF-8, decoded as Python decodes file names and command output
+        ({"file": os.fsdecode(b"caf\xe9.txt"), "n": 2**70}, {"file": "caf\ufffd.txt", "n": 2**70}),
+        ({"\udcff": ["ok", "\ud83d"]}, {"\ufffd": ["ok", "\ufffd"]}),
+    ],
+)
+def test_dumps_writes_utf8_text_a_lone_surrogate_replaced(value: Any, decoded: Any) -> None:
+    text = dumps(value)
+
+    text.encode("utf-8")  # what an SSE frame and the database need
+    assert json.loads(text) == decoded

@@ -12,6 +12,7 @@ import enum
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import PurePath
@@ -23,6 +24,8 @@ from langgraph.types import Command, Interrupt, Send
 
 logger = logging.getLogger(__name__)
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 _PRIMITIVES = (str, int, bool, type(None))
 #: orjson handles str, int, float, bool, None, dict, list, tuple, enums and UUIDs (and their
 #: subclasses) itself; dataclasses and datetimes come to `_default`, to be shaped as below.
@@ -32,16 +35,24 @@ _ORJSON_OPTIONS = (
 
 
 def dumps(obj: Any) -> str:
-    """`obj` as one line of compact JSON text, non-ASCII kept (never raises).
+    """`obj` as one line of compact JSON text, non-ASCII kept, always UTF-8 text (never
+    raises).
 
     orjson does the work, calling `_shallow` for what it does not know. What orjson refuses
     (an integer beyond 64 bits, a string with a lone surrogate, a key that is no scalar) goes
-    through `to_jsonable` and the standard library instead.
+    through `to_jsonable` and the standard library instead; a lone surrogate (what Python's
+    `surrogateescape` makes of bytes that are not UTF-8: a file name, a command's output)
+    becomes U+FFFD, since no UTF-8 text holds it (an SSE frame with it could not be sent).
     """
     try:
         return orjson.dumps(obj, default=_default, option=_ORJSON_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(to_jsonable(obj), separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(to_jsonable(obj), separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def to_jsonable(obj: Any) -> Any:
