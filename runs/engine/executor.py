@@ -23,6 +23,7 @@ from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.dbcompat import jsonb_storable
 from runs.engine import answers
 from runs.engine.checkpoints import adelete_run_checkpoints
+from runs.engine.final_state import FinalState
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
 from runs.engine.journal import JournalWriter, RunJournal
 from runs.engine.registry import graph_for_thread
@@ -185,16 +186,27 @@ def describe_error(exc: BaseException) -> dict[str, str]:
     return jsonb_storable({"error": name, "message": str(exc) or name})
 
 
-async def stream_graph(graph: Pregel, plan: RunPlan, publisher: EventPublisher) -> None:
-    """Run the graph to its end, emitting the events the client asked for."""
+def stream_modes_of(plan: RunPlan) -> list[str]:
+    """The LangGraph stream modes a run streams."""
+    return langgraph_modes(plan.stream_modes) or ["values"]
+
+
+async def stream_graph(
+    graph: Pregel, plan: RunPlan, publisher: EventPublisher, final: FinalState | None = None
+) -> None:
+    """Run the graph to its end, emitting the events the client asked for; the root's `values`
+    chunks go to `final` too."""
     translator = ChunkTranslator(plan.stream_modes)
-    modes = langgraph_modes(plan.stream_modes) or ["values"]
+    modes = stream_modes_of(plan)
     options = {"stream_mode": modes, "subgraphs": True, **plan.stream_kwargs}
 
     def emit_part(part: tuple[Any, ...]) -> None:
         namespace, mode, chunk = part
-        if not plan.subgraphs and namespace:
-            return
+        if namespace:
+            if not plan.subgraphs:
+                return
+        elif mode == "values" and final is not None:
+            final.see(chunk)
         for name, payload in translator.translate(tuple(namespace), mode, chunk):
             publisher.emit(name, payload)
 
@@ -219,12 +231,17 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
     journal = RunJournal(writer)
     journal.record_start(run)
     graph: Pregel | None = None
+    final: FinalState | None = None
     try:
         graph = await graph_for_thread(run.graph_id)
+        plan = plan_run(run, [journal])
+        final = FinalState(graph, modes=stream_modes_of(plan), config=plan.config)
         stopped_by = await _run_unless_cancelled(
-            stream_graph(graph, plan_run(run, [journal]), publisher), cancel
+            stream_graph(graph, plan, publisher, final), cancel
         )
         outcome = await _outcome_of_cancel(run, stopped_by)
+        if stopped_by:
+            final = None
     except Exception as exc:
         # The traceback as text, the run's secret values taken out (a graph's error may quote
         # its config).
@@ -235,6 +252,7 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
             publisher.redactor.redact_text(traceback.format_exc()),
         )
         outcome = RunOutcome(status=Run.Status.ERROR, error=describe_error(exc))
+        final = None
     except asyncio.CancelledError:  # the worker itself is being torn down
         publisher.abort()
         writer.abort()
@@ -248,8 +266,11 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         outcome = dataclasses.replace(outcome, error=publisher.redactor.redact(outcome.error))
         publisher.emit("error", outcome.error)
     # A run that stopped at interrupt() or a breakpoint ended `success`; its thread is
-    # `interrupted` (the snapshot waits). A run `interrupted` is one a user cancelled.
-    snapshot = await _snapshot(graph, run) if graph is not None else None
+    # `interrupted` (the snapshot waits). A run `interrupted` is one a user cancelled. A run
+    # that went to its end knows its thread's state (`final`); any other reads it.
+    snapshot = final.snapshot(paused=journal.paused) if final is not None else None
+    if snapshot is None and graph is not None:
+        snapshot = await _snapshot(graph, run)
     unwritten = await writer.close()
     unwritten.entries.append(
         writer.redacted(

@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import (
     BaseMessage,
     BaseMessageChunk,
@@ -27,6 +26,7 @@ from langchain_core.messages import (
     message_chunk_to_message,
 )
 from langchain_core.outputs import LLMResult
+from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent
 from langgraph.types import Command
 
 from deerflow_site.bridge import Executor, call_sync
@@ -166,15 +166,21 @@ class JournalWriter:
             self._schedule()
 
 
-class RunJournal(BaseCallbackHandler):
-    """Turns a run's model calls and tool results into journal events (cheap, in the loop)."""
+class RunJournal(GraphCallbackHandler):
+    """Turns a run's model calls and tool results into journal events (cheap, in the loop),
+    and notes whether the graph paused (`paused`: LangGraph's `on_interrupt` at the root, for
+    an `interrupt()` or a breakpoint), which the run's end reads."""
 
     run_inline = True
 
     def __init__(self, writer: JournalWriter) -> None:
         self.writer = writer
+        self.paused = False
         # per model call: when it started (monotonic seconds) and the model's name
         self._calls: dict[UUID, tuple[float, str]] = {}
+
+    def on_interrupt(self, event: GraphInterruptEvent) -> None:
+        self.paused = True
 
     def record_start(self, run: Run) -> None:
         """`run.start`, then the human messages of the run's input."""

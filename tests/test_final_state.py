@@ -1,0 +1,176 @@
+"""The end of a run mirrors its thread's state from what the run streamed (`final_state`) when
+the run went to its end, and reads it from the checkpointer otherwise: either way the thread row
+holds what `aget_state` shows after the run (values, interrupts, status)."""
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.dbcompat import jsonb_storable
+from runs.engine import executor
+from runs.engine.executor import CancelSignal, execute_run
+from runs.engine.finish import snapshot_of, thread_status
+from runs.engine.registry import graph_for_thread
+from runs.models import Run
+from tests.engine_support import (  # noqa: F401
+    RunListener,
+    claim_next,
+    closing_checkpointer,
+    fetch_run,
+    fetch_thread,
+    fresh_channel_layer,
+    make_thread,
+    pending_run,
+)
+from tests.final_state_graphs import GRAPHS
+from threads.models import Thread
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fresh_channel_layer", "closing_checkpointer", "test_graphs"),
+]
+
+PLAIN = {"input": {"text": "hi"}}
+
+#: (graph id, the run's kwargs, whether its end takes the state from the stream)
+CASES = [
+    ("plain", PLAIN, True),
+    ("narrow_output", PLAIN, True),
+    ("chat", {"input": {"messages": [{"role": "user", "content": "q"}]}}, True),
+    ("send_and_command", {"input": {"items": ["a", "b"]}}, True),
+    ("nested", {"input": {"trail": ["in"]}, "subgraphs": True}, True),
+    ("echo", {"input": {"messages": [{"role": "user", "content": "hi"}]}}, True),
+    ("plain", {**PLAIN, "stream_mode": ["values", "updates", "custom"]}, True),
+    ("plain", {**PLAIN, "interrupt_before": ["second"]}, False),
+    ("plain", {**PLAIN, "interrupt_after": ["second"]}, False),
+    ("paused_before", PLAIN, False),
+    ("paused_after", PLAIN, False),
+    ("ask_human", {"input": {"question": "q"}}, False),
+    ("subgraph_interrupt", {"input": {}}, False),
+    ("subgraph_breakpoint", {"input": {}}, False),
+    ("failing", {"input": {"message": "no"}}, False),
+    ("ephemeral", {"input": {"text": "x"}}, False),
+    ("objects", {"input": {}}, False),
+    ("plain", {**PLAIN, "stream_mode": ["updates"]}, False),
+]
+
+
+@pytest.fixture
+def test_graphs(tmp_path: Path) -> Any:
+    path = tmp_path / "langgraph.json"
+    path.write_text(json.dumps({"graphs": GRAPHS}))
+    with override_settings(LANGGRAPH_CONFIG=str(path)):
+        yield
+
+
+@pytest.fixture
+def state_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The thread ids whose state a run's end read from the checkpointer."""
+    reads: list[str] = []
+
+    async def counted(graph: Any, thread_id: str) -> Any:
+        reads.append(thread_id)
+        return await snapshot_of(graph, thread_id)
+
+    monkeypatch.setattr(executor, "snapshot_of", counted)
+    return reads
+
+
+async def execute(
+    thread: Thread, user: Any, graph_id: str, cancel_after: str = "", **kwargs: Any
+) -> Run:
+    run = await call_sync(
+        pending_run,
+        thread=thread,
+        user=user,
+        graph_id=graph_id,
+        **kwargs,
+        on=Executor.THREAD_SENSITIVE,
+    )
+    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
+    assert claimed is not None and claimed.pk == run.pk
+    cancel = CancelSignal()
+    async with RunListener(run.pk) as listener:
+        execution = asyncio.create_task(execute_run(claimed, cancel=cancel))
+        if cancel_after:
+            await listener.until(cancel_after)
+            cancel.set("interrupt")
+        await execution
+        await listener.until_end()
+    return await fetch_run(run.pk)
+
+
+async def assert_row_is_the_checkpointers_view(thread_id: str, graph_id: str, run: Run) -> None:
+    graph = await graph_for_thread(graph_id)
+    expected = await snapshot_of(graph, thread_id)
+    row = await fetch_thread(thread_id)
+    assert row.values == jsonb_storable(expected.values)
+    assert row.interrupts == jsonb_storable(expected.interrupts)
+    assert row.status == thread_status(
+        has_active_runs=False, failed=run.status == Run.Status.ERROR, waiting=expected.waiting
+    )
+
+
+@pytest.mark.parametrize(("graph_id", "kwargs", "from_stream"), CASES)
+async def test_the_thread_row_holds_the_checkpointers_view_after_each_kind_of_run(
+    user: Any, state_reads: list[str], graph_id: str, kwargs: dict[str, Any], from_stream: bool
+) -> None:
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+
+    run = await execute(thread, user, graph_id, **kwargs)
+
+    assert state_reads == ([] if from_stream else [thread.pk])
+    await assert_row_is_the_checkpointers_view(thread.pk, graph_id, run)
+
+
+async def test_a_resumed_interrupt_that_ends_takes_its_state_from_the_stream(
+    user: Any, state_reads: list[str]
+) -> None:
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    await execute(thread, user, "ask_human", input={"question": "q"})
+    assert (await fetch_thread(thread.pk)).status == Thread.Status.INTERRUPTED
+
+    run = await execute(thread, user, "ask_human", command={"resume": "yes"})
+
+    assert state_reads == [thread.pk]  # the first run's pause only
+    await assert_row_is_the_checkpointers_view(thread.pk, "ask_human", run)
+    assert (await fetch_thread(thread.pk)).status == Thread.Status.IDLE
+
+
+async def test_a_run_from_an_older_checkpoint_reads_the_threads_state(
+    user: Any, state_reads: list[str]
+) -> None:
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    await execute(thread, user, "plain", **PLAIN)
+    graph = await graph_for_thread("plain")
+    first = (await graph.aget_state({"configurable": {"thread_id": thread.pk}})).config
+    await execute(thread, user, "plain", input={"text": "again"})
+
+    run = await execute(
+        thread, user, "plain", input=None, checkpoint_id=first["configurable"]["checkpoint_id"]
+    )
+
+    assert state_reads == [thread.pk]
+    await assert_row_is_the_checkpointers_view(thread.pk, "plain", run)
+
+
+async def test_a_cancelled_run_reads_the_threads_state(user: Any, state_reads: list[str]) -> None:
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+
+    run = await execute(
+        thread,
+        user,
+        "slow",
+        cancel_after="custom",
+        input={"steps": 20, "delay": 0.05},
+        stream_mode=["values", "custom"],
+    )
+
+    assert run.status == Run.Status.INTERRUPTED
+    assert state_reads == [thread.pk]
+    await assert_row_is_the_checkpointers_view(thread.pk, "slow", run)
