@@ -1,13 +1,17 @@
 """The checkpointer's floor: the echo graph (`bench/graph.py`) in-process, CPU per run, with
 LangGraph's `AsyncSqliteSaver` (aiosqlite) against ours (`runs.engine.sqlite_saver`).
 
-    .venv/bin/python bench/checkpointer.py [--runs 2000] [--rounds 3]
+    .venv/bin/python bench/checkpointer.py [--runs 2000] [--rounds 3] [--ends]
 
 Each run is what the worker does with the graph: `astream` (values, subgraphs) on a thread of
 its own, then the thread's state (`aget_state`, the final snapshot); no Django, no HTTP. Both
 savers use the same settings (WAL, `synchronous=NORMAL`, a busy timeout) on a fresh file each.
 Prints CPU ms per run (`time.process_time`, every thread of the process), SQL statements and
 hops to the saver's thread per run, and the ratio, for the savers in alternating rounds.
+
+`--ends` compares, on our saver, the two ways a run's end gets its thread's state: read back
+(`finish.snapshot_of`: `aget_state`) or taken from the run's last `values` chunk
+(`final_state.FinalState`, what the worker does for a run that went to its end).
 """
 
 import argparse
@@ -36,6 +40,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
 
 from bench.graph import graph as echo_graph  # noqa: E402
 from deerflow_site.bridge import SerialThread  # noqa: E402
+from runs.engine.final_state import FinalState  # noqa: E402
+from runs.engine.finish import snapshot_of  # noqa: E402
 from runs.engine.sqlite_saver import PRAGMAS, open_sqlite_saver  # noqa: E402
 
 BUSY_TIMEOUT = 20.0
@@ -83,12 +89,30 @@ async def run_echo(graph: Any, i: int) -> None:
     assert state.values["reply"] == f"echo: x{i}", state.values
 
 
-async def measure(name: str, open_saver: Any, runs: int) -> tuple[float, float]:
+async def run_echo_to_its_end(graph: Any, i: int, *, read: bool) -> None:
+    """One run as the worker makes it now: `astream`, then the thread's snapshot, read back
+    (`read`) or from the root's last `values` chunk."""
+    config = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    final = FinalState(graph, modes=["values"], config=config)
+    async for namespace, _, chunk in graph.astream(
+        {"text": f"x{i}"}, config, stream_mode=["values"], subgraphs=True
+    ):
+        if not namespace:
+            final.see(chunk)
+    snapshot = None if read else final.snapshot(paused=False)
+    if snapshot is None:
+        snapshot = await snapshot_of(graph, config["configurable"]["thread_id"])
+    assert snapshot.values["reply"] == f"echo: x{i}", snapshot.values
+
+
+async def measure(name: str, open_saver: Any, runs: int, end: str = "") -> tuple[float, float]:
     path = str(Path(tempfile.mkdtemp(prefix="deerflow-ckpt-")) / "checkpoints.sqlite3")
     saver, statements = await open_saver(path)
     graph = echo_graph.copy(update={"checkpointer": saver})
 
     def one(i: int) -> Any:
+        if end:
+            return run_echo_to_its_end(graph, i, read=end == "read")
         return run_echo(graph, i)
 
     for i in range(50):  # warm-up
@@ -111,18 +135,25 @@ async def measure(name: str, open_saver: Any, runs: int) -> tuple[float, float]:
     return cpu / runs, count
 
 
-async def main(runs: int, rounds: int) -> None:
+async def main(runs: int, rounds: int, ends: bool) -> None:
     ratios = []
     for _ in range(rounds):
+        if ends:
+            read, _ = await measure("end: state read back", our_saver, runs, end="read")
+            streamed, _ = await measure("end: from the stream", our_saver, runs, end="stream")
+            ratios.append(streamed / read)
+            continue
         theirs, _ = await measure("AsyncSqliteSaver", langgraph_saver, runs)
         ours, _ = await measure("ours (one hop per call)", our_saver, runs)
         ratios.append(ours / theirs)
-    print("ours / AsyncSqliteSaver, CPU per run:", ", ".join(f"{r:.2f}" for r in ratios))
+    label = "from the stream / read back" if ends else "ours / AsyncSqliteSaver"
+    print(f"{label}, CPU per run:", ", ".join(f"{r:.2f}" for r in ratios))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ends", action="store_true", help="compare the run's two ends")
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.rounds))
+    asyncio.run(main(args.runs, args.rounds, args.ends))
