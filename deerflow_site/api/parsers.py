@@ -41,9 +41,7 @@ def loads(data: bytes | str) -> Any:
     check_depth(text, settings.MAX_JSON_DEPTH)
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise ValueError("the NUL character (\\u0000) is not allowed in JSON strings")
-    value = json.loads(
-        text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_refuse_constant
-    )
+    value = _DECODER.decode(text)
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)
     return value
@@ -62,6 +60,8 @@ def _refuse_lone_surrogates(value: Any) -> None:
 
 def check_depth(text: str, max_depth: int) -> None:
     """Raise ValueError if JSON `text` nests objects and arrays deeper than `max_depth`."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return  # fewer opening brackets (in strings or not) than levels: no scan needed
     depth = 0
     for match in _STRUCTURE.finditer(text):
         char = text[match.start()]
@@ -89,6 +89,12 @@ def _finite_float(text: str) -> float:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+#: Made once: `json.loads` with hooks builds a decoder (and its scanner) per call.
+_DECODER = json.JSONDecoder(
+    parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_refuse_constant
+)
 
 
 class JSONParser(parsers.JSONParser):

@@ -1,0 +1,74 @@
+"""`deerflow_site.api.parsers.loads` decides as Python's decoder with the bounds' hooks does, and
+its depth check holds at the limit, whatever brackets strings hold (its counting short cut)."""
+
+import json
+
+import pytest
+
+from deerflow_site.api import parsers
+
+
+def reference_loads(text: str) -> object:
+    """What `loads` decodes to: `json.loads` with the bounds' hooks, made per call."""
+    return json.loads(
+        text,
+        parse_int=parsers._bounded_int,
+        parse_float=parsers._finite_float,
+        parse_constant=parsers._refuse_constant,
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"assistant_id": "bench", "input": {"text": "c1-2"}}',
+        '[1, -2, 3.5, 1e3, true, false, null, "\\u00e9", {"a": [[]]}]',
+        '"[[[[{{{{"',
+        "  {}  ",
+        "0",
+        str(parsers.MAX_INTEGER),
+    ],
+)
+def test_values_decode_as_the_hooked_decoder_does(text: str) -> None:
+    assert parsers.loads(text) == reference_loads(text)
+    assert parsers.loads(text.encode()) == reference_loads(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "{", "[1,]", "{'a': 1}", "NaN", "[Infinity]", str(parsers.MAX_INTEGER + 1), "1e999"],
+)
+def test_refused_values_raise_value_error_as_the_hooked_decoder_does(text: str) -> None:
+    with pytest.raises(ValueError):
+        reference_loads(text)
+    with pytest.raises(ValueError):
+        parsers.loads(text)
+
+
+def nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+def test_depth_at_the_limit_is_decoded_and_one_more_is_refused(settings) -> None:
+    limit = settings.MAX_JSON_DEPTH
+    assert parsers.loads(nested(limit)) == reference_loads(nested(limit))
+    with pytest.raises(ValueError, match="nested deeper"):
+        parsers.loads(nested(limit + 1))
+
+
+def test_brackets_inside_strings_count_for_no_depth(settings) -> None:
+    """More opening brackets than levels, most of them in strings: scanned, and decoded."""
+    limit = settings.MAX_JSON_DEPTH
+    text = json.dumps({"a": "[{" * limit, "b": [[["x"]]]})
+    assert parsers.loads(text) == {"a": "[{" * limit, "b": [[["x"]]]}
+    deep_with_strings = '{"a": ' * (limit + 1) + '"[[{{"' + "}" * (limit + 1)
+    with pytest.raises(ValueError, match="nested deeper"):
+        parsers.loads(deep_with_strings)
+
+
+def test_few_brackets_are_not_scanned(settings) -> None:
+    """No more opening brackets than levels: the answer needs no scan (they bound the depth)."""
+    limit = settings.MAX_JSON_DEPTH
+    parsers.check_depth("[" * limit + "]" * limit, limit)
+    with pytest.raises(ValueError):
+        parsers.check_depth("[" * (limit + 1) + "]" * (limit + 1), limit)
