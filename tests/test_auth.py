@@ -137,3 +137,30 @@ def test_the_local_user_is_read_once_and_each_request_gets_its_own_copy(
         assert third.pk != first.pk and third.username == first.username
     finally:
         _forget_local_user()  # the test database's rows go away with its transaction
+
+
+@pytest.mark.django_db
+def test_a_request_copy_of_a_user_is_what_copy_makes_and_its_own(user):
+    import copy
+
+    from deerflow_site.api.authentication import request_copy
+
+    user.has_perm("runs.api_create_runs")  # caches on the object
+    user._state.fields_cache["cached"] = object()
+    reference, clone = copy.copy(user), request_copy(user)
+    assert type(clone) is type(reference)
+    # (copy.copy's pickling round trip also leaves the pickle's Django version behind)
+    skip = {"_state", "_django_version"}
+    assert {k: v for k, v in vars(clone).items() if k not in skip} == {
+        k: v for k, v in vars(reference).items() if k not in skip
+    }
+    assert vars(clone._state) == vars(reference._state)
+    assert clone._state is not user._state
+    # What a request caches on its copy stays its own.
+    clone._perm_cache = {"x.y"}
+    clone._state.fields_cache["other"] = object()
+    clone.first_name = "changed"
+    assert user._perm_cache != {"x.y"} and "other" not in user._state.fields_cache
+    assert user.first_name != "changed"
+    clone.save(update_fields=["first_name"])  # a model that saves as any
+    assert type(user).objects.get(pk=user.pk).first_name == "changed"
