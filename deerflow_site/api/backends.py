@@ -67,6 +67,22 @@ class CachedModelBackend(ModelBackend):
         return user_obj._perm_cache
 
 
+def has_model_permission(user: Any, perm: str) -> bool:
+    """`user.has_perm(perm)` (no object: an API scope), answered from the cached set when it
+    grants: Django's `has_perm` loads every backend by its dotted path on each call, then asks
+    them in order, and the first (this module's, when AUTHENTICATION_BACKENDS names it first)
+    answering True is the answer. Otherwise, Django's `has_perm` decides, every backend asked."""
+    if (
+        getattr(user, "is_active", False)  # a user model's (else has_perm alone decides)
+        and settings.AUTHENTICATION_BACKENDS[0] == _BACKEND_PATH
+        and (user.is_superuser or perm in CachedModelBackend().get_all_permissions(user))
+    ):
+        return True
+    return user.has_perm(perm)
+
+
+_BACKEND_PATH = f"{__name__}.{CachedModelBackend.__name__}"
+
 # Connected when Django's auth first loads this backend: nothing is cached before that.
 _User = get_user_model()
 for _through in (_User.user_permissions.through, _User.groups.through, Group.permissions.through):

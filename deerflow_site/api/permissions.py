@@ -17,6 +17,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.permissions import BasePermission
 
+from deerflow_site.api.backends import has_model_permission
+
 SCOPES: dict[str, str] = {
     "threads:read": "threads.api_read_threads",
     "threads:write": "threads.api_write_threads",
@@ -40,7 +42,7 @@ class HasScope(BasePermission):
         scope = self.scope_for(request.method or "", view)
         if scope is None:
             return True
-        if request.user.has_perm(SCOPES[scope]):
+        if has_model_permission(request.user, SCOPES[scope]):
             return True
         self.message = f"You lack the {scope} permission."
         return False
