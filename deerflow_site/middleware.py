@@ -9,6 +9,7 @@ saving a modified session, and storing messages that did not fit the cookie into
 
 from typing import Any
 
+from corsheaders import middleware as cors
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
@@ -17,6 +18,7 @@ from django.contrib.sessions import middleware as sessions
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
+from django.utils.cache import patch_vary_headers
 from django.utils.functional import SimpleLazyObject, empty
 
 from deerflow_site.bridge import Executor, call_sync
@@ -42,6 +44,25 @@ class InlineHooks:
                     self.process_response, request, response, on=Executor.THREAD_SENSITIVE
                 )
             response = self.process_response(request, response)
+        return response
+
+
+class CorsMiddleware(cors.CorsMiddleware):
+    """corsheaders' middleware, which reads the Origin header through `request.headers` (every
+    header of the request parsed into a new mapping, for each request): a request without one
+    (a server's, an SDK's) gets what corsheaders gives it, `Vary: origin` where CORS applies,
+    without that parse."""
+
+    def add_response_headers(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        if "HTTP_ORIGIN" in request.META:
+            return super().add_response_headers(request, response)
+        enabled = getattr(request, "_cors_enabled", None)
+        if enabled is None:
+            enabled = self.is_enabled(request)
+        if enabled:
+            patch_vary_headers(response, ("origin",))
         return response
 
 
