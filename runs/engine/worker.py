@@ -53,7 +53,7 @@ def default_worker_id() -> str:
 class _Execution:
     run: Run
     cancel: CancelSignal
-    task: asyncio.Task[Any]
+    task: asyncio.Task[Any]  # held here: the loop keeps only a weak reference to a task
 
 
 class RunWorker(Slots):
@@ -127,17 +127,16 @@ class RunWorker(Slots):
 
     async def _shutdown(self) -> None:
         self._accepting = False
-        deadline = time.monotonic() + settings.WORKER_SHUTDOWN_SECONDS
-        pending = [e.task for e in self._executions.values()]
-        if pending:
-            logger.info("worker %s: waiting for %s running run(s)", self.worker_id, len(pending))
-            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        if self._executions:
+            logger.info(
+                "worker %s: waiting for %s running run(s)", self.worker_id, len(self._executions)
+            )
+            await self._until_executions_end(within=settings.WORKER_SHUTDOWN_SECONDS)
         # Runs still going are ended `error` (the renewals keep their leases meanwhile).
         for execution in list(self._executions.values()):
             execution.cancel.set(CancelReason.SHUTDOWN)
-        pending = [e.task for e in self._executions.values()]
-        if pending:
-            await asyncio.wait(pending, timeout=30.0)
+        await self._until_executions_end(within=30.0)
+        # Then their run_ended receivers (in the runs' tasks) get a few seconds more.
         if self._post_run:
             await asyncio.wait(self._post_run, timeout=5.0)
             for task in list(self._post_run):
@@ -153,6 +152,15 @@ class RunWorker(Slots):
         with contextlib.suppress(Exception):
             await call_sync(forget_worker, worker_id=self.worker_id, on=Executor.ENGINE)
         logger.info("run worker %s stopped", self.worker_id)
+
+    async def _until_executions_end(self, *, within: float) -> None:
+        """Until no run executes (their receivers of `run_ended` may go on), at most `within`
+        seconds: every execution's end sets `_wake`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while self._executions:
+                    self._wake.clear()
+                    await self._wake.wait()
 
     # --- Claiming ------------------------------------------------------------------------
 
@@ -225,20 +233,23 @@ class RunWorker(Slots):
         finally:
             self._executions.pop(run.pk, None)
             self._wake.set()
-        self._spawn_post_run(run)
-
-    def _spawn_post_run(self, run: Run) -> None:
-        """Send `run_ended` off the run's path; receivers' failures are logged."""
-        task = asyncio.create_task(self._send_run_ended(run))
-        self._post_run.add(task)
-        task.add_done_callback(self._post_run.discard)
+        await self._send_run_ended(run)
 
     async def _send_run_ended(self, run: Run) -> None:
-        for receiver, result in await run_ended.asend_robust(sender=RunWorker, run=run):
-            if isinstance(result, Exception):
-                logger.error(
-                    "run %s: run_ended receiver %r failed", run.pk, receiver, exc_info=result
-                )
+        """`run_ended`'s receivers, awaited in the run's own task once its slot is free (no
+        task of their own); the shutdown waits for them as for any post-run work. Receivers'
+        failures are logged."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._post_run.add(task)
+        try:
+            for receiver, result in await run_ended.asend_robust(sender=RunWorker, run=run):
+                if isinstance(result, Exception):
+                    logger.error(
+                        "run %s: run_ended receiver %r failed", run.pk, receiver, exc_info=result
+                    )
+        finally:
+            self._post_run.discard(task)
 
     # --- Messages and maintenance --------------------------------------------------------
 
