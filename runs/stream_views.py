@@ -133,7 +133,10 @@ async def _admit(
     Without a thread id the run is stateless: on a new thread, deleted after it by default.
     """
     run_id = uuid.uuid4()
-    subscription = await Subscription.open(bus.run_stream_group(run_id))
+    # A wait wants only the run's `end`: the run's other events wake nothing.
+    subscription = await Subscription.open(
+        bus.run_stream_group(run_id), only_event="end" if waits else None
+    )
     if waits:
         answers.expect(run_id)
     watch = AdmissionWatch()

@@ -235,6 +235,32 @@ async def test_a_subscriber_that_does_not_read_keeps_at_most_the_capacity(settin
         await subscription.close()
 
 
+async def test_a_subscription_for_one_event_hears_only_it_past_a_full_capacity(settings) -> None:
+    """A wait's subscription (`only_event="end"`): the run's other events neither wake it nor
+    fill its inbox, so its `end` is never dropped behind them."""
+    settings.CHANNEL_CAPACITY = 5
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    ends_only = await Subscription.open(group, only_event="end")
+    everything = await Subscription.open(group)
+    try:
+        end = bus.StreamEvent.of(9, "end", None)
+        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=[*events(8), end])
+        if ON_REDIS:
+            marker = bus.StreamEvent.of(10, "end", {"marker": True})
+            await sent_by_another_process(group, marker, run_id)
+            received = await received_until(ends_only, 10)
+        else:
+            received = await received_until(ends_only, 9)
+        assert [m["id"] for m in received][:1] == [9]
+        assert {m["event"] for m in received} == {"end"}
+        assert await ends_only.receive(within=0) is None
+        assert (await everything.receive(within=0))["id"] == 1
+    finally:
+        await ends_only.close()
+        await everything.close()
+
+
 async def test_a_subscriber_waiting_on_another_event_loop_is_woken() -> None:
     run_id = uuid.uuid4()
     subscribed = threading.Event()

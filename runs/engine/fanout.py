@@ -57,25 +57,31 @@ class Subscription:
     them; past CHANNEL_CAPACITY waiting, newer ones are dropped (as the channel layer does), so
     a slow client never stalls a run."""
 
-    __slots__ = ("_hub", "_inbox", "_waiter", "groups")
+    __slots__ = ("_hub", "_inbox", "_waiter", "groups", "only_event")
 
-    def __init__(self, hub: "_Hub", groups: tuple[str, ...]) -> None:
+    def __init__(self, hub: "_Hub", groups: tuple[str, ...], only_event: str | None = None) -> None:
         self.groups = groups
+        self.only_event = only_event
         self._hub = hub
         self._inbox: deque[dict[str, Any]] | None = None  # made at the first message
         self._waiter: asyncio.Future[None] | None = None
 
     @classmethod
-    async def open(cls, *groups: str) -> "Subscription":
+    async def open(cls, *groups: str, only_event: str | None = None) -> "Subscription":
         """Subscribed to `groups` once it returns: whatever is published afterwards, in this
-        process or another, reaches it. Raises what the layer raises (Redis unreachable)."""
+        process or another, reaches it; with `only_event` (e.g. "end": a wait), only the
+        messages of that event, so the others wake no one. Raises what the layer raises (Redis
+        unreachable)."""
         hub = _hub_of_this_loop()
-        subscription = cls(hub, groups)
+        subscription = cls(hub, groups, only_event)
         await hub.add(subscription)
         return subscription
 
     def deliver(self, message: dict[str, Any]) -> None:
-        """Put a message in the inbox (on the subscription's event loop)."""
+        """Put a message in the inbox (on the subscription's event loop), unless it is of
+        another event than the one the subscription is only for."""
+        if self.only_event is not None and message.get("event") != self.only_event:
+            return
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
