@@ -70,10 +70,12 @@ THREAD_ACTIVE_AND_ANY_ELIGIBLE_SQL = (
     "SELECT EXISTS (SELECT 1 FROM {runs} a WHERE a.thread_id = %(thread_id)s"
     " AND (a.status = {pending} OR a.status = {running})), EXISTS (" + ANY_ELIGIBLE_SQL + ")"
 )
-# An idle poll in one statement: is a run eligible now, and when is the next one not yet due.
+# An idle poll in one statement: is a run eligible now, when is the next one not yet due, and
+# is any run pending at all (one waiting behind its thread's running run, or its user's turn).
 IDLE_SQL = (
     "SELECT (" + ANY_ELIGIBLE_SQL + "),"
-    " (SELECT MIN(p.run_at) FROM {runs} p WHERE p.status = {pending} AND p.run_at > %(now)s)"
+    " (SELECT MIN(p.run_at) FROM {runs} p WHERE p.status = {pending} AND p.run_at > %(now)s),"
+    " (SELECT 1 FROM {runs} p WHERE p.status = {pending} LIMIT 1)"
 )
 # A user's turn: their running runs plus the rank of this run among their eligible ones. The
 # window function stays in a subquery, as PostgreSQL refuses FOR UPDATE beside one.
@@ -97,10 +99,12 @@ FAIR_CANDIDATES_SQL = (
 
 @dataclass(frozen=True)
 class Claim:
-    """Runs claimed at once, and when the next pending run not yet due becomes due."""
+    """Runs claimed at once, and when the next pending run not yet due becomes due;
+    `queue_empty`: an idle poll found no pending run at all."""
 
     runs: list[Run]
     next_due: datetime | None = None
+    queue_empty: bool = False
 
 
 def _queue_sql(template: str, now: datetime, limit: int) -> tuple[str, dict[str, object]]:
@@ -174,14 +178,14 @@ def claim_runs(*, worker_id: str, limit: int, eligible: bool = False) -> Claim:
 
 def idle() -> Claim | None:
     """None when some pending run is eligible now (worth a claim); else an empty claim saying
-    when the next pending run becomes due. Reads only."""
+    when the next pending run becomes due, and whether none is pending at all. Reads only."""
     query, params = _queue_sql(IDLE_SQL, timezone.now(), 1)
     with connection.cursor() as cursor:
         cursor.execute(query, params)
-        eligible, next_due = cursor.fetchone()
+        eligible, next_due, any_pending = cursor.fetchone()
     if eligible is not None:
         return None
-    return Claim(runs=[], next_due=sql.run_at_from_db(next_due))
+    return Claim(runs=[], next_due=sql.run_at_from_db(next_due), queue_empty=any_pending is None)
 
 
 def _start(candidates: list[Run], *, worker_id: str, now: datetime) -> list[Run]:

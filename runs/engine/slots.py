@@ -28,6 +28,10 @@ class Slots:
         self._accepting = False  # set once the worker runs, cleared when it stops
         self._backlog = False  # the last claim filled every free slot
         self._inbox: LoopInbox | None = None  # calls onto the worker's loop, set when it runs
+        # The last idle poll found no pending run, and none may have been queued since: a run's
+        # end then needs no look at the queue (`_queue_events` counts the signs of one queued).
+        self._queue_empty = False
+        self._queue_events = 0
 
     def _begin(self, runs: list[Run]) -> None:
         raise NotImplementedError
@@ -49,17 +53,31 @@ class Slots:
         Thread-safe."""
         with self._slots:
             self._reserved -= 1
+            self._note_queued()
         self._call_soon(self._wake.set)
 
     def wake_if_free(self) -> None:
-        """Wake the claim loop when a slot is free (a pending run was queued). Thread-safe;
-        does nothing when the worker is not running or is full: it looks at the queue again
-        as each of its runs ends."""
+        """A pending run was queued: wake the claim loop when a slot is free. Thread-safe; when
+        the worker is not running or is full, it looks at the queue again as each of its runs
+        ends."""
         with self._slots:
+            self._note_queued()
             free = self._accepting and (len(self._executions) + self._reserved < self.concurrency)
         if free and self._inbox is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
                 self._inbox.call_soon(self._wake.set)
+
+    def _note_queued(self) -> None:
+        """A run may have been queued (under `_slots`): the next run's end looks at the queue."""
+        self._queue_events += 1
+        self._queue_empty = False
+
+    def note_queue_polled(self, *, empty: bool, events_before: int) -> None:
+        """An idle poll read the queue: `empty` when no run was pending; `events_before` is
+        `_queue_events` as it was before the read (a run queued during it keeps the queue
+        looked at)."""
+        with self._slots:
+            self._queue_empty = empty and self._queue_events == events_before
 
     def start_reserved(self, run: Run) -> None:
         """Execute a committed running run in the slot reserved for it. Thread-safe; raises

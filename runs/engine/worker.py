@@ -181,7 +181,11 @@ class RunWorker(Slots):
         common case beside direct starts), no slot is held, so direct starts go on meanwhile."""
         if self.concurrency - len(self._executions) - self._reserved <= 0:
             return queue.Claim(runs=[])
+        events_before = self._queue_events
         idle = await call_sync(queue.idle, on=Executor.ENGINE)
+        self.note_queue_polled(
+            empty=idle is not None and idle.queue_empty, events_before=events_before
+        )
         if idle is not None:
             self._backlog = False
             return idle
@@ -232,7 +236,10 @@ class RunWorker(Slots):
             logger.exception("worker %s: run %s could not be finished", self.worker_id, run.pk)
         finally:
             self._executions.pop(run.pk, None)
-            self._wake.set()
+            # The claim loop looks at the queue for the freed slot, unless the last look found
+            # it empty and no run was queued since (then its poll looks, as for a lost wake-up).
+            if not self._queue_empty or not self._accepting:
+                self._wake.set()
         await self._send_run_ended(run)
 
     async def _send_run_ended(self, run: Run) -> None:
@@ -266,6 +273,8 @@ class RunWorker(Slots):
                 continue
             kind = message.get("type")
             if kind == bus.WAKEUP:
+                with self._slots:
+                    self._note_queued()
                 self._wake.set()
             elif kind == bus.CANCEL:
                 self._cancel(message.get("run_id"), message.get("action") or CancelReason.INTERRUPT)
