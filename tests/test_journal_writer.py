@@ -13,7 +13,8 @@ from runs.engine.executor import CancelSignal, execute_run
 from runs.engine.journal import JournalWriter
 from runs.journal.catalog import EventType
 from runs.journal.lifecycle import run_started
-from runs.models import RunEvent
+from runs.journal.store import JournalEntry, ModelUsage
+from runs.models import Run, RunEvent
 from tests.engine_support import (  # noqa: F401 - fixtures
     RunListener,
     claim_next,
@@ -124,6 +125,27 @@ async def test_a_full_batch_is_written_at_once(user: Any, settings: Any) -> None
 
     assert not unwritten
     assert await _journal_rows(run) == 2
+
+
+async def test_a_batch_the_database_refuses_is_written_made_storable(
+    user: Any, settings: Any
+) -> None:
+    # A token count beyond 64 bits (OverflowError on SQLite, out of range on PostgreSQL) and
+    # NaN: written with the count clamped and NaN as null, not kept and refused at every write.
+    settings.JOURNAL_FLUSH_SECONDS = 60.0
+    settings.JOURNAL_BATCH_SIZE = 2
+    run = await _a_run(user)
+    writer = JournalWriter(run)
+    writer.start()
+    writer.add(JournalEntry(EventType.TOOL_RESULT, content={"score": float("nan")}))
+    writer.add(run_started(run), usage=("model", ModelUsage(input_tokens=2**70, llm_calls=1)))
+
+    unwritten = await writer.close()  # after the write in progress
+
+    assert not unwritten
+    assert await _journal_rows(run) == 2
+    stored = await Run.objects.aget(pk=run.pk)
+    assert (stored.input_tokens, stored.llm_calls) == (2**63 - 1, 1)
 
 
 async def test_events_are_written_after_the_flush_delay_from_any_thread(

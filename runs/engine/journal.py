@@ -147,13 +147,7 @@ class JournalWriter:
         written = False
         try:
             if batch:
-                await call_sync(
-                    record_batch,
-                    thread_id=self.thread_id,
-                    run_id=self.run_id,
-                    batch=batch,
-                    on=Executor.ENGINE,
-                )
+                await call_sync(self._record, batch, on=Executor.ENGINE)
             written = True
         except Exception:
             # Kept for the next write (at the latest, the one with the run's end).
@@ -164,6 +158,15 @@ class JournalWriter:
             self._writing = None
         if written:  # what came meanwhile; after a failure, the next event tries again
             self._schedule()
+
+    def _record(self, batch: JournalBatch) -> None:
+        """Write `batch`; one the database or the JSON encoder refuses is written again with
+        its values made storable (`JournalBatch.storable`), logged."""
+        try:
+            record_batch(thread_id=self.thread_id, run_id=self.run_id, batch=batch)
+        except Exception:
+            logger.exception("run %s: its journal as it was could not be written", self.run_id)
+            record_batch(thread_id=self.thread_id, run_id=self.run_id, batch=batch.storable())
 
 
 class RunJournal(GraphCallbackHandler):
