@@ -5,6 +5,7 @@ run failed (a user's cancel is not a failure), `interrupted` when the checkpoint
 or interrupts, else `idle`. Thread.values / interrupts mirror the latest checkpoint.
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,11 +95,13 @@ def finish_run(
         return _finish_run(run=run, outcome=outcome, snapshot=snapshot, journal=journal)
     except Exception:
         logger.exception("run %s: its end could not be written as it was", run.pk)
-    error = storable_json(outcome.error) if outcome.error is not None else None
-    outcome = RunOutcome(outcome.status, error, outcome.rolled_back, outcome.cancel_action)
+    if outcome.error is not None:
+        outcome = dataclasses.replace(outcome, error=storable_json(outcome.error))
     if snapshot is not None:
-        snapshot = ThreadSnapshot(
-            storable_json(snapshot.values), storable_json(snapshot.interrupts), snapshot.waiting
+        snapshot = dataclasses.replace(
+            snapshot,
+            values=storable_json(snapshot.values),
+            interrupts=storable_json(snapshot.interrupts),
         )
     if journal:
         try:
