@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
+from langchain_core.messages import HumanMessage
 
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.dbcompat import jsonb_storable
 from runs.engine import executor
 from runs.engine.executor import CancelSignal, execute_run
+from runs.engine.final_state import round_trips
 from runs.engine.finish import snapshot_of, thread_status
 from runs.engine.registry import graph_for_thread
 from runs.models import Run
@@ -174,3 +176,17 @@ async def test_a_cancelled_run_reads_the_threads_state(user: Any, state_reads: l
     assert run.status == Run.Status.INTERRUPTED
     assert state_reads == [thread.pk]
     await assert_row_is_the_checkpointers_view(thread.pk, "slow", run)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"files": ["caf\udce9.txt"]},  # what surrogateescape makes of bytes that are not UTF-8
+        {"\ud83d": 1},
+        [HumanMessage(content="half an emoji \ud83d")],
+    ],
+)
+def test_a_lone_surrogate_does_not_round_trip(values: Any) -> None:
+    """The checkpoint's serialisation replaces it: the state is read back instead."""
+    assert not round_trips(values)
+    assert round_trips({"files": ["café.txt", "plain"], "emoji": "😀"})

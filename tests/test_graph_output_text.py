@@ -1,6 +1,7 @@
 """What a graph puts in its state reaches clients as UTF-8 text, whatever its strings hold: a
 lone surrogate (what Python's `surrogateescape` makes of bytes that are not UTF-8, e.g. a file
-name a tool lists) is sent as U+FFFD, and the stream still ends with `end`."""
+name a tool lists) is streamed as U+FFFD, and the stream still ends with `end`; the thread's
+state, its row and /wait's answer are what the checkpoint kept of it."""
 
 import json
 from pathlib import Path
@@ -65,5 +66,11 @@ async def test_a_lone_surrogate_in_the_state_streams_as_replacement_character(
 
     assert [part.event for part in parts][-1] == "end", parts
     assert parts[-2].data == {"files": ["caf\ufffd.txt", "plain.txt"]}
+    # The thread's state is what the checkpoint kept (LangGraph's serialisation replaces the
+    # surrogate its own way), and the thread row and /wait's answer say the same.
     answer = await sdk.runs.wait(thread["thread_id"], "listing", input={})
+    state = await sdk.threads.get_state(thread["thread_id"])
+    stored = await sdk.threads.get(thread["thread_id"])
+    assert answer == state["values"] == stored["values"]
     assert answer["files"][1] == "plain.txt"
+    answer["files"][0].encode("utf-8")

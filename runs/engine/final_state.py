@@ -40,7 +40,7 @@ INTERRUPT_KEY = "__interrupt__"
 MAX_DEPTH = 32
 
 _NOT_SEEN: Any = object()
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 class FinalState:
@@ -90,17 +90,37 @@ def round_trips(value: Any, depth: int = 0) -> bool:
     """Whether `value` comes back from the checkpoint's serialisation as the same JSON: plain
     JSON values (tuples read back as lists), and LangChain messages of plain content."""
     kind = type(value)
+    if kind is str:  # a lone surrogate is no UTF-8: the checkpoint's serialisation replaces it
+        return value.isascii() or _is_utf8(value)
     if kind in _SCALARS:
         return True
     if depth > MAX_DEPTH:
         return False
     if kind is dict:
-        return all(type(key) is str and round_trips(item, depth + 1) for key, item in value.items())
+        return all(
+            type(key) is str and round_trips(key) and round_trips(item, depth + 1)
+            for key, item in value.items()
+        )
     if kind is list or kind is tuple:
         return all(round_trips(item, depth + 1) for item in value)
     if isinstance(value, BaseMessage):
         return type(value).__module__.startswith("langchain_core.messages") and all(
             round_trips(getattr(value, name, None), depth + 1)
-            for name in ("content", "additional_kwargs", "response_metadata", "tool_calls")
+            for name in (
+                "content",
+                "additional_kwargs",
+                "response_metadata",
+                "tool_calls",
+                "name",
+                "id",
+            )
         )
     return False
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
