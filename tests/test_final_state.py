@@ -48,6 +48,8 @@ CASES = [
     ("nested", {"input": {"trail": ["in"]}, "subgraphs": True}, True),
     ("echo", {"input": {"messages": [{"role": "user", "content": "hi"}]}}, True),
     ("plain", {**PLAIN, "stream_mode": ["values", "updates", "custom"]}, True),
+    ("plain", {**PLAIN, "stream_mode": ["events", "values"]}, True),
+    ("ask_human", {"input": {"question": "q"}, "stream_mode": ["events", "values"]}, False),
     ("plain", {**PLAIN, "interrupt_before": ["second"]}, False),
     ("plain", {**PLAIN, "interrupt_after": ["second"]}, False),
     ("paused_before", PLAIN, False),
