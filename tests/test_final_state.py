@@ -3,13 +3,16 @@ the run went to its end, and reads it from the checkpointer otherwise: either wa
 holds what `aget_state` shows after the run (values, interrupts, status)."""
 
 import asyncio
+import datetime
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import override_settings
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.dbcompat import jsonb_storable
@@ -18,6 +21,7 @@ from runs.engine.executor import CancelSignal, execute_run
 from runs.engine.final_state import round_trips
 from runs.engine.finish import snapshot_of, thread_status
 from runs.engine.registry import graph_for_thread
+from runs.engine.serialization import to_jsonable
 from runs.models import Run
 from tests.engine_support import (  # noqa: F401
     RunListener,
@@ -192,3 +196,42 @@ def test_a_lone_surrogate_does_not_round_trip(values: Any) -> None:
     """The checkpoint's serialisation replaces it: the state is read back instead."""
     assert not round_trips(values)
     assert round_trips({"files": ["café.txt", "plain"], "emoji": "😀"})
+
+
+ACCEPTED = [
+    {"text": "hi", "n": 1, "x": 2.5, "ok": True, "none": None, "nested": {"a": [1, (2, 3)]}},
+    {"messages": [HumanMessage(content="q", id="1"), AIMessage(content="a", id="2")]},
+    {
+        "messages": [
+            AIMessage(
+                content=[{"type": "text", "text": "t"}],
+                tool_calls=[{"name": "f", "args": {"q": [1, None]}, "id": "c"}],
+                usage_metadata={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+                response_metadata={"model": "m"},
+            ),
+            ToolMessage(content="r", tool_call_id="c", artifact={"rows": [1, 2]}),
+        ]
+    },
+    [1, "two", [3.0]],
+    "a string",
+]
+REFUSED = [
+    {"tags": {"a", "b"}},
+    {1: "an int key"},
+    {"when": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)},
+    {"messages": [ToolMessage(content="r", tool_call_id="c", artifact=object())]},
+    {"deep": functools.reduce(lambda inner, _: [inner], range(50), [])},
+]
+
+
+@pytest.mark.parametrize("value", ACCEPTED)
+def test_values_taken_from_the_stream_read_back_the_same_from_a_checkpoint(value: Any) -> None:
+    serde = JsonPlusSerializer()
+
+    assert round_trips(value)
+    assert to_jsonable(serde.loads_typed(serde.dumps_typed(value))) == to_jsonable(value)
+
+
+@pytest.mark.parametrize("value", REFUSED)
+def test_values_that_may_read_back_otherwise_are_read_back(value: Any) -> None:
+    assert not round_trips(value)

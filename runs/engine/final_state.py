@@ -36,6 +36,17 @@ STEADY_CHANNELS = (LastValue, BinaryOperatorAggregate)
 #: Configurable keys that point a run at a checkpoint other than the thread's latest.
 CHECKPOINT_KEYS = ("checkpoint_id", "checkpoint_map", "checkpoint_ns")
 INTERRUPT_KEY = "__interrupt__"
+#: The fields of a LangChain message that may hold any value (a tool message's artifact...).
+MESSAGE_FIELDS = (
+    "content",
+    "additional_kwargs",
+    "response_metadata",
+    "tool_calls",
+    "usage_metadata",
+    "artifact",
+    "name",
+    "id",
+)
 #: Nesting deeper than this is not checked: the state is read instead.
 MAX_DEPTH = 32
 
@@ -105,15 +116,7 @@ def round_trips(value: Any, depth: int = 0) -> bool:
         return all(round_trips(item, depth + 1) for item in value)
     if isinstance(value, BaseMessage):
         return type(value).__module__.startswith("langchain_core.messages") and all(
-            round_trips(getattr(value, name, None), depth + 1)
-            for name in (
-                "content",
-                "additional_kwargs",
-                "response_metadata",
-                "tool_calls",
-                "name",
-                "id",
-            )
+            round_trips(getattr(value, name, None), depth + 1) for name in MESSAGE_FIELDS
         )
     return False
 
