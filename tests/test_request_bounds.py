@@ -240,3 +240,41 @@ def test_every_integer_field_of_the_code_is_bounded() -> None:
         or ".isdigit()" in line
     ]
     assert unbounded == []
+
+
+UNSTORABLE_VALUES = {
+    "NaN": "NaN",
+    "infinity": "-Infinity",
+    "an integer beyond 64 bits": str(2**64),
+    "NUL": '"a\\u0000"',
+    "a lone surrogate": '"\\ud800"',
+    "nesting too deep": '{"a": ' * 65 + "1" + "}" * 65,
+}
+WRITES_OF_CLIENT_VALUES = [
+    ("PATCH", "/api/threads/{t}", '{{"metadata": {{"v": {v}}}}}'),
+    ("POST", "/api/threads/{t}/state", '{{"values": {{"v": {v}}}}}'),
+    ("POST", "/api/threads/{t}/runs", '{{"assistant_id": "echo", "metadata": {{"v": {v}}}}}'),
+    ("POST", "/api/threads/{t}/runs/{r}/feedback", '{{"rating": 1, "comment": {v}}}'),
+]
+
+
+@pytest.mark.parametrize("value", list(UNSTORABLE_VALUES))
+@pytest.mark.parametrize(("method", "path", "body"), WRITES_OF_CLIENT_VALUES)
+def test_a_value_no_column_can_hold_is_422_wherever_a_client_writes_one(
+    api, existing, method, path, body, value
+) -> None:
+    # What would keep a run from ending if a graph produced it (tests/test_run_finish.py) is
+    # refused at the door when a client sends it: metadata, a state update, feedback.
+    before = stored()
+    thread_before = Thread.objects.values().get(pk=existing[0])
+    api.raise_request_exception = False
+
+    path = path.format(t=existing[0], r=existing[1])
+    response = api.generic(
+        method, path, body.format(v=UNSTORABLE_VALUES[value]), content_type="application/json"
+    )
+
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"]
+    assert stored() == before
+    assert Thread.objects.values().get(pk=existing[0]) == thread_before
