@@ -18,7 +18,7 @@ from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.dbcompat import jsonb_storable
 from runs.engine import executor
 from runs.engine.executor import CancelSignal, execute_run
-from runs.engine.final_state import round_trips
+from runs.engine.final_state import plain_jsonable, round_trips
 from runs.engine.finish import snapshot_of, thread_status
 from runs.engine.registry import graph_for_thread
 from runs.engine.serialization import to_jsonable
@@ -230,6 +230,7 @@ def test_values_taken_from_the_stream_read_back_the_same_from_a_checkpoint(value
 
     assert round_trips(value)
     assert to_jsonable(serde.loads_typed(serde.dumps_typed(value))) == to_jsonable(value)
+    assert plain_jsonable(value) == to_jsonable(value)  # what the end stores
 
 
 @pytest.mark.parametrize("value", REFUSED)

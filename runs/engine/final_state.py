@@ -22,6 +22,7 @@ read; anything else returns None and the caller reads the state as before:
   lists, tuples, strings, numbers, booleans, None, and LangChain messages.
 """
 
+import math
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -29,29 +30,16 @@ from langgraph.channels import BinaryOperatorAggregate, LastValue
 from langgraph.pregel import Pregel
 
 from runs.engine.finish import ThreadSnapshot
-from runs.engine.serialization import to_jsonable
 
 #: Channels whose value stays as it is through a step that does not write them.
 STEADY_CHANNELS = (LastValue, BinaryOperatorAggregate)
 #: Configurable keys that point a run at a checkpoint other than the thread's latest.
 CHECKPOINT_KEYS = ("checkpoint_id", "checkpoint_map", "checkpoint_ns")
 INTERRUPT_KEY = "__interrupt__"
-#: The fields of a LangChain message that may hold any value (a tool message's artifact...).
-MESSAGE_FIELDS = (
-    "content",
-    "additional_kwargs",
-    "response_metadata",
-    "tool_calls",
-    "usage_metadata",
-    "artifact",
-    "name",
-    "id",
-)
 #: Nesting deeper than this is not checked: the state is read instead.
 MAX_DEPTH = 32
 
 _NOT_SEEN: Any = object()
-_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 class FinalState:
@@ -82,9 +70,11 @@ class FinalState:
             return None
         if isinstance(values, dict) and INTERRUPT_KEY in values:
             return None
-        if not round_trips(values):
+        try:
+            jsonable = plain_jsonable(values)
+        except _NotPlain:
             return None
-        return ThreadSnapshot(values=to_jsonable(values), interrupts={}, waiting=False)
+        return ThreadSnapshot(values=jsonable, interrupts={}, waiting=False)
 
 
 def steady_stream_channels(graph: Pregel) -> bool:
@@ -97,28 +87,50 @@ def steady_stream_channels(graph: Pregel) -> bool:
     return True
 
 
-def round_trips(value: Any, depth: int = 0) -> bool:
+class _NotPlain(Exception):
+    """A value that the checkpoint's serialisation may not give back as the same JSON."""
+
+
+def round_trips(value: Any) -> bool:
     """Whether `value` comes back from the checkpoint's serialisation as the same JSON: plain
-    JSON values (tuples read back as lists), and LangChain messages of plain content."""
-    kind = type(value)
-    if kind is str:  # a lone surrogate is no UTF-8: the checkpoint's serialisation replaces it
-        return value.isascii() or _is_utf8(value)
-    if kind in _SCALARS:
-        return True
-    if depth > MAX_DEPTH:
+    JSON values of UTF-8 text (tuples read back as lists), and LangChain messages whose fields
+    are such values."""
+    try:
+        plain_jsonable(value)
+    except _NotPlain:
         return False
+    return True
+
+
+def plain_jsonable(value: Any, depth: int = 0) -> Any:
+    """`to_jsonable(value)` for a value that `round_trips` (made in the same walk); raises
+    _NotPlain for any other."""
+    kind = type(value)
+    if kind is str:
+        # A lone surrogate is no UTF-8: the checkpoint's serialisation replaces it.
+        if value.isascii() or _is_utf8(value):
+            return value
+        raise _NotPlain
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None  # as to_jsonable
+    if depth > MAX_DEPTH:
+        raise _NotPlain
     if kind is dict:
-        return all(
-            type(key) is str and round_trips(key) and round_trips(item, depth + 1)
-            for key, item in value.items()
-        )
+        plain = {}
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or _is_utf8(key)):
+                raise _NotPlain
+            plain[key] = plain_jsonable(item, depth + 1)
+        return plain
     if kind is list or kind is tuple:
-        return all(round_trips(item, depth + 1) for item in value)
-    if isinstance(value, BaseMessage):
-        return type(value).__module__.startswith("langchain_core.messages") and all(
-            round_trips(getattr(value, name, None), depth + 1) for name in MESSAGE_FIELDS
-        )
-    return False
+        return [plain_jsonable(item, depth + 1) for item in value]
+    if isinstance(value, BaseMessage) and type(value).__module__.startswith(
+        "langchain_core.messages"
+    ):
+        return plain_jsonable(dict(value.model_dump()), depth + 1)  # as to_jsonable
+    raise _NotPlain
 
 
 def _is_utf8(text: str) -> bool:
