@@ -221,6 +221,39 @@ async def test_a_close_its_caller_leaves_midway_still_leaves_the_groups() -> Non
     assert not getattr(hub, "leaving", ())
 
 
+@pytest.mark.skipif(not ON_REDIS, reason="the in-memory layer: nothing joined on a layer")
+async def test_a_subscribe_its_caller_leaves_midway_leaves_nothing_in_the_group(
+    monkeypatch,
+) -> None:
+    # The client leaves while its subscription's group_add is in flight: the add reached
+    # Redis, its answer was never read. The subscription is closed on the way out, and the
+    # group must not keep the hub's channel.
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    layer: Any = bus.layer()
+    group_add, added, never = layer.group_add, asyncio.Event(), asyncio.Event()
+
+    async def add_then_hang(group: str, channel: str) -> None:
+        await group_add(group, channel)
+        added.set()
+        await never.wait()
+
+    monkeypatch.setattr(layer, "group_add", add_then_hang)
+    opening = asyncio.ensure_future(Subscription.open(group))
+    async with asyncio.timeout(WAIT):
+        await added.wait()
+    hub = fanout._hubs[asyncio.get_running_loop()]
+    assert hub.channel in await _layer_members(group)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    async with asyncio.timeout(WAIT):
+        await asyncio.gather(*getattr(hub, "leaving", ()))
+
+    assert hub.channel not in await _layer_members(group)
+    assert group not in hub.subscribers and group not in hub._memberships
+
+
 async def test_a_subscriber_that_does_not_read_keeps_at_most_the_capacity(settings) -> None:
     settings.CHANNEL_CAPACITY = 5
     run_id = uuid.uuid4()

@@ -185,8 +185,11 @@ class _Hub:
             membership = self._memberships[group] = _Membership()
         async with membership.lock:
             if not membership.joined:
-                await self.layer.group_add(group, await self._listening_channel())  # type: ignore[union-attr]
+                channel = await self._listening_channel()
+                # Joined from the add's start: an add cut short may have reached the layer,
+                # and `_leave` then discards it (a discard of no member is harmless).
                 membership.joined = True
+                await self.layer.group_add(group, channel)  # type: ignore[union-attr]
 
     async def _leave(self, *groups: str) -> None:
         for group in groups:
