@@ -17,11 +17,14 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 
 from deerflow_site.api.async_views import api_view, authenticate_in_view, json_body
 from deerflow_site.api.authentication import is_same_origin
+from deerflow_site.api.backends import has_model_permission
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
+from deerflow_site.api.permissions import SCOPES
 from deerflow_site.api.schema import error, event_stream
 from deerflow_site.api.serializers import validated
 from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.errors import Forbidden
 from deerflow_site.streaming import BytesStreamingResponse, LastChunk
 from runs import admission, selectors
 from runs.cancel_views import cancel_run_of_request
@@ -291,10 +294,18 @@ async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> Http
     if query.get("action") and request.method != "POST":
         raise Invalid({"action": ["Honoured on POST only: a GET never changes a run."]})
     if query.get("action"):
+        await call_sync(_check_cancel_scope, request.user, on=Executor.API)
         return await cancel_run_of_request(
             request, thread_id, run_id, action=query["action"], wait=query["wait"]
         )
     return await _join_stream(request, thread_id, run_id, query=query)
+
+
+def _check_cancel_scope(user: Any) -> None:
+    """A join that cancels (`?action=`, `cancel_on_disconnect`) needs the scope the cancel
+    endpoint needs: Forbidden (403) without `runs:cancel`."""
+    if not has_model_permission(user, SCOPES["runs:cancel"]):
+        raise Forbidden("You lack the runs:cancel permission.")
 
 
 async def _join_stream(
@@ -302,15 +313,21 @@ async def _join_stream(
 ) -> HttpResponse:
     modes = _stream_modes(request, allowed=STREAM_MODES)
     last_event_id = _last_event_id(request)
+    cancels = bool(query.get("cancel_on_disconnect")) and _may_change_runs(request)
+    if cancels:  # what a cancel needs: the scope, and the right to change the thread (403)
+        await call_sync(_check_cancel_scope, request.user, on=Executor.API)
     run, subscription = await subscribe_to_run(
-        user=request.user, thread_id=thread_id, run_id=run_id
+        user=request.user,
+        thread_id=thread_id,
+        run_id=run_id,
+        action="change" if cancels else "view",
     )
     stream = stream_run_events(
         subscription=subscription,
         run=run,
         last_event_id=last_event_id,
         modes=modes,
-        cancel_on_disconnect=bool(query.get("cancel_on_disconnect")) and _may_change_runs(request),
+        cancel_on_disconnect=cancels,
     )
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 

@@ -124,3 +124,87 @@ async def test_a_token_join_cancels_on_disconnect_whatever_its_origin(
         )
 
         assert await _status_once_ended(client, thread_id, run_id) == "interrupted"
+
+
+async def _shared_slow_run(owner: httpx.AsyncClient, viewer_id: int) -> tuple[str, str]:
+    """A slow run on a thread of `owner`'s that the user `viewer_id` may only view."""
+    from django.contrib.auth import get_user_model
+    from guardian.shortcuts import assign_perm
+
+    from threads.models import Thread
+
+    thread_id = (await owner.post("/threads", json={})).json()["thread_id"]
+    body = {"assistant_id": "slow", "input": SLOW, "stream_mode": "custom"}
+    run_id = (await owner.post(f"/threads/{thread_id}/runs", json=body)).json()["run_id"]
+
+    def share() -> None:
+        viewer = get_user_model().objects.get(pk=viewer_id)
+        assign_perm("view_thread", viewer, Thread.objects.get(pk=thread_id))
+
+    await call_sync(share, on=Executor.THREAD_SENSITIVE)
+    return thread_id, run_id
+
+
+async def test_a_viewer_of_a_shared_thread_cannot_cancel_its_run_through_a_join(
+    daphne_server, headers, other_user
+) -> None:
+    """Cancelling is changing the thread's run: `cancel_on_disconnect` and `?action=` on a
+    join need what the cancel endpoint needs (the thread's change right), not only the view
+    right a join needs (a viewer's join that left cancelled the owner's run)."""
+    from tests.fixtures import token_for
+
+    key = await call_sync(token_for, other_user, on=Executor.THREAD_SENSITIVE)
+    async with (
+        httpx.AsyncClient(base_url=daphne_server.api_url, headers=headers, timeout=30) as owner,
+        httpx.AsyncClient(
+            base_url=daphne_server.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as viewer,
+    ):
+        thread_id, run_id = await _shared_slow_run(owner, other_user.pk)
+        path = f"/threads/{thread_id}/runs/{run_id}/stream"
+        params = {"cancel_on_disconnect": "true", "stream_mode": "custom"}
+
+        async with viewer.stream("GET", path, params=params) as joined:
+            if joined.status_code == 200:  # then leave after the first tick
+                async for line in joined.aiter_lines():
+                    if line.startswith("event: custom"):
+                        break
+        acted = await viewer.post(path, params={"action": "interrupt"})
+        cancelled = await viewer.post(f"/threads/{thread_id}/runs/{run_id}/cancel")
+
+        assert (joined.status_code, acted.status_code, cancelled.status_code) == (403, 403, 403)
+        assert await _status_once_ended(owner, thread_id, run_id) == "success"
+        # The view right still joins the run's stream.
+        assert (await viewer.get(path)).status_code == 200
+
+
+async def test_a_join_that_cancels_needs_the_runs_cancel_scope(daphne_server, user) -> None:
+    from django.contrib.auth.models import Permission
+
+    from tests.fixtures import token_for
+
+    def without_cancel_scope() -> dict[str, str]:
+        key = token_for(user)
+        user.groups.clear()
+        kept = Permission.objects.filter(
+            content_type__app_label__in=["threads", "runs"], codename__startswith="api_"
+        ).exclude(codename="api_cancel_runs")
+        user.user_permissions.set(kept)
+        return {"Authorization": f"Bearer {key}"}
+
+    headers = await call_sync(without_cancel_scope, on=Executor.THREAD_SENSITIVE)
+    async with httpx.AsyncClient(
+        base_url=daphne_server.api_url, headers=headers, timeout=30
+    ) as http:
+        thread_id = (await http.post("/threads", json={})).json()["thread_id"]
+        body = {"assistant_id": "slow", "input": SLOW, "stream_mode": "custom"}
+        run_id = (await http.post(f"/threads/{thread_id}/runs", json=body)).json()["run_id"]
+        path = f"/threads/{thread_id}/runs/{run_id}/stream"
+
+        cancelled = await http.post(f"/threads/{thread_id}/runs/{run_id}/cancel")
+        acted = await http.post(path, params={"action": "interrupt"})
+        joined = await http.get(path, params={"cancel_on_disconnect": "true"})
+
+        assert (cancelled.status_code, acted.status_code, joined.status_code) == (403, 403, 403)
+        assert "runs:cancel" in acted.json()["detail"]
+        assert await _status_once_ended(http, thread_id, run_id) == "success"
