@@ -11,6 +11,48 @@ from tests.fixtures import streamed_resumable_run
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
+class Listener:
+    """A thread stream read in the background: its parts as they come."""
+
+    def __init__(self, stream) -> None:
+        self.parts: list = []
+        self._came = asyncio.Event()
+        self._task = asyncio.ensure_future(self._read(stream))
+
+    async def _read(self, stream) -> None:
+        async for part in stream:
+            self.parts.append(part)
+            self._came.set()
+
+    def ended(self) -> set[str]:
+        """The runs whose `end` came."""
+        return {_run_of(p) for p in self.parts if p.event == "end"}
+
+    async def until_ended(self, run_ids: set[str]) -> list:
+        """The parts of `run_ids` once each has ended (the stream never closes by itself)."""
+        async with asyncio.timeout(60):
+            while not run_ids <= self.ended():
+                self._came.clear()
+                await self._came.wait()
+        return [p for p in self.parts if _run_of(p) in run_ids]
+
+    async def listening(self, sdk, thread_id: str) -> None:
+        """Until the stream has shown it listens: the stream sends nothing before a run, so
+        echo runs of the thread are made, one at a time, until one's `end` comes (a fixed
+        0.5 s sleep for the subscription raced a loaded machine, and the first run was lost)."""
+        async with asyncio.timeout(60):
+            while not self.ended():
+                await sdk.runs.wait(thread_id, "echo", input={"probe": True})
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+def _run_of(part) -> str:
+    """The run of a thread stream's part (its id is `<run_id>:<seq>`)."""
+    return (part.id or "").split(":", 1)[0]
+
+
 async def parts_until_ends(stream, ends: int) -> list:
     """The parts of a thread stream until `ends` runs have ended (it never closes by itself)."""
     parts = []
@@ -23,13 +65,16 @@ async def parts_until_ends(stream, ends: int) -> list:
 
 async def test_thread_stream_follows_every_run_of_the_thread(sdk):
     thread_id = (await sdk.threads.create())["thread_id"]
-    listener = asyncio.create_task(
-        asyncio.wait_for(parts_until_ends(await sdk.threads.join_stream(thread_id), 2), 20)
-    )
-    await asyncio.sleep(0.5)  # connected and subscribed
-    first = await sdk.runs.wait(thread_id, "echo", input={"value": 1})
-    second = await sdk.runs.wait(thread_id, "echo", input={"value": 2})
-    parts = await listener
+    listener = Listener(await sdk.threads.join_stream(thread_id))
+    try:
+        await listener.listening(sdk, thread_id)
+        first_run = await sdk.runs.create(thread_id, "echo", input={"value": 1})
+        first = await sdk.runs.join(thread_id, first_run["run_id"])
+        second_run = await sdk.runs.create(thread_id, "echo", input={"value": 2})
+        second = await sdk.runs.join(thread_id, second_run["run_id"])
+        parts = await listener.until_ended({first_run["run_id"], second_run["run_id"]})
+    finally:
+        listener.close()
 
     run_ids = list(dict.fromkeys(p.data["run_id"] for p in parts if p.event == "metadata"))
     assert len(run_ids) == 2
@@ -82,15 +127,13 @@ async def test_a_resumed_thread_stream_sends_metadata_without_an_id(daphne_serve
 
 async def test_thread_stream_lifecycle_mode_sends_only_starts_and_ends(sdk):
     thread_id = (await sdk.threads.create())["thread_id"]
-    listener = asyncio.create_task(
-        asyncio.wait_for(
-            parts_until_ends(await sdk.threads.join_stream(thread_id, stream_mode="lifecycle"), 1),
-            20,
-        )
-    )
-    await asyncio.sleep(0.5)
-    await sdk.runs.wait(thread_id, "slow", input={"steps": 2, "delay": 0})
-    parts = await listener
+    listener = Listener(await sdk.threads.join_stream(thread_id, stream_mode="lifecycle"))
+    try:
+        await listener.listening(sdk, thread_id)
+        run = await sdk.runs.create(thread_id, "slow", input={"steps": 2, "delay": 0})
+        parts = await listener.until_ended({run["run_id"]})
+    finally:
+        listener.close()
     assert [p.event for p in parts] == ["metadata", "end"]
 
 
