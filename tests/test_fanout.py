@@ -254,6 +254,43 @@ async def test_a_subscribe_its_caller_leaves_midway_leaves_nothing_in_the_group(
     assert group not in hub.subscribers and group not in hub._memberships
 
 
+@pytest.mark.skipif(not ON_REDIS, reason="the in-memory layer: nothing joined on a layer")
+async def test_a_group_add_that_failed_is_made_again_by_the_next_subscriber(monkeypatch) -> None:
+    # Two clients join one run at once; the first one's group_add fails (Redis hiccups).
+    # The second, which waited for it, must still get the hub's channel into the group:
+    # else it hears nothing from other processes (until the group refresh, minutes later).
+    group = bus.run_stream_group(uuid.uuid4())
+    layer: Any = bus.layer()
+    group_add, adding, fail = layer.group_add, asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def fail_the_first(group: str, channel: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            adding.set()
+            await fail.wait()
+            raise ConnectionError("Redis went away")
+        await group_add(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", fail_the_first)
+    first = asyncio.ensure_future(Subscription.open(group))
+    async with asyncio.timeout(WAIT):
+        await adding.wait()
+    second = asyncio.ensure_future(Subscription.open(group))
+    await asyncio.sleep(0)  # the second waits for the first's add
+    fail.set()
+    with pytest.raises(ConnectionError):
+        await first
+    async with asyncio.timeout(WAIT):
+        subscription = await second
+    hub = fanout._hubs[asyncio.get_running_loop()]
+    try:
+        assert hub.channel in await _layer_members(group)
+    finally:
+        await subscription.close()
+
+
 async def test_a_subscriber_that_does_not_read_keeps_at_most_the_capacity(settings) -> None:
     settings.CHANNEL_CAPACITY = 5
     run_id = uuid.uuid4()

@@ -118,10 +118,11 @@ class Subscription:
 class _Membership:
     """Whether a hub's listening channel is in a group on the layer (changed under the lock)."""
 
-    __slots__ = ("joined", "lock")
+    __slots__ = ("added", "joined", "lock")
 
     def __init__(self) -> None:
-        self.joined = False
+        self.joined = False  # an add was made (it may have reached the layer): leave undoes it
+        self.added = False  # the layer answered the add: the channel is in the group
         self.lock = asyncio.Lock()
 
 
@@ -184,12 +185,14 @@ class _Hub:
         if membership is None:
             membership = self._memberships[group] = _Membership()
         async with membership.lock:
-            if not membership.joined:
+            if not membership.added:
                 channel = await self._listening_channel()
                 # Joined from the add's start: an add cut short may have reached the layer,
-                # and `_leave` then discards it (a discard of no member is harmless).
+                # and `_leave` then discards it (a discard of no member is harmless). Added
+                # once the layer answers: after a failed add, the next subscriber adds again.
                 membership.joined = True
                 await self.layer.group_add(group, channel)  # type: ignore[union-attr]
+                membership.added = True
 
     async def _leave(self, *groups: str) -> None:
         for group in groups:
@@ -198,7 +201,7 @@ class _Hub:
                 continue
             async with membership.lock:
                 if membership.joined and group not in self.subscribers:
-                    membership.joined = False
+                    membership.joined = membership.added = False
                     try:
                         await self.layer.group_discard(group, self.channel)  # type: ignore[union-attr]
                     except Exception:  # the layer's own expiry removes it anyway
