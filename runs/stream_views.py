@@ -5,7 +5,6 @@ reading a run it joins), answers errors found before streaming as JSON, then str
 """
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,6 +38,7 @@ from runs.create_serializers import (
     parse_stream_modes,
 )
 from runs.engine import Subscription, answers, bus, subscribe_then
+from runs.engine.serialization import dumps
 from runs.models import Run
 from runs.serializers import JoinStreamQuerySerializer, query_data
 from runs.sse.frames import parse_event_id, sse_response
@@ -233,7 +233,8 @@ async def _final_answer_body(
         if answer is answers.MISSING:
             answer = await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
         answered = True
-        yield LastChunk(json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode())
+        # `dumps`: whatever the graph's values hold (NaN, nesting a thousand deep), no raise.
+        yield LastChunk(dumps(answer).encode())
     finally:
         answers.forget(run.pk)
         # The cancel first: a client leaving while the close awaits interrupts the close.

@@ -166,6 +166,21 @@ def test_dumps_writes_what_to_jsonable_and_the_standard_library_would(value: Any
     assert dumps(value) == expected
 
 
+def test_dumps_never_raises_on_values_nested_past_the_recursion_limit() -> None:
+    # orjson stops at 255 levels and the standard library at Python's recursion limit (about a
+    # thousand): a graph's values nested deeper raised RecursionError, which breaks a stream's
+    # frame or a /wait's answer. The depth is capped instead.
+    deep: Any = "bottom"
+    for _ in range(3000):
+        deep = {"a": [deep, math.nan]}
+
+    decoded = json.loads(dumps(deep))
+
+    for _ in range(50):
+        assert decoded["a"][1] is None
+        decoded = decoded["a"][0]
+
+
 @pytest.mark.parametrize(
     ("value", "decoded"),
     [

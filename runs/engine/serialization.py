@@ -22,6 +22,8 @@ from uuid import UUID
 import orjson
 from langgraph.types import Command, Interrupt, Send
 
+from deerflow_site.dbcompat import storable_json
+
 logger = logging.getLogger(__name__)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -47,7 +49,10 @@ def dumps(obj: Any) -> str:
     try:
         return orjson.dumps(obj, default=_default, option=_ORJSON_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
-        text = json.dumps(to_jsonable(obj), separators=(",", ":"), ensure_ascii=False)
+        try:
+            text = json.dumps(to_jsonable(obj), separators=(",", ":"), ensure_ascii=False)
+        except RecursionError:  # nested past Python's recursion limit: its depth capped
+            text = json.dumps(storable_json(obj), separators=(",", ":"), ensure_ascii=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
