@@ -29,6 +29,7 @@ from typing import Any
 
 import aegra
 import load
+import reference
 import report
 import servers
 import workloads
@@ -109,7 +110,7 @@ def raise_file_limit(wanted: int) -> int:
 @contextlib.contextmanager
 def start(name: str, workdir: Path, args: argparse.Namespace) -> Iterator[Server]:
     if name == "reference":
-        with servers.reference_server(workdir, jobs_per_worker=args.jobs_per_worker) as server:
+        with reference.reference_server(workdir, jobs_per_worker=args.jobs_per_worker) as server:
             yield server
         return
     if name == "aegra":

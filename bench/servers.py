@@ -1,6 +1,7 @@
 """Start and stop the servers under test, each as a subprocess on 127.0.0.1, and measure their RSS.
 
-- reference: `langgraph dev` (the LangGraph CLI, in-memory runtime) from bench/.venv-reference.
+- reference: `langgraph dev` (the LangGraph CLI, in-memory runtime) from bench/.venv-reference,
+  started by bench/reference.py.
 - ours-sqlite: our server on its embedded default (SQLite, in-memory channel layer, embedded
   worker): one daphne process.
 - ours-postgres: one daphne process with the embedded worker, on a throwaway PostgreSQL + Redis
@@ -43,7 +44,6 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 8.0
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-REFERENCE_PORT = re.compile(r"API:\s*http://127\.0\.0\.1:(\d+)")
 SERVICES_URL = re.compile(r"services: (DATABASE_URL|REDIS_URL)=(\S+)")
 
 # Variables of the caller's shell that would change what our server is; the bench sets its own.
@@ -175,53 +175,6 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             pass_fds=pass_fds,
         )
-
-
-@contextlib.contextmanager
-def reference_server(workdir: Path, *, jobs_per_worker: int) -> Iterator[Server]:
-    langgraph = REFERENCE_VENV / "bin" / "langgraph"
-    if not langgraph.exists():
-        raise ServerError(f"{langgraph} missing: run bench/run (it creates the reference venv)")
-    # `langgraph dev` resolves graph paths against its working directory and keeps its state
-    # there (.langgraph_api/): run it in a scratch directory holding links to the same files.
-    home = workdir / "reference"
-    home.mkdir()
-    for name in ("graph.py", "chat_graph.py", "langgraph.json"):
-        (home / name).symlink_to(BENCH_DIR / name)
-    logfile = workdir / "reference.log"
-    env = {**os.environ, **REFERENCE_ENV}
-    command = [
-        str(langgraph), "dev", "--no-browser", "--no-reload",
-        "--n-jobs-per-worker", str(jobs_per_worker),
-        "--port", str(free_port()), "--host", HOST, "--config", "langgraph.json",
-    ]  # fmt: skip
-    process = _spawn(command, cwd=home, env=env, logfile=logfile)
-    try:
-        port = _reference_port(process, logfile)
-        base_url = f"http://{HOST}:{port}"
-        _wait_ready(f"{base_url}/ok", [process], logfile)
-        yield Server(
-            name="reference",
-            description=f"langgraph dev (in-memory runtime), --n-jobs-per-worker {jobs_per_worker}",
-            base_url=base_url,
-            web=process,
-            logs=[logfile],
-        )
-    finally:
-        _stop(process)
-
-
-def _reference_port(process: subprocess.Popen, logfile: Path) -> int:
-    """The port `langgraph dev` really listens on: it moves silently when the asked one is taken."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        found = REFERENCE_PORT.search(_tail(logfile, 200_000))
-        if found:
-            return int(found.group(1))
-        if process.poll() is not None:
-            raise ServerError(f"langgraph dev exited early:\n{_tail(logfile)}")
-        time.sleep(0.2)
-    raise ServerError(f"langgraph dev reported no port:\n{_tail(logfile)}")
 
 
 def _our_env(var_dir: Path, extra: dict[str, str]) -> dict[str, str]:
