@@ -46,7 +46,7 @@ async def cancel_run_of_request(
 ) -> HttpResponse:
     """202 once asked to stop; with `wait`, 204 once it has stopped. 409 if it had finished."""
     run, subscription = await subscribe_to_run(
-        user=request.user, thread_id=thread_id, run_id=run_id, action="change"
+        user=request.user, thread_id=thread_id, run_id=run_id, action="change", end_only=True
     )
     try:
         run = await call_sync(cancel_run, run=run, action=action, on=Executor.API)

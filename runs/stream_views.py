@@ -38,7 +38,6 @@ from runs.create_serializers import (
     parse_stream_modes,
 )
 from runs.engine import Subscription, answers, bus, subscribe_then
-from runs.engine.serialization import dumps
 from runs.models import Run
 from runs.serializers import JoinStreamQuerySerializer, query_data
 from runs.sse.frames import parse_event_id, sse_response
@@ -136,10 +135,10 @@ async def _admit(
     Without a thread id the run is stateless: on a new thread, deleted after it by default.
     """
     run_id = uuid.uuid4()
-    # A wait wants only the run's `end`: the run's other events wake nothing.
-    subscription = await Subscription.open(
-        bus.run_stream_group(run_id), only_event="end" if waits else None
-    )
+    # A wait needs the run's end alone (with its answer, from a worker in another process):
+    # the run's other events wake nothing.
+    group = bus.run_end_group(run_id) if waits else bus.run_stream_group(run_id)
+    subscription = await Subscription.open(group)
     if waits:
         answers.expect(run_id)
     watch = AdmissionWatch()
@@ -216,8 +215,8 @@ async def _final_answer_body(
     *, subscription: Subscription, run: Run, cancel_on_disconnect: bool
 ) -> AsyncIterator[bytes]:
     """Newlines while the run goes on (JSON ignores leading whitespace), then its final state:
-    the one its end left in this process (`answers.expect` was called for the run before it
-    could end), else read from the database.
+    the one its end left in this process or sent with its `end` (`answers.expect` was called
+    for the run before it could end), else read from the database.
 
     It starts with an empty chunk: daphne writes the status line and headers with the first
     body message, and the SDKs' `on_run_created` reads the run id from them at once. The answer
@@ -229,12 +228,12 @@ async def _final_answer_body(
         yield b""
         async for _ in heartbeats_until_run_ends(subscription=subscription, run=run):
             yield WAIT_HEARTBEAT
-        answer = answers.take(run.pk)
-        if answer is answers.MISSING:
+        body = answers.take(run.pk)
+        if body is answers.MISSING:
             answer = await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
+            body = answers.encode(answer)
         answered = True
-        # `dumps`: whatever the graph's values hold (NaN, nesting a thousand deep), no raise.
-        yield LastChunk(dumps(answer).encode())
+        yield LastChunk(body)
     finally:
         answers.forget(run.pk)
         # The cancel first: a client leaving while the close awaits interrupts the close.
@@ -253,7 +252,7 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
     if "text/event-stream" in request.headers.get("Accept", ""):
         return await _join_stream(request, thread_id, run_id, query={})
     run, subscription = await subscribe_to_run(
-        user=request.user, thread_id=thread_id, run_id=run_id
+        user=request.user, thread_id=thread_id, run_id=run_id, end_only=True
     )
     answers.expect(run.pk)
     body = _final_answer_body(subscription=subscription, run=run, cancel_on_disconnect=False)

@@ -305,20 +305,19 @@ async def test_a_subscriber_that_does_not_read_keeps_at_most_the_capacity(settin
         await subscription.close()
 
 
-async def test_a_subscription_for_one_event_hears_only_it_past_a_full_capacity(settings) -> None:
-    """A wait's subscription (`only_event="end"`): the run's other events neither wake it nor
+async def test_a_wait_hears_only_the_end_past_a_full_capacity(settings) -> None:
+    """A wait's subscription (`bus.run_end_group`): the run's other events neither wake it nor
     fill its inbox, so its `end` is never dropped behind them."""
     settings.CHANNEL_CAPACITY = 5
     run_id = uuid.uuid4()
-    group = bus.run_stream_group(run_id)
-    ends_only = await Subscription.open(group, only_event="end")
-    everything = await Subscription.open(group)
+    ends_only = await Subscription.open(bus.run_end_group(run_id))
+    everything = await Subscription.open(bus.run_stream_group(run_id))
     try:
         end = bus.StreamEvent.of(9, "end", None)
         await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=[*events(8), end])
         if ON_REDIS:
             marker = bus.StreamEvent.of(10, "end", {"marker": True})
-            await sent_by_another_process(group, marker, run_id)
+            await sent_by_another_process(bus.run_end_group(run_id), marker, run_id)
             received = await received_until(ends_only, 10)
         else:
             received = await received_until(ends_only, 9)
@@ -353,3 +352,85 @@ async def test_a_subscriber_waiting_on_another_event_loop_is_woken() -> None:
     await call_sync(listener.join, WAIT, on=Executor.BLOCKING)
 
     assert received == [1]
+
+
+def with_end(count: int) -> list[bus.StreamEvent]:
+    """`count` events, then the run's `end`."""
+    return [*events(count), bus.StreamEvent.of(count + 1, bus.END, None)]
+
+
+async def test_the_end_group_hears_the_run_end_alone_and_locals_make_no_answer() -> None:
+    run_id = uuid.uuid4()
+    ends = await Subscription.open(bus.run_end_group(run_id))
+    stream = await Subscription.open(bus.run_stream_group(run_id))
+    made: list[int] = []
+
+    def answer() -> bytes:
+        made.append(1)
+        return b'{"reply":"x"}'
+
+    try:
+        await fanout.publish_events(
+            run_id=run_id, thread_id=THREAD_ID, events=with_end(3), answer=answer
+        )
+
+        assert [m["id"] for m in await received_until(stream, 4)] == [1, 2, 3, 4]
+        [end] = await received_until(ends, 4)
+        # Waiters here take the answer the run's end left in this process (`answers.offer`).
+        assert end["event"] == bus.END and "answer" not in end
+        assert made == []
+        assert await ends.receive(within=0) is None
+    finally:
+        await ends.close()
+        await stream.close()
+
+
+@pytest.mark.skipif(not ON_REDIS, reason="the in-memory layer reaches no other process")
+async def test_another_process_waiting_for_the_end_gets_it_alone_with_its_answer() -> None:
+    run_id = uuid.uuid4()
+    end_group, run_group = bus.run_end_group(run_id), bus.run_stream_group(run_id)
+    channel_layer = bus.layer()
+    waiting, streaming = await channel_layer.new_channel(), await channel_layer.new_channel()
+    await channel_layer.group_add(end_group, waiting)
+    await channel_layer.group_add(run_group, streaming)
+    made: list[int] = []
+
+    def answer() -> bytes:
+        made.append(1)
+        return b'{"reply":"x"}'
+
+    try:
+        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(2))
+        await fanout.publish_events(
+            run_id=run_id,
+            thread_id=THREAD_ID,
+            events=[bus.StreamEvent.of(3, bus.END, None)],
+            answer=answer,
+        )
+
+        streamed = [await channel_layer.receive(streaming) for _ in range(2)]
+        assert [[e["id"] for e in m["events"]] for m in streamed] == [[1, 2], [3]]
+        assert all("answer" not in e for m in streamed for e in m["events"])
+        ended = await channel_layer.receive(waiting)  # the first thing the waiter hears
+        assert ended["type"] == fanout.EVENTS and ended["group"] == end_group
+        [end] = ended["events"]
+        assert (end["id"], end["event"], end["answer"]) == (3, bus.END, b'{"reply":"x"}')
+        assert made == [1]
+    finally:
+        await channel_layer.group_discard(end_group, waiting)
+        await channel_layer.group_discard(run_group, streaming)
+
+
+@pytest.mark.skipif(not ON_REDIS, reason="the in-memory layer reaches no other process")
+async def test_with_no_other_process_waiting_no_answer_is_made() -> None:
+    run_id = uuid.uuid4()
+    made: list[int] = []
+
+    def answer() -> bytes:
+        made.append(1)
+        return b"{}"
+
+    await fanout.publish_events(
+        run_id=run_id, thread_id=THREAD_ID, events=with_end(1), answer=answer
+    )
+    assert made == []

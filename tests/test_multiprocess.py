@@ -360,3 +360,53 @@ async def test_runs_enqueued_through_both_web_processes_execute_one_at_a_time_in
     assert [run.status for run in runs] == ["success"] * 4
     for earlier, later in itertools.pairwise(runs):
         assert later.started_at >= earlier.ended_at, (earlier, later)
+
+
+# --- Waiting ----------------------------------------------------------------------------------
+
+
+async def test_wait_join_and_a_cancels_wait_answer_as_the_database_says_for_a_worker_run(
+    sdk_a: Any, sdk_b: Any, start_worker: Any
+) -> None:
+    """The answer travels with the run's `end` from the worker to the waiting web process
+    (`bus.run_end_group`), or is read from the database when too large for the layer: either
+    way it is what the run and its thread hold."""
+    from runs import selectors
+    from runs.engine import answers
+
+    start_worker()
+    huge = "x" * (answers.LAYER_ANSWER_MAX_BYTES + 1)
+    cases = {
+        "echo": {"messages": [{"role": "user", "content": "hello"}]},
+        "failing": {"message": "boom"},
+        "ask_human": {"question": "color?"},
+        "echo-huge": {"messages": [{"role": "user", "content": huge}]},
+    }
+    for case, graph_input in cases.items():
+        thread_id = await new_thread(sdk_a)
+        graph = case.removesuffix("-huge")
+        answer = await asyncio.wait_for(
+            sdk_a.runs.wait(thread_id, graph, input=graph_input, raise_error=False),
+            STARTUP_SECONDS,
+        )
+        [run] = await sdk_a.runs.list(thread_id)
+        joined = await asyncio.wait_for(sdk_b.runs.join(thread_id, run["run_id"]), STARTUP_SECONDS)
+        stored_answer = await call_sync(
+            selectors.final_answer, run_id=run["run_id"], on=Executor.THREAD_SENSITIVE
+        )
+        assert answer == joined == stored_answer, case
+        assert {"echo": "messages", "failing": "__error__", "ask_human": "__interrupt__"}.get(
+            graph, "messages"
+        ) in answer
+
+    # A run joined while it goes on, and a cancel that waits for it to stop, both through the
+    # other web process.
+    thread_id = await new_thread(sdk_a)
+    run = await sdk_a.runs.create(thread_id, "slow", input=LONG_RUN)
+    joining = asyncio.ensure_future(sdk_b.runs.join(thread_id, run["run_id"]))
+    await wait_for_run(run["run_id"], lambda r: r.status == Run.Status.RUNNING, "running")
+    await asyncio.wait_for(sdk_a.runs.cancel(thread_id, run["run_id"], wait=True), STARTUP_SECONDS)
+    assert (await stored(run["run_id"])).status == Run.Status.INTERRUPTED
+    assert await asyncio.wait_for(joining, STARTUP_SECONDS) == await call_sync(
+        selectors.final_answer, run_id=run["run_id"], on=Executor.THREAD_SENSITIVE
+    )

@@ -1,15 +1,17 @@
 """The final answer of `/wait` and `/join`: handed over by the run's end when the run ended in
 this process, read from the database otherwise, and the same either way."""
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
+from channels.layers import InMemoryChannelLayer
 from django.test import AsyncRequestFactory
 
 from deerflow_site.bridge import Executor, call_sync
 from runs import selectors
-from runs.engine import answers, queue
+from runs.engine import answers, bus, fanout, queue
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run
 from runs.models import Run
 from runs.stream_views import create_and_wait, join
@@ -33,6 +35,14 @@ BODIES = {
 }
 
 
+@pytest.fixture(autouse=True)
+async def stop_listening() -> Any:
+    """The test loop's listener on the channel layer stopped at the end (a cancelled Redis
+    receive can swallow its cancellation, and the loop's close would wait for it)."""
+    yield
+    await fanout.stop_listening()
+
+
 @pytest.fixture
 def database_reads(monkeypatch: Any) -> list[Any]:
     """The run ids whose answer was read from the database (the selector, still called)."""
@@ -49,6 +59,15 @@ def database_reads(monkeypatch: Any) -> list[Any]:
 
 async def _answer_of(view: Any, user: Any, path: str, *args: Any, body: Any = None) -> Any:
     """Call the view as daphne would, and read its whole body as JSON."""
+    return await _body_of(await _response_of(view, user, path, *args, body=body))
+
+
+async def _body_of(response: Any) -> Any:
+    return json.loads(b"".join([chunk async for chunk in response.streaming_content]))
+
+
+async def _response_of(view: Any, user: Any, path: str, *args: Any, body: Any = None) -> Any:
+    """Call the view as daphne would: its response, whose body is not read yet."""
     token = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
     factory, headers = AsyncRequestFactory(), {"Authorization": f"Bearer {token}"}
     if body is None:
@@ -58,7 +77,7 @@ async def _answer_of(view: Any, user: Any, path: str, *args: Any, body: Any = No
         request = factory.post(path, content, "application/json", headers=headers)
     response = await view(request, *args)
     assert response.status_code == 200, response.content
-    return json.loads(b"".join([chunk async for chunk in response.streaming_content]))
+    return response
 
 
 async def _thread_id(user: Any) -> str:
@@ -127,7 +146,51 @@ def test_an_answer_nobody_waits_for_is_not_kept() -> None:
     answers.expect("a-run")  # two requests wait for it
     answers.offer("a-run", status="success", error=None, values={"x": "\x00"}, interrupts={})
     answers.forget("a-run")
-    assert answers.take("a-run") == {"x": "\ufffd"}  # as the thread row stores it
+    assert json.loads(answers.take("a-run")) == {"x": "\ufffd"}  # as the thread row stores it
     answers.forget("a-run")
     assert answers.take("a-run") is answers.MISSING
     assert answers._waiting == {} and answers._answers == {}
+
+
+@pytest.mark.skipif(
+    isinstance(bus.layer(), InMemoryChannelLayer), reason="the in-memory layer crosses no process"
+)
+async def test_join_takes_the_answer_the_end_of_a_run_in_another_process_brought(
+    user: Any, database_reads: list[Any]
+) -> None:
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    run = await call_sync(pending_run, thread=thread, user=user, on=Executor.THREAD_SENSITIVE)
+    path = f"/api/threads/{thread.pk}/runs/{run.pk}/join"
+    # The response is made once the join listens for the run's end.
+    response = await _response_of(join, user, path, thread.pk, str(run.pk))
+    group = bus.run_end_group(run.pk)
+    # Another process's worker claims and ends it, and its `end` brings the answer.
+    [claimed] = (
+        await call_sync(queue.claim_runs, worker_id="elsewhere", limit=1, on=Executor.API)
+    ).runs
+    snapshot = ThreadSnapshot(values={"reply": "from elsewhere"})
+    outcome = RunOutcome(status=Run.Status.SUCCESS)
+    assert await call_sync(
+        finish_run, run=claimed, outcome=outcome, snapshot=snapshot, on=Executor.API
+    )
+    end = {**bus.StreamEvent.of(1, "end", None).as_message(run.pk)}
+    end["answer"] = answers.layer_answer(
+        status=outcome.status, error=None, values=snapshot.values, interrupts={}
+    )
+    message = {"type": fanout.EVENTS, "group": group, "origin": "elsewhere", "events": [end]}
+    await bus.layer().group_send(group, message)
+
+    assert await asyncio.wait_for(_body_of(response), 20) == {"reply": "from elsewhere"}
+    assert database_reads == []
+    assert answers._waiting == {} and answers._answers == {}
+
+
+def test_an_answer_too_large_for_the_layer_is_left_to_the_database() -> None:
+    small = answers.layer_answer(status="success", error=None, values={"x": 1}, interrupts={})
+    assert json.loads(small) == {"x": 1}
+    large = "y" * answers.LAYER_ANSWER_MAX_BYTES
+    assert answers.layer_answer(status="success", error=None, values=large, interrupts={}) is None
+    failed = answers.layer_answer(
+        status="error", error={"error": "E", "message": "m"}, values=None, interrupts={}
+    )
+    assert json.loads(failed) == {"__error__": {"error": "E", "message": "m"}}

@@ -2,7 +2,9 @@
 
 Three kinds of message travel on it:
 - stream events of a run, to the groups `run_stream_group(run_id)` and `thread_stream_group`
-  (the SSE views listen): only to other processes, through `fanout`, which hands them to this
+  (the SSE views listen), and its `end` alone to `run_end_group(run_id)` (`/wait`, `/join` and
+  a cancel's wait listen: they need nothing else), with the run's final answer when its
+  executor has it: only to other processes, through `fanout`, which hands them to this
   process's subscribers directly;
 - cancel requests, to `worker_control_group(worker_id)` of the worker executing the run (each
   worker listens on its own group from its start, so no cancel can come before it listens);
@@ -32,10 +34,17 @@ WAKEUP_GROUP = "runs.wakeup"
 STREAM_EVENT = "run.event"
 CANCEL = "run.cancel"
 WAKEUP = "runs.wakeup"
+#: The `event` of a run's last stream event.
+END = "end"
 
 
 def run_stream_group(run_id: UUID | str) -> str:
     return f"runs.stream.{run_id}"
+
+
+def run_end_group(run_id: UUID | str) -> str:
+    """A run's `end` event alone, for those who wait for its end (`fanout.publish_events`)."""
+    return f"runs.end.{run_id}"
 
 
 def worker_control_group(worker_id: str) -> str:

@@ -7,6 +7,7 @@ status it reads.
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import sys
 import traceback
@@ -314,14 +315,15 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         on=Executor.ENGINE,
     )
     if finished:
-        if snapshot is not None:  # the thread's values as just committed, for `/wait` here
-            answers.offer(
-                run.pk,
-                status=outcome.status,
-                error=outcome.error,
-                values=snapshot.values,
-                interrupts=snapshot.interrupts,
-            )
+        if snapshot is not None:  # the thread's values as just committed, for `/wait`
+            final = {
+                "status": outcome.status,
+                "error": outcome.error,
+                "values": snapshot.values,
+                "interrupts": snapshot.interrupts,
+            }
+            answers.offer(run.pk, **final)  # for requests of this process
+            publisher.answer = functools.partial(answers.layer_answer, **final)  # of others
         publisher.emit("end", None)
     await publisher.close()
     return outcome if finished else None

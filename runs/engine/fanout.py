@@ -57,31 +57,26 @@ class Subscription:
     them; past CHANNEL_CAPACITY waiting, newer ones are dropped (as the channel layer does), so
     a slow client never stalls a run."""
 
-    __slots__ = ("_hub", "_inbox", "_waiter", "groups", "only_event")
+    __slots__ = ("_hub", "_inbox", "_waiter", "groups")
 
-    def __init__(self, hub: "_Hub", groups: tuple[str, ...], only_event: str | None = None) -> None:
+    def __init__(self, hub: "_Hub", groups: tuple[str, ...]) -> None:
         self.groups = groups
-        self.only_event = only_event
         self._hub = hub
         self._inbox: deque[dict[str, Any]] | None = None  # made at the first message
         self._waiter: asyncio.Future[None] | None = None
 
     @classmethod
-    async def open(cls, *groups: str, only_event: str | None = None) -> "Subscription":
+    async def open(cls, *groups: str) -> "Subscription":
         """Subscribed to `groups` once it returns: whatever is published afterwards, in this
-        process or another, reaches it; with `only_event` (e.g. "end": a wait), only the
-        messages of that event, so the others wake no one. Raises what the layer raises (Redis
-        unreachable)."""
+        process or another, reaches it (a wait subscribes to `bus.run_end_group`: the run's
+        other events wake it not). Raises what the layer raises (Redis unreachable)."""
         hub = _hub_of_this_loop()
-        subscription = cls(hub, groups, only_event)
+        subscription = cls(hub, groups)
         await hub.add(subscription)
         return subscription
 
     def deliver(self, message: dict[str, Any]) -> None:
-        """Put a message in the inbox (on the subscription's event loop), unless it is of
-        another event than the one the subscription is only for."""
-        if self.only_event is not None and message.get("event") != self.only_event:
-            return
+        """Put a message in the inbox (on the subscription's event loop)."""
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
@@ -329,56 +324,77 @@ def publish_events_here(
 def _deliver_here(
     run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
 ) -> tuple[list[dict[str, Any]], set[str]]:
-    """The events to this process's listeners of the run and of its thread, in order; returns
-    their messages and the groups with listeners on this loop."""
+    """The events to this process's listeners of the run and of its thread, in order, and an
+    `end` to those of the run's end too; returns their messages and the groups with listeners
+    on this loop."""
     groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
+    with_end = (*groups, bus.run_end_group(run_id))
     messages = [event.as_message(run_id) for event in events]
     listened_here = set()
     for message in messages:
-        for group in groups:
+        for group in with_end if message["event"] == bus.END else groups:
             if _deliver_locally(group, message):
                 listened_here.add(group)
     return messages, listened_here
 
 
 async def publish_events(
-    *, run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
+    *,
+    run_id: UUID | str,
+    thread_id: str,
+    events: Iterable[bus.StreamEvent],
+    answer: Callable[[], bytes | None] | None = None,
 ) -> None:
-    """Fan a run's events out, in order, to the listeners of the run and of its thread: this
-    process's at once, other processes' through the layer (when it reaches them and they
-    listen). A failure of the layer is logged per event: the bus is not the record."""
+    """Fan a run's events out, in order, to the listeners of the run and of its thread, and its
+    `end` to those of `bus.run_end_group`: this process's at once, other processes' through the
+    layer (when it reaches them and they listen). `answer` makes the run's final answer
+    (`answers.layer_answer`), called only when another process waits for the run's end, whose
+    `end` then brings it. A failure of the layer is logged per event: the bus is not the
+    record."""
     messages, listened_here = _deliver_here(run_id, thread_id, events)
     channel_layer = bus.layer()
     if isinstance(channel_layer, InMemoryChannelLayer) or not messages:
         return
-    groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
     hub = _hub_of_this_loop()
-    sends = []
-    for group in groups:
-        try:
-            # A group without subscribers here: the layer looks up its members anyway.
-            if group in listened_here and not await hub.others_listen(group):
-                continue
-        except Exception:
-            logger.exception("run %s: cannot publish events to %s", run_id, group)
-            continue
-        # One layer message per batch: the layer's cost is per message, not per event.
-        for start in range(0, len(messages), EVENTS_PER_MESSAGE):
-            events_message = {
-                "type": EVENTS,
-                "group": group,
-                "origin": PROCESS_ID,
-                "events": messages[start : start + EVENTS_PER_MESSAGE],
-            }
-            sends.append((group, events_message))
+    sends: list[tuple[str, Any]] = []
+    for group in (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id)):
+        if await _others_may_listen(hub, group, listened_here, run_id):
+            # One layer message per batch: the layer's cost is per message, not per event.
+            for start in range(0, len(messages), EVENTS_PER_MESSAGE):
+                batch = messages[start : start + EVENTS_PER_MESSAGE]
+                sends.append((group, _events_message(group, batch)))
+    end = next((message for message in messages if message["event"] == bus.END), None)
+    end_group = bus.run_end_group(run_id)
+    if end is not None and await _others_may_listen(hub, end_group, listened_here, run_id):
+
+        def end_message() -> dict[str, Any]:
+            body = answer() if answer is not None else None
+            return _events_message(end_group, [end if body is None else {**end, "answer": body}])
+
+        sends.append((end_group, end_message))  # made only when the group has members
     await _send_to_groups(channel_layer, sends, run_id=run_id)
 
 
+def _events_message(group: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": EVENTS, "group": group, "origin": PROCESS_ID, "events": events}
+
+
+async def _others_may_listen(hub: _Hub, group: str, listened_here: set[str], run_id: Any) -> bool:
+    """Whether to send to `group` on the layer: not when only this process listens there (a
+    group without listeners here: the layer's send looks its members up anyway)."""
+    try:
+        return group not in listened_here or await hub.others_listen(group)
+    except Exception:
+        logger.exception("run %s: cannot publish events to %s", run_id, group)
+        return False
+
+
 async def _send_to_groups(
-    channel_layer: BaseChannelLayer, sends: list[tuple[str, dict[str, Any]]], *, run_id: Any
+    channel_layer: BaseChannelLayer, sends: list[tuple[str, Any]], *, run_id: Any
 ) -> None:
     """Each (group, message) through the layer, in order: all at once when the layer can
-    (`redis_layer.RedisChannelLayer.group_send_many`); failures logged."""
+    (`redis_layer.RedisChannelLayer.group_send_many`); failures logged. A message may be a
+    callable that makes it, called only for a group that has members."""
     send_many = getattr(channel_layer, "group_send_many", None)
     if send_many is not None and sends:
         try:
@@ -389,7 +405,7 @@ async def _send_to_groups(
         return
     for group, message in sends:
         try:
-            await channel_layer.group_send(group, message)
+            await channel_layer.group_send(group, message() if callable(message) else message)
         except Exception:
             logger.exception("run %s: cannot publish events to %s", run_id, group)
 

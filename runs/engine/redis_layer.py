@@ -25,6 +25,7 @@ it runs as before.
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
@@ -131,12 +132,15 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         await self.group_send_many([(group, message)])
 
-    async def group_send_many(self, sends: list[tuple[str, dict[str, Any]]]) -> None:
+    async def group_send_many(
+        self, sends: list[tuple[str, dict[str, Any] | Callable[[], dict[str, Any]]]]
+    ) -> None:
         """`group_send(group, message)` for each pair, in order, in two round trips for all
-        (one when no group has members)."""
+        (one when no group has members). A message may be a callable that makes it: it is
+        called only when its group has members."""
         if self.ring_size != 1:
             for group, message in sends:
-                await super().group_send(group, message)
+                await super().group_send(group, message() if callable(message) else message)
             return
         for group, _ in sends:
             assert self.require_valid_group_name(group), "Group name not valid"
@@ -152,6 +156,8 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
         for (_, message), members in zip(sends, found, strict=True):
             if not members:
                 continue
+            if callable(message):
+                message = message()
             channel_names = [member.decode("utf8") for member in members]
             by_connection, serialized, capacity = self._map_channel_keys_to_connection(
                 channel_names, message

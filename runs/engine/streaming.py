@@ -9,6 +9,7 @@ their own, so that a slow bus never stalls the graph.
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -108,6 +109,8 @@ class EventPublisher:
         self._flush_due = False
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        #: Makes the run's final answer for its `end` (`answers.layer_answer`), set before it.
+        self.answer: Callable[[], bytes | None] | None = None
 
     def start(self) -> None:
         """Publish from now on, on the running event loop."""
@@ -175,7 +178,9 @@ class EventPublisher:
             except Exception:
                 logger.exception("run %s: cannot store stream events", self.run_id)
         # The bus is not the record: a lost event costs a client, not a run (logged there).
-        await fanout.publish_events(run_id=self.run_id, thread_id=self.thread_id, events=events)
+        await fanout.publish_events(
+            run_id=self.run_id, thread_id=self.thread_id, events=events, answer=self.answer
+        )
 
 
 def store_stream_events(run_id: UUID, events: list[bus.StreamEvent]) -> None:

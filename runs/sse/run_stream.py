@@ -35,14 +35,15 @@ OUT_OF_BAND_IDS = 10**12
 
 
 async def subscribe_to_run(
-    *, user: Any, thread_id: str, run_id: str | UUID, action: str = "view"
+    *, user: Any, thread_id: str, run_id: str | UUID, action: str = "view", end_only: bool = False
 ) -> tuple[Run, Subscription]:
     """A run the user may `action` (404 otherwise), with a subscription to its stream group
-    opened before the run was read, so nothing it publishes afterwards is missed."""
+    (`end_only`: to its `end` alone, `bus.run_end_group`) opened before the run was read, so
+    nothing it publishes afterwards is missed."""
     thread_id = validate_thread_id(thread_id)
     run_uuid = validate_uuid(run_id, field="run_id")
     return await subscribe_then(
-        bus.run_stream_group(run_uuid),
+        bus.run_end_group(run_uuid) if end_only else bus.run_stream_group(run_uuid),
         selectors.get_run,
         user=user,
         thread_id=thread_id,

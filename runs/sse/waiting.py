@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from runs.engine import Subscription
+from runs.engine import Subscription, answers
 from runs.models import Run
 from runs.sse.run_stream import HEARTBEATS_PER_STATUS_CHECK
 from runs.sse.status_checks import run_has_ended
@@ -23,7 +23,8 @@ async def heartbeats_until_run_ends(
     shared with the run's other streams in this process).
 
     `run` was read (or admitted) after the subscription opened. The caller owns the
-    subscription and closes it.
+    subscription and closes it. An `end` that brings the run's answer leaves it for this
+    process's requests waiting for it (`answers.arrived`).
     """
     interval = settings.SSE_HEARTBEAT_SECONDS if interval is None else interval
     if check_every is None:
@@ -39,6 +40,8 @@ async def heartbeats_until_run_ends(
         message = await subscription.receive(within=timeout)
         if message is not None:
             if message.get("run_id") == run_id and message.get("event") == "end":
+                if (body := message.get("answer")) is not None:  # from another process
+                    answers.arrived(run_id, body)
                 return
             continue
         now = time.monotonic()
