@@ -186,6 +186,28 @@ objects = (
     .compile(name="objects")
 )
 
+
+class MutatedState(TypedDict, total=False):
+    items: list[str]
+    step: int
+
+
+def _mutate(state: MutatedState) -> dict[str, Any]:
+    state["items"].append("mutated")  # in place: `items` is not written by this step
+    return {"step": 2}
+
+
+#: A node that changes a value of its state in place instead of returning it: the checkpoint
+#: keeps what the channel's last write stored.
+mutated = (
+    StateGraph(MutatedState)
+    .add_node("write", lambda state: {"items": ["written"], "step": 1})
+    .add_node("mutate", _mutate)
+    .add_edge(START, "write")
+    .add_edge("write", "mutate")
+    .compile(name="mutated")
+)
+
 GRAPHS = {
     name: f"tests.final_state_graphs:{name}"
     for name in (
@@ -199,5 +221,6 @@ GRAPHS = {
         "subgraph_breakpoint",
         "ephemeral",
         "objects",
+        "mutated",
     )
 }

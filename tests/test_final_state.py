@@ -65,6 +65,7 @@ CASES = [
     ("ephemeral", {"input": {"text": "x"}}, False),
     ("objects", {"input": {}}, False),
     ("plain", {**PLAIN, "stream_mode": ["updates"]}, False),
+    ("mutated", {"input": {}}, True),
 ]
 
 
@@ -236,3 +237,22 @@ def test_values_taken_from_the_stream_read_back_the_same_from_a_checkpoint(value
 @pytest.mark.parametrize("value", REFUSED)
 def test_values_that_may_read_back_otherwise_are_read_back(value: Any) -> None:
     assert not round_trips(value)
+
+
+SEQUENCES = [
+    [PLAIN, {"command": {"update": {"text": "updated"}}}],
+    [PLAIN, {"command": {"update": {"text": "updated"}, "goto": "second"}}],
+    [PLAIN, {"input": None}],
+    [PLAIN, {"input": {"text": "again"}, "durability": "exit"}],
+    [{"command": {"update": {"trail": ["given"]}, "goto": "quiet"}}],
+]
+
+
+@pytest.mark.parametrize("sequence", SEQUENCES)
+async def test_runs_after_runs_hold_the_checkpointers_view(
+    user: Any, sequence: list[dict[str, Any]]
+) -> None:
+    thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
+    for kwargs in sequence:
+        run = await execute(thread, user, "plain", **kwargs)
+        await assert_row_is_the_checkpointers_view(thread.pk, "plain", run)
