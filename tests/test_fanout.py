@@ -11,7 +11,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer, channel_layers
 
 from deerflow_site.bridge import Executor, call_sync
-from runs.engine import Subscription, bus, fanout
+from runs.engine import Subscription, bus, fanout, publishing
 
 ON_REDIS = not isinstance(bus.layer(), InMemoryChannelLayer)
 THREAD_ID = "fanout-thread"
@@ -59,7 +59,7 @@ async def test_a_local_subscriber_gets_each_event_once_and_in_order() -> None:
     run_id = uuid.uuid4()
     subscription = await Subscription.open(bus.run_stream_group(run_id))
     try:
-        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events())
+        await publishing.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events())
         if ON_REDIS:
             # Sent after this process's own layer copies: once it is here, they came and went.
             marker = bus.StreamEvent.of(EVENTS + 1, "custom", {"tick": "marker"})
@@ -81,8 +81,8 @@ async def test_the_thread_group_gets_every_run_of_the_thread() -> None:
     thread = await Subscription.open(bus.thread_stream_group(THREAD_ID))
     run = await Subscription.open(bus.run_stream_group(first_run))
     try:
-        await fanout.publish_events(run_id=first_run, thread_id=THREAD_ID, events=events(2))
-        await fanout.publish_events(run_id=second_run, thread_id=THREAD_ID, events=events(1))
+        await publishing.publish_events(run_id=first_run, thread_id=THREAD_ID, events=events(2))
+        await publishing.publish_events(run_id=second_run, thread_id=THREAD_ID, events=events(1))
 
         got = [await thread.receive(within=WAIT) for _ in range(3)]
         assert [(m["run_id"], m["id"]) for m in got] == [
@@ -122,7 +122,7 @@ async def test_while_another_process_listens_it_gets_the_events_and_locals_get_t
     await channel_layer.group_add(group, another_process)
     local = await Subscription.open(group)
     try:
-        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(3))
+        await publishing.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(3))
         remote = await channel_layer.receive(another_process)
         marker = bus.StreamEvent.of(4, "custom", {"tick": "marker"})
         await sent_by_another_process(group, marker, run_id)
@@ -146,7 +146,7 @@ async def test_the_in_memory_layer_carries_no_stream_event() -> None:
     await channel_layer.group_add(group, raw)
     local = await Subscription.open(group)
     try:
-        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(3))
+        await publishing.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(3))
         await channel_layer.group_send(group, {"type": "marker"})
 
         assert (await channel_layer.receive(raw))["type"] == "marker"
@@ -164,7 +164,7 @@ async def test_a_closed_subscription_hears_nothing_more_and_is_forgotten() -> No
     await closed.close()  # twice is harmless
     staying = await Subscription.open(group)
     try:
-        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(1))
+        await publishing.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(1))
 
         assert (await staying.receive(within=WAIT))["id"] == 1
         assert await closed.receive(within=0) is None
@@ -296,7 +296,7 @@ async def test_a_subscriber_that_does_not_read_keeps_at_most_the_capacity(settin
     run_id = uuid.uuid4()
     subscription = await Subscription.open(bus.run_stream_group(run_id))
     try:
-        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(8))
+        await publishing.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(8))
         kept = []
         while (message := await subscription.receive(within=0)) is not None:
             kept.append(message["id"])
@@ -314,7 +314,9 @@ async def test_a_wait_hears_only_the_end_past_a_full_capacity(settings) -> None:
     everything = await Subscription.open(bus.run_stream_group(run_id))
     try:
         end = bus.StreamEvent.of(9, "end", None)
-        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=[*events(8), end])
+        await publishing.publish_events(
+            run_id=run_id, thread_id=THREAD_ID, events=[*events(8), end]
+        )
         if ON_REDIS:
             marker = bus.StreamEvent.of(10, "end", {"marker": True})
             await sent_by_another_process(bus.run_end_group(run_id), marker, run_id)
@@ -348,7 +350,7 @@ async def test_a_subscriber_waiting_on_another_event_loop_is_woken() -> None:
     listener = threading.Thread(target=asyncio.run, args=(listen(),))
     listener.start()
     await call_sync(subscribed.wait, WAIT, on=Executor.BLOCKING)
-    await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(1))
+    await publishing.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(1))
     await call_sync(listener.join, WAIT, on=Executor.BLOCKING)
 
     assert received == [1]
@@ -370,7 +372,7 @@ async def test_the_end_group_hears_the_run_end_alone_and_locals_make_no_answer()
         return b'{"reply":"x"}'
 
     try:
-        await fanout.publish_events(
+        await publishing.publish_events(
             run_id=run_id, thread_id=THREAD_ID, events=with_end(3), answer=answer
         )
 
@@ -400,8 +402,8 @@ async def test_another_process_waiting_for_the_end_gets_it_alone_with_its_answer
         return b'{"reply":"x"}'
 
     try:
-        await fanout.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(2))
-        await fanout.publish_events(
+        await publishing.publish_events(run_id=run_id, thread_id=THREAD_ID, events=events(2))
+        await publishing.publish_events(
             run_id=run_id,
             thread_id=THREAD_ID,
             events=[bus.StreamEvent.of(3, bus.END, None)],
@@ -430,7 +432,7 @@ async def test_with_no_other_process_waiting_no_answer_is_made() -> None:
         made.append(1)
         return b"{}"
 
-    await fanout.publish_events(
+    await publishing.publish_events(
         run_id=run_id, thread_id=THREAD_ID, events=with_end(1), answer=answer
     )
     assert made == []

@@ -14,7 +14,7 @@ from channels.layers import channel_layers
 from django.conf import settings
 
 from deerflow_site.bridge import Executor, call_sync
-from runs.engine import Subscription, bus, fanout
+from runs.engine import Subscription, bus, fanout, publishing
 from runs.models import Run
 
 WAIT = 20.0
@@ -57,7 +57,7 @@ async def test_a_wait_ended_by_a_message_leaves_the_clock() -> None:
     await asyncio.sleep(0)  # the task runs up to its wait
     assert hub().clock.waits == 1
 
-    await fanout.publish_events(
+    await publishing.publish_events(
         run_id=run_id, thread_id="clock-thread", events=[bus.StreamEvent.of(1, "custom", {})]
     )
 

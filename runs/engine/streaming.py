@@ -3,7 +3,7 @@
 Clients name stream modes as the LangGraph server does; LangGraph names them a little
 differently (`messages-tuple` and legacy `messages` both come from LangGraph's `messages`).
 Events are numbered 1, 2, 3… per run, stored first when the run is resumable, and published
-(`fanout`: to this process's subscribers directly, to others' through the bus) by a task of
+(`publishing`: to this process's subscribers directly, to others' through the bus) by a task of
 their own, so that a slow bus never stalls the graph.
 """
 
@@ -21,7 +21,7 @@ from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk
 
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.redaction import Redactor
-from runs.engine import bus, fanout
+from runs.engine import bus, publishing
 from runs.engine.serialization import to_jsonable
 from runs.models import Run, RunStreamEvent
 
@@ -150,7 +150,7 @@ class EventPublisher:
         self._flush_due = False
         if self._stopped or self._task is not None or not self._pending:
             return
-        if not self.resumable and fanout.publish_events_here(
+        if not self.resumable and publishing.publish_events_here(
             run_id=self.run_id, thread_id=self.thread_id, events=self._pending
         ):
             self._pending = []
@@ -178,7 +178,7 @@ class EventPublisher:
             except Exception:
                 logger.exception("run %s: cannot store stream events", self.run_id)
         # The bus is not the record: a lost event costs a client, not a run (logged there).
-        await fanout.publish_events(
+        await publishing.publish_events(
             run_id=self.run_id, thread_id=self.thread_id, events=events, answer=self.answer
         )
 
@@ -220,4 +220,4 @@ def out_of_band_events(events: list[tuple[str, Any]]) -> list[bus.StreamEvent]:
 
 async def publish_stream_events(*, run: Run, events: list[bus.StreamEvent]) -> None:
     """Publish events made with `out_of_band_events` (stored first by the caller if resumable)."""
-    await fanout.publish_events(run_id=run.pk, thread_id=run.thread_id, events=events)
+    await publishing.publish_events(run_id=run.pk, thread_id=run.thread_id, events=events)
