@@ -68,7 +68,7 @@ async def test_every_member_gets_the_message_whichever_layer_adds_and_sends(
 async def test_a_send_to_several_groups_is_the_sends_one_by_one(
     layers: tuple[RedisChannelLayer, Any],
 ) -> None:
-    """What `fanout.publish_events` sends for a batch: to the run's group and the thread's (a
+    """What `publishing.publish_events` sends for a batch: to the run's group and the thread's (a
     channel in both gets both, in order; a group without members is skipped)."""
     ours = RedisChannelLayer(hosts=hosts(), prefix=layers[0].prefix, capacity=10)
     local = await ours.new_channel()

@@ -43,7 +43,7 @@ def run_stream_group(run_id: UUID | str) -> str:
 
 
 def run_end_group(run_id: UUID | str) -> str:
-    """A run's `end` event alone, for those who wait for its end (`fanout.publish_events`)."""
+    """A run's `end` event alone, for those who wait for its end (`publishing.publish_events`)."""
     return f"runs.end.{run_id}"
 
 
