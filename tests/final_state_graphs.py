@@ -7,8 +7,10 @@ from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langgraph.channels import EphemeralValue
+from langgraph.func import entrypoint
 from langgraph.graph import END, START, StateGraph, add_messages
-from langgraph.types import Command, Send, interrupt
+from langgraph.types import Command, Overwrite, Send, interrupt
+from pydantic import BaseModel
 
 
 class PlainState(TypedDict, total=False):
@@ -208,6 +210,43 @@ mutated = (
     .compile(name="mutated")
 )
 
+
+class PydanticState(BaseModel):
+    text: str = ""
+    trail: Annotated[list[str], operator.add] = []
+
+
+#: A Pydantic state: its channels hold the fields' values.
+pydantic_state = (
+    StateGraph(PydanticState)
+    .add_node("one", lambda state: {"text": state.text + "!", "trail": ["one"]})
+    .add_node("two", lambda state: {"trail": ["two"]})
+    .add_edge(START, "one")
+    .add_edge("one", "two")
+    .compile(name="pydantic_state")
+)
+
+
+class InputOnly(TypedDict, total=False):
+    question: str
+
+
+#: An input schema narrower than the state; the last step overwrites a reduced list.
+overwrite = (
+    StateGraph(PlainState, input_schema=InputOnly)
+    .add_node("one", lambda state: {"trail": ["one", "two"], "text": "t"})
+    .add_node("two", lambda state: {"trail": Overwrite(["only"])})
+    .add_edge(START, "one")
+    .add_edge("one", "two")
+    .compile(name="overwrite")
+)
+
+
+@entrypoint(checkpointer=None)
+async def functional(inputs: dict[str, Any], *, previous: Any = None) -> Any:
+    return entrypoint.final(value={"got": inputs, "previous": previous}, save=len(str(inputs)))
+
+
 GRAPHS = {
     name: f"tests.final_state_graphs:{name}"
     for name in (
@@ -222,5 +261,8 @@ GRAPHS = {
         "ephemeral",
         "objects",
         "mutated",
+        "pydantic_state",
+        "overwrite",
+        "functional",
     )
 }

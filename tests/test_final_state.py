@@ -66,6 +66,9 @@ CASES = [
     ("objects", {"input": {}}, False),
     ("plain", {**PLAIN, "stream_mode": ["updates"]}, False),
     ("mutated", {"input": {}}, True),
+    ("pydantic_state", {"input": {"text": "x"}}, True),
+    ("overwrite", {"input": {"question": "q"}}, True),
+    ("functional", {"input": {"a": 1}}, True),
 ]
 
 
