@@ -36,13 +36,25 @@ def test_values_decode_as_the_hooked_decoder_does(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "{", "[1,]", "{'a': 1}", "NaN", "[Infinity]", str(parsers.MAX_INTEGER + 1), "1e999"],
+    [
+        "",
+        "{",
+        "[1,]",
+        "{'a': 1}",
+        "NaN",
+        "[Infinity]",
+        str(parsers.MAX_INTEGER + 1),
+        "1e999",
+        "\ufeff{}",  # a byte order mark before the JSON
+    ],
 )
 def test_refused_values_raise_value_error_as_the_hooked_decoder_does(text: str) -> None:
-    with pytest.raises(ValueError):
+    """With the same message: the client reads it in the 4xx's detail."""
+    with pytest.raises(ValueError) as expected:
         reference_loads(text)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         parsers.loads(text)
+    assert str(refused.value) == str(expected.value)
 
 
 def nested(depth: int) -> str:

@@ -41,6 +41,8 @@ def loads(data: bytes | str) -> Any:
     check_depth(text, settings.MAX_JSON_DEPTH)
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise ValueError("the NUL character (\\u0000) is not allowed in JSON strings")
+    if text.startswith("\ufeff"):  # as json.loads says (the decoder alone does not look)
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     value = _DECODER.decode(text)
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)
