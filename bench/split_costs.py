@@ -85,15 +85,17 @@ def set_statement_logging(url: str, on: bool) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
-def print_statements(workdir: Path, server: servers.Server, url: str, runs: int) -> None:
-    """`runs` create+wait runs one at a time, every statement logged: the statements per run,
-    by their first words (BEGIN, COMMIT and the statement's kind and table)."""
+def print_statements(
+    workdir: Path, server: servers.Server, url: str, runs: int, concurrency: int
+) -> None:
+    """`runs` create+wait runs, `concurrency` at a time, every statement logged: the statements
+    per run, by their first words (BEGIN, COMMIT and the statement's kind and table)."""
     logs = list(workdir.glob("services-*/pg/postgresql.log"))
     assert logs, "no PostgreSQL log"
     start = logs[0].stat().st_size
     set_statement_logging(url, True)
     try:
-        asyncio.run(send_runs(server.base_url, runs=runs, concurrency=1))
+        asyncio.run(send_runs(server.base_url, runs=runs, concurrency=concurrency))
     finally:
         set_statement_logging(url, False)
     text = logs[0].read_bytes()[start:].decode(errors="replace")
@@ -123,8 +125,8 @@ def main() -> int:
         "--statements",
         type=int,
         default=0,
-        help="then this many runs one at a time with PostgreSQL logging every statement: "
-        "the statements per run, by kind",
+        help="then this many runs (--concurrency at a time) with PostgreSQL logging every "
+        "statement: the statements per run, by kind",
     )
     args = parser.parse_args()
     name = "ours-postgres-split"
@@ -159,7 +161,9 @@ def main() -> int:
                     counts = ", ".join(f"{k} {v:.2f}" for k, v in pg_per_run.items())
                     print(f"  postgres/run: {counts}")
                 if args.statements:
-                    print_statements(workdir, server, urls["DATABASE_URL"], args.statements)
+                    print_statements(
+                        workdir, server, urls["DATABASE_URL"], args.statements, args.concurrency
+                    )
     return 0
 
 
