@@ -40,3 +40,23 @@ def test_cycles_made_after_settling_are_still_collected(restored_collector):
     assert gone() is not None  # a cycle: reference counting alone does not free it
     gc.collect()
     assert gone() is None
+
+
+def test_a_cycle_in_the_oldest_generation_is_freed_by_the_collectors_own_passes(
+    restored_collector,
+):
+    # The oldest generation's garbage waits for a full pass: after settling, one comes about
+    # every 100 young passes (CPython's 10 x 10), whatever the size of the frozen heap (this
+    # test process's is large, as a server's is): a server's cyclic garbage stays bounded.
+    settle_heap()
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    gone = weakref.ref(first)
+    gc.collect(1)  # the cycle, still reachable, moves to the oldest generation
+    del first, second
+    young_passes = 0
+    while gone() is not None and young_passes <= 200:
+        batch = [[] for _ in range(YOUNG_THRESHOLD + 1000)]  # net allocations: a young pass
+        del batch
+        young_passes += 1
+    assert gone() is None, f"still alive after {young_passes} young passes"
