@@ -52,14 +52,6 @@ async def test_a_node_blocked_in_sync_code_does_not_hold_the_runs_end() -> None:
         await asyncio.wait({running})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "since ea82cc7 the graph runs in the run's own task: a graph that swallows every "
-        "cancellation holds the run's end (and its slot, its thread, the worker's shutdown) "
-        "until it returns; before, the run ended CANCEL_GRACE_SECONDS after its cancel"
-    ),
-)
 @pytest.mark.usefixtures("short_grace")
 async def test_a_graph_that_swallows_every_cancellation_does_not_hold_the_runs_end() -> None:
     started = asyncio.Event()

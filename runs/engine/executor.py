@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import sys
 import traceback
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -57,23 +56,14 @@ class CancelReason(models.TextChoices):
 
 
 class CancelSignal:
-    """The strongest reason a running run was given to stop (`action`; "" while none).
-
-    While the run's graph runs (`_run_unless_cancelled`), setting a reason cancels the task
-    that awaits the graph, the run's own: no task of its own for the graph, no future per run
-    for the signal. A graph that has not unwound `CANCEL_GRACE_SECONDS` later is cancelled
-    again (a node that swallowed one cancellation meets the next).
-    """
+    """The strongest reason a running run was given to stop (`action`; "" while none)."""
 
     PRIORITY = {reason: rank for rank, reason in enumerate(CancelReason, start=1)}
 
     def __init__(self) -> None:
         self.action: CancelReason | str = ""
         self._is_set = False
-        #: The task awaiting the graph, while it does; the cancellations asked of it.
-        self._graph_task: asyncio.Task[Any] | None = None
-        self._requested = 0
-        self._regrace: asyncio.TimerHandle | None = None
+        self._waiters: list[asyncio.Future[None]] = []
 
     def set(self, action: str) -> None:
         """Raise the reason to `action` (if stronger); on the event loop's thread."""
@@ -84,35 +74,23 @@ class CancelSignal:
         if self.PRIORITY[reason] > self.PRIORITY.get(self.action, 0):
             self.action = reason
         self._is_set = True
-        if self._graph_task is not None and self._regrace is None:
-            # From the run's own task (a node's code): cancelled once it has awaited.
-            if self._graph_task is asyncio.current_task():
-                asyncio.get_running_loop().call_soon(self._stop_graph, self._graph_task)
-            else:
-                self._stop_graph(self._graph_task)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def is_set(self) -> bool:
         return self._is_set
 
-    def _stop_graph(self, task: asyncio.Task[Any]) -> None:
-        if self._graph_task is not task:
-            return  # the graph has ended meanwhile
-        if self._requested:
-            logger.warning("a cancelled graph is still unwinding after %ss", CANCEL_GRACE_SECONDS)
-        self._requested += 1
-        task.cancel()
-        self._regrace = task.get_loop().call_later(CANCEL_GRACE_SECONDS, self._stop_graph, task)
-
-    def _watch(self, task: asyncio.Task[Any]) -> None:
-        self._graph_task, self._requested = task, 0
-
-    def _unwatch(self) -> int:
-        """Stop watching the graph's task; the cancellations that were asked of it."""
-        self._graph_task = None
-        if self._regrace is not None:
-            self._regrace.cancel()
-            self._regrace = None
-        return self._requested
+    def future(self) -> "asyncio.Future[None]":
+        """A future done once a reason is set (a plain future to wait on beside others: no
+        task per run)."""
+        waiter = asyncio.get_running_loop().create_future()
+        if self._is_set:
+            waiter.set_result(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
 
 @dataclass
@@ -330,39 +308,36 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
 
 
 async def _run_unless_cancelled(work: Coroutine[Any, Any, None], cancel: CancelSignal) -> str:
-    """Await the graph in this task, or stop it as soon as a cancel arrives (the signal cancels
-    this task meanwhile): returns the cancel action ("" when the graph ran to its end) and
-    raises the graph's exception, or CancelledError when this task was cancelled by another
-    hand (the worker torn down)."""
-    if cancel.is_set():  # before the graph started
+    """Await the graph, or stop it as soon as a cancel arrives: returns the cancel action
+    ("" when the graph ran to its end) and raises the graph's exception. A cancel that came
+    before never starts the graph.
+
+    The graph has a task of its own, so that the run's end never waits for a graph that does
+    not unwind (a node blocked in sync code, or one that swallows its cancellations): once
+    cancelled, the graph has `CANCEL_GRACE_SECONDS`, then the run ends without it."""
+    if cancel.is_set():
         work.close()
         return cancel.action
-    task = asyncio.current_task()
-    assert task is not None
-    cancel._watch(task)
+    graph_task = asyncio.ensure_future(work)
+    cancelled = cancel.future()
     try:
-        await work
+        await asyncio.wait({graph_task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
-        requested = cancel._unwatch()
-        if not requested:
-            raise
-        for _ in range(requested):
-            task.uncancel()
-        if task.cancelling():
-            raise  # cancelled from outside as well
-        return cancel.action
-    except BaseException:
-        requested = cancel._unwatch()
-        for _ in range(requested):
-            task.uncancel()
-        if not requested:
-            raise
-        logger.info("a cancelled graph stopped with %r", sys.exc_info()[1])
-        return cancel.action
-    requested = cancel._unwatch()
-    for _ in range(requested):  # the graph swallowed the cancellation and returned
-        task.uncancel()
-    return cancel.action if requested else ""
+        graph_task.cancel()
+        raise
+    finally:
+        cancelled.cancel()
+    if graph_task.done():
+        graph_task.result()
+        return ""
+    graph_task.cancel()
+    # A node stuck in sync code cannot be cancelled: the run ends anyway after a grace period.
+    done, _ = await asyncio.wait({graph_task}, timeout=CANCEL_GRACE_SECONDS)
+    if not done:
+        logger.warning("a cancelled graph is still unwinding after %ss", CANCEL_GRACE_SECONDS)
+    elif not graph_task.cancelled() and graph_task.exception() is not None:
+        logger.info("a cancelled graph stopped with %r", graph_task.exception())
+    return cancel.action
 
 
 async def _outcome_of_cancel(run: Run, action: str) -> RunOutcome:
