@@ -69,6 +69,25 @@ CASES = [
     ("pydantic_state", {"input": {"text": "x"}}, True),
     ("overwrite", {"input": {"question": "q"}}, True),
     ("functional", {"input": {"a": 1}}, True),
+    (
+        "agent",  # the built-in agent: a tool call, its result, the answer (usage, metadata)
+        {
+            "input": {"messages": [{"role": "user", "content": "What is 6 * 7?"}]},
+            "stream_mode": ["values", "messages-tuple"],
+        },
+        True,
+    ),
+    (
+        "agent",
+        {
+            "input": {
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "What time is it?"}]}
+                ]
+            }
+        },
+        True,
+    ),
 ]
 
 
