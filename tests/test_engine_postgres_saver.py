@@ -11,9 +11,16 @@ import pytest
 from django.db import connection
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from runs.engine.checkpointer import _database, _postgres_conninfo, get_checkpointer
+from runs.engine.checkpointer import (
+    POSTGRES_SETUP_LOCK_KEY,
+    _database,
+    _postgres_conninfo,
+    _setup_postgres,
+    get_checkpointer,
+)
 from runs.engine.checkpoints import acheckpoint_thread_ids, adelete_run_checkpoints
 from runs.engine.postgres_saver import PostgresSaver, open_postgres_saver
 from tests.engine_support import Blocked, closing_checkpointer, queued  # noqa: F401
@@ -130,3 +137,46 @@ async def test_the_saver_prepares_no_statements() -> None:
         transaction=False,
     )
     assert prepared["n"] == 0
+
+
+async def test_setups_waiting_for_one_another_on_a_fresh_database_all_succeed() -> None:
+    """Two processes' first use on a database without LangGraph's tables (a fresh deployment):
+    both wait for the setup's lock, then one migrates (CREATE INDEX CONCURRENTLY) while the other
+    still waits. A wait inside `pg_advisory_lock` deadlocked with that index build, and the run
+    that opened the saver failed with DeadlockDetected (a loaded soak's worker did)."""
+    base = _postgres_conninfo(_database())
+    schema = f"fresh_{uuid.uuid4().hex[:12]}"
+    fresh = make_conninfo(base, options=f"-c search_path={schema}")
+    async with await psycopg.AsyncConnection.connect(
+        base, autocommit=True, row_factory=dict_row
+    ) as admin:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            await admin.execute("SELECT pg_advisory_lock(%s)", (POSTGRES_SETUP_LOCK_KEY,))
+            setups = [asyncio.create_task(_setup_postgres(fresh)) for _ in range(2)]
+            async with asyncio.timeout(30):  # until both have asked for the lock
+                while True:
+                    asking = await admin.execute(
+                        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                        " AND datname = current_database() AND query LIKE %s",
+                        ("%advisory_lock(%",),
+                    )
+                    if (await asking.fetchone())["n"] >= 2:
+                        break
+                    await asyncio.sleep(0.02)
+            await admin.execute("SELECT pg_advisory_unlock(%s)", (POSTGRES_SETUP_LOCK_KEY,))
+
+            await asyncio.gather(*setups)
+
+            made = await admin.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            )
+            assert {row["table_name"] for row in await made.fetchall()} >= {
+                "checkpoints",
+                "checkpoint_blobs",
+                "checkpoint_writes",
+                "checkpoint_migrations",
+            }
+        finally:
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

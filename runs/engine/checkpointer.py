@@ -134,8 +134,28 @@ async def _setup_postgres(conninfo: str) -> None:
     async with await AsyncConnection.connect(
         conninfo, autocommit=True, prepare_threshold=None, row_factory=dict_row
     ) as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (POSTGRES_SETUP_LOCK_KEY,))
+        await _take_setup_lock(conn)
         try:
             await AsyncPostgresSaver(conn).setup()
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (POSTGRES_SETUP_LOCK_KEY,))
+
+
+async def _take_setup_lock(conn: AsyncConnection[Any]) -> None:
+    """Take the setup's session advisory lock, trying again with a growing pause (50 ms to 1 s).
+
+    Not `pg_advisory_lock`: a session blocked in it stays inside a statement, holding a snapshot,
+    and the holder's migrations include CREATE INDEX CONCURRENTLY, which waits for every older
+    snapshot to go: PostgreSQL then breaks the deadlock by failing one of them (DeadlockDetected,
+    and the run that opened the saver failed). A refused `pg_try_advisory_lock` ends at once.
+    """
+    pause = 0.05
+    while True:
+        cursor = await conn.execute(
+            "SELECT pg_try_advisory_lock(%s) AS locked", (POSTGRES_SETUP_LOCK_KEY,)
+        )
+        row = await cursor.fetchone()
+        if row is not None and row["locked"]:
+            return
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
