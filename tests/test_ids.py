@@ -27,8 +27,11 @@ ACCEPTED = {
 SEARCHES = {
     "deerflow_site.api.parsers._STRUCTURE",
     "deerflow_site.api.parsers._NUL_ESCAPE",
+    "deerflow_site.api.parsers._SURROGATE_ESCAPE",
+    "deerflow_site.dbcompat._SURROGATE",
     "runs.engine.graphs.scripted_model.ARITHMETIC",
     "runs.engine.graphs.scripted_model.TOKEN",
+    "runs.engine.serialization._SURROGATE",
 }
 HOSTILE_SUFFIXES = ["\n", "\r\n", "\x00", " ", "\u00b2", "\u2028"]
 

@@ -10,8 +10,9 @@
 import asyncio
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.dispatch import Signal
+
+from deerflow_site.bridge import Executor, call_sync
 
 
 class InlineSignal(Signal):
@@ -19,7 +20,7 @@ class InlineSignal(Signal):
 
     Django's own gathers a task for the sync receivers' group and one per async receiver, even
     when there is a single async receiver, as `run_ended` has (three tasks per run). This one
-    keeps its contract (sync receivers first, together, behind `sync_to_async`; async ones
+    keeps its contract (sync receivers first, together, behind `call_sync`; async ones
     concurrently; every `Exception` caught, logged and returned in the receiver's pair, so one
     receiver's failure never stops the others or the sender), and makes a task only where two
     async receivers have to run side by side.
@@ -33,7 +34,13 @@ class InlineSignal(Signal):
         responses: list[tuple[Any, Any]] = []
         if sync_receivers:
             responses.extend(
-                await sync_to_async(self._send_sync_robust)(sync_receivers, sender, named)
+                await call_sync(
+                    self._send_sync_robust,
+                    sync_receivers,
+                    sender,
+                    named,
+                    on=Executor.THREAD_SENSITIVE,
+                )
             )
         if len(async_receivers) == 1:
             receiver = async_receivers[0]
