@@ -156,16 +156,25 @@ async def test_cancel_with_an_unknown_action_is_422(daphne_server, sdk, headers)
 
 
 async def test_cancelling_a_pending_run_never_starts_it(sdk):
+    # Pending behind its thread's running run, not for a delay: a delay could end before a
+    # loaded machine's cancel came, and a fixed sleep past it proved nothing either.
     thread_id = await new_thread(sdk)
-    run = await sdk.runs.create(thread_id, "echo", input={}, after_seconds=1)
-    await sdk.runs.cancel(thread_id, run["run_id"])
-    await asyncio.sleep(1.5)
+    first = await started_slow_run(sdk, thread_id)
+    pending = await sdk.runs.create(thread_id, "echo", input={}, multitask_strategy="enqueue")
+    await sdk.runs.cancel(thread_id, pending["run_id"])
+    follower = await sdk.runs.create(thread_id, "echo", input={}, multitask_strategy="enqueue")
+    await sdk.runs.cancel(thread_id, first["run_id"])
 
-    assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "interrupted"
-    assert (await stored(run["run_id"])).started_at is None
-    thread = await sdk.threads.get(thread_id)
-    assert thread["status"] == "idle"
-    assert thread["values"] is None
+    # A thread's runs start oldest first: once its follower has run, the queue has passed it.
+    done = await wait_for_status(sdk, thread_id, follower["run_id"], {"success"})
+    assert done["status"] == "success"
+    assert (await sdk.runs.get(thread_id, pending["run_id"]))["status"] == "interrupted"
+    assert (await stored(pending["run_id"])).started_at is None
+    history = await sdk.threads.get_history(thread_id, limit=1000)
+    run_ids = {state["metadata"].get("run_id") for state in history}
+    assert {first["run_id"], follower["run_id"]} <= run_ids
+    assert pending["run_id"] not in run_ids
+    assert (await sdk.threads.get(thread_id))["status"] == "idle"
 
 
 async def test_a_stream_of_a_pending_run_ends_when_it_is_cancelled(sdk):
