@@ -23,6 +23,15 @@ class DeletesThroughService(admin.ModelAdmin):
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         self.delete_object(obj)
 
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """Django's list of what goes with `objs`, needing no permission for the related kinds:
+        the service deletes what belongs to the object (a run's journal events and feedback, a
+        thread's runs), kinds staff may not delete on their own (the journal is read-only)."""
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), protected
+
     def delete_view(
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:

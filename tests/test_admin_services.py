@@ -11,8 +11,11 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from deerflow_site.bridge import Executor, call_sync
+from feedback.models import Feedback
 from runs.engine.registry import graph_for_thread
-from runs.models import Run
+from runs.journal.catalog import EventType
+from runs.journal.store import JournalBatch, JournalEntry, record_batch
+from runs.models import Run, RunEvent
 from tests.engine_support import closing_checkpointer, make_thread, pending_run  # noqa: F401
 from tests.fixtures import client_for
 from threads.models import Thread
@@ -113,6 +116,52 @@ def test_deleting_an_active_run_in_the_admin_is_refused_and_a_finished_one_goes(
     assert "Not deleted" in messages_of(response)
     assert set(Run.objects.values_list("pk", flat=True)) == {active.pk}
     assert Thread.objects.get(pk=active.thread_id).status == Thread.Status.BUSY
+
+
+def journaled(run: Run, user: Any) -> Run:
+    """The run with what every run that ran has: journal events, and a user's feedback."""
+    record_batch(
+        thread_id=run.thread_id,
+        run_id=run.pk,
+        batch=JournalBatch(entries=[JournalEntry(EventType.RUN_START)]),
+    )
+    Feedback.objects.create(run=run, thread=run.thread, user=user, rating=1)
+    return run
+
+
+@pytest.mark.django_db
+def test_a_finished_run_with_its_journal_is_deleted_from_the_confirmation_page(
+    user: Any,
+) -> None:
+    run = journaled(finished(pending_run(thread=make_thread(user=user), user=user)), user)
+    browser = staff_browser()
+    chosen = {"action": "delete_selected", "_selected_action": [run.pk]}
+
+    confirmation = browser.post("/admin/runs/run/", chosen)
+    assert confirmation.status_code == 200
+    assert not confirmation.context["perms_lacking"], confirmation.context["perms_lacking"]
+    assert 'name="post"' in confirmation.content.decode()  # the "Yes, I'm sure" form
+    browser.post("/admin/runs/run/", {**chosen, "post": "yes"})
+
+    assert not Run.objects.filter(pk=run.pk).exists()
+    assert not RunEvent.objects.filter(run_id=run.pk).exists()
+    assert not Feedback.objects.filter(run_id=run.pk).exists()
+
+
+@pytest.mark.django_db
+def test_an_idle_thread_with_journaled_runs_is_deleted_from_its_page(user: Any) -> None:
+    thread = make_thread(user=user)
+    journaled(finished(pending_run(thread=thread, user=user)), user)
+    browser = staff_browser()
+    url = f"/admin/threads/thread/{thread.pk}/delete/"
+
+    confirmation = browser.get(url)
+    assert not confirmation.context["perms_lacking"], confirmation.context["perms_lacking"]
+    assert 'name="post"' in confirmation.content.decode()
+    assert browser.post(url, {"post": "yes"}).status_code == 302
+
+    assert not Thread.objects.filter(pk=thread.pk).exists()
+    assert not RunEvent.objects.filter(thread_id=thread.pk).exists()
 
 
 @pytest.mark.django_db
