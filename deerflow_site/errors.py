@@ -17,7 +17,8 @@ class DomainError(Exception):
         super().__init__(self.detail)
 
     def default_detail(self) -> str:
-        return self.__class__.__doc__ or "Bad request."
+        """The class's docstring as one line (a docstring may wrap over several)."""
+        return " ".join((self.__class__.__doc__ or "Bad request.").split())
 
 
 class BadRequest(DomainError):

@@ -56,4 +56,5 @@ class OverLimit(Invalid):
     """A request value above the server's limit for it (a 422 naming the field and limit)."""
 
     def __init__(self, field: str, limit: float, setting: str) -> None:
-        super().__init__({field: [f"Limit exceeded: at most {limit:g} ({setting})."]})
+        number = f"{limit:.0f}" if float(limit).is_integer() else str(limit)
+        super().__init__({field: [f"Limit exceeded: at most {number} ({setting})."]})

@@ -53,3 +53,11 @@ def test_what_no_client_caused_is_not_mapped() -> None:
     assert error_status(RuntimeError("bug")) is None
     with pytest.raises(RuntimeError):
         error_response(RuntimeError("bug"))
+
+
+@pytest.mark.parametrize("error", DOMAIN_ERRORS, ids=[e.__qualname__ for e in DOMAIN_ERRORS])
+def test_a_default_detail_is_one_line_of_text(error: type) -> None:
+    # A docstring wrapped over lines is the client's message: no newline or indentation in it.
+    detail = error.__new__(error).default_detail()
+
+    assert detail == " ".join(detail.split()), repr(detail)

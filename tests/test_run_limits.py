@@ -77,6 +77,17 @@ def test_a_value_over_its_limit_is_422_naming_the_field(api, field, body, path) 
     assert stored() == (0, 0)
 
 
+@pytest.mark.parametrize("limit", [366 * 24 * 3600.0, 2.5])
+def test_a_limit_is_named_as_the_number_it_is(api, limit) -> None:
+    with override_settings(MAX_AFTER_SECONDS=limit):
+        response = api.post("/api/runs", {**ECHO, "after_seconds": limit + 1}, format="json")
+
+    assert response.status_code == 422, response
+    number = f"{limit:.0f}" if limit.is_integer() else str(limit)  # 31622400, not 3.16224e+07
+    message = f"Limit exceeded: at most {number} (DEERFLOW_MAX_AFTER_SECONDS)."
+    assert response.json()["detail"] == {"after_seconds": [message]}
+
+
 @override_settings(MAX_RECURSION_LIMIT=100)
 def test_a_batch_names_the_run_over_a_limit(api) -> None:
     runs = [{"assistant_id": "echo"}, {"assistant_id": "echo", "config": {"recursion_limit": 500}}]
