@@ -196,17 +196,22 @@ async def stream_graph(
     graph: Pregel, plan: RunPlan, publisher: EventPublisher, final: FinalState | None = None
 ) -> None:
     """Run the graph to its end, emitting the events the client asked for; the root's `values`
-    chunks go to `final` too."""
+    chunks go to `final` too.
+
+    LangGraph streams subgraphs' parts only when the client asked for them (`subgraphs`): asked
+    for, every node of the run executes in a task of its own while a waiter task reads the
+    stream concurrently; not asked for, a step with one node runs it inline, and the parts come
+    as `(mode, chunk)` without a namespace."""
     translator = ChunkTranslator(plan.stream_modes)
     modes = stream_modes_of(plan)
-    options = {"stream_mode": modes, "subgraphs": True, **plan.stream_kwargs}
+    options = {"stream_mode": modes, "subgraphs": plan.subgraphs, **plan.stream_kwargs}
 
     def emit_part(part: tuple[Any, ...]) -> None:
-        namespace, mode, chunk = part
-        if namespace:
-            if not plan.subgraphs:
-                return
-        elif mode == "values" and final is not None:
+        if len(part) == 2:
+            namespace, (mode, chunk) = (), part
+        else:
+            namespace, mode, chunk = part
+        if not namespace and mode == "values" and final is not None:
             final.see(chunk)
         for name, payload in translator.translate(tuple(namespace), mode, chunk):
             publisher.emit(name, payload)
