@@ -10,10 +10,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from deerflow_site.admin_selection import ChecksSelectedIds
 from deerflow_site.errors import DomainError
 
 
-class DeletesThroughService(admin.ModelAdmin):
+class DeletesThroughService(ChecksSelectedIds):
     """A ModelAdmin whose Delete button of a page and the bulk "Delete selected" action
     call `delete_object`, which deletes through a service or raises a DomainError."""
 

@@ -7,11 +7,12 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from deerflow_site.admin_lists import CappedCountPaginator, RunFilter, ThreadFilter, UsernameFilter
+from deerflow_site.admin_selection import ChecksSelectedIds
 from feedback.models import Feedback
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(admin.ModelAdmin):
+class FeedbackAdmin(ChecksSelectedIds):
     """Every user's feedback, newest first."""
 
     list_display = ("feedback_id", "rating", "user", "thread_id", "run_id", "comment", "created_at")

@@ -7,7 +7,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from guardian.admin import (
@@ -18,6 +20,7 @@ from guardian.admin import (
 
 from deerflow_site.admin_deletion import DeletesThroughService
 from deerflow_site.admin_lists import CappedCountPaginator
+from deerflow_site.admin_selection import found_key
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from threads.models import Thread
@@ -114,6 +117,18 @@ class ThreadAdmin(GuardedModelAdminMixin, DeletesThroughService):
         delete_thread(thread=obj)
 
     # --- Sharing ---------------------------------------------------------------------------
+
+    def obj_perms_manage_user_view(
+        self, request: HttpRequest, object_pk: str, user_id: str
+    ) -> HttpResponse:
+        user_id = found_key(get_user_model()._meta.pk, user_id)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: str, group_id: str
+    ) -> HttpResponse:
+        group_id = found_key(Group._meta.pk, group_id)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
 
     def get_obj_perms_manage_user_form(self, request: HttpRequest) -> type[forms.Form]:
         return ThreadUserPermissionsForm

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from deerflow_site.admin_lists import CappedCountPaginator, RunFilter, ThreadFilter
+from deerflow_site.admin_selection import ChecksSelectedIds
 from runs.models import Run, RunEvent, RunModelUsage
 
 #: Events shown on a run's page; the rest are a click away, paged.
@@ -30,7 +31,7 @@ def run_events_url(run_id: Any) -> str:
 
 
 @admin.register(RunEvent)
-class RunEventAdmin(admin.ModelAdmin):
+class RunEventAdmin(ChecksSelectedIds):
     """Every journal event, newest first; read-only (the journal is the audit trail)."""
 
     list_display = (
