@@ -48,8 +48,13 @@ _postgres_ready: set[str] = set()
 
 
 def _database() -> dict[str, Any]:
-    """Django's default database settings (the test database's during tests)."""
-    return connections["default"].settings_dict
+    """Django's default database settings (the test database's during tests).
+
+    The dict every connection to it is made from (`connections[alias].settings_dict` is this
+    very dict), read without `connections["default"]`, which on an event loop builds a new
+    `DatabaseWrapper` for each task's context.
+    """
+    return connections.settings["default"]
 
 
 def _database_key(database: dict[str, Any]) -> str:
