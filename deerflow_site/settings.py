@@ -152,12 +152,17 @@ TEMPLATES = [
 # Requests run on pooled threads (deerflow_site.bridge.request_thread) that keep their connection
 # this long (seconds; 0: a new connection per request), checked before each request's first query.
 CONN_MAX_AGE = env_float("DEERFLOW_DB_CONN_MAX_AGE", 600.0)
+#: The SQLite backend (`deerflow_site.backends.sqlite3`): Django's, with its placeholders
+#: converted once per statement text.
+SQLITE_ENGINE = "deerflow_site.backends.sqlite3"
 _database = dj_database_url.parse(
     DATABASE_URL, conn_max_age=CONN_MAX_AGE, conn_health_checks=CONN_MAX_AGE > 0
 )
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     if _database["NAME"] != ":memory:":
         Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # Django's SQLite backend, each statement's placeholders converted once per text.
+    _database["ENGINE"] = SQLITE_ENGINE
     _database["OPTIONS"] = {
         # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so that
         # two writers queue on busy_timeout instead of failing to upgrade a read lock.

@@ -119,7 +119,7 @@ def django_db_modify_db_settings(
     """Give SQLite a file test database, so that other processes can open it."""
     database = settings.DATABASES["default"]
     _real_database_names["default"] = database["NAME"]
-    if database["ENGINE"] == "django.db.backends.sqlite3":
+    if database["ENGINE"] == settings.SQLITE_ENGINE:
         path = tmp_path_factory.mktemp("sqlite") / "test_deerflow.sqlite3"
         database.setdefault("TEST", {})["NAME"] = str(path)
 
@@ -150,7 +150,7 @@ def _test_database_url() -> str:
             "the test database is not set up: mark tests that start processes with "
             "@pytest.mark.django_db(transaction=True)"
         )
-    if database["ENGINE"] == "django.db.backends.sqlite3":
+    if database["ENGINE"] == settings.SQLITE_ENGINE:
         return f"sqlite:///{database['NAME']}"
     credentials = quote(database["USER"] or "", safe="")
     if database["PASSWORD"]:
