@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
@@ -50,13 +51,18 @@ def _loader(
 
 
 def from_row(
-    model: type[M], row: tuple[Any, ...] | list[Any], deferred: frozenset[str] = frozenset()
+    model: type[M],
+    row: tuple[Any, ...] | list[Any],
+    deferred: frozenset[str] = frozenset(),
+    db: BaseDatabaseWrapper | None = None,
 ) -> M:
     """An instance of `model` from a row that starts with `model_columns(model, ..., deferred)`
     (the columns after them are ignored), as loaded from the database (not `adding`); the
-    fields in `deferred` are deferred, as the ORM's `defer()` leaves them (read on first use)."""
+    fields in `deferred` are deferred, as the ORM's `defer()` leaves them (read on first use).
+    `db`: the connection the row came from (default: this thread's to the default database)."""
     names, columns = _loader(model, deferred)
-    db = connections[DEFAULT_DB_ALIAS]
+    if db is None:
+        db = connections[DEFAULT_DB_ALIAS]
     values = []
     for value, (column, converters) in zip(row, columns, strict=False):
         for convert in converters:
@@ -129,9 +135,11 @@ def _preparers(model: type[Model]) -> tuple[tuple[str, Any], ...]:
     return tuple((field.attname, _preparer(field)) for field in model._meta.concrete_fields)
 
 
-def row_params(instance: Model) -> list[Any]:
+def row_params(instance: Model, db: BaseDatabaseWrapper | None = None) -> list[Any]:
     """The instance's concrete columns' values as the ORM saves them (JSON encoded, SQLite's
     datetimes and UUIDs as text), in `model._meta.concrete_fields` order: the parameters of an
-    INSERT of the whole row."""
-    db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per column
+    INSERT of the whole row, for `db` (default: this thread's connection to the default
+    database)."""
+    if db is None:
+        db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per column
     return [prepare(getattr(instance, name), db) for name, prepare in _preparers(type(instance))]

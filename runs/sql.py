@@ -5,7 +5,9 @@ Every create+wait runs each of these once or more; the ORM took longer to compil
 database to run them. One text serves SQLite and PostgreSQL: identifiers are quoted the
 standard way, values go as parameters prepared by the model's own fields
 (`get_db_prep_save`, `from_db_value`), so JSON, UUIDs and datetimes are stored exactly as the
-ORM stores them. Sync functions on the caller's connection, inside the caller's transaction.
+ORM stores them. Sync functions on the caller's connection, inside the caller's transaction;
+each looks that connection up once (`_db`: a lookup in `connections` costs a few µs, and the
+`connection` proxy makes one at every attribute).
 """
 
 import functools
@@ -15,7 +17,8 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 
 from deerflow_site.rows import row_params
@@ -96,9 +99,14 @@ NEXT_RUN_AT_SQL = (
 )
 
 
+def _db() -> BaseDatabaseWrapper:
+    """This thread's connection to the default database."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
 @functools.cache
 def _tables() -> dict[str, str]:
-    quote = connection.ops.quote_name
+    quote = _db().ops.quote_name
     return {"runs": quote(Run._meta.db_table), "threads": quote(Thread._meta.db_table)}
 
 
@@ -106,26 +114,26 @@ def _sql(template: str, **extra: str) -> str:
     return template.format(**_tables(), **extra)
 
 
-def locks_rows() -> bool:
+def locks_rows(db: BaseDatabaseWrapper | None = None) -> bool:
     """Whether the database locks rows (PostgreSQL); SQLite's IMMEDIATE transactions hold the
     whole database's write lock from their BEGIN instead."""
-    return connection.features.has_select_for_update
+    return (db or _db()).features.has_select_for_update
 
 
-def _lock() -> str:
-    return " FOR UPDATE" if locks_rows() else ""
+def _lock(db: BaseDatabaseWrapper) -> str:
+    return " FOR UPDATE" if locks_rows(db) else ""
 
 
-def _run_key(run_id: UUID | str) -> Any:
-    return Run._meta.pk.get_db_prep_value(run_id, connection)
+def _run_key(run_id: UUID | str, db: BaseDatabaseWrapper) -> Any:
+    return Run._meta.pk.get_db_prep_value(run_id, db)
 
 
-def _when(value: datetime | None) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
+def _when(value: datetime | None, db: BaseDatabaseWrapper) -> Any:
+    return db.ops.adapt_datetimefield_value(value)
 
 
-def _json(model: type[Run] | type[Thread], name: str, value: Any) -> Any:
-    return _preparer(model, name)(value, connection)
+def _json(model: type[Run] | type[Thread], name: str, value: Any, db: BaseDatabaseWrapper) -> Any:
+    return _preparer(model, name)(value, db)
 
 
 @functools.cache
@@ -134,9 +142,11 @@ def _preparer(model: type[Run] | type[Thread], name: str) -> Any:
     return model._meta.get_field(name).get_db_prep_save
 
 
-def _from_json(model: type[Run] | type[Thread], name: str, value: Any) -> Any:
+def _from_json(
+    model: type[Run] | type[Thread], name: str, value: Any, db: BaseDatabaseWrapper
+) -> Any:
     field: Any = model._meta.get_field(name)
-    return field.from_db_value(value, None, connection)
+    return field.from_db_value(value, None, db)
 
 
 @functools.cache
@@ -144,14 +154,14 @@ def _run_fields() -> tuple[Field, ...]:
     return tuple(Run._meta.concrete_fields)
 
 
-def _execute(sql: str, params: Iterable[Any]) -> Any:
-    with connection.cursor() as cursor:
+def _execute(db: BaseDatabaseWrapper, sql: str, params: Iterable[Any]) -> Any:
+    with db.cursor() as cursor:
         cursor.execute(sql, list(params))
         return cursor.rowcount
 
 
-def _fetchone(sql: str, params: Iterable[Any]) -> tuple[Any, ...] | None:
-    with connection.cursor() as cursor:
+def _fetchone(db: BaseDatabaseWrapper, sql: str, params: Iterable[Any]) -> tuple[Any, ...] | None:
+    with db.cursor() as cursor:
         cursor.execute(sql, list(params))
         return cursor.fetchone()
 
@@ -162,24 +172,26 @@ def _fetchone(sql: str, params: Iterable[Any]) -> tuple[Any, ...] | None:
 def lock_user(user_id: int) -> None:
     """Hold the user's row until the transaction ends (admissions of one user in turn)."""
     users = get_user_model()._meta
-    quote = connection.ops.quote_name
+    db = _db()
+    quote = db.ops.quote_name
     sql = LOCK_USER_SQL.format(
-        users=quote(users.db_table), user_pk=quote(users.pk.column), lock=_lock()
+        users=quote(users.db_table), user_pk=quote(users.pk.column), lock=_lock(db)
     )
-    _fetchone(sql, [user_id])
+    _fetchone(db, sql, [user_id])
 
 
 def count_active_runs_of_user(user_id: int) -> int:
     """The user's pending and running runs."""
-    row = _fetchone(_sql(USER_ACTIVE_RUNS_SQL), [user_id])
+    row = _fetchone(_db(), _sql(USER_ACTIVE_RUNS_SQL), [user_id])
     return int(row[0]) if row else 0
 
 
 def lock_in_flight_run_keys(thread_id: str) -> list[Any]:
     """The keys of the thread's pending and running runs (as stored: for `pk__in` filters),
     oldest first, row-locked where the database can; usually none, so no model is built."""
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(IN_FLIGHT_SQL, lock=_lock()), [thread_id])
+    db = _db()
+    with db.cursor() as cursor:
+        cursor.execute(_sql(IN_FLIGHT_SQL, lock=_lock(db)), [thread_id])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -189,7 +201,7 @@ def _insert_run_sql(*, unless_thread_runs: bool) -> str:
     fields = _run_fields()
     return _sql(
         INSERT_RUN_IF_FREE_SQL if unless_thread_runs else INSERT_RUN_SQL,
-        columns=", ".join(connection.ops.quote_name(f.column) for f in fields),
+        columns=", ".join(_db().ops.quote_name(f.column) for f in fields),
         values=", ".join(["%s"] * len(fields)),
     )
 
@@ -202,19 +214,21 @@ def insert_run(run: Run, *, unless_thread_runs: bool = False) -> bool:
     IntegrityError. Returns whether the row was inserted; the instance is then saved (not
     `adding`).
     """
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_run_sql(unless_thread_runs=unless_thread_runs), row_params(run))
+    db = _db()
+    with db.cursor() as cursor:
+        cursor.execute(_insert_run_sql(unless_thread_runs=unless_thread_runs), row_params(run, db))
         inserted = cursor.rowcount
     if inserted:
         run._state.adding = False
-        run._state.db = connection.alias
+        run._state.db = db.alias
     return bool(inserted)
 
 
 def mark_thread_busy(thread_id: str, *, metadata: dict[str, Any], now: datetime) -> None:
     """The thread `busy`, with the metadata of the run just admitted."""
-    params = [_json(Thread, "metadata", metadata), Thread.Status.BUSY.value, _when(now), thread_id]
-    _execute(_sql(THREAD_BUSY_SQL), params)
+    db = _db()
+    params = [_json(Thread, "metadata", metadata, db), Thread.Status.BUSY.value, _when(now, db)]
+    _execute(db, _sql(THREAD_BUSY_SQL), [*params, thread_id])
 
 
 # --- The claim ----------------------------------------------------------------------------------
@@ -227,13 +241,16 @@ def start_runs(
     if not run_ids:
         return 0
     sql = _sql(START_RUNS_SQL, run_ids=", ".join(["%s"] * len(run_ids)))
-    params = [Run.Status.RUNNING.value, worker_id, _when(now), _when(lease_expires_at), _when(now)]
-    return _execute(sql, [*params, *(_run_key(run_id) for run_id in run_ids)])
+    db = _db()
+    when = _when(now, db)
+    params = [Run.Status.RUNNING.value, worker_id, when, _when(lease_expires_at, db), when]
+    return _execute(db, sql, [*params, *(_run_key(run_id, db) for run_id in run_ids)])
 
 
 def next_run_at(now: datetime) -> datetime | None:
     """When the earliest pending run not yet due becomes due (None: there is none)."""
-    row = _fetchone(_sql(NEXT_RUN_AT_SQL), [_when(now)])
+    db = _db()
+    row = _fetchone(db, _sql(NEXT_RUN_AT_SQL), [_when(now, db)])
     return run_at_from_db(row[0] if row else None)
 
 
@@ -242,8 +259,9 @@ def run_at_from_db(value: Any) -> datetime | None:
     if value is None:
         return None
     column = Run._meta.get_field("run_at").get_col(Run._meta.db_table)
-    for converter in connection.ops.get_db_converters(column):
-        value = converter(value, column, connection)
+    db = _db()
+    for converter in db.ops.get_db_converters(column):
+        value = converter(value, column, db)
     return value
 
 
@@ -252,20 +270,22 @@ def run_at_from_db(value: Any) -> datetime | None:
 
 def lock_thread(thread_id: str) -> dict[str, Any] | None:
     """Lock the thread's row; its interrupts (None: the thread is gone)."""
-    row = _fetchone(_sql(LOCK_THREAD_SQL, lock=_lock()), [thread_id])
+    db = _db()
+    row = _fetchone(db, _sql(LOCK_THREAD_SQL, lock=_lock(db)), [thread_id])
     if row is None:
         return None
-    return _from_json(Thread, "interrupts", row[0]) or {}
+    return _from_json(Thread, "interrupts", row[0], db) or {}
 
 
 def end_run(
     run: Run, *, status: str, error: dict[str, str] | None, rolled_back: bool, now: datetime
 ) -> bool:
     """The run's final status, if it is still running under its worker's claim (else False)."""
-    when = _when(now)
-    params = [status, _json(Run, "error", error), rolled_back, when, when, _run_key(run.pk)]
-    params.append(run.worker_id)
-    return bool(_execute(_sql(END_RUN_SQL), params))
+    db = _db()
+    when = _when(now, db)
+    params = [status, _json(Run, "error", error, db), rolled_back, when, when]
+    params += [_run_key(run.pk, db), run.worker_id]
+    return bool(_execute(db, _sql(END_RUN_SQL), params))
 
 
 def settle_thread_row(
@@ -279,15 +299,16 @@ def settle_thread_row(
     """The thread's status (`busy` instead while a run of it is pending or running: call with
     the thread's row locked) and error; with `state` (values, interrupts: JSON-storable), also
     the snapshot of its latest checkpoint."""
-    when = _when(now)
+    db = _db()
+    when = _when(now, db)
     busy = [thread_id, Thread.Status.BUSY.value, status]
-    params = [*busy, _json(Thread, "error", error), when]
+    params = [*busy, _json(Thread, "error", error, db), when]
     if state is None:
-        _execute(_sql(SETTLE_THREAD_SQL), [*params, thread_id])
+        _execute(db, _sql(SETTLE_THREAD_SQL), [*params, thread_id])
         return
     values, interrupts = state
-    state_params = [_json(Thread, "values", values), _json(Thread, "interrupts", interrupts)]
-    _execute(_sql(SETTLE_THREAD_WITH_STATE_SQL), [*params, *state_params, when, thread_id])
+    params += [_json(Thread, "values", values, db), _json(Thread, "interrupts", interrupts, db)]
+    _execute(db, _sql(SETTLE_THREAD_WITH_STATE_SQL), [*params, when, thread_id])
 
 
 # --- The final answer ----------------------------------------------------------------------------
@@ -296,13 +317,14 @@ def settle_thread_row(
 def final_answer_row(run_id: UUID | str) -> tuple[str, Any, Any, Any] | None:
     """(status, error, thread values, thread interrupts) of a run, JSON decoded; None when the
     run is gone."""
-    row = _fetchone(_sql(FINAL_ANSWER_SQL), [_run_key(run_id)])
+    db = _db()
+    row = _fetchone(db, _sql(FINAL_ANSWER_SQL), [_run_key(run_id, db)])
     if row is None:
         return None
     status, error, values, interrupts = row
     return (
         status,
-        _from_json(Run, "error", error),
-        _from_json(Thread, "values", values),
-        _from_json(Thread, "interrupts", interrupts),
+        _from_json(Run, "error", error, db),
+        _from_json(Thread, "values", values, db),
+        _from_json(Thread, "interrupts", interrupts, db),
     )

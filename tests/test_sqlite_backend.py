@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.backends.sqlite3.base import SQLiteCursorWrapper as DjangoCursor
 
-from deerflow_site.backends.sqlite3.base import qmark
+from deerflow_site.backends.sqlite3.base import named, qmark
 
 pytestmark = pytest.mark.skipif(
     settings.DATABASES["default"]["ENGINE"] != settings.SQLITE_ENGINE, reason="SQLite only"
@@ -46,3 +46,9 @@ def test_statements_run_through_the_backend_and_its_wrappers() -> None:
         cursor.execute("SELECT %(x)s", {"x": 3})  # Django's named style, converted as before
         assert cursor.fetchone() == (3,)
     assert len(seen) == 3
+
+
+def test_named_parameters_converted_as_django_converts() -> None:
+    text = "SELECT %(a)s, %(b)s WHERE x = %(a)s AND y LIKE '%%z'"
+    expected = DjangoCursor.convert_query(None, text, param_names=["a", "b"])  # type: ignore[arg-type]
+    assert named(text, ("a", "b")) == expected == "SELECT :a, :b WHERE x = :a AND y LIKE '%z'"

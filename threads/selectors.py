@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import QuerySet
 
 from deerflow_site.dbcompat import json_contains
@@ -45,14 +45,15 @@ def get_thread(
     (`STATE_FIELDS`) unread, deferred (read on first use), for callers that do not need it.
     """
     deferred = frozenset() if with_state else STATE_FIELDS
-    with connection.cursor() as cursor:
-        cursor.execute(*_thread_with_rights(user, thread_id, action, for_update, deferred))
+    db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per use
+    with db.cursor() as cursor:
+        cursor.execute(*_thread_with_rights(db, user, thread_id, action, for_update, deferred))
         row = cursor.fetchone()
     if row is None or not (row[-2] or user.has_perm("threads.view_thread")):
         raise ThreadNotFound()
     if action != "view" and not (row[-1] or user.has_perm(f"threads.{action}_thread")):
         raise Forbidden(f"You may not {action} this thread.")
-    return from_row(Thread, row, deferred)
+    return from_row(Thread, row, deferred, db=db)
 
 
 def require_visible_thread(*, user: Any, thread_id: str) -> str:
@@ -82,11 +83,11 @@ MAY_VIEW_SQL = "SELECT {may_view} FROM {threads} t WHERE t.thread_id = %s"
 
 
 def _thread_with_rights(
-    user: Any, thread_id: str, action: str, for_update: bool, deferred: frozenset[str]
+    db: Any, user: Any, thread_id: str, action: str, for_update: bool, deferred: frozenset[str]
 ) -> tuple[str, list[Any]]:
     lock = ""
-    if for_update and connection.features.has_select_for_update:
-        lock = "FOR UPDATE OF t" if connection.features.has_select_for_update_of else "FOR UPDATE"
+    if for_update and db.features.has_select_for_update:
+        lock = "FOR UPDATE OF t" if db.features.has_select_for_update_of else "FOR UPDATE"
     params = rights_params(user_id=user.pk, permission="view_thread", owner_counts=True)
     if action != "view":
         params += rights_params(user_id=user.pk, permission=f"{action}_thread", owner_counts=False)

@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -107,9 +108,13 @@ class Claim:
     queue_empty: bool = False
 
 
-def _queue_sql(template: str, now: datetime, limit: int) -> tuple[str, dict[str, object]]:
+def _queue_sql(
+    db: BaseDatabaseWrapper, template: str, now: datetime, limit: int
+) -> tuple[str, dict[str, object]]:
+    """A queue statement's text and parameters for `db` (this thread's connection, looked up
+    once by the caller)."""
     params: dict[str, object] = {
-        "now": connection.ops.adapt_datetimefield_value(now),
+        "now": db.ops.adapt_datetimefield_value(now),
         "limit": limit,
     }
     return _queue_text(template), params
@@ -128,8 +133,9 @@ def _queue_text(template: str) -> str:
 
 def any_eligible(now: datetime) -> bool:
     """Whether some pending run is eligible now (a plain read: no write lock)."""
-    sql, params = _queue_sql(ANY_ELIGIBLE_SQL, now, 1)
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]
+    sql, params = _queue_sql(db, ANY_ELIGIBLE_SQL, now, 1)
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
 
@@ -137,8 +143,9 @@ def any_eligible(now: datetime) -> bool:
 def thread_active_and_any_eligible(thread_id: str, now: datetime) -> tuple[bool, bool]:
     """(whether the thread has a pending or running run, whether some pending run is eligible
     now): one plain read, no row locked."""
-    text, params = _queue_sql(THREAD_ACTIVE_AND_ANY_ELIGIBLE_SQL, now, 1)
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]
+    text, params = _queue_sql(db, THREAD_ACTIVE_AND_ANY_ELIGIBLE_SQL, now, 1)
+    with db.cursor() as cursor:
         cursor.execute(text, {**params, "thread_id": thread_id})
         active, eligible = cursor.fetchone()
     return bool(active), bool(eligible)
@@ -147,12 +154,13 @@ def thread_active_and_any_eligible(thread_id: str, now: datetime) -> tuple[bool,
 def _lock_candidates(now: datetime, limit: int) -> list[Run]:
     """Up to `limit` eligible runs in fair order, row-locked where the database can (inside a
     transaction)."""
-    sql, params = _queue_sql(FAIR_CANDIDATES_SQL, now, limit)
-    if connection.features.has_select_for_update_skip_locked:
+    db = connections[DEFAULT_DB_ALIAS]
+    sql, params = _queue_sql(db, FAIR_CANDIDATES_SQL, now, limit)
+    if db.features.has_select_for_update_skip_locked:
         sql += " FOR UPDATE OF r SKIP LOCKED"
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
-        return [from_row(Run, row) for row in cursor.fetchall()]
+        return [from_row(Run, row, db=db) for row in cursor.fetchall()]
 
 
 def claim_runs(*, worker_id: str, limit: int, eligible: bool = False) -> Claim:
@@ -179,8 +187,9 @@ def claim_runs(*, worker_id: str, limit: int, eligible: bool = False) -> Claim:
 def idle() -> Claim | None:
     """None when some pending run is eligible now (worth a claim); else an empty claim saying
     when the next pending run becomes due, and whether none is pending at all. Reads only."""
-    query, params = _queue_sql(IDLE_SQL, timezone.now(), 1)
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]
+    query, params = _queue_sql(db, IDLE_SQL, timezone.now(), 1)
+    with db.cursor() as cursor:
         cursor.execute(query, params)
         eligible, next_due, any_pending = cursor.fetchone()
     if eligible is not None:

@@ -137,15 +137,16 @@ def record_batch(*, thread_id: str, run_id: UUID, batch: JournalBatch) -> list[i
     returns the seqs given, in the order of `batch.entries`. Inside a transaction it makes no
     savepoint: a caller that must survive its failure wraps it in one, or rolls its whole
     transaction back."""
-    with _transaction():
+    with _transaction(connections[DEFAULT_DB_ALIAS]):
         seqs = record_events(thread_id=thread_id, run_id=run_id, entries=batch.entries)
         _add_usage(run_id=run_id, usage=batch.usage)
     return seqs
 
 
-def _transaction() -> contextlib.AbstractContextManager[Any]:
-    """A transaction of its own, or nothing inside the caller's (whose end is the writer's)."""
-    if connections[DEFAULT_DB_ALIAS].in_atomic_block:
+def _transaction(db: Any) -> contextlib.AbstractContextManager[Any]:
+    """A transaction of its own on `db` (this thread's connection to the default database), or
+    nothing inside the caller's (whose end is the writer's)."""
+    if db.in_atomic_block:
         return contextlib.nullcontext()
     return transaction.atomic()
 
@@ -156,7 +157,7 @@ def record_events(*, thread_id: str, run_id: UUID, entries: list[JournalEntry]) 
     if not entries:
         return []
     db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per use
-    with _transaction(), db.cursor() as cursor:
+    with _transaction(db), db.cursor() as cursor:
         cursor.execute(_allocate_seq_sql(), [thread_id, len(entries)])
         (last,) = cursor.fetchone()
         first = int(last) - len(entries) + 1
