@@ -179,3 +179,28 @@ async def until_blocked(redis: Any, *, more_than: int) -> None:
     while (await redis.info("clients"))["blocked_clients"] <= more_than:
         assert time.monotonic() < deadline, "the receive never blocked in its pop"
         await asyncio.sleep(0.01)
+
+
+async def test_a_receive_cancelled_as_its_message_arrives_loses_nothing(
+    layers: tuple[RedisChannelLayer, Any],
+) -> None:
+    """A process-local channel keeps no backup queue: the pop of a cancelled receive goes on,
+    and the next receive takes what it popped, in order."""
+    ours, theirs = layers
+    channel = await ours.new_channel()
+    redis = ours.connection(0)
+    key = ours.prefix + ours.non_local_name(channel)
+    for n in range(1, 6):
+        blocked_before = (await redis.info("clients"))["blocked_clients"]
+        waiting = asyncio.ensure_future(ours.receive(channel))
+        await until_blocked(redis, more_than=blocked_before)
+        await theirs.send(channel, {"type": "t", "n": n})
+        waiting.cancel()  # before, as or after its pop answered
+        with contextlib.suppress(asyncio.CancelledError):
+            received = await waiting
+            assert received["n"] == n
+            continue
+        assert (await receive(ours, channel))["n"] == n
+    await theirs.send(channel, {"type": "t", "n": 6})
+    assert (await receive(ours, channel))["n"] == 6
+    assert await redis.exists(ours._backup_channel_name(key)) == 0

@@ -13,15 +13,19 @@ expiries and the capacities are channels_redis's own: processes with either laye
 each other. With several Redis hosts (sharding) a group's members may live on other hosts than
 the group, so channels_redis's own send is used.
 
-A receive of channels_redis takes a message in four round trips: a script that puts back what an
-interrupted receive left in the channel's backup queue, the blocking pop, the copy into the
-backup, and the backup's clean-up once the message is handed over. When this process's last
-receive on the channel ended with its clean-up done (or with nothing popped), the backup is
-empty (a channel key is this process's own, and its receives run one at a time), so the put-back
-script is skipped; after anything else (the first receive, a cancelled one, a failed clean-up)
-it runs as before.
+A receive of channels_redis takes a message in three round trips and a task: the blocking pop,
+a copy into the channel's backup queue (a script that puts back what an interrupted receive left
+there runs first), and the backup's clean-up, in a task of its own, once the message is handed
+over. The backup keeps a popped message from being lost when its receive is cancelled. A
+process-local channel (`specific.…!…`, what `new_channel` makes: the wake-ups' and cancels'
+channel of a worker, a hub's listening channel) is popped by this process alone and dies with
+it, so this layer keeps that message in memory instead: the pop runs in a task of its own, a
+cancelled receive leaves it running, and the next receive on the channel takes what it popped.
+One round trip per message, no backup, no clean-up task. Other channels (which any process may
+pop) keep channels_redis's backup.
 """
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -88,36 +92,45 @@ return over_capacity
 
 class RedisChannelLayer(ChannelsRedisChannelLayer):
     """channels_redis's layer; `group_send` (and `group_send_many`) in two round trips,
-    `group_add` in one, a receive in three."""
+    `group_add` in one, a receive on a process-local channel in one."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: Channel keys whose backup queue this process knows to be empty.
-        self._empty_backups: set[str] = set()
+        #: Process-local channel key -> its pop in flight (left by a cancelled receive).
+        self._pops: dict[str, asyncio.Task[Any]] = {}
 
-    async def _brpop_with_clean(
-        self,
-        index: int,
-        channel: str,
-        timeout: float,  # noqa: ASYNC109 - channels_redis's signature
-    ) -> Any:
-        if channel not in self._empty_backups:
-            member = await super()._brpop_with_clean(index, channel, timeout)
-        else:
-            self._empty_backups.discard(channel)  # until this receive is over
-            connection = self.connection(index)
-            popped = await connection.bzpopmin(channel, timeout=timeout)
-            member = None
+    async def receive_single(self, channel: str) -> tuple[Any, dict[str, Any]]:
+        """The next message on `channel` and the channel(s) it is for (channels_redis's
+        `__asgi_channel__`); a process-local channel's without a backup (see the module)."""
+        if "!" not in channel:
+            return await super().receive_single(channel)
+        assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
+        key = self.prefix + channel
+        index = self.consistent_hash(channel)
+        member = None
+        while member is None:
+            popped = await self._pop(index, key)
             if popped is not None:
-                _, member, score = popped
-                await connection.zadd(self._backup_channel_name(channel), {member: float(score)})
-        if member is None:  # nothing popped: the backup is as the put-back left it, empty
-            self._empty_backups.add(channel)
-        return member
+                member = popped[1]
+        message = self.deserialize(member)
+        return message.pop("__asgi_channel__", channel), message
 
-    async def _clean_receive_backup(self, index: int, channel: str) -> None:
-        await super()._clean_receive_backup(index, channel)
-        self._empty_backups.add(channel)
+    async def _pop(self, index: int, key: str) -> Any:
+        """BZPOPMIN's answer for `key` (None after `brpop_timeout` seconds), from a task that a
+        cancelled caller leaves running for the next receive (which takes its message)."""
+        loop = asyncio.get_running_loop()
+        pop = self._pops.get(key)
+        if pop is not None and (pop.cancelled() or (pop.get_loop() is not loop and not pop.done())):
+            pop = None  # cancelled with its event loop, or of a closed loop: it popped nothing
+        if pop is None:
+            connection = self.connection(index)
+            pop = loop.create_task(connection.bzpopmin(key, timeout=self.brpop_timeout))
+            self._pops[key] = pop
+        try:
+            return await asyncio.shield(pop)
+        finally:
+            if pop.done() and self._pops.get(key) is pop:
+                del self._pops[key]
 
     async def group_add(self, group: str, channel: str) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
