@@ -436,3 +436,50 @@ async def test_with_no_other_process_waiting_no_answer_is_made() -> None:
         run_id=run_id, thread_id=THREAD_ID, events=with_end(1), answer=answer
     )
     assert made == []
+
+
+@pytest.mark.skipif(not ON_REDIS, reason="the in-memory layer reaches no other process")
+async def test_the_end_closes_its_group_and_its_waiters_need_not_leave_it() -> None:
+    """Another process's end comes with its group closed on Redis: the waiters' process is out
+    of it without a discard, and a waiter that comes later joins (and leaves) a new group."""
+    run_id = uuid.uuid4()
+    end_group = bus.run_end_group(run_id)
+    layer: Any = bus.layer()
+    hub = fanout._hub_of_this_loop()
+    # Another process's channel waits too, and a publisher of this process sends it the end.
+    another_process = await layer.new_channel()
+    await layer.group_add(end_group, another_process)
+    await publishing.publish_events(run_id=run_id, thread_id=THREAD_ID, events=with_end(0))
+    sent = await layer.receive(another_process)
+    assert sent["events"][0]["event"] == bus.END and sent[fanout.CLOSED] is True
+    assert await _layer_members(end_group) == set()
+
+    first, second = [await Subscription.open(end_group) for _ in range(2)]
+    assert await _layer_members(end_group) == {hub.channel}
+    end = bus.StreamEvent.of(1, bus.END, None).as_message(run_id)
+    closing = {"type": fanout.EVENTS, "group": end_group, "origin": "another-process"}
+    await layer.group_send_many(
+        [(end_group, {**closing, "events": [end], fanout.CLOSED: True})],
+        closing=frozenset({end_group}),
+    )
+    for waiter in (first, second):
+        assert (await waiter.receive(within=WAIT))["event"] == bus.END
+    assert await _layer_members(end_group) == set()
+    discarded: list[str] = []
+
+    async def discard(group: str, channel: str) -> None:
+        discarded.append(group)
+
+    layer.group_discard = discard
+    try:
+        await first.close()
+        await second.close()
+    finally:
+        del layer.group_discard
+    assert discarded == [] and end_group not in hub._memberships
+    assert await _layer_members(end_group) == set()
+
+    late = await Subscription.open(end_group)
+    assert await _layer_members(end_group) == {hub.channel}
+    await late.close()
+    assert await _layer_members(end_group) == set()

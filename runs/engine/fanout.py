@@ -47,6 +47,9 @@ STOP_SECONDS = 10.0
 STOP = "fanout.stop"
 #: The type of a layer message that carries a run's events to other processes, in order.
 EVENTS = "fanout.events"
+#: In an EVENTS message: its group's last one, the group closed on the layer by its publisher
+#: (a run's end group with its `end`), so its listeners are out of it without leaving.
+CLOSED = "closed"
 
 
 class Subscription:
@@ -110,11 +113,12 @@ class Subscription:
 class _Membership:
     """Whether a hub's listening channel is in a group on the layer (changed under the lock)."""
 
-    __slots__ = ("added", "joined", "lock")
+    __slots__ = ("added", "closed", "joined", "lock")
 
     def __init__(self) -> None:
         self.joined = False  # an add was made (it may have reached the layer): leave undoes it
         self.added = False  # the layer answered the add: the channel is in the group
+        self.closed = False  # the group's last message came (CLOSED): the layer dropped it
         self.lock = asyncio.Lock()
 
 
@@ -165,12 +169,24 @@ class _Hub:
             if not members:
                 del self.subscribers[group]
                 emptied.append(group)
-        if self.layer is None or not emptied:
+        if self.layer is None:
+            return
+        emptied = [group for group in emptied if not self._forget_closed(group)]
+        if not emptied:
             return
         leaving = self.loop.create_task(self._leave(*emptied), name="fanout-leave")
         self.leaving.add(leaving)
         leaving.add_done_callback(self.leaving.discard)
         await asyncio.shield(leaving)
+
+    def _forget_closed(self, group: str) -> bool:
+        """Forget the membership of a group that no subscriber here wants any more, when its
+        publisher closed it on the layer (nothing to leave there); whether it did."""
+        membership = self._memberships.get(group)
+        if membership is None or not membership.closed or membership.lock.locked():
+            return False
+        del self._memberships[group]
+        return True
 
     async def _join(self, group: str) -> None:
         membership = self._memberships.get(group)
@@ -231,6 +247,8 @@ class _Hub:
                 self.own_copies_dropped += 1
             elif message.get("type") == EVENTS:
                 group = message.get("group", "")
+                if message.get(CLOSED) and (membership := self._memberships.get(group)):
+                    membership.closed = True
                 for event in message.get("events") or ():
                     self.deliver(group, event)
 
@@ -269,7 +287,7 @@ class _Hub:
         while True:
             await asyncio.sleep(GROUP_REFRESH_SECONDS)
             for group, membership in list(self._memberships.items()):
-                if membership.joined:
+                if membership.joined and not membership.closed:
                     try:
                         await self.layer.group_add(group, self.channel)
                     except Exception:

@@ -12,7 +12,7 @@ from uuid import UUID
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer
 
 from runs.engine import bus
-from runs.engine.fanout import EVENTS, PROCESS_ID, _Hub, _hub_of_this_loop, _hubs
+from runs.engine.fanout import CLOSED, EVENTS, PROCESS_ID, _Hub, _hub_of_this_loop, _hubs
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +93,31 @@ async def publish_events(
                 sends.append((group, _events_message(group, batch)))
     end = next((message for message in messages if message["event"] == bus.END), None)
     end_group = bus.run_end_group(run_id)
+    closing: frozenset[str] = frozenset()
     if end is not None and await _others_may_listen(hub, end_group, listened_here, run_id):
+        # The end is the group's last message: a layer that can closes the group with it, and
+        # says so, so that its listeners need not leave it (`fanout._Hub`).
+        closes = getattr(channel_layer, "group_send_many", None) is not None
+        closing = frozenset({end_group}) if closes else closing
 
         def end_message() -> dict[str, Any]:
             body = answer() if answer is not None else None
-            return _events_message(end_group, [end if body is None else {**end, "answer": body}])
+            end_event = end if body is None else {**end, "answer": body}
+            return _events_message(end_group, [end_event], closed=closes)
 
         sends.append((end_group, end_message))  # made only when the group has members
-    await _send_to_groups(channel_layer, sends, run_id=run_id)
+    await _send_to_groups(channel_layer, sends, run_id=run_id, closing=closing)
 
 
-def _events_message(group: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": EVENTS, "group": group, "origin": PROCESS_ID, "events": events}
+def _events_message(
+    group: str, events: list[dict[str, Any]], *, closed: bool = False
+) -> dict[str, Any]:
+    """A layer message of `events` for `group`'s listeners; `closed`: the group's last one (its
+    publisher closed the group on the layer)."""
+    message = {"type": EVENTS, "group": group, "origin": PROCESS_ID, "events": events}
+    if closed:
+        message[CLOSED] = True
+    return message
 
 
 async def _others_may_listen(hub: _Hub, group: str, listened_here: set[str], run_id: Any) -> bool:
@@ -118,15 +131,20 @@ async def _others_may_listen(hub: _Hub, group: str, listened_here: set[str], run
 
 
 async def _send_to_groups(
-    channel_layer: BaseChannelLayer, sends: list[tuple[str, Any]], *, run_id: Any
+    channel_layer: BaseChannelLayer,
+    sends: list[tuple[str, Any]],
+    *,
+    run_id: Any,
+    closing: frozenset[str] = frozenset(),
 ) -> None:
     """Each (group, message) through the layer, in order: all at once when the layer can
-    (`redis_layer.RedisChannelLayer.group_send_many`); failures logged. A message may be a
-    callable that makes it, called only for a group that has members."""
+    (`redis_layer.RedisChannelLayer.group_send_many`, which closes the groups in `closing`
+    after their message); failures logged. A message may be a callable that makes it, called
+    only for a group that has members."""
     send_many = getattr(channel_layer, "group_send_many", None)
     if send_many is not None and sends:
         try:
-            await send_many(sends)
+            await send_many(sends, closing=closing)
         except Exception:
             groups = ", ".join(dict.fromkeys(group for group, _ in sends))
             logger.exception("run %s: cannot publish events to %s", run_id, groups)

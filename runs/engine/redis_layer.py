@@ -52,14 +52,17 @@ class _Script:
             return await connection.eval(self.text, len(keys), *keys, *args)
 
 
-#: KEYS: groups' sorted sets; ARGV[1]: members added before this (epoch seconds) expired.
-#: Returns the members of each group.
+#: KEYS: groups' sorted sets; ARGV[1]: members added before this (epoch seconds) expired; then
+#: per key '1' when the group closes (it is deleted once read). Returns the members of each group.
 GROUPS_MEMBERS = _Script(
     """
 local members = {}
 for i = 1, #KEYS do
     redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[1])
     members[i] = redis.call('ZRANGE', KEYS[i], 0, -1)
+    if ARGV[i + 1] == '1' then
+        redis.call('DEL', KEYS[i])
+    end
 end
 return members
 """
@@ -146,22 +149,33 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
         await self.group_send_many([(group, message)])
 
     async def group_send_many(
-        self, sends: list[tuple[str, dict[str, Any] | Callable[[], dict[str, Any]]]]
+        self,
+        sends: list[tuple[str, dict[str, Any] | Callable[[], dict[str, Any]]]],
+        *,
+        closing: frozenset[str] = frozenset(),
     ) -> None:
         """`group_send(group, message)` for each pair, in order, in two round trips for all
         (one when no group has members). A message may be a callable that makes it: it is
-        called only when its group has members."""
+        called only when its group has members. The groups in `closing` get their last message:
+        they are deleted as their members are read (so a member need not be discarded; one
+        added later is in a new group)."""
         if self.ring_size != 1:
             for group, message in sends:
                 await super().group_send(group, message() if callable(message) else message)
+            for group in closing:
+                await self.connection(self.consistent_hash(group)).delete(self._group_key(group))
             return
         for group, _ in sends:
             assert self.require_valid_group_name(group), "Group name not valid"
         connection = self.connection(0)
+        last = {group: i for i, (group, _) in enumerate(sends) if group in closing}
         found = await GROUPS_MEMBERS.run(
             connection,
             [self._group_key(group) for group, _ in sends],
-            [int(time.time()) - self.group_expiry],
+            [
+                int(time.time()) - self.group_expiry,
+                *("1" if last.get(group) == i else "0" for i, (group, _) in enumerate(sends)),
+            ],
         )
         keys: list[str] = []
         messages: list[bytes] = []
