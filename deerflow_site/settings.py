@@ -96,7 +96,7 @@ if env_bool("DEERFLOW_TRUST_X_FORWARDED_PROTO", False):
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "deerflow_site.admin_site.AdminConfig",  # django.contrib.admin, refusing NUL characters
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -23,6 +23,7 @@ from deerflow_site.admin_lists import CappedCountPaginator
 from deerflow_site.admin_selection import found_key
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
+from deerflow_site.dbcompat import jsonb_storable
 from threads.models import Thread
 from threads.ownership import OWNER_PERMISSIONS
 from threads.services import change_owner, create_thread, delete_thread
@@ -41,7 +42,18 @@ class ThreadGroupPermissionsForm(AdminGroupObjectPermissionsForm):
         return [c for c in super().get_obj_perms_field_choices() if c[0] in OWNER_PERMISSIONS]
 
 
-class ThreadAddForm(forms.ModelForm):
+class ThreadForm(forms.ModelForm):
+    """A thread's owner and metadata, as staff change them."""
+
+    def clean_metadata(self) -> Any:
+        """Metadata the database stores: no NUL character (PostgreSQL's jsonb refuses it)."""
+        metadata = self.cleaned_data["metadata"]
+        if jsonb_storable(metadata) != metadata:
+            raise forms.ValidationError("NUL characters (\\u0000) are not allowed.")
+        return metadata
+
+
+class ThreadAddForm(ThreadForm):
     """A new thread: its id, owner and metadata (its state comes from runs)."""
 
     class Meta:
@@ -60,6 +72,7 @@ class ThreadAddForm(forms.ModelForm):
 class ThreadAdmin(GuardedModelAdminMixin, DeletesThroughService):
     """Threads, with guardian's object-permission pages (sharing with users and groups)."""
 
+    form = ThreadForm
     list_display = ("thread_id", "owner", "status", "created_at", "updated_at")
     list_filter = ("status", "created_at")
     list_select_related = ("owner",)
