@@ -13,6 +13,19 @@ def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
 
 
+def row_lock_clause(db: Any = None) -> str:
+    """The clause that locks a row read to change it (never its key): FOR NO KEY UPDATE on
+    PostgreSQL, as every lock of a thread's, a run's or a user's row is. FOR UPDATE would also
+    make the foreign-key checks of rows that reference it wait (a journal event, a stream
+    event, a run), while a transaction holding such a check's lock may wait for this one: a
+    deadlock (tests/test_lock_order.py). Only a delete locks FOR UPDATE. Empty on SQLite, whose
+    IMMEDIATE transactions hold the database's write lock instead."""
+    features = (db or connection).features
+    if features.has_select_for_no_key_update:
+        return " FOR NO KEY UPDATE"
+    return " FOR UPDATE" if features.has_select_for_update else ""
+
+
 def json_contains(field: str, value: dict[str, Any]) -> Q:
     """Rows whose JSON object `field` contains `value` (PostgreSQL's `@>`).
 

@@ -49,8 +49,8 @@ def cancel_run(*, run: Run, action: str) -> Run:
     (`success`, `error`, `timeout`); RunNotFound (404) when it is gone.
     """
     with transaction.atomic():
-        Thread.objects.select_for_update().filter(pk=run.thread_id).first()
-        locked = Run.objects.select_for_update().filter(pk=run.pk).first()
+        Thread.objects.select_for_update(no_key=True).filter(pk=run.thread_id).first()
+        locked = Run.objects.select_for_update(no_key=True).filter(pk=run.pk).first()
         if locked is None:
             raise RunNotFound()
         if locked.status == Run.Status.INTERRUPTED:
@@ -72,12 +72,13 @@ def cancel_runs(
 ) -> int:
     """Cancel many runs: those of one thread (all active, or `run_ids`), or all by status.
 
-    Finished runs among them are skipped; returns how many were cancelled.
+    Finished runs among them are skipped; returns how many were cancelled. The threads' rows
+    are locked before their runs', as admission, a cancel and a run's end lock them.
     """
     with transaction.atomic():
-        runs = Run.objects.select_for_update()
+        runs = Run.objects.select_for_update(no_key=True)
         if thread_id is not None:
-            thread = get_thread(user=user, thread_id=thread_id, action="change")
+            thread = get_thread(user=user, thread_id=thread_id, action="change", for_update=True)
             runs = runs.filter(thread=thread)
             if run_ids:
                 wanted = set(run_ids)
@@ -88,7 +89,15 @@ def cancel_runs(
             runs = runs.active()
         else:
             statuses = Run.ACTIVE_STATUSES if status == "all" else (status,)
-            runs = runs.filter(status__in=statuses, thread__in=_changeable_threads(user))
+            candidates = Run.objects.filter(
+                status__in=statuses, thread__in=_changeable_threads(user)
+            )
+            # In one order, so that two bulk cancels never wait for each other's threads.
+            thread_ids = sorted(set(candidates.values_list("thread_id", flat=True)))
+            locked = Thread.objects.select_for_update(no_key=True).filter(pk__in=thread_ids)
+            list(locked.order_by("pk").values_list("pk", flat=True))
+            # A run admitted meanwhile on another thread is left out: it came after the cancel.
+            runs = runs.filter(status__in=statuses, thread_id__in=thread_ids)
         cancelled = list(runs.order_by("created_at"))
         for run in cancelled:
             cancel_locked(run=run, action=action)

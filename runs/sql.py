@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 
+from deerflow_site.dbcompat import row_lock_clause
 from deerflow_site.rows import row_params
 from runs.models import Run
 from threads.models import Thread
@@ -46,8 +47,8 @@ def active(alias: str = "") -> str:
     return ACTIVE.format(alias=f"{alias}." if alias else "")
 
 
-# The thread's row, locked (`{lock}`: FOR UPDATE where the database has it; SQLite's IMMEDIATE
-# transactions serialise writers instead).
+# The thread's row, locked (`{lock}`: `row_lock_clause`, FOR NO KEY UPDATE on PostgreSQL;
+# SQLite's IMMEDIATE transactions serialise writers instead).
 LOCK_THREAD_SQL = 'SELECT "interrupts" FROM {threads} WHERE "thread_id" = %s{lock}'
 IN_FLIGHT_SQL = (
     'SELECT "run_id" FROM {runs} WHERE "thread_id" = %s AND '
@@ -121,7 +122,7 @@ def locks_rows(db: BaseDatabaseWrapper | None = None) -> bool:
 
 
 def _lock(db: BaseDatabaseWrapper) -> str:
-    return " FOR UPDATE" if locks_rows(db) else ""
+    return row_lock_clause(db)
 
 
 def _run_key(run_id: UUID | str, db: BaseDatabaseWrapper) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import QuerySet
 
-from deerflow_site.dbcompat import json_contains
+from deerflow_site.dbcompat import json_contains, row_lock_clause
 from deerflow_site.errors import Forbidden
 from deerflow_site.rows import from_row, model_columns
 from threads.exceptions import ThreadNotFound
@@ -87,7 +87,9 @@ def _thread_with_rights(
 ) -> tuple[str, list[Any]]:
     lock = ""
     if for_update and db.features.has_select_for_update:
-        lock = "FOR UPDATE OF t" if db.features.has_select_for_update_of else "FOR UPDATE"
+        lock = row_lock_clause(db).strip()
+        if db.features.has_select_for_update_of:
+            lock += " OF t"
     params = rights_params(user_id=user.pk, permission="view_thread", owner_counts=True)
     if action != "view":
         params += rights_params(user_id=user.pk, permission=f"{action}_thread", owner_counts=False)

@@ -33,7 +33,7 @@ def change_owner(*, thread: Thread, owner: Any) -> Thread:
     """Give the thread to `owner`: the owner's object permissions move from the previous owner
     (permissions shared with others stay)."""
     with transaction.atomic():
-        locked = Thread.objects.select_for_update().get(pk=thread.pk)
+        locked = Thread.objects.select_for_update(no_key=True).get(pk=thread.pk)
         previous_id = locked.owner_id
         if previous_id == owner.pk:
             return locked
@@ -103,7 +103,7 @@ def update_thread(
 ) -> Thread:
     """Merge `metadata` into the thread's metadata (and reset its time to live)."""
     with transaction.atomic():
-        thread = Thread.objects.select_for_update().get(pk=thread.pk)
+        thread = Thread.objects.select_for_update(no_key=True).get(pk=thread.pk)
         thread.metadata = {**thread.metadata, **clean_metadata(metadata)}
         if ttl_minutes:
             thread.expires_at = timezone.now() + timedelta(minutes=ttl_minutes)

@@ -4,7 +4,7 @@ A pending run is eligible when it is due (`run_at` passed), the oldest pending r
 (FIFO per thread) and on a thread with no running run. Workers claim eligible runs fairly across
 users: the oldest eligible run of the user with the fewest running runs goes first, so that one
 user's backlog never holds back the next user's run (within a batch, a user's second run counts
-the first as running). PostgreSQL locks the rows with `FOR UPDATE SKIP LOCKED` so that
+the first as running). PostgreSQL locks the rows with `FOR NO KEY UPDATE SKIP LOCKED` so that
 concurrent workers pass over each other's candidates;
 SQLite's IMMEDIATE transactions serialise writers, where SKIP LOCKED is moot. The partial unique
 index "one running run per thread" is the last word: losing that race is an IntegrityError, and
@@ -28,6 +28,7 @@ from django.utils import timezone
 
 import runs.sql as sql
 from deerflow_site.bridge import call_async
+from deerflow_site.dbcompat import row_lock_clause
 from deerflow_site.logs import run_fields
 from deerflow_site.rows import from_row, model_columns
 from runs.engine import bus
@@ -157,7 +158,7 @@ def _lock_candidates(now: datetime, limit: int) -> list[Run]:
     db = connections[DEFAULT_DB_ALIAS]
     sql, params = _queue_sql(db, FAIR_CANDIDATES_SQL, now, limit)
     if db.features.has_select_for_update_skip_locked:
-        sql += " FOR UPDATE OF r SKIP LOCKED"
+        sql += row_lock_clause(db) + " OF r SKIP LOCKED"
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         return [from_row(Run, row, db=db) for row in cursor.fetchall()]
@@ -273,7 +274,7 @@ def reap_expired(*, now: datetime | None = None) -> list[Run]:
 def _reap_one(run_id: UUID, now: datetime) -> Run | None:
     with transaction.atomic():
         run = (
-            Run.objects.select_for_update(skip_locked=True)
+            Run.objects.select_for_update(skip_locked=True, no_key=True)
             .filter(pk=run_id, status=Run.Status.RUNNING, lease_expires_at__lt=now)
             .first()
         )

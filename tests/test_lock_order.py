@@ -1,0 +1,175 @@
+"""Row locks of threads and runs, against each other and against the foreign-key checks of the
+rows that reference them, on PostgreSQL: no interleaving of a cancel, a bulk cancel, the reaper
+and a run's journal can deadlock (PostgreSQL would end one of them with DeadlockDetected: a 500
+for a client's cancel, a failed write for the worker).
+
+Each test holds one side part-way through its transaction on a connection of its own, starts
+the other on another thread, waits until PostgreSQL shows it waiting for a lock, then lets the
+first go on: both must finish.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from runs.cancellation import cancel_run, cancel_runs
+from runs.engine import queue
+from runs.journal.lifecycle import run_started
+from runs.journal.store import _allocate_seq_sql, _event_rows, _insert_events_sql, record_events
+from runs.models import Run, RunEvent
+from runs.sql import lock_thread
+from tests.engine_support import make_thread, pending_run
+
+pytestmark = [
+    pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="SQLite serialises writers: no row locks"
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+#: Generous for a loaded CI machine: the waits below end as soon as their condition holds.
+WITHIN = 60.0
+
+
+@pytest.fixture
+def on_other_connections() -> Iterator[Callable[..., Future]]:
+    """Run functions on threads of their own (each with its own database connection)."""
+    pool = ThreadPoolExecutor(max_workers=2)
+
+    def closing(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    yield lambda function, *args, **kwargs: pool.submit(closing, function, *args, **kwargs)
+    pool.shutdown(wait=True)
+
+
+def until_a_backend_waits_for_a_lock() -> None:
+    deadline = time.monotonic() + WITHIN
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "nobody waited for a lock"
+            time.sleep(0.01)
+
+
+def running_run(*, thread: Any, user: Any) -> Run:
+    run = pending_run(thread=thread, user=user)
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.RUNNING,
+        worker_id="test-worker",
+        started_at=timezone.now(),
+        lease_expires_at=timezone.now() + timedelta(seconds=60),
+    )
+    run.refresh_from_db()
+    return run
+
+
+def journal_write_in_two_steps(
+    *, run: Run, counted: threading.Event, go_on: threading.Event
+) -> None:
+    """`record_events` of one event, paused between taking its seq and inserting the event."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_allocate_seq_sql(), [run.thread_id, 1])
+        (seq,) = cursor.fetchone()
+        counted.set()
+        assert go_on.wait(WITHIN)
+        run_key = Run._meta.pk.get_db_prep_value(run.pk, connection)
+        rows = _event_rows(run.thread_id, run_key, int(seq), [run_started(run)], connection)
+        cursor.execute(_insert_events_sql(1), rows)
+
+
+def test_a_journal_write_and_a_cancel_of_a_pending_run_of_its_thread_both_finish(
+    user: Any, on_other_connections: Any
+) -> None:
+    # The worker's journal of the running run takes the thread's next seq (the counter row),
+    # then inserts its event, whose foreign key checks the thread's row; the cancel of the
+    # pending run locks the thread's row, then takes a seq for its `run.cancel` event.
+    thread = make_thread(user=user)
+    running = running_run(thread=thread, user=user)
+    waiting = pending_run(thread=thread, user=user)
+    record_events(thread_id=thread.pk, run_id=running.pk, entries=[run_started(running)])
+    counted, go_on = threading.Event(), threading.Event()
+
+    journal = on_other_connections(
+        journal_write_in_two_steps, run=running, counted=counted, go_on=go_on
+    )
+    assert counted.wait(WITHIN)
+    cancel = on_other_connections(cancel_run, run=waiting, action=Run.CancelAction.INTERRUPT)
+    until_a_backend_waits_for_a_lock()
+    go_on.set()
+
+    journal.result(WITHIN)
+    assert cancel.result(WITHIN).status == Run.Status.INTERRUPTED
+    assert RunEvent.objects.filter(thread_id=thread.pk).count() == 3
+
+
+def test_a_bulk_cancel_waiting_for_a_thread_holds_none_of_its_runs(
+    user: Any, on_other_connections: Any
+) -> None:
+    # Whoever holds a thread's row (admission, a run's end, a cancel) may lock its runs next:
+    # a bulk cancel locks the thread's row before its runs, as they do.
+    thread = make_thread(user=user)
+    running = running_run(thread=thread, user=user)
+    locked, go_on = threading.Event(), threading.Event()
+
+    def hold_the_thread_then_lock_its_run() -> None:
+        with transaction.atomic():
+            lock_thread(thread.pk)
+            locked.set()
+            assert go_on.wait(WITHIN)
+            assert Run.objects.select_for_update(no_key=True).filter(pk=running.pk).exists()
+
+    holder = on_other_connections(hold_the_thread_then_lock_its_run)
+    assert locked.wait(WITHIN)
+    bulk = on_other_connections(
+        cancel_runs, user=user, action=Run.CancelAction.INTERRUPT, thread_id=thread.pk
+    )
+    until_a_backend_waits_for_a_lock()
+    go_on.set()
+
+    holder.result(WITHIN)
+    assert bulk.result(WITHIN) == 1
+
+
+def test_the_reaper_and_a_cancel_of_the_reaped_run_both_finish(
+    user: Any, on_other_connections: Any
+) -> None:
+    # The reaper locks the expired run, then writes its `run.error` event (whose foreign key
+    # checks the thread's row); a cancel locks the thread's row, then the run's.
+    thread = make_thread(user=user)
+    expired = running_run(thread=thread, user=user)
+    Run.objects.filter(pk=expired.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+    locked, go_on = threading.Event(), threading.Event()
+
+    def cancel_holding_the_thread() -> Any:
+        with transaction.atomic():
+            lock_thread(thread.pk)
+            locked.set()
+            assert go_on.wait(WITHIN)
+            return cancel_run(run=expired, action=Run.CancelAction.INTERRUPT)
+
+    cancel = on_other_connections(cancel_holding_the_thread)
+    assert locked.wait(WITHIN)
+    reaper = on_other_connections(queue.reap_expired)
+    until_a_backend_waits_for_a_lock()
+    go_on.set()
+
+    reaped = reaper.result(WITHIN)
+    cancel_outcome = cancel.exception(WITHIN) or cancel.result()
+    # Whichever came first decided: reaped (the cancel then finds it ended: 409), or cancelled.
+    assert [run.pk for run in reaped] == [expired.pk] or cancel_outcome.pk == expired.pk
