@@ -6,7 +6,7 @@ In order: the request's values within the server's limits (`recursion_limit`, `a
 the size of a batch: 422), the checkpoint a run forks from (after the thread is authorised, so
 that an answer never tells whether another user's thread holds a checkpoint id), the webhook's
 address, then one
-transaction with the thread row locked (PostgreSQL `SELECT … FOR UPDATE`; SQLite's IMMEDIATE
+transaction with the thread row locked (PostgreSQL `SELECT … FOR NO KEY UPDATE`; SQLite's IMMEDIATE
 transactions serialise writers) that counts the user's active runs against their quota (429,
 the user's row locked first), applies `if_not_exists`, the assistant and the multitask
 strategy, so that its checks hold when two requests race on one thread from two processes. The

@@ -2,8 +2,8 @@
 of the project uses them and nothing else of the engine.
 
 Where each step of a run's life is:
-- queued, claimed, recovered: `queue` (the runs table is the queue; `FOR UPDATE SKIP LOCKED`
-  under a renewed lease; expired leases are reaped);
+- queued, claimed, recovered: `queue` (the runs table is the queue; `FOR NO KEY UPDATE SKIP
+  LOCKED` under a renewed lease; expired leases are reaped);
 - executed: `worker` (claims, renews, obeys cancels) and `executor` (LangGraph's astream);
 - streamed: `streaming` (events numbered, and for resumable runs stored), `fanout` (to this
   process's subscribers directly, to other processes through `bus`);
