@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from deerflow_site.api.serializers import unknown_fields
+from deerflow_site.api.serializers import MAX_FILTER_VALUES, unknown_fields
 from runs.models import Run
 from threads.models import Thread
 
@@ -207,6 +207,41 @@ def test_a_values_filter_at_the_depth_limit_is_answered(api, settings) -> None:
 
     assert response.status_code == 200, response.content[:300]
     assert response.json() == []
+
+
+@pytest.mark.parametrize("path", ["/api/threads/search", "/api/threads/count"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"metadata": {f"k{i}": i for i in range(600)}},
+        {"values": {"a": {f"k{i}": [i] for i in range(MAX_FILTER_VALUES + 1)}}},
+        {"metadata": {f"k{i}": i for i in range(MAX_FILTER_VALUES // 2 + 1)}}
+        | {"values": {f"k{i}": {} for i in range(MAX_FILTER_VALUES + 1)}},
+    ],
+    ids=["600 metadata keys", "101 nested values", "values over"],
+)
+def test_a_filter_of_too_many_values_is_a_422(api, path, body) -> None:
+    """SQLite matched each value in one expression of the whole filter's depth: 600 keys were
+    'Expression tree is too large' (a 500)."""
+    api.raise_request_exception = False
+    response = api.post(path, body, format="json")
+
+    assert response.status_code == 422, response.content[:300]
+    assert str(MAX_FILTER_VALUES) in response.content.decode()
+
+
+@pytest.mark.parametrize("path", ["/api/threads/search", "/api/threads/count"])
+def test_filters_at_the_limit_are_answered(api, path) -> None:
+    thread = {"metadata": {f"k{i}": i for i in range(MAX_FILTER_VALUES)}}
+    assert api.post("/api/threads", thread, format="json").status_code == 200
+    body = {**thread, "values": {f"k{i}": i for i in range(MAX_FILTER_VALUES)}}
+
+    response = api.post(path, body, format="json")
+
+    assert response.status_code == 200, response.content[:300]
+    assert response.json() in ([], 0)
+    matching = api.post(path, thread, format="json").json()
+    assert matching == 1 or len(matching) == 1
 
 
 def test_unknown_fields_are_logged_once_and_remembered_within_a_bound(api, caplog) -> None:

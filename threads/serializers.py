@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from deerflow_site.api.pagination import LimitOffsetSerializer
 from deerflow_site.api.serializers import (
+    JSONFilterField,
     JSONObjectField,
     RequestSerializer,
     ThreadIdField,
@@ -99,8 +100,8 @@ class ThreadPatchSerializer(RequestSerializer):
 
 
 class ThreadSearchSerializer(LimitOffsetSerializer):
-    metadata = JSONObjectField(required=False, allow_null=True)
-    values = JSONObjectField(required=False, allow_null=True)
+    metadata = JSONFilterField(required=False, allow_null=True)
+    values = JSONFilterField(required=False, allow_null=True)
     ids = serializers.ListField(child=ThreadIdField(), required=False, allow_null=True)
     status = serializers.ChoiceField(choices=Thread.Status.choices, required=False, allow_null=True)
     sort_by = serializers.ChoiceField(choices=SORT_FIELDS, default="created_at")

@@ -179,6 +179,30 @@ class JSONObjectField(serializers.JSONField):
         return value
 
 
+#: The most values a JSON filter may match (`{"a": 1, "b": {"c": 2}}` matches 2): SQLite matches
+#: them key by key in one expression whose depth it bounds (1,000, with the rest of the query).
+MAX_FILTER_VALUES = 100
+
+
+def filter_values(value: dict[str, Any]) -> int:
+    """How many values a JSON filter object matches: its leaves (a nested non-empty object
+    counts its own leaves; anything else is one)."""
+    return sum(
+        filter_values(item) if isinstance(item, dict) and item else 1 for item in value.values()
+    )
+
+
+class JSONFilterField(JSONObjectField):
+    """A JSON object that rows must contain (a search's `metadata` or `values`): at most
+    `MAX_FILTER_VALUES` values to match."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if filter_values(value) > MAX_FILTER_VALUES:
+            raise serializers.ValidationError(f"At most {MAX_FILTER_VALUES} values to match.")
+        return value
+
+
 @extend_schema_field({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
 class ThreadIdField(serializers.CharField):
     """A thread id: a UUID or `[A-Za-z0-9_-]{1,64}`, matched whole (no trimming)."""
