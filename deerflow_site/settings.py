@@ -87,6 +87,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if
 
 # --- HTTPS: served over TLS, directly or behind a proxy that terminates it -------------------
 HTTPS = env_bool("DEERFLOW_HTTPS", False)
+#: Django's database sessions, a cookie of characters no session key has being no session.
+SESSION_ENGINE = "deerflow_site.sessions"
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = env_int("DEERFLOW_HSTS_SECONDS", 31536000) if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0

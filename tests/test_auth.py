@@ -35,10 +35,13 @@ def test_no_credentials_is_401_json(anonymous_api, method, path):
         {"HTTP_AUTHORIZATION": "Bearer not-a-token"},
         {"HTTP_X_API_KEY": "not-a-token"},
         {"HTTP_AUTHORIZATION": "Bearer"},
+        # PostgreSQL cannot take a NUL in a text parameter: the token's lookup was a 500 there.
+        {"HTTP_AUTHORIZATION": "Bearer a\x00b"},
+        {"HTTP_X_API_KEY": "a\x00b"},
     ],
 )
 def test_bad_credentials_are_401(header):
-    client = APIClient()
+    client = APIClient(raise_request_exception=False)
     client.credentials(**header)
     response = client.post("/api/threads", {}, format="json")
     assert response.status_code == 401
@@ -51,6 +54,19 @@ def test_x_api_key_authenticates(user):
     response = client.post("/api/threads", {}, format="json")
     assert response.status_code == 200
     assert Thread.objects.get().owner == user
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/login/", "/api/threads/some-id"])
+@pytest.mark.parametrize("key", ["abcdefgh\x00ijk", "ABCDEFGH-not-one-of-ours"])
+def test_a_session_cookie_no_session_has_is_no_session(path, key):
+    """A session key of characters Django never puts in one is no session (a NUL in it made the
+    session's lookup a 500 on PostgreSQL, on every page that reads the session)."""
+    browser = APIClient(raise_request_exception=False)
+    browser.cookies["sessionid"] = key
+
+    response = browser.get(path)
+
+    assert response.status_code in (200, 302, 401), response.content[:300]
 
 
 def test_health_check_needs_no_credentials(anonymous_api):

@@ -13,18 +13,29 @@ from rest_framework.authentication import (
     SessionAuthentication,
     TokenAuthentication,
 )
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 logger = logging.getLogger(__name__)
 
 
-class BearerTokenAuthentication(TokenAuthentication):
+class StoredTokenAuthentication(TokenAuthentication):
+    """DRF's token lookup, a key holding a NUL character being an invalid token without one
+    (PostgreSQL cannot take a NUL in a text parameter: the lookup was a 500 there)."""
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        if "\x00" in key:
+            raise AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(key)
+
+
+class BearerTokenAuthentication(StoredTokenAuthentication):
     """`Authorization: Bearer <token>`, a token created with `manage.py drf_create_token`."""
 
     keyword = "Bearer"
 
 
-class ApiKeyAuthentication(TokenAuthentication):
+class ApiKeyAuthentication(StoredTokenAuthentication):
     """`X-Api-Key: <token>`, what `langgraph_sdk.get_client(api_key=...)` sends."""
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
