@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from deerflow_site.bridge import Executor, call_sync
@@ -221,3 +222,52 @@ def test_adding_a_thread_with_an_id_the_api_cannot_address_is_a_form_error(user:
     assert response.status_code == 200
     assert "Must be a UUID" in response.content.decode()
     assert not Thread.objects.exists()
+
+
+def staff_with(*codenames: str) -> Client:
+    """A browser of a staff user (no superuser) holding only these global permissions."""
+    staff = get_user_model().objects.create_user("clerk", "clerk@example.com", "pw-12345!")
+    staff.is_staff = True
+    staff.save()
+    staff.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    browser = Client()
+    browser.force_login(staff)
+    return browser
+
+
+@pytest.mark.django_db
+def test_staff_without_the_delete_permission_cannot_delete_a_run_or_thread(user: Any) -> None:
+    """Deleting needs no permission for the related kinds any more (the service deletes them),
+    but the object's own delete permission still counts: its page, its POST and the bulk
+    action are refused and nothing goes."""
+    thread = make_thread(user=user)
+    run = journaled(finished(pending_run(thread=thread, user=user)), user)
+    browser = staff_with("view_run", "view_thread", "change_thread", "view_runevent")
+
+    for kind, pk in (("runs/run", run.pk), ("threads/thread", thread.pk)):
+        url = f"/admin/{kind}/{pk}/delete/"
+        assert browser.get(url).status_code == 403, kind
+        assert browser.post(url, {"post": "yes"}).status_code == 403, kind
+        chosen = {"action": "delete_selected", "_selected_action": [pk], "post": "yes"}
+        browser.post(f"/admin/{kind}/", chosen)
+
+    assert Run.objects.filter(pk=run.pk).exists()
+    assert Thread.objects.filter(pk=thread.pk).exists()
+    assert RunEvent.objects.filter(run_id=run.pk).exists()
+    assert Feedback.objects.filter(run_id=run.pk).exists()
+
+
+@pytest.mark.django_db
+def test_staff_with_the_runs_delete_permission_deletes_it_with_its_journal(user: Any) -> None:
+    run = journaled(finished(pending_run(thread=make_thread(user=user), user=user)), user)
+    browser = staff_with("view_run", "delete_run")
+    url = f"/admin/runs/run/{run.pk}/delete/"
+
+    confirmation = browser.get(url)
+    assert not confirmation.context["perms_lacking"], confirmation.context["perms_lacking"]
+    assert browser.post(url, {"post": "yes"}).status_code == 302
+
+    assert not Run.objects.filter(pk=run.pk).exists()
+    assert not RunEvent.objects.filter(run_id=run.pk).exists()
+    assert not Feedback.objects.filter(run_id=run.pk).exists()
+    assert Thread.objects.filter(pk=run.thread_id).exists()
