@@ -13,10 +13,14 @@ from django.http import Http404, HttpRequest, HttpResponseRedirect
 
 
 def is_key_of(field: Field, value: Any) -> bool:
-    """Whether `value` can be looked up as `field` (a primary key), as Django's get_object
-    checks it: its conversion raises neither ValidationError nor ValueError."""
+    """Whether `value` can be looked up as `field` (a primary key): its conversion raises
+    neither ValidationError nor ValueError (as Django's get_object checks it), and it passes
+    the field's validators, an integer's range on this database among them (a 30-digit id
+    passes Django's check, and its lookup in an action's `pk__in` overflowed: a 500)."""
     try:
-        field.get_prep_value(field.to_python(value))
+        python = field.to_python(value)
+        field.get_prep_value(python)
+        field.run_validators(python)
     except (ValidationError, ValueError, TypeError):
         return False
     return True

@@ -15,8 +15,9 @@ from threads.models import Thread
 
 pytestmark = pytest.mark.django_db
 
-#: Not a UUID, not an integer: no primary key of ours or Django's reads it.
-MALFORMED = ["abc", "1.5", "\x00"]
+#: Not a UUID, not an integer (or one beyond 64 bits, which SQLite cannot bind and PostgreSQL's
+#: bigint cannot hold): no primary key of ours or Django's reads it.
+MALFORMED = ["abc", "1.5", "\x00", "9" * 30]
 
 ADMINS = sorted(admin.site._registry.values(), key=lambda model_admin: str(model_admin))
 
