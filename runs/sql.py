@@ -111,7 +111,10 @@ def _tables() -> dict[str, str]:
     return {"runs": quote(Run._meta.db_table), "threads": quote(Thread._meta.db_table)}
 
 
+@functools.lru_cache(maxsize=256)
 def _sql(template: str, **extra: str) -> str:
+    """`template` with the tables' names and `extra` filled in (each text made once: 1-6 µs
+    of formatting per statement otherwise)."""
     return template.format(**_tables(), **extra)
 
 
