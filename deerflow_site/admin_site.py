@@ -1,7 +1,8 @@
 """The admin site: Django's, whose every view first refuses a NUL character in its address,
 query or form (a 400), which no id, filter or text of ours holds and PostgreSQL cannot take in
-a text parameter (a 500 from the lookup otherwise). `AdminConfig`, in INSTALLED_APPS, makes
-it the default site."""
+a text parameter (a 500 from the lookup otherwise), and answers 400 to a list filter's integer
+SQLite cannot bind (`?id__in=` of 30 digits). `AdminConfig`, in INSTALLED_APPS, makes it the
+default site."""
 
 from collections.abc import Callable
 from functools import wraps
@@ -27,13 +28,19 @@ def holds_nul(request: HttpRequest, *view_args: Any) -> bool:
 
 
 def refusing_nul(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """`view`, answering 400 to a request that holds a NUL character."""
+    """`view`, answering 400 to a request that holds a NUL character, or whose integer
+    the database cannot take (SQLite raises OverflowError binding one beyond 64 bits; a
+    transaction of the view's is rolled back as the error leaves it)."""
 
     @wraps(view)
     def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if holds_nul(request, *args, *kwargs.values()):
             return HttpResponseBadRequest("NUL characters are not allowed.")
-        return view(request, *args, **kwargs)
+        try:
+            return view(request, *args, **kwargs)
+        except OverflowError:
+            # SQLite cannot bind an integer beyond 64 bits: a list's `?id__in=` of 30 digits.
+            return HttpResponseBadRequest("A number beyond the database's range.")
 
     return checked
 
