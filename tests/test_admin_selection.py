@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
@@ -116,3 +117,17 @@ def test_a_lists_integer_beyond_64_bits_is_no_500(staff: Client, model_admin: An
     for lookup in (f"{opts.pk.name}__in", "id__in", "seq__in", "pk"):
         response = staff.get(url, {lookup: f"1,{big}" if lookup.endswith("__in") else big})
         assert response.status_code in (200, 302, 400), (lookup, response.status_code)
+
+
+def test_a_forms_choice_of_an_integer_beyond_64_bits_is_no_500(staff: Client, user: Any) -> None:
+    # Django's multiple-choice field looks the choices up with pk__in (OverflowError on SQLite).
+    big = "9" * 30
+    groups = set(user.groups.all())
+    form = {"username": user.username, "groups": [big], "user_permissions": [big]}
+    form |= {"date_joined_0": "2020-01-01", "date_joined_1": "00:00:00", "is_active": "on"}
+    changed = staff.post(f"/admin/auth/user/{user.pk}/change/", form)
+    added = staff.post("/admin/auth/group/add/", {"name": "big", "permissions": [big]})
+
+    assert changed.status_code in (200, 400) and added.status_code in (200, 400)
+    assert set(user.groups.all()) == groups
+    assert not Group.objects.filter(name="big").exists()

@@ -307,6 +307,106 @@ def _hub_of_this_loop() -> _Hub:
     return hub
 
 
+<<<<<<< Updated upstream
+=======
+def _deliver_locally(group: str, message: dict[str, Any]) -> bool:
+    """Hand a message to the subscribers of `group` on every event loop of this process (on
+    another loop, through that loop's thread-safe call); whether this loop's hub has any."""
+    running = asyncio.get_running_loop()
+    hub = _hubs.get(running)
+    if hub is not None:
+        hub.deliver(group, message)
+    if len(_hubs) > (hub is not None):  # subscribers on another loop (another thread)
+        for loop, other in list(_hubs.items()):
+            if loop is not running and not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(other.deliver, group, message)
+                except RuntimeError:  # closed meanwhile
+                    pass
+    return hub is not None and group in hub.subscribers
+
+
+def publish_events_here(
+    *, run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
+) -> bool:
+    """`publish_events` without a wait, when the channel layer reaches no other process (the
+    in-memory one): the events go to this process's listeners now, and True; else nothing is
+    done, and False."""
+    if not isinstance(bus.layer(), InMemoryChannelLayer):
+        return False
+    _deliver_here(run_id, thread_id, events)
+    return True
+
+
+def _deliver_here(
+    run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The events to this process's listeners of the run and of its thread, in order; returns
+    their messages and the groups with listeners on this loop."""
+    groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
+    messages = [event.as_message(run_id) for event in events]
+    listened_here = set()
+    for message in messages:
+        for group in groups:
+            if _deliver_locally(group, message):
+                listened_here.add(group)
+    return messages, listened_here
+
+
+async def publish_events(
+    *, run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
+) -> None:
+    """Fan a run's events out, in order, to the listeners of the run and of its thread: this
+    process's at once, other processes' through the layer (when it reaches them and they
+    listen). A failure of the layer is logged per event: the bus is not the record."""
+    messages, listened_here = _deliver_here(run_id, thread_id, events)
+    channel_layer = bus.layer()
+    if isinstance(channel_layer, InMemoryChannelLayer) or not messages:
+        return
+    groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
+    hub = _hub_of_this_loop()
+    sends = []
+    for group in groups:
+        try:
+            # A group without subscribers here: the layer looks up its members anyway.
+            if group in listened_here and not await hub.others_listen(group):
+                continue
+        except Exception:
+            logger.exception("run %s: cannot publish events to %s", run_id, group)
+            continue
+        # One layer message per batch: the layer's cost is per message, not per event.
+        for start in range(0, len(messages), EVENTS_PER_MESSAGE):
+            events_message = {
+                "type": EVENTS,
+                "group": group,
+                "origin": PROCESS_ID,
+                "events": messages[start : start + EVENTS_PER_MESSAGE],
+            }
+            sends.append((group, events_message))
+    await _send_to_groups(channel_layer, sends, run_id=run_id)
+
+
+async def _send_to_groups(
+    channel_layer: BaseChannelLayer, sends: list[tuple[str, dict[str, Any]]], *, run_id: Any
+) -> None:
+    """Each (group, message) through the layer, in order: all at once when the layer can
+    (`redis_layer.RedisChannelLayer.group_send_many`); failures logged."""
+    send_many = getattr(channel_layer, "group_send_many", None)
+    if send_many is not None and sends:
+        try:
+            await send_many(sends)
+        except Exception:
+            groups = ", ".join(dict.fromkeys(group for group, _ in sends))
+            logger.exception("run %s: cannot publish events to %s", run_id, groups)
+        return
+    for group, message in sends:
+        try:
+            await channel_layer.group_send(group, message)
+        except Exception:
+            logger.exception("run %s: cannot publish events to %s", run_id, group)
+
+
+>>>>>>> Stashed changes
 async def subscribe_then(
     group: str, read: Callable[..., T], /, **kwargs: Any
 ) -> tuple[T, Subscription]:
