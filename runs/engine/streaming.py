@@ -109,11 +109,8 @@ class EventPublisher:
         self._flush_due = False
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-<<<<<<< Updated upstream
         #: Makes the run's final answer for its `end` (`answers.layer_answer`), set before it.
         self.answer: Callable[[], bytes | None] | None = None
-=======
->>>>>>> Stashed changes
 
     def start(self) -> None:
         """Publish from now on, on the running event loop."""
@@ -153,11 +150,7 @@ class EventPublisher:
         self._flush_due = False
         if self._stopped or self._task is not None or not self._pending:
             return
-<<<<<<< Updated upstream
         if not self.resumable and publishing.publish_events_here(
-=======
-        if not self.resumable and fanout.publish_events_here(
->>>>>>> Stashed changes
             run_id=self.run_id, thread_id=self.thread_id, events=self._pending
         ):
             self._pending = []
