@@ -198,10 +198,10 @@ async def stream_graph(
     """Run the graph to its end, emitting the events the client asked for; the root's `values`
     chunks go to `final` too.
 
-    LangGraph streams subgraphs' parts only when the client asked for them (`subgraphs`): asked
-    for, every node of the run executes in a task of its own while a waiter task reads the
-    stream concurrently; not asked for, a step with one node runs it inline, and the parts come
-    as `(mode, chunk)` without a namespace."""
+    LangGraph streams subgraphs' parts only when the client asked for them (`subgraphs`), as
+    the LangGraph server asks. Asked for (or with the `messages` or `custom` mode), every node
+    runs in a task of its own while a waiter task reads the stream; otherwise a step of one
+    node runs inline. Without `subgraphs` the parts come as `(mode, chunk)`, no namespace."""
     translator = ChunkTranslator(plan.stream_modes)
     modes = stream_modes_of(plan)
     options = {"stream_mode": modes, "subgraphs": plan.subgraphs, **plan.stream_kwargs}
