@@ -11,7 +11,6 @@ whose context has none for that thread. Counts do not move with the machine's lo
 compare two commits where CPU times cannot.
 """
 
-import argparse
 import asyncio
 import sys
 import time
@@ -22,11 +21,7 @@ import inprocess
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=320)
-    args = parser.parse_args()
-    inprocess.configure()
+    args = inprocess.command_line(__doc__, runs=320)
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.backends.sqlite3 import base as sqlite_base
     from django.utils.connection import BaseConnectionHandler

@@ -76,12 +76,19 @@ async def measure(concurrency: int, runs: int) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def command_line(doc: str | None, *, runs: int) -> argparse.Namespace:
+    """The in-process tools' options (`--concurrency` clients, `--runs` create+wait runs),
+    described by the first paragraph of `doc`; then Django configured (`configure`)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=576)
+    parser.add_argument("--runs", type=int, default=runs)
     args = parser.parse_args()
     configure()
+    return args
+
+
+def main() -> None:
+    args = command_line(__doc__, runs=576)
     asyncio.run(measure(args.concurrency, args.runs))
 
 

@@ -10,7 +10,6 @@ function, `SerialThread.call` by function). Counts are divided by the runs measu
 generator's own tasks (httpx's) are among the tasks. Compare only with itself.
 """
 
-import argparse
 import asyncio
 import sys
 import threading
@@ -120,11 +119,7 @@ async def measure(concurrency: int, runs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=320)
-    args = parser.parse_args()
-    inprocess.configure()
+    args = inprocess.command_line(__doc__, runs=320)
     asyncio.run(measure(args.concurrency, args.runs))
 
 
