@@ -163,7 +163,6 @@ _database = dj_database_url.parse(
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     if _database["NAME"] != ":memory:":
         Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-    # Django's SQLite backend, each statement's placeholders converted once per text.
     _database["ENGINE"] = SQLITE_ENGINE
     _database["OPTIONS"] = {
         # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so that

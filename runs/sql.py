@@ -124,10 +124,6 @@ def locks_rows(db: BaseDatabaseWrapper | None = None) -> bool:
     return (db or _db()).features.has_select_for_update
 
 
-def _lock(db: BaseDatabaseWrapper) -> str:
-    return row_lock_clause(db)
-
-
 def _run_key(run_id: UUID | str, db: BaseDatabaseWrapper) -> Any:
     return Run._meta.pk.get_db_prep_value(run_id, db)
 
@@ -179,7 +175,7 @@ def lock_user(user_id: int) -> None:
     db = _db()
     quote = db.ops.quote_name
     sql = LOCK_USER_SQL.format(
-        users=quote(users.db_table), user_pk=quote(users.pk.column), lock=_lock(db)
+        users=quote(users.db_table), user_pk=quote(users.pk.column), lock=row_lock_clause(db)
     )
     _fetchone(db, sql, [user_id])
 
@@ -195,7 +191,7 @@ def lock_in_flight_run_keys(thread_id: str) -> list[Any]:
     oldest first, row-locked where the database can; usually none, so no model is built."""
     db = _db()
     with db.cursor() as cursor:
-        cursor.execute(_sql(IN_FLIGHT_SQL, lock=_lock(db)), [thread_id])
+        cursor.execute(_sql(IN_FLIGHT_SQL, lock=row_lock_clause(db)), [thread_id])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -275,7 +271,7 @@ def run_at_from_db(value: Any) -> datetime | None:
 def lock_thread(thread_id: str) -> dict[str, Any] | None:
     """Lock the thread's row; its interrupts (None: the thread is gone)."""
     db = _db()
-    row = _fetchone(db, _sql(LOCK_THREAD_SQL, lock=_lock(db)), [thread_id])
+    row = _fetchone(db, _sql(LOCK_THREAD_SQL, lock=row_lock_clause(db)), [thread_id])
     if row is None:
         return None
     return _from_json(Thread, "interrupts", row[0], db) or {}
