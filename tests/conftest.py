@@ -26,7 +26,7 @@ from django.db import connections
 
 from tests.live import REPO_ROOT, LiveServer, LiveServerFactory, merge_env
 
-pytest_plugins = ["tests.fixtures", "tests.node_tools"]
+pytest_plugins = ["tests.fixtures", "tests.node_tools", "tests.engine_support"]
 
 _real_database_names: dict[str, str] = {}
 

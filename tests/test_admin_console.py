@@ -19,7 +19,7 @@ from feedback.models import Feedback
 from runs.engine.worker import RunWorker
 from runs.journal.catalog import EventCategory, EventType
 from runs.models import Run, RunEvent
-from tests.engine_support import closing_checkpointer, fresh_channel_layer, make_thread, pending_run  # noqa: F401
+from tests.engine_support import make_thread, pending_run
 from threads.models import Thread
 
 RUNS = "/admin/runs/run/"

@@ -17,7 +17,7 @@ from runs.engine.registry import graph_for_thread
 from runs.journal.catalog import EventType
 from runs.journal.store import JournalBatch, JournalEntry, record_batch
 from runs.models import Run, RunEvent
-from tests.engine_support import closing_checkpointer, make_thread, pending_run  # noqa: F401
+from tests.engine_support import make_thread, pending_run
 from tests.fixtures import client_for
 from threads.models import Thread
 

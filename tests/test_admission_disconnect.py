@@ -14,12 +14,7 @@ from django.db import connection, transaction
 from deerflow_site.asgi import django_application
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
-from tests.engine_support import (  # noqa: F401
-    closing_checkpointer,
-    fresh_channel_layer,
-    make_thread,
-    wait_for_status,
-)
+from tests.engine_support import make_thread, wait_for_status
 from tests.fixtures import token_for
 from threads.models import Thread
 

@@ -22,7 +22,7 @@ from runs.engine.registry import graph_for_thread
 from runs.journal.catalog import EventCategory, EventType
 from runs.models import Run, RunEvent, RunStreamEvent
 from runs.retention import Retention, clear_expired
-from tests.engine_support import closing_checkpointer, make_thread, pending_run  # noqa: F401
+from tests.engine_support import make_thread, pending_run
 from tests.live import REPO_ROOT
 from threads.models import Thread
 

@@ -23,15 +23,7 @@ from runs.engine import bus, queue
 from runs.engine.direct import DirectStart, serve_direct_starts
 from runs.engine.worker import RunWorker
 from runs.models import Run, WorkerHeartbeat
-from tests.engine_support import (  # noqa: F401
-    closing_checkpointer,
-    fetch_run,
-    fetch_thread,
-    fresh_channel_layer,
-    make_thread,
-    pending_run,
-    wait_for_status,
-)
+from tests.engine_support import fetch_run, fetch_thread, make_thread, pending_run, wait_for_status
 from tests.fixtures import token_for
 from tests.live import LiveServer, LiveServerFactory
 from threads.models import Thread
@@ -46,8 +38,8 @@ RACERS = 50
 
 @pytest.fixture
 async def direct_worker(
-    fresh_channel_layer: Any,  # noqa: F811
-    closing_checkpointer: Any,  # noqa: F811
+    fresh_channel_layer: Any,
+    closing_checkpointer: Any,
 ) -> AsyncIterator[Callable[..., Awaitable[RunWorker]]]:
     """Start a RunWorker on the test's loop that takes this process's direct starts, as the
     embedded worker does; it is stopped at the end of the test."""

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from runs.models import Run, RunStreamEvent
-from tests.engine_support import fresh_channel_layer, make_thread, pending_run  # noqa: F401
+from tests.engine_support import make_thread, pending_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_channel_layer")]
 

@@ -18,7 +18,7 @@ from runs.engine.checkpoints import (
     delete_thread_checkpoints,
 )
 from runs.engine.registry import graph_for_thread
-from tests.engine_support import closing_checkpointer, make_thread  # noqa: F401
+from tests.engine_support import make_thread
 from threads.services import delete_thread
 
 pytestmark = [

@@ -9,13 +9,11 @@ from deerflow_site.bridge import Executor, call_sync
 from runs.engine.executor import CancelSignal, execute_run
 from runs.engine.registry import graph_for_thread
 from runs.models import Run, RunStreamEvent
-from tests.engine_support import (  # noqa: F401
+from tests.engine_support import (
     RunListener,
     claim_next,
-    closing_checkpointer,
     fetch_run,
     fetch_thread,
-    fresh_channel_layer,
     make_thread,
     pending_run,
 )

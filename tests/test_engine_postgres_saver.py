@@ -23,7 +23,7 @@ from runs.engine.checkpointer import (
 )
 from runs.engine.checkpoints import acheckpoint_thread_ids, adelete_run_checkpoints
 from runs.engine.postgres_saver import PostgresSaver, open_postgres_saver
-from tests.engine_support import Blocked, closing_checkpointer, queued  # noqa: F401
+from tests.engine_support import Blocked, queued
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's saver"),

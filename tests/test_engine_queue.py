@@ -11,12 +11,7 @@ from django.utils import timezone
 
 from runs.engine import queue
 from runs.models import Run, RunStreamEvent
-from tests.engine_support import (  # noqa: F401
-    claim_next,
-    fresh_channel_layer,
-    make_thread,
-    pending_run,
-)
+from tests.engine_support import claim_next, make_thread, pending_run
 from threads.models import Thread
 
 pytestmark = pytest.mark.django_db

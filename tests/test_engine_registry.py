@@ -21,7 +21,6 @@ from runs.engine.registry import (
     load_graph,
     resolve_assistant,
 )
-from tests.engine_support import closing_checkpointer  # noqa: F401
 
 GRAPH_FILE = """
 from typing import TypedDict

@@ -19,7 +19,7 @@ from runs.engine.checkpointer import close_checkpointer, get_checkpointer
 from runs.engine.checkpoints import adelete_run_checkpoints
 from runs.engine.registry import graph_for_thread, load_graph
 from runs.engine.sqlite_saver import SqliteSaver, open_sqlite_saver
-from tests.engine_support import Blocked, closing_checkpointer, queued  # noqa: F401
+from tests.engine_support import Blocked, queued
 
 #: The tests that go through the per-loop registry need it to open this saver.
 on_sqlite = pytest.mark.skipif(
@@ -58,7 +58,7 @@ async def test_a_write_whose_caller_is_cancelled_still_commits(saver: SqliteSave
 @on_sqlite
 @pytest.mark.django_db(transaction=True)
 async def test_a_rollback_after_a_cancelled_write_finds_the_checkpoint(
-    closing_checkpointer: None,  # noqa: F811
+    closing_checkpointer: None,
 ) -> None:
     saver = await get_checkpointer()
     assert isinstance(saver, SqliteSaver)
@@ -106,7 +106,7 @@ def write_from_another_loop(thread_id: str) -> SqliteSaver:
 @on_sqlite
 @pytest.mark.django_db(transaction=True)
 async def test_two_event_loops_have_their_own_savers_on_one_database(
-    closing_checkpointer: None,  # noqa: F811
+    closing_checkpointer: None,
 ) -> None:
     mine = await get_checkpointer()
     assert isinstance(mine, SqliteSaver)
@@ -162,7 +162,7 @@ async def test_a_failing_call_raises_in_its_caller_and_the_thread_goes_on() -> N
 @on_sqlite
 @pytest.mark.django_db(transaction=True)
 async def test_graph_for_thread_is_bound_to_the_sqlite_saver(
-    closing_checkpointer: None,  # noqa: F811
+    closing_checkpointer: None,
 ) -> None:
     graph = await graph_for_thread("echo")
 

@@ -11,12 +11,7 @@ from deerflow_site.bridge import Executor, call_sync
 from runs.engine import bus
 from runs.engine.streaming import EventPublisher
 from runs.models import RunStreamEvent
-from tests.engine_support import (  # noqa: F401 - fixtures
-    RunListener,
-    fresh_channel_layer,
-    make_thread,
-    pending_run,
-)
+from tests.engine_support import RunListener, make_thread, pending_run
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

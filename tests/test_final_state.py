@@ -23,13 +23,11 @@ from runs.engine.finish import snapshot_of, thread_status
 from runs.engine.registry import graph_for_thread
 from runs.engine.serialization import to_jsonable
 from runs.models import Run
-from tests.engine_support import (  # noqa: F401
+from tests.engine_support import (
     RunListener,
     claim_next,
-    closing_checkpointer,
     fetch_run,
     fetch_thread,
-    fresh_channel_layer,
     make_thread,
     pending_run,
 )

@@ -15,14 +15,7 @@ from runs.journal.catalog import EventType
 from runs.journal.lifecycle import run_started
 from runs.journal.store import JournalEntry, ModelUsage
 from runs.models import Run, RunEvent
-from tests.engine_support import (  # noqa: F401 - fixtures
-    RunListener,
-    claim_next,
-    closing_checkpointer,
-    fresh_channel_layer,
-    make_thread,
-    pending_run,
-)
+from tests.engine_support import RunListener, claim_next, make_thread, pending_run
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from runs.engine.worker import RunWorker
 from runs.models import Run, WorkerHeartbeat
-from tests.engine_support import closing_checkpointer, fresh_channel_layer, make_thread, pending_run  # noqa: F401
+from tests.engine_support import make_thread, pending_run
 from tests.fixtures import client_for
 
 STATUS_URL = "/api/ops/status"

@@ -11,13 +11,11 @@ from deerflow_site.bridge import Executor, call_sync
 from runs.engine import executor
 from runs.engine.executor import CancelSignal, _run_unless_cancelled, execute_run
 from runs.models import Run
-from tests.engine_support import (  # noqa: F401
+from tests.engine_support import (
     RunListener,
     claim_next,
-    closing_checkpointer,
     fetch_run,
     fetch_thread,
-    fresh_channel_layer,
     make_thread,
     pending_run,
 )

@@ -10,11 +10,7 @@ from django.test import override_settings
 from runs.engine.signals import InlineSignal, run_ended
 from runs.engine.worker import RunWorker
 from runs.models import Run
-from tests.engine_support import (  # noqa: F401
-    closing_checkpointer,
-    fresh_channel_layer,
-    wait_for_status,
-)
+from tests.engine_support import wait_for_status
 from tests.test_worker_loop import queue_run, start_worker  # noqa: F401
 
 pytestmark = [

@@ -15,13 +15,7 @@ from runs.engine import answers, bus, fanout, queue
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run
 from runs.models import Run
 from runs.stream_views import create_and_wait, join
-from tests.engine_support import (  # noqa: F401
-    closing_checkpointer,
-    fetch_run,
-    fresh_channel_layer,
-    make_thread,
-    pending_run,
-)
+from tests.engine_support import make_thread, pending_run
 from tests.fixtures import token_for
 from tests.test_direct_start import direct_worker  # noqa: F401
 

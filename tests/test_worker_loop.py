@@ -17,15 +17,7 @@ from runs.engine import bus
 from runs.engine import worker as worker_module
 from runs.engine.worker import RunWorker
 from runs.models import Run, RunStreamEvent
-from tests.engine_support import (  # noqa: F401
-    closing_checkpointer,
-    fetch_run,
-    fetch_thread,
-    fresh_channel_layer,
-    make_thread,
-    pending_run,
-    wait_for_status,
-)
+from tests.engine_support import fetch_run, fetch_thread, make_thread, pending_run, wait_for_status
 from tests.fixtures import client_for
 from threads.models import Thread
 

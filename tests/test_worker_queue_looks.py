@@ -14,12 +14,7 @@ from deerflow_site.bridge import Executor, call_sync
 from runs.engine import bus, queue
 from runs.engine.worker import RunWorker
 from runs.models import Run
-from tests.engine_support import (  # noqa: F401
-    closing_checkpointer,
-    fresh_channel_layer,
-    pending_run,
-    wait_for_status,
-)
+from tests.engine_support import pending_run, wait_for_status
 from tests.test_direct_start import (  # noqa: F401
     ECHO,
     SLOW,
