@@ -1,5 +1,6 @@
 """`manage.py reap_runs`: end the runs of dead workers (their lease expired)."""
 
+import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -10,19 +11,26 @@ from runs.engine import expired_runs, reap_expired
 class Command(BaseCommand):
     help = (
         "End every running run whose worker stopped renewing its lease: status error "
-        "(WorkerLost), thread freed, stream ended. Live workers do this too."
+        "(WorkerLost), thread freed, stream ended. Live workers do this too. One line per run "
+        "(the reaper's warning in the log, or on stdout when the log leaves warnings out), "
+        "then the count on stdout."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--dry-run", action="store_true", help="list the runs that would be reaped"
+            "--dry-run",
+            action="store_true",
+            help="list the runs whose lease expired, and change nothing",
         )
 
     def handle(self, *args: Any, dry_run: bool, **options: Any) -> None:
         runs = list(expired_runs()) if dry_run else reap_expired()
         verb = "would reap" if dry_run else "reaped"
-        for run in runs:
-            self.stdout.write(
-                f"{verb} run {run.pk} of thread {run.thread_id} (worker {run.worker_id})"
-            )
+        # The reaper logs each run it ends: printing it again would say it twice.
+        reaper_log = logging.getLogger(reap_expired.__module__)
+        if dry_run or not reaper_log.isEnabledFor(logging.WARNING):
+            for run in runs:
+                self.stdout.write(
+                    f"{verb} run {run.pk} of thread {run.thread_id} (worker {run.worker_id})"
+                )
         self.stdout.write(f"{verb} {len(runs)} run(s)")
