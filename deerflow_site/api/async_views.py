@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
+from rest_framework.utils.mediatypes import media_type_matches
 from rest_framework.views import APIView
 
 from deerflow_site.api import parsers
@@ -126,11 +127,19 @@ def api_view(
 
 def json_body(request: HttpRequest) -> Any:
     """The request's JSON body ({} when empty), parsed once (api_view parses it before the
-    view); malformed or unbounded JSON is a 422."""
+    view); malformed or unbounded JSON is a 422, a body of another media type than
+    `application/json` a 415, as DRF's views answer.
+
+    Another site's page can send a `text/plain` or form body without asking first (a CORS
+    simple request), and in the local mode any request acts as the local user: such a body is
+    never taken for JSON, so that page cannot start, change or cancel anything.
+    """
     if hasattr(request, "json_body"):
         return request.json_body
     if not request.body:
         return {}
+    if not media_type_matches(parsers.JSONParser.media_type, request.content_type or ""):
+        raise drf_exceptions.UnsupportedMediaType(request.content_type or "")
     try:
         return parsers.loads(request.body)
     except ValueError as exc:  # UnicodeDecodeError included
