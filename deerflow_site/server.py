@@ -20,11 +20,16 @@ of a create+wait run's CPU), form fields, a whole multipart body. Requests here 
 twisted's `parsePOSTFormSubmission=False`; Django parses forms itself, and answers a malformed
 one (which twisted answered 400 and disconnected).
 
+With `--announce TEXT` (scripts/serve's list of URLs), the text is printed once every endpoint
+listens, never before; an endpoint it cannot listen on (the port is taken) is said in one line on
+stderr and the process exits 1.
+
 Before serving, the process settles its heap (`deerflow_site.heap`): what the application
 loaded is frozen out of the garbage collector's passes, and young passes are rarer.
 """
 
 import asyncio
+import sys
 from collections import deque
 from functools import partial
 from typing import Any
@@ -96,7 +101,28 @@ class ApplicationInput:
 
 
 class StreamServer(Server):
-    """daphne's `Server` with a light application input and a slower connection walk."""
+    """daphne's `Server` with a light application input and a slower connection walk, which
+    prints `announce` once it listens on every endpoint."""
+
+    def __init__(self, *args: Any, announce: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.announce = announce
+        self._listening = 0
+
+    def listen_success(self, port: Any) -> None:
+        super().listen_success(port)
+        self._listening += 1
+        if self.announce and self._listening == len(self.endpoints):
+            print(self.announce, flush=True)
+
+    def listen_error(self, failure: Any) -> None:
+        print(
+            f"Not serving: {failure.getErrorMessage()} Stop what holds it, or choose another "
+            "address (scripts/serve: HOST, PORT).",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.stop()  # before the reactor runs: the command line exits 1
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> ApplicationInput | None:
         # daphne's own method, with the input made here instead of an asyncio.Queue.
@@ -138,6 +164,19 @@ class StreamServerCommand(CommandLineInterface):
     """daphne's command line, serving with `StreamServer`."""
 
     server_class = StreamServer
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parser.add_argument(
+            "--announce",
+            default=None,
+            help="text to print on stdout once the server listens on every endpoint",
+        )
+
+    def run(self, args: list[str]) -> None:
+        announce = self.parser.parse_args(args).announce
+        self.server_class = partial(StreamServer, announce=announce)
+        super().run(args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -175,3 +176,26 @@ def test_manage_py_works_beside_scripts_serve_with_nothing_exported(served):
             "/api/threads/count", json={}, headers={"Authorization": f"Bearer {token}"}
         )
         assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.live
+def test_scripts_serve_on_a_taken_port_says_so_and_exits_without_announcing(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            ["bash", "scripts/serve"],
+            cwd=REPO_ROOT,
+            env=newcomer_env(tmp_path / "var", PORT=str(port)),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    assert result.returncode != 0
+    assert "serving on" not in result.stdout
+    [said] = [line for line in result.stderr.splitlines() if str(port) in line]
+    assert said.startswith("Not serving:") and "in use" in said, result.stderr
