@@ -20,12 +20,23 @@ No run row, no thread row, no owner, no auth, no journal, no status, no worker, 
 run's floor is one request through daphne and Django plus the graph and its checkpoints. Our
 server's CPU per run minus this one's is what the durable run record and the API around it
 cost. 4xx answers for a body that is not a JSON object with an object `input`.
+
+With `FLOOR_DURABLE=1` (bench/run's `floor-durable` server) it also keeps the least record a
+run needs to survive a crash, as plain SQL on Python's sqlite3 in a file of its own (WAL,
+`synchronous=NORMAL`, as our database), on one database thread: `POST /threads` inserts the
+thread's row; a run inserts its row `running` and marks its thread busy in one transaction
+committed before the graph runs, and after it sets the run's final status and the thread idle
+in a second. No owner, no auth, no journal, no queue, no worker: what the durable record costs
+at the least, in the same stack.
 """
 
 import asyncio
 import json
 import os
+import sqlite3
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +53,66 @@ from runs.engine.sqlite_saver import SqliteSaver, open_sqlite_saver  # noqa: E40
 CHECKPOINTS = Path(os.environ.get("DEERFLOW_VAR_DIR", ".")) / "floor-checkpoints.sqlite3"
 _graph: Any = None
 _opening: asyncio.Lock | None = None
+
+#: `floor-durable`: the run and thread rows, in a file of their own.
+DURABLE = os.environ.get("FLOOR_DURABLE") == "1"
+RECORD = CHECKPOINTS.with_name("floor-record.sqlite3")
+SCHEMA = """
+PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;
+CREATE TABLE IF NOT EXISTS thread (thread_id TEXT PRIMARY KEY, status TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS run (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL,
+    status TEXT NOT NULL, input TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+"""
+#: The one thread the record's statements run on, and its connection (made there).
+_record_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floor-record")
+_record: sqlite3.Connection | None = None
+
+
+def _record_connection() -> sqlite3.Connection:
+    global _record
+    if _record is None:
+        _record = sqlite3.connect(str(RECORD), isolation_level=None, check_same_thread=False)
+        _record.executescript(SCHEMA)
+    return _record
+
+
+def _write(statements: tuple[tuple[str, tuple[Any, ...]], ...]) -> None:
+    """The statements in one transaction, committed."""
+    db = _record_connection()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, params in statements:
+            db.execute(sql, params)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+async def _record_write(*statements: tuple[str, tuple[Any, ...]]) -> None:
+    if DURABLE:
+        await asyncio.get_running_loop().run_in_executor(_record_thread, _write, statements)
+
+
+async def _run_started(run_id: str, thread_id: str, found: dict[str, Any]) -> None:
+    now = time.time()
+    await _record_write(
+        (
+            "INSERT INTO run (run_id, thread_id, status, input, created_at, updated_at)"
+            " VALUES (?, ?, 'running', ?, ?, ?)",
+            (run_id, thread_id, json.dumps(found), now, now),
+        ),
+        ("UPDATE thread SET status = 'busy', updated_at = ? WHERE thread_id = ?", (now, thread_id)),
+    )
+
+
+async def _run_ended(run_id: str, thread_id: str) -> None:
+    now = time.time()
+    await _record_write(
+        ("UPDATE run SET status = 'success', updated_at = ? WHERE run_id = ?", (now, run_id)),
+        ("UPDATE thread SET status = 'idle', updated_at = ? WHERE thread_id = ?", (now, thread_id)),
+    )
 
 
 async def _bound_graph() -> Any:
@@ -63,7 +134,16 @@ async def ok(request: HttpRequest) -> JsonResponse:
 
 
 async def create_thread(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"thread_id": str(uuid.uuid4())})
+    thread_id = str(uuid.uuid4())
+    now = time.time()
+    await _record_write(
+        (
+            "INSERT INTO thread (thread_id, status, created_at, updated_at)"
+            " VALUES (?, 'idle', ?, ?)",
+            (thread_id, now, now),
+        )
+    )
+    return JsonResponse({"thread_id": thread_id})
 
 
 def _input(request: HttpRequest) -> dict[str, Any] | JsonResponse:
@@ -81,11 +161,14 @@ async def wait(request: HttpRequest, thread_id: uuid.UUID) -> JsonResponse:
     found = _input(request)
     if isinstance(found, JsonResponse):
         return found
+    run_id, thread = str(uuid.uuid4()), str(thread_id)
+    await _run_started(run_id, thread, found)
     graph = await _bound_graph()
-    config = {"configurable": {"thread_id": str(thread_id)}}
+    config = {"configurable": {"thread_id": thread}}
     values: Any = None
     async for chunk in graph.astream(found, config, stream_mode="values"):
         values = chunk
+    await _run_ended(run_id, thread)
     return JsonResponse(values, safe=False)
 
 
@@ -94,13 +177,17 @@ async def stream(request: HttpRequest, thread_id: uuid.UUID) -> Any:
     if isinstance(found, JsonResponse):
         return found
 
+    run_id, thread = str(uuid.uuid4()), str(thread_id)
+    await _run_started(run_id, thread, found)
+
     async def events() -> Any:
-        yield b"event: metadata\ndata: " + json.dumps({"run_id": str(uuid.uuid4())}).encode()
+        yield b"event: metadata\ndata: " + json.dumps({"run_id": run_id}).encode()
         yield b"\n\n"
         graph = await _bound_graph()
-        config = {"configurable": {"thread_id": str(thread_id)}}
+        config = {"configurable": {"thread_id": thread}}
         async for chunk in graph.astream(found, config, stream_mode="values"):
             yield b"event: values\ndata: " + json.dumps(chunk).encode() + b"\n\n"
+        await _run_ended(run_id, thread)
         yield b"event: end\ndata: null\n\n"
 
     return StreamingHttpResponse(events(), content_type="text/event-stream")

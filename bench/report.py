@@ -15,6 +15,9 @@ PEERS = ("reference", "aegra")
 EMBEDDED_DEFAULT = "ours-sqlite"
 #: The stack's floor (bench/floor_app.py): not a peer; no server of this stack costs less.
 FLOOR = "floor"
+#: The floor with the least durable record of each thread and run (FLOOR_DURABLE=1).
+DURABLE_FLOOR = "floor-durable"
+FLOORS = (FLOOR, DURABLE_FLOOR)
 
 
 def _get(result: dict[str, Any], *path: str) -> Any:
@@ -128,16 +131,17 @@ TARGETS: dict[str, tuple[str, Callable[..., Any], Callable[[Any, Any], bool], fl
 }  # fmt: skip
 
 
-def above_floor(results: dict[str, Any], name: str) -> dict[str, float]:
-    """Ours against the stack's floor (the `floor` server, bench/floor_app.py), per level both
-    measured: server CPU ms per create+wait run, ours / the floor's and ours minus the floor's.
+def above_floor(results: dict[str, Any], name: str, floor_name: str = FLOOR) -> dict[str, float]:
+    """Ours against the stack's floor (`floor_name`: the `floor` or `floor-durable` server,
+    bench/floor_app.py), per level both measured: server CPU ms per create+wait run, ours / the
+    floor's and ours minus the floor's.
 
     Shape: {"cpu_ratio_cN": x, "cpu_ms_above_cN": ms}; empty without a usable floor."""
-    if not _usable(results.get(FLOOR)):
+    if not _usable(results.get(floor_name)):
         return {}
     out: dict[str, float] = {}
     for level, measured in results[name].get("create_wait", {}).items():
-        floor = _get(results[FLOOR], "create_wait", level, "server_cpu_ms_per_run")
+        floor = _get(results[floor_name], "create_wait", level, "server_cpu_ms_per_run")
         ours = measured.get("server_cpu_ms_per_run")
         if floor and ours is not None:
             out[f"cpu_ratio_c{level}"] = round(ours / floor, 2)
@@ -150,16 +154,18 @@ def comparison(results: dict[str, Any]) -> dict[str, Any]:
     the stack's floor, and each target's check.
 
     Shape: {name: {"ratios": {peer: {"runs_per_second_cN": x}}, "floor": {see above_floor},
+    "durable_floor": {the same against `floor-durable`},
     "targets": {key: {"value", "target", "met"}}}}; "met" is None when the value was not
     measured.
     """
     out: dict[str, Any] = {}
     for name, result in results.items():
-        if name in PEERS or name == FLOOR or not _usable(result):
+        if name in PEERS or name in FLOORS or not _usable(result):
             continue
         entry: dict[str, Any] = {
             "ratios": ratios(results, name),
             "floor": above_floor(results, name),
+            "durable_floor": above_floor(results, name, DURABLE_FLOOR),
             "targets": {},
         }
         view = {**result, "_ratios": entry["ratios"]}
@@ -267,9 +273,10 @@ def table(
         for peer, found in entry["ratios"].items():
             shown = ", ".join(f"{k} {v}x" for k, v in found.items())
             lines.append(f"\n{name} / {peer}: {shown or '-'}")
-        if entry.get("floor"):
-            shown = ", ".join(f"{k} {v}" for k, v in entry["floor"].items())
-            lines.append(f"\n{name} against the stack's floor: {shown}")
+        for key, floor_name in (("floor", "the stack's floor"), ("durable_floor", DURABLE_FLOOR)):
+            if entry.get(key):
+                shown = ", ".join(f"{k} {v}" for k, v in entry[key].items())
+                lines.append(f"\n{name} against {floor_name}: {shown}")
         lines.append(f"{name}, issue 13 targets:")
         for key, check in entry["targets"].items():
             verdict = {True: "MET", False: "MISSED", None: "not measured"}[check["met"]]

@@ -121,8 +121,8 @@ def start(name: str, workdir: Path, args: argparse.Namespace) -> Iterator[Server
             ) as server:
                 yield server
         return
-    if name == "floor":
-        with servers.floor_server(workdir) as server:
+    if name in ("floor", "floor-durable"):
+        with servers.floor_server(workdir, durable=name == "floor-durable") as server:
             yield server
         return
     concurrency = {"DEERFLOW_WORKER_CONCURRENCY": str(args.jobs_per_worker)}

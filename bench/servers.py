@@ -14,6 +14,8 @@
 - floor: not a server of the API but the stack's floor (bench/floor_app.py): the same daphne and
   Django serving the echo graph with our SQLite saver from three plain views, nothing stored
   beyond the checkpoints. It serves the create+wait, POST /threads and first-event phases only.
+- floor-durable: the floor with the least durable record, the thread's and run's rows in plain
+  SQL on sqlite3 (a run's start committed before its graph runs, its end after).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ SERVER_NAMES = (
     "ours-postgres-split",
     "ours-postgres-split-2x2",
     "floor",
+    "floor-durable",
 )
 
 
@@ -279,12 +282,18 @@ def our_server(
 
 
 @contextlib.contextmanager
-def floor_server(workdir: Path) -> Iterator[Server]:
-    """The stack's floor (bench/floor_app.py) as one daphne process, like ours-sqlite's."""
-    var_dir = workdir / "floor"
+def floor_server(workdir: Path, *, durable: bool = False) -> Iterator[Server]:
+    """The stack's floor (bench/floor_app.py) as one daphne process, like ours-sqlite's;
+    `durable`: with the least durable record of each thread and run (`floor-durable`)."""
+    name = "floor-durable" if durable else "floor"
+    var_dir = workdir / name
     var_dir.mkdir()
-    logfile = workdir / "floor.log"
-    env = {**_our_env(var_dir, {}), "DJANGO_SETTINGS_MODULE": "bench.floor_settings"}
+    logfile = workdir / f"{name}.log"
+    env = {
+        **_our_env(var_dir, {}),
+        "DJANGO_SETTINGS_MODULE": "bench.floor_settings",
+        "FLOOR_DURABLE": "1" if durable else "0",
+    }
     port = free_port()
     command = [str(OUR_PYTHON), "-m", "deerflow_site.server", "-b", HOST, "-p", str(port)]
     web = _spawn([*command, "bench.floor_app:application"], cwd=REPO_DIR, env=env, logfile=logfile)
@@ -292,9 +301,10 @@ def floor_server(workdir: Path) -> Iterator[Server]:
         base_url = f"http://{HOST}:{port}/api"
         _wait_ready(f"{base_url}/ok", [web], logfile)
         yield Server(
-            name="floor",
+            name=name,
             description="the stack's floor: daphne + Django (no middleware) + the echo graph "
-            "with our SQLite saver, nothing else stored",
+            "with our SQLite saver, "
+            + ("the thread's and run's rows in plain SQL" if durable else "nothing else stored"),
             base_url=base_url,
             web=web,
             logs=[logfile],
