@@ -246,7 +246,12 @@ class RunModelUsage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.run_id} {self.model_name}: {self.total_tokens}"
+        # Shown as the row's title on its run's page: the run goes without saying there.
+        calls = "call" if self.llm_calls == 1 else "calls"
+        return (
+            f"{self.model_name}: {self.total_tokens} tokens ({self.input_tokens} in, "
+            f"{self.output_tokens} out), {self.llm_calls} {calls}"
+        )
 
 
 class WorkerHeartbeat(models.Model):

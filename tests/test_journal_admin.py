@@ -14,6 +14,8 @@ from tests.engine_support import make_thread, pending_run
 
 pytestmark = pytest.mark.django_db
 
+PROJECT_APPS = ("deerflow_site", "threads", "runs", "feedback")
+
 
 @pytest.fixture
 def staff_client(client: Any) -> Any:
@@ -109,3 +111,23 @@ def test_run_page_shows_its_events_in_order_token_usage_and_feedback(
     assert f"/admin/runs/runevent/?run_id={journaled_run.pk}" in html
     assert "token usage by model" in html.lower() and "scripted" in html
     assert "meh" in html
+
+
+def test_token_usage_rows_on_a_runs_page_say_model_tokens_and_calls(
+    staff_client: Any, journaled_run: Any
+) -> None:
+    page = staff_client.get(f"/admin/runs/run/{journaled_run.pk}/change/")
+
+    [usage] = page.context["inline_admin_formsets"][0]
+    assert str(usage.original) == "scripted: 30 tokens (20 in, 10 out), 1 call"
+    assert "scripted: 30 tokens (20 in, 10 out), 1 call" in page.content.decode()
+
+
+def test_every_model_of_ours_has_a_text_of_its_own() -> None:
+    """No admin page (a row's title, a deletion's list) shows Django's "X object (1)"."""
+    from django.apps import apps
+    from django.db import models
+
+    ours = [m for m in apps.get_models() if m.__module__.split(".")[0] in PROJECT_APPS]
+    assert ours
+    assert [m.__name__ for m in ours if m.__str__ is models.Model.__str__] == []
