@@ -11,7 +11,7 @@ request at a time, on a fresh SQLite database in a temporary directory:
   served one; the served URLs are unchanged);
 - `POST /threads`;
 - `POST /threads/{t}/runs/wait` (the bench's create+wait: echo graph, an existing thread);
-- `POST /threads/{t}/runs/stream` (the whole stream; the first event's CPU is also given).
+- `POST /threads/{t}/runs/stream` (the whole stream; also the first event's CPU and wall time).
 
 For each: CPU µs per request (`time.process_time`, every thread of the process: the event loop,
 request threads, the API pool, the engine's and the checkpointer's threads) and wall µs.
@@ -115,6 +115,7 @@ class Exchange:
         self.status: int | None = None
         self.chunks: list[bytes] = []
         self.first_event_cpu: float | None = None
+        self.first_event_wall: float | None = None
         self._delivered = False
 
     async def receive(self) -> dict[str, Any]:
@@ -131,6 +132,7 @@ class Exchange:
             chunk = message.get("body", b"")
             if self.first_event_cpu is None and chunk.startswith(b"event:"):
                 self.first_event_cpu = time.process_time()
+                self.first_event_wall = time.perf_counter()
             self.chunks.append(chunk)
 
 
@@ -185,7 +187,7 @@ def endpoints(app: Any, thread_id: str) -> dict[str, Callable[[int], Any]]:
 
 async def measure(app: Any, request: Callable[[int], Any], count: int) -> dict[str, float]:
     """CPU and wall µs per request (medians of the per-request figures), one at a time."""
-    cpu, wall, first = [], [], []
+    cpu, wall, first, first_wall = [], [], [], []
     for i in range(count):
         c0, w0 = time.process_time(), time.perf_counter()
         exchange = await request(i)
@@ -193,6 +195,7 @@ async def measure(app: Any, request: Callable[[int], Any], count: int) -> dict[s
         wall.append(time.perf_counter() - w0)
         if exchange.first_event_cpu is not None:
             first.append(exchange.first_event_cpu - c0)
+            first_wall.append(exchange.first_event_wall - w0)
     out = {
         "cpu_us": 1e6 * statistics.fmean(cpu),
         "cpu_p50_us": 1e6 * statistics.median(cpu),
@@ -200,6 +203,7 @@ async def measure(app: Any, request: Callable[[int], Any], count: int) -> dict[s
     }
     if first:
         out["first_event_cpu_p50_us"] = 1e6 * statistics.median(first)
+        out["first_event_wall_p50_us"] = 1e6 * statistics.median(first_wall)
     return out
 
 
