@@ -46,8 +46,11 @@ def address_allowed(address: IPAddress, *, allow_private: bool) -> bool:
     """Whether a webhook may connect to `address`: a global unicast address, or with
     `allow_private` also a loopback or private one."""
     if isinstance(address, IPv6Address):
-        embedded = address.ipv4_mapped or (
-            IPv4Address(address.packed[-4:]) if address in NAT64_PREFIX else None
+        # IPv4-mapped, 6to4 (2002::/16, RFC 3056) and NAT64 addresses reach an IPv4 address.
+        embedded = (
+            address.ipv4_mapped
+            or address.sixtofour
+            or (IPv4Address(address.packed[-4:]) if address in NAT64_PREFIX else None)
         )
         if embedded is not None:
             return address_allowed(embedded, allow_private=allow_private)
@@ -134,30 +137,37 @@ def _allowed_at_send(_host: str, address: IPAddress, _port: int) -> bool:
 
 async def post_webhook(*, url: str, payload: dict[str, Any]) -> Delivery:
     """POST `payload` as JSON to `url`: up to `WEBHOOK_ATTEMPTS` tries, each within
-    `WEBHOOK_TIMEOUT_SECONDS`, with exponential backoff between them (0.5 s, 1 s, 2 s, ...).
+    `WEBHOOK_TIMEOUT_SECONDS` from connecting to the answer's status line, with exponential
+    backoff between them (0.5 s, 1 s, 2 s, ...).
 
-    A connection to an address the rule refuses fails at once, without retries. Never raises for
-    what the receiver does: the result says what happened.
+    Only the status is read: the answer's body, however long or slow, is never waited for nor
+    held. A connection to an address the rule refuses fails at once, without retries. Never
+    raises for what the receiver does: the result says what happened.
     """
     attempts = max(1, settings.WEBHOOK_ATTEMPTS)
+    timeout = settings.WEBHOOK_TIMEOUT_SECONDS
     detail = ""
-    client = httpx.AsyncClient(
-        timeout=settings.WEBHOOK_TIMEOUT_SECONDS, trust_env=False, follow_redirects=False
-    )
+    client = httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False)
     httpx_ssrf_protection(client, check_globally_reachable=False, custom_validator=_allowed_at_send)
     async with client:
         for attempt in range(1, attempts + 1):
             try:
-                response = await client.post(url, json=payload)
+                # httpx's timeout bounds each read, not the attempt: a receiver sending a
+                # byte now and then would hold it for ever.
+                async with asyncio.timeout(timeout):
+                    async with client.stream("POST", url, json=payload) as response:
+                        status = response.status_code
             except SSRFProtectionError as exc:
                 return Delivery(delivered=False, attempts=attempt, detail=f"refused: {exc}")
+            except TimeoutError:
+                detail = f"no answer within {timeout} s"
             except httpx.HTTPError as exc:
                 detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
-                if response.is_success:
+                if httpx.codes.is_success(status):
                     return Delivery(delivered=True, attempts=attempt, detail="")
-                detail = f"answered {response.status_code}"
-                if response.status_code not in RETRIED_STATUSES:
+                detail = f"answered {status}"
+                if status not in RETRIED_STATUSES:
                     return Delivery(delivered=False, attempts=attempt, detail=detail)
             if attempt < attempts:
                 logger.info("webhook attempt %s failed (%s); retrying", attempt, detail)
