@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView
 
 import feedback.urls
 import runs.assistants.urls
@@ -11,7 +11,13 @@ import runs.urls
 import threads.urls
 from deerflow_site.api import schema  # noqa: F401 - registers the OpenAPI auth extensions
 from deerflow_site.api.async_views import by_method
-from deerflow_site.api.meta import ApiRootView, InfoView, OperationsStatusView, api_not_found
+from deerflow_site.api.meta import (
+    ApiDocsView,
+    ApiRootView,
+    InfoView,
+    OperationsStatusView,
+    api_not_found,
+)
 from deerflow_site.front import front_page
 from deerflow_site.health import ok
 
@@ -32,7 +38,7 @@ api_patterns = [
     path("info", InfoView.as_view(), name="info"),
     path("ops/status", OperationsStatusView.as_view(), name="operations-status"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
-    re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
+    re_path(r"^docs/?$", ApiDocsView.as_view(url_name="openapi"), name="api-docs"),
     *threads.urls.urlpatterns,
     *runs.urls.urlpatterns,
     *runs.assistants.urls.urlpatterns,

@@ -3,9 +3,10 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -18,6 +19,15 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+class ApiDocsView(SpectacularSwaggerView):
+    """The interactive docs page (Swagger UI). OPTIONS answers its methods, as Django's views
+    do: DRF's description of a view is rendered by the view's renderer, here an HTML template
+    that has none for it (a 500)."""
+
+    def options(self, request: Request, *args: object, **kwargs: object) -> HttpResponse:
+        return HttpResponse(headers={"Allow": ", ".join(self.allowed_methods)})
 
 
 class ApiRootView(APIView):
