@@ -53,8 +53,15 @@ def interrupt_payload(interrupt: Any) -> dict[str, Any]:
     return payload
 
 
-def _error_text(error: BaseException | None) -> str | None:
-    return None if error is None else f"{type(error).__name__}: {error}"
+def _error_text(error: BaseException | str | None) -> str | None:
+    """A task's error as the LangGraph server answers it: the exception's repr.
+
+    A checkpoint saver stores a failed task's exception as its repr (LangGraph's serializer), so a
+    snapshot read back holds that text already; an exception object is made the same text.
+    """
+    if error is None or isinstance(error, str):
+        return error
+    return repr(error)
 
 
 def _task_payload(task: Any) -> dict[str, Any]:
