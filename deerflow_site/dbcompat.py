@@ -9,6 +9,14 @@ from django.db.models import JSONField, Q, Value
 from django.db.models.fields.json import KeyTransform
 
 
+def hot_cursor(db: Any) -> Any:
+    """A cursor of `db` (a connection: `connections[alias]`) for a hot-path statement in
+    Django's style: on SQLite, the backend's `hot_cursor` (SQLite's cursor without Django's
+    wrapper layers, same checks and errors); elsewhere Django's cursor."""
+    hot = getattr(db, "hot_cursor", None)
+    return db.cursor() if hot is None else hot()
+
+
 def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
 

@@ -21,7 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 
-from deerflow_site.dbcompat import row_lock_clause
+from deerflow_site.dbcompat import hot_cursor, row_lock_clause
 from deerflow_site.rows import row_params
 from runs.models import Run
 from threads.models import Thread
@@ -155,13 +155,13 @@ def _run_fields() -> tuple[Field, ...]:
 
 
 def _execute(db: BaseDatabaseWrapper, sql: str, params: Iterable[Any]) -> Any:
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(sql, list(params))
         return cursor.rowcount
 
 
 def _fetchone(db: BaseDatabaseWrapper, sql: str, params: Iterable[Any]) -> tuple[Any, ...] | None:
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(sql, list(params))
         return cursor.fetchone()
 
@@ -190,7 +190,7 @@ def lock_in_flight_run_keys(thread_id: str) -> list[Any]:
     """The keys of the thread's pending and running runs (as stored: for `pk__in` filters),
     oldest first, row-locked where the database can; usually none, so no model is built."""
     db = _db()
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(_sql(IN_FLIGHT_SQL, lock=row_lock_clause(db)), [thread_id])
         return [row[0] for row in cursor.fetchall()]
 
@@ -215,7 +215,7 @@ def insert_run(run: Run, *, unless_thread_runs: bool = False) -> bool:
     `adding`).
     """
     db = _db()
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(_insert_run_sql(unless_thread_runs=unless_thread_runs), row_params(run, db))
         inserted = cursor.rowcount
     if inserted:

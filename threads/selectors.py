@@ -7,7 +7,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import QuerySet
 
-from deerflow_site.dbcompat import json_contains, row_lock_clause
+from deerflow_site.dbcompat import hot_cursor, json_contains, row_lock_clause
 from deerflow_site.errors import Forbidden
 from deerflow_site.rows import from_row, model_columns
 from threads.exceptions import ThreadNotFound
@@ -46,7 +46,7 @@ def get_thread(
     """
     deferred = frozenset() if with_state else STATE_FIELDS
     db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per use
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(*_thread_with_rights(db, user, thread_id, action, for_update, deferred))
         row = cursor.fetchone()
     if row is None or not (row[-2] or user.has_perm("threads.view_thread")):

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 import runs.sql as sql
 from deerflow_site.bridge import call_async
-from deerflow_site.dbcompat import row_lock_clause
+from deerflow_site.dbcompat import hot_cursor, row_lock_clause
 from deerflow_site.logs import run_fields
 from deerflow_site.rows import from_row, model_columns
 from runs.engine import bus
@@ -136,7 +136,7 @@ def any_eligible(now: datetime) -> bool:
     """Whether some pending run is eligible now (a plain read: no write lock)."""
     db = connections[DEFAULT_DB_ALIAS]
     sql, params = _queue_sql(db, ANY_ELIGIBLE_SQL, now, 1)
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
 
@@ -146,7 +146,7 @@ def thread_active_and_any_eligible(thread_id: str, now: datetime) -> tuple[bool,
     now): one plain read, no row locked."""
     db = connections[DEFAULT_DB_ALIAS]
     text, params = _queue_sql(db, THREAD_ACTIVE_AND_ANY_ELIGIBLE_SQL, now, 1)
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(text, {**params, "thread_id": thread_id})
         active, eligible = cursor.fetchone()
     return bool(active), bool(eligible)
@@ -159,7 +159,7 @@ def _lock_candidates(now: datetime, limit: int) -> list[Run]:
     sql, params = _queue_sql(db, FAIR_CANDIDATES_SQL, now, limit)
     if db.features.has_select_for_update_skip_locked:
         sql += row_lock_clause(db) + " OF r SKIP LOCKED"
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(sql, params)
         return [from_row(Run, row, db=db) for row in cursor.fetchall()]
 
@@ -190,7 +190,7 @@ def idle() -> Claim | None:
     when the next pending run becomes due, and whether none is pending at all. Reads only."""
     db = connections[DEFAULT_DB_ALIAS]
     query, params = _queue_sql(db, IDLE_SQL, timezone.now(), 1)
-    with db.cursor() as cursor:
+    with hot_cursor(db) as cursor:
         cursor.execute(query, params)
         eligible, next_due, any_pending = cursor.fetchone()
     if eligible is not None:

@@ -19,7 +19,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from deerflow_site.dbcompat import jsonb_storable, storable_json
+from deerflow_site.dbcompat import hot_cursor, jsonb_storable, storable_json
 from runs.journal.catalog import CATEGORY_OF, EventType
 from runs.models import Run, RunEvent, RunModelUsage, ThreadEventCounter
 
@@ -157,7 +157,7 @@ def record_events(*, thread_id: str, run_id: UUID, entries: list[JournalEntry]) 
     if not entries:
         return []
     db = connections[DEFAULT_DB_ALIAS]  # once, rather than through the proxy per use
-    with _transaction(db), db.cursor() as cursor:
+    with _transaction(db), hot_cursor(db) as cursor:
         cursor.execute(_allocate_seq_sql(), [thread_id, len(entries)])
         (last,) = cursor.fetchone()
         first = int(last) - len(entries) + 1
