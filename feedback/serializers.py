@@ -4,7 +4,11 @@ from typing import Any
 
 from rest_framework import serializers
 
-from deerflow_site.api.serializers import BoundedIntegerField, RequestSerializer
+from deerflow_site.api.serializers import (
+    BoundedIntegerField,
+    RequestSerializer,
+    StrictCharField,
+)
 from feedback.models import Feedback
 
 
@@ -23,12 +27,8 @@ class FeedbackRequestSerializer(RequestSerializer):
     """`{rating: 1|-1, comment?, message_id?}`."""
 
     rating = RatingField()
-    comment = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, max_length=10000
-    )
-    message_id = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, max_length=255
-    )
+    comment = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=10000)
+    message_id = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
 
 
 class FeedbackSerializer(serializers.Serializer):

@@ -17,6 +17,7 @@ from deerflow_site.api.serializers import (
     CheckpointIdField,
     JSONObjectField,
     RequestSerializer,
+    StrictCharField,
     validated,
 )
 from deerflow_site.bridge import Executor, call_sync
@@ -31,7 +32,7 @@ METADATA_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_.-]+\Z")
 class SelectField(serializers.ListField):
     """ThreadState fields to return: a field name or `values.<key>`."""
 
-    child = serializers.CharField()
+    child = StrictCharField()
 
     def to_internal_value(self, data: Any) -> list[str]:
         fields = super().to_internal_value(data)
@@ -52,7 +53,7 @@ class StateAtCheckpointSerializer(StateQuerySerializer):
 
 class StateUpdateSerializer(RequestSerializer):
     values = serializers.JSONField(required=False, allow_null=True)
-    as_node = serializers.CharField(required=False, allow_null=True)
+    as_node = StrictCharField(required=False, allow_null=True)
     checkpoint = CheckpointField(required=False, allow_null=True)
     checkpoint_id = CheckpointIdField(required=False, allow_null=True)
 

@@ -11,13 +11,14 @@ from deerflow_site.api.serializers import (
     BoundedIntegerField,
     JSONObjectField,
     RequestSerializer,
+    StrictCharField,
 )
 from runs.assistants.selectors import ASSISTANT_FIELDS, SORT_FIELDS
 
 
 class AssistantCountSerializer(RequestSerializer):
-    graph_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    name = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    graph_id = StrictCharField(required=False, allow_null=True, allow_blank=True)
+    name = StrictCharField(required=False, allow_null=True, allow_blank=True)
     metadata = JSONObjectField(required=False, allow_null=True)
 
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from deerflow_site.api.serializers import BoundedIntegerField, RequestSerializer
+from deerflow_site.api.serializers import BoundedIntegerField, RequestSerializer, StrictCharField
 from runs.journal.catalog import EventCategory, EventType, parse_event_types
 from runs.journal.selectors import Window
 
@@ -37,7 +37,7 @@ class EventsQuerySerializer(RequestSerializer):
         min_value=1, max_value=EVENTS_LIMIT_MAX, default=EVENTS_LIMIT_DEFAULT
     )
     after_seq = BoundedIntegerField(min_value=0, required=False)
-    event_types = serializers.CharField(
+    event_types = StrictCharField(
         required=False,
         allow_blank=True,
         help_text="Comma-separated catalog names (legacy human_message, ai_message and "
