@@ -97,7 +97,8 @@ def admit_run(
     fork checkpoint, the webhook rule, if_not_exists and the multitask strategy.
 
     Raises ThreadNotFound (404: not visible, or unknown with if_not_exists=reject), Forbidden
-    (403: the user may not change the thread), CheckpointNotFound (404),
+    (403: the user may not change the thread, or delete it with on_completion=delete),
+    CheckpointNotFound (404),
     CheckpointOfOtherThread (400), WebhookRefused (422), AssistantNotFound (404), Invalid (422:
     no assistant), ThreadBusyReject (409: busy with multitask_strategy=reject), OverLimit (422:
     recursion_limit or after_seconds over its setting), TooManyActiveRuns (429).
@@ -240,7 +241,7 @@ def _insert_locked(
     direct: DirectStart | None,
 ) -> Run:
     _check_active_runs_quota(user)
-    thread = _thread_for_run(user=user, thread_id=thread_id, if_not_exists=request.if_not_exists)
+    thread = _thread_for_run(user=user, thread_id=thread_id, request=request)
     spec = _assistant_for(request=request, thread=thread)
     # A direct start also needs the queue clear: one read says both, and the in-flight runs
     # are then locked only when the thread has some.
@@ -313,16 +314,23 @@ def _insert_running(run: Run, *, direct: DirectStart, now: datetime) -> bool:
     return False
 
 
-def _thread_for_run(*, user: Any, thread_id: str, if_not_exists: str) -> Thread:
+def _thread_for_run(*, user: Any, thread_id: str, request: RunRequest) -> Thread:
     """The thread a run goes on, its row locked (one created here is ours until commit); its
-    state is not read (admission needs its metadata only)."""
+    state is not read (admission needs its metadata only).
+
+    A run that deletes its thread when it ends (on_completion=delete) needs the right to delete
+    an existing thread too, not only to change it: Forbidden (403) otherwise."""
     try:
-        return get_thread(
+        thread = get_thread(
             user=user, thread_id=thread_id, action="change", for_update=True, with_state=False
         )
     except ThreadNotFound:
-        if if_not_exists != "create":
+        if request.if_not_exists != "create":
             raise
+    else:
+        if request.on_completion == Run.OnCompletion.DELETE:
+            get_thread(user=user, thread_id=thread_id, action="delete", with_state=False)
+        return thread
     try:
         thread, _ = create_thread(user=user, thread_id=thread_id, if_exists="do_nothing")
     except ThreadExists:  # someone else's thread: never reveal that it exists

@@ -418,6 +418,31 @@ def test_a_shared_thread_with_view_only_lets_read_runs_but_not_create_or_cancel(
     assert other_api.delete(f"/api/threads/{thread_id}/runs/{run['run_id']}").status_code == 403
 
 
+def test_a_run_deleting_its_thread_on_completion_needs_the_right_to_delete_the_thread(
+    api, other_api, other_user
+):
+    # Sharing change but not delete: the run would delete the owner's thread when it ends.
+    thread_id = create_thread(api)
+    thread = Thread.objects.get(pk=thread_id)
+    assign_perm("view_thread", other_user, thread)
+    assign_perm("change_thread", other_user, thread)
+
+    response = other_api.post(
+        f"/api/threads/{thread_id}/runs",
+        {"assistant_id": "echo", "on_completion": "delete"},
+        format="json",
+    )
+
+    assert response.status_code == 403, response.content
+    assert response.json() == {"detail": "You may not delete this thread."}
+    assert not Run.objects.exists()
+    assert Thread.objects.get(pk=thread_id).status == Thread.Status.IDLE
+    create_run(other_api, thread_id, on_completion="keep")  # changing it is still theirs
+    assign_perm("delete_thread", other_user, thread)
+    create_run(other_api, thread_id, on_completion="delete", multitask_strategy="enqueue")
+    create_run(api, thread_id, on_completion="delete", multitask_strategy="enqueue")  # the owner
+
+
 def test_a_user_without_the_runs_create_scope_gets_403(api, user):
     thread_id = create_thread(api)
     user.groups.clear()
