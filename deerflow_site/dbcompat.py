@@ -1,11 +1,12 @@
 """The few places where SQLite and PostgreSQL differ, isolated here."""
 
+import json
 import math
 import re
 from typing import Any
 
 from django.db import connection
-from django.db.models import JSONField, Q, Value
+from django.db.models import BooleanField, Expression, F, JSONField, Q, Value
 from django.db.models.fields.json import KeyTransform
 
 
@@ -38,7 +39,7 @@ def json_contains(field: str, value: dict[str, Any]) -> Q:
     """Rows whose JSON object `field` contains `value` (PostgreSQL's `@>`).
 
     SQLite has no containment operator: there, nested objects are matched key by key and any
-    other value (scalars, lists) by equality.
+    other value (scalars, lists) by equality; a key holding a double quote through json_each.
     """
     if is_postgresql():
         return Q(**{f"{field}__contains": value})
@@ -52,12 +53,56 @@ def _key_by_key(field: str, path: list[str], value: dict[str, Any]) -> Q:
         if isinstance(expected, dict) and expected:
             condition &= _key_by_key(field, key_path, expected)
             continue
+        if any('"' in part for part in key_path):
+            condition &= Q(_SQLiteKeyEquals(field, key_path, expected))
+            continue
         transform: Any = field
         for part in key_path:
             transform = KeyTransform(part, transform)
         expected_json = Value(expected, output_field=JSONField())
         condition &= Q(transform.get_lookup("exact")(transform, expected_json))
     return condition
+
+
+class _SQLiteKeyEquals(Expression):
+    """The value at a key path of a JSON column equals `expected`, as Django's key lookup
+    compares (`true`, `false` and `null` by type, other values as JSON_EXTRACT gives them), for
+    paths SQLite's JSON path syntax cannot name: a key holding a double quote (SQLite reads no
+    escape in a quoted path label). Walks the path with json_each, one level per key."""
+
+    conditional = True
+
+    def __init__(self, field: str, path: list[str], expected: Any) -> None:
+        super().__init__(output_field=BooleanField())
+        self.column, self.path, self.expected = F(field), path, expected
+
+    def get_source_expressions(self) -> list[Any]:
+        return [self.column]
+
+    def set_source_expressions(self, exprs: list[Any]) -> None:
+        (self.column,) = exprs
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        column, params = compiler.compile(self.column)
+        by_type = self.expected is None or isinstance(self.expected, bool)
+        params = [*params, *self.path, json.dumps(self.expected)]
+        last = f"_key{len(self.path)}"
+        expected = "%s" if by_type else "JSON_EXTRACT(%s, '$')"
+        sql = (
+            f"(CASE WHEN {last}.type IN ('false', 'true', 'null') THEN {last}.type "
+            f"ELSE {last}.value END) = {expected}"
+        )
+        for depth in range(len(self.path), 0, -1):
+            key, outer = f"_key{depth}", f"_key{depth - 1}"
+            level = (
+                column
+                if depth == 1
+                else f"CASE WHEN {outer}.type = 'object' THEN {outer}.value END"
+            )
+            sql = (
+                f"EXISTS (SELECT 1 FROM json_each({level}) AS {key} WHERE {key}.key = %s AND {sql})"
+            )
+        return sql, params
 
 
 def advisory_xact_lock(key: int) -> None:

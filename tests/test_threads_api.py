@@ -209,6 +209,37 @@ def test_search_matches_metadata_by_containment(api):
     assert [t["thread_id"] for t in found] == ["b"]
 
 
+QUOTED = 'say "hi"'  # a key SQLite's JSON paths cannot name
+
+
+@pytest.mark.parametrize(
+    ("stored", "matching", "not_matching"),
+    [
+        ({QUOTED: "v"}, {QUOTED: "v"}, {QUOTED: "w"}),
+        ({"a": {QUOTED: 1}}, {"a": {QUOTED: 1}}, {"a": {QUOTED: "1"}}),
+        ({QUOTED: {"b": [1, 2]}}, {QUOTED: {"b": [1, 2]}}, {QUOTED: {"b": [3]}}),
+        ({QUOTED: None, "x": 1}, {QUOTED: None, "x": 1}, {QUOTED: False}),
+        ({QUOTED: True}, {QUOTED: True}, {QUOTED: 1}),
+        ({QUOTED: 1.5}, {QUOTED: 1.5}, {QUOTED: None}),
+        ({QUOTED: "text"}, {QUOTED: "text"}, {QUOTED: {"text": 1}}),
+        ({'"': {'"': "q"}}, {'"': {'"': "q"}}, {'"': "q"}),
+    ],
+)
+def test_search_matches_metadata_keys_holding_a_double_quote(api, stored, matching, not_matching):
+    create(api, thread_id="quoted", metadata=stored)
+    create(api, thread_id="other", metadata={"a": {"b": 1}, "x": 1})
+
+    def found(metadata):
+        response = api.post("/api/threads/search", {"metadata": metadata}, format="json")
+        assert response.status_code == 200, response.content
+        return [t["thread_id"] for t in response.json()]
+
+    assert found(matching) == ["quoted"]
+    assert found(not_matching) == []
+    count = api.post("/api/threads/count", {"metadata": matching}, format="json")
+    assert count.json() == 1
+
+
 def test_search_filters_by_ids_and_status(api):
     create(api, thread_id="a")
     create(api, thread_id="b")
