@@ -11,9 +11,7 @@ whose context has none for that thread. Counts do not move with the machine's lo
 compare two commits where CPU times cannot.
 """
 
-import asyncio
 import sys
-import time
 from collections import Counter
 from typing import Any
 
@@ -43,17 +41,7 @@ def main() -> None:
     sqlite_base.FORMAT_QMARK_REGEX = type(
         "Counted", (), {"sub": staticmethod(counted("regex conversion", regex.sub))}
     )()
-    # Count only the measured runs: inprocess.measure reads the process time at their start and
-    # at their end.
-    process_time = time.process_time
-
-    def switch() -> float:
-        counting[0] = not counting[0]
-        return process_time()
-
-    time.process_time = switch
-    asyncio.run(inprocess.measure(args.concurrency, args.runs))
-    time.process_time = process_time
+    inprocess.measure_counting(args.concurrency, args.runs, counting)
     for name in ("lookup", "regex conversion", "wrapper built"):
         print(f"{name}: {counts[name] / args.runs:.2f} per run")
 

@@ -76,6 +76,23 @@ async def measure(concurrency: int, runs: int) -> None:
         )
 
 
+def measure_counting(concurrency: int, runs: int, counting: list[bool]) -> None:
+    """Run `measure` with `counting[0]` True while the measured runs go (not during the set-up
+    and the warm-up), for counters to count only those: `measure` reads the process time at
+    their start and at their end, which switches the flag."""
+    process_time = time.process_time
+
+    def switch() -> float:
+        counting[0] = not counting[0]
+        return process_time()
+
+    time.process_time = switch
+    try:
+        asyncio.run(measure(concurrency, runs))
+    finally:
+        time.process_time = process_time
+
+
 def command_line(doc: str | None, *, runs: int) -> argparse.Namespace:
     """The in-process tools' options (`--concurrency` clients, `--runs` create+wait runs),
     described by the first paragraph of `doc`; then Django configured (`configure`)."""
