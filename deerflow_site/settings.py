@@ -7,24 +7,19 @@ inside the web process. At scale, set DATABASE_URL (PostgreSQL) and REDIS_URL an
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from deerflow_site import setting_values
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_bool(name: str, default: bool) -> bool:
-    """A boolean from the environment: 1/true/yes/on are true, 0/false/no/off false."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean, got {raw!r}")
+    """A boolean: 1/true/yes/on or 0/false/no/off."""
+    return setting_values.boolean(name, os.environ.get(name), default)
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -35,18 +30,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+def env_float(name: str, default: float, **bounds: Any) -> float:
+    """A finite number, at least 0 unless `bounds` say otherwise (setting_values.number)."""
+    return setting_values.number(name, os.environ.get(name), default, **bounds)
 
 
-def env_int(name: str, default: int) -> int:
-    return int(env_float(name, default))
+def env_int(name: str, default: int, **bounds: Any) -> int:
+    """A whole number, at least 0 unless `bounds` say otherwise (setting_values.integer)."""
+    return setting_values.integer(name, os.environ.get(name), default, **bounds)
 
 
 DEBUG = env_bool("DEBUG", False)
@@ -54,7 +45,7 @@ DEBUG = env_bool("DEBUG", False)
 # --- Where this installation keeps its files, and which layout it is ----------------------
 VAR_DIR = Path(os.environ.get("DEERFLOW_VAR_DIR", BASE_DIR / "var"))
 DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'deerflow.sqlite3'}")
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = setting_values.redis_url("REDIS_URL", os.environ.get("REDIS_URL", ""))
 # The embedded install: SQLite and the in-memory channel layer, so one process on one machine.
 EMBEDDED_INSTALL = DATABASE_URL.startswith("sqlite:") and not REDIS_URL
 # The key `scripts/serve` makes once for the embedded install, beside its database.
@@ -157,9 +148,12 @@ CONN_MAX_AGE = env_float("DEERFLOW_DB_CONN_MAX_AGE", 600.0)
 #: The SQLite backend (`deerflow_site.backends.sqlite3`): Django's, with its placeholders
 #: converted once per statement text.
 SQLITE_ENGINE = "deerflow_site.backends.sqlite3"
-_database = dj_database_url.parse(
-    DATABASE_URL, conn_max_age=CONN_MAX_AGE, conn_health_checks=CONN_MAX_AGE > 0
-)
+try:
+    _database = dj_database_url.parse(
+        DATABASE_URL, conn_max_age=CONN_MAX_AGE, conn_health_checks=CONN_MAX_AGE > 0
+    )
+except ValueError:  # dj_database_url's unknown scheme (UnknownSchemeError)
+    _database = {"ENGINE": None}
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     if _database["NAME"] != ":memory:":
         Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +176,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: the bus, never the record ----------------------------------------------
 #: Messages one listener holds before new ones are dropped (on the layer and in-process alike).
-CHANNEL_CAPACITY = env_int("DEERFLOW_CHANNEL_CAPACITY", 2000)
+CHANNEL_CAPACITY = env_int("DEERFLOW_CHANNEL_CAPACITY", 2000, minimum=1)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -246,15 +240,13 @@ CORS_ALLOW_HEADERS = [
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", CORS_ALLOWED_ORIGINS)
 
 # --- API -----------------------------------------------------------------------------------
-API_PREFIX = "/" + os.environ.get("DEERFLOW_API_PREFIX", "/api").strip("/")
-if API_PREFIX == "/":
-    raise ImproperlyConfigured("DEERFLOW_API_PREFIX must not be empty")
+API_PREFIX = setting_values.api_prefix(
+    "DEERFLOW_API_PREFIX", os.environ.get("DEERFLOW_API_PREFIX", "/api")
+)
 # Request bounds: a larger body is a 413; JSON nested deeper (objects and arrays) is a 422. The
 # depth stays well below what the interpreter's recursion limit lets the ORM and LangGraph handle.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DEERFLOW_MAX_BODY_BYTES", 2_621_440)
-MAX_JSON_DEPTH = env_int("DEERFLOW_MAX_JSON_DEPTH", 64)
-if not 1 <= MAX_JSON_DEPTH <= 128:
-    raise ImproperlyConfigured("DEERFLOW_MAX_JSON_DEPTH must be between 1 and 128")
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DEERFLOW_MAX_BODY_BYTES", 2_621_440, minimum=1)
+MAX_JSON_DEPTH = env_int("DEERFLOW_MAX_JSON_DEPTH", 64, minimum=1, maximum=128)
 # Load balancers probe health over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [rf"^{API_PREFIX.lstrip('/')}/ok$"]
 
@@ -314,20 +306,20 @@ SPECTACULAR_SETTINGS = {
 
 # --- Runs ----------------------------------------------------------------------------------
 EMBEDDED_WORKER = env_bool("DEERFLOW_EMBEDDED_WORKER", True)
-WORKER_CONCURRENCY = env_int("DEERFLOW_WORKER_CONCURRENCY", 10)
-RUN_LEASE_SECONDS = env_float("DEERFLOW_RUN_LEASE_SECONDS", 30.0)
-RUN_POLL_SECONDS = env_float("DEERFLOW_RUN_POLL_SECONDS", 1.0)
-SSE_HEARTBEAT_SECONDS = env_float("DEERFLOW_SSE_HEARTBEAT_SECONDS", 5.0)
+WORKER_CONCURRENCY = env_int("DEERFLOW_WORKER_CONCURRENCY", 10, minimum=1)
+RUN_LEASE_SECONDS = env_float("DEERFLOW_RUN_LEASE_SECONDS", 30.0, above_minimum=True)
+RUN_POLL_SECONDS = env_float("DEERFLOW_RUN_POLL_SECONDS", 1.0, above_minimum=True)
+SSE_HEARTBEAT_SECONDS = env_float("DEERFLOW_SSE_HEARTBEAT_SECONDS", 5.0, above_minimum=True)
 STREAM_RETENTION_SECONDS = env_float("DEERFLOW_STREAM_RETENTION_SECONDS", 3600.0)
 # `manage.py cleanup`: finished runs older than this go (0: kept forever); rows per transaction.
 RUN_RETENTION_DAYS = env_float("DEERFLOW_RUN_RETENTION_DAYS", 30.0)
-CLEANUP_BATCH_SIZE = env_int("DEERFLOW_CLEANUP_BATCH_SIZE", 500)
+CLEANUP_BATCH_SIZE = env_int("DEERFLOW_CLEANUP_BATCH_SIZE", 500, minimum=1)
 LANGGRAPH_CONFIG = os.environ.get("DEERFLOW_LANGGRAPH_CONFIG", "")
 # Limits checked at admission: active (pending or running) runs per user (over it: 429), runs per
 # POST /runs/batch, a run's config.recursion_limit and after_seconds (over them: 422).
 MAX_ACTIVE_RUNS_PER_USER = env_int("DEERFLOW_MAX_ACTIVE_RUNS_PER_USER", 10)
-MAX_BATCH_SIZE = env_int("DEERFLOW_MAX_BATCH_SIZE", 100)
-MAX_RECURSION_LIMIT = env_int("DEERFLOW_MAX_RECURSION_LIMIT", 1000)
+MAX_BATCH_SIZE = env_int("DEERFLOW_MAX_BATCH_SIZE", 100, minimum=1)
+MAX_RECURSION_LIMIT = env_int("DEERFLOW_MAX_RECURSION_LIMIT", 1000, minimum=1)
 MAX_AFTER_SECONDS = env_float("DEERFLOW_MAX_AFTER_SECONDS", 366 * 24 * 3600)
 # The small graphs the test suite runs (`echo`, `slow`, `failing`, ...): off in production.
 SAMPLE_GRAPHS = env_bool("DEERFLOW_SAMPLE_GRAPHS", False)
@@ -343,12 +335,12 @@ WORKER_SHUTDOWN_SECONDS = env_float("DEERFLOW_WORKER_SHUTDOWN_SECONDS", 10.0)
 ON_COMPLETION_DELETE_SECONDS = env_float("DEERFLOW_ON_COMPLETION_DELETE_SECONDS", 5.0)
 # Run webhooks: loopback and private targets are refused unless allowed (tests, intranets).
 WEBHOOK_ALLOW_PRIVATE = env_bool("DEERFLOW_WEBHOOK_ALLOW_PRIVATE", False)
-WEBHOOK_TIMEOUT_SECONDS = env_float("DEERFLOW_WEBHOOK_TIMEOUT_SECONDS", 10.0)
-WEBHOOK_ATTEMPTS = env_int("DEERFLOW_WEBHOOK_ATTEMPTS", 4)
+WEBHOOK_TIMEOUT_SECONDS = env_float("DEERFLOW_WEBHOOK_TIMEOUT_SECONDS", 10.0, above_minimum=True)
+WEBHOOK_ATTEMPTS = env_int("DEERFLOW_WEBHOOK_ATTEMPTS", 4, minimum=1)
 # The run journal: a worker writes a run's events at most this long after they happen, or at
 # once when this many are waiting (and always before the run's end is published).
-JOURNAL_FLUSH_SECONDS = env_float("DEERFLOW_JOURNAL_FLUSH_SECONDS", 0.5)
-JOURNAL_BATCH_SIZE = env_int("DEERFLOW_JOURNAL_BATCH_SIZE", 200)
+JOURNAL_FLUSH_SECONDS = env_float("DEERFLOW_JOURNAL_FLUSH_SECONDS", 0.5, above_minimum=True)
+JOURNAL_BATCH_SIZE = env_int("DEERFLOW_JOURNAL_BATCH_SIZE", 200, minimum=1)
 
 # --- The rest of Django --------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -365,7 +357,9 @@ STATIC_URL = "static/"
 # Optional: where `collectstatic` gathers files for a front proxy to serve.
 STATIC_ROOT = os.environ.get("DEERFLOW_STATIC_ROOT") or None
 
-LOG_LEVEL = os.environ.get("DEERFLOW_LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = setting_values.log_level(
+    "DEERFLOW_LOG_LEVEL", os.environ.get("DEERFLOW_LOG_LEVEL"), "INFO"
+)
 # `json`: one JSON object per line (python-json-logger), for a log collector.
 LOG_FORMAT = os.environ.get("DEERFLOW_LOG_FORMAT", "text").strip().lower()
 if LOG_FORMAT not in ("text", "json"):

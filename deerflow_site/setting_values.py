@@ -1,0 +1,99 @@
+"""The values of settings, checked when the settings load: a bad one is ImproperlyConfigured,
+naming the variable and what it must be, so a process refuses to start instead of failing later
+in a request or a worker.
+
+These take the raw text (None when unset); `deerflow_site/settings.py` alone reads the
+environment and passes it here.
+"""
+
+import math
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: First path segments the site itself serves: an API prefix there would hide them, or be hidden.
+RESERVED_PREFIXES = ("admin", "playground", "static")
+
+
+def boolean(name: str, raw: str | None, default: bool) -> bool:
+    """1/true/yes/on are true, 0/false/no/off false (any case); unset or blank: `default`."""
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean, got {raw!r}")
+
+
+def number(
+    name: str,
+    raw: str | None,
+    default: float,
+    *,
+    minimum: float = 0.0,
+    above_minimum: bool = False,
+    maximum: float = math.inf,
+) -> float:
+    """A finite number in [minimum, maximum] (above `minimum` when `above_minimum`); unset or
+    blank: `default`. NaN and infinities are refused."""
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+    low_ok = value > minimum if above_minimum else value >= minimum
+    if not math.isfinite(value) or not low_ok or value > maximum:
+        bound = f"greater than {minimum:g}" if above_minimum else f"at least {minimum:g}"
+        if maximum != math.inf:
+            bound = f"between {minimum:g} and {maximum:g}"
+        raise ImproperlyConfigured(f"{name} must be a finite number {bound}, got {raw!r}")
+    return value
+
+
+def integer(
+    name: str, raw: str | None, default: int, *, minimum: int = 0, maximum: float = math.inf
+) -> int:
+    """A whole number in [minimum, maximum]; unset or blank: `default`."""
+    value = number(name, raw, default, minimum=minimum, maximum=maximum)
+    if not float(value).is_integer():
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}")
+    return int(value)
+
+
+def log_level(name: str, raw: str | None, default: str) -> str:
+    """One of LOG_LEVELS (any case)."""
+    value = (raw or default).strip().upper()
+    if value not in LOG_LEVELS:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return value
+
+
+def redis_url(name: str, raw: str) -> str:
+    """'' (unset) or a redis://, rediss:// or unix:// URL."""
+    if raw and (urlsplit(raw).scheme not in REDIS_SCHEMES or "://" not in raw):
+        raise ImproperlyConfigured(
+            f"{name} must be a redis://host:port/db URL (or rediss://, unix://), got {raw!r}"
+        )
+    return raw
+
+
+def api_prefix(name: str, raw: str) -> str:
+    """'/' + the prefix without its slashes: not empty, URL-safe characters, and not a path the
+    site serves itself (RESERVED_PREFIXES)."""
+    prefix = "/" + raw.strip().strip("/")
+    if prefix == "/":
+        raise ImproperlyConfigured(f"{name} must not be empty")
+    if any(not (c.isascii() and (c.isalnum() or c in "-._~/")) for c in prefix):
+        raise ImproperlyConfigured(f"{name} must hold only letters, digits, - . _ ~ and /")
+    if prefix.split("/")[1] in RESERVED_PREFIXES:
+        raise ImproperlyConfigured(
+            f"{name} must not start with /{prefix.split('/')[1]}: the site serves that path"
+        )
+    return prefix
