@@ -15,15 +15,15 @@ urlpatterns = [
     path(f"{thread_runs}/wait", create_and_wait, name="thread-runs-wait"),
     path(one_run, views.RunDetailView.as_view(), name="run"),
     path(f"{one_run}/cancel", by_method(post=cancel_views.cancel), name="run-cancel"),
-    path(f"{one_run}/join", by_method(get=stream_views.join), name="run-join"),
+    path(f"{one_run}/join", by_method(get=stream_views.join, streams=True), name="run-join"),
     path(
         f"{one_run}/stream",
-        by_method(get=stream_views.join_stream, post=stream_views.join_stream),
+        by_method(get=stream_views.join_stream, post=stream_views.join_stream, streams=True),
         name="run-stream",
     ),
     path(
         "threads/<str:thread_id>/stream",
-        by_method(get=stream_views.thread_stream),
+        by_method(get=stream_views.thread_stream, streams=True),
         name="thread-stream",
     ),
     path(f"{one_run}/messages", journal_views.RunMessagesView.as_view(), name="run-messages"),

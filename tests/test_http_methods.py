@@ -58,3 +58,25 @@ def test_options_on_the_api_docs_names_its_methods(anonymous_api) -> None:
 
     assert response.status_code == 200
     assert "GET" in response["Allow"]
+
+
+def test_head_answers_as_get_without_the_body_where_get_does_not_stream(api, pages) -> None:
+    api.raise_request_exception = False
+    streaming = ("/join", "/stream")
+    answered = 0
+    for page in pages:
+        if not page.startswith("/api/") or page.startswith(HTML_PAGES):
+            continue
+        head = api.head(page)
+        if page.endswith(streaming):
+            assert head.status_code == 405, page  # a HEAD would open the stream
+            assert "HEAD" not in head["Allow"], page
+            continue
+        get = api.get(page)
+        if get.status_code == 405:
+            assert head.status_code == 405, page
+            continue
+        assert (head.status_code, head["Content-Type"]) == (get.status_code, get["Content-Type"])
+        assert head.content == b"", page
+        answered += 1
+    assert answered > 10

@@ -147,18 +147,30 @@ def json_body(request: HttpRequest) -> Any:
 
 
 def by_method(
-    *, refused: str | None = None, **handlers: Callable[..., Awaitable[HttpResponse]]
+    *,
+    refused: str | None = None,
+    streams: bool = False,
+    **handlers: Callable[..., Awaitable[HttpResponse]],
 ) -> Callable[..., Any]:
     """One async view per HTTP method on one path; other methods get a JSON 405 (`refused`
-    explains why, when the path exists but the server does not offer that operation)."""
-    allowed = ", ".join(sorted(method.upper() for method in handlers))
+    explains why, when the path exists but the server does not offer that operation).
+
+    HEAD is answered as GET is, without the body (as Django's and DRF's views do), except on a
+    path whose GET may stream (`streams=True`): a HEAD there would open the stream."""
+    head = "get" in handlers and "head" not in handlers and not streams
+    allowed = ", ".join(
+        sorted({method.upper() for method in handlers} | ({"HEAD"} if head else set()))
+    )
     for method, handler in handlers.items():
         scopes = getattr(handler, "required_scopes", None)
         if scopes and method.upper() not in scopes:
             raise ImproperlyConfigured(f"{handler.__name__} names no API scope for {method}")
 
     async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        handler = handlers.get((request.method or "").lower())
+        method = (request.method or "").lower()
+        handler = handlers.get(method)
+        if handler is None and head and method == "head":
+            return _headers_of(await handlers["get"](request, *args, **kwargs))
         if handler is None:
             detail = refused or f'Method "{request.method}" not allowed.'
             response = JsonResponse({"detail": detail}, status=405)
@@ -174,3 +186,11 @@ def by_method(
     view.cls = type(f"{name}View", (APIView,), dict(handlers))  # type: ignore[attr-defined]
     view.initkwargs = {}  # type: ignore[attr-defined]
     return view
+
+
+def _headers_of(response: HttpResponse) -> HttpResponse:
+    """A GET's answer to a HEAD: its status and headers, with the length of its body."""
+    answer = HttpResponse(status=response.status_code, headers=response.headers)
+    if not response.streaming:
+        answer["Content-Length"] = str(len(response.content))
+    return answer
