@@ -62,6 +62,13 @@ def cancel_run(*, run: Run, action: str) -> Run:
     return locked
 
 
+def cancel_run_of_user(*, user: Any, thread_id: str, run_id: UUID, action: str) -> Run:
+    """`cancel_run` of a run of a thread the user may change: RunNotFound (404) when there is
+    none (or it went with its thread before the cancel locked it)."""
+    run = selectors.get_run(user=user, thread_id=thread_id, run_id=run_id, action="change")
+    return cancel_run(run=run, action=action)
+
+
 def cancel_runs(
     *,
     user: Any,

@@ -75,6 +75,16 @@ class Subscription:
         await hub.add(subscription)
         return subscription
 
+    @classmethod
+    async def open_if_reachable(cls, *groups: str) -> "Subscription | None":
+        """`open`, or None when the layer fails (logged): for a caller that can do without the
+        messages, reading the database instead (a cancel's wait)."""
+        try:
+            return await cls.open(*groups)
+        except Exception:
+            logger.warning("channel layer unreachable: not listening to %s", groups, exc_info=True)
+            return None
+
     def deliver(self, message: dict[str, Any]) -> None:
         """Put a message in the inbox (on the subscription's event loop)."""
         inbox = self._inbox

@@ -1,5 +1,6 @@
 """Waiting on a run: heartbeats until it ends (`/wait`, `/join`, cancel with `?wait=1`)."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ from runs.sse.status_checks import run_has_ended
 
 async def heartbeats_until_run_ends(
     *,
-    subscription: Subscription,
+    subscription: Subscription | None,
     run: Run,
     interval: float | None = None,
     check_every: float | None = None,
@@ -23,7 +24,8 @@ async def heartbeats_until_run_ends(
     shared with the run's other streams in this process).
 
     `run` was read (or admitted) after the subscription opened. The caller owns the
-    subscription and closes it. An `end` that brings the run's answer leaves it for this
+    subscription and closes it; without one (the channel layer unreachable) the run's row
+    alone says when it ended. An `end` that brings the run's answer leaves it for this
     process's requests waiting for it (`answers.arrived`).
     """
     interval = settings.SSE_HEARTBEAT_SECONDS if interval is None else interval
@@ -37,7 +39,11 @@ async def heartbeats_until_run_ends(
     while True:
         now = time.monotonic()
         timeout = min(interval - (now - last_beat), check_every - (now - last_check))
-        message = await subscription.receive(within=timeout)
+        if subscription is None:
+            await asyncio.sleep(max(timeout, 0))
+            message = None
+        else:
+            message = await subscription.receive(within=timeout)
         if message is not None:
             if message.get("run_id") == run_id and message.get("event") == "end":
                 if (body := message.get("answer")) is not None:  # from another process

@@ -1,0 +1,92 @@
+"""A cancel needs no channel layer: with the server's Redis stopped, a cancel is still accepted
+(202), a cancel that waits still answers once the run has stopped (204, by reading the run's row),
+and the worker still stops the runs (it reads the cancel flag when it renews their lease).
+
+The server gets a Redis of its own (scripts/services.py's), so that stopping it leaves the
+suite's own alone; the database is the suite's.
+"""
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import port_for
+import pytest
+
+from deerflow_site.bridge import Executor, call_sync
+from runs.models import Run
+from tests.cluster import ON_PRODUCTION_STACK
+from tests.fixtures import token_for
+from tests.live import LiveServerFactory
+from tests.test_health_live import services_module
+
+pytestmark = [
+    pytest.mark.skipif(not ON_PRODUCTION_STACK, reason="stops a Redis: the PostgreSQL phase"),
+    pytest.mark.live,
+    pytest.mark.django_db(transaction=True),
+]
+
+#: A run that goes on long enough for anything to happen to it meanwhile (20 s).
+LONG_RUN = {"steps": 200, "delay": 0.1}
+WITHIN = 60.0
+
+
+@pytest.fixture
+def own_redis(tmp_path: Any) -> Iterator[Any]:
+    """A Redis of the test's own: (its executor, its URL)."""
+    services = services_module()
+    try:
+        redis_server = services.find_redis_server()
+    except services.Unavailable as exc:
+        pytest.skip(str(exc))
+    tmp_path.chmod(0o711)
+    executor, url = services.start_redis(tmp_path, port_for.select_random(), redis_server)
+    yield executor, url
+    if executor.running():
+        executor.stop()
+
+
+async def status_of(run_id: str) -> str:
+    return await call_sync(
+        Run.objects.values_list("status", flat=True).get, pk=run_id, on=Executor.THREAD_SENSITIVE
+    )
+
+
+async def until_status(run_id: str, *statuses: str) -> None:
+    deadline = time.monotonic() + WITHIN
+    while (status := await status_of(run_id)) not in statuses:
+        assert time.monotonic() < deadline, f"run {run_id} is still {status}"
+        await asyncio.sleep(0.05)
+
+
+async def test_cancels_are_answered_and_carried_out_with_the_channel_layer_down(
+    live_server_factory: LiveServerFactory, own_redis: Any, user: Any
+) -> None:
+    redis, redis_url = own_redis
+    server = live_server_factory.start(REDIS_URL=redis_url, DEERFLOW_RUN_LEASE_SECONDS="2")
+    token = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=server.api_url, headers=headers, timeout=WITHIN, trust_env=False
+    ) as api:
+        runs = []
+        for _ in range(2):
+            thread_id = (await api.post("/threads", json={})).json()["thread_id"]
+            body = {"assistant_id": "slow", "input": LONG_RUN}
+            run = (await api.post(f"/threads/{thread_id}/runs", json=body)).json()
+            runs.append((thread_id, run["run_id"]))
+        for _, run_id in runs:
+            await until_status(run_id, Run.Status.RUNNING)
+
+        redis.stop()
+        (thread_a, run_a), (thread_b, run_b) = runs
+        asked = await api.post(f"/threads/{thread_a}/runs/{run_a}/cancel", params={"wait": 0})
+        waited = await api.post(f"/threads/{thread_b}/runs/{run_b}/cancel", params={"wait": 1})
+
+        assert asked.status_code == 202, asked.text
+        assert waited.status_code == 204, waited.text
+        assert await status_of(run_b) == Run.Status.INTERRUPTED
+        await until_status(run_a, Run.Status.INTERRUPTED)
+    server.stop()
