@@ -1,6 +1,7 @@
 """Run create bodies: the stream modes, the fields of `POST …/runs[/stream|/wait]` and
 `/runs/batch`, and their parse into the admission's `RunRequest`."""
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -118,28 +119,39 @@ def _is_goto_target(target: Any) -> bool:
     return isinstance(target, dict) and isinstance(target.get("node"), str)
 
 
+def _positive_integer(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+#: The RunnableConfig keys a client may set, each with its check and the message of a 422: every
+#: key the executor passes on to the graph (a value of another type failed the run instead).
+CONFIG_KEY_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "configurable": (lambda value: isinstance(value, dict), "Must be a JSON object."),
+    "metadata": (lambda value: isinstance(value, dict), "Must be a JSON object."),
+    "tags": (
+        lambda value: isinstance(value, list) and all(isinstance(tag, str) for tag in value),
+        "Must be a list of strings.",
+    ),
+    "run_name": (lambda value: isinstance(value, str), "Must be a string."),
+    "recursion_limit": (_positive_integer, "Must be a positive integer."),
+    "max_concurrency": (_positive_integer, "Must be a positive integer."),
+}
+
+
 class RunConfigField(JSONObjectField):
-    """A RunnableConfig; `configurable` keys starting with `__` are the server's and dropped."""
+    """A RunnableConfig; `configurable` keys starting with `__` are the server's and dropped.
+    The keys of CONFIG_KEY_CHECKS, when not null, must pass their check (422 naming the key)."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = super().to_internal_value(data)
+        for key, (check, message) in CONFIG_KEY_CHECKS.items():
+            if value.get(key) is not None and not check(value[key]):
+                raise serializers.ValidationError({key: message})
         configurable = value.get("configurable")
         if configurable is not None:
-            if not isinstance(configurable, dict):
-                raise serializers.ValidationError({"configurable": "Must be a JSON object."})
             value["configurable"] = {
                 key: item for key, item in configurable.items() if not key.startswith("__")
             }
-        limit = value.get("recursion_limit")
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise serializers.ValidationError({"recursion_limit": "Must be a positive integer."})
-        tags = value.get("tags")
-        if tags is not None and not (
-            isinstance(tags, list) and all(isinstance(tag, str) for tag in tags)
-        ):
-            raise serializers.ValidationError({"tags": "Must be a list of strings."})
         return value
 
 

@@ -10,6 +10,8 @@ import pytest
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from runs.create_serializers import CONFIG_KEY_CHECKS
+from runs.engine.executor import CONFIG_KEYS
 from runs.engine.registry import assistant_id_for
 from runs.models import Run
 from tests.fixtures import client_for
@@ -223,6 +225,60 @@ def test_after_seconds_delays_the_start(api):
     run = create_run(api, thread_id, after_seconds=60)
     run_at = Run.objects.get(pk=run["run_id"]).run_at
     assert before + timedelta(seconds=59) < run_at < timezone.now() + timedelta(seconds=61)
+
+
+#: A wrong value for each RunnableConfig key a client may set.
+WRONG_CONFIG = {
+    "configurable": [],
+    "metadata": "x",
+    "tags": "x",
+    "run_name": 5,
+    "recursion_limit": 0,
+    "max_concurrency": -1,
+}
+
+
+def test_every_config_key_the_graph_gets_is_checked() -> None:
+    assert set(WRONG_CONFIG) == set(CONFIG_KEY_CHECKS)
+    assert set(CONFIG_KEYS) <= set(CONFIG_KEY_CHECKS)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        *({key: value} for key, value in WRONG_CONFIG.items()),
+        {"max_concurrency": 0},
+        {"max_concurrency": "2"},
+        {"max_concurrency": True},
+        {"recursion_limit": True},
+        {"tags": ["a", 1]},
+        {"metadata": ["a"]},
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_422_naming_the_key(api, config):
+    thread_id = create_thread(api)
+
+    response = api.post(
+        f"/api/threads/{thread_id}/runs", {"assistant_id": "echo", "config": config}, format="json"
+    )
+
+    assert response.status_code == 422, response.content
+    assert set(response.json()["detail"]["config"]) == set(config)
+    assert not Run.objects.exists()
+
+
+def test_valid_config_values_are_taken(api):
+    thread_id = create_thread(api)
+    config = {
+        "configurable": {"model": "m"},
+        "metadata": {"a": 1},
+        "tags": ["t"],
+        "run_name": "named",
+        "recursion_limit": 5,
+        "max_concurrency": 2,
+    }
+    run = create_run(api, thread_id, config=config)
+    assert run["kwargs"]["config"] == config
 
 
 @pytest.mark.parametrize(
