@@ -28,6 +28,7 @@ from deerflow_site.bridge import (  # noqa: E402
     request_thread,
 )
 from deerflow_site.streaming import LastChunk  # noqa: E402
+from runs.graph_checks import load_all_graphs  # noqa: E402
 
 logger = logging.getLogger("deerflow_site")
 
@@ -253,6 +254,8 @@ def connection_upkeep_at_request_end() -> None:
 
 connection_upkeep_at_request_end()
 django_application = RunServerHandler()
+# A graph that cannot be loaded stops the server here, with the reason, not every run later.
+load_all_graphs()
 
 if settings.AUTH_MODE == "local":
     logger.warning(

@@ -175,13 +175,20 @@ def _as_compiled(target: Any, source: str) -> Pregel:
     if callable(target):
         if inspect.iscoroutinefunction(target):
             raise ImproperlyConfigured(f"{source}: async graph factories are not supported")
+        try:
+            signature = inspect.signature(target)
+        except (TypeError, ValueError):  # a class or builtin without one: no factory
+            raise ImproperlyConfigured(f"{source} is not a graph ({target!r})") from None
         parameters = [
             p
-            for p in inspect.signature(target).parameters.values()
+            for p in signature.parameters.values()
             if p.default is inspect.Parameter.empty
             and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
-        made = target({"configurable": {}}) if parameters else target()
+        try:
+            made = target({"configurable": {}}) if parameters else target()
+        except Exception as exc:  # the graph's own code: its failure is the config's problem
+            raise ImproperlyConfigured(f"{source}: the factory raised {exc!r}") from exc
         if isinstance(made, Pregel | StateGraph):
             return _as_compiled(made, source)
         raise ImproperlyConfigured(f"{source}: the factory returned {type(made).__name__}")
