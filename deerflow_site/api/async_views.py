@@ -138,8 +138,11 @@ def json_body(request: HttpRequest) -> Any:
         return request.json_body
     if not request.body:
         return {}
-    if not media_type_matches(parsers.JSONParser.media_type, request.content_type or ""):
-        raise drf_exceptions.UnsupportedMediaType(request.content_type or "")
+    content_type = request.content_type or ""
+    if content_type != "application/json" and not media_type_matches(
+        parsers.JSONParser.media_type, content_type
+    ):
+        raise drf_exceptions.UnsupportedMediaType(content_type)
     try:
         return parsers.loads(request.body)
     except ValueError as exc:  # UnicodeDecodeError included
