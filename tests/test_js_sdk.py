@@ -44,3 +44,7 @@ def test_interrupt_then_resume_with_command(run_sdk_test):
 
 def test_run_stopping_at_interrupt_ends_success(run_sdk_test):
     run_sdk_test(r"^a run that stops at interrupt\(\) ends success$")
+
+
+def test_every_write_call_is_accepted_with_a_body_or_without(run_sdk_test):
+    run_sdk_test("^every write call is accepted, with a body or without$")

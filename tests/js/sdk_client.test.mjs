@@ -199,3 +199,47 @@ test("a run that stops at interrupt() ends success", async () => {
   assert.equal(waiting.status, "interrupted");
   assert.ok(Object.keys(waiting.interrupts).length > 0, "the thread lists its interrupts");
 });
+
+// Every write the client sends, with its body (JSON) or none at all (copy, cancel, delete): the
+// server takes a body only as application/json (else 415), so a call of the client sending another
+// media type, or a body-less call taken for one, would fail here.
+test("every write call is accepted, with a body or without", async () => {
+  // Assistants come from the graph registry (their writes are a 405 by design): its searches only.
+  const found = await client.assistants.search({ graphId: "echo" });
+  assert.ok(found.length >= 1);
+  assert.ok((await client.assistants.count({ graphId: "echo" })) >= 1);
+  const assistant = found[0];
+
+  const thread = await client.threads.create({ metadata: { sdk: "js" } });
+  await client.threads.update(thread.thread_id, { metadata: { step: "updated" } });
+  await client.runs.wait(thread.thread_id, assistant.assistant_id, { input: { messages: [] } });
+  await client.threads.updateState(thread.thread_id, { values: { messages: [] }, asNode: "echo" });
+  const matching = await client.threads.search({ metadata: { step: "updated" } });
+  assert.ok(matching.some((item) => item.thread_id === thread.thread_id));
+  assert.ok((await client.threads.count({ metadata: { step: "updated" } })) >= 1);
+
+  const copy = await client.threads.copy(thread.thread_id);
+  assert.notEqual(copy.thread_id, thread.thread_id);
+
+  const waiting = await client.runs.create(thread.thread_id, assistant.assistant_id, {
+    input: { messages: [] },
+    afterSeconds: 3600,
+  });
+  await client.runs.cancel(thread.thread_id, waiting.run_id);
+  await client.runs.join(thread.thread_id, waiting.run_id);
+  assert.equal((await client.runs.get(thread.thread_id, waiting.run_id)).status, "interrupted");
+  const other = await client.runs.create(thread.thread_id, assistant.assistant_id, {
+    input: { messages: [] },
+    afterSeconds: 3600,
+  });
+  await client.runs.cancelMany({ threadId: thread.thread_id, runIds: [other.run_id] });
+  await client.runs.join(thread.thread_id, other.run_id);
+  await client.runs.delete(thread.thread_id, other.run_id);
+
+  const stateless = await client.runs.wait(null, assistant.assistant_id, { input: { messages: [] } });
+  assert.ok(stateless !== null);
+
+  await client.threads.delete(copy.thread_id);
+  await client.threads.delete(thread.thread_id);
+  await assert.rejects(client.threads.get(thread.thread_id), (error) => error.status === 404);
+});
