@@ -97,6 +97,13 @@ test("local mode: Stop cancels a slow run", async () => {
     assert.equal((await client.runs.get(threadId, run.run_id)).status, "interrupted");
     const state = await client.threads.getState(threadId);
     assert.ok(state.values.count < 200, "the run stopped before its last step");
+
+    // reloaded, the thread still reads as stopped: the task the stop cut off is no failure
+    await page.reload();
+    await page.getByTestId("assistant").waitFor();
+    await waitForValues(page, (values) => values.count >= 1);
+    await waitForStatus(page, "stopped");
+    assert.equal(await page.getByTestId("run-error").count(), 0);
   });
 });
 

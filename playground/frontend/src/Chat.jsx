@@ -14,10 +14,17 @@ function pendingInterrupt(stream) {
   return stream.interrupts.find((interrupt) => interrupt.value !== undefined);
 }
 
+// A stopped run leaves the task it cut off failed with LangGraph's CancelledError() in the
+// thread's newest state; useStream clears it right after its own stop(), but a reload (or a stop
+// from elsewhere) reads it back as the thread's error. It is a stop, not a failure.
+function isCancellation(error) {
+  return String(error?.message ?? error ?? "") === "CancelledError()";
+}
+
 function runStatus(stream, stopped) {
   if (stream.isLoading) return "running";
-  if (stream.error) return "error";
-  if (stopped) return "stopped";
+  if (stream.error && !isCancellation(stream.error)) return "error";
+  if (stopped || stream.error) return "stopped";
   return pendingInterrupt(stream) ? "interrupted" : "idle";
 }
 
@@ -88,7 +95,7 @@ export function Chat({ settings, assistantId, threadId, onThreadId, onThreadsCha
           <pre data-testid="values">{JSON.stringify(values, null, 2)}</pre>
         </details>
       )}
-      {stream.error && (
+      {status === "error" && (
         <p className="error" data-testid="run-error">
           {describeError(stream.error)}
         </p>
