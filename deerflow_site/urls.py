@@ -18,7 +18,7 @@ from deerflow_site.api.meta import (
     OperationsStatusView,
     api_not_found,
 )
-from deerflow_site.front import front_page
+from deerflow_site.front import favicon, front_page
 from deerflow_site.health import ok
 
 prefix = settings.API_PREFIX.strip("/")
@@ -54,6 +54,7 @@ handler500 = "deerflow_site.error_views.server_error"
 
 urlpatterns = [
     path("", front_page, name="front-page"),
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/", admin.site.urls),
     # The admin's and the API docs' assets, from the installed apps: no collectstatic step. Every
     # middleware stays async-capable, so streams never hold a thread (a front proxy may serve

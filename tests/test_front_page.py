@@ -19,6 +19,12 @@ def test_front_page_links_the_chat_page_the_api_its_docs_and_the_admin(client):
         assert f'href="{path}"' in html
 
 
+def test_the_favicon_browsers_ask_for_on_every_page_is_no_content_not_a_404(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 204
+    assert "max-age" in response["Cache-Control"]
+
+
 def test_api_root_names_the_docs_and_the_schema(anonymous_api):
     response = anonymous_api.get("/api/")
     assert response.status_code == 200
