@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from feedback.exceptions import FeedbackExists, FeedbackNotFound
 from feedback.models import Feedback
+from runs.exceptions import RunNotFound
 from runs.models import Run
 
 #: A PUT that loses a race with a concurrent create tries again this many times.
@@ -16,7 +17,8 @@ UPSERT_ATTEMPTS = 3
 def create_feedback(
     *, user: Any, run: Run, rating: int, comment: str = "", message_id: str = ""
 ) -> Feedback:
-    """The caller's new feedback on `run`; raises FeedbackExists (409) if they gave one.
+    """The caller's new feedback on `run`; raises FeedbackExists (409) if they gave one,
+    RunNotFound (404) if the run was deleted meanwhile (with its thread, say).
 
     The unique constraint decides between concurrent creates: one wins, the others get 409.
     """
@@ -31,6 +33,9 @@ def create_feedback(
                 message_id=message_id,
             )
     except IntegrityError:
+        # The unique constraint, or the run's foreign key: a run deleted since it was read.
+        if not Run.objects.filter(pk=run.pk).exists():
+            raise RunNotFound() from None
         raise FeedbackExists() from None
 
 
