@@ -308,6 +308,13 @@ def call_async(fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) ->
     return async_to_sync(fn)(*args, **kwargs)
 
 
+def callers_loop() -> asyncio.AbstractEventLoop | None:
+    """The open event loop of the async code this thread's sync code serves (where `call_async`
+    runs its code: a hop's or asgiref's `sync_to_async`'s caller), if any."""
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    return None if loop is None or loop.is_closed() else loop
+
+
 def _keeping_the_connection(
     fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> T:

@@ -89,6 +89,23 @@ def inbox_of(loop: asyncio.AbstractEventLoop) -> LoopInbox:
     return inbox
 
 
+def call_soon_from_any_thread(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any
+) -> bool:
+    """`callback(*args)` on `loop`, from any thread, after the calls sent there before through
+    its inbox (riding on their wake-up), without waiting for it; False when `loop` is closed
+    (nothing is done then)."""
+    inbox = _inboxes.get(loop)
+    try:
+        if inbox is not None:
+            inbox.call_soon(callback, *args)
+        else:
+            loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # closed
+        return False
+    return True
+
+
 def settle(future: "asyncio.Future[Any]", result: Any, error: BaseException | None) -> None:
     if future.cancelled():
         return

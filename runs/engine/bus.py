@@ -14,8 +14,10 @@ A lost message costs latency, not correctness: workers also poll the database fo
 and cancel flags, and stream views also read stored events and the run's final status.
 """
 
+import asyncio
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +26,8 @@ from uuid import UUID
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
-from deerflow_site.bridge import call_async
+from deerflow_site.bridge import call_async, callers_loop
+from deerflow_site.loop_inbox import call_soon_from_any_thread
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +116,63 @@ async def publish_cancel(*, run_id: UUID | str, worker_id: str, action: str) -> 
 async def wake_workers() -> None:
     """Tell idle workers that a run may be ready to claim."""
     await layer().group_send(WAKEUP_GROUP, {"type": WAKEUP})
+
+
+def wake_workers_soon() -> None:
+    """`wake_workers` without waiting for it, from sync code: sent by the event loop of the
+    async code this code serves (`_WakeUps`: one send in flight at a time there), else at once
+    (`call_async`, outside of any loop). A failure is logged: a lost wake-up costs latency."""
+    loop = callers_loop()
+    if loop is None or not call_soon_from_any_thread(loop, _wake_up_from_this_loop):
+        try:
+            call_async(wake_workers)
+        except Exception:
+            logger.warning("a bus message was not sent", exc_info=True)
+
+
+class _WakeUps:
+    """An event loop's wake-up sends: one in flight at a time, and what is asked meanwhile makes
+    one more after it (a worker woken by the send in flight may have read the queue before the
+    newer run was committed), however many were asked: what a worker does with a wake-up
+    (claim every eligible run its slots take) does not depend on how many came."""
+
+    __slots__ = ("again", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.again = False
+
+    def ask(self) -> None:
+        if self.task is not None:
+            self.again = True
+            return
+        self.task = asyncio.get_running_loop().create_task(self._send(), name="bus-wake-up")
+
+    async def _send(self) -> None:
+        try:
+            while True:
+                self.again = False
+                try:
+                    await wake_workers()
+                except Exception:
+                    logger.warning("a bus message was not sent", exc_info=True)
+                if not self.again:
+                    return
+        finally:
+            self.task = None
+
+
+_wake_ups: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _WakeUps]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _wake_up_from_this_loop() -> None:
+    loop = asyncio.get_running_loop()
+    wake_ups = _wake_ups.get(loop)
+    if wake_ups is None:
+        wake_ups = _wake_ups[loop] = _WakeUps()
+    wake_ups.ask()
 
 
 def send_after_commit(publish: Callable[..., Awaitable[None]], /, **kwargs: Any) -> None:

@@ -80,7 +80,8 @@ def reserve_direct_start(*, after_seconds: float) -> DirectStart | None:
 
 
 def wake_workers_after_commit() -> None:
-    """Tell the workers, once admission commits, that a pending run waits in the queue.
+    """Tell the workers, once admission commits, that a pending run waits in the queue (without
+    waiting for the message: `bus.wake_workers_soon`).
 
     With a channel layer that reaches no other process (the in-memory one) only this process's
     worker could hear the message: it is woken directly instead, and only when it has a free
@@ -88,7 +89,7 @@ def wake_workers_after_commit() -> None:
     """
     worker = _local_worker
     if worker is None or bus.reaches_other_processes():
-        bus.send_after_commit(bus.wake_workers)
+        transaction.on_commit(bus.wake_workers_soon)
     else:
         transaction.on_commit(worker.wake_if_free)
 
