@@ -8,7 +8,7 @@ group sends (the queue's wake-up, each batch of its events to two groups), so th
 the same work in two round trips for a send (a script that drops the expired members and reads
 the rest; a script that drops expired messages and adds the message), also for a send to several
 groups at once (`group_send_many`: a batch of a run's events to its run's group and its
-thread's), and one for an add (both commands in one pipeline). The keys, the values, the
+thread's), and one for an add (both commands in one script). The keys, the values, the
 expiries and the capacities are channels_redis's own: processes with either layer understand
 each other. With several Redis hosts (sharding) a group's members may live on other hosts than
 the group, so channels_redis's own send is used.
@@ -65,6 +65,15 @@ for i = 1, #KEYS do
     end
 end
 return members
+"""
+)
+#: KEYS[1]: a group's sorted set; ARGV: the channel, its score (epoch seconds), the key's expiry
+#: (seconds). channels_redis's ZADD and EXPIRE, as one command (cheaper in the client than a
+#: pipeline of both: about 130 against 220 us of CPU).
+GROUP_ADD = _Script(
+    """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 )
 #: KEYS: the members' message sorted sets; ARGV: a message per key, a capacity per key, then
@@ -138,12 +147,10 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
     async def group_add(self, group: str, channel: str) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
-        key = self._group_key(group)
         connection = self.connection(self.consistent_hash(group))
-        async with connection.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {channel: time.time()})
-            pipe.expire(key, self.group_expiry)
-            await pipe.execute()
+        await GROUP_ADD.run(
+            connection, [self._group_key(group)], [channel, time.time(), self.group_expiry]
+        )
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         await self.group_send_many([(group, message)])
