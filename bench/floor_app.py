@@ -23,11 +23,11 @@ cost. 4xx answers for a body that is not a JSON object with an object `input`.
 
 With `FLOOR_DURABLE=1` (bench/run's `floor-durable` server) it also keeps the least record a
 run needs to survive a crash, as plain SQL on Python's sqlite3 in a file of its own (WAL,
-`synchronous=NORMAL`, as our database), on one database thread: `POST /threads` inserts the
-thread's row; a run inserts its row `running` and marks its thread busy in one transaction
-committed before the graph runs, and after it sets the run's final status and the thread idle
-in a second. No owner, no auth, no journal, no queue, no worker: what the durable record costs
-at the least, in the same stack.
+`synchronous=NORMAL`, as our database), on one database thread (the bridge's engine thread):
+`POST /threads` inserts the thread's row; a run inserts its row `running` and marks its
+thread busy in one transaction committed before the graph runs, and after it sets the run's
+final status and the thread idle in a second. No owner, no auth, no journal, no queue, no
+worker: what the durable record costs at the least, in the same stack.
 """
 
 import asyncio
@@ -36,7 +36,6 @@ import os
 import sqlite3
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from django.urls import path
 application = get_asgi_application()
 
 from bench.graph import graph as echo_graph  # noqa: E402  (Django is set up above)
+from deerflow_site.bridge import Executor, call_sync  # noqa: E402
 from runs.engine.sqlite_saver import SqliteSaver, open_sqlite_saver  # noqa: E402
 
 #: The saver's file, in the server's var directory.
@@ -64,8 +64,8 @@ CREATE TABLE IF NOT EXISTS thread (thread_id TEXT PRIMARY KEY, status TEXT NOT N
 CREATE TABLE IF NOT EXISTS run (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL,
     status TEXT NOT NULL, input TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
 """
-#: The one thread the record's statements run on, and its connection (made there).
-_record_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floor-record")
+#: The record's connection, made on the one thread its statements run on (the bridge's engine
+#: thread, as our run's end).
 _record: sqlite3.Connection | None = None
 
 
@@ -92,7 +92,7 @@ def _write(statements: tuple[tuple[str, tuple[Any, ...]], ...]) -> None:
 
 async def _record_write(*statements: tuple[str, tuple[Any, ...]]) -> None:
     if DURABLE:
-        await asyncio.get_running_loop().run_in_executor(_record_thread, _write, statements)
+        await call_sync(_write, statements, on=Executor.ENGINE)
 
 
 async def _run_started(run_id: str, thread_id: str, found: dict[str, Any]) -> None:
