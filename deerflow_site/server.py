@@ -20,6 +20,12 @@ of a create+wait run's CPU), form fields, a whole multipart body. Requests here 
 twisted's `parsePOSTFormSubmission=False`; Django parses forms itself, and answers a malformed
 one (which twisted answered 400 and disconnected).
 
+A request twisted refuses before any application sees it (a request line and headers over its
+16 KB, more than 500 headers, a malformed request line, header or chunk) is answered with a
+400 and a closed connection, as twisted answers most of them, with the API's JSON error body
+(`BAD_REQUEST`) instead of an empty one; a line over the limit, which twisted answers by
+closing the connection alone, gets the same answer.
+
 With `--announce TEXT` (scripts/serve's list of URLs), the text is printed once every endpoint
 listens, never before; an endpoint it cannot listen on (the port is taken) is said in one line on
 stderr and the process exits 1.
@@ -29,6 +35,7 @@ loaded is frozen out of the garbage collector's passes, and young passes are rar
 """
 
 import asyncio
+import json
 import sys
 from collections import deque
 from functools import partial
@@ -39,6 +46,31 @@ from daphne.server import Server, reactor  # daphne installs the asyncio reactor
 from twisted.web import http
 
 from deerflow_site.heap import settle_heap
+
+#: twisted's answer to a request it refuses itself, as a JSON error like the API's others.
+BAD_REQUEST_DETAIL = (
+    "Malformed or too large request: the request line and headers must be well formed, at most "
+    f"{http.HTTPChannel.totalHeadersSize} bytes together, in at most "
+    f"{http.HTTPChannel.maxHeaders} headers."
+)
+_BAD_REQUEST_BODY = json.dumps({"detail": BAD_REQUEST_DETAIL}).encode()
+BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_BAD_REQUEST_BODY)
+) + _BAD_REQUEST_BODY
+
+
+def _respond_to_bad_request_and_disconnect(channel: http.HTTPChannel) -> None:
+    """twisted's `HTTPChannel._respondToBadRequestAndDisconnect` with `BAD_REQUEST`."""
+    channel.transport.write(BAD_REQUEST)
+    channel.loseConnection()
+
+
+def _line_length_exceeded(channel: http.HTTPChannel, line: bytes) -> None:
+    """A request line or header line over the limit: `BAD_REQUEST` (twisted's `LineReceiver`
+    closes the connection without a word)."""
+    _respond_to_bad_request_and_disconnect(channel)
+
 
 #: The server walks its connections for finished applications every this many seconds
 #: (daphne: every second).
@@ -147,6 +179,8 @@ class StreamServer(Server):
         super().protocol_connected(protocol)
 
     def run(self) -> None:
+        http.HTTPChannel._respondToBadRequestAndDisconnect = _respond_to_bad_request_and_disconnect
+        http.HTTPChannel.lineLengthExceeded = _line_length_exceeded
         settle_heap()  # the application is imported: what is alive now lives as long as we do
         super().run()
 

@@ -2,6 +2,7 @@
 asyncio.Queue daphne would give, and its connection walk still reaps finished applications."""
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -112,3 +113,43 @@ async def test_a_form_body_is_the_applications_to_parse(daphne_server, headers, 
         )
     assert response.status_code == 415
     assert response.json() == {"detail": f'Unsupported media type "{content_type}" in request.'}
+
+
+async def _raw_exchange(server_url: str, request: bytes) -> bytes:
+    """`request` sent as is on a new connection; everything answered until the server closes."""
+    host, port = server_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), WAIT)
+    finally:
+        writer.close()
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /api/ok?q=" + b"x" * 17_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /api/ok HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"".join(b"X-Header-%d: 1\r\n" % i for i in range(501))
+        + b"\r\n",
+        b"GET /api/ok HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"y" * 17_000 + b"\r\n\r\n",
+        b"NOT A REQUEST LINE\r\n\r\n",
+        b"POST /api/threads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: many\r\n\r\n",
+    ],
+    ids=["long request line", "too many headers", "long header", "malformed line", "length"],
+)
+async def test_a_request_twisted_refuses_is_a_json_400(daphne_server, request_bytes):
+    """twisted answers what it cannot parse before any application sees it; the answer is the
+    API's JSON error, and the server goes on serving."""
+    answer = await _raw_exchange(daphne_server.url, request_bytes)
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["detail"].startswith("Malformed or too large request")
+    async with httpx.AsyncClient(base_url=daphne_server.api_url) as client:
+        assert (await client.get("/ok")).status_code == 200
