@@ -43,6 +43,7 @@ from typing import Any
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server, reactor  # daphne installs the asyncio reactor first
+from django.core.exceptions import ImproperlyConfigured
 from twisted.web import http
 
 from deerflow_site.heap import settle_heap
@@ -214,4 +215,7 @@ class StreamServerCommand(CommandLineInterface):
 
 
 if __name__ == "__main__":
-    StreamServerCommand.entrypoint()
+    try:
+        StreamServerCommand.entrypoint()
+    except ImproperlyConfigured as exc:  # raised importing the application: settings, graphs
+        sys.exit(f"configuration error: {exc}")

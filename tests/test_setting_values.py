@@ -107,3 +107,29 @@ def test_the_meaningful_edge_values_load(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0.0", "0.0", "0", "0", "0.5", "10", "DEBUG", "/v1/agents"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["manage.py", "check"],
+        ["-m", "deerflow_site.server", "-p", "0", "deerflow_site.asgi:application"],
+    ],
+    ids=["manage.py", "server"],
+)
+def test_the_server_and_manage_py_say_the_refused_value_in_one_line(tmp_path, command):
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=REPO_ROOT,
+        env=newcomer_env(tmp_path, SECRET_KEY="a-key", DEERFLOW_RUN_LEASE_SECONDS="0"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: DEERFLOW_RUN_LEASE_SECONDS must be a finite number greater than 0, "
+        "got '0'"
+    ]
