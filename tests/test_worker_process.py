@@ -97,6 +97,52 @@ def test_killed_worker_run_is_reaped_and_its_thread_takes_new_runs(
     wait_for(lambda: status_of(follower) == Run.Status.SUCCESS, "a new run on the thread")
 
 
+def test_a_killed_workers_runs_get_their_webhook_and_thread_deletion_from_the_reaper(
+    user: Any, start_worker_process: Any, webhook_receiver: Any
+) -> None:
+    kept = make_thread(user=user)
+    stateless = make_thread(user=user)
+    hooked = pending_run(thread=kept, user=user, webhook=webhook_receiver.url(), **LONG_RUN)
+    temporary = pending_run(thread=stateless, user=user, on_completion="delete", **LONG_RUN)
+    worker = start_worker_process()
+    wait_for(
+        lambda: {status_of(hooked), status_of(temporary)} == {Run.Status.RUNNING},
+        "both runs to start",
+    )
+
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    start_worker_process(DEERFLOW_ON_COMPLETION_DELETE_SECONDS="0")  # reaps them
+
+    [payload] = webhook_receiver.wait_for(1)
+    assert payload["run_id"] == str(hooked.pk)
+    assert payload["status"] == Run.Status.ERROR
+    assert payload["error"] == queue.WORKER_LOST
+    wait_for(
+        lambda: not Thread.objects.filter(pk=stateless.pk).exists(),
+        "the stateless run's thread to be deleted",
+    )
+    assert (
+        wait_for(lambda: Run.objects.get(pk=hooked.pk).webhook_status, "the webhook's outcome")
+        == Run.WebhookStatus.DELIVERED
+    )
+
+
+def test_reap_runs_sends_the_reaped_runs_webhook(
+    user: Any, manage_py: Any, webhook_receiver: Any
+) -> None:
+    run = pending_run(thread=make_thread(user=user), user=user, webhook=webhook_receiver.url())
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.RUNNING, worker_id="gone", lease_expires_at="2000-01-01T00:00:00Z"
+    )
+
+    result = manage_py("reap_runs")
+
+    assert "reaped 1 run(s)" in result.stdout
+    [payload] = webhook_receiver.received
+    assert (payload["run_id"], payload["status"]) == (str(run.pk), Run.Status.ERROR)
+
+
 def test_reap_runs_dry_run_lists_without_changing_anything(user: Any, manage_py: Any) -> None:
     run = pending_run(thread=make_thread(user=user), user=user, input={})
     Run.objects.filter(pk=run.pk).update(

@@ -1,9 +1,11 @@
 """Signals the engine sends, for the rest of the project to act on without the engine knowing it.
 
-- `run_ended(sender=RunWorker, run=Run)`: a worker finished executing a run (whatever its
-  outcome, also when the run was lost); sent from the worker's event loop with `asend_robust`,
-  in the run's own task once its slot is free (the worker's shutdown waits for it as it did
-  for the task it had of its own). The runs app sends the run's webhook and deletes a
+- `run_ended(sender=RunWorker | reap_runs' Command, run=Run)`: a run ended, sent once by
+  whoever ended it: the worker that executed it (whatever its outcome), or, for a run whose
+  lease expired, the worker or `reap_runs` command that reaped it (the worker that lost the
+  run sends nothing). From a worker's event loop with `asend_robust`, in the run's own task
+  once its slot is free, or in a task per reaped run (the worker's shutdown waits for either
+  as it did for the task it had of its own). The runs app sends the run's webhook and deletes a
   stateless run's thread on it (`runs.after_run`).
 """
 

@@ -229,8 +229,9 @@ class RunWorker(Slots):
 
     async def _execute(self, run: Run, cancel: CancelSignal) -> None:
         bind_run(run_id=run.pk, thread_id=run.thread_id)
+        outcome = None
         try:
-            await execute_run(run, cancel=cancel)
+            outcome = await execute_run(run, cancel=cancel)
         except Exception:
             # The lease is left to expire: the reaper ends the run with a clear reason.
             logger.exception("worker %s: run %s could not be finished", self.worker_id, run.pk)
@@ -240,7 +241,18 @@ class RunWorker(Slots):
             # it empty and no run was queued since (then its poll looks, as for a lost wake-up).
             if not self._queue_empty or not self._accepting:
                 self._wake.set()
-        await self._send_run_ended(run)
+        # A run this worker did not end (lost, or left to expire) gets its `run_ended` from
+        # whoever ends it: the reaper (`_reap`), so its webhook is sent once.
+        if outcome is not None:
+            await self._send_run_ended(run)
+
+    async def _reap(self) -> None:
+        """End the runs of dead workers, then send `run_ended` for each, in a task of its own
+        (a webhook's retries never hold up the maintenance loop)."""
+        for run in await call_sync(queue.reap_expired, on=Executor.ENGINE):
+            self._post_run.add(
+                asyncio.create_task(self._send_run_ended(run), name=f"reaped-{run.pk}")
+            )
 
     async def _send_run_ended(self, run: Run) -> None:
         """`run_ended`'s receivers, awaited in the run's own task once its slot is free (no
@@ -321,7 +333,7 @@ class RunWorker(Slots):
                     self._apply_flags(flags, lost_if_missing=False)
                 if now - last_reap >= reap_every:
                     last_reap = now
-                    await call_sync(queue.reap_expired, on=Executor.ENGINE)
+                    await self._reap()
                 if now - last_purge >= purge_every:
                     last_purge = now
                     await call_sync(purge_stream_events, on=Executor.ENGINE)

@@ -1,11 +1,14 @@
 """`manage.py reap_runs`: end the runs of dead workers (their lease expired)."""
 
+import asyncio
 import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from runs.engine import expired_runs, reap_expired
+from deerflow_site.bridge import call_async
+from runs.engine import expired_runs, reap_expired, run_ended
+from runs.models import Run
 
 
 class Command(BaseCommand):
@@ -13,7 +16,8 @@ class Command(BaseCommand):
         "End every running run whose worker stopped renewing its lease: status error "
         "(WorkerLost), thread freed, stream ended. Live workers do this too. One line per run "
         "(the reaper's warning in the log, or on stdout when the log leaves warnings out), "
-        "then the count on stdout."
+        "then the count on stdout. The reaped runs' run_ended work (webhooks, stateless "
+        "threads' deletion) is done before it returns."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -34,3 +38,18 @@ class Command(BaseCommand):
                     f"{verb} run {run.pk} of thread {run.thread_id} (worker {run.worker_id})"
                 )
         self.stdout.write(f"{verb} {len(runs)} run(s)")
+        if runs and not dry_run:
+            call_async(_send_run_ended, runs)
+
+
+async def _send_run_ended(runs: list[Run]) -> None:
+    """`run_ended` for each reaped run, side by side; receivers' failures are logged."""
+    results = await asyncio.gather(
+        *(run_ended.asend_robust(sender=Command, run=run) for run in runs)
+    )
+    for run, responses in zip(runs, results, strict=True):
+        for receiver, result in responses:
+            if isinstance(result, Exception):
+                logging.getLogger(__name__).error(
+                    "run %s: run_ended receiver %r failed", run.pk, receiver, exc_info=result
+                )
