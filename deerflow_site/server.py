@@ -44,6 +44,7 @@ from typing import Any
 from daphne.cli import CommandLineInterface
 from daphne.server import Server, reactor  # daphne installs the asyncio reactor first
 from django.core.exceptions import ImproperlyConfigured
+from twisted.internet import defer
 from twisted.web import http
 
 from deerflow_site.heap import settle_heap
@@ -183,6 +184,8 @@ class StreamServer(Server):
         http.HTTPChannel._respondToBadRequestAndDisconnect = _respond_to_bad_request_and_disconnect
         http.HTTPChannel.lineLengthExceeded = _line_length_exceeded
         settle_heap()  # the application is imported: what is alive now lives as long as we do
+        # SIGTERM: the embedded worker's runs finish (or end `error`) before the loop stops.
+        reactor.addSystemEventTrigger("before", "shutdown", _stop_embedded_worker)
         super().run()
 
     def application_checker(self) -> None:
@@ -193,6 +196,12 @@ class StreamServer(Server):
             reactor.callLater(1, self.application_checker)
         else:
             super().application_checker()
+
+
+def _stop_embedded_worker() -> defer.Deferred:
+    from runs.engine.embedded import stop_embedded_worker
+
+    return defer.Deferred.fromFuture(asyncio.ensure_future(stop_embedded_worker()))
 
 
 class StreamServerCommand(CommandLineInterface):

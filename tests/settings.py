@@ -14,6 +14,8 @@ os.environ.setdefault("DEERFLOW_SAMPLE_GRAPHS", "true")
 os.environ.setdefault("DEERFLOW_MAX_ACTIVE_RUNS_PER_USER", "0")
 # Webhook receivers in the tests listen on loopback.
 os.environ.setdefault("DEERFLOW_WEBHOOK_ALLOW_PRIVATE", "true")
+# A live server stopped with runs in flight lets them go on this long (the stop waits 10 s).
+os.environ.setdefault("DEERFLOW_WORKER_SHUTDOWN_SECONDS", "1")
 
 from deerflow_site.settings import *  # noqa: F403
 

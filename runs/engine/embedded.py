@@ -2,19 +2,25 @@
 starts (`runs.engine.direct`)."""
 
 import asyncio
+import contextlib
 import contextvars
 import logging
+from typing import TYPE_CHECKING
 
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from runs.engine.worker import RunWorker
 
 logger = logging.getLogger(__name__)
 
 _task: asyncio.Task | None = None
+_worker: "RunWorker | None" = None
 
 
 def ensure_embedded_worker() -> None:
     """Start the embedded worker on the running loop once, when settings ask for it."""
-    global _task
+    global _task, _worker
     if _task is not None or not settings.EMBEDDED_WORKER:
         return
     try:
@@ -24,7 +30,7 @@ def ensure_embedded_worker() -> None:
     from runs.engine.direct import serve_direct_starts
     from runs.engine.worker import RunWorker
 
-    worker = RunWorker(concurrency=settings.WORKER_CONCURRENCY)
+    worker = _worker = RunWorker(concurrency=settings.WORKER_CONCURRENCY)
     serve_direct_starts(worker)
     # A fresh context: the worker must not inherit the request's (asgiref's thread-sensitive
     # executor of that request, among others).
@@ -33,6 +39,17 @@ def ensure_embedded_worker() -> None:
     )
     _task.add_done_callback(_report_exit)
     logger.info("embedded run worker %s starting", worker.worker_id)
+
+
+async def stop_embedded_worker() -> None:
+    """Stop the embedded worker as `runs_worker` stops on SIGTERM: no new claims, its runs
+    finish for up to WORKER_SHUTDOWN_SECONDS, then end `error` (WorkerShutdown). Awaited by the
+    web server's shutdown (`deerflow_site.server`); nothing when no worker was started."""
+    if _task is None or _worker is None or _task.done():
+        return
+    _worker.request_stop()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await _task
 
 
 def _report_exit(task: asyncio.Task) -> None:
