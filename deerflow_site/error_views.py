@@ -5,6 +5,7 @@ did not map) come here; API clients parse every answer as JSON, so under the API
 `{"detail": ...}`, and the admin and front page keep Django's pages.
 """
 
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -37,6 +38,14 @@ def page_not_found(request: HttpRequest, exception: Exception, **kwargs: Any) ->
 
 def server_error(request: HttpRequest, **kwargs: Any) -> HttpResponse:
     if is_api_request(request):
+        # Called while Django handles the exception (outside a view's mapping: a middleware's
+        # database read): one the map knows, e.g. an unreachable database's 503, keeps its answer.
+        from deerflow_site.api.errors import error_headers, error_status
+
+        mapped = error_status(sys.exc_info()[1]) if sys.exc_info()[1] is not None else None
+        if mapped is not None and mapped[0] >= 500:
+            status, detail = mapped
+            return JsonResponse({"detail": detail}, status=status, headers=error_headers(status))
         return JsonResponse({"detail": "Internal server error."}, status=500)
     return defaults.server_error(request, **kwargs)
 

@@ -2,10 +2,17 @@
 kind is, for DRF views and async views alike."""
 
 import pytest
+from django import db
 from rest_framework.views import APIView
 
 import deerflow_site.urls  # noqa: F401 - imports every app's errors
-from deerflow_site.api.errors import STATUS_OF_KIND, error_response, error_status, exception_handler
+from deerflow_site.api.errors import (
+    DATABASE_UNAVAILABLE,
+    STATUS_OF_KIND,
+    error_response,
+    error_status,
+    exception_handler,
+)
 from deerflow_site.errors import BadRequest, Conflict, DomainError, Forbidden, Invalid, NotFound
 from runs.engine import AssistantNotFound, CheckpointNotFound
 
@@ -53,6 +60,22 @@ def test_what_no_client_caused_is_not_mapped() -> None:
     assert error_status(RuntimeError("bug")) is None
     with pytest.raises(RuntimeError):
         error_response(RuntimeError("bug"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [db.OperationalError("database is locked"), db.InterfaceError("connection already closed")],
+)
+def test_an_unreachable_database_is_a_503_with_retry_after_from_both_kinds_of_view(
+    error: Exception,
+) -> None:
+    drf = exception_handler(error, {"view": APIView()})
+    plain = error_response(error)
+
+    assert drf is not None
+    assert (drf.status_code, plain.status_code) == (503, 503)
+    assert drf.data == {"detail": DATABASE_UNAVAILABLE}
+    assert drf.headers["Retry-After"] == plain.headers["Retry-After"] == "5"
 
 
 @pytest.mark.parametrize("error", DOMAIN_ERRORS, ids=[e.__qualname__ for e in DOMAIN_ERRORS])

@@ -89,3 +89,37 @@ def test_ok_answers_503_naming_what_is_down_when_redis_then_postgresql_stop(
         assert response.json()["database"] is False
         assert "database" in response.json()["detail"]
     server.stop()
+
+
+def test_api_requests_answer_503_json_while_postgresql_is_down_and_serve_once_it_is_back(
+    live_server_factory: LiveServerFactory, own_servers: dict[str, Any], manage_py: Any
+) -> None:
+    database = {"DATABASE_URL": own_servers["database_url"]}
+    manage_py("migrate", "--noinput", env=database)
+    server = live_server_factory.start(
+        **database,
+        REDIS_URL=own_servers["redis_url"],
+        DEERFLOW_EMBEDDED_WORKER="false",
+        DEERFLOW_AUTH_MODE="local",
+        DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true",
+    )
+    with httpx.Client(base_url=server.api_url, trust_env=False, timeout=30) as client:
+        thread_id = client.post("/threads", json={}).json()["thread_id"]
+        own_servers["postgres"].stop()
+        answers = [
+            client.get(f"/threads/{thread_id}"),
+            client.post("/threads", json={}),
+            client.post("/threads/search", json={}),
+            client.post(f"/threads/{thread_id}/runs", json={"assistant_id": "echo"}),
+            client.get(f"/threads/{thread_id}/runs/{thread_id}/stream"),
+        ]
+        own_servers["postgres"].start()
+        back = client.get(f"/threads/{thread_id}")
+    server.stop()
+
+    for answer in answers:
+        assert answer.status_code == 503, (answer.request.url, answer.text)
+        assert answer.headers["content-type"] == "application/json"
+        assert "database is unavailable" in answer.json()["detail"]
+        assert answer.headers["retry-after"].isdigit()
+    assert back.status_code == 200, back.text

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -37,14 +38,19 @@ STATUS_OF_KIND: dict[type[DomainError], int] = {
     QuotaExceeded: 429,
 }
 TOO_LARGE = "The request body is too large."
+DATABASE_UNAVAILABLE = "The database is unavailable at the moment; try again shortly."
+#: Seconds a client is told to wait after a 503 of an unavailable database (`Retry-After`).
+DATABASE_RETRY_AFTER = 5
 
 
 def error_status(exc: BaseException) -> tuple[int, Any] | None:
-    """(HTTP status, `detail`) for an error a client caused; None for anything else (a 500).
+    """(HTTP status, `detail`) for an error a client caused, or a database the server cannot
+    reach at the moment; None for anything else (a 500).
 
     Domain errors by their kind; a body over the upload limit 413; DRF's malformed JSON and
     validation errors 422, its other API errors their own status; Django's Http404 and
-    PermissionDenied 404 and 403.
+    PermissionDenied 404 and 403; the database's OperationalError and InterfaceError (its
+    connection lost or refused, SQLite's file locked or unreadable) 503.
     """
     if isinstance(exc, DomainError):
         kind = next(k for k in type(exc).__mro__ if k in STATUS_OF_KIND or k is DomainError)
@@ -61,7 +67,15 @@ def error_status(exc: BaseException) -> tuple[int, Any] | None:
         return 404, "Not found."
     if isinstance(exc, DjangoPermissionDenied):
         return 403, "Permission denied."
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("database unavailable: %s", exc)
+        return 503, DATABASE_UNAVAILABLE
     return None
+
+
+def error_headers(status: int) -> dict[str, str]:
+    """Headers of a mapped error's response: `Retry-After` on a 503."""
+    return {"Retry-After": str(DATABASE_RETRY_AFTER)} if status == 503 else {}
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -71,7 +85,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if mapped is None:
         return None
     status, detail = mapped
-    headers = {}
+    headers = error_headers(status)
     if isinstance(exc, drf_exceptions.APIException):
         drf_response = drf_exception_handler(exc, context)
         headers = dict(drf_response.headers.items()) if drf_response is not None else {}
@@ -86,4 +100,4 @@ def error_response(exc: Exception) -> JsonResponse:
     if mapped is None:
         raise exc
     status, detail = mapped
-    return JsonResponse({"detail": detail}, status=status)
+    return JsonResponse({"detail": detail}, status=status, headers=error_headers(status))
