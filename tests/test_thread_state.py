@@ -589,5 +589,5 @@ async def test_an_unsupported_method_is_a_json_405(api):
     thread_id = await create_thread(api)
     response = await api.delete(f"/api/threads/{thread_id}/history")
     assert response.status_code == 405
-    assert response["Allow"] == "GET, POST"
+    assert response["Allow"] == "GET, HEAD, POST"  # HEAD answers as GET, as on DRF's views
     assert "detail" in response.json()
