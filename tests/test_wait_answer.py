@@ -74,6 +74,15 @@ async def _response_of(view: Any, user: Any, path: str, *args: Any, body: Any = 
     return response
 
 
+def _kept(run_id: Any) -> tuple[int | None, bytes | None]:
+    """What this process still keeps for the run: how many requests wait for it, its answer.
+
+    Only this run's: the table is the process's, and a test elsewhere that leaves a wait's body
+    unread leaves its run in it."""
+    key = str(run_id)
+    return answers._waiting.get(key), answers._answers.get(key)
+
+
 async def _thread_id(user: Any) -> str:
     return (await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)).pk
 
@@ -102,7 +111,7 @@ async def test_wait_takes_the_answer_its_run_left_in_this_process(
     assert {"values": "messages", "error": "__error__", "interrupt": "__interrupt__"}[
         outcome
     ] in answer
-    assert answers._waiting == {} and answers._answers == {}
+    assert _kept(run.pk) == (None, None)
 
 
 async def test_join_reads_the_answer_of_a_run_that_ended_elsewhere(
@@ -129,7 +138,7 @@ async def test_join_reads_the_answer_of_a_run_that_ended_elsewhere(
 
     assert answer == {"reply": "from elsewhere"}
     assert database_reads == [run.pk]
-    assert answers._waiting == {} and answers._answers == {}
+    assert _kept(run.pk) == (None, None)
 
 
 def test_an_answer_nobody_waits_for_is_not_kept() -> None:
@@ -143,7 +152,7 @@ def test_an_answer_nobody_waits_for_is_not_kept() -> None:
     assert json.loads(answers.take("a-run")) == {"x": "\ufffd"}  # as the thread row stores it
     answers.forget("a-run")
     assert answers.take("a-run") is answers.MISSING
-    assert answers._waiting == {} and answers._answers == {}
+    assert _kept("a-run") == (None, None)
 
 
 @pytest.mark.skipif(
@@ -176,7 +185,7 @@ async def test_join_takes_the_answer_the_end_of_a_run_in_another_process_brought
 
     assert await asyncio.wait_for(_body_of(response), 20) == {"reply": "from elsewhere"}
     assert database_reads == []
-    assert answers._waiting == {} and answers._answers == {}
+    assert _kept(run.pk) == (None, None)
 
 
 def test_an_answer_too_large_for_the_layer_is_left_to_the_database() -> None:
