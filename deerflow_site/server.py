@@ -199,7 +199,7 @@ class StreamServer(Server):
 
 
 def _stop_embedded_worker() -> defer.Deferred:
-    from runs.engine.embedded import stop_embedded_worker
+    from runs.engine import stop_embedded_worker
 
     return defer.Deferred.fromFuture(asyncio.ensure_future(stop_embedded_worker()))
 

@@ -1,7 +1,6 @@
 """SIGTERM stops the web process gracefully: its embedded worker's runs finish for up to
 DEERFLOW_WORKER_SHUTDOWN_SECONDS, then end `error` (WorkerShutdown), as `runs_worker`'s do."""
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -43,7 +42,7 @@ async def test_sigterm_lets_the_embedded_workers_runs_finish_then_ends_the_rest(
         assert [run["status"] for run in created] == ["running", "running"]
     finally:
         server.process.terminate()
-        exit_code = await asyncio.to_thread(server.process.wait, 60)
+        exit_code = await call_sync(server.process.wait, 60, on=Executor.BLOCKING)
 
     short, long = [await fetch_run(run["run_id"]) for run in created]
     assert exit_code == 0

@@ -31,7 +31,7 @@ from runs.engine.direct import (
     thread_busy_or_queue_taken,
     wake_workers_after_commit,
 )
-from runs.engine.embedded import ensure_embedded_worker
+from runs.engine.embedded import ensure_embedded_worker, stop_embedded_worker
 from runs.engine.errors import AssistantNotFound, CheckpointNotFound, GraphNotRegistered
 from runs.engine.fanout import Subscription, subscribe_then
 from runs.engine.finish import ThreadSnapshot, settle_thread, thread_status
@@ -90,6 +90,7 @@ __all__ = [
     "run_worker_process",
     "send_after_commit",
     "settle_thread",
+    "stop_embedded_worker",
     "store_stream_events",
     "subgraph_schemas",
     "subscribe_then",
