@@ -40,7 +40,7 @@ from runs.engine.graphs import describe_agent_model
 from runs.engine.queue import expired_runs, reap_expired
 from runs.engine.registry import GraphSpec, graph_file, graph_specs, load_graph, resolve_assistant
 from runs.engine.serialization import to_jsonable
-from runs.engine.signals import run_ended
+from runs.engine.signals import run_ended, send_run_ended
 from runs.engine.state import copy_state, get_thread_history, get_thread_state, update_state
 from runs.engine.streaming import (
     expired_stream_events,
@@ -89,6 +89,7 @@ __all__ = [
     "run_ended",
     "run_worker_process",
     "send_after_commit",
+    "send_run_ended",
     "settle_thread",
     "stop_embedded_worker",
     "store_stream_events",

@@ -10,11 +10,14 @@
 """
 
 import asyncio
+import logging
 from typing import Any
 
 from django.dispatch import Signal
 
 from deerflow_site.bridge import Executor, call_sync
+
+logger = logging.getLogger(__name__)
 
 
 class InlineSignal(Signal):
@@ -75,3 +78,11 @@ class InlineSignal(Signal):
 
 
 run_ended = InlineSignal()
+
+
+async def send_run_ended(run: Any, *, sender: Any) -> None:
+    """`run_ended` for `run` from `sender`, in the caller's task; each receiver's failure is
+    logged with the run's id."""
+    for receiver, result in await run_ended.asend_robust(sender=sender, run=run):
+        if isinstance(result, Exception):
+            logger.error("run %s: run_ended receiver %r failed", run.pk, receiver, exc_info=result)

@@ -32,7 +32,7 @@ from runs.engine.executor import CancelReason, CancelSignal, execute_run
 from runs.engine.graphs import describe_agent_model
 from runs.engine.heartbeats import forget_worker, record_heartbeat
 from runs.engine.registry import graph_specs, load_graph
-from runs.engine.signals import run_ended
+from runs.engine.signals import send_run_ended
 from runs.engine.slots import Slots
 from runs.engine.streaming import purge_stream_events
 from runs.models import Run
@@ -262,11 +262,7 @@ class RunWorker(Slots):
         assert task is not None
         self._post_run.add(task)
         try:
-            for receiver, result in await run_ended.asend_robust(sender=RunWorker, run=run):
-                if isinstance(result, Exception):
-                    logger.error(
-                        "run %s: run_ended receiver %r failed", run.pk, receiver, exc_info=result
-                    )
+            await send_run_ended(run, sender=RunWorker)
         finally:
             self._post_run.discard(task)
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from deerflow_site.bridge import call_async
-from runs.engine import expired_runs, reap_expired, run_ended
+from runs.engine import expired_runs, reap_expired, send_run_ended
 from runs.models import Run
 
 
@@ -44,12 +44,4 @@ class Command(BaseCommand):
 
 async def _send_run_ended(runs: list[Run]) -> None:
     """`run_ended` for each reaped run, side by side; receivers' failures are logged."""
-    results = await asyncio.gather(
-        *(run_ended.asend_robust(sender=Command, run=run) for run in runs)
-    )
-    for run, responses in zip(runs, results, strict=True):
-        for receiver, result in responses:
-            if isinstance(result, Exception):
-                logging.getLogger(__name__).error(
-                    "run %s: run_ended receiver %r failed", run.pk, receiver, exc_info=result
-                )
+    await asyncio.gather(*(send_run_ended(run, sender=Command) for run in runs))
