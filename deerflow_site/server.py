@@ -26,6 +26,14 @@ A request twisted refuses before any application sees it (a request line and hea
 (`BAD_REQUEST`) instead of an empty one; a line over the limit, which twisted answers by
 closing the connection alone, gets the same answer.
 
+A request body over the API's limit (`DEERFLOW_MAX_BODY_BYTES`, Django's
+DATA_UPLOAD_MAX_MEMORY_SIZE) is answered 413 as soon as it is known, with the API's JSON error,
+and the connection closed: twisted keeps a whole body (in a temporary file) before daphne hands
+it on, and Django checks the limit against a declared Content-Length only, so a body declared
+larger would be waited for (Content-Length: 10**20) and a chunked one read to its end, however
+long. A declared length is refused before any of the body is read; a chunked body once what
+came in passes the limit.
+
 With `--announce TEXT` (scripts/serve's list of URLs), the text is printed once every endpoint
 listens, never before; an endpoint it cannot listen on (the port is taken) is said in one line on
 stderr and the process exits 1.
@@ -42,6 +50,7 @@ from functools import partial
 from typing import Any
 
 from daphne.cli import CommandLineInterface
+from daphne.http_protocol import WebRequest
 from daphne.server import Server, reactor  # daphne installs the asyncio reactor first
 from django.core.exceptions import ImproperlyConfigured
 from twisted.internet import defer
@@ -72,6 +81,71 @@ def _line_length_exceeded(channel: http.HTTPChannel, line: bytes) -> None:
     """A request line or header line over the limit: `BAD_REQUEST` (twisted's `LineReceiver`
     closes the connection without a word)."""
     _respond_to_bad_request_and_disconnect(channel)
+
+
+def _too_large_answer(max_bytes: int) -> bytes:
+    """The 413 sent for a body over `max_bytes`, as the API words it; the connection closes."""
+    from deerflow_site.api.errors import TOO_LARGE
+
+    body = json.dumps({"detail": TOO_LARGE, "max_bytes": max_bytes}).encode()
+    return (
+        b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    ) + body
+
+
+class BodyLimit:
+    """The request body limit, enforced while twisted reads a request (installed by
+    `StreamServer.run` on twisted's channel and daphne's request)."""
+
+    max_bytes = 0
+    answer = b""
+    all_headers_received = http.HTTPChannel.allHeadersReceived
+    handle_content_chunk = WebRequest.handleContentChunk
+    request_received = WebRequest.requestReceived
+
+    @classmethod
+    def install(cls, max_bytes: int) -> None:
+        cls.max_bytes = max_bytes
+        cls.answer = _too_large_answer(max_bytes)
+        http.HTTPChannel.allHeadersReceived = _all_headers_received
+        WebRequest.handleContentChunk = _handle_content_chunk
+        WebRequest.requestReceived = _request_received
+
+    @classmethod
+    def refuse(cls, channel: http.HTTPChannel) -> None:
+        channel.transport.write(cls.answer)
+        channel.loseConnection()  # nothing more is read: the rest of the body is never stored
+
+
+def _all_headers_received(channel: http.HTTPChannel) -> None:
+    """A declared Content-Length over the limit: the 413 before any of the body is read (the
+    request gets no content file, and the reading stops with the connection)."""
+    if channel.length is not None and channel.length > BodyLimit.max_bytes:
+        BodyLimit.refuse(channel)
+        return
+    BodyLimit.all_headers_received(channel)
+
+
+def _handle_content_chunk(request: WebRequest, data: bytes) -> None:
+    """Body bytes as they come (a chunked body has no declared length): past the limit, the
+    content is dropped (None marks the request refused) and the 413 sent."""
+    content = request.content
+    if content is None:  # refused: what was already received is not stored
+        return
+    if content.tell() + len(data) > BodyLimit.max_bytes:
+        request.content = None
+        content.close()
+        BodyLimit.refuse(request.channel)
+        return
+    BodyLimit.handle_content_chunk(request, data)
+
+
+def _request_received(request: WebRequest, command: bytes, path: bytes, version: bytes) -> None:
+    """A refused request's end of body (already received with its last chunk) reaches no
+    application."""
+    if request.content is not None:
+        BodyLimit.request_received(request, command, path, version)
 
 
 #: The server walks its connections for finished applications every this many seconds
@@ -183,6 +257,9 @@ class StreamServer(Server):
     def run(self) -> None:
         http.HTTPChannel._respondToBadRequestAndDisconnect = _respond_to_bad_request_and_disconnect
         http.HTTPChannel.lineLengthExceeded = _line_length_exceeded
+        from django.conf import settings
+
+        BodyLimit.install(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         settle_heap()  # the application is imported: what is alive now lives as long as we do
         # SIGTERM: the embedded worker's runs finish (or end `error`) before the loop stops.
         reactor.addSystemEventTrigger("before", "shutdown", _stop_embedded_worker)

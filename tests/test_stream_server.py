@@ -153,3 +153,60 @@ async def test_a_request_twisted_refuses_is_a_json_400(daphne_server, request_by
     assert json.loads(body)["detail"].startswith("Malformed or too large request")
     async with httpx.AsyncClient(base_url=daphne_server.api_url) as client:
         assert (await client.get("/ok")).status_code == 200
+
+
+def _chunked(body: bytes, size: int = 65_536) -> bytes:
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+def _search_request(headers: dict[str, str], framing: bytes, body: bytes) -> bytes:
+    return (
+        b"POST /api/threads/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Authorization: " + headers["Authorization"].encode() + b"\r\n" + framing + b"\r\n" + body
+    )
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "framing, body",
+    [
+        (b"Content-Length: 100000000000000000000\r\n", b"{}"),
+        (b"Content-Length: 2621441\r\n", b"{}"),
+        (b"Transfer-Encoding: chunked\r\n", _chunked(b'{"metadata": {"a": "' + b"x" * 3_000_000)),
+        (b"Transfer-Encoding: chunked\r\n", _chunked(b"x" * 2_621_441)[:-5]),  # no end yet
+    ],
+    ids=["declared 10**20", "declared one over", "chunked over", "chunked over, unfinished"],
+)
+async def test_a_body_over_the_limit_is_a_json_413_at_once(daphne_server, headers, framing, body):
+    """A body over DEERFLOW_MAX_BODY_BYTES (2.5 MB) is refused as soon as it is known, a declared
+    one before any of it is read, a chunked one (no declared length, which Django's own check
+    reads) once it passes the limit; nothing waits for the rest, and the server goes on
+    serving. Chunked, the whole body used to be read and handed to the API (a 200 here), and a
+    declared 10**20 bytes were waited for."""
+    answer = await _raw_exchange(daphne_server.url, _search_request(headers, framing, body))
+
+    head, _, answered = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(answered) == {
+        "detail": "The request body is too large.",
+        "max_bytes": 2621440,
+    }
+    async with httpx.AsyncClient(base_url=daphne_server.api_url) as client:
+        assert (await client.get("/ok")).status_code == 200
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+async def test_a_chunked_body_within_the_limit_is_answered(daphne_server, headers):
+    body = b'{"metadata": {"a": "' + b"x" * 2_000_000 + b'"}, "limit": 1}'
+    answer = await _raw_exchange(
+        daphne_server.url,
+        _search_request(
+            headers, b"Transfer-Encoding: chunked\r\nConnection: close\r\n", _chunked(body)
+        ),
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
