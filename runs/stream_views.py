@@ -385,6 +385,7 @@ async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
     stream = stream_thread_events(
         subscription=subscription,
         thread_id=thread_id,
+        user_id=request.user.pk,
         cursor=cursor,
         names=thread_event_filter(modes),
     )

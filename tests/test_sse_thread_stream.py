@@ -4,9 +4,13 @@ import asyncio
 
 import httpx
 import pytest
+from django.contrib.auth.models import Group
+from guardian.shortcuts import assign_perm, remove_perm
 from langgraph_sdk.errors import NotFoundError
 
+from deerflow_site.bridge import Executor, call_sync
 from tests.fixtures import streamed_resumable_run
+from threads.models import Thread
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -159,3 +163,34 @@ async def test_thread_stream_rejects_bad_modes_and_cursors(daphne_server, sdk, h
         422,
         422,
     )
+
+
+async def test_a_thread_stream_ends_before_a_run_its_viewer_may_no_longer_see(
+    sdk, other_sdk, other_user
+):
+    """A thread shared with a group: a member's open thread stream follows its runs while the
+    share holds; once it is revoked, the next run is not sent and the stream ends (it used to
+    go on sending every run, for as long as it stayed open)."""
+    thread_id = (await sdk.threads.create())["thread_id"]
+
+    def share(grant) -> None:
+        group, _ = Group.objects.get_or_create(name="thread viewers")
+        group.user_set.add(other_user)
+        grant("view_thread", group, Thread.objects.get(pk=thread_id))
+
+    await call_sync(share, assign_perm, on=Executor.THREAD_SENSITIVE)
+    listener = Listener(await other_sdk.threads.join_stream(thread_id))
+    try:
+        await listener.listening(sdk, thread_id)
+        await call_sync(share, remove_perm, on=Executor.THREAD_SENSITIVE)
+        secret = await sdk.runs.create(thread_id, "echo", input={"value": "after the revoke"})
+        await sdk.runs.join(thread_id, secret["run_id"])
+        await asyncio.wait_for(listener._task, 30)  # the stream ended
+    finally:
+        listener.close()
+
+    assert listener.ended()
+    assert secret["run_id"] not in {_run_of(p) for p in listener.parts}
+    assert "after the revoke" not in repr([p.data for p in listener.parts])
+    with pytest.raises(NotFoundError):
+        await other_sdk.threads.get(thread_id)
