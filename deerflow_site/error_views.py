@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
@@ -20,8 +21,15 @@ def is_api_request(request: HttpRequest) -> bool:
 
 def bad_request(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
     if is_api_request(request):
-        return JsonResponse({"detail": "Bad request."}, status=400)
+        return JsonResponse({"detail": _bad_request_detail(exception)}, status=400)
     return defaults.bad_request(request, exception, **kwargs)
+
+
+def _bad_request_detail(exception: Exception) -> str:
+    if isinstance(exception, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return f"Too many query parameters or form fields: at most {limit}."
+    return "Bad request."
 
 
 def permission_denied(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
