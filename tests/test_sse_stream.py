@@ -257,6 +257,27 @@ async def test_a_resumed_connection_never_sends_an_id_twice(
     assert seen_ids + resumed_ids == events_ids
 
 
+async def test_the_end_after_the_largest_last_event_id_is_an_id_the_server_accepts(
+    daphne_server, sdk, headers
+):
+    """Joined after the largest id `Last-Event-ID` takes, an ended run's `end` carries an id
+    that a reconnection may send back (it was 2**63, which is a 422)."""
+    thread_id = await new_thread(sdk)
+    run = await sdk.runs.create(thread_id, "echo", input=HUMAN, stream_resumable=True)
+    await sdk.runs.join(thread_id, run["run_id"])
+    path = f"/threads/{thread_id}/runs/{run['run_id']}/stream"
+    async with httpx.AsyncClient(base_url=daphne_server.api_url, trust_env=False) as client:
+        frames = await sse_frames(
+            client, "GET", path, headers={**headers, "Last-Event-ID": str(2**63 - 1)}
+        )
+        end_id = frames[-1].rsplit(b"\r\nid: ", 1)[1].decode()
+        again = await sse_frames(client, "GET", path, headers={**headers, "Last-Event-ID": end_id})
+
+    assert frames[-1].startswith(b"event: end\r\n")
+    assert int(end_id) == 2**63 - 1
+    assert again[-1].startswith(b"event: end\r\n")
+
+
 async def test_resumable_run_joined_mid_way_gets_missed_events_then_live_ones(sdk):
     thread_id = await new_thread(sdk)
     run = await sdk.runs.create(

@@ -21,7 +21,14 @@ from runs import selectors
 from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import Subscription, bus, subscribe_then
 from runs.models import Run
-from runs.sse.frames import HEARTBEAT, event_filter, frame, metadata_frame, wanted
+from runs.sse.frames import (
+    HEARTBEAT,
+    MAX_INTEGER,
+    event_filter,
+    frame,
+    metadata_frame,
+    wanted,
+)
 from runs.sse.status_checks import run_has_ended
 
 logger = logging.getLogger(__name__)
@@ -111,8 +118,10 @@ def _gap(*, cursor: _Cursor, run: Run) -> bytes | None:
 
 
 def _end_frame(cursor: _Cursor) -> bytes:
+    """The `end` of a run that ended before the stream listened: an id after the cursor's,
+    within what `Last-Event-ID` accepts (a client's cursor may be any id up to 2**63 - 1)."""
     cursor.concluded = True
-    event_id = max(bus.out_of_band_event_id(), cursor.last_sent + 1)
+    event_id = min(max(bus.out_of_band_event_id(), cursor.last_sent + 1), MAX_INTEGER)
     cursor.last_sent = event_id
     return frame("end", "null", event_id)
 
