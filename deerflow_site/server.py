@@ -20,6 +20,14 @@ of a create+wait run's CPU), form fields, a whole multipart body. Requests here 
 twisted's `parsePOSTFormSubmission=False`; Django parses forms itself, and answers a malformed
 one (which twisted answered 400 and disconnected).
 
+A response's first and last body messages leave at once (`flush_now`): twisted buffers a
+response's bytes until the loop's next look at its sockets, after every callback already due has
+run (on the request path: a run just handed to the worker starting its graph, a run's end
+sending `run_ended`), so an answer, a stream's status line and first event waited for work that
+did not concern them. Those are written in the application's own step, as asyncio's transports
+do; what the socket does not take stays buffered for the loop as before. A stream's other
+events are still written at the loop's next look, several in one write when they come together.
+
 A request twisted refuses before any application sees it (a request line and headers over its
 16 KB, more than 500 headers, a malformed request line, header or chunk) is answered with a
 400 and a closed connection, as twisted answers most of them, with the API's JSON error body
@@ -53,7 +61,7 @@ from daphne.cli import CommandLineInterface
 from daphne.http_protocol import WebRequest
 from daphne.server import Server, reactor  # daphne installs the asyncio reactor first
 from django.core.exceptions import ImproperlyConfigured
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.web import http
 
 from deerflow_site.heap import settle_heap
@@ -208,6 +216,27 @@ class ApplicationInput:
         return message
 
 
+def flush_now(transport: Any) -> None:
+    """Write what a plain TCP or Unix socket transport (twisted's `tcp.Connection`) holds
+    buffered now, instead of at the loop's next look at the socket; anything else (TLS, a
+    connection closing, nothing buffered) is left to the reactor.
+
+    This is the reactor's own write (`doWrite`), called early: what the socket does not take,
+    and a failed write, stay with the transport, whose writer is still registered, and the
+    reactor's next write does what it always does with them (a lost connection is seen there).
+    A transport that is closing is never written here, since the write that empties it must
+    return the close to the reactor."""
+    if (
+        isinstance(transport, tcp.Connection)
+        and transport._tempDataLen
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and not getattr(transport, "TLS", False)
+    ):
+        transport.doWrite()
+
+
 class StreamServer(Server):
     """daphne's `Server` with a light application input and a slower connection walk, which
     prints `announce` once it listens on every endpoint."""
@@ -246,6 +275,19 @@ class StreamServer(Server):
             return None
         self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
         return application_input
+
+    async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
+        # daphne's own method (no await in it), then the bytes it buffered written at once
+        # after a response's first body message (status line and headers) and its last.
+        await super().handle_reply(protocol, message)
+        kind = message["type"]
+        if kind == "http.response.start":
+            protocol.deerflow_first_body = True
+        elif kind == "http.response.body" and (
+            not message.get("more_body", False) or getattr(protocol, "deerflow_first_body", False)
+        ):
+            protocol.deerflow_first_body = False
+            flush_now(getattr(protocol, "transport", None))
 
     def protocol_connected(self, protocol: Any) -> None:
         # daphne's WebRequest calls this from its __init__, once twisted's Request.__init__ has

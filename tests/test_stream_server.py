@@ -1,13 +1,18 @@
 """The daphne server we run (`deerflow_site.server`): its light application input behaves as the
-asyncio.Queue daphne would give, and its connection walk still reaps finished applications."""
+asyncio.Queue daphne would give, its connection walk still reaps finished applications, and what
+an application sends leaves at once."""
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
 
 from deerflow_site.server import APPLICATION_CHECK_EVERY, ApplicationInput, StreamServer
+from tests.live import REPO_ROOT, _free_port, die_with_parent
 
 WAIT = 20.0
 
@@ -210,3 +215,53 @@ async def test_a_chunked_body_within_the_limit_is_answered(daphne_server, header
         ),
     )
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+@pytest.mark.parametrize(
+    "path, whole",
+    [("/answer", b"first"), ("/stream", b"first then the rest"), ("/wait", b"first")],
+    ids=["an answer", "a stream's first chunk", "a body's last chunk"],
+)
+def test_what_the_application_sends_leaves_before_the_callbacks_due_after_it(
+    tmp_path, path, whole
+) -> None:
+    # tests/flush_app.py answers, then holds the server's loop in a callback already due until
+    # this test has read the answer: twisted alone writes a response at the loop's next look at
+    # its sockets, after that callback, so the read would wait for the hold to end (60 s).
+    release = tmp_path / "release"
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deerflow_site.server",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--announce",
+            "listening",
+            "tests.flush_app:application",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "FLUSH_TEST_RELEASE": str(release)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        assert process.stdout.readline() == b"listening\n"
+        with (
+            httpx.Client(trust_env=False, timeout=WAIT) as client,
+            client.stream("GET", f"http://127.0.0.1:{port}{path}") as response,
+        ):
+            chunks = response.iter_raw()
+            assert response.status_code == 200
+            assert next(chunks) == b"first"  # while the loop is held
+            release.touch()
+            assert b"".join([b"first", *chunks]) == whole
+    finally:
+        release.touch()
+        process.terminate()
+        process.wait(WAIT)
