@@ -2,8 +2,8 @@
 named executor, `call_async` runs async code from sync code. Nothing else in the project calls
 asgiref's `sync_to_async` / `async_to_sync` or `asyncio.to_thread` (`tests/test_layout.py`).
 
-Where sync code runs decides which database connection it uses (Django keeps one per thread), so
-each executor is named for the connection it stands for:
+Where sync code runs decides its database connection (Django keeps one per thread), so each
+executor is named for the connection it stands for:
 
 - `Executor.ENGINE`: the run engine's database thread. One thread, so the worker's ORM calls run
   one at a time on one connection, kept between calls (a worker has no requests to scope a
@@ -22,27 +22,23 @@ each executor is named for the connection it stands for:
 - `Executor.BLOCKING`: the event loop's default pool, for blocking work that needs no database
   connection (importing and compiling graphs, waiting on a thread's event).
 
-Inside a request, Django's handler gives the request its own thread-sensitive thread. asgiref
-makes that a new thread per request (and another to join it), whose new database connection
-lives no longer than the request. `request_thread()` lends the request a thread from a pool
-instead, so threads and their connections (kept for `CONN_MAX_AGE`) serve request after request,
-as a WSGI server's threads do.
+Inside a request, Django's handler gives the request its own thread-sensitive thread: asgiref
+makes a new one per request (and another to join it), with a new database connection. Here
+`request_thread()` lends a pooled thread, whose connection (kept for `CONN_MAX_AGE`) serves
+request after request, as a WSGI server's threads do.
 
-The two executors that own their threads (ENGINE, API) keep a thread's connection between calls
-and drop it after a database error that may have broken it, so that the next call on that thread
-reconnects (what Channels' `database_sync_to_async` does with `close_old_connections`, without a
-new connection per call).
+The executors owning their threads (ENGINE, API) keep a thread's connection between calls and
+drop it after a database error that may have broken it: the thread's next call reconnects
+(Channels' `database_sync_to_async` with `close_old_connections`, without one per call).
 
-`SerialThread` is a thread of one owner's own (the SQLite checkpoint saver's, which owns an
-`sqlite3` connection): calls run there one at a time in the order they were made, each one hop
-there and back (a queue put, and the result sent back), and a call once made always runs to its
-end, even when its caller is cancelled meanwhile.
+`SerialThread` is one owner's thread (the SQLite checkpoint saver's, with its `sqlite3`
+connection): calls run there one at a time in order, each a hop there and back (a queue put, the
+result sent back), and a call once made runs to its end even when its caller is cancelled.
 
-A hop to ENGINE, API, a request's thread or a `SerialThread` is a plain submit and one future,
-not asgiref's `sync_to_async` (whose executor look-up, shield and wrapped future cost about as
-much as the hop itself; what it does with the context is kept: `_hop`); its result comes back
-through the loop's `LoopInbox` (`deerflow_site/loop_inbox.py`), where the results that end
-while the loop is busy share one wake-up of the loop (one `call_soon_threadsafe`).
+A hop to ENGINE, API, a request's thread or a `SerialThread` is a submit and one future, not
+asgiref's `sync_to_async` (whose look-ups, shield and wrapped future cost about the hop itself;
+what it does with the context is kept: `_hop`); its result comes back through the loop's
+`LoopInbox` (`loop_inbox.py`: results ending while the loop is busy share one wake-up).
 """
 
 import asyncio
@@ -73,6 +69,7 @@ from django.db import (
     reset_queries,
 )
 
+from deerflow_site import loop_inbox
 from deerflow_site.loop_inbox import LoopInbox, inbox_of, stop_iteration_error
 
 T = TypeVar("T")
@@ -284,6 +281,7 @@ def _run_for_loop(
     local.main_event_loop = inbox.loop  # alive: its caller waits on it
     local.main_event_loop_pid = os.getpid()
     local.task_context = tasks
+    outer = loop_inbox.hold_replies()
 
     def in_context() -> Any:
         if _restore_context is not None:
@@ -299,6 +297,7 @@ def _run_for_loop(
         local.__dict__.update(before)
     with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
         inbox.put(future, result, error)
+    loop_inbox.release_replies(outer)  # `after_reply`: behind the result, in its inbox
 
 
 def call_async(fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:

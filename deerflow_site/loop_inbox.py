@@ -5,13 +5,23 @@ hand-offs to a loop (the worker's slots) reach it.
 Each `call_soon_threadsafe` writes to the loop's self-pipe and wakes the loop; an inbox sends one
 for the first call made while none is pending, and the calls made before that wake-up runs ride
 on it, in order.
+
+A thread hop's own hand-offs to its caller's loop may wait for its result (`after_reply`): they
+then run there after the caller has resumed (a run started directly by admission begins after
+the admitting request has answered its headers, or a stream its `metadata`).
 """
 
 import asyncio
+import logging
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Per thread: the calls `after_reply` holds while a hop runs there (None: no hop runs).
+_held = threading.local()
 
 
 class LoopInbox:
@@ -125,3 +135,37 @@ def stop_iteration_error(exc: StopIteration) -> RuntimeError:
     )
     error.__cause__ = exc
     return error
+
+
+def after_reply(callback: Callable[[], Any]) -> None:
+    """`callback()` on this thread once the thread hop running here has sent its result to its
+    caller's loop (what the callback sends to that loop through its inbox then runs after the
+    caller's wake-up), or now when no hop runs here. A failure is logged."""
+    held = getattr(_held, "calls", None)
+    if held is None:
+        _call_logged(callback)
+    else:
+        held.append(callback)
+
+
+def hold_replies() -> list[Callable[[], Any]] | None:
+    """Start holding `after_reply`'s calls on this thread (a hop starts); returns what was held
+    before, for `release_replies`."""
+    outer = getattr(_held, "calls", None)
+    _held.calls = []
+    return outer
+
+
+def release_replies(outer: list[Callable[[], Any]] | None) -> None:
+    """Make the calls held since `hold_replies` (the hop's result is sent), in order, then hold
+    `outer` again."""
+    held, _held.calls = _held.calls, outer
+    for callback in held:
+        _call_logged(callback)
+
+
+def _call_logged(callback: Callable[[], Any]) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.exception("a call made after a thread hop's reply failed")

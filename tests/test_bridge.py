@@ -23,7 +23,7 @@ from deerflow_site.bridge import (
     current_request_thread,
     request_thread,
 )
-from deerflow_site.loop_inbox import loop_inbox
+from deerflow_site.loop_inbox import after_reply, loop_inbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -312,3 +312,42 @@ def test_an_event_loops_inbox_does_not_keep_the_loop_alive() -> None:
     gc.collect()
 
     assert gone() is None
+
+
+async def test_a_hops_after_reply_calls_reach_the_loop_behind_its_result(caplog) -> None:
+    # A task the hop's thread starts on the loop after its reply runs after the caller has
+    # resumed (a direct start's run after the admitting request); sent before the reply, it
+    # would run first.
+    loop, inbox = asyncio.get_running_loop(), loop_inbox()
+    order: list[str] = []
+    noted, all_made = asyncio.Event(), threading.Event()
+
+    async def note() -> None:
+        order.append("the task started after the reply")
+        noted.set()
+
+    def fail() -> None:
+        raise LookupError("a broken call after the reply")
+
+    def work() -> str:
+        after_reply(lambda: inbox.call_soon(lambda: loop.create_task(note())))
+        after_reply(fail)
+        after_reply(all_made.set)  # made although the one before failed
+        order.append("the hop's work")
+        return "result"
+
+    assert await call_sync(work, on=Executor.API) == "result"
+    order.append("the caller resumes")
+    await asyncio.wait_for(noted.wait(), 30)
+
+    assert order == ["the hop's work", "the caller resumes", "the task started after the reply"]
+    assert await call_sync(all_made.wait, 30, on=Executor.API)
+    assert "a broken call after the reply" in caplog.text
+
+
+def test_after_reply_outside_a_hop_calls_at_once() -> None:
+    called: list[int] = []
+
+    after_reply(lambda: called.append(1))
+
+    assert called == [1]

@@ -102,6 +102,29 @@ async def test_a_run_admitted_beside_a_free_worker_is_running_when_admission_ret
     assert (await fetch_thread(thread.pk)).status == Thread.Status.IDLE
 
 
+async def test_the_admitting_request_resumes_before_its_directly_started_run_begins(
+    user: Any, direct_worker: Any
+) -> None:
+    # The hand-off waits for admission's reply: the request's step (a stream's `metadata`, a
+    # wait's headers) comes before the run's first, which would otherwise delay them.
+    worker = await direct_worker()
+    thread = await new_thread(user)
+    order: list[str] = []
+    execute = worker._execute
+
+    async def execute_noted(run: Run, cancel: Any) -> None:
+        order.append("run begins")  # the execution task's first step
+        await execute(run, cancel)
+
+    worker._execute = execute_noted
+    run = await admit(user, thread, ECHO)
+    order.append("admission answered")
+
+    assert run.status == Run.Status.RUNNING
+    await wait_for_status(run.pk, Run.Status.SUCCESS, within=30.0)
+    assert order == ["admission answered", "run begins"]
+
+
 async def test_a_direct_start_does_not_overtake_a_pending_run(
     user: Any, direct_worker: Any
 ) -> None:

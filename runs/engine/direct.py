@@ -14,6 +14,7 @@ fails, or the process dies before the run ends, the lease expires and the reaper
 any claimed run.
 """
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import connection, transaction
 
+from deerflow_site.loop_inbox import after_reply
 from runs.engine import bus, queue
 
 if TYPE_CHECKING:
@@ -56,8 +58,13 @@ class DirectStart:
         return now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
 
     def hand_off(self, run: "Run") -> None:
-        """Give the committed running run to the worker (thread-safe). A failure is logged: the
-        run's lease expires and the reaper ends it, as for any claimed run."""
+        """Give the committed running run to the worker (thread-safe), once the thread hop
+        admitting it has answered its caller (`after_reply`): the admitting request resumes
+        first, and a stream's `metadata` goes out before the run's start work. A failure is
+        logged: the run's lease expires and the reaper ends it, as for any claimed run."""
+        after_reply(functools.partial(self._start, run))
+
+    def _start(self, run: "Run") -> None:
         try:
             self.worker.start_reserved(run)
         except Exception:
