@@ -13,8 +13,7 @@ from django.utils import timezone
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.cancellation import cancel_run
-from runs.engine import bus
-from runs.engine import worker as worker_module
+from runs.engine import bus, maintenance
 from runs.engine.worker import RunWorker
 from runs.models import Run, RunStreamEvent
 from tests.engine_support import fetch_run, fetch_thread, make_thread, pending_run, wait_for_status
@@ -73,7 +72,7 @@ def no_database_polls(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     be a message (fixed bounds of 1-2 s on a message's effect failed on a loaded CI machine)."""
     settings.RUN_POLL_SECONDS = 600.0
     settings.RUN_LEASE_SECONDS = 1800.0
-    monkeypatch.setattr(worker_module, "PURGE_EVERY_SECONDS", 600.0)
+    monkeypatch.setattr(maintenance, "PURGE_EVERY_SECONDS", 600.0)
 
 
 @pytest.mark.usefixtures("no_database_polls")

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,19 +29,14 @@ from deerflow_site.loop_inbox import loop_inbox
 from runs.engine import bus, queue
 from runs.engine.executor import CancelReason, CancelSignal, execute_run
 from runs.engine.graphs import describe_agent_model
-from runs.engine.heartbeats import forget_worker, record_heartbeat
+from runs.engine.heartbeats import forget_worker
+from runs.engine.maintenance import Maintenance
 from runs.engine.registry import graph_specs, load_graph
 from runs.engine.signals import send_run_ended
 from runs.engine.slots import Slots
-from runs.engine.streaming import purge_stream_events
 from runs.models import Run
 
 logger = logging.getLogger(__name__)
-
-#: How often a worker re-joins the wake-up group (Redis forgets memberships after a day).
-GROUP_REFRESH_SECONDS = 600.0
-#: How often a worker deletes stored stream events whose retention has passed (at most).
-PURGE_EVERY_SECONDS = 60.0
 
 
 def default_worker_id() -> str:
@@ -56,7 +50,7 @@ class _Execution:
     task: asyncio.Task[Any]  # held here: the loop keeps only a weak reference to a task
 
 
-class RunWorker(Slots):
+class RunWorker(Maintenance, Slots):
     """Executes up to `concurrency` runs at once on the running event loop."""
 
     def __init__(self, *, concurrency: int, worker_id: str | None = None) -> None:
@@ -74,10 +68,6 @@ class RunWorker(Slots):
         self._init_slots()
         #: Set once the worker listens for wake-ups and claims runs.
         self.started = asyncio.Event()
-
-    @property
-    def active_run_ids(self) -> list[UUID]:
-        return list(self._executions)
 
     # --- Life cycle ----------------------------------------------------------------------
 
@@ -246,14 +236,6 @@ class RunWorker(Slots):
         if outcome is not None:
             await self._send_run_ended(run)
 
-    async def _reap(self) -> None:
-        """End the runs of dead workers, then send `run_ended` for each, in a task of its own
-        (a webhook's retries never hold up the maintenance loop)."""
-        for run in await call_sync(queue.reap_expired, on=Executor.ENGINE):
-            self._post_run.add(
-                asyncio.create_task(self._send_run_ended(run), name=f"reaped-{run.pk}")
-            )
-
     async def _send_run_ended(self, run: Run) -> None:
         """`run_ended`'s receivers, awaited in the run's own task once its slot is free (no
         task of their own); the shutdown waits for them as for any post-run work. Receivers'
@@ -266,7 +248,7 @@ class RunWorker(Slots):
         finally:
             self._post_run.discard(task)
 
-    # --- Messages and maintenance --------------------------------------------------------
+    # --- Messages ------------------------------------------------------------------------
 
     async def _listen(self) -> None:
         layer = bus.layer()
@@ -301,77 +283,6 @@ class RunWorker(Slots):
                 extra=run_fields(execution.run),
             )
             execution.cancel.set(action)
-
-    async def _maintain(self) -> None:
-        """Cancel flags every poll; lease renewals every third of a lease; reaping; groups;
-        stored stream events past their retention."""
-        lease = settings.RUN_LEASE_SECONDS
-        renew_every = max(lease / 3.0, 0.05)
-        reap_every = max(lease / 2.0, 0.05)
-        purge_every = max(min(PURGE_EVERY_SECONDS, settings.STREAM_RETENTION_SECONDS / 2), 0.05)
-        tick = min(settings.RUN_POLL_SECONDS, renew_every, purge_every)
-        last_renew = last_reap = last_group = last_purge = time.monotonic()
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            try:
-                if now - last_renew >= renew_every:
-                    last_renew = now
-                    await self._renew()
-                    await self._heartbeat()
-                elif self._executions:
-                    flags = await call_sync(
-                        queue.cancel_flags,
-                        worker_id=self.worker_id,
-                        run_ids=self.active_run_ids,
-                        on=Executor.ENGINE,
-                    )
-                    self._apply_flags(flags, lost_if_missing=False)
-                if now - last_reap >= reap_every:
-                    last_reap = now
-                    await self._reap()
-                if now - last_purge >= purge_every:
-                    last_purge = now
-                    await call_sync(purge_stream_events, on=Executor.ENGINE)
-                if now - last_group >= GROUP_REFRESH_SECONDS:
-                    last_group = now
-                    await self._join_groups()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("worker %s: maintenance failed", self.worker_id)
-
-    async def _renew(self) -> None:
-        run_ids = self.active_run_ids
-        if not run_ids:
-            return
-        flags = await call_sync(
-            queue.renew_leases, worker_id=self.worker_id, run_ids=run_ids, on=Executor.ENGINE
-        )
-        self._apply_flags(flags, lost_if_missing=True, asked=run_ids)
-
-    async def _heartbeat(self) -> None:
-        await call_sync(
-            record_heartbeat,
-            worker_id=self.worker_id,
-            started_at=self.started_at,
-            concurrency=self.concurrency,
-            running=len(self._executions),
-            on=Executor.ENGINE,
-        )
-
-    def _apply_flags(
-        self, flags: dict[UUID, str], *, lost_if_missing: bool, asked: list[UUID] | None = None
-    ) -> None:
-        for run_id, action in flags.items():
-            execution = self._executions.get(run_id)
-            if execution is not None and action:
-                execution.cancel.set(action)
-        if lost_if_missing:
-            for run_id in asked or []:
-                execution = self._executions.get(run_id)
-                if run_id not in flags and execution is not None:
-                    execution.cancel.set(CancelReason.LOST)
 
 
 def _warm_up_graphs() -> None:
