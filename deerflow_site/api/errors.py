@@ -6,6 +6,7 @@ including stream views before their stream starts) answer with it.
 """
 
 import logging
+import sqlite3
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -41,6 +42,44 @@ TOO_LARGE = "The request body is too large."
 DATABASE_UNAVAILABLE = "The database is unavailable at the moment; try again shortly."
 #: Seconds a client is told to wait after a 503 of an unavailable database (`Retry-After`).
 DATABASE_RETRY_AFTER = 5
+#: SQLite's primary result codes of a database that cannot be used at the moment: busy or
+#: locked (beyond the busy timeout), its file unreadable or not to be opened.
+SQLITE_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+}
+#: PostgreSQL's SQLSTATEs of a server that cannot be used at the moment: any connection
+#: exception (class 08), a server shutting down or starting (57P01-57P03), no connection slot.
+POSTGRES_UNAVAILABLE_CLASSES = ("08",)
+POSTGRES_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` is Django's OperationalError or InterfaceError of a database that cannot be
+    reached or used at the moment (a 503: its connection refused or lost, SQLite's file locked
+    beyond the busy timeout), not one of a statement that can never succeed (SQLite's "no such
+    table", a statement timeout, a deadlock: a 500, our fault).
+
+    The driver's own error is Django's error's `__cause__`: a `sqlite3.Error` with its result
+    code, or a psycopg error with its SQLSTATE (None for the client's own connection failures:
+    refused, lost, closed).
+    """
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in SQLITE_UNAVAILABLE
+    if type(cause).__module__.split(".", 1)[0] == "psycopg":
+        sqlstate = getattr(cause, "sqlstate", None)
+        return (
+            sqlstate is None
+            or sqlstate.startswith(POSTGRES_UNAVAILABLE_CLASSES)
+            or sqlstate in POSTGRES_UNAVAILABLE
+        )
+    return False
 
 
 def error_status(exc: BaseException) -> tuple[int, Any] | None:
@@ -49,8 +88,9 @@ def error_status(exc: BaseException) -> tuple[int, Any] | None:
 
     Domain errors by their kind; a body over the upload limit 413; DRF's malformed JSON and
     validation errors 422, its other API errors their own status; Django's Http404 and
-    PermissionDenied 404 and 403; the database's OperationalError and InterfaceError (its
-    connection lost or refused, SQLite's file locked or unreadable) 503.
+    PermissionDenied 404 and 403; a database that cannot be reached or used at the moment
+    (`database_unavailable`: its connection lost or refused, SQLite's file locked or
+    unreadable) 503. Any other database error is None: a 500, logged with its traceback.
     """
     if isinstance(exc, DomainError):
         kind = next(k for k in type(exc).__mro__ if k in STATUS_OF_KIND or k is DomainError)
@@ -67,7 +107,7 @@ def error_status(exc: BaseException) -> tuple[int, Any] | None:
         return 404, "Not found."
     if isinstance(exc, DjangoPermissionDenied):
         return 403, "Permission denied."
-    if isinstance(exc, OperationalError | InterfaceError):
+    if database_unavailable(exc):
         logger.warning("database unavailable: %s", exc)
         return 503, DATABASE_UNAVAILABLE
     return None
