@@ -1,6 +1,7 @@
 """`run_ended`: every ended run reaches every receiver, in the run's own task, robustly."""
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,6 +69,24 @@ async def test_failing_receivers_stop_neither_the_others_nor_the_worker(
 
     assert receivers.seen_async == receivers.seen_sync
     assert len(set(receivers.seen_async)) == 3
+
+
+async def test_a_receivers_failure_is_logged_once_with_its_traceback_and_run(
+    user: Any, receivers: Receivers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    run = await queue_run(user, input={})
+    worker = RunWorker(concurrency=1)
+    task = asyncio.create_task(worker.run())
+    assert await asyncio.wait_for(receivers.ended.get(), 10) == run.pk
+    worker.request_stop()
+    await asyncio.wait_for(task, 30)  # the shutdown waits for the run's receivers
+
+    failures = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
+    assert sorted((r.getMessage().split(":")[0], str(r.exc_info[1])) for r in failures) == [
+        (f"run {run.pk}", "a sync receiver failed"),
+        (f"run {run.pk}", "an async receiver failed"),
+    ]
 
 
 async def test_a_lone_receiver_runs_in_the_runs_own_task_once_its_slot_is_free(

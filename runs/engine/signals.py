@@ -26,9 +26,10 @@ class InlineSignal(Signal):
     Django's own gathers a task for the sync receivers' group and one per async receiver, even
     when there is a single async receiver, as `run_ended` has (three tasks per run). This one
     keeps its contract (sync receivers first, together, behind `call_sync`; async ones
-    concurrently; every `Exception` caught, logged and returned in the receiver's pair, so one
+    concurrently; every `Exception` caught and returned in the receiver's pair, so one
     receiver's failure never stops the others or the sender), and makes a task only where two
-    async receivers have to run side by side.
+    async receivers have to run side by side. Unlike Django's, it logs no failure: its sender
+    does, once, with what it knows of the occasion (`send_run_ended`: the run).
     """
 
     async def asend_robust(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
@@ -65,7 +66,6 @@ class InlineSignal(Signal):
             try:
                 responses.append((receiver, receiver(signal=self, sender=sender, **named)))
             except Exception as err:
-                self._log_robust_failure(receiver, err)
                 responses.append((receiver, err))
         return responses
 
@@ -73,7 +73,6 @@ class InlineSignal(Signal):
         try:
             return await receiver(signal=self, sender=sender, **named)
         except Exception as err:
-            self._log_robust_failure(receiver, err)
             return err
 
 
@@ -82,7 +81,7 @@ run_ended = InlineSignal()
 
 async def send_run_ended(run: Any, *, sender: Any) -> None:
     """`run_ended` for `run` from `sender`, in the caller's task; each receiver's failure is
-    logged with the run's id."""
+    logged once, with its traceback and the run's id."""
     for receiver, result in await run_ended.asend_robust(sender=sender, run=run):
         if isinstance(result, Exception):
             logger.error("run %s: run_ended receiver %r failed", run.pk, receiver, exc_info=result)
