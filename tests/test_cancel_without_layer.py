@@ -1,14 +1,19 @@
 """A cancel needs no channel layer: with the server's Redis stopped, a cancel is still accepted
 (202), a cancel that waits still answers once the run has stopped (204, by reading the run's row),
-and the worker still stops the runs (it reads the cancel flag when it renews their lease).
+and the worker still stops the runs (it reads the cancel flag when it renews their lease). With
+the server's Redis hung (stopped by SIGSTOP: it takes connections and answers nothing), no
+request waits on it.
 
 The server gets a Redis of its own (scripts/services.py's), so that stopping it leaves the
 suite's own alone; the database is the suite's.
 """
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -61,16 +66,25 @@ async def until_status(run_id: str, *statuses: str) -> None:
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def api_of(
+    server: Any, user: Any, *, answer_within: float
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the server's API as `user`, which gives up after `answer_within` seconds."""
+    token = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=server.api_url, headers=headers, timeout=answer_within, trust_env=False
+    ) as api:
+        yield api
+
+
 async def test_cancels_are_answered_and_carried_out_with_the_channel_layer_down(
     live_server_factory: LiveServerFactory, own_redis: Any, user: Any
 ) -> None:
     redis, redis_url = own_redis
     server = live_server_factory.start(REDIS_URL=redis_url, DEERFLOW_RUN_LEASE_SECONDS="2")
-    token = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(
-        base_url=server.api_url, headers=headers, timeout=WITHIN, trust_env=False
-    ) as api:
+    async with api_of(server, user, answer_within=WITHIN) as api:
         runs = []
         for _ in range(2):
             thread_id = (await api.post("/threads", json={})).json()["thread_id"]
@@ -89,4 +103,43 @@ async def test_cancels_are_answered_and_carried_out_with_the_channel_layer_down(
         assert waited.status_code == 204, waited.text
         assert await status_of(run_b) == Run.Status.INTERRUPTED
         await until_status(run_a, Run.Status.INTERRUPTED)
+    server.stop()
+
+
+#: Well under the Redis socket's timeout (30 s, deerflow_site.settings), which a request that
+#: waited on a hung Redis would take: the client gives up on any answer slower than this.
+HUNG_LAYER_ANSWER = 15.0
+
+
+async def test_a_hung_channel_layer_holds_up_no_request(
+    live_server_factory: LiveServerFactory, own_redis: Any, user: Any
+) -> None:
+    """A Redis that takes connections and answers nothing (SIGSTOPped) holds up neither a
+    cancel (its message to the worker, a cancelled pending run's `end`, a cancel's wait) nor an
+    admission (its wake-up); the worker still stops the cancelled run, from its row."""
+    redis, redis_url = own_redis
+    server = live_server_factory.start(REDIS_URL=redis_url, DEERFLOW_RUN_LEASE_SECONDS="2")
+    async with api_of(server, user, answer_within=HUNG_LAYER_ANSWER) as api:
+        threads = [(await api.post("/threads", json={})).json()["thread_id"] for _ in range(3)]
+        body = {"assistant_id": "slow", "input": LONG_RUN}
+        running = (await api.post(f"/threads/{threads[0]}/runs", json=body)).json()["run_id"]
+        later = {**body, "after_seconds": 600}
+        pending = (await api.post(f"/threads/{threads[1]}/runs", json=later)).json()["run_id"]
+        await until_status(running, Run.Status.RUNNING)
+
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            asked = await api.post(f"/threads/{threads[0]}/runs/{running}/cancel")
+            waited = await api.post(
+                f"/threads/{threads[1]}/runs/{pending}/cancel", params={"wait": 1}
+            )
+            admitted = await api.post(f"/threads/{threads[2]}/runs", json=later)
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+
+        assert asked.status_code == 202, asked.text
+        assert waited.status_code == 204, waited.text
+        assert admitted.status_code == 200, admitted.text
+        assert await status_of(pending) == Run.Status.INTERRUPTED
+        await until_status(running, Run.Status.INTERRUPTED)
     server.stop()

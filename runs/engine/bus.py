@@ -11,7 +11,10 @@ Three kinds of message travel on it:
 - queue wake-ups, to `WAKEUP_GROUP` (idle workers listen).
 
 A lost message costs latency, not correctness: workers also poll the database for pending runs
-and cancel flags, and stream views also read stored events and the run's final status.
+and cancel flags, and stream views also read stored events and the run's final status. So a
+request never waits on a message it sends: a hung Redis (one that takes connections and answers
+nothing, until the socket's timeout) must not hold it up. Its messages are sent in the background
+on its event loop, each given up after SEND_SECONDS (`send_after_commit`, `wake_workers_soon`).
 """
 
 import asyncio
@@ -32,6 +35,9 @@ from deerflow_site.loop_inbox import call_soon_from_any_thread
 logger = logging.getLogger(__name__)
 
 WAKEUP_GROUP = "runs.wakeup"
+#: How long a message sent for a request (a cancel, a wake-up, a cancelled pending run's `end`)
+#: may take before it is given up as lost (seconds).
+SEND_SECONDS = 2.0
 
 #: The `type` of each bus message (Channels dispatch names).
 STREAM_EVENT = "run.event"
@@ -121,13 +127,22 @@ async def wake_workers() -> None:
 def wake_workers_soon() -> None:
     """`wake_workers` without waiting for it, from sync code: sent by the event loop of the
     async code this code serves (`_WakeUps`: one send in flight at a time there), else at once
-    (`call_async`, outside of any loop). A failure is logged: a lost wake-up costs latency."""
+    (`call_async`, outside of any loop). A failure, or no answer within SEND_SECONDS, is
+    logged: a lost wake-up costs latency."""
     loop = callers_loop()
     if loop is None or not call_soon_from_any_thread(loop, _wake_up_from_this_loop):
-        try:
-            call_async(wake_workers)
-        except Exception:
-            logger.warning("a bus message was not sent", exc_info=True)
+        call_async(_send_within_bound, wake_workers, {})
+
+
+async def _send_within_bound(
+    publish: Callable[..., Awaitable[None]], kwargs: dict[str, Any]
+) -> None:
+    """`await publish(**kwargs)`, given up after SEND_SECONDS; a failure is logged, not raised."""
+    try:
+        async with asyncio.timeout(SEND_SECONDS):
+            await publish(**kwargs)
+    except Exception:
+        logger.warning("a bus message was not sent", exc_info=True)
 
 
 class _WakeUps:
@@ -152,10 +167,7 @@ class _WakeUps:
         try:
             while True:
                 self.again = False
-                try:
-                    await wake_workers()
-                except Exception:
-                    logger.warning("a bus message was not sent", exc_info=True)
+                await _send_within_bound(wake_workers, {})
                 if not self.again:
                     return
         finally:
@@ -176,16 +188,31 @@ def _wake_up_from_this_loop() -> None:
 
 
 def send_after_commit(publish: Callable[..., Awaitable[None]], /, **kwargs: Any) -> None:
-    """Send a bus message once the current transaction commits (at once outside of one);
-    a lost message only costs latency, so a failure is logged, not raised."""
+    """Send a bus message once the current transaction commits (at once outside of one),
+    without waiting for it: in the background on the event loop of the async code this code
+    serves, else (outside of any loop) at once. A lost message only costs latency, so a
+    failure, or no answer within SEND_SECONDS, is logged, not raised."""
 
     def send() -> None:
-        try:
-            call_async(publish, **kwargs)
-        except Exception:
-            logger.warning("a bus message was not sent", exc_info=True)
+        loop = callers_loop()
+        if loop is None or not call_soon_from_any_thread(
+            loop, _send_in_background, publish, kwargs
+        ):
+            call_async(_send_within_bound, publish, kwargs)
 
     transaction.on_commit(send)
+
+
+#: Sends in flight in the background, held (the loop keeps only a weak reference to a task).
+_sending: set["asyncio.Task[None]"] = set()
+
+
+def _send_in_background(publish: Callable[..., Awaitable[None]], kwargs: dict[str, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(
+        _send_within_bound(publish, kwargs), name="bus-send"
+    )
+    _sending.add(task)
+    task.add_done_callback(_sending.discard)
 
 
 def out_of_band_event_id() -> int:

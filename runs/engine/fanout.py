@@ -52,6 +52,29 @@ EVENTS = "fanout.events"
 CLOSED = "closed"
 
 
+#: Opens given up on (`Subscription.open_if_reachable`), held until their clean-up ends.
+_given_up: set["asyncio.Future[Any]"] = set()
+
+
+def _give_up(opening: "asyncio.Future[Subscription]") -> None:
+    """Cancel an open nobody waits for any more, without waiting for its clean-up."""
+    opening.cancel()
+    _given_up.add(opening)
+    opening.add_done_callback(_given_up.discard)
+    opening.add_done_callback(_retrieved)
+
+
+def _retrieved(opening: "asyncio.Future[Subscription]") -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        # It was opened before the cancel reached it: close it (in the background too).
+        subscription = opening.result()
+        task = asyncio.ensure_future(subscription.close())
+        _given_up.add(task)
+        task.add_done_callback(_given_up.discard)
+    elif not opening.cancelled():
+        logger.debug("a given-up subscription failed", exc_info=opening.exception())
+
+
 class Subscription:
     """A listener to some groups. Messages wait in its inbox, in order, until `receive` takes
     them; past CHANNEL_CAPACITY waiting, newer ones are dropped (as the channel layer does), so
@@ -77,10 +100,24 @@ class Subscription:
 
     @classmethod
     async def open_if_reachable(cls, *groups: str) -> "Subscription | None":
-        """`open`, or None when the layer fails (logged): for a caller that can do without the
-        messages, reading the database instead (a cancel's wait)."""
+        """`open`, or None when the layer fails or has not answered within `bus.SEND_SECONDS`
+        (logged): for a caller that can do without the messages, reading the database instead
+        (a cancel's wait). An open given up on is cancelled in the background (its groups are
+        left there, however long a hung layer takes)."""
+        opening = asyncio.ensure_future(cls.open(*groups))
         try:
-            return await cls.open(*groups)
+            await asyncio.wait({opening}, timeout=bus.SEND_SECONDS)
+        except asyncio.CancelledError:
+            _give_up(opening)
+            raise
+        if not opening.done():
+            _give_up(opening)
+            logger.warning(
+                "channel layer unanswered after %s s: not listening to %s", bus.SEND_SECONDS, groups
+            )
+            return None
+        try:
+            return opening.result()
         except Exception:
             logger.warning("channel layer unreachable: not listening to %s", groups, exc_info=True)
             return None
