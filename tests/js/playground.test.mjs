@@ -148,6 +148,12 @@ test("local mode: answering an ask_human interrupt resumes the run to its end", 
 
 test("local mode: reopening a thread from the list shows its history", async () => {
   await withPage(async (page) => {
+    const searches = [];
+    page.on("request", (request) => {
+      if (request.method() === "POST" && /\/threads\/search$/.test(new URL(request.url()).pathname)) {
+        searches.push(request.postDataJSON());
+      }
+    });
     await openPlayground(page, "agent");
     await send(page, "What is 2 + 3?");
     await aiText(page).filter({ hasText: "5" }).waitFor();
@@ -158,7 +164,12 @@ test("local mode: reopening a thread from the list shows its history", async () 
     await page.waitForFunction(() => !new URLSearchParams(window.location.search).get("thread"));
     assert.equal(await page.getByTestId("message").count(), 0);
 
-    await page.locator(`[data-testid="thread-item"][data-thread-id="${threadId}"]`).click();
+    const item = page.locator(`[data-testid="thread-item"][data-thread-id="${threadId}"]`);
+    // Titled by its first message, which the list had without fetching the thread's values.
+    await item.locator(".title").filter({ hasText: "What is 2 + 3?" }).waitFor();
+    assert.ok(searches.length > 0, "the list searched the threads");
+    for (const search of searches) assert.deepEqual(search.select, ["thread_id", "status", "metadata"]);
+    await item.click();
     await page.getByTestId("message").filter({ hasText: "What is 2 + 3?" }).waitFor();
     await page.locator('[data-testid="tool-call"][data-name="calculator"]').getByTestId("tool-result").waitFor();
     await aiText(page).filter({ hasText: "5" }).waitFor();

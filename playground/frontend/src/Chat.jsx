@@ -21,6 +21,9 @@ function isCancellation(error) {
   return String(error?.message ?? error ?? "") === "CancelledError()";
 }
 
+// How much of a new thread's first message becomes its title (the thread list shows it).
+const TITLE_LENGTH = 80;
+
 function runStatus(stream, stopped) {
   if (stream.isLoading) return "running";
   if (stream.error && !isCancellation(stream.error)) return "error";
@@ -63,7 +66,9 @@ export function Chat({ settings, assistantId, threadId, onThreadId, onThreadsCha
     const optimistic = asJson
       ? undefined
       : (previous) => ({ ...previous, messages: [...(previous.messages ?? []), ...input.messages] });
-    stream.submit(input, { optimisticValues: optimistic });
+    // A new thread is made with the submit: its first message titles it, in its metadata.
+    const title = !threadId && !asJson ? { metadata: { title: draft.trim().slice(0, TITLE_LENGTH) } } : {};
+    stream.submit(input, { optimisticValues: optimistic, ...title });
     onThreadsChanged();
   };
 

@@ -1,14 +1,15 @@
-// The user's threads, newest first; opening one shows its history in the chat.
+// The user's threads, newest first; opening one shows its history in the chat. The search
+// selects only what the list shows: a thread's values (its whole conversation) stay on the server.
 import { useEffect, useState } from "react";
 
 import { describeError } from "./api.js";
 
 const THREAD_LIMIT = 50;
+export const THREAD_FIELDS = ["thread_id", "status", "metadata"];
 
+// The title the chat gave the thread at its first message (Chat.jsx), else its graph.
 function threadTitle(thread) {
-  const first = thread.values?.messages?.find?.((message) => message.type === "human");
-  const text = typeof first?.content === "string" ? first.content : null;
-  return text || thread.metadata?.graph_id || thread.thread_id;
+  return thread.metadata?.title || thread.metadata?.graph_id || thread.thread_id;
 }
 
 export function ThreadList({ client, current, version, onOpen }) {
@@ -18,7 +19,7 @@ export function ThreadList({ client, current, version, onOpen }) {
   useEffect(() => {
     let live = true;
     client.threads
-      .search({ limit: THREAD_LIMIT, sortBy: "updated_at", sortOrder: "desc" })
+      .search({ limit: THREAD_LIMIT, sortBy: "updated_at", sortOrder: "desc", select: THREAD_FIELDS })
       .then((found) => live && (setThreads(found), setError(null)))
       .catch((failure) => live && setError(failure));
     return () => {
