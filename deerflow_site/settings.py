@@ -11,6 +11,8 @@ from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from deerflow_site import setting_values
 
@@ -178,14 +180,17 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 #: Messages one listener holds before new ones are dropped (on the layer and in-process alike).
 CHANNEL_CAPACITY = env_int("DEERFLOW_CHANNEL_CAPACITY", 2000, minimum=1)
 if REDIS_URL:
+    _LAYER_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=2)
     CHANNEL_LAYERS = {
         "default": {
             # channels_redis's, a group's send and add in fewer round trips.
             "BACKEND": "runs.engine.redis_layer.RedisChannelLayer",
             "CONFIG": {
                 # Longer than the layer's 5 s blocking pops: redis-py 8 defaults sockets to a 5 s
-                # read timeout, which broke every idle receive.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                # read timeout, which broke every idle receive. A command on a pooled connection
+                # that a restarted Redis closed is sent again on a new one (redis-py retries
+                # none by default: each such connection failed a request with a 500).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "retry": _LAYER_RETRY}],
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
                 "prefix": os.environ.get("DEERFLOW_CHANNEL_PREFIX", "deerflow"),

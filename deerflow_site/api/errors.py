@@ -13,6 +13,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -40,7 +42,9 @@ STATUS_OF_KIND: dict[type[DomainError], int] = {
 }
 TOO_LARGE = "The request body is too large."
 DATABASE_UNAVAILABLE = "The database is unavailable at the moment; try again shortly."
-#: Seconds a client is told to wait after a 503 of an unavailable database (`Retry-After`).
+CHANNEL_LAYER_UNAVAILABLE = "The channel layer is unavailable at the moment; try again shortly."
+#: Seconds a client is told to wait after a 503 of an unavailable database or channel layer
+#: (`Retry-After`).
 DATABASE_RETRY_AFTER = 5
 #: SQLite's primary result codes of a database that cannot be used at the moment: busy or
 #: locked (beyond the busy timeout), its file unreadable or not to be opened.
@@ -90,7 +94,8 @@ def error_status(exc: BaseException) -> tuple[int, Any] | None:
     validation errors 422, its other API errors their own status; Django's Http404 and
     PermissionDenied 404 and 403; a database that cannot be reached or used at the moment
     (`database_unavailable`: its connection lost or refused, SQLite's file locked or
-    unreadable) 503. Any other database error is None: a 500, logged with its traceback.
+    unreadable) 503, and so are Redis's connection errors and timeouts (the channel layer
+    down, or restarting). Any other database error is None: a 500, logged with its traceback.
     """
     if isinstance(exc, DomainError):
         kind = next(k for k in type(exc).__mro__ if k in STATUS_OF_KIND or k is DomainError)
@@ -110,6 +115,9 @@ def error_status(exc: BaseException) -> tuple[int, Any] | None:
     if database_unavailable(exc):
         logger.warning("database unavailable: %s", exc)
         return 503, DATABASE_UNAVAILABLE
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        logger.warning("channel layer unavailable: %s", exc)
+        return 503, CHANNEL_LAYER_UNAVAILABLE
     return None
 
 

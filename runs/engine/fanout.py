@@ -38,6 +38,9 @@ T = TypeVar("T")
 PROCESS_ID = uuid.uuid4().hex
 #: How often a hub re-joins its groups on the layer (Redis forgets memberships after a day).
 GROUP_REFRESH_SECONDS = 600.0
+#: How often a hub looks whether Redis lost its groups (restarted without its data), to join
+#: them again: until then, its streams hear nothing from other processes.
+LAYER_CHECK_SECONDS = 2.0
 #: The pause after the layer failed a receive, before the next one (seconds).
 RECEIVE_RETRY_SECONDS = 1.0
 #: How long `stop_listening` waits for a listener to read its stop message (seconds).
@@ -330,15 +333,26 @@ class _Hub:
         return any(member.decode() not in own for member in members)
 
     async def _refresh_groups(self) -> None:
+        """Re-join the groups every GROUP_REFRESH_SECONDS, and as soon as Redis is found to
+        have lost them (`RedisChannelLayer.mark_alive`, every LAYER_CHECK_SECONDS)."""
         assert self.layer is not None
+        mark_alive = getattr(self.layer, "mark_alive", None)
+        first, lost, last_refresh = True, False, self.loop.time()
         while True:
-            await asyncio.sleep(GROUP_REFRESH_SECONDS)
-            for group, membership in list(self._memberships.items()):
-                if membership.joined and not membership.closed:
-                    try:
-                        await self.layer.group_add(group, self.channel)
-                    except Exception:
-                        logger.warning("local fan-out: cannot re-join %s", group, exc_info=True)
+            try:
+                if mark_alive is not None:
+                    lost = (await mark_alive(self.channel) and not first) or lost
+                    first = False
+                if lost or self.loop.time() - last_refresh >= GROUP_REFRESH_SECONDS:
+                    last_refresh = self.loop.time()
+                    for group, membership in list(self._memberships.items()):
+                        async with membership.lock:
+                            if membership.joined and not membership.closed:
+                                await self.layer.group_add(group, self.channel)
+                    lost = False
+            except Exception:  # Redis down: looked at again, and the groups re-joined, later
+                logger.warning("local fan-out: cannot re-join the groups", exc_info=True)
+            await asyncio.sleep(LAYER_CHECK_SECONDS)
 
 
 _hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}

@@ -28,8 +28,8 @@ PURGE_EVERY_SECONDS = 60.0
 
 
 class Maintenance:
-    """The maintenance loop of `RunWorker` (its `_executions`, `_post_run`, `_join_groups` and
-    `_send_run_ended`)."""
+    """The maintenance loop of `RunWorker` (its `_executions`, `_post_run`, `_join_groups`,
+    `_join_lost_groups` and `_send_run_ended`)."""
 
     worker_id: str
     concurrency: int
@@ -42,6 +42,9 @@ class Maintenance:
         return list(self._executions)
 
     async def _join_groups(self) -> None:
+        raise NotImplementedError
+
+    async def _join_lost_groups(self) -> None:
         raise NotImplementedError
 
     async def _send_run_ended(self, run: Run) -> None:
@@ -64,6 +67,7 @@ class Maintenance:
                     last_renew = now
                     await self._renew()
                     await self._heartbeat()
+                    await self._join_lost_groups()
                 elif self._executions:
                     flags = await call_sync(
                         queue.cancel_flags,

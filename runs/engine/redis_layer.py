@@ -144,6 +144,14 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
             if pop.done() and self._pops.get(key) is pop:
                 del self._pops[key]
 
+    async def mark_alive(self, channel: str) -> bool:
+        """Leave a key of `channel` on Redis (for `group_expiry` seconds); whether it was
+        missing: the first call, or Redis lost its data since the last one (restarted without
+        it, flushed), and with it the channel's group memberships."""
+        key = f"{self.prefix}:alive:{channel}"
+        connection = self.connection(self.consistent_hash(channel))
+        return bool(await connection.set(key, 1, nx=True, ex=self.group_expiry))
+
     async def group_add(self, group: str, channel: str) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
         assert self.require_valid_channel_name(channel), "Channel name not valid"

@@ -65,6 +65,7 @@ class RunWorker(Maintenance, Slots):
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[Any]] = []
         self._post_run: set[asyncio.Task[Any]] = set()
+        self._groups_lost = False
         self._init_slots()
         #: Set once the worker listens for wake-ups and claims runs.
         self.started = asyncio.Event()
@@ -114,6 +115,19 @@ class RunWorker(Maintenance, Slots):
         layer = bus.layer()
         await layer.group_add(bus.WAKEUP_GROUP, self.channel)
         await layer.group_add(bus.worker_control_group(self.worker_id), self.channel)
+        if mark_alive := getattr(layer, "mark_alive", None):
+            await mark_alive(self.channel)  # `_join_lost_groups` looks for its key
+
+    async def _join_lost_groups(self) -> None:
+        """Join the groups again once Redis is found to have lost them (restarted without its
+        data: `RedisChannelLayer.mark_alive`), then look at the queue for lost wake-ups."""
+        mark_alive = getattr(bus.layer(), "mark_alive", None)
+        if mark_alive is not None and await mark_alive(self.channel):
+            self._groups_lost = True
+        if self._groups_lost:
+            await self._join_groups()
+            self._groups_lost = False
+            self._wake.set()
 
     async def _shutdown(self) -> None:
         self._accepting = False
