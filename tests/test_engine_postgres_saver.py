@@ -48,6 +48,16 @@ async def postgres_saver() -> PostgresSaver:
     return saver
 
 
+def backend_pid(cursor: Any) -> int:
+    return cursor.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+
+
+def terminate(backend: int) -> None:
+    """End a backend as a restart of PostgreSQL does (its client finds out at its next call)."""
+    with psycopg.connect(_postgres_conninfo(_database()), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+
 async def test_a_write_whose_caller_is_cancelled_still_commits() -> None:
     saver = await postgres_saver()
     t = f"t-{uuid.uuid4()}"
@@ -74,20 +84,19 @@ async def test_a_rollback_after_a_cancelled_write_finds_the_checkpoint() -> None
     assert remaining == ["run-1"]
 
 
-async def test_a_broken_connection_is_replaced_before_the_next_operation() -> None:
+async def test_a_call_that_finds_the_connection_broken_is_made_again_on_a_new_one() -> None:
     saver = await postgres_saver()
     t = f"t-{uuid.uuid4()}"
     await put_checkpoint(saver, t)
-    backend = await saver.aexecute(
-        lambda cursor: cursor.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"],
-        transaction=False,
-    )
-    with psycopg.connect(_postgres_conninfo(_database()), autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    terminate(await saver.aexecute(backend_pid, transaction=False))
 
-    with pytest.raises(psycopg.OperationalError):  # the call that finds it broken
-        await saver.aget_tuple(root_config(t))
+    # A read, then a write (what a run does next after PostgreSQL restarted), each finding
+    # the connection broken.
     assert await saver.aget_tuple(root_config(t)) is not None
+    terminate(await saver.aexecute(backend_pid, transaction=False))
+    await put_checkpoint(saver, f"{t}-after")
+
+    assert await saver.aget_tuple(root_config(f"{t}-after")) is not None
     assert await acheckpoint_thread_ids("no-such-checkpoint", excluding=t) == []
 
 

@@ -11,21 +11,30 @@ writes) on one psycopg connection owned by a thread of its own
 
 The thread runs the calls one at a time, in order, and a call once made runs to its end: a
 checkpoint write finishes even when its run is cancelled meanwhile, and a rollback made after a
-write finds what it wrote. A connection that broke (a restart of PostgreSQL, a network cut)
-fails the call in flight and is replaced before the next one.
+write finds what it wrote. A call that finds the connection broken (PostgreSQL restarted, a
+network cut) is made once more on a new connection: every call may be repeated (reads,
+LangGraph's upserts and deletes, or statements in one transaction, which the break rolled
+back), and the runs going on when PostgreSQL restarts write their next checkpoints rather than
+end `error`. The new connection is tried for up to RECONNECT_SECONDS (a restart takes a few);
+should it not come, or the call fail again, so does the call.
 """
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.postgres import PostgresSaver as LangGraphPostgresSaver
-from psycopg import Connection, Cursor
+from psycopg import Connection, Cursor, OperationalError
 from psycopg.rows import DictRow, dict_row
 
 from deerflow_site.bridge import SerialThread
 from runs.engine.serial_saver import SerialSaverMethods
 
 T = TypeVar("T")
+
+#: How long a call that found its connection broken tries to connect again (seconds).
+RECONNECT_SECONDS = 15.0
+RECONNECT_PAUSE_SECONDS = 0.25
 
 
 def connect(conninfo: str) -> Connection[DictRow]:
@@ -61,7 +70,24 @@ class PostgresSaver(SerialSaverMethods, LangGraphPostgresSaver):
             raise RuntimeError("the checkpoint saver is closed")
         if self.conn.closed:  # psycopg closes a connection whose server went away
             self.conn = connect(self.conninfo)
+        try:
+            return fn(*args, **kwargs)
+        except OperationalError:
+            if not (self.conn.broken or self.conn.closed):
+                raise
+        self._reconnect()
         return fn(*args, **kwargs)
+
+    def _reconnect(self) -> None:
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        while True:
+            try:
+                self.conn = connect(self.conninfo)
+                return
+            except OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(RECONNECT_PAUSE_SECONDS)
 
     async def aexecute(
         self, statements: Callable[[Cursor[DictRow]], T], *, transaction: bool = True
