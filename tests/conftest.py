@@ -61,6 +61,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_wait_left_unread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test reads (or closes) the body of every `/wait` and `/join` it starts in this process.
+
+    Such a body is an answer still to come: left unread, its request still waits for its run
+    (`runs.engine.answers` keeps the run's entry), and the run goes on executing after the test,
+    into the next ones."""
+    from runs.engine import answers
+
+    before = set(answers._waiting)
+    yield
+    left = set(answers._waiting) - before
+    assert not left, f"{request.node.nodeid} left the /wait or /join body of runs {left} unread"
+
+
+@pytest.fixture(autouse=True)
 def _runs_settle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a transactional test, wait (up to 30 s) until no other live process of this host
     still executes a run (see `_runs_executing_elsewhere`).

@@ -58,12 +58,20 @@ def test_a_body_that_is_not_json_is_415_on_every_endpoint(
     assert Run.objects.get(pk=run_id).status == Run.Status.PENDING
 
 
-def test_a_json_body_with_a_charset_is_still_json(api) -> None:
-    response = api.generic(
-        "POST",
-        "/api/runs/wait",
-        '{"assistant_id": "echo", "input": {"messages": []}}',
-        content_type="application/json; charset=utf-8",
-    )
+@pytest.mark.parametrize(
+    "path, body, status",
+    [
+        # A DRF view: the thread is made.
+        ("/api/threads", "{}", 200),
+        # An async view (`json_body`): the body is read as JSON, whose assistant is unknown (a
+        # known one would start a run, whose /wait body the test client cannot read).
+        ("/api/runs/wait", '{"assistant_id": "no-such-assistant", "input": {}}', 422),
+    ],
+)
+def test_a_json_body_with_a_charset_is_still_json(api, path, body, status) -> None:
+    response = api.generic("POST", path, body, content_type="application/json; charset=utf-8")
 
-    assert response.status_code == 200, response.content
+    assert response.status_code == status, response.content
+    if status == 422:
+        assert "no-such-assistant" in str(response.json()["detail"]["assistant_id"])
+    assert not Run.objects.exists()

@@ -2,6 +2,7 @@
 in every request serializer, and through the endpoints that took one (feedback, a state
 update's `as_node`, an assistant search)."""
 
+import httpx
 import pytest
 from rest_framework import serializers
 
@@ -44,14 +45,21 @@ def test_no_request_serializer_turns_a_number_into_a_string() -> None:
 
 
 @pytest.fixture
-def finished_run(api) -> tuple[str, str]:
-    thread_id = api.post("/api/threads", {}, format="json").json()["thread_id"]
-    body = {"assistant_id": "echo", "input": {"messages": [{"role": "user", "content": "hi"}]}}
-    api.post(f"/api/threads/{thread_id}/runs/wait", body, format="json")
-    run_id = api.get(f"/api/threads/{thread_id}/runs").json()[0]["run_id"]
+def finished_run(daphne_server, headers) -> tuple[str, str]:
+    """A thread and its run, executed to its end by a live server's worker: its /wait answer read
+    in full (the Django test client cannot read a /wait body, an async stream)."""
+    with httpx.Client(
+        base_url=daphne_server.api_url, headers=headers, trust_env=False, timeout=60
+    ) as live:
+        thread_id = live.post("/threads", json={}).json()["thread_id"]
+        body = {"assistant_id": "echo", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+        answer = live.post(f"/threads/{thread_id}/runs/wait", json=body).json()
+        assert answer["messages"][-1]["content"] == "echo: hi", answer
+        run_id = live.get(f"/threads/{thread_id}/runs").json()[0]["run_id"]
     return thread_id, run_id
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("field", ["comment", "message_id"])
 @pytest.mark.parametrize("method", ["put", "post"])
 def test_a_number_for_a_feedback_text_is_422(api, finished_run, field, method) -> None:
@@ -66,6 +74,7 @@ def test_a_number_for_a_feedback_text_is_422(api, finished_run, field, method) -
     assert not Feedback.objects.exists()
 
 
+@pytest.mark.live
 def test_a_number_for_as_node_is_422(api, finished_run) -> None:
     thread_id, _ = finished_run
     before = api.get(f"/api/threads/{thread_id}/state").json()["checkpoint"]
