@@ -14,14 +14,13 @@ from pathlib import Path
 
 from django.conf import settings
 
-from tests.live import REPO_ROOT, die_with_parent, merge_env
+from tests.live import REPO_ROOT, StartWatch, die_with_parent, merge_env
 
 #: PostgreSQL and Redis: what processes need to share runs (scripts/test's PostgreSQL phase).
 ON_PRODUCTION_STACK = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
     "postgresql"
 )
 
-START_SECONDS = 120.0  # two cores importing Django and LangGraph in every process
 STOP_SECONDS = 60.0
 _WEB_LINE = re.compile(r"^web (\d+) (\S+) pid (\d+)$", re.MULTILINE)
 _WORKER_LINE = re.compile(r"^worker (\d+) pid (\d+)$", re.MULTILINE)
@@ -89,11 +88,15 @@ def start_cluster(
             preexec_fn=die_with_parent,
         )
     cluster = Cluster(process=process, log_path=log_path)
-    deadline = time.monotonic() + START_SECONDS
+    # Every process of the cluster imports Django and LangGraph: their CPU together is the budget.
+    watch = StartWatch(process.pid, cpu_budget=120.0)
     while "cluster ready" not in cluster.output():
-        if process.poll() is not None or time.monotonic() > deadline:
+        if process.poll() is not None or (gave_up := watch.gave_up()) is not None:
             cluster.stop()
-            raise AssertionError(f"scripts/cluster did not start:\n{cluster.output()[-20000:]}")
+            reason = "it exited" if process.poll() is not None else gave_up
+            raise AssertionError(
+                f"scripts/cluster did not start ({reason}):\n{cluster.output()[-20000:]}"
+            )
         time.sleep(0.1)
     output = cluster.output()
     cluster.web_urls = [url for _, url, _ in _WEB_LINE.findall(output)]

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVER_START_TIMEOUT = 60.0  # seconds; two cores importing Django and LangGraph can be slow
 SERVER_STOP_TIMEOUT = 10.0
 START_ATTEMPTS = 3  # a free port can be taken between choosing it and daphne binding it
 
@@ -117,6 +117,61 @@ class LiveServerFactory:
         return server
 
 
+class StartWatch:
+    """Whether to give up on a process (and its children) that has not come up yet.
+
+    By the work it did, not by the clock: on a loaded two-core machine (CI, or helpers sharing
+    one) importing Django and LangGraph can take minutes of wall time for a few seconds of CPU,
+    and a fixed wall-clock bound failed servers that were starting, only slowly. Given up on: a
+    process that used `cpu_budget` seconds of CPU (a normal start uses a few), or none for
+    `stall_seconds` (blocked, not starved: a starved one still gets some), or that started
+    `ceiling_seconds` ago whatever it did.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        *,
+        cpu_budget: float = 60.0,
+        stall_seconds: float = 60.0,
+        ceiling_seconds: float = 600.0,
+    ) -> None:
+        self._pid = pid
+        self._cpu_budget = cpu_budget
+        self._stall_seconds = stall_seconds
+        self._started = self._progressed = time.monotonic()
+        self._ceiling = self._started + ceiling_seconds
+        self._cpu = 0.0
+
+    def gave_up(self) -> str | None:
+        """Why the start has failed (a sentence), or None while it may still come up."""
+        now = time.monotonic()
+        cpu = self._cpu_seconds()
+        if cpu > self._cpu:
+            self._cpu, self._progressed = cpu, now
+        waited = f"after {now - self._started:.0f}s ({self._cpu:.1f}s of CPU)"
+        if self._cpu > self._cpu_budget:
+            return f"used over {self._cpu_budget:.0f}s of CPU {waited}"
+        if now - self._progressed > self._stall_seconds:
+            return f"used no CPU for {self._stall_seconds:.0f}s {waited}"
+        if now > self._ceiling:
+            return f"not up {waited}"
+        return None
+
+    def _cpu_seconds(self) -> float:
+        try:
+            process = psutil.Process(self._pid)
+            tree = [process, *process.children(recursive=True)]
+        except psutil.Error:
+            return self._cpu
+        total = 0.0
+        for member in tree:
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system
+        return total
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -124,11 +179,14 @@ def _free_port() -> int:
 
 
 def _wait_until_ok(server: LiveServer) -> str | None:
-    """Poll GET {api_url}/ok until it answers 200 (None) or the time is up (what went wrong)."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    """Poll GET {api_url}/ok until it answers 200 (None) or the process is given up on (what
+    went wrong; see StartWatch)."""
+    watch = StartWatch(server.process.pid)
     error = "no answer"
-    with httpx.Client(trust_env=False, timeout=2.0) as client:
-        while time.monotonic() < deadline:
+    # A probe waits for its answer: a server that has started but is starved answers slowly,
+    # and probes abandoned after 2 s each (ReadTimeout) never saw it up while they piled up.
+    with httpx.Client(trust_env=False, timeout=httpx.Timeout(30.0, connect=2.0)) as client:
+        while (gave_up := watch.gave_up()) is None:
             if server.process.poll() is not None:
                 return f"daphne exited with code {server.process.returncode}"
             try:
@@ -140,4 +198,4 @@ def _wait_until_ok(server: LiveServer) -> str | None:
                     return None
                 error = f"GET /ok answered {response.status_code}: {response.text[:500]}"
             time.sleep(0.1)
-    return f"{error} after {SERVER_START_TIMEOUT:.0f}s"
+    return f"{error}: {gave_up}"

@@ -1,0 +1,67 @@
+"""tests.live.StartWatch: a starting process is given up on for what it did (CPU), not for the
+wall time a loaded machine makes it take."""
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.live import StartWatch, die_with_parent
+
+BLOCKED = "import time; time.sleep(600)"
+BUSY = "while True: pass"
+BUSY_CHILD = (
+    "import subprocess, sys, time; "
+    f"subprocess.Popen([sys.executable, '-c', {BUSY!r}]); time.sleep(600)"
+)
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(code: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-c", code], preexec_fn=die_with_parent)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def verdict_within(watch: StartWatch, seconds: float) -> str | None:
+    """The watch's first reason to give up within `seconds`, else None."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (reason := watch.gave_up()) is not None:
+            return reason
+        time.sleep(0.05)
+    return None
+
+
+def test_a_blocked_process_is_given_up_on_once_it_stops_using_cpu(spawn) -> None:
+    watch = StartWatch(spawn(BLOCKED).pid, stall_seconds=2.0)
+    reason = verdict_within(watch, 120.0)
+    assert reason is not None and "no CPU" in reason
+
+
+def test_a_busy_process_is_given_up_on_past_its_cpu_budget(spawn) -> None:
+    watch = StartWatch(spawn(BUSY).pid, cpu_budget=0.5)
+    reason = verdict_within(watch, 120.0)
+    assert reason is not None and "of CPU" in reason and "no CPU" not in reason
+
+
+def test_a_working_process_is_waited_for_however_slow(spawn) -> None:
+    # Busy in a child while the parent sleeps: the tree's CPU is what counts (scripts/cluster).
+    watch = StartWatch(spawn(BUSY_CHILD).pid, cpu_budget=600.0, stall_seconds=3.0)
+    assert verdict_within(watch, 10.0) is None
+
+
+def test_the_ceiling_holds_whatever_the_process_does(spawn) -> None:
+    watch = StartWatch(spawn(BUSY).pid, cpu_budget=600.0, ceiling_seconds=1.0)
+    reason = verdict_within(watch, 120.0)
+    assert reason is not None and reason.startswith("not up")
