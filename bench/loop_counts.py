@@ -6,8 +6,9 @@ The same load as bench/inprocess.py (the `bench` echo graph, create+wait on one 
 client, httpx's ASGI transport), with counting wrappers around the loop and the bridge: tasks
 created (by the coroutine's name), futures made by the loop, `call_soon_threadsafe` wake-ups
 (from other threads), timers armed (`call_at`), thread hops (`call_sync` by executor and
-function, `SerialThread.call` by function). Counts are divided by the runs measured; the load
-generator's own tasks (httpx's) are among the tasks. Compare only with itself.
+function, `SerialThread.call` by function), hand-overs nobody waits for (`SerialThread.submit`).
+Counts are divided by the runs measured; the load generator's own tasks (httpx's) are among the
+tasks. Compare only with itself.
 """
 
 import asyncio
@@ -62,6 +63,7 @@ def instrument(loop: asyncio.AbstractEventLoop) -> None:
     cls.call_at = counted_call_at
 
     call_sync, serial_call = bridge.call_sync, bridge.SerialThread.call
+    serial_submit = bridge.SerialThread.submit
 
     async def counted_call_sync(fn, /, *args, on, **kwargs):
         counts[f"hop call_sync {on.value}: {_name(fn)}"] += 1
@@ -71,8 +73,13 @@ def instrument(loop: asyncio.AbstractEventLoop) -> None:
         counts[f"hop SerialThread.call: {_name(fn)}"] += 1
         return await serial_call(self, fn, *args, **kwargs)
 
+    def counted_serial_submit(self, fn):
+        counts[f"handover SerialThread.submit: {_name(fn)}"] += 1
+        return serial_submit(self, fn)
+
     bridge.call_sync = counted_call_sync
     bridge.SerialThread.call = counted_serial_call
+    bridge.SerialThread.submit = counted_serial_submit
     # Modules that imported call_sync by name.
     for module in list(sys.modules.values()):
         name = getattr(module, "__name__", "")
@@ -113,7 +120,7 @@ async def measure(concurrency: int, runs: int) -> None:
     for key, value in sorted(counts.items(), key=lambda kv: (kv[0].split()[0], -kv[1])):
         if value / done >= 0.05:
             print(f"  {value / done:6.2f}  {key}")
-    for kind in ("task", "future", "call_soon_threadsafe", "timer", "hop"):
+    for kind in ("task", "future", "call_soon_threadsafe", "timer", "hop", "handover"):
         total = sum(v for k, v in counts.items() if k.startswith(kind))
         print(f"  total {kind}: {total / done:.2f}")
 

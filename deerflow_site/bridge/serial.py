@@ -44,11 +44,13 @@ class SerialThread:
         self._calls.put((functools.partial(fn, *args, **kwargs), (inbox_of(loop), future)))
         return await future
 
-    def submit(self, fn: Callable[[], Any]) -> None:
-        """`fn()` on this thread, after the calls made before; nobody waits for it (ignored
-        once the thread is stopped)."""
-        if not self._stopped:
-            self._calls.put((fn, None))
+    def submit(self, fn: Callable[[], Any]) -> bool:
+        """`fn()` on this thread, after the calls made before; nobody waits for it. False (and
+        `fn` never runs) once the thread is stopped."""
+        if self._stopped:
+            return False
+        self._calls.put((fn, None))
+        return True
 
     def stop(self) -> None:
         """End the thread once the calls made before have run; later calls raise."""

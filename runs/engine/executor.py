@@ -28,6 +28,7 @@ from runs.engine.final_state import FinalState
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run, snapshot_of
 from runs.engine.journal import JournalWriter, RunJournal
 from runs.engine.registry import graph_for_thread
+from runs.engine.serial_saver import RunWrites, defer_writes
 from runs.engine.streaming import ChunkTranslator, EventPublisher, langgraph_modes
 from runs.journal.lifecycle import run_ended
 from runs.models import Run
@@ -242,9 +243,7 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         graph = await graph_for_thread(run.graph_id)
         plan = plan_run(run, [journal])
         final = FinalState(graph, modes=stream_modes_of(plan), config=plan.config)
-        stopped_by = await _run_unless_cancelled(
-            stream_graph(graph, plan, publisher, final), cancel
-        )
+        stopped_by = await _run_graph(stream_graph(graph, plan, publisher, final), plan, cancel)
         outcome = await _outcome_of_cancel(run, stopped_by)
         if stopped_by:
             final = None
@@ -310,6 +309,24 @@ async def execute_run(run: Run, *, cancel: CancelSignal) -> RunOutcome | None:
         publisher.emit("end", None)
     await publisher.close()
     return outcome if finished else None
+
+
+async def _run_graph(work: Coroutine[Any, Any, None], plan: RunPlan, cancel: CancelSignal) -> str:
+    """`_run_unless_cancelled`, and with LangGraph's "async" durability (the default) the run's
+    checkpoint writes handed to the saver's thread without a wait each: all of them are
+    committed before this returns (so before the run's end is recorded), and the first that
+    failed is raised (the run fails) unless the run was cancelled (then it is logged)."""
+    if plan.stream_kwargs.get("durability", "async") != "async":
+        return await _run_unless_cancelled(work, cancel)
+    writes = RunWrites()
+    try:
+        with defer_writes(writes):
+            stopped_by = await _run_unless_cancelled(work, cancel)
+    except Exception:
+        await writes.settle(raise_error=False)
+        raise
+    await writes.settle(raise_error=not stopped_by)
+    return stopped_by
 
 
 async def _run_unless_cancelled(work: Coroutine[Any, Any, None], cancel: CancelSignal) -> str:

@@ -60,10 +60,7 @@ class PostgresSaver(SerialSaverMethods, LangGraphPostgresSaver):
         self.bound_graphs: dict[str, Any] = {}
         self._closed = False  # read and written on `thread` only
 
-    async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        return await self.thread.call(self._connected, fn, args, kwargs)
-
-    def _connected(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    def _op(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         """`fn` on the saver's thread, on a live connection (a closed or broken one replaced).
         RuntimeError once the saver is closed: a call queued behind the close opens nothing."""
         if self._closed:

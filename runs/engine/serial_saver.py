@@ -5,9 +5,20 @@ the saver's `deerflow_site.bridge.SerialThread`, which owns the connection.
 The thread runs the calls one at a time, in order, and a call once made runs to its end: a
 checkpoint write finishes even when its run is cancelled meanwhile, and a rollback made after a
 write finds what it wrote.
+
+Within a run that `defer_writes` covers (the worker's, with LangGraph's "async" durability), a
+checkpoint write (`aput`, `aput_writes`) is handed to the thread without waiting for it: the
+same call, queued in the same order (any later call, a read included, runs after it), with the
+same return value. Its failure is held for the run (`RunWrites`), raised by the run's next
+awaited call of the saver and by `RunWrites.settle`, which the worker awaits before it records
+the run's end. Anything else (the API's state updates, copies, rollbacks) is awaited as before.
 """
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import contextlib
+import contextvars
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -23,9 +34,74 @@ from deerflow_site.bridge import SerialThread
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 #: Checkpoints read per call by `alist` (each holds its channels' values: a page bounds the
 #: memory a long history takes at once).
 LIST_PAGE = 100
+
+
+class RunWrites:
+    """One run's checkpoint writes handed to savers' threads without a wait (`defer_writes`).
+
+    `error`: the first of them that failed (None while none did); written on a saver's thread,
+    read on the event loop once `settle` waited for it or at the run's next awaited call."""
+
+    def __init__(self) -> None:
+        self.open = True  # False once settled: later writes are awaited
+        self.error: BaseException | None = None
+        self._handed = 0  # counted on the event loop
+        self._done = 0  # counted on the saver's thread
+        self._threads: set[SerialThread] = set()
+
+    def hand(self, thread: SerialThread, fn: Callable[[], Any]) -> None:
+        """Queue `fn()` on `thread`, not waited for. RuntimeError once the thread is stopped."""
+        if not thread.submit(functools.partial(self._run, fn)):
+            raise RuntimeError("the checkpoint saver's thread is stopped")
+        self._handed += 1
+        self._threads.add(thread)
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # held for the run, as an awaited call would raise it
+            if self.error is None:
+                self.error = exc
+        finally:
+            self._done += 1
+
+    async def settle(self, *, raise_error: bool = True) -> None:
+        """Wait until every write handed over so far is committed (or failed): one call on
+        each thread they went to, none when all are done. Later writes of the run are awaited
+        one by one. Raises the first write's failure when `raise_error`, else logs it."""
+        self.open = False
+        if self._done < self._handed:
+            for thread in self._threads:
+                await thread.call(_nothing)
+        if self.error is not None:
+            if raise_error:
+                raise self.error
+            logger.error("a write of a failed or cancelled run failed", exc_info=self.error)
+
+
+_run_writes: contextvars.ContextVar[RunWrites | None] = contextvars.ContextVar(
+    "run_writes", default=None
+)
+
+
+@contextlib.contextmanager
+def defer_writes(writes: RunWrites) -> Iterator[None]:
+    """Within this block (and the tasks it starts, which copy its context), savers hand their
+    checkpoint writes to `writes` instead of awaiting each one."""
+    token = _run_writes.set(writes)
+    try:
+        yield
+    finally:
+        _run_writes.reset(token)
+
+
+def _nothing() -> None:
+    return None
 
 
 class SerialSaverMethods:
@@ -46,8 +122,24 @@ class SerialSaverMethods:
     delete_thread: Callable[..., None]
     get_delta_channel_history: Callable[..., Mapping[str, DeltaChannelHistory]]
 
+    def _op(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """`fn(*args, **kwargs)` on the saver's thread (a saver may prepare its connection)."""
+        return fn(*args, **kwargs)
+
     async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        return await self.thread.call(fn, *args, **kwargs)
+        writes = _run_writes.get()
+        if writes is not None and writes.open and writes.error is not None:
+            raise writes.error
+        return await self.thread.call(self._op, fn, args, kwargs)
+
+    def _deferred(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Hand `fn(*args)` over without a wait when a run defers its writes; False otherwise
+        (the caller awaits it)."""
+        writes = _run_writes.get()
+        if writes is None or not writes.open:
+            return False
+        writes.hand(self.thread, functools.partial(self._op, fn, args, {}))
+        return True
 
     def _close(self) -> None:
         self.conn.close()
@@ -123,7 +215,16 @@ class SerialSaverMethods:
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await self._call(self.put, config, checkpoint, metadata, new_versions)
+        if not self._deferred(self.put, config, checkpoint, metadata, new_versions):
+            return await self._call(self.put, config, checkpoint, metadata, new_versions)
+        # What LangGraph's savers' `put` returns.
+        return {
+            "configurable": {
+                "thread_id": config["configurable"]["thread_id"],
+                "checkpoint_ns": config["configurable"]["checkpoint_ns"],
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
     async def aput_writes(
         self,
@@ -132,7 +233,8 @@ class SerialSaverMethods:
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._call(self.put_writes, config, writes, task_id, task_path)
+        if not self._deferred(self.put_writes, config, writes, task_id, task_path):
+            await self._call(self.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._call(self.delete_thread, thread_id)
