@@ -70,7 +70,10 @@ def instrument(loop: asyncio.AbstractEventLoop) -> None:
         return await call_sync(fn, *args, on=on, **kwargs)
 
     async def counted_serial_call(self, fn, /, *args, **kwargs):
-        counts[f"hop SerialThread.call: {_name(fn)}"] += 1
+        name = _name(fn)
+        if name.endswith("._op"):  # a saver's operation: name the one it runs
+            name = _name(args[0])
+        counts[f"hop SerialThread.call: {name}"] += 1
         return await serial_call(self, fn, *args, **kwargs)
 
     def counted_serial_submit(self, fn):

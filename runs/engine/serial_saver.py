@@ -77,7 +77,7 @@ class RunWrites:
         self.open = False
         if self._done < self._handed:
             for thread in self._threads:
-                await thread.call(_nothing)
+                await thread.call(_after_writes)
         if self.error is not None:
             if raise_error:
                 raise self.error
@@ -100,7 +100,7 @@ def defer_writes(writes: RunWrites) -> Iterator[None]:
         _run_writes.reset(token)
 
 
-def _nothing() -> None:
+def _after_writes() -> None:
     return None
 
 
