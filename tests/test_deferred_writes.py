@@ -59,6 +59,15 @@ async def start(
     return run, asyncio.create_task(execute_run(claimed, cancel=cancel)), cancel
 
 
+async def ended_within(ending: asyncio.Event, seconds: float) -> bool:
+    """Whether `ending` is set within `seconds`."""
+    try:
+        await asyncio.wait_for(ending.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 def stored_counts(thread_id: str) -> tuple[int, int]:
     """(checkpoints, writes) committed for `thread_id`, read on Django's own connection."""
     with connection.cursor() as cursor:
@@ -145,12 +154,13 @@ async def test_a_runs_end_is_recorded_after_its_writes_are_committed(
     """The saver's thread is held while the run writes; its end must wait for the writes."""
     thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
     at_end: list[tuple[int, int]] = []
-    ending = threading.Event()
+    ending = asyncio.Event()
+    loop = asyncio.get_running_loop()
     finish_run = executor.finish_run
 
     def counting_finish_run(**kwargs: Any) -> bool:
         at_end.append(stored_counts(thread.pk))
-        ending.set()
+        loop.call_soon_threadsafe(ending.set)
         return finish_run(**kwargs)
 
     monkeypatch.setattr(executor, "finish_run", counting_finish_run)
@@ -175,7 +185,7 @@ async def test_a_runs_end_is_recorded_after_its_writes_are_committed(
         if cancelled:
             await listener.until("custom")
             cancel.set("interrupt")
-        recorded = await asyncio.to_thread(ending.wait, HELD_SECONDS)
+        recorded = await ended_within(ending, HELD_SECONDS)
         held.set()
         await task
     assert not recorded, "the run's end was recorded while its checkpoint writes were held"
