@@ -1,11 +1,18 @@
 """What the journal records from a run's input and tools, and the catalog's filter names."""
 
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
+from langchain_core.language_models import FakeListChatModel
 from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import Command
 
 from deerflow_site.errors import Invalid
-from runs.engine.journal import human_messages, tool_messages
+from runs.engine.journal import JournalWriter, RunJournal, human_messages, tool_messages
 from runs.journal.catalog import CATEGORY_OF, EventCategory, EventType, parse_event_types
 
 
@@ -128,3 +135,46 @@ def test_a_models_token_counts_are_recorded_within_the_columns_range(
     counts = writer._take().usage["model"]
     assert (counts.input_tokens, counts.output_tokens) == recorded
     assert 0 <= counts.total_tokens <= 2**63 - 1
+
+
+class _ChainCountingJournal(RunJournal):
+    """The run journal, counting the chain events langchain_core still hands it."""
+
+    def __init__(self, writer: JournalWriter) -> None:
+        super().__init__(writer)
+        self.chain_events = 0
+
+    def on_chain_start(self, *args: Any, **kwargs: Any) -> None:
+        self.chain_events += 1
+
+    def on_chain_end(self, *args: Any, **kwargs: Any) -> None:
+        self.chain_events += 1
+
+
+async def test_the_journal_hears_a_graphs_models_and_tools_and_none_of_its_chains() -> None:
+    @tool
+    def lookup(query: str) -> str:
+        """Look a query up."""
+        return f"found {query}"
+
+    model = FakeListChatModel(responses=["the answer"])
+
+    async def answer(state: MessagesState) -> dict[str, Any]:
+        reply = await model.ainvoke(state["messages"])
+        call = {"type": "tool_call", "id": "call_1", "name": "lookup", "args": {"query": "q"}}
+        return {"messages": [reply, await lookup.ainvoke(call)]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    graph = builder.compile()
+    run = SimpleNamespace(pk=uuid.uuid4(), thread_id="t", kwargs={})
+    writer = JournalWriter(run)  # type: ignore[arg-type]
+    journal = _ChainCountingJournal(writer)
+
+    await graph.ainvoke({"messages": [("user", "hi")]}, {"callbacks": [journal]})
+
+    recorded = [entry.event_type for entry in (await writer.close()).entries]
+    assert recorded == [EventType.AI_RESPONSE, EventType.LLM_CALL, EventType.TOOL_RESULT]
+    assert journal.chain_events == 0  # skipped by langchain_core, not called as no-ops
+    assert not (journal.ignore_llm or journal.ignore_chat_model or journal.ignore_agent)

@@ -175,6 +175,13 @@ class RunJournal(GraphCallbackHandler):
     an `interrupt()` or a breakpoint), which the run's end reads."""
 
     run_inline = True
+    # Chains, retrievers, retries and custom events are not journalled: langchain_core skips
+    # this handler for them (for every runnable of a graph's nodes) instead of calling a no-op.
+    # Model (`llm`, `chat_model`) and tool (`agent`) events are.
+    ignore_chain = True
+    ignore_retriever = True
+    ignore_retry = True
+    ignore_custom_event = True
 
     def __init__(self, writer: JournalWriter) -> None:
         self.writer = writer
