@@ -37,6 +37,13 @@ def _deliver_locally(group: str, message: dict[str, Any]) -> bool:
     return hub is not None and group in hub.subscribers
 
 
+def listened_here(*, run_id: UUID | str, thread_id: str) -> bool:
+    """Whether a subscriber of this process (on any of its event loops) listens to the run's
+    stream or its thread's (the run's `end`'s own group aside)."""
+    groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
+    return any(group in hub.subscribers for hub in list(_hubs.values()) for group in groups)
+
+
 def publish_events_here(
     *, run_id: UUID | str, thread_id: str, events: Iterable[bus.StreamEvent]
 ) -> bool:

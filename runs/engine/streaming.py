@@ -96,7 +96,9 @@ class EventPublisher:
     emitted in one turn of the event loop go together, in the next. When nothing but this
     process's listeners needs them (a run not resumable, a channel layer that reaches no other
     process) they are handed to them then, in a callback; otherwise a task publishes batch after
-    batch for as long as events come (storing them first for a resumable run)."""
+    batch for as long as events come (storing them first for a resumable run). Those that no one
+    can hear then (no listener of the run's stream or its thread's in this process) are only
+    numbered."""
 
     def __init__(self, run: Run) -> None:
         self.run_id: UUID = run.pk
@@ -109,16 +111,30 @@ class EventPublisher:
         self._flush_due = False
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        #: Whether an event no listener of this process hears reaches no one (set by `start`).
+        self._drops_unheard = False
         #: Makes the run's final answer for its `end` (`answers.layer_answer`), set before it.
         self.answer: Callable[[], bytes | None] | None = None
 
     def start(self) -> None:
         """Publish from now on, on the running event loop."""
         self._loop = asyncio.get_running_loop()
+        self._drops_unheard = not self.resumable and not bus.reaches_other_processes()
 
     def emit(self, name: str, payload: Any) -> None:
         """Queue one event (serialised now: the graph may change its objects later), the run's
-        secret values taken out (the `debug`, `checkpoints` and `events` modes carry its config)."""
+        secret values taken out (the `debug`, `checkpoints` and `events` modes carry its config).
+
+        An event no one can receive (a run not resumable, no listener of its stream or its
+        thread's in this process, a layer that reaches no other process: a `/wait`'s run) is
+        numbered and dropped, not serialised; its `end` always goes."""
+        if (
+            self._drops_unheard
+            and name != bus.END
+            and not publishing.listened_here(run_id=self.run_id, thread_id=self.thread_id)
+        ):
+            self.last_id += 1
+            return
         if self.redactor:
             payload = self.redactor.redact(to_jsonable(payload))
         self.last_id += 1
