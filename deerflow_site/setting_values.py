@@ -7,6 +7,7 @@ environment and passes it here.
 """
 
 import math
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -17,6 +18,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 #: First path segments the site itself serves: an API prefix there would hide them, or be hidden.
 RESERVED_PREFIXES = ("admin", "playground", "static")
+#: The largest value of each kind, so that none overflows where it is used (a date this far back
+#: or ahead, a LIMIT, a 32-bit column): about 31 years of seconds, 100 years of days, a count.
+MAX_SECONDS = 1_000_000_000
+MAX_DAYS = 36_500
+MAX_COUNT = 2**31 - 1
 
 
 def boolean(name: str, raw: str | None, default: bool) -> bool:
@@ -52,15 +58,15 @@ def number(
     if not math.isfinite(value) or not low_ok or value > maximum:
         bound = f"greater than {minimum:g}" if above_minimum else f"at least {minimum:g}"
         if maximum != math.inf:
-            bound = f"between {minimum:g} and {maximum:g}"
+            bound = f"{bound} and at most {maximum:.15g}"
         raise ImproperlyConfigured(f"{name} must be a finite number {bound}, got {raw!r}")
     return value
 
 
 def integer(
-    name: str, raw: str | None, default: int, *, minimum: int = 0, maximum: float = math.inf
+    name: str, raw: str | None, default: int, *, minimum: int = 0, maximum: float = MAX_COUNT
 ) -> int:
-    """A whole number in [minimum, maximum]; unset or blank: `default`."""
+    """A whole number in [minimum, maximum] (at most MAX_COUNT); unset or blank: `default`."""
     value = number(name, raw, default, minimum=minimum, maximum=maximum)
     if not float(value).is_integer():
         raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}")
@@ -97,3 +103,20 @@ def api_prefix(name: str, raw: str) -> str:
             f"{name} must not start with /{prefix.split('/')[1]}: the site serves that path"
         )
     return prefix
+
+
+def command_option(
+    option: str, value: float | None, *, whole: bool = False, **bounds: Any
+) -> float | None:
+    """A management command's numeric option checked as a setting is (`integer` when `whole`,
+    else `number`, with the same bounds); None (not given) stays None. A value refused is a
+    CommandError naming the option."""
+    from django.core.management.base import CommandError  # not at settings' load
+
+    if value is None:
+        return None
+    check = integer if whole else number
+    try:
+        return check(option, repr(value), value, **bounds)
+    except ImproperlyConfigured as exc:
+        raise CommandError(str(exc)) from exc

@@ -33,12 +33,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 def env_float(name: str, default: float, **bounds: Any) -> float:
-    """A finite number, at least 0 unless `bounds` say otherwise (setting_values.number)."""
+    """A finite number of seconds in [0, MAX_SECONDS] unless `bounds` say otherwise
+    (setting_values.number)."""
+    bounds.setdefault("maximum", setting_values.MAX_SECONDS)
     return setting_values.number(name, os.environ.get(name), default, **bounds)
 
 
 def env_int(name: str, default: int, **bounds: Any) -> int:
-    """A whole number, at least 0 unless `bounds` say otherwise (setting_values.integer)."""
+    """A whole number in [0, MAX_COUNT] unless `bounds` say otherwise (setting_values.integer)."""
     return setting_values.integer(name, os.environ.get(name), default, **bounds)
 
 
@@ -317,7 +319,7 @@ RUN_POLL_SECONDS = env_float("DEERFLOW_RUN_POLL_SECONDS", 1.0, above_minimum=Tru
 SSE_HEARTBEAT_SECONDS = env_float("DEERFLOW_SSE_HEARTBEAT_SECONDS", 5.0, above_minimum=True)
 STREAM_RETENTION_SECONDS = env_float("DEERFLOW_STREAM_RETENTION_SECONDS", 3600.0)
 # `manage.py cleanup`: finished runs older than this go (0: kept forever); rows per transaction.
-RUN_RETENTION_DAYS = env_float("DEERFLOW_RUN_RETENTION_DAYS", 30.0)
+RUN_RETENTION_DAYS = env_float("DEERFLOW_RUN_RETENTION_DAYS", 30.0, maximum=setting_values.MAX_DAYS)
 CLEANUP_BATCH_SIZE = env_int("DEERFLOW_CLEANUP_BATCH_SIZE", 500, minimum=1)
 LANGGRAPH_CONFIG = os.environ.get("DEERFLOW_LANGGRAPH_CONFIG", "")
 # Limits checked at admission: active (pending or running) runs per user (over it: 429), runs per

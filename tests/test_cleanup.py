@@ -230,9 +230,42 @@ def test_command_prints_counts_per_kind_and_its_flags_override_the_settings(user
     assert not Run.objects.filter(pk=old.pk).exists()
 
 
-def test_command_refuses_a_batch_size_below_one() -> None:
-    with pytest.raises(CommandError, match="--batch-size"):
-        call_command("cleanup", "--batch-size", "0", stdout=io.StringIO())
+#: Flag values no date or LIMIT can hold (they were tracebacks from the first query).
+REFUSED_FLAGS = [
+    ("--batch-size", "0"),
+    ("--batch-size", "99999999999999999999"),
+    ("--run-days", "-1"),
+    ("--run-days", "nan"),
+    ("--run-days", "inf"),
+    ("--run-days", "1e10"),
+    ("--stream-seconds", "nan"),
+    ("--stream-seconds", "1e300"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), REFUSED_FLAGS, ids=[f"{f}={v}" for f, v in REFUSED_FLAGS]
+)
+def test_command_refuses_a_flag_value_it_cannot_use_naming_the_flag(
+    user: Any, flag: str, value: str
+) -> None:
+    old = finished_run(thread=make_thread(user=user), user=user, ended_days_ago=3)
+
+    with pytest.raises(CommandError, match=f"^{flag} must be a finite number"):
+        call_command("cleanup", flag, value, stdout=io.StringIO())
+
+    assert Run.objects.filter(pk=old.pk).exists()
+
+
+def test_command_takes_the_largest_values_it_allows(user: Any) -> None:
+    old = finished_run(thread=make_thread(user=user), user=user, ended_days_ago=3)
+    out = io.StringIO()
+    largest = ["--run-days", "36500", "--stream-seconds", "1e9", "--batch-size", "2147483647"]
+
+    call_command("cleanup", *largest, stdout=out)
+
+    assert "deleted 0 runs" in out.getvalue().splitlines()
+    assert Run.objects.filter(pk=old.pk).exists()
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")

@@ -57,6 +57,13 @@ REFUSED = [
     ("DEERFLOW_MAX_RECURSION_LIMIT", "0"),
     ("DEERFLOW_MAX_AFTER_SECONDS", "-1"),
     ("DEERFLOW_SAMPLE_GRAPHS", "2"),
+    # Past the largest value of its kind: a date, a LIMIT or a column would overflow on it.
+    ("DEERFLOW_RUN_RETENTION_DAYS", "1e10"),
+    ("DEERFLOW_STREAM_RETENTION_SECONDS", "1e300"),
+    ("DEERFLOW_RUN_LEASE_SECONDS", "1e10"),
+    ("DEERFLOW_MAX_AFTER_SECONDS", "1e300"),
+    ("DEERFLOW_CLEANUP_BATCH_SIZE", "99999999999999999999"),
+    ("DEERFLOW_WORKER_CONCURRENCY", "3e9"),
 ]
 
 #: Values at the edge that mean something (the README's 0s) load.
@@ -130,6 +137,6 @@ def test_the_server_and_manage_py_say_the_refused_value_in_one_line(tmp_path, co
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "configuration error: DEERFLOW_RUN_LEASE_SECONDS must be a finite number greater than 0, "
-        "got '0'"
+        "configuration error: DEERFLOW_RUN_LEASE_SECONDS must be a finite number greater than 0 "
+        "and at most 1000000000, got '0'"
     ]

@@ -174,11 +174,11 @@ def test_runs_worker_refuses_a_concurrency_below_one(manage_py: Any) -> None:
     result = manage_py("runs_worker", "--concurrency", "0", check=False)
 
     assert result.returncode != 0
-    assert "--concurrency must be at least 1" in result.stderr
+    assert "--concurrency must be a finite number at least 1" in result.stderr
 
 
 def test_runs_worker_reports_bad_arguments_as_a_command_error() -> None:
     from django.core.management import CommandError, call_command
 
-    with pytest.raises(CommandError, match="--concurrency must be at least 1"):
+    with pytest.raises(CommandError, match="--concurrency must be a finite number at least 1"):
         call_command("runs_worker", concurrency=0)

@@ -2,8 +2,9 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
+from deerflow_site.setting_values import MAX_DAYS, MAX_SECONDS, command_option
 from runs.retention import Retention, clear_expired
 
 
@@ -48,12 +49,12 @@ class Command(BaseCommand):
         batch_size: int | None,
         **options: Any,
     ) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise CommandError("--batch-size must be at least 1")
-        if any(value is not None and value < 0 for value in (run_days, stream_seconds)):
-            raise CommandError("--run-days and --stream-seconds must not be negative")
+        # Checked as the settings they override are: a value no date or LIMIT can hold is
+        # refused here, not a traceback from the first query.
         retention = Retention.from_settings(
-            run_days=run_days, stream_seconds=stream_seconds, batch_size=batch_size
+            run_days=command_option("--run-days", run_days, maximum=MAX_DAYS),
+            stream_seconds=command_option("--stream-seconds", stream_seconds, maximum=MAX_SECONDS),
+            batch_size=command_option("--batch-size", batch_size, whole=True, minimum=1),
         )
         counts = clear_expired(retention=retention, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"

@@ -3,8 +3,9 @@
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
+from deerflow_site.setting_values import command_option
 from runs.engine import run_worker_process
 
 
@@ -23,6 +24,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, concurrency: int, **options: Any) -> None:
-        if concurrency < 1:
-            raise CommandError("--concurrency must be at least 1")
-        run_worker_process(concurrency=concurrency)
+        # Checked as DEERFLOW_WORKER_CONCURRENCY is (the option's default, so never None).
+        checked = command_option("--concurrency", concurrency, whole=True, minimum=1)
+        run_worker_process(concurrency=int(checked or concurrency))
