@@ -2,8 +2,11 @@
 
 import httpx
 import pytest
-from langgraph_sdk.errors import ConflictError, NotFoundError
+from guardian.shortcuts import assign_perm
+from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
+from deerflow_site.bridge import Executor, call_sync
+from runs.models import Run
 from threads.models import Thread
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -44,6 +47,48 @@ async def test_sdk_never_sees_another_users_thread(sdk, other_sdk):
         await sdk.threads.delete(theirs["thread_id"])
     assert await sdk.threads.search() == []
     assert await Thread.objects.filter(pk=theirs["thread_id"]).aexists()
+
+
+async def test_sdk_prunes_the_threads_it_may_delete_and_leaves_the_rest(sdk, other_sdk, user):
+    mine = [(await sdk.threads.create())["thread_id"] for _ in range(2)]
+    await sdk.runs.wait(mine[0], "echo", input={"messages": [{"role": "user", "content": "hi"}]})
+    busy = (await sdk.threads.create())["thread_id"]
+    await sdk.runs.create(busy, "echo", input={"messages": []}, after_seconds=3600)
+    theirs = (await other_sdk.threads.create())["thread_id"]
+    shared = (await other_sdk.threads.create())["thread_id"]
+    thread = await Thread.objects.aget(pk=shared)
+    await call_sync(assign_perm, "view_thread", user, thread, on=Executor.THREAD_SENSITIVE)
+
+    named = [*mine, mine[0], busy, theirs, shared, "no-such-thread"]
+    assert await sdk.threads.prune(named) == {"pruned_count": 2}
+
+    for thread_id in mine:
+        with pytest.raises(NotFoundError):
+            await sdk.threads.get(thread_id)
+    assert not await Run.objects.filter(thread_id=mine[0]).aexists()
+    left = {t async for t in Thread.objects.values_list("thread_id", flat=True)}
+    assert left == {busy, theirs, shared}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"thread_ids": ["x"], "strategy": "keep_latest"},
+        {"thread_ids": ["x"], "strategy": "everything"},
+        {"thread_ids": ["not a thread id"]},
+        {"thread_ids": "x"},
+        {"thread_ids": ["x"] * 1001},
+        {},
+    ],
+    ids=["keep_latest", "unknown-strategy", "bad-id", "not-a-list", "too-many", "no-ids"],
+)
+async def test_prune_refuses_what_it_cannot_do_and_deletes_nothing(sdk, body):
+    await sdk.threads.create(thread_id="x")
+
+    with pytest.raises(UnprocessableEntityError):
+        await sdk.http.post("/threads/prune", json=body)
+
+    assert await Thread.objects.filter(pk="x").aexists()
 
 
 def test_live_server_sends_cors_headers_for_allowed_origins(daphne_server):

@@ -94,6 +94,24 @@ class ThreadCreateSerializer(RequestSerializer):
     unsupported_fields = ("supersteps",)
 
 
+#: The most thread ids one `POST /threads/prune` names.
+PRUNE_LIMIT = 1000
+
+
+class ThreadPruneSerializer(RequestSerializer):
+    """`POST /threads/prune`: `{thread_ids, strategy}`; only `delete` is served."""
+
+    thread_ids = serializers.ListField(child=ThreadIdField(), max_length=PRUNE_LIMIT)
+    strategy = serializers.ChoiceField(choices=["delete", "keep_latest"], default="delete")
+
+    def validate_strategy(self, value: str) -> str:
+        if value == "keep_latest":
+            raise serializers.ValidationError(
+                "keep_latest is not supported: only delete (the whole thread) is."
+            )
+        return value
+
+
 class ThreadPatchSerializer(RequestSerializer):
     metadata = JSONObjectField(required=False, allow_null=True)
     ttl = TTLField(required=False, allow_null=True)

@@ -1,6 +1,7 @@
 """Writes to threads and the rules around them."""
 
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from deerflow_site.errors import Forbidden
 from deerflow_site.rows import row_params
 from runs.engine import delete_thread_checkpoints
 from runs.models import Run
@@ -122,3 +124,18 @@ def delete_thread(*, thread: Thread) -> None:
         locked.delete()
         # In the same transaction: a thread is never gone while its checkpoints stay.
         delete_thread_checkpoints(thread.thread_id)
+
+
+def prune_threads(*, user: Any, thread_ids: Iterable[str]) -> int:
+    """Delete each of `thread_ids` as `DELETE /threads/{t}` would (`POST /threads/prune`): one
+    missing, not the user's to delete, or busy (a run pending or running) is left as it is.
+    Returns how many were deleted."""
+    pruned = 0
+    for thread_id in dict.fromkeys(thread_ids):
+        try:
+            thread = get_thread(user=user, thread_id=thread_id, action="delete", with_state=False)
+            delete_thread(thread=thread)
+        except (ThreadNotFound, Forbidden, ThreadBusy):
+            continue
+        pruned += 1
+    return pruned

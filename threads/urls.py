@@ -6,6 +6,7 @@ urlpatterns = [
     path("threads", views.ThreadListView.as_view(), name="threads"),
     path("threads/search", views.ThreadSearchView.as_view(), name="threads-search"),
     path("threads/count", views.ThreadCountView.as_view(), name="threads-count"),
+    path("threads/prune", views.ThreadPruneView.as_view(), name="threads-prune"),
     path("threads/<str:thread_id>", views.ThreadDetailView.as_view(), name="thread"),
     path("threads/<str:thread_id>/state", state_views.thread_state, name="thread-state"),
     path(

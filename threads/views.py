@@ -1,8 +1,9 @@
 """Thread endpoints: translate HTTP to thread services and selectors, nothing else."""
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import status
+from rest_framework.fields import IntegerField
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +19,7 @@ from threads.serializers import (
     ThreadCountSerializer,
     ThreadCreateSerializer,
     ThreadPatchSerializer,
+    ThreadPruneSerializer,
     ThreadSearchSerializer,
     ThreadSerializer,
     thread_data,
@@ -89,6 +91,22 @@ class ThreadCountView(APIView):
         """Count the threads the caller may view that match the filters."""
         body = validated(ThreadCountSerializer, request.data)
         return Response(_matching_threads(request, body).count())
+
+
+class ThreadPruneView(APIView):
+    required_scopes = {"POST": "threads:delete"}
+
+    @extend_schema(
+        operation_id="threads_prune",
+        request=ThreadPruneSerializer,
+        responses={200: inline_serializer("ThreadPrune", {"pruned_count": IntegerField()})},
+    )
+    def post(self, request: Request) -> Response:
+        """Delete the named threads the caller may delete, with their runs and checkpoints;
+        those missing, not theirs or busy are left. Answers how many went."""
+        body = validated(ThreadPruneSerializer, request.data)
+        pruned = services.prune_threads(user=request.user, thread_ids=body["thread_ids"])
+        return json_response({"pruned_count": pruned})
 
 
 class ThreadDetailView(APIView):
