@@ -86,6 +86,22 @@ def test_creating_a_thread_with_a_bad_id_is_422_and_stores_nothing(api, bad_id) 
     assert nothing_stored()
 
 
+@pytest.mark.parametrize("reserved", ["search", "count", "prune"])
+def test_a_thread_id_naming_an_endpoint_is_422_and_stores_nothing(api, reserved) -> None:
+    """Such a thread was created, then answered 405 at /threads/{id} (the endpoint's), for ever."""
+    created = api.post("/api/threads", {"thread_id": reserved}, format="json")
+    run = api.post(
+        f"/api/threads/{reserved}/runs/wait",
+        {"assistant_id": "echo", "input": {"messages": []}, "if_not_exists": "create"},
+        format="json",
+    )
+
+    for response in (created, run):
+        assert response.status_code == 422, response.content
+        assert reserved in str(response.json()["detail"]["thread_id"])
+    assert nothing_stored()
+
+
 @pytest.mark.parametrize("bad_id", [str(uuid.uuid4()) + "\n", f"{{{uuid.uuid4()}}}"])
 def test_creating_a_thread_with_a_bad_uuid_is_422(api, bad_id) -> None:
     response = api.post("/api/threads", {"thread_id": bad_id}, format="json")

@@ -10,6 +10,9 @@ import uuid
 from deerflow_site.errors import Invalid
 
 THREAD_ID_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+#: Paths under /threads that are endpoints: a thread of one of these ids could be created, but
+#: never read, changed or deleted at /threads/{id} (the endpoint's 405 answered instead).
+RESERVED_THREAD_IDS = frozenset({"search", "count", "prune"})
 #: A UUID as the SDKs send it: 8-4-4-4-12 hex digits, or the 32 digits alone. Python's own
 #: uuid.UUID() is looser (braces, `urn:uuid:`, surrounding whitespace, `_` between digits).
 UUID_PATTERN = re.compile(
@@ -19,11 +22,15 @@ UUID_PATTERN = re.compile(
 
 
 def validate_thread_id(value: object, *, field: str = "thread_id") -> str:
-    """A thread id (a UUID or `[A-Za-z0-9_-]{1,64}`), or 422 naming the field."""
+    """A thread id (a UUID or `[A-Za-z0-9_-]{1,64}`, not one of RESERVED_THREAD_IDS), or 422
+    naming the field."""
     if isinstance(value, uuid.UUID):
         return str(value)
     if not isinstance(value, str) or not THREAD_ID_PATTERN.fullmatch(value):
         raise Invalid({field: ["Must be a UUID or match ^[A-Za-z0-9_-]{1,64}$."]})
+    if value in RESERVED_THREAD_IDS:
+        reserved = ", ".join(sorted(RESERVED_THREAD_IDS))
+        raise Invalid({field: [f"Must not be one of {reserved}: /threads/{value} is an endpoint."]})
     return value
 
 

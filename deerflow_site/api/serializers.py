@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from deerflow_site.api.ids import parse_uuid, validate_thread_id
 from deerflow_site.api.parsers import MAX_INTEGER
+from deerflow_site.errors import Invalid
 
 logger = logging.getLogger(__name__)
 
@@ -205,17 +206,16 @@ class JSONFilterField(JSONObjectField):
 
 @extend_schema_field({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
 class ThreadIdField(serializers.CharField):
-    """A thread id: a UUID or `[A-Za-z0-9_-]{1,64}`, matched whole (no trimming)."""
+    """A thread id: a UUID or `[A-Za-z0-9_-]{1,64}`, matched whole (no trimming), and not the
+    name of an endpoint under /threads (ids.validate_thread_id)."""
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             raise serializers.ValidationError("Must be a string.")
         try:
-            return validate_thread_id(data)
-        except Exception:
-            raise serializers.ValidationError(
-                "Must be a UUID or match ^[A-Za-z0-9_-]{1,64}$."
-            ) from None
+            return validate_thread_id(data, field="id")
+        except Invalid as exc:
+            raise serializers.ValidationError(exc.detail["id"]) from None
 
 
 @extend_schema_field(OpenApiTypes.UUID)
