@@ -1,6 +1,8 @@
 """tests.live.StartWatch: a starting process is given up on for what it did (CPU), not for the
 wall time a loaded machine makes it take."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,13 +25,17 @@ def spawn() -> Iterator:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(code: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-c", code], preexec_fn=die_with_parent)
+        # Its own process group, killed whole afterwards: BUSY_CHILD's child outlives its parent
+        # otherwise, spinning on a core for the rest of the suite.
+        process = subprocess.Popen(
+            [sys.executable, "-c", code], preexec_fn=die_with_parent, start_new_session=True
+        )
         processes.append(process)
         return process
 
     yield start
     for process in processes:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
