@@ -242,6 +242,25 @@ def live_server_factory(
     factory.stop_all()
 
 
+@pytest.fixture(autouse=True)
+def _stop_the_tests_own_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Stop, at the end of each test, the servers started during it by `live_server_factory`.
+
+    The factory lives for the session (module-scoped servers come from it), so a server a test
+    started itself outlived the test: one with the embedded worker went on claiming the next
+    tests' runs from the shared PostgreSQL database, and they failed as if their own workers
+    had not run them. Servers of module-scoped fixtures started before the test are left to
+    their fixture (pytest sets up higher-scoped fixtures first).
+    """
+    if "live_server_factory" not in request.fixturenames:
+        yield
+        return
+    factory: LiveServerFactory = request.getfixturevalue("live_server_factory")
+    mark = factory.started()
+    yield
+    factory.stop_started_since(mark)
+
+
 @pytest.fixture(scope="module")
 def daphne_server(live_server_factory: LiveServerFactory) -> Iterator[LiveServer]:
     """One daphne server with the inherited configuration, shared by the tests of a module.

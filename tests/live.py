@@ -94,9 +94,17 @@ class LiveServerFactory:
             f"--- daphne output ({server.log_path}) ---\n{output[-20000:]}"
         )
 
-    def stop_all(self) -> None:
-        for server in self._servers:
+    def started(self) -> int:
+        """How many servers this factory has started so far: a mark for `stop_started_since`."""
+        return len(self._servers)
+
+    def stop_started_since(self, mark: int) -> None:
+        """Stop every server started after `mark` (from `started()`) that is still running."""
+        for server in self._servers[mark:]:
             server.stop()
+
+    def stop_all(self) -> None:
+        self.stop_started_since(0)
 
     def _spawn(self, env: dict[str, str]) -> LiveServer:
         port = _free_port()
