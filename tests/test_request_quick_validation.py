@@ -1,7 +1,8 @@
-"""A create body validated the quick way (`RequestSerializer.quickly_validated`) gives exactly
-what the serializer gives, and every body it does not take goes to the serializer, whose 422
-is unchanged: checked on bodies made of the create serializer's own fields, unknown ones, and
-values of every JSON type, valid and not."""
+"""A create body (a run's, a thread's) validated the quick way
+(`RequestSerializer.quickly_validated`) gives exactly what the serializer gives, defaults
+included, and every body it does not take goes to the serializer, whose 422 is unchanged:
+checked on bodies made of the create serializers' own fields, unknown ones, and values of every
+JSON type, valid and not."""
 
 from typing import Any
 
@@ -13,6 +14,7 @@ from rest_framework import serializers
 from deerflow_site.api.serializers import request_data
 from runs.create_serializers import STREAM_MODES, RunCreateSerializer, parse_run_create
 from runs.models import Run
+from threads.serializers import ThreadCreateSerializer
 
 FIELDS = sorted(RunCreateSerializer().fields)
 JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text()
@@ -65,8 +67,8 @@ KEYS = st.sampled_from([*FIELDS, "unknown_field", "raise_error"])
 BODIES = st.dictionaries(KEYS, PLAUSIBLE | JSON, max_size=6)
 
 
-def _full(data: Any) -> tuple[str, Any]:
-    serializer = RunCreateSerializer(data=data)
+def _full(data: Any, serializer_class: Any = RunCreateSerializer) -> tuple[str, Any]:
+    serializer = serializer_class(data=data)
     if serializer.is_valid():
         return "valid", dict(serializer.validated_data)
     return "invalid", serializer.errors
@@ -83,9 +85,11 @@ def test_the_quick_way_agrees_with_the_serializer(body: dict[str, Any]) -> None:
     assert request_data_or_errors(body) == (verdict, full)
 
 
-def request_data_or_errors(body: dict[str, Any]) -> tuple[str, Any]:
+def request_data_or_errors(
+    body: dict[str, Any], serializer_class: Any = RunCreateSerializer
+) -> tuple[str, Any]:
     try:
-        return "valid", request_data(RunCreateSerializer, _copy(body))
+        return "valid", request_data(serializer_class, _copy(body))
     except serializers.ValidationError as exc:
         return "invalid", exc.detail
 
@@ -125,3 +129,63 @@ def test_the_bodies_the_sdks_send_go_the_quick_way(body: dict[str, Any]) -> None
 )
 def test_other_bodies_go_to_the_serializer(body: Any) -> None:
     assert RunCreateSerializer.quickly_validated(body) is None
+
+
+THREAD_FIELDS = sorted(ThreadCreateSerializer().fields)
+THREAD_VALUES = st.sampled_from(
+    [
+        None,
+        "",
+        "raise",
+        "do_nothing",
+        "update",
+        "1ef4b6c2-0a6e-6a5e-8000-1f0c0b5f8a11",
+        "my-thread_1",
+        "x" * 65,
+        "search",
+        "a b",
+        {},
+        {"owner_id": "me", "k": "v"},
+        {"ttl": 5},
+        {"ttl": 5, "strategy": "keep_latest"},
+        [{"updates": []}],
+        0,
+        -1,
+        5,
+        1.5,
+        10**12,
+        True,
+    ]
+)
+THREAD_BODIES = st.dictionaries(
+    st.sampled_from([*THREAD_FIELDS, "unknown_field"]), THREAD_VALUES | JSON, max_size=4
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(THREAD_BODIES)
+def test_a_thread_create_body_the_quick_way_agrees_with_the_serializer(
+    body: dict[str, Any],
+) -> None:
+    quick = ThreadCreateSerializer.quickly_validated(_copy(body))
+    verdict, full = _full(_copy(body), ThreadCreateSerializer)
+    if quick is not None:
+        assert verdict == "valid"
+        assert quick == full
+    assert request_data_or_errors(body, ThreadCreateSerializer) == (verdict, full)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},  # what `client.threads.create()` sends
+        {"metadata": {"k": "v"}},
+        {"thread_id": "1ef4b6c2-0a6e-6a5e-8000-1f0c0b5f8a11", "if_exists": "do_nothing"},
+        {"ttl": 30},
+    ],
+)
+def test_the_thread_create_bodies_the_sdks_send_go_the_quick_way(body: dict[str, Any]) -> None:
+    quick = ThreadCreateSerializer.quickly_validated(_copy(body))
+    assert quick is not None
+    assert quick == _full(_copy(body), ThreadCreateSerializer)[1]
+    assert quick["if_exists"] == body.get("if_exists", "raise")  # the default, given

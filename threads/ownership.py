@@ -15,9 +15,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Q
 
+from deerflow_site.dbcompat import hot_cursor
 from threads.models import ThreadGroupObjectPermission, ThreadUserObjectPermission
 
 #: The object permissions an owner holds, and the only ones a thread is shared with.
@@ -64,11 +65,12 @@ def _grant_owner_sql() -> str:
     return GRANT_OWNER_SQL.format(codenames=codenames, **_tables())
 
 
-def grant_owner(*, thread_id: str, user_id: int, new_thread: bool = False) -> int:
+def grant_owner(*, thread_id: str, user_id: int, new_thread: bool = False, db: Any = None) -> int:
     """Give the user the owner's object permissions on the thread, in one statement (inside the
-    caller's transaction); rights the user already holds stay as they are. Returns the rows
-    added. A `new_thread` must get all of them: raises OwnerPermissionsMissing otherwise."""
-    with connection.cursor() as cursor:
+    caller's transaction, on `db`: this thread's connection to the default database unless
+    given); rights the user already holds stay as they are. Returns the rows added. A
+    `new_thread` must get all of them: raises OwnerPermissionsMissing otherwise."""
+    with hot_cursor(db or connections[DEFAULT_DB_ALIAS]) as cursor:
         cursor.execute(_grant_owner_sql(), [user_id, thread_id])
         added = cursor.rowcount
     if new_thread and added != len(OWNER_PERMISSIONS):

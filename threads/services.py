@@ -6,9 +6,10 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
+from deerflow_site.dbcompat import hot_cursor
 from deerflow_site.errors import Forbidden
 from deerflow_site.rows import row_params
 from runs.engine import delete_thread_checkpoints
@@ -69,16 +70,17 @@ def create_thread(
         updated_at=now,
         expires_at=now + timedelta(minutes=ttl_minutes) if ttl_minutes else None,
     )
-    row = row_params(thread)
+    db = connections[DEFAULT_DB_ALIAS]
+    row = row_params(thread, db)
     with transaction.atomic():
-        with connection.cursor() as cursor:
+        with hot_cursor(db) as cursor:
             cursor.execute(_insert_thread_sql(), row)
             created = cursor.rowcount == 1
         if created:
-            grant_owner(thread_id=thread.thread_id, user_id=user.pk, new_thread=True)
+            grant_owner(thread_id=thread.thread_id, user_id=user.pk, new_thread=True, db=db)
     if created:
         thread._state.adding = False
-        thread._state.db = connection.alias
+        thread._state.db = db.alias
         return thread, True
     if if_exists == "do_nothing":
         try:

@@ -12,7 +12,7 @@ from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import PAGINATION_HEADERS, page, pagination_headers
 from deerflow_site.api.responses import json_response
 from deerflow_site.api.schema import error
-from deerflow_site.api.serializers import validated
+from deerflow_site.api.serializers import request_data, validated
 from threads import selectors, services
 from threads.models import Thread
 from threads.serializers import (
@@ -47,7 +47,7 @@ class ThreadListView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Create a thread."""
-        body = validated(ThreadCreateSerializer, request.data)
+        body = request_data(ThreadCreateSerializer, request.data)
         thread, _ = services.create_thread(
             user=request.user,
             thread_id=body.get("thread_id"),

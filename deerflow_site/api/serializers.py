@@ -73,9 +73,10 @@ class RequestSerializer(serializers.Serializer):
         """The validated data of a body that is valid and names known fields only, checked by
         the fields of one serializer made once (bound fields hold no state of a validation):
         only the fields the body names run, where DRF copies and runs every declared field
-        per request. None whenever the body is anything else (an unknown or unsupported
-        field, a value a field refuses, a field with a default or required absent): validate
-        it with a serializer then, which answers exactly as it always does.
+        per request; a field the body leaves out that has a default gets it, as DRF gives it
+        (not validated). None whenever the body is anything else (an unknown or unsupported
+        field, a value a field refuses, a required field absent): validate it with a
+        serializer then, which answers exactly as it always does.
 
         Only for serializers whose `validate` reads nothing but the attributes it is given
         and which declare no validators of their own."""
@@ -112,13 +113,18 @@ class _QuickValidation:
             and name not in serializer_class.unsupported_fields
             and not hasattr(self.serializer, f"validate_{name}")
         }
-        # Fields that act when absent (required, or a default): the body must name them.
-        self.needed = frozenset(
-            name
-            for name, field in fields.items()
-            if not field.read_only and (field.required or field.default is not serializers.empty)
+        writable = {name: field for name, field in fields.items() if not field.read_only}
+        # Required fields: the body must name them (DRF's 422 otherwise).
+        self.needed = frozenset(name for name, field in writable.items() if field.required)
+        # Fields with a default: DRF gives the default (`get_default`, not validated) when the
+        # body leaves one out.
+        self.defaulted = tuple(
+            (name, field)
+            for name, field in writable.items()
+            if field.default is not serializers.empty
         )
-        self.usable = not self.serializer.validators and self.needed <= self.fields.keys()
+        acting = self.needed | {name for name, _ in self.defaulted}
+        self.usable = not self.serializer.validators and acting <= self.fields.keys()
 
     def validated(self, data: Any) -> dict[str, Any] | None:
         if not self.usable or type(data) is not dict or not self.needed <= data.keys():
@@ -128,6 +134,9 @@ class _QuickValidation:
         try:
             for name, value in data.items():
                 attrs[name] = fields[name].run_validation(value)
+            for name, field in self.defaulted:
+                if name not in attrs:
+                    attrs[name] = field.get_default()
             return self.serializer.validate(attrs)
         except Exception:  # an unknown field (KeyError) or a refused value: the long way
             return None
