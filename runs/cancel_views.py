@@ -13,12 +13,13 @@ from rest_framework.views import APIView
 
 from deerflow_site.api.async_views import api_view
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from deerflow_site.api.query import validated_query
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
 from deerflow_site.bridge import Executor, call_sync
 from runs.cancellation import cancel_run_of_user, cancel_runs
 from runs.engine import Subscription, bus
-from runs.serializers import BulkCancelSerializer, CancelQuerySerializer, query_data
+from runs.serializers import BulkCancelSerializer, CancelQuerySerializer
 from runs.sse.waiting import heartbeats_until_run_ends
 
 #: How long `?wait=1` waits for a cancelled run to stop before answering 202 anyway.
@@ -38,7 +39,7 @@ CANCEL_WAIT_SECONDS = 30.0
 @api_view(required_scopes={"POST": "runs:cancel"}, on=Executor.API)
 async def cancel(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """POST /threads/{t}/runs/{r}/cancel?wait=0|1&action=interrupt|rollback."""
-    query = validated(CancelQuerySerializer, query_data(request.GET))
+    query = validated_query(CancelQuerySerializer, request.GET)
     return await cancel_run_of_request(
         request, thread_id, run_id, action=query["action"], wait=query["wait"]
     )
@@ -101,7 +102,7 @@ class BulkCancelView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Cancel the runs of a thread, or every run of the caller's with a status."""
-        query = validated(CancelQuerySerializer, query_data(request.query_params))
+        query = validated_query(CancelQuerySerializer, request.query_params)
         body = validated(BulkCancelSerializer, request.data)
         cancel_runs(
             user=request.user,

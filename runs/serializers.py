@@ -4,11 +4,11 @@ bodies are `runs/create_serializers.py`."""
 from typing import Any
 from uuid import UUID
 
-from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from deerflow_site.api.pagination import LimitOffsetSerializer
+from deerflow_site.api.query import QueryBooleanField
 from deerflow_site.api.serializers import RequestSerializer, ThreadIdField, UUIDStringField
 from deerflow_site.redaction import redact_secrets
 from runs.models import Run
@@ -102,7 +102,7 @@ class RunListQuerySerializer(LimitOffsetSerializer):
 class CancelQuerySerializer(RequestSerializer):
     """`?wait=0|1&action=interrupt|rollback` of the cancel endpoints."""
 
-    wait = serializers.BooleanField(default=False)
+    wait = QueryBooleanField(default=False)
     action = serializers.ChoiceField(
         choices=Run.CancelAction.choices, default=Run.CancelAction.INTERRUPT
     )
@@ -111,7 +111,7 @@ class CancelQuerySerializer(RequestSerializer):
 class JoinStreamQuerySerializer(CancelQuerySerializer):
     """`?stream_mode&cancel_on_disconnect&action&wait` of `GET|POST …/runs/{r}/stream`."""
 
-    cancel_on_disconnect = serializers.BooleanField(default=False)
+    cancel_on_disconnect = QueryBooleanField(default=False)
     action = serializers.ChoiceField(
         choices=Run.CancelAction.choices, required=False, allow_null=True
     )
@@ -141,12 +141,3 @@ class BulkCancelSerializer(RequestSerializer):
         if run_ids:
             attrs["run_ids"] = [UUID(run_id) for run_id in run_ids]
         return attrs
-
-
-def query_data(query: QueryDict) -> dict[str, Any]:
-    """A query string as serializer input: repeated keys become lists, others single values."""
-    data: dict[str, Any] = {}
-    for key in query:
-        values = query.getlist(key)
-        data[key] = values if len(values) > 1 or key in ("select", "stream_mode") else values[0]
-    return data

@@ -20,8 +20,8 @@ from deerflow_site.api.backends import has_model_permission
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.permissions import SCOPES
+from deerflow_site.api.query import validated_query
 from deerflow_site.api.schema import error, event_stream
-from deerflow_site.api.serializers import validated
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.errors import Forbidden
 from deerflow_site.streaming import BytesStreamingResponse, LastChunk
@@ -39,7 +39,7 @@ from runs.create_serializers import (
 )
 from runs.engine import Subscription, answers, bus, subscribe_then
 from runs.models import Run
-from runs.serializers import JoinStreamQuerySerializer, query_data
+from runs.serializers import JoinStreamQuerySerializer
 from runs.sse.frames import parse_event_id, sse_response
 from runs.sse.run_stream import stream_run_events, subscribe_to_run
 from runs.sse.thread_stream import (
@@ -287,10 +287,7 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
 @api_view(required_scopes={"GET": "runs:read", "POST": "runs:read"}, on=Executor.API)
 async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
     """GET|POST /threads/{t}/runs/{r}/stream: join the run's events (`?action=` cancels)."""
-    query = query_data(request.GET)
-    query = validated(
-        JoinStreamQuerySerializer, {k: v for k, v in query.items() if k not in MODE_KEYS}
-    )
+    query = validated_query(JoinStreamQuerySerializer, request.GET, skip=MODE_KEYS)
     if query.get("action") and request.method != "POST":
         raise Invalid({"action": ["Honoured on POST only: a GET never changes a run."]})
     if query.get("action"):

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from deerflow_site.api.ids import validate_thread_id
 from deerflow_site.api.pagination import PAGINATION_HEADERS, page, pagination_headers
-from deerflow_site.api.serializers import validated
+from deerflow_site.api.query import validated_query
 from deerflow_site.errors import Invalid
 from runs import admission, selectors, services
 from runs.create_serializers import (
@@ -18,7 +18,7 @@ from runs.create_serializers import (
     parse_run_create,
     parse_stateless_run_create,
 )
-from runs.serializers import RunListQuerySerializer, RunSerializer, query_data, run_json
+from runs.serializers import RunListQuerySerializer, RunSerializer, run_json
 from runs.stream_views import RUN_HEADERS, run_headers
 
 
@@ -47,7 +47,7 @@ class ThreadRunsView(APIView):
     )
     def get(self, request: Request, thread_id: str) -> Response:
         """List a thread's runs, newest first."""
-        query = validated(RunListQuerySerializer, query_data(request.query_params))
+        query = validated_query(RunListQuerySerializer, request.query_params)
         runs = selectors.runs_of_thread(
             user=request.user, thread_id=thread_id, status=query.get("status")
         ).prefetch_related("model_usage")

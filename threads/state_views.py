@@ -11,12 +11,14 @@ from rest_framework import serializers
 from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.ids import validate_thread_id, validate_uuid
+from deerflow_site.api.query import QueryBooleanField, query_data, validated_query
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import (
     BoundedIntegerField,
     CheckpointIdField,
     JSONObjectField,
     RequestSerializer,
+    StrictBooleanField,
     StrictCharField,
     validated,
 )
@@ -43,11 +45,14 @@ class SelectField(serializers.ListField):
 
 
 class StateQuerySerializer(RequestSerializer):
-    subgraphs = serializers.BooleanField(required=False, default=False)
+    subgraphs = QueryBooleanField(required=False, default=False)
     select = SelectField(required=False, allow_null=True)
 
 
 class StateAtCheckpointSerializer(StateQuerySerializer):
+    """The body of `POST /threads/{t}/state/checkpoint`: JSON, so `subgraphs` is a JSON boolean."""
+
+    subgraphs = StrictBooleanField(required=False, default=False)
     checkpoint = CheckpointField()
 
 
@@ -117,13 +122,6 @@ class StateUpdateResultSerializer(serializers.Serializer):
     checkpoint = CheckpointRefSerializer()
 
 
-def _query(request: HttpRequest, *, lists: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Query parameters as a dict; those in `lists` may repeat."""
-    return {
-        key: request.GET.getlist(key) if key in lists else request.GET[key] for key in request.GET
-    }
-
-
 async def _thread(request: HttpRequest, thread_id: str, *, action: str = "view") -> Thread:
     return await call_sync(
         selectors.get_thread,
@@ -142,7 +140,7 @@ async def _thread(request: HttpRequest, thread_id: str, *, action: str = "view")
 @api_view(required_scopes={"GET": "threads:read"})
 async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's latest state (`?subgraphs=true` includes subgraph states)."""
-    query = validated(StateQuerySerializer, _query(request, lists=("select",)))
+    query = validated_query(StateQuerySerializer, request.GET)
     thread = await _thread(request, thread_id)
     result = await get_thread_state(thread=thread, subgraphs=query["subgraphs"])
     return JsonResponse(state.select_state_fields(result, query.get("select")))
@@ -158,7 +156,7 @@ async def get_state_at_checkpoint(
     request: HttpRequest, thread_id: str, checkpoint_id: str
 ) -> HttpResponse:
     """The thread's state at one checkpoint; 404 if the thread has no such checkpoint."""
-    query = validated(StateQuerySerializer, _query(request, lists=("select",)))
+    query = validated_query(StateQuerySerializer, request.GET)
     checkpoint_id = str(validate_uuid(checkpoint_id, field="checkpoint_id"))
     thread = await _thread(request, thread_id)
     result = await get_thread_state(
@@ -226,7 +224,7 @@ async def _history(request: HttpRequest, thread_id: str, params: dict[str, Any])
 @api_view(required_scopes={"GET": "threads:read"})
 async def get_history(request: HttpRequest, thread_id: str) -> HttpResponse:
     """The thread's states, newest first (`?limit=&before=`)."""
-    return await _history(request, thread_id, _query(request, lists=("select",)))
+    return await _history(request, thread_id, query_data(HistoryQuerySerializer, request.GET))
 
 
 @extend_schema(

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from deerflow_site.api.pagination import LimitOffsetSerializer
+from deerflow_site.api.query import QueryBooleanField
 from deerflow_site.api.serializers import (
     INTEGER_PATTERN,
     BoundedIntegerField,
@@ -49,8 +50,8 @@ class XrayField(serializers.Field):
     def to_internal_value(self, data: Any) -> bool | int:
         if isinstance(data, bool):
             return data
-        text = str(data).lower()
-        if text in ("true", "false"):
+        text = str(data)
+        if text in ("true", "false"):  # as the SDKs spell them (query.QUERY_BOOLEANS)
             return text == "true"
         if INTEGER_PATTERN.fullmatch(text) and 0 <= int(text) <= MAX_XRAY_DEPTH:
             return int(text)
@@ -62,7 +63,7 @@ class GraphQuerySerializer(RequestSerializer):
 
 
 class SubgraphsQuerySerializer(RequestSerializer):
-    recurse = serializers.BooleanField(required=False, default=False)
+    recurse = QueryBooleanField(required=False, default=False)
 
 
 class AssistantSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 
 from deerflow_site.api.async_views import api_view, by_method, json_body
 from deerflow_site.api.pagination import PAGINATION_HEADERS, pagination_headers
+from deerflow_site.api.query import validated_query
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import validated
 from deerflow_site.bridge import Executor, call_sync
@@ -112,7 +113,7 @@ async def detail(request: HttpRequest, assistant_id: str) -> HttpResponse:
 @api_view(required_scopes={"GET": READ})
 async def drawing(request: HttpRequest, assistant_id: str) -> HttpResponse:
     """The assistant's graph as nodes and edges (`?xray=true|N` includes subgraphs)."""
-    query = validated(GraphQuerySerializer, request.GET.dict())
+    query = validated_query(GraphQuerySerializer, request.GET)
     _, graph = await _graph(assistant_id)
     return JsonResponse(graph_drawing(graph, xray=query["xray"]))
 
@@ -138,7 +139,7 @@ async def schemas(request: HttpRequest, assistant_id: str) -> HttpResponse:
 async def _subgraphs(
     request: HttpRequest, assistant_id: str, namespace: str | None
 ) -> HttpResponse:
-    query = validated(SubgraphsQuerySerializer, request.GET.dict())
+    query = validated_query(SubgraphsQuerySerializer, request.GET)
     spec, graph = await _graph(assistant_id)
     found = subgraph_schemas(spec.graph_id, graph, namespace=namespace, recurse=query["recurse"])
     return JsonResponse(found)

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from deerflow_site.api.query import QueryBooleanField
 from deerflow_site.api.serializers import BoundedIntegerField, RequestSerializer, StrictCharField
 from runs.journal.catalog import EventCategory, EventType, parse_event_types
 from runs.journal.selectors import Window
@@ -51,7 +52,7 @@ class EventsQuerySerializer(RequestSerializer):
 class TokenUsageQuerySerializer(RequestSerializer):
     """`?include_active=true|false` of a thread's token usage."""
 
-    include_active = serializers.BooleanField(default=False)
+    include_active = QueryBooleanField(default=False)
 
 
 class RunEventSerializer(serializers.Serializer):

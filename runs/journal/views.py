@@ -6,8 +6,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from deerflow_site.api.query import validated_query
 from deerflow_site.api.responses import json_response
-from deerflow_site.api.serializers import validated
 from runs.journal import selectors
 from runs.journal.rendering import events_json
 from runs.journal.serializers import (
@@ -19,7 +19,6 @@ from runs.journal.serializers import (
     TokenUsageQuerySerializer,
     TokenUsageSerializer,
 )
-from runs.serializers import query_data
 
 NOT_VISIBLE = OpenApiResponse(description="Thread (or run) not found, or not yours")
 BAD_QUERY = OpenApiResponse(description="A query parameter is invalid (named in detail)")
@@ -35,7 +34,7 @@ class ThreadMessagesView(APIView):
     )
     def get(self, request: Request, thread_id: str) -> Response:
         """The thread's chat history: messages of every run, ascending, windowed by seq."""
-        query = validated(MessagesQuerySerializer, query_data(request.query_params))
+        query = validated_query(MessagesQuerySerializer, request.query_params)
         window = MessagesQuerySerializer.window(query)
         events = selectors.thread_messages(user=request.user, thread_id=thread_id, window=window)
         return json_response(body=events_json(events))
@@ -51,7 +50,7 @@ class RunMessagesView(APIView):
     )
     def get(self, request: Request, thread_id: str, run_id: str) -> Response:
         """One run's messages, ascending, windowed by seq; `has_more` when more lie beyond."""
-        query = validated(MessagesQuerySerializer, query_data(request.query_params))
+        query = validated_query(MessagesQuerySerializer, request.query_params)
         data, has_more = selectors.run_messages(
             user=request.user,
             thread_id=thread_id,
@@ -72,7 +71,7 @@ class RunEventsView(APIView):
     )
     def get(self, request: Request, thread_id: str, run_id: str) -> Response:
         """The run's journal (every category), ascending; `after_seq` pages forward."""
-        query = validated(EventsQuerySerializer, query_data(request.query_params))
+        query = validated_query(EventsQuerySerializer, request.query_params)
         events = selectors.run_events(
             user=request.user,
             thread_id=thread_id,
@@ -93,7 +92,7 @@ class ThreadTokenUsageView(APIView):
     )
     def get(self, request: Request, thread_id: str) -> Response:
         """Token totals of the thread's runs, by model too (running runs with include_active)."""
-        query = validated(TokenUsageQuerySerializer, query_data(request.query_params))
+        query = validated_query(TokenUsageQuerySerializer, request.query_params)
         usage = selectors.thread_token_usage(
             user=request.user, thread_id=thread_id, include_active=query["include_active"]
         )
