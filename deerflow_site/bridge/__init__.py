@@ -31,7 +31,10 @@ request after request, as a WSGI server's threads do.
 
 The executors owning their threads (ENGINE, API) keep a thread's connection between calls and
 drop it after a database error that may have broken it: the thread's next call reconnects
-(Channels' `database_sync_to_async` with `close_old_connections`, without one per call).
+(Channels' `database_sync_to_async` with `close_old_connections`, without one per call). Before
+each call, an idle connection the database dropped (PostgreSQL restarted) is noticed and
+replaced (`drop_a_dropped_connection`: a health check only when the socket has something to
+read), so the first call after a restart succeeds rather than fails.
 
 `SerialThread` is one owner's thread (the SQLite checkpoint saver's, with its `sqlite3`
 connection): calls run there one at a time in order, each a hop there and back (a queue put, the

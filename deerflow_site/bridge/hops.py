@@ -9,6 +9,7 @@ import contextvars
 import enum
 import functools
 import os
+import select
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -143,6 +144,8 @@ def callers_loop() -> asyncio.AbstractEventLoop | None:
 def _keeping_the_connection(
     fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> T:
+    if not connection.in_atomic_block:
+        drop_a_dropped_connection()
     try:
         return fn(*args, **kwargs)
     except (DatabaseError, InterfaceError):
@@ -150,6 +153,32 @@ def _keeping_the_connection(
             # It may be broken (whatever CONN_MAX_AGE says): the next call reconnects.
             connection.close()
         raise
+
+
+def drop_a_dropped_connection() -> None:
+    """Before a call on a thread that keeps its connection between calls: close the thread's
+    idle connection if the database dropped it, so that the call connects afresh instead of
+    failing (and no statement is ever sent twice). A server that ends a session (PostgreSQL
+    restarting, `pg_terminate_backend`) says so and closes the socket: only an idle connection
+    with something to read gets Django's health check (`is_usable`, a SELECT 1), so a live one
+    costs no round trip. A connection cut without a word (a network gone) still fails its next
+    call, which then closes it (`_keeping_the_connection`)."""
+    raw = connection.connection
+    if raw is not None and _has_input(raw) and not connection.is_usable():
+        connection.close()
+
+
+def _has_input(raw_connection: Any) -> bool:
+    """Whether an idle DB-API connection's socket has something to read (without waiting)."""
+    try:
+        fileno = raw_connection.fileno()
+    except AttributeError:  # no socket (SQLite)
+        return False
+    except connection.Database.Error:  # the driver's: closed, so let is_usable say
+        return True
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _stop_iteration_as_error(fn: Callable[..., T]) -> Callable[..., T]:
