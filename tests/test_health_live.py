@@ -7,6 +7,7 @@ leaves the suite's own servers alone.
 import importlib.util
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,10 +15,11 @@ from typing import Any
 
 import httpx
 import port_for
+import psycopg
 import pytest
 
 from tests.cluster import ON_PRODUCTION_STACK
-from tests.live import REPO_ROOT, LiveServerFactory
+from tests.live import REPO_ROOT, LiveServer, LiveServerFactory
 
 pytestmark = [
     pytest.mark.skipif(
@@ -65,6 +67,38 @@ def own_servers() -> Iterator[dict[str, Any]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def local_auth_server(
+    live_server_factory: LiveServerFactory,
+    own_servers: dict[str, Any],
+    manage_py: Any,
+    **env: str,
+) -> LiveServer:
+    """A server on the test's own PostgreSQL (migrated) and Redis, in local auth mode."""
+    database = {"DATABASE_URL": own_servers["database_url"]}
+    manage_py("migrate", "--noinput", env=database)
+    return live_server_factory.start(
+        **database,
+        REDIS_URL=own_servers["redis_url"],
+        DEERFLOW_AUTH_MODE="local",
+        DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true",
+        **env,
+    )
+
+
+def start_accepting(postgres: Any, database_url: str) -> None:
+    """Start the stopped PostgreSQL, and wait until it accepts connections (its executor's start
+    can return while the server still answers "the database system is starting up")."""
+    postgres.start()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            psycopg.connect(database_url, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_ok_answers_503_naming_what_is_down_when_redis_then_postgresql_stop(
     live_server_factory: LiveServerFactory, own_servers: dict[str, Any]
 ) -> None:
@@ -94,14 +128,8 @@ def test_ok_answers_503_naming_what_is_down_when_redis_then_postgresql_stop(
 def test_api_requests_answer_503_json_while_postgresql_is_down_and_serve_once_it_is_back(
     live_server_factory: LiveServerFactory, own_servers: dict[str, Any], manage_py: Any
 ) -> None:
-    database = {"DATABASE_URL": own_servers["database_url"]}
-    manage_py("migrate", "--noinput", env=database)
-    server = live_server_factory.start(
-        **database,
-        REDIS_URL=own_servers["redis_url"],
-        DEERFLOW_EMBEDDED_WORKER="false",
-        DEERFLOW_AUTH_MODE="local",
-        DEERFLOW_ALLOW_LOCAL_AUTH_IN_PRODUCTION="true",
+    server = local_auth_server(
+        live_server_factory, own_servers, manage_py, DEERFLOW_EMBEDDED_WORKER="false"
     )
     with httpx.Client(base_url=server.api_url, trust_env=False, timeout=30) as client:
         thread_id = client.post("/threads", json={}).json()["thread_id"]
@@ -113,7 +141,7 @@ def test_api_requests_answer_503_json_while_postgresql_is_down_and_serve_once_it
             client.post(f"/threads/{thread_id}/runs", json={"assistant_id": "echo"}),
             client.get(f"/threads/{thread_id}/runs/{thread_id}/stream"),
         ]
-        own_servers["postgres"].start()
+        start_accepting(own_servers["postgres"], own_servers["database_url"])
         back = client.get(f"/threads/{thread_id}")
     server.stop()
 
@@ -123,3 +151,28 @@ def test_api_requests_answer_503_json_while_postgresql_is_down_and_serve_once_it
         assert "database is unavailable" in answer.json()["detail"]
         assert answer.headers["retry-after"].isdigit()
     assert back.status_code == 200, back.text
+
+
+def test_the_first_requests_and_run_after_postgresql_restarted_succeed(
+    live_server_factory: LiveServerFactory, own_servers: dict[str, Any], manage_py: Any
+) -> None:
+    """Every thread that keeps a connection (the request threads, the API's, the engine's)
+    notices that a restart dropped it before using it: no 503 once PostgreSQL is back."""
+    server = local_auth_server(live_server_factory, own_servers, manage_py)
+    echo = {"assistant_id": "echo", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+    with httpx.Client(base_url=server.api_url, trust_env=False, timeout=60) as client:
+        thread_id = client.post("/threads", json={}).json()["thread_id"]
+        assert client.post(f"/threads/{thread_id}/runs/wait", json=echo).status_code == 200
+        assert client.get("/ok").status_code == 200
+        own_servers["postgres"].stop()
+        start_accepting(own_servers["postgres"], own_servers["database_url"])
+        answers = [
+            client.get("/ok"),
+            client.get(f"/threads/{thread_id}"),
+            client.post(f"/threads/{thread_id}/runs/wait", json=echo),
+        ]
+        runs = client.get(f"/threads/{thread_id}/runs").json()
+    server.stop()
+
+    assert [answer.status_code for answer in answers] == [200] * 3, [a.text for a in answers]
+    assert [run["status"] for run in runs] == ["success", "success"], runs
