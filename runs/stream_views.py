@@ -40,6 +40,7 @@ from runs.create_serializers import (
 from runs.engine import Subscription, answers, bus, subscribe_then
 from runs.models import Run
 from runs.serializers import JoinStreamQuerySerializer
+from runs.sse.access import ViewRight
 from runs.sse.frames import parse_event_id, sse_response
 from runs.sse.run_stream import stream_run_events, subscribe_to_run
 from runs.sse.thread_stream import (
@@ -181,6 +182,7 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
         subscription=subscription,
         run=run,
         cancel_on_disconnect=run.on_disconnect == Run.OnDisconnect.CANCEL,
+        viewer=None if thread_id is None else _viewer(request, run),
     )
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
 
@@ -325,8 +327,16 @@ async def _join_stream(
         last_event_id=last_event_id,
         modes=modes,
         cancel_on_disconnect=cancels,
+        viewer=_viewer(request, run),
     )
     return sse_response(stream, headers=run_headers(run, location_suffix="/stream"))
+
+
+def _viewer(request: HttpRequest, run: Run) -> ViewRight:
+    """The caller's right to view the run's thread, just read (the run was fetched for them),
+    for the stream to read again as it goes on. A stateless run's temporary thread is its
+    caller's alone, so its stream has none."""
+    return ViewRight(user_id=request.user.pk, thread_id=run.thread_id, unless_deleted=True)
 
 
 def _may_change_runs(request: HttpRequest) -> bool:

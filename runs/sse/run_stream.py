@@ -21,6 +21,7 @@ from runs import selectors
 from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import Subscription, bus, subscribe_then
 from runs.models import Run
+from runs.sse.access import ViewRight
 from runs.sse.frames import (
     HEARTBEAT,
     MAX_INTEGER,
@@ -133,13 +134,17 @@ async def stream_run_events(
     last_event_id: int | None = None,
     modes: Iterable[str] | None = None,
     cancel_on_disconnect: bool = False,
+    viewer: ViewRight | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE bytes of one run, from a subscription to its stream group opened beforehand.
 
     Without `last_event_id`: `metadata`, then live events. With one (resumable runs):
     `metadata`, then the stored events after it (`-1`: all of them), then live ones. A client
     that goes away before the end cancels the run (interrupt) when `cancel_on_disconnect`.
-    Heartbeats (`: heartbeat`) fill every SSE_HEARTBEAT_SECONDS without an event.
+    Heartbeats (`: heartbeat`) fill every SSE_HEARTBEAT_SECONDS without an event. With a
+    `viewer`, its right to view the thread is read again before a live event once
+    `access.recheck_seconds()` have passed since the last read: gone, the stream ends there,
+    without `end` (as a thread stream does), and without cancelling the run.
 
     The live part is this one generator: an idle stream resumes it, and nothing else of ours,
     at each heartbeat. A live `end` is its `LastChunk`: the handler closes the generator, then
@@ -151,6 +156,7 @@ async def stream_run_events(
         last_sent=-1 if last_event_id is None else last_event_id,
         resumable=run.resumable,
     )
+    lost_view = False
     try:
         async for chunk in _opening_frames(
             run=run, cursor=cursor, replay=last_event_id is not None, names=names
@@ -188,12 +194,15 @@ async def stream_run_events(
                 yield LastChunk(frame(event.event, event.data, event.id))
                 return
             if wanted(event.event, names):
+                if viewer is not None and viewer.due() and not await viewer.still_viewable():
+                    lost_view = True
+                    return
                 yield frame(event.event, event.data, event.id)
                 last_write = time.monotonic()
                 silent_heartbeats = 0
     finally:
         # The cancel first: a client leaving while the close awaits interrupts the close.
-        if not cursor.concluded and cancel_on_disconnect:
+        if not cursor.concluded and cancel_on_disconnect and not lost_view:
             spawn(cancel_after_disconnect(run_id=cursor.run_id))
         await subscription.close()
 

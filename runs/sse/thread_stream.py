@@ -2,8 +2,9 @@
 
 Event ids are `<run_id>:<seq>` (a run's own ids restart at 1), so `Last-Event-ID` names both the
 run and the position in it: stored events of resumable runs after it are replayed, then live ones.
-The stream stays open across runs until the client leaves, or until a run starts that the
-client may no longer view (its share revoked, the thread deleted): the stream ends there.
+The stream stays open across runs until the client leaves, or until the client may no longer
+view the thread (its share revoked, the thread deleted), read again as each run starts and
+during a run (`access`): the stream ends there.
 """
 
 import time
@@ -12,13 +13,13 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from deerflow_site.api.ids import validate_uuid
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.errors import Invalid
 from runs.engine import Subscription, bus
 from runs.models import Run, RunStreamEvent
+from runs.sse.access import ViewRight
 from runs.sse.frames import (
     CONTROL_EVENTS,
     HEARTBEAT,
@@ -28,8 +29,6 @@ from runs.sse.frames import (
     parse_event_id,
     wanted,
 )
-from threads.exceptions import ThreadNotFound
-from threads.selectors import require_visible_thread
 
 #: Events of the `lifecycle` thread stream mode: when runs start and end.
 LIFECYCLE_EVENTS = frozenset(CONTROL_EVENTS)
@@ -126,19 +125,6 @@ def _stored_after(*, thread_id: str, cursor: ThreadCursor) -> list[tuple[str, bu
     return out
 
 
-def may_still_view(*, user_id: int, thread_id: str) -> bool:
-    """Whether the user (read afresh: still active, their shares as they are now) may view the
-    thread, which is still there."""
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    if user is None:
-        return False
-    try:
-        require_visible_thread(user=user, thread_id=thread_id)
-    except ThreadNotFound:
-        return False
-    return True
-
-
 async def stream_thread_events(
     *,
     subscription: Subscription,
@@ -149,9 +135,11 @@ async def stream_thread_events(
 ) -> AsyncIterator[bytes]:
     """The SSE bytes of every run of a thread, from a subscription to its thread group.
 
-    The user's right to view the thread is checked again as each run starts on the stream
-    (one query or two per run): the stream ends, sending nothing of the run, once it is gone."""
+    The user's right to view the thread is read again as each run starts on the stream, and
+    during a run at most every `access.recheck_seconds()` (one query or two each time): the
+    stream ends, sending nothing more, once it is gone."""
     position = _Position(resumed=cursor is not None)
+    viewer = ViewRight(user_id=user_id, thread_id=thread_id)
     try:
         if cursor is not None:
             if cursor.run_id is not None:
@@ -172,9 +160,10 @@ async def stream_thread_events(
             if message.get("type") != bus.STREAM_EVENT:
                 continue
             event = bus.StreamEvent.from_message(message)
-            if message["run_id"] not in position.sent and not await call_sync(
-                may_still_view, user_id=user_id, thread_id=thread_id, on=Executor.API
-            ):
+            if message["run_id"] not in position.sent:
+                if not await viewer.still_viewable():
+                    return
+            elif viewer.due() and not await viewer.still_viewable():
                 return
             for chunk in position.frames(message["run_id"], thread_id, event, names):
                 yield chunk
