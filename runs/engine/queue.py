@@ -301,5 +301,5 @@ def _reap_one(run_id: UUID, now: datetime) -> Run | None:
 
 async def _announce_reaped(reaped: list[tuple[Run, list[bus.StreamEvent]]]) -> None:
     for run, events in reaped:
-        await publish_stream_events(run=run, events=events)
+        await publish_stream_events(run=run, events=events, error=WORKER_LOST)
     await bus.wake_workers()

@@ -8,6 +8,7 @@ their own, so that a slow bus never stalls the graph.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk
 
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.redaction import Redactor
-from runs.engine import bus, publishing
+from runs.engine import answers, bus, publishing
 from runs.engine.serialization import to_jsonable
 from runs.models import Run, RunStreamEvent
 
@@ -234,6 +235,19 @@ def out_of_band_events(events: list[tuple[str, Any]]) -> list[bus.StreamEvent]:
     ]
 
 
-async def publish_stream_events(*, run: Run, events: list[bus.StreamEvent]) -> None:
-    """Publish events made with `out_of_band_events` (stored first by the caller if resumable)."""
-    await publishing.publish_events(run_id=run.pk, thread_id=run.thread_id, events=events)
+async def publish_stream_events(
+    *, run: Run, events: list[bus.StreamEvent], error: dict[str, str] | None = None
+) -> None:
+    """Publish events made with `out_of_band_events` (stored first by the caller if resumable).
+    `error`: the run ended `error` with it (the reaper): its answer (`answers`) is left for the
+    requests of this process that wait for it and sent with its `end` to other processes', so
+    that none reads it back from a database that may no longer hold the run (a stateless
+    thread deleted with its runs as the run ended)."""
+    answer = None
+    if error is not None:
+        ended = {"status": Run.Status.ERROR, "error": error, "values": None, "interrupts": {}}
+        answers.offer(run.pk, **ended)
+        answer = functools.partial(answers.layer_answer, **ended)
+    await publishing.publish_events(
+        run_id=run.pk, thread_id=run.thread_id, events=events, answer=answer
+    )
