@@ -20,6 +20,7 @@ import httpx
 import port_for
 import pytest
 
+from deerflow_site.api.errors import CHANNEL_LAYER_UNAVAILABLE
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK
@@ -142,4 +143,51 @@ async def test_a_hung_channel_layer_holds_up_no_request(
         assert admitted.status_code == 200, admitted.text
         assert await status_of(pending) == Run.Status.INTERRUPTED
         await until_status(running, Run.Status.INTERRUPTED)
+    server.stop()
+
+
+async def test_a_hung_channel_layer_answers_503_to_what_must_listen_and_holds_up_no_wait(
+    live_server_factory: LiveServerFactory, own_redis: Any, user: Any
+) -> None:
+    """With Redis hung, a request that cannot do without listening (a stream, a wait, a join, a
+    thread's stream) answers the layer's 503 within `bus.SEND_SECONDS`, admitting no run, rather
+    than waiting on the Redis socket's timeout; and a wait whose run ends meanwhile answers at
+    once (closing its subscription never waits on the hung layer)."""
+    redis, redis_url = own_redis
+    server = live_server_factory.start(REDIS_URL=redis_url)
+    async with api_of(server, user, answer_within=HUNG_LAYER_ANSWER) as api:
+        threads = [(await api.post("/threads", json={})).json()["thread_id"] for _ in range(2)]
+        body = {"assistant_id": "slow", "input": LONG_RUN}
+        running = (await api.post(f"/threads/{threads[0]}/runs", json=body)).json()["run_id"]
+        short = {"assistant_id": "slow", "input": {"steps": 30, "delay": 0.1}}
+        waiting = asyncio.ensure_future(api.post(f"/threads/{threads[1]}/runs/wait", json=short))
+        await until_status(running, Run.Status.RUNNING)
+        while not await call_sync(  # noqa: ASYNC110 - the run's row is the condition
+            Run.objects.filter(thread_id=threads[1], status=Run.Status.RUNNING).exists,
+            on=Executor.THREAD_SENSITIVE,
+        ):
+            await asyncio.sleep(0.05)
+
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            refused = [
+                await api.post(f"/threads/{threads[0]}/runs/stream", json=body),
+                await api.post(f"/threads/{threads[0]}/runs/wait", json=body),
+                await api.get(f"/threads/{threads[0]}/runs/{running}/join"),
+                await api.get(f"/threads/{threads[0]}/runs/{running}/stream"),
+                await api.get(f"/threads/{threads[0]}/stream"),
+            ]
+            waited = await waiting
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+
+        for answer in refused:
+            assert answer.status_code == 503, (answer.request.url, answer.text)
+            assert answer.json() == {"detail": CHANNEL_LAYER_UNAVAILABLE}
+            assert answer.headers["Retry-After"].isdigit()
+        assert waited.status_code == 200, waited.text
+        assert waited.json()["count"] == 30
+        runs = (await api.get(f"/threads/{threads[0]}/runs")).json()
+        assert [run["run_id"] for run in runs] == [running]
+        await api.post(f"/threads/{threads[0]}/runs/{running}/cancel")
     server.stop()

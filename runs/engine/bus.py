@@ -15,6 +15,8 @@ and cancel flags, and stream views also read stored events and the run's final s
 request never waits on a message it sends: a hung Redis (one that takes connections and answers
 nothing, until the socket's timeout) must not hold it up. Its messages are sent in the background
 on its event loop, each given up after SEND_SECONDS (`send_after_commit`, `wake_workers_soon`).
+A request that must listen waits as long at most for its subscription (`fanout.Subscription`:
+then `LayerUnanswered`, a 503, before any run is admitted), and never for its close.
 """
 
 import asyncio
@@ -28,6 +30,7 @@ from uuid import UUID
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from deerflow_site.bridge import call_async, callers_loop
 from deerflow_site.loop_inbox import call_soon_from_any_thread
@@ -45,6 +48,11 @@ CANCEL = "run.cancel"
 WAKEUP = "runs.wakeup"
 #: The `event` of a run's last stream event.
 END = "end"
+
+
+class LayerUnanswered(RedisTimeoutError):
+    """The channel layer has not answered within SEND_SECONDS (a hung Redis): unavailable, as a
+    Redis timeout is (a 503 with Retry-After, `deerflow_site.api.errors`)."""
 
 
 def run_stream_group(run_id: UUID | str) -> str:

@@ -95,19 +95,16 @@ class Subscription:
     async def open(cls, *groups: str) -> "Subscription":
         """Subscribed to `groups` once it returns: whatever is published afterwards, in this
         process or another, reaches it (a wait subscribes to `bus.run_end_group`: the run's
-        other events wake it not). Raises what the layer raises (Redis unreachable)."""
+        other events wake it not). Raises what the layer raises (Redis unreachable), or
+        `bus.LayerUnanswered` when the layer has not answered within `bus.SEND_SECONDS` (a hung
+        Redis, which takes connections and answers nothing): the open is then given up on, and
+        cancelled in the background (its groups left there), as when its caller is cancelled."""
         hub = _hub_of_this_loop()
         subscription = cls(hub, groups)
-        await hub.add(subscription)
-        return subscription
-
-    @classmethod
-    async def open_if_reachable(cls, *groups: str) -> "Subscription | None":
-        """`open`, or None when the layer fails or has not answered within `bus.SEND_SECONDS`
-        (logged): for a caller that can do without the messages, reading the database instead
-        (a cancel's wait). An open given up on is cancelled in the background (its groups are
-        left there, however long a hung layer takes)."""
-        opening = asyncio.ensure_future(cls.open(*groups))
+        if hub.layer is None:  # nothing to wait for: registered at once
+            await hub.add(subscription)
+            return subscription
+        opening = asyncio.ensure_future(hub.added(subscription))
         try:
             await asyncio.wait({opening}, timeout=bus.SEND_SECONDS)
         except asyncio.CancelledError:
@@ -115,14 +112,20 @@ class Subscription:
             raise
         if not opening.done():
             _give_up(opening)
-            logger.warning(
-                "channel layer unanswered after %s s: not listening to %s", bus.SEND_SECONDS, groups
+            raise bus.LayerUnanswered(
+                f"the channel layer has not answered within {bus.SEND_SECONDS} s"
             )
-            return None
+        return opening.result()
+
+    @classmethod
+    async def open_if_reachable(cls, *groups: str) -> "Subscription | None":
+        """`open`, or None when the layer fails or has not answered within `bus.SEND_SECONDS`
+        (logged): for a caller that can do without the messages, reading the database instead
+        (a cancel's wait)."""
         try:
-            return opening.result()
+            return await cls.open(*groups)
         except Exception:
-            logger.warning("channel layer unreachable: not listening to %s", groups, exc_info=True)
+            logger.warning("channel layer unavailable: not listening to %s", groups, exc_info=True)
             return None
 
     def deliver(self, message: dict[str, Any]) -> None:
@@ -206,10 +209,16 @@ class _Hub:
             await self.remove(subscription)
             raise
 
+    async def added(self, subscription: Subscription) -> Subscription:
+        """`add`, then the subscription (a task's result, for `Subscription.open`)."""
+        await self.add(subscription)
+        return subscription
+
     async def remove(self, subscription: Subscription) -> None:
         """Unregister `subscription` now, then leave on the layer the groups it was the last
-        one here in, in a task a cancelled caller does not interrupt (a channel left in a
-        group draws its events from every process, re-joined for as long as the hub lives)."""
+        one here in, in a task of the hub's that nobody waits for (a hung layer never holds
+        up the caller) and a cancelled caller does not interrupt (a channel left in a group
+        draws its events from every process, re-joined for as long as the hub lives)."""
         emptied = []
         for group in subscription.groups:
             members = self.subscribers.get(group)
@@ -227,7 +236,6 @@ class _Hub:
         leaving = self.loop.create_task(self._leave(*emptied), name="fanout-leave")
         self.leaving.add(leaving)
         leaving.add_done_callback(self.leaving.discard)
-        await asyncio.shield(leaving)
 
     def _forget_closed(self, group: str) -> bool:
         """Forget the membership of a group that no subscriber here wants any more, when its
@@ -260,8 +268,9 @@ class _Hub:
             async with membership.lock:
                 if membership.joined and group not in self.subscribers:
                     membership.joined = membership.added = False
-                    try:
-                        await self.layer.group_discard(group, self.channel)  # type: ignore[union-attr]
+                    try:  # bounded: the lock is the next join's to take
+                        async with asyncio.timeout(bus.SEND_SECONDS):
+                            await self.layer.group_discard(group, self.channel)  # type: ignore[union-attr]
                     except Exception:  # the layer's own expiry removes it anyway
                         logger.debug("group_discard failed", exc_info=True)
                 # Someone may have subscribed meanwhile: then the entry stays theirs.
