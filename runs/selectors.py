@@ -55,15 +55,25 @@ def first_stored_event_id(*, run_id: UUID | str) -> int | None:
     )
 
 
+#: The answer of a run deleted (with its thread) before its answer was read: an error, not
+#: an empty state that a client would take for the run's success.
+RUN_GONE = {
+    "__error__": {
+        "error": "RunNotFound",
+        "message": "The run and its thread were deleted before its answer was read.",
+    }
+}
+
+
 def final_answer(*, run_id: UUID | str) -> Any:
     """What `/wait` and `/join` return: the thread's values after the run, or its error
-    ({} when the run is gone). One query for the run and its thread.
+    (RUN_GONE when the run is gone). One query for the run and its thread.
 
     `__interrupt__` lists the pending interrupts when the run stopped at `interrupt()`.
     """
     row = sql.final_answer_row(run_id)
     if row is None:
-        return {}
+        return RUN_GONE
     status, error, values, interrupts = row
     return final_answer_of(status=status, error=error, values=values, interrupts=interrupts)
 

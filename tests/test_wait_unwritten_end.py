@@ -5,6 +5,7 @@ deleted with it meanwhile (`on_completion="delete"`, the reaper's `run_ended`)."
 
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from runs.engine import fanout, queue
 from runs.engine.queue import WORKER_LOST
 from runs.engine.signals import send_run_ended
 from runs.models import Run
+from runs.selectors import RUN_GONE, final_answer
 from runs.stream_views import create_and_wait
 from tests.fixtures import token_for
 from tests.test_direct_start import direct_worker  # noqa: F401
@@ -103,3 +105,10 @@ async def test_a_stateless_wait_on_a_run_whose_end_was_not_written_answers_its_e
     body = b"".join([chunk async for chunk in response.streaming_content])
 
     assert json.loads(body) == {"__error__": WORKER_LOST}
+
+
+async def test_the_answer_of_a_run_gone_before_it_was_read_is_an_error() -> None:
+    """A wait that reads its answer after the run was deleted (its end lost, its stateless
+    thread deleted meanwhile) answers an error, which the SDK raises, not `{}`."""
+    answer = await call_sync(final_answer, run_id=uuid.uuid4(), on=Executor.API)
+    assert answer == RUN_GONE and answer["__error__"]["message"]
