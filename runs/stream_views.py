@@ -42,7 +42,7 @@ from runs.models import Run
 from runs.serializers import JoinStreamQuerySerializer
 from runs.sse.access import ViewRight
 from runs.sse.frames import parse_event_id, sse_response
-from runs.sse.run_stream import stream_run_events, subscribe_to_run
+from runs.sse.run_stream import announce_to_thread_runs, stream_run_events, subscribe_to_run
 from runs.sse.thread_stream import (
     ThreadCursor,
     check_cursor,
@@ -389,6 +389,7 @@ async def thread_stream(request: HttpRequest, thread_id: str) -> HttpResponse:
         thread_id=thread_id,
         cursor=cursor,
     )
+    await announce_to_thread_runs(subscription, thread_id)
     stream = stream_thread_events(
         subscription=subscription,
         thread_id=thread_id,

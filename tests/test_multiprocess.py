@@ -232,6 +232,53 @@ async def test_a_run_streams_once_to_its_own_process_and_by_the_layer_to_another
     assert finished.worker_id.startswith(f"{socket.gethostname()}:{executing_web.process.pid}:")
 
 
+async def ticked(sdk: Any, thread_id: str, count: int) -> None:
+    """Poll the thread's state until its `slow` run has ticked `count` times."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if ((await sdk.threads.get_state(thread_id))["values"].get("count") or 0) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the run did not tick {count} times")
+
+
+async def ticks_of(stream: AsyncIterator[Any]) -> list[int]:
+    """The ticks of a stream's `custom` events until its first `end` (a thread stream never
+    closes by itself)."""
+    ticks = []
+    async with asyncio.timeout(STARTUP_SECONDS):
+        async for part in stream:
+            if part.event == "end":
+                return ticks
+            if part.event == "custom":
+                ticks.append(part.data["tick"])
+    raise AssertionError(f"the stream ended without an end: {ticks}")
+
+
+async def test_streams_joined_from_other_processes_mid_run_hear_every_later_event(
+    sdk_a: Any, sdk_b: Any, start_worker: Any
+) -> None:
+    """A run nobody listened to at its first batch: its publisher stops looking for listeners
+    on Redis, until a stream joined from another process (its run's, its thread's) announces
+    itself to the worker and waits for its answer."""
+    start_worker()
+    thread_id = await new_thread(sdk_a)
+    run = await sdk_a.runs.create(
+        thread_id, "slow", input={"steps": 30, "delay": 0.1}, stream_mode="custom"
+    )
+    await ticked(sdk_a, thread_id, 3)  # batches published with no one listening
+
+    run_ticks, thread_ticks = await asyncio.gather(
+        ticks_of(sdk_b.runs.join_stream(thread_id, run["run_id"], stream_mode="custom")),
+        ticks_of(await sdk_a.threads.join_stream(thread_id)),
+    )
+
+    for ticks in (run_ticks, thread_ticks):
+        assert ticks and ticks == list(range(ticks[0], 31)), ticks
+        assert ticks[0] > 3  # joined mid-run
+    assert (await stored(run["run_id"])).status == Run.Status.SUCCESS
+
+
 # --- Cancellation -----------------------------------------------------------------------------
 
 

@@ -8,7 +8,10 @@ Three kinds of message travel on it:
   process's subscribers directly;
 - cancel requests, to `worker_control_group(worker_id)` of the worker executing the run (each
   worker listens on its own group from its start, so no cancel can come before it listens);
-- queue wake-ups, to `WAKEUP_GROUP` (idle workers listen).
+- queue wake-ups, to `WAKEUP_GROUP` (idle workers listen);
+- a subscriber's announcement (`LISTEN`) that it listens, from another process, to the stream
+  of a run the worker executes (or its thread's), to `worker_control_group` too: the run's
+  publisher then looks its groups' members up again (`publishing`).
 
 A lost message costs latency, not correctness: workers also poll the database for pending runs
 and cancel flags, and stream views also read stored events and the run's final status. So a
@@ -46,6 +49,9 @@ SEND_SECONDS = 2.0
 STREAM_EVENT = "run.event"
 CANCEL = "run.cancel"
 WAKEUP = "runs.wakeup"
+LISTEN = "run.listen"
+#: A worker's answer to a LISTEN, on the channel the LISTEN names (`publishing`).
+LISTENING = "run.listening"
 #: The `event` of a run's last stream event.
 END = "end"
 

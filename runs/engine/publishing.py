@@ -1,6 +1,15 @@
 """Publishing a run's events (`fanout`'s other side): to the subscribers of this process at once,
 through their hubs, and to other processes' through the channel layer, only when someone else
 listens there.
+
+Whether someone else listens costs a look-up of the groups' members on the layer. A run's
+publisher (`streaming.EventPublisher`) looks them up for its first batch; when no other process
+listened to the run's stream or its thread's then, its next batches skip the look-up (their
+events reach this process's listeners alone) until a subscriber of another process announces
+itself: one that joins a running run sends `LISTEN` to the worker executing it, which notes it
+(`note_listener`) and answers, and its subscription counts as open once the answer came
+(`announce_listener`). A subscriber that joined before the run was claimed is found by the first
+look-up, made after the claim. The run's `end` always looks every group up.
 """
 
 import asyncio
@@ -18,6 +27,64 @@ logger = logging.getLogger(__name__)
 
 #: Events per layer message at most (a batch of the publisher is sent in as few as that allows).
 EVENTS_PER_MESSAGE = 100
+
+#: Runs published from this process whose stream groups no other process listened to at their
+#: last look-up, and for which no subscriber announced itself since: their batches skip it.
+_unheard: set[str] = set()
+#: How many subscribers of other processes announced themselves to this process (a look-up in
+#: flight while one did may have missed it: its run is then not taken as unheard).
+_announced = 0
+#: The answers to announcements being sent, held (the loop keeps only a weak reference to a task).
+_answering: set["asyncio.Task[None]"] = set()
+
+
+def forget_run(run_id: UUID | str) -> None:
+    """The run's publisher starts or stops: its next batch (if any) looks its groups up."""
+    _unheard.discard(str(run_id))
+
+
+def note_listener(message: dict[str, Any]) -> None:
+    """A `bus.LISTEN` came (to the worker executing the run): the run's next batches look their
+    groups' members up, and the announcing subscriber is answered (in the background)."""
+    global _announced
+    _announced += 1
+    _unheard.discard(str(message.get("run_id")))
+    reply_to = message.get("reply_to")
+    if isinstance(reply_to, str) and reply_to:
+        answer = {"type": bus.LISTENING}
+        task = asyncio.get_running_loop().create_task(_answer(reply_to, answer), name="listening")
+        _answering.add(task)
+        task.add_done_callback(_answering.discard)
+
+
+async def _answer(channel: str, message: dict[str, Any]) -> None:
+    try:
+        async with asyncio.timeout(bus.SEND_SECONDS):
+            await bus.layer().send(channel, message)
+    except Exception:
+        logger.warning("cannot answer a stream's listener on %s", channel, exc_info=True)
+
+
+async def announce_listener(*, run_id: UUID | str, worker_id: str) -> None:
+    """Tell the worker `worker_id`, executing the run, that a subscription of this process (to
+    the run's stream or its thread's, opened before this) listens, and wait for its answer: from
+    then on every batch of the run looks its groups up, and reaches the subscription. Nothing
+    when the layer reaches no other process. A worker that does not answer within
+    `bus.SEND_SECONDS` (gone, or too old to know the message) is logged and not waited for: as
+    for any lost bus message, the stream then hears the run's end from the database."""
+    channel_layer = bus.layer()
+    if isinstance(channel_layer, InMemoryChannelLayer) or not worker_id:
+        return
+    reply_to = await channel_layer.new_channel()
+    message = {"type": bus.LISTEN, "run_id": str(run_id), "reply_to": reply_to}
+    try:
+        async with asyncio.timeout(bus.SEND_SECONDS):
+            await channel_layer.group_send(bus.worker_control_group(worker_id), message)
+            await channel_layer.receive(reply_to)
+    except Exception:
+        logger.warning(
+            "run %s: worker %s did not answer a stream's listener", run_id, worker_id, exc_info=True
+        )
 
 
 def _deliver_locally(group: str, message: dict[str, Any]) -> bool:
@@ -79,26 +146,36 @@ async def publish_events(
     thread_id: str,
     events: Iterable[bus.StreamEvent],
     answer: Callable[[], bytes | None] | None = None,
+    publisher: bool = False,
 ) -> None:
     """Fan a run's events out, in order, to the listeners of the run and of its thread, and its
     `end` to those of `bus.run_end_group`: this process's at once, other processes' through the
     layer (when it reaches them and they listen). `answer` makes the run's final answer
     (`answers.layer_answer`), called only when another process waits for the run's end, whose
-    `end` then brings it. A failure of the layer is logged per event: the bus is not the
-    record."""
+    `end` then brings it. `publisher`: the run's own publisher calls, whose batches skip the
+    layer while no other process listens (see the module). A failure of the layer is logged
+    per event: the bus is not the record."""
     messages, listened_here = _deliver_here(run_id, thread_id, events)
     channel_layer = bus.layer()
     if isinstance(channel_layer, InMemoryChannelLayer) or not messages:
         return
+    end = next((message for message in messages if message["event"] == bus.END), None)
+    key = str(run_id)
+    if publisher and end is None and key in _unheard:
+        return  # no other process listened at the last look-up, and none announced itself
+    announced = _announced
     hub = _hub_of_this_loop()
     sends: list[tuple[str, Any]] = []
-    for group in (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id)):
-        if await _others_may_listen(hub, group, listened_here, run_id):
+    stream_groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
+    known = True  # whether `heard` below knows every group's members
+    for group in stream_groups:
+        others = await _others_may_listen(hub, group, listened_here, run_id)
+        known = known and others is not None
+        if others:
             # One layer message per batch: the layer's cost is per message, not per event.
             for start in range(0, len(messages), EVENTS_PER_MESSAGE):
                 batch = messages[start : start + EVENTS_PER_MESSAGE]
                 sends.append((group, _events_message(group, batch)))
-    end = next((message for message in messages if message["event"] == bus.END), None)
     end_group = bus.run_end_group(run_id)
     closing: frozenset[str] = frozenset()
     if end is not None and await _others_may_listen(hub, end_group, listened_here, run_id):
@@ -113,7 +190,11 @@ async def publish_events(
             return _events_message(end_group, [end_event], closed=closes)
 
         sends.append((end_group, end_message))  # made only when the group has members
-    await _send_to_groups(channel_layer, sends, run_id=run_id, closing=closing)
+    heard = await _send_to_groups(channel_layer, sends, run_id=run_id, closing=closing)
+    if end is not None or not publisher:
+        _unheard.discard(key)
+    elif known and heard is not None and not heard & set(stream_groups) and announced == _announced:
+        _unheard.add(key)
 
 
 def _events_message(
@@ -127,14 +208,17 @@ def _events_message(
     return message
 
 
-async def _others_may_listen(hub: _Hub, group: str, listened_here: set[str], run_id: Any) -> bool:
+async def _others_may_listen(
+    hub: _Hub, group: str, listened_here: set[str], run_id: Any
+) -> bool | None:
     """Whether to send to `group` on the layer: not when only this process listens there (a
-    group without listeners here: the layer's send looks its members up anyway)."""
+    group without listeners here: the layer's send looks its members up anyway); None when the
+    layer failed to say (logged)."""
     try:
         return group not in listened_here or await hub.others_listen(group)
     except Exception:
         logger.exception("run %s: cannot publish events to %s", run_id, group)
-        return False
+        return None
 
 
 async def _send_to_groups(
@@ -143,21 +227,25 @@ async def _send_to_groups(
     *,
     run_id: Any,
     closing: frozenset[str] = frozenset(),
-) -> None:
+) -> set[str] | None:
     """Each (group, message) through the layer, in order: all at once when the layer can
     (`redis_layer.RedisChannelLayer.group_send_many`, which closes the groups in `closing`
     after their message); failures logged. A message may be a callable that makes it, called
-    only for a group that has members."""
+    only for a group that has members. Returns the groups that had members, when the layer
+    says (else None)."""
+    if not sends:
+        return set()
     send_many = getattr(channel_layer, "group_send_many", None)
-    if send_many is not None and sends:
+    if send_many is not None:
         try:
-            await send_many(sends, closing=closing)
+            return await send_many(sends, closing=closing)
         except Exception:
             groups = ", ".join(dict.fromkeys(group for group, _ in sends))
             logger.exception("run %s: cannot publish events to %s", run_id, groups)
-        return
+        return None
     for group, message in sends:
         try:
             await channel_layer.group_send(group, message() if callable(message) else message)
         except Exception:
             logger.exception("run %s: cannot publish events to %s", run_id, group)
+    return None

@@ -168,18 +168,19 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
         sends: list[tuple[str, dict[str, Any] | Callable[[], dict[str, Any]]]],
         *,
         closing: frozenset[str] = frozenset(),
-    ) -> None:
+    ) -> set[str]:
         """`group_send(group, message)` for each pair, in order, in two round trips for all
         (one when no group has members). A message may be a callable that makes it: it is
         called only when its group has members. The groups in `closing` get their last message:
         they are deleted as their members are read (so a member need not be discarded; one
-        added later is in a new group)."""
+        added later is in a new group). Returns the groups that had members (with several Redis
+        hosts, all of them: channels_redis's send does not say)."""
         if self.ring_size != 1:
             for group, message in sends:
                 await super().group_send(group, message() if callable(message) else message)
             for group in closing:
                 await self.connection(self.consistent_hash(group)).delete(self._group_key(group))
-            return
+            return {group for group, _ in sends}
         for group, _ in sends:
             assert self.require_valid_group_name(group), "Group name not valid"
         connection = self.connection(0)
@@ -195,9 +196,11 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
         keys: list[str] = []
         messages: list[bytes] = []
         capacities: list[int] = []
-        for (_, message), members in zip(sends, found, strict=True):
+        heard: set[str] = set()
+        for (group, message), members in zip(sends, found, strict=True):
             if not members:
                 continue
+            heard.add(group)
             if callable(message):
                 message = message()
             channel_names = [member.decode("utf8") for member in members]
@@ -209,7 +212,7 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
                 messages.append(serialized[key])
                 capacities.append(capacity[key])
         if not keys:
-            return
+            return heard
         args = [
             *messages,
             *capacities,
@@ -225,3 +228,4 @@ class RedisChannelLayer(ChannelsRedisChannelLayer):
                 len(keys),
                 ", ".join(group for group, _ in sends),
             )
+        return heard

@@ -121,6 +121,7 @@ class EventPublisher:
         """Publish from now on, on the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._drops_unheard = not self.resumable and not bus.reaches_other_processes()
+        publishing.forget_run(self.run_id)  # the first batch looks the groups' members up
 
     def emit(self, name: str, payload: Any) -> None:
         """Queue one event (serialised now: the graph may change its objects later), the run's
@@ -154,11 +155,13 @@ class EventPublisher:
         """`drain`, then publish no more."""
         await self.drain()
         self._stopped = True
+        publishing.forget_run(self.run_id)
 
     def abort(self) -> None:
         """Stop publishing at once (what is still queued is dropped)."""
         self._stopped = True
         self._pending = []
+        publishing.forget_run(self.run_id)
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -196,7 +199,11 @@ class EventPublisher:
                 logger.exception("run %s: cannot store stream events", self.run_id)
         # The bus is not the record: a lost event costs a client, not a run (logged there).
         await publishing.publish_events(
-            run_id=self.run_id, thread_id=self.thread_id, events=events, answer=self.answer
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+            events=events,
+            answer=self.answer,
+            publisher=True,
         )
 
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.logs import bind_run, bind_worker, run_fields
 from deerflow_site.loop_inbox import loop_inbox
-from runs.engine import bus, queue
+from runs.engine import bus, publishing, queue
 from runs.engine.executor import CancelReason, CancelSignal, execute_run
 from runs.engine.graphs import describe_agent_model
 from runs.engine.heartbeats import forget_worker
@@ -282,6 +282,8 @@ class RunWorker(Maintenance, Slots):
                 self._wake.set()
             elif kind == bus.CANCEL:
                 self._cancel(message.get("run_id"), message.get("action") or CancelReason.INTERRUPT)
+            elif kind == bus.LISTEN:
+                publishing.note_listener(message)
 
     def _cancel(self, run_id: Any, action: str) -> None:
         try:

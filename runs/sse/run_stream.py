@@ -19,7 +19,7 @@ from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.streaming import LastChunk
 from runs import selectors
 from runs.cancellation import cancel_after_disconnect, spawn
-from runs.engine import Subscription, bus, subscribe_then
+from runs.engine import Subscription, bus, publishing, subscribe_then
 from runs.models import Run
 from runs.sse.access import ViewRight
 from runs.sse.frames import (
@@ -50,7 +50,7 @@ async def subscribe_to_run(
     nothing it publishes afterwards is missed."""
     thread_id = validate_thread_id(thread_id)
     run_uuid = validate_uuid(run_id, field="run_id")
-    return await subscribe_then(
+    run, subscription = await subscribe_then(
         bus.run_end_group(run_uuid) if end_only else bus.run_stream_group(run_uuid),
         selectors.get_run,
         user=user,
@@ -58,6 +58,39 @@ async def subscribe_to_run(
         run_id=run_uuid,
         action=action,
     )
+    if not end_only and run.status == Run.Status.RUNNING:  # a run's end is always looked for
+        await _announce(subscription, [(run.pk, run.worker_id)])
+    return run, subscription
+
+
+def _running_executors(thread_id: str) -> list[tuple[UUID, str]]:
+    running = Run.objects.filter(thread_id=thread_id, status=Run.Status.RUNNING)
+    return list(running.values_list("pk", "worker_id"))
+
+
+async def announce_to_thread_runs(subscription: Subscription, thread_id: str) -> None:
+    """Tell the workers executing the thread's running runs that `subscription` (to the
+    thread's stream, opened before this) listens (`publishing.announce_listener`), when the bus
+    reaches other processes. A run claimed after this read finds the subscription at its first
+    look-up. The subscription is closed if this fails."""
+    if bus.reaches_other_processes():
+        try:
+            executors = await call_sync(_running_executors, thread_id, on=Executor.API)
+        except BaseException:
+            await subscription.close()
+            raise
+        await _announce(subscription, executors)
+
+
+async def _announce(subscription: Subscription, executors: list[tuple[UUID, str]]) -> None:
+    """`publishing.announce_listener` to the worker of each (run, worker); the subscription is
+    closed if this is cancelled."""
+    try:
+        for run_id, worker_id in executors:
+            await publishing.announce_listener(run_id=run_id, worker_id=worker_id)
+    except BaseException:
+        await subscription.close()
+        raise
 
 
 @dataclass(slots=True)

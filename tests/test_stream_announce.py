@@ -1,0 +1,145 @@
+"""A run's publisher skips looking its stream groups' members up on Redis while no other process
+listened at its last look-up, until a subscriber of another process announces itself
+(`publishing.announce_listener` -> `bus.LISTEN` -> `publishing.note_listener`). Across real
+processes: tests/test_multiprocess.py (streams joined mid-run hear every later event)."""
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+
+from runs.engine import Subscription, bus, publishing
+from tests.test_fanout import fresh_layer  # noqa: F401 (autouse: a layer of each test's loop)
+
+pytestmark = pytest.mark.skipif(
+    isinstance(bus.layer(), InMemoryChannelLayer),
+    reason="the in-memory layer reaches no other process: nothing is looked up",
+)
+THREAD_ID = "announce-thread"
+WAIT = 20.0
+
+
+def batch(first: int, count: int = 2, *, end: bool = False) -> list[bus.StreamEvent]:
+    events = [bus.StreamEvent.of(n, "custom", {"tick": n}) for n in range(first, first + count)]
+    return events + ([bus.StreamEvent.of(first + count, bus.END, None)] if end else [])
+
+
+async def publish(run_id: Any, events: list[bus.StreamEvent], *, publisher: bool = True) -> None:
+    await publishing.publish_events(
+        run_id=run_id, thread_id=THREAD_ID, events=events, publisher=publisher
+    )
+
+
+async def ids_received(channel: str, messages: int) -> list[list[int]]:
+    """The event ids of the next `messages` layer messages on `channel`."""
+    async with asyncio.timeout(WAIT):
+        received = [await bus.layer().receive(channel) for _ in range(messages)]
+    return [[event["id"] for event in message["events"]] for message in received]
+
+
+async def test_a_publisher_skips_the_layer_while_unheard_until_a_listener_announces() -> None:
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    channel_layer = bus.layer()
+    other = await channel_layer.new_channel()  # another process's listening channel
+    try:
+        await publish(run_id, batch(1))  # looked up: no one listens
+        await channel_layer.group_add(group, other)
+        await publish(run_id, batch(3))  # not looked up: the joiner did not announce itself
+        await publish(run_id, batch(5), publisher=False)  # others' publishes always look up
+        publishing.note_listener({"run_id": str(run_id)})
+        await publish(run_id, batch(7))
+        await publish(run_id, batch(9, end=True))  # an end is always looked up
+
+        assert await ids_received(other, 3) == [[5, 6], [7, 8], [9, 10, 11]]
+    finally:
+        await channel_layer.group_discard(group, other)
+        publishing.forget_run(run_id)
+
+
+async def test_a_run_ends_unheard_and_a_new_publisher_of_it_looks_up_again() -> None:
+    run_id = uuid.uuid4()
+    group = bus.thread_stream_group(THREAD_ID)
+    channel_layer = bus.layer()
+    other = await channel_layer.new_channel()
+    try:
+        await publish(run_id, batch(1))
+        await publish(run_id, batch(3, end=True))
+        await channel_layer.group_add(group, other)  # joined between two executions of the run
+        await publish(run_id, batch(10))
+
+        assert await ids_received(other, 1) == [[10, 11]]
+    finally:
+        await channel_layer.group_discard(group, other)
+        publishing.forget_run(run_id)
+
+
+async def test_an_announcement_during_a_look_up_keeps_the_run_looked_up(monkeypatch) -> None:
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    channel_layer = bus.layer()
+    send_many = channel_layer.group_send_many
+
+    async def announced_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        found = await send_many(*args, **kwargs)
+        publishing.note_listener({"run_id": str(run_id)})  # came while the look-up was out
+        return found
+
+    other = await channel_layer.new_channel()
+    try:
+        monkeypatch.setattr(channel_layer, "group_send_many", announced_meanwhile)
+        await publish(run_id, batch(1))  # found no one, but a listener announced itself
+        monkeypatch.setattr(channel_layer, "group_send_many", send_many)
+        await channel_layer.group_add(group, other)
+        await publish(run_id, batch(3))
+
+        assert await ids_received(other, 1) == [[3, 4]]
+    finally:
+        await channel_layer.group_discard(group, other)
+        publishing.forget_run(run_id)
+
+
+async def test_an_announced_listener_waits_for_the_workers_answer() -> None:
+    run_id = uuid.uuid4()
+    worker_id = f"announce-worker-{uuid.uuid4().hex}"
+    channel_layer = bus.layer()
+    worker_channel = await channel_layer.new_channel()
+    await channel_layer.group_add(bus.worker_control_group(worker_id), worker_channel)
+    await publish(run_id, batch(1))  # unheard
+    noted: list[dict[str, Any]] = []
+
+    async def worker() -> None:  # what `RunWorker._listen` does with a LISTEN
+        message = await channel_layer.receive(worker_channel)
+        noted.append(message)
+        publishing.note_listener(message)
+
+    subscription = await Subscription.open(bus.run_stream_group(run_id))
+    answering = asyncio.ensure_future(worker())
+    try:
+        async with asyncio.timeout(WAIT):
+            await publishing.announce_listener(run_id=run_id, worker_id=worker_id)
+        assert answering.done()
+        [message] = noted
+        assert (message["type"], message["run_id"]) == (bus.LISTEN, str(run_id))
+        assert str(run_id) not in publishing._unheard
+    finally:
+        answering.cancel()
+        await subscription.close()
+        await channel_layer.group_discard(bus.worker_control_group(worker_id), worker_channel)
+        publishing.forget_run(run_id)
+
+
+async def test_a_worker_that_never_answers_is_not_waited_for_beyond_the_bound(
+    monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(bus, "SEND_SECONDS", 0.2)
+    run_id = uuid.uuid4()
+    subscription = await Subscription.open(bus.run_stream_group(run_id))
+    try:
+        async with asyncio.timeout(WAIT):
+            await publishing.announce_listener(run_id=run_id, worker_id="gone")
+        assert "did not answer a stream's listener" in caplog.text
+    finally:
+        await subscription.close()
