@@ -76,6 +76,25 @@ async def test_a_run_ends_unheard_and_a_new_publisher_of_it_looks_up_again() -> 
         publishing.forget_run(run_id)
 
 
+async def test_a_run_found_unheard_is_looked_up_again_after_a_while(monkeypatch) -> None:
+    """A subscriber that joined again after Redis lost its groups announces nothing: it is
+    found when the unheard run's batches look up again, UNHEARD_SECONDS later."""
+    run_id = uuid.uuid4()
+    group = bus.run_stream_group(run_id)
+    channel_layer = bus.layer()
+    other = await channel_layer.new_channel()
+    try:
+        await publish(run_id, batch(1))  # unheard
+        await channel_layer.group_add(group, other)
+        monkeypatch.setattr(publishing, "UNHEARD_SECONDS", 0.0)  # as if a while had passed
+        await publish(run_id, batch(3))
+
+        assert await ids_received(other, 1) == [[3, 4]]
+    finally:
+        await channel_layer.group_discard(group, other)
+        publishing.forget_run(run_id)
+
+
 async def test_an_announcement_during_a_look_up_keeps_the_run_looked_up(monkeypatch) -> None:
     run_id = uuid.uuid4()
     group = bus.run_stream_group(run_id)

@@ -14,6 +14,7 @@ look-up, made after the claim. The run's `end` always looks every group up.
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
@@ -28,9 +29,14 @@ logger = logging.getLogger(__name__)
 #: Events per layer message at most (a batch of the publisher is sent in as few as that allows).
 EVENTS_PER_MESSAGE = 100
 
+#: How long after a look-up that found no listener of another process a run's batches skip it
+#: (seconds): a subscriber that joined again after Redis lost its groups (a hub's re-join, which
+#: announces nothing), or whose announcement was lost, is found within as long.
+UNHEARD_SECONDS = 1.0
 #: Runs published from this process whose stream groups no other process listened to at their
-#: last look-up, and for which no subscriber announced itself since: their batches skip it.
-_unheard: set[str] = set()
+#: last look-up, and for which no subscriber announced itself since: when that look-up was
+#: (`time.monotonic()`); their batches skip it for UNHEARD_SECONDS.
+_unheard: dict[str, float] = {}
 #: How many subscribers of other processes announced themselves to this process (a look-up in
 #: flight while one did may have missed it: its run is then not taken as unheard).
 _announced = 0
@@ -40,7 +46,7 @@ _answering: set["asyncio.Task[None]"] = set()
 
 def forget_run(run_id: UUID | str) -> None:
     """The run's publisher starts or stops: its next batch (if any) looks its groups up."""
-    _unheard.discard(str(run_id))
+    _unheard.pop(str(run_id), None)
 
 
 def note_listener(message: dict[str, Any]) -> None:
@@ -48,7 +54,7 @@ def note_listener(message: dict[str, Any]) -> None:
     groups' members up, and the announcing subscriber is answered (in the background)."""
     global _announced
     _announced += 1
-    _unheard.discard(str(message.get("run_id")))
+    _unheard.pop(str(message.get("run_id")), None)
     reply_to = message.get("reply_to")
     if isinstance(reply_to, str) and reply_to:
         answer = {"type": bus.LISTENING}
@@ -161,9 +167,11 @@ async def publish_events(
         return
     end = next((message for message in messages if message["event"] == bus.END), None)
     key = str(run_id)
-    if publisher and end is None and key in _unheard:
-        return  # no other process listened at the last look-up, and none announced itself
-    announced = _announced
+    unheard_since = _unheard.get(key)
+    if publisher and end is None and unheard_since is not None:
+        if time.monotonic() - unheard_since < UNHEARD_SECONDS:
+            return  # no other process listened at the last look-up, and none announced itself
+    announced, looked_up = _announced, time.monotonic()
     hub = _hub_of_this_loop()
     sends: list[tuple[str, Any]] = []
     stream_groups = (bus.run_stream_group(run_id), bus.thread_stream_group(thread_id))
@@ -192,9 +200,9 @@ async def publish_events(
         sends.append((end_group, end_message))  # made only when the group has members
     heard = await _send_to_groups(channel_layer, sends, run_id=run_id, closing=closing)
     if end is not None or not publisher:
-        _unheard.discard(key)
+        _unheard.pop(key, None)
     elif known and heard is not None and not heard & set(stream_groups) and announced == _announced:
-        _unheard.add(key)
+        _unheard[key] = looked_up
 
 
 def _events_message(
