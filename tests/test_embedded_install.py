@@ -3,6 +3,7 @@ exported, and the secret key that makes that work only where it is safe."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -91,9 +92,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     Yields (site URL, var dir, the lines it printed before daphne started).
     """
     tmp_path = tmp_path_factory.mktemp("serve")
-    var_dir = tmp_path / "var"
     port = _free_port()
-    env = newcomer_env(var_dir, PORT=str(port), DEERFLOW_AUTH_MODE="token")
+    site = f"http://127.0.0.1:{port}"
+    with serving(tmp_path, site, PORT=str(port), DEERFLOW_AUTH_MODE="token") as lines:
+        yield site, tmp_path / "var", lines
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, site: str, **extra: str) -> Iterator[list[str]]:
+    """`scripts/serve` run with `extra` in a newcomer's environment (its var dir under
+    `tmp_path`), once `site` answers: the lines it printed until then."""
+    env = newcomer_env(tmp_path / "var", **extra)
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -106,10 +115,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             preexec_fn=die_with_parent,
             start_new_session=True,
         )
-    site = f"http://127.0.0.1:{port}"
     try:
         _wait_for_ok(site, process, log_path)
-        yield site, var_dir, log_path.read_text().splitlines()
+        yield log_path.read_text().splitlines()
     finally:
         process.terminate()
         process.wait(10)
@@ -148,6 +156,20 @@ def test_scripts_serve_prints_the_urls_it_serves(served):
         f"{site}/admin/",
     ):
         assert re.search(rf"\s{re.escape(url)}(\s|$)", printed), printed
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(("bind", "reachable"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]")])
+def test_scripts_serve_links_a_reachable_address_for_a_wildcard_bind(tmp_path, bind, reachable):
+    """A wildcard bind (`HOST=0.0.0.0` or `::`, every interface) is no address a browser can
+    open: the links name the loopback address of its family, which answers."""
+    port = _free_port()
+    site = f"http://{reachable}:{port}"
+    with serving(tmp_path, site, HOST=bind, PORT=str(port), DEERFLOW_AUTH_MODE="token") as lines:
+        printed = "\n".join(lines)
+    links = re.findall(r"http://\S+", printed)
+    assert f"{site}/playground/" in links, printed
+    assert all(link.startswith(f"{site}/") or link == site for link in links), printed
 
 
 @pytest.mark.live
