@@ -12,6 +12,7 @@ from deerflow_site.api import parsers
 from deerflow_site.api.checkpoints import CheckpointField
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import (
+    BoundedListField,
     CheckpointIdField,
     JSONObjectField,
     RequestSerializer,
@@ -215,7 +216,7 @@ class RunCreateSerializer(RequestSerializer):
     )
     after_seconds = StrictFloatField(min_value=0, required=False, allow_null=True)
     if_not_exists = StrictChoiceField(choices=["create", "reject"], required=False, allow_null=True)
-    feedback_keys = serializers.ListField(
+    feedback_keys = BoundedListField(
         child=StrictCharField(max_length=255), required=False, allow_null=True
     )
     durability = StrictChoiceField(

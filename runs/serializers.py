@@ -9,7 +9,12 @@ from rest_framework import serializers
 
 from deerflow_site.api.pagination import LimitOffsetSerializer
 from deerflow_site.api.query import QueryBooleanField
-from deerflow_site.api.serializers import RequestSerializer, ThreadIdField, UUIDStringField
+from deerflow_site.api.serializers import (
+    BoundedListField,
+    RequestSerializer,
+    ThreadIdField,
+    UUIDStringField,
+)
 from deerflow_site.redaction import redact_secrets
 from runs.models import Run
 
@@ -94,7 +99,7 @@ class RunListQuerySerializer(LimitOffsetSerializer):
     """`?limit&offset&status&select` of `GET /threads/{t}/runs`."""
 
     status = serializers.ChoiceField(choices=Run.Status.choices, required=False, allow_null=True)
-    select = serializers.ListField(
+    select = BoundedListField(
         child=serializers.ChoiceField(choices=RUN_FIELDS), required=False, allow_null=True
     )
 
@@ -121,7 +126,7 @@ class BulkCancelSerializer(RequestSerializer):
     """`POST /runs/cancel`: `{thread_id, run_ids}` or `{status}`."""
 
     thread_id = ThreadIdField(required=False, allow_null=True)
-    run_ids = serializers.ListField(child=UUIDStringField(), required=False, allow_null=True)
+    run_ids = BoundedListField(child=UUIDStringField(), required=False, allow_null=True)
     status = serializers.ChoiceField(
         choices=["pending", "running", "all"], required=False, allow_null=True
     )

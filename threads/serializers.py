@@ -7,6 +7,8 @@ from rest_framework import serializers
 
 from deerflow_site.api.pagination import LimitOffsetSerializer
 from deerflow_site.api.serializers import (
+    MAX_LIST_ITEMS,
+    BoundedListField,
     JSONFilterField,
     JSONObjectField,
     RequestSerializer,
@@ -95,13 +97,13 @@ class ThreadCreateSerializer(RequestSerializer):
 
 
 #: The most thread ids one `POST /threads/prune` names.
-PRUNE_LIMIT = 1000
+PRUNE_LIMIT = MAX_LIST_ITEMS
 
 
 class ThreadPruneSerializer(RequestSerializer):
     """`POST /threads/prune`: `{thread_ids, strategy}`; only `delete` is served."""
 
-    thread_ids = serializers.ListField(child=ThreadIdField(), max_length=PRUNE_LIMIT)
+    thread_ids = BoundedListField(child=ThreadIdField(), max_length=PRUNE_LIMIT)
     strategy = serializers.ChoiceField(choices=["delete", "keep_latest"], default="delete")
 
     def validate_strategy(self, value: str) -> str:
@@ -120,11 +122,11 @@ class ThreadPatchSerializer(RequestSerializer):
 class ThreadSearchSerializer(LimitOffsetSerializer):
     metadata = JSONFilterField(required=False, allow_null=True)
     values = JSONFilterField(required=False, allow_null=True)
-    ids = serializers.ListField(child=ThreadIdField(), required=False, allow_null=True)
+    ids = BoundedListField(child=ThreadIdField(), required=False, allow_null=True)
     status = serializers.ChoiceField(choices=Thread.Status.choices, required=False, allow_null=True)
     sort_by = serializers.ChoiceField(choices=SORT_FIELDS, default="created_at")
     sort_order = serializers.ChoiceField(choices=["asc", "desc"], default="desc")
-    select = serializers.ListField(
+    select = BoundedListField(
         child=serializers.ChoiceField(choices=THREAD_FIELDS), required=False, allow_null=True
     )
 

@@ -15,6 +15,7 @@ from deerflow_site.api.query import QueryBooleanField, query_data, validated_que
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import (
     BoundedIntegerField,
+    BoundedListField,
     CheckpointIdField,
     JSONObjectField,
     RequestSerializer,
@@ -31,7 +32,7 @@ from threads.serializers import ThreadSerializer, thread_data
 METADATA_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_.-]+\Z")
 
 
-class SelectField(serializers.ListField):
+class SelectField(BoundedListField):
     """ThreadState fields to return: a field name or `values.<key>`."""
 
     child = StrictCharField()

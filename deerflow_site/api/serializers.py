@@ -213,6 +213,26 @@ class JSONFilterField(JSONObjectField):
         return value
 
 
+#: The most items a list of a request may hold: ids (a thread search's and count's `ids`, a
+#: prune's `thread_ids`, a bulk cancel's `run_ids`), `select`ed fields, `feedback_keys`. Ids
+#: become bound parameters of one query; a longer list is a 422 before any item is read.
+MAX_LIST_ITEMS = 1000
+
+
+class BoundedListField(serializers.ListField):
+    """A request's list: at most `max_length` items (MAX_LIST_ITEMS unless given), refused by
+    its length before its items are validated (DRF checks the length after them)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", MAX_LIST_ITEMS)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if isinstance(data, list) and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+
 @extend_schema_field({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
 class ThreadIdField(serializers.CharField):
     """A thread id: a UUID or `[A-Za-z0-9_-]{1,64}`, matched whole (no trimming), and not the

@@ -10,6 +10,7 @@ from deerflow_site.api.query import QueryBooleanField
 from deerflow_site.api.serializers import (
     INTEGER_PATTERN,
     BoundedIntegerField,
+    BoundedListField,
     JSONObjectField,
     RequestSerializer,
     StrictCharField,
@@ -26,7 +27,7 @@ class AssistantCountSerializer(RequestSerializer):
 class AssistantSearchSerializer(AssistantCountSerializer, LimitOffsetSerializer):
     sort_by = serializers.ChoiceField(choices=SORT_FIELDS, required=False, allow_null=True)
     sort_order = serializers.ChoiceField(choices=["asc", "desc"], required=False, allow_null=True)
-    select = serializers.ListField(
+    select = BoundedListField(
         child=serializers.ChoiceField(choices=ASSISTANT_FIELDS), required=False, allow_null=True
     )
 
