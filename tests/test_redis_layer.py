@@ -92,6 +92,36 @@ async def test_a_send_to_several_groups_is_the_sends_one_by_one(
     await ours.close_pools()
 
 
+@pytest.mark.parametrize("entries", [1, 14, 15, 40])
+async def test_a_message_put_together_in_redis_is_channels_redis_own(
+    layers: tuple[RedisChannelLayer, Any], entries: int
+) -> None:
+    """A group's message for a Redis key, put together by `SEND_TO_GROUPS`, is channels_redis's
+    serialisation of it byte for byte (but the random prefix), whatever the sizes of its map,
+    its channels' list and their names."""
+    ours, theirs = layers
+    assert ours._sends_in_one_trip
+    message = {"type": "t", **{f"k{n}": n for n in range(entries - 1)}}
+    local = [await theirs.new_channel() for _ in range(17)]  # 17 channels of one Redis key
+    long_named, short_named = f"plain-{'x' * 90}", "p"  # msgpack's str8 and fixstr
+    for channel in (*local, long_named, short_named):
+        await ours.group_add("g", channel)
+
+    assert await ours.group_send_many([("g", message)]) == {"g"}
+
+    redis = ours.connection(0)
+    for key, channels in (
+        (theirs.non_local_name(local[0]), local),
+        (long_named, [long_named]),
+        (short_named, [short_named]),
+    ):
+        [stored] = await redis.zrange(ours.prefix + key, 0, -1)
+        expected = theirs.serialize({**message, "__asgi_channel__": channels})
+        assert stored[12:] == expected[12:]
+    got = [await receive(theirs, channel) for channel in local]
+    assert got == [message] * 17
+
+
 async def test_a_member_past_the_group_expiry_is_dropped_and_gets_nothing(
     layers: tuple[RedisChannelLayer, Any],
 ) -> None:
