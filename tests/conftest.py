@@ -26,7 +26,13 @@ from django.db import connections
 
 from tests.live import REPO_ROOT, LiveServer, LiveServerFactory, merge_env
 
-pytest_plugins = ["tests.fixtures", "tests.node_tools", "tests.engine_support"]
+pytest_plugins = [
+    "pytester",
+    "tests.process_guard",
+    "tests.fixtures",
+    "tests.node_tools",
+    "tests.engine_support",
+]
 
 _real_database_names: dict[str, str] = {}
 
