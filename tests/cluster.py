@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from tests.live import REPO_ROOT, StartWatch, die_with_parent, merge_env
+from tests.live import StartWatch, merge_env, spawn
 
 #: PostgreSQL and Redis: what processes need to share runs (scripts/test's PostgreSQL phase).
 ON_PRODUCTION_STACK = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
@@ -77,16 +77,9 @@ def start_cluster(
     log_path = log_dir / f"cluster-{len(os.listdir(log_dir))}.log"
     port = consecutive_free_ports(web)
     command = [sys.executable, "scripts/cluster.py", "--web", str(web), "--workers", str(workers)]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=merge_env(env, dict(extra_env)),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
+    process = spawn(
+        [*command, "--port", str(port)], env=merge_env(env, dict(extra_env)), log_path=log_path
+    )
     cluster = Cluster(process=process, log_path=log_path)
     # Every process of the cluster imports Django and LangGraph: their CPU together is the budget.
     watch = StartWatch(process.pid, cpu_budget=120.0)

@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import psutil
@@ -24,7 +25,14 @@ import pytest_django
 from django.conf import settings
 from django.db import connections
 
-from tests.live import REPO_ROOT, LiveServer, LiveServerFactory, merge_env
+from tests.live import (
+    REPO_ROOT,
+    CommandProcess,
+    CommandStarter,
+    LiveServer,
+    LiveServerFactory,
+    merge_env,
+)
 
 pytest_plugins = [
     "pytester",
@@ -227,6 +235,18 @@ def manage_py(
         return result
 
     return run
+
+
+@pytest.fixture
+def start_worker_process(
+    process_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., CommandProcess]]:
+    """Start `manage.py runs_worker *args` processes on the test database:
+    `start_worker_process("--concurrency", "2", DEERFLOW_RUN_LEASE_SECONDS="2")`. Each is killed
+    at the end of the test. Needs `django_db(transaction=True)`."""
+    starter = CommandStarter(process_env, tmp_path)
+    yield lambda *args, **env: starter.start("runs_worker", *args, **env)
+    starter.kill_all()
 
 
 # --- Live daphne servers -----------------------------------------------------------------------

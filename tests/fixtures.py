@@ -1,7 +1,7 @@
 """Fixtures for users, their tokens and API clients (loaded by tests/conftest.py)."""
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -60,20 +60,42 @@ def anonymous_api() -> APIClient:
     return APIClient()
 
 
+Closable = TypeVar("Closable")
+
+
 @pytest.fixture
-def sdk(daphne_server: Any, user: Any) -> Any:
+async def closing() -> AsyncIterator[Callable[[Closable], Closable]]:
+    """`closing(client)` returns `client` and `aclose()`s it at the end of the test: every async
+    client a test or its fixture opens (the official SDK's, httpx's) goes through it, so that
+    none is left with its connections open."""
+    clients: list[Any] = []
+
+    def close_at_the_end(client: Closable) -> Closable:
+        clients.append(client)
+        return client
+
+    yield close_at_the_end
+    for client in reversed(clients):
+        await client.aclose()
+
+
+def sdk_client(closing: Callable[[Any], Any], api_url: str, api_key: str, **options: Any) -> Any:
+    """The official langgraph_sdk async client on `api_url`, closed at the end of the test."""
+    from langgraph_sdk import get_client
+
+    return closing(get_client(url=api_url, api_key=api_key, **options))
+
+
+@pytest.fixture
+def sdk(daphne_server: Any, user: Any, closing: Any) -> Any:
     """The official langgraph_sdk async client on the live server, as `user`."""
-    from langgraph_sdk import get_client
-
-    return get_client(url=daphne_server.api_url, api_key=token_for(user))
+    return sdk_client(closing, daphne_server.api_url, token_for(user))
 
 
 @pytest.fixture
-def other_sdk(daphne_server: Any, other_user: Any) -> Any:
+def other_sdk(daphne_server: Any, other_user: Any, closing: Any) -> Any:
     """The official langgraph_sdk async client on the live server, as `other_user`."""
-    from langgraph_sdk import get_client
-
-    return get_client(url=daphne_server.api_url, api_key=token_for(other_user))
+    return sdk_client(closing, daphne_server.api_url, token_for(other_user))
 
 
 @pytest.fixture
@@ -83,16 +105,17 @@ def headers(user: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def live_api(daphne_server: Any, headers: dict[str, str]) -> Any:
+def live_api(daphne_server: Any, headers: dict[str, str], closing: Any) -> Any:
     """An httpx.AsyncClient on the live server's API base, as `user` (for the endpoints the
     official SDKs have no methods for: the journal, feedback)."""
-    return _live_http(daphne_server, headers)
+    return closing(_live_http(daphne_server, headers))
 
 
 @pytest.fixture
-def other_live_api(daphne_server: Any, other_user: Any) -> Any:
+def other_live_api(daphne_server: Any, other_user: Any, closing: Any) -> Any:
     """The same as `live_api`, as `other_user`."""
-    return _live_http(daphne_server, {"Authorization": f"Bearer {token_for(other_user)}"})
+    headers = {"Authorization": f"Bearer {token_for(other_user)}"}
+    return closing(_live_http(daphne_server, headers))
 
 
 def _live_http(server: Any, headers: dict[str, str]) -> Any:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import psutil
@@ -19,6 +23,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_STOP_TIMEOUT = 10.0
 START_ATTEMPTS = 3  # a free port can be taken between choosing it and daphne binding it
+
+T = TypeVar("T")
 
 
 def merge_env(base: dict[str, str], overrides: dict[str, str | None]) -> dict[str, str]:
@@ -110,55 +116,124 @@ class LiveServerFactory:
         port = _free_port()
         log_path = self._log_dir / f"daphne-{port}.log"
         command = [sys.executable, "-m", "deerflow_site.server", "-b", "127.0.0.1", "-p", str(port)]
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [*command, "deerflow_site.asgi:application"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-            )
+        process = spawn([*command, "deerflow_site.asgi:application"], env=env, log_path=log_path)
         server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, env)
         self._servers.append(server)
         return server
 
 
-class StartWatch:
-    """Whether to give up on a process (and its children) that has not come up yet.
+def spawn(
+    command: list[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    cwd: Path = REPO_ROOT,
+    append: bool = False,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start `command` for a test: stdout and stderr to `log_path` (appended to it if `append`),
+    no stdin, SIGTERM should pytest die without its teardown, in a session (and process group)
+    of its own if `new_session`. The test or its fixture stops it: tests/process_guard.py fails
+    a test that leaves a process running."""
+    # The child has a copy of the file's descriptor: this process's is closed on return.
+    with log_path.open("ab" if append else "wb") as log_file:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+            start_new_session=new_session,
+        )
 
-    By the work it did, not by the clock: on a loaded two-core machine (CI, or helpers sharing
+
+@dataclass
+class CommandProcess:
+    """A `manage.py` command (a `runs_worker`, ...) running for a test, and its log."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        """The last 10,000 characters it wrote to stdout and stderr."""
+        return self.log_path.read_text(errors="replace")[-10000:]
+
+    def owns(self, run: Any) -> bool:
+        """Whether this process claimed the run (worker ids are `host:pid:random`)."""
+        return run.worker_id.startswith(f"{socket.gethostname()}:{self.process.pid}:")
+
+    def kill(self) -> None:
+        """SIGKILL, as a machine's crash ends it, and wait until it has ended."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+class CommandStarter:
+    """Starts `manage.py` commands on the test database: `start("runs_worker", **env)`;
+    `kill_all()` ends every one still running (a function-scoped fixture's teardown)."""
+
+    def __init__(self, base_env: dict[str, str], log_dir: Path) -> None:
+        self._base_env = base_env
+        self._log_dir = log_dir
+        self.started: list[CommandProcess] = []
+
+    def start(self, *args: str, **env: str | None) -> CommandProcess:
+        log_path = self._log_dir / f"{args[0]}-{len(self.started)}.log"
+        command = [sys.executable, "manage.py", *args]
+        process = spawn(command, env=merge_env(self._base_env, env), log_path=log_path)
+        self.started.append(CommandProcess(process, log_path))
+        return self.started[-1]
+
+    def kill_all(self) -> None:
+        for command in self.started:
+            command.kill()
+
+
+class StartWatch:
+    """Whether to give up on processes (each with its children) that have not done a thing yet.
+
+    By the work they did, not by the clock: on a loaded two-core machine (CI, or helpers sharing
     one) importing Django and LangGraph can take minutes of wall time for a few seconds of CPU,
-    and a fixed wall-clock bound failed servers that were starting, only slowly. Given up on: a
-    process that used `cpu_budget` seconds of CPU (a normal start uses a few), or none for
-    `stall_seconds` (blocked, not starved: a starved one still gets some), or that started
-    `ceiling_seconds` ago whatever it did.
+    and a fixed wall-clock bound failed processes that were starting, only slowly. Given up on:
+    processes that used `cpu_budget` seconds of CPU since the watch began (a normal start uses a
+    few), or none for `stall_seconds` (blocked, not starved: a starved one still gets some), or
+    `ceiling_seconds` after it began whatever they did.
+
+    `pids` are the processes watched; without any, every process this one has started (a test's
+    servers and workers), as they come and go. The CPU of one that ended still counts.
     """
 
     def __init__(
         self,
-        pid: int,
-        *,
+        *pids: int,
         cpu_budget: float = 60.0,
         stall_seconds: float = 60.0,
         ceiling_seconds: float = 600.0,
     ) -> None:
-        self._pid = pid
+        self._pids = pids
         self._cpu_budget = cpu_budget
         self._stall_seconds = stall_seconds
         self._started = self._progressed = time.monotonic()
         self._ceiling = self._started + ceiling_seconds
-        self._cpu = 0.0
+        self._seen: dict[tuple[int, float], float] = {}  # CPU seconds of each process seen
+        self._initial = self._cpu = self._cpu_seconds()
 
     def gave_up(self) -> str | None:
-        """Why the start has failed (a sentence), or None while it may still come up."""
+        """Why the wait has failed (a sentence), or None while the processes may still get on."""
         now = time.monotonic()
         cpu = self._cpu_seconds()
         if cpu > self._cpu:
             self._cpu, self._progressed = cpu, now
-        waited = f"after {now - self._started:.0f}s ({self._cpu:.1f}s of CPU)"
-        if self._cpu > self._cpu_budget:
+        used = self._cpu - self._initial
+        waited = f"after {now - self._started:.0f}s ({used:.1f}s of CPU)"
+        if used > self._cpu_budget:
             return f"used over {self._cpu_budget:.0f}s of CPU {waited}"
         if now - self._progressed > self._stall_seconds:
             return f"used no CPU for {self._stall_seconds:.0f}s {waited}"
@@ -167,17 +242,76 @@ class StartWatch:
         return None
 
     def _cpu_seconds(self) -> float:
-        try:
-            process = psutil.Process(self._pid)
-            tree = [process, *process.children(recursive=True)]
-        except psutil.Error:
-            return self._cpu
-        total = 0.0
+        tree: list[psutil.Process] = []
+        for pid in self._pids or (os.getpid(),):
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                tree += [*([process] if self._pids else []), *process.children(recursive=True)]
         for member in tree:
             with contextlib.suppress(psutil.Error):
                 times = member.cpu_times()
-                total += times.user + times.system
-        return total
+                self._seen[(member.pid, member.create_time())] = times.user + times.system
+        return sum(self._seen.values())
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    what: str,
+    watch: StartWatch | None = None,
+    log: Callable[[], str] | None = None,
+) -> T:
+    """Poll `predicate()` every 50 ms until it is truthy, and return it; fail (AssertionError
+    naming `what`, with `log()` if given) once `watch` gives up: by default a StartWatch over
+    every process this one has started."""
+    watch = watch or StartWatch()
+    while not (value := predicate()):
+        if (reason := watch.gave_up()) is not None:
+            raise AssertionError(f"waited in vain for {what}: {reason}{_log_text(log)}")
+        time.sleep(0.05)
+    return value
+
+
+async def watched(
+    awaitable: Awaitable[T],
+    what: str,
+    watch: StartWatch | None = None,
+    log: Callable[[], str] | None = None,
+) -> T:
+    """`await awaitable` while `watch` (see `wait_until`) does not give up on the processes it
+    depends on; once it does, cancel it and fail naming `what`."""
+    watch = watch or StartWatch()
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while not (await asyncio.wait({task}, timeout=0.1))[0]:
+            if (reason := watch.gave_up()) is not None:
+                raise AssertionError(f"waited in vain for {what}: {reason}{_log_text(log)}")
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[T]],
+    what: str,
+    watch: StartWatch | None = None,
+    log: Callable[[], str] | None = None,
+) -> T:
+    """`await check()` every 50 ms until it is truthy, and return it: `wait_until` for async
+    checks (a row another process writes: there is no event to await)."""
+
+    async def checked() -> T:
+        while not (value := await check()):  # noqa: ASYNC110 - other processes' work
+            await asyncio.sleep(0.05)
+        return value
+
+    return await watched(checked(), what, watch, log)
+
+
+def _log_text(log: Callable[[], str] | None) -> str:
+    return f"\n--- log ---\n{log()}" if log else ""
 
 
 def _free_port() -> int:

@@ -1,12 +1,11 @@
 """The official langgraph_sdk reads assistants from a live daphne server."""
 
 import pytest
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import APIStatusError, NotFoundError
 
 from runs.engine.graphs import BUILTIN_GRAPHS, SAMPLE_GRAPHS
 from runs.engine.registry import assistant_id_for
-from tests.fixtures import token_for
+from tests.fixtures import sdk_client, token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -15,8 +14,8 @@ REGISTERED_GRAPHS = {**BUILTIN_GRAPHS, **SAMPLE_GRAPHS}
 
 
 @pytest.fixture
-def sdk(daphne_server, user):
-    return get_client(url=daphne_server.api_url, api_key=token_for(user))
+def sdk(daphne_server, user, closing):
+    return sdk_client(closing, daphne_server.api_url, token_for(user))
 
 
 async def test_search_finds_every_graph_and_pages(sdk):

@@ -8,9 +8,8 @@ receive lock between the worker's channel and the stream views' in one process.
 import asyncio
 
 import pytest
-from langgraph_sdk import get_client
 
-from tests.fixtures import token_for
+from tests.fixtures import sdk_client, token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -26,8 +25,8 @@ def slow_fallback_server(live_server_factory):
 
 
 @pytest.fixture
-def client(slow_fallback_server, user):
-    return get_client(url=slow_fallback_server.api_url, api_key=token_for(user))
+def client(slow_fallback_server, user, closing):
+    return sdk_client(closing, slow_fallback_server.api_url, token_for(user))
 
 
 async def test_waits_end_by_the_bus_with_the_embedded_worker(client):

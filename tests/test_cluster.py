@@ -5,12 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langgraph_sdk import get_client
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK, Cluster, is_running, start_cluster
-from tests.fixtures import token_for
+from tests.fixtures import sdk_client, token_for
 
 pytestmark = [
     pytest.mark.skipif(not ON_PRODUCTION_STACK, reason="the cluster needs PostgreSQL and Redis"),
@@ -28,11 +27,11 @@ def cluster(process_env: dict[str, str], tmp_path: Path) -> Iterator[Cluster]:
 
 
 async def test_cluster_prints_every_process_and_serves_runs_across_them(
-    cluster: Cluster, user: Any
+    cluster: Cluster, user: Any, closing: Any
 ) -> None:
     assert len(cluster.web_urls) == 2 and len(cluster.worker_pids) == 1
     key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
-    first, second = (get_client(url=url + "/api", api_key=key) for url in cluster.web_urls)
+    first, second = (sdk_client(closing, url + "/api", key) for url in cluster.web_urls)
     thread = await first.threads.create()
 
     run = await first.runs.create(thread["thread_id"], "echo", input={"messages": []})

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import REPO_ROOT, _free_port, die_with_parent
+from tests.live import REPO_ROOT, _free_port, spawn
 
 # Variables a newcomer has not set: the test process's own settings must not leak into theirs.
 NOT_EXPORTED = ("SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "DJANGO_")
@@ -104,17 +104,7 @@ def serving(tmp_path: Path, site: str, **extra: str) -> Iterator[list[str]]:
     `tmp_path`), once `site` answers: the lines it printed until then."""
     env = newcomer_env(tmp_path / "var", **extra)
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["bash", "scripts/serve"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-            start_new_session=True,
-        )
+    process = spawn(["bash", "scripts/serve"], env=env, log_path=log_path, new_session=True)
     try:
         _wait_for_ok(site, process, log_path)
         yield log_path.read_text().splitlines()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from deerflow_site.bridge import Executor, call_sync
-from tests.fixtures import token_for
+from tests.fixtures import sdk_client, token_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
@@ -49,12 +49,10 @@ def listing_server(live_server_factory: Any, tmp_path: Path) -> Any:
 
 
 async def test_a_lone_surrogate_in_the_state_streams_as_replacement_character(
-    listing_server: Any, user: Any
+    listing_server: Any, user: Any, closing: Any
 ) -> None:
-    from langgraph_sdk import get_client
-
     key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
-    sdk = get_client(url=listing_server.api_url, api_key=key, timeout=20)
+    sdk = sdk_client(closing, listing_server.api_url, key, timeout=20)
     thread = await sdk.threads.create()
 
     parts = [

@@ -7,7 +7,6 @@ the reaper): it must stay unique and increasing across all of them.
 import asyncio
 import itertools
 import signal
-import time
 from typing import Any
 
 import pytest
@@ -15,14 +14,13 @@ import pytest
 from deerflow_site.bridge import Executor, call_sync
 from runs.journal.catalog import EventType
 from runs.models import Run, RunEvent
+from tests.live import StartWatch, poll_until
 from tests.test_multiprocess import (  # noqa: F401 - fixtures
     ON_PRODUCTION_STACK,
     SHORT_LEASE,
-    STARTUP_SECONDS,
     new_thread,
     sdk_a,
     sdk_b,
-    start_worker,
     wait_for_run,
     web,
 )
@@ -52,11 +50,13 @@ def journals(thread_ids: list[str]) -> dict[str, list[tuple[int, str, str, dict]
 
 
 async def all_runs_ended(thread_ids: list[str]) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
     active = Run.objects.active().filter(thread_id__in=thread_ids)
-    while await active.aexists():
-        assert time.monotonic() < deadline, "runs still active"
-        await asyncio.sleep(0.1)
+
+    async def none_active() -> bool:
+        return not await active.aexists()
+
+    # Every run of the test on two workers: more CPU than one start-up takes.
+    await poll_until(none_active, "every run to end", StartWatch(cpu_budget=600.0))
 
 
 def assert_well_ordered(journal: list[tuple[int, str, str, dict]]) -> None:
@@ -74,10 +74,10 @@ def assert_well_ordered(journal: list[tuple[int, str, str, dict]]) -> None:
 async def test_seq_is_unique_and_increasing_per_thread_across_workers_and_web_processes(
     sdk_a: Any,  # noqa: F811 - the fixtures imported above
     sdk_b: Any,  # noqa: F811
-    start_worker: Any,  # noqa: F811
+    start_worker_process: Any,
 ) -> None:
-    start_worker()
-    start_worker()
+    start_worker_process()
+    start_worker_process()
     # Concurrent agent runs on many threads, created through both web processes.
     busy = [await new_thread(sdk_a) for _ in range(THREADS)]
     creates = [
@@ -119,22 +119,19 @@ async def test_seq_is_unique_and_increasing_per_thread_across_workers_and_web_pr
 
 async def test_killed_workers_run_keeps_its_journal_and_ends_with_the_recovery_event(
     sdk_a: Any,  # noqa: F811 - the fixtures imported above
-    start_worker: Any,  # noqa: F811
+    start_worker_process: Any,
 ) -> None:
-    doomed = start_worker(**SHORT_LEASE)
+    doomed = start_worker_process(**SHORT_LEASE)
     thread_id = await new_thread(sdk_a)
     run = await sdk_a.runs.create(
         thread_id, "slow", input={"steps": 400, "delay": 0.1, "messages": QUESTION}
     )
     written = RunEvent.objects.filter(run_id=run["run_id"], event_type=EventType.HUMAN_INPUT)
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not await written.aexists():
-        assert time.monotonic() < deadline, doomed.log()
-        await asyncio.sleep(0.05)
+    await poll_until(written.aexists, "the run's human input event", log=doomed.log)
 
     doomed.process.send_signal(signal.SIGKILL)
     doomed.process.wait()
-    survivor = start_worker(**SHORT_LEASE)
+    survivor = start_worker_process(**SHORT_LEASE)
     await wait_for_run(run["run_id"], lambda r: r.status == "error", "the reaper", survivor)
 
     journal = (await call_sync(journals, [thread_id], on=Executor.THREAD_SENSITIVE))[thread_id]

@@ -2,59 +2,35 @@
 run names the run, its thread and the worker."""
 
 import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runs.models import Run
 from tests.engine_support import make_thread, pending_run
-from tests.live import REPO_ROOT, die_with_parent, merge_env
+from tests.live import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-WAIT_SECONDS = 90.0  # a worker process imports Django and LangGraph first
-
-
-def wait_until_ended(run: Run, worker: subprocess.Popen[bytes], log: Path) -> Run:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if not run.is_active:
-            return run
-        assert worker.poll() is None, log.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"the run did not end:\n{log.read_text()}")
-
 
 def test_json_log_lines_about_a_run_carry_its_run_thread_and_worker(
-    user: Any, process_env: dict[str, str], tmp_path: Path
+    user: Any, start_worker_process: Any
 ) -> None:
     run = pending_run(thread=make_thread(user=user), user=user, graph_id="failing")
-    log = tmp_path / "worker.log"
     json_logs = {"DEERFLOW_LOG_FORMAT": "json", "DEERFLOW_RUN_POLL_SECONDS": "0.1"}
-    env = merge_env(process_env, json_logs)
-    with log.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "manage.py", "runs_worker", "--concurrency", "1"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-    try:
-        run = wait_until_ended(run, worker, log)
-    finally:
-        worker.terminate()
-        worker.wait(30)
+    worker = start_worker_process("--concurrency", "1", **json_logs)
+
+    def ended() -> bool:
+        assert worker.process.poll() is None, worker.log()
+        run.refresh_from_db()
+        return not run.is_active
+
+    wait_until(ended, "the run to end", log=worker.log)
+    worker.process.terminate()
+    worker.process.wait(30)
 
     assert run.status == Run.Status.ERROR
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line.strip()]
     assert {"time", "level", "logger", "message"} <= lines[0].keys()
     about_the_run = [line for line in lines if str(run.pk) in line["message"]]
     assert about_the_run, lines

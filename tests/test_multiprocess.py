@@ -9,24 +9,19 @@ import asyncio
 import itertools
 import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.engine import queue
 from runs.models import Run
 from tests.engine_support import make_thread
-from tests.fixtures import token_for
-from tests.live import REPO_ROOT, LiveServer, LiveServerFactory, die_with_parent, merge_env
+from tests.fixtures import sdk_client, token_for
+from tests.live import CommandProcess, LiveServer, LiveServerFactory, poll_until, watched
 from threads.models import Thread
 
 ON_PRODUCTION_STACK = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
@@ -44,8 +39,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-#: Generous: a worker process imports Django and LangGraph and compiles every graph first.
-STARTUP_SECONDS = 90.0
 #: A run that goes on long enough for anything to happen to it meanwhile (20 s).
 LONG_RUN = {"steps": 200, "delay": 0.1}
 #: Short leases, so that a dead worker's run is recovered in seconds.
@@ -68,56 +61,14 @@ def web(live_server_factory: LiveServerFactory) -> Iterator[tuple[LiveServer, Li
         server.stop()
 
 
-class Worker:
-    """A `manage.py runs_worker` process and its log."""
-
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
-        self.process = process
-        self.log_path = log_path
-
-    def owns(self, run: Run) -> bool:
-        """Whether the run was claimed by this process (worker ids are `host:pid:random`)."""
-        return run.worker_id.startswith(f"{socket.gethostname()}:{self.process.pid}:")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-10000:]
+@pytest.fixture
+def sdk_a(web: tuple[LiveServer, LiveServer], user: Any, closing: Any) -> Any:
+    return sdk_client(closing, web[0].api_url, token_for(user))
 
 
 @pytest.fixture
-def start_worker(process_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    """Start `manage.py runs_worker` processes; those still running are stopped at the end."""
-    workers: list[Worker] = []
-
-    def start(**env: str) -> Worker:
-        log_path = tmp_path / f"worker-{len(workers)}.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "manage.py", "runs_worker"],
-                cwd=REPO_ROOT,
-                env=merge_env(process_env, env),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-            )
-        workers.append(Worker(process, log_path))
-        return workers[-1]
-
-    yield start
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.kill()
-            worker.process.wait()
-
-
-@pytest.fixture
-def sdk_a(web: tuple[LiveServer, LiveServer], user: Any) -> Any:
-    return get_client(url=web[0].api_url, api_key=token_for(user))
-
-
-@pytest.fixture
-def sdk_b(web: tuple[LiveServer, LiveServer], user: Any) -> Any:
-    return get_client(url=web[1].api_url, api_key=token_for(user))
+def sdk_b(web: tuple[LiveServer, LiveServer], user: Any, closing: Any) -> Any:
+    return sdk_client(closing, web[1].api_url, token_for(user))
 
 
 # --- Helpers ----------------------------------------------------------------------------------
@@ -132,31 +83,35 @@ async def stored_thread(thread_id: str) -> Thread:
 
 
 async def wait_for_run(
-    run_id: Any, accept: Callable[[Run], bool], what: str, worker: Worker | None = None
+    run_id: Any, accept: Callable[[Run], bool], what: str, worker: CommandProcess | None = None
 ) -> Run:
-    """Poll the run's row until `accept` holds (generous: processes start slowly)."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
+    """Poll the run's row until `accept` holds, while the test's processes get on (they start
+    slowly on a loaded machine: see StartWatch)."""
+
+    async def accepted() -> Run | None:
         run = await stored(run_id)
-        if accept(run):
-            return run
-        await asyncio.sleep(0.05)
-    log = f"\n--- worker log ---\n{worker.log()}" if worker else ""
-    raise AssertionError(f"timed out waiting for {what}: run is {run.status}{log}")
+        return run if accept(run) else None
+
+    return await poll_until(accepted, what, log=worker.log if worker else None)
 
 
 async def first_part(stream: AsyncIterator[Any], event: str) -> Any:
     """Read a stream until its first part named `event` (the stream stays open)."""
-    async with asyncio.timeout(STARTUP_SECONDS):
+
+    async def first() -> Any:
         async for part in stream:
             if part.event == event:
                 return part
-    raise AssertionError(f"the stream ended before any {event!r} event")
+        raise AssertionError(f"the stream ended before any {event!r} event")
+
+    return await watched(first(), f"a {event!r} event")
 
 
 async def rest_of(stream: AsyncIterator[Any]) -> list[Any]:
-    async with asyncio.timeout(STARTUP_SECONDS):
+    async def rest() -> list[Any]:
         return [part async for part in stream]
+
+    return await watched(rest(), "the stream's end")
 
 
 async def new_thread(sdk: Any) -> str:
@@ -167,9 +122,9 @@ async def new_thread(sdk: Any) -> str:
 
 
 async def test_run_created_through_one_web_process_streams_to_a_client_of_the_other(
-    sdk_a: Any, sdk_b: Any, start_worker: Any
+    sdk_a: Any, sdk_b: Any, start_worker_process: Any
 ) -> None:
-    worker = start_worker()
+    worker = start_worker_process()
     thread_id = await new_thread(sdk_a)
     run = await sdk_a.runs.create(
         thread_id, "slow", input={"steps": 30, "delay": 0.1}, stream_mode="custom"
@@ -199,8 +154,8 @@ def executing_web(live_server_factory: LiveServerFactory) -> Iterator[LiveServer
 
 
 @pytest.fixture
-def sdk_local(executing_web: LiveServer, user: Any) -> Any:
-    return get_client(url=executing_web.api_url, api_key=token_for(user))
+def sdk_local(executing_web: LiveServer, user: Any, closing: Any) -> Any:
+    return sdk_client(closing, executing_web.api_url, token_for(user))
 
 
 async def test_a_run_streams_once_to_its_own_process_and_by_the_layer_to_another(
@@ -234,34 +189,36 @@ async def test_a_run_streams_once_to_its_own_process_and_by_the_layer_to_another
 
 async def ticked(sdk: Any, thread_id: str, count: int) -> None:
     """Poll the thread's state until its `slow` run has ticked `count` times."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if ((await sdk.threads.get_state(thread_id))["values"].get("count") or 0) >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the run did not tick {count} times")
+
+    async def enough() -> bool:
+        return ((await sdk.threads.get_state(thread_id))["values"].get("count") or 0) >= count
+
+    await poll_until(enough, f"the run to tick {count} times")
 
 
 async def ticks_of(stream: AsyncIterator[Any]) -> list[int]:
     """The ticks of a stream's `custom` events until its first `end` (a thread stream never
     closes by itself)."""
-    ticks = []
-    async with asyncio.timeout(STARTUP_SECONDS):
+    ticks: list[int] = []
+
+    async def until_end() -> list[int]:
         async for part in stream:
             if part.event == "end":
                 return ticks
             if part.event == "custom":
                 ticks.append(part.data["tick"])
-    raise AssertionError(f"the stream ended without an end: {ticks}")
+        raise AssertionError(f"the stream ended without an end: {ticks}")
+
+    return await watched(until_end(), "the stream's end")
 
 
 async def test_streams_joined_from_other_processes_mid_run_hear_every_later_event(
-    sdk_a: Any, sdk_b: Any, start_worker: Any
+    sdk_a: Any, sdk_b: Any, start_worker_process: Any
 ) -> None:
     """A run nobody listened to at its first batch: its publisher stops looking for listeners
     on Redis, until a stream joined from another process (its run's, its thread's) announces
     itself to the worker and waits for its answer."""
-    start_worker()
+    start_worker_process()
     thread_id = await new_thread(sdk_a)
     run = await sdk_a.runs.create(
         thread_id, "slow", input={"steps": 30, "delay": 0.1}, stream_mode="custom"
@@ -284,9 +241,9 @@ async def test_streams_joined_from_other_processes_mid_run_hear_every_later_even
 
 @pytest.mark.parametrize("action", ["interrupt", "rollback"])
 async def test_cancel_through_the_other_web_process_stops_the_run(
-    sdk_a: Any, sdk_b: Any, start_worker: Any, action: str
+    sdk_a: Any, sdk_b: Any, start_worker_process: Any, action: str
 ) -> None:
-    worker = start_worker()
+    worker = start_worker_process()
     thread_id = await new_thread(sdk_a)
     run = await sdk_a.runs.create(thread_id, "slow", input=LONG_RUN, stream_mode="custom")
     # A tick on B's stream: the worker is executing the graph (and listening for cancels).
@@ -312,9 +269,9 @@ async def test_cancel_through_the_other_web_process_stops_the_run(
 
 
 async def test_simultaneous_reject_creates_through_both_web_processes_admit_exactly_one(
-    sdk_a: Any, sdk_b: Any, user: Any, start_worker: Any
+    sdk_a: Any, sdk_b: Any, user: Any, start_worker_process: Any
 ) -> None:
-    start_worker()
+    start_worker_process()
     threads = [
         await call_sync(make_thread, user=user, thread_id=f"race-{n}", on=Executor.THREAD_SENSITIVE)
         for n in range(RACE_ROUNDS)
@@ -348,9 +305,9 @@ async def test_simultaneous_reject_creates_through_both_web_processes_admit_exac
 
 
 async def test_killed_worker_run_is_ended_by_a_live_worker_and_its_thread_takes_new_runs(
-    sdk_a: Any, sdk_b: Any, start_worker: Any
+    sdk_a: Any, sdk_b: Any, start_worker_process: Any
 ) -> None:
-    doomed = start_worker(**SHORT_LEASE)
+    doomed = start_worker_process(**SHORT_LEASE)
     thread_id = await new_thread(sdk_a)
     run = await sdk_a.runs.create(thread_id, "slow", input=LONG_RUN, stream_mode="custom")
     joined = sdk_b.runs.join_stream(thread_id, run["run_id"])
@@ -358,7 +315,7 @@ async def test_killed_worker_run_is_ended_by_a_live_worker_and_its_thread_takes_
 
     doomed.process.send_signal(signal.SIGKILL)
     doomed.process.wait()
-    survivor = start_worker(**SHORT_LEASE)
+    survivor = start_worker_process(**SHORT_LEASE)
 
     ended = await wait_for_run(
         run["run_id"], lambda r: r.status != "running", "the run to be reaped", survivor
@@ -383,10 +340,10 @@ async def test_killed_worker_run_is_ended_by_a_live_worker_and_its_thread_takes_
 
 
 async def test_runs_enqueued_through_both_web_processes_execute_one_at_a_time_in_order(
-    sdk_a: Any, sdk_b: Any, start_worker: Any
+    sdk_a: Any, sdk_b: Any, start_worker_process: Any
 ) -> None:
-    start_worker()
-    start_worker()  # two workers: "one at a time" must hold across them too
+    start_worker_process()
+    start_worker_process()  # two workers: "one at a time" must hold across them too
     thread_id = await new_thread(sdk_a)
     run_ids = []
     for steps in (1, 2, 3, 4):  # run n ticks 1..n, so the ticks show the order of execution
@@ -399,7 +356,7 @@ async def test_runs_enqueued_through_both_web_processes_execute_one_at_a_time_in
         )
         run_ids.append(run["run_id"])
 
-    await asyncio.wait_for(sdk_b.runs.join(thread_id, run_ids[-1]), STARTUP_SECONDS)
+    await watched(sdk_b.runs.join(thread_id, run_ids[-1]), "the last run")
 
     state = await sdk_a.threads.get_state(thread_id)
     assert state["values"]["ticks"] == [1, 1, 2, 1, 2, 3, 1, 2, 3, 4]
@@ -413,7 +370,7 @@ async def test_runs_enqueued_through_both_web_processes_execute_one_at_a_time_in
 
 
 async def test_wait_join_and_a_cancels_wait_answer_as_the_database_says_for_a_worker_run(
-    sdk_a: Any, sdk_b: Any, start_worker: Any
+    sdk_a: Any, sdk_b: Any, start_worker_process: Any
 ) -> None:
     """The answer travels with the run's `end` from the worker to the waiting web process
     (`bus.run_end_group`), or is read from the database when too large for the layer: either
@@ -421,7 +378,7 @@ async def test_wait_join_and_a_cancels_wait_answer_as_the_database_says_for_a_wo
     from runs import selectors
     from runs.engine import answers
 
-    start_worker()
+    start_worker_process()
     huge = "x" * (answers.LAYER_ANSWER_MAX_BYTES + 1)
     cases = {
         "echo": {"messages": [{"role": "user", "content": "hello"}]},
@@ -432,12 +389,11 @@ async def test_wait_join_and_a_cancels_wait_answer_as_the_database_says_for_a_wo
     for case, graph_input in cases.items():
         thread_id = await new_thread(sdk_a)
         graph = case.removesuffix("-huge")
-        answer = await asyncio.wait_for(
-            sdk_a.runs.wait(thread_id, graph, input=graph_input, raise_error=False),
-            STARTUP_SECONDS,
+        answer = await watched(
+            sdk_a.runs.wait(thread_id, graph, input=graph_input, raise_error=False), case
         )
         [run] = await sdk_a.runs.list(thread_id)
-        joined = await asyncio.wait_for(sdk_b.runs.join(thread_id, run["run_id"]), STARTUP_SECONDS)
+        joined = await watched(sdk_b.runs.join(thread_id, run["run_id"]), case)
         stored_answer = await call_sync(
             selectors.final_answer, run_id=run["run_id"], on=Executor.THREAD_SENSITIVE
         )
@@ -452,8 +408,8 @@ async def test_wait_join_and_a_cancels_wait_answer_as_the_database_says_for_a_wo
     run = await sdk_a.runs.create(thread_id, "slow", input=LONG_RUN)
     joining = asyncio.ensure_future(sdk_b.runs.join(thread_id, run["run_id"]))
     await wait_for_run(run["run_id"], lambda r: r.status == Run.Status.RUNNING, "running")
-    await asyncio.wait_for(sdk_a.runs.cancel(thread_id, run["run_id"], wait=True), STARTUP_SECONDS)
+    await watched(sdk_a.runs.cancel(thread_id, run["run_id"], wait=True), "the cancel")
     assert (await stored(run["run_id"])).status == Run.Status.INTERRUPTED
-    assert await asyncio.wait_for(joining, STARTUP_SECONDS) == await call_sync(
+    assert await watched(joining, "the join") == await call_sync(
         selectors.final_answer, run_id=run["run_id"], on=Executor.THREAD_SENSITIVE
     )

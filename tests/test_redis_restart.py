@@ -7,27 +7,25 @@ be in their wake-up and control groups again. Each test starts a Redis of its ow
 restart touches nothing else of the session.
 """
 
-import asyncio
+import os
 import shutil
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from langgraph_sdk import get_client
 
 from deerflow_site.api.errors import CHANNEL_LAYER_UNAVAILABLE
 from deerflow_site.bridge import Executor, call_sync
 from runs.engine import bus
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK, consecutive_free_ports
-from tests.fixtures import token_for
-from tests.live import REPO_ROOT, LiveServerFactory, die_with_parent, merge_env
+from tests.fixtures import sdk_client, token_for
+from tests.live import LiveServerFactory, StartWatch, poll_until, spawn, wait_until, watched
+from tests.test_multiprocess import first_part
 
 pytestmark = [
     pytest.mark.skipif(
@@ -39,7 +37,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-STARTUP_SECONDS = 90.0
 LONG_RUN = {"steps": 400, "delay": 0.1}  # 40 s: a restart and a rejoin fit well within it
 
 
@@ -57,23 +54,17 @@ class PrivateRedis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            cwd=self.log_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=(self.log_dir / "redis.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.client().ping():
-                    return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-            time.sleep(0.05)
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        log_path = self.log_dir / "redis.log"
+        self.process = spawn(command, env=dict(os.environ), log_path=log_path, append=True)
+        wait_until(self._answers, "redis-server to answer", StartWatch(self.process.pid))
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.ConnectionError:
+            assert self.process is not None and self.process.poll() is None, "redis-server exited"
+            return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -93,42 +84,6 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-def start_worker(
-    process_env: dict[str, str], tmp_path: Path
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(**env: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / f"worker-{len(processes)}.log").open("wb") as log_file:
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "manage.py", "runs_worker"],
-                    cwd=REPO_ROOT,
-                    env=merge_env(process_env, env),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=die_with_parent,
-                )
-            )
-        return processes[-1]
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-async def first_part(stream: Any, event: str) -> Any:
-    async with asyncio.timeout(STARTUP_SECONDS):
-        async for part in stream:
-            if part.event == event:
-                return part
-    raise AssertionError(f"the stream ended before any {event!r} event")
-
-
-@pytest.fixture
 def token(user: Any) -> str:
     return token_for(user)
 
@@ -140,15 +95,16 @@ def wakeup_group_members(server: PrivateRedis) -> list[bytes]:
 async def test_streams_and_workers_hear_the_bus_again_after_redis_restarts(
     live_server_factory: LiveServerFactory,
     private_redis: PrivateRedis,
-    start_worker: Any,
+    start_worker_process: Any,
     token: str,
+    closing: Any,
 ) -> None:
     on_private = {"REDIS_URL": private_redis.url, "DEERFLOW_EMBEDDED_WORKER": "false"}
     web_a = live_server_factory.start(**on_private)
     web_b = live_server_factory.start(**on_private)
-    start_worker(REDIS_URL=private_redis.url)
-    sdk_a = get_client(url=web_a.api_url, api_key=token)
-    sdk_b = get_client(url=web_b.api_url, api_key=token)
+    start_worker_process(REDIS_URL=private_redis.url)
+    sdk_a = sdk_client(closing, web_a.api_url, token)
+    sdk_b = sdk_client(closing, web_b.api_url, token)
     thread_id = (await sdk_a.threads.create())["thread_id"]
     run = await sdk_a.runs.create(thread_id, "slow", input=LONG_RUN, stream_mode="custom")
     joined = sdk_b.runs.join_stream(thread_id, run["run_id"])
@@ -162,16 +118,16 @@ async def test_streams_and_workers_hear_the_bus_again_after_redis_restarts(
     stored = await call_sync(Run.objects.get, pk=run["run_id"], on=Executor.THREAD_SENSITIVE)
     assert stored.status == Run.Status.RUNNING
     # The worker is in its wake-up group again (it was in none after the restart).
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not await call_sync(wakeup_group_members, private_redis, on=Executor.BLOCKING):
-        assert time.monotonic() < deadline, "the worker did not join its wake-up group again"
-        await asyncio.sleep(0.05)
+    await poll_until(
+        lambda: call_sync(wakeup_group_members, private_redis, on=Executor.BLOCKING),
+        "the worker to join its wake-up group again",
+    )
 
     await sdk_b.runs.cancel(thread_id, run["run_id"], wait=True)
     rest = [part async for part in joined]
     assert rest[-1].event == "end"
-    values = await asyncio.wait_for(
-        sdk_a.runs.wait(thread_id, "slow", input={"steps": 2, "delay": 0}), STARTUP_SECONDS
+    values = await watched(
+        sdk_a.runs.wait(thread_id, "slow", input={"steps": 2, "delay": 0}), "a new run"
     )
     assert values["count"] == 2
 

@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from langgraph_sdk import get_client
 
-from tests.fixtures import new_thread, token_for
+from tests.fixtures import new_thread, sdk_client, token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -27,8 +26,8 @@ def quiet_server(live_server_factory: Any) -> Any:
 
 
 @pytest.fixture
-def quiet_sdk(quiet_server: Any, user: Any) -> Any:
-    return get_client(url=quiet_server.api_url, api_key=token_for(user))
+def quiet_sdk(quiet_server: Any, user: Any, closing: Any) -> Any:
+    return sdk_client(closing, quiet_server.api_url, token_for(user))
 
 
 @pytest.mark.parametrize("stateless", [False, True], ids=["threads/{t}/runs/wait", "runs/wait"])

@@ -21,14 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.engine.queue import WORKER_LOST
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK, Cluster, start_cluster
-from tests.fixtures import token_for
+from tests.fixtures import sdk_client, token_for
 from threads.models import Thread
 
 pytestmark = [
@@ -58,6 +57,8 @@ class Soak:
 
     web: list[str]
     api_key: str
+    #: One official SDK client per web process, closed at the end of the test.
+    clients: list[Any]
     expected: dict[str, str] = field(default_factory=dict)  # thread id -> status of its runs
     streams: dict[str, list[tuple[int, str, Any]]] = field(default_factory=dict)
     stream_steps: dict[str, int] = field(default_factory=dict)
@@ -68,7 +69,7 @@ class Soak:
     refused_cancels: set[str] = field(default_factory=set)
 
     def sdk(self, index: int) -> Any:
-        return get_client(url=self.web[index % 2] + "/api", api_key=self.api_key)
+        return self.clients[index % 2]
 
 
 @pytest.fixture
@@ -209,11 +210,11 @@ def lost_with_the_killed_worker(run: Run, killed_pid: int | None) -> bool:
 
 
 async def test_soak_300_runs_through_two_web_processes_and_two_workers_one_killed(
-    cluster: Cluster, user: Any
+    cluster: Cluster, user: Any, closing: Any
 ) -> None:
-    soak = Soak(
-        web=cluster.web_urls, api_key=await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
-    )
+    api_key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
+    clients = [sdk_client(closing, url + "/api", api_key) for url in cluster.web_urls]
+    soak = Soak(web=cluster.web_urls, api_key=api_key, clients=clients)
     deadline = time.monotonic() + SOAK_SECONDS
 
     async with asyncio.timeout(SOAK_SECONDS):

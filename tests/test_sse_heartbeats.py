@@ -6,10 +6,9 @@ import re
 
 import httpx
 import pytest
-from langgraph_sdk import get_client
 
 from runs.models import Run, RunStreamEvent
-from tests.fixtures import streamed_resumable_run, token_for
+from tests.fixtures import sdk_client, streamed_resumable_run, token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -24,8 +23,8 @@ def quick_server(live_server_factory):
 
 
 @pytest.fixture
-def sdk(quick_server, user):
-    return get_client(url=quick_server.api_url, api_key=token_for(user))
+def sdk(quick_server, user, closing):
+    return sdk_client(closing, quick_server.api_url, token_for(user))
 
 
 @pytest.fixture

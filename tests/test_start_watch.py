@@ -1,6 +1,8 @@
 """tests.live.StartWatch: a starting process is given up on for what it did (CPU), not for the
 wall time a loaded machine makes it take."""
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -8,9 +10,10 @@ import sys
 import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
-from tests.live import StartWatch, die_with_parent
+from tests.live import StartWatch, die_with_parent, wait_until, watched
 
 BLOCKED = "import time; time.sleep(600)"
 BUSY = "while True: pass"
@@ -35,7 +38,8 @@ def spawn() -> Iterator:
 
     yield start
     for process in processes:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a test killed it whole already
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
@@ -71,3 +75,41 @@ def test_the_ceiling_holds_whatever_the_process_does(spawn) -> None:
     watch = StartWatch(spawn(BUSY).pid, cpu_budget=600.0, ceiling_seconds=1.0)
     reason = verdict_within(watch, 120.0)
     assert reason is not None and reason.startswith("not up")
+
+
+BURSTS = (
+    "import time\n"
+    "while True:\n"
+    "    start = time.monotonic()\n"
+    "    while time.monotonic() - start < 0.05: pass\n"
+    "    time.sleep(0.3)"
+)
+
+
+def test_a_watch_of_every_child_goes_on_counting_past_one_that_ended(spawn) -> None:
+    # A worker killed after much work, a survivor that works little: the watch of every child
+    # (no pids) sees the survivor's progress, not a fall below what the killed one had used.
+    watch = StartWatch(stall_seconds=2.0, cpu_budget=600.0)
+    busy = spawn(BUSY)
+    while watch.gave_up() is None and psutil.Process(busy.pid).cpu_times().user < 1.0:
+        time.sleep(0.05)
+    os.killpg(busy.pid, signal.SIGKILL)
+    busy.wait()
+    spawn(BURSTS)
+    assert verdict_within(watch, 6.0) is None
+
+
+async def test_a_watched_wait_is_cancelled_and_fails_once_its_processes_stall(spawn) -> None:
+    blocked = spawn(BLOCKED)
+    never = asyncio.ensure_future(asyncio.Event().wait())
+
+    with pytest.raises(AssertionError, match="waited in vain for nothing: used no CPU for 1s"):
+        await watched(never, "nothing", StartWatch(blocked.pid, stall_seconds=1.0))
+    assert never.cancelled()
+    with pytest.raises(AssertionError, match="the log"):
+        wait_until(
+            lambda: False,
+            "nothing",
+            StartWatch(blocked.pid, stall_seconds=1.0),
+            log=lambda: "the log",
+        )

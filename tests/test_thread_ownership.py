@@ -17,7 +17,7 @@ from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import assign_perm, remove_perm
 
 from deerflow_site.bridge import Executor, call_sync
-from tests.fixtures import client_for, token_for
+from tests.fixtures import client_for, sdk_client, token_for
 from threads.exceptions import ThreadExists
 from threads.models import Thread, ThreadUserObjectPermission
 from threads.ownership import OWNER_PERMISSIONS
@@ -208,15 +208,14 @@ async def test_racing_creates_of_one_id_through_the_server_answer_one_200_and_th
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 async def test_shared_threads_through_the_sdk_on_a_live_server(
-    daphne_server, sdk, other_sdk, other_user, make_user
+    daphne_server, sdk, other_sdk, other_user, make_user, closing
 ):
-    from langgraph_sdk import get_client
     from langgraph_sdk.errors import NotFoundError
 
     thread = await sdk.threads.create(metadata={"shared": True})
     carol = await call_sync(make_user, "carol", on=Executor.THREAD_SENSITIVE)
     carol_key = await call_sync(token_for, carol, on=Executor.THREAD_SENSITIVE)
-    carol_sdk = get_client(url=daphne_server.api_url, api_key=carol_key)
+    carol_sdk = sdk_client(closing, daphne_server.api_url, carol_key)
     team = await call_sync(Group.objects.create, name="team", on=Executor.THREAD_SENSITIVE)
 
     def share() -> None:

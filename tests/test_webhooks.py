@@ -9,13 +9,12 @@ from typing import Any
 import httpx
 import pytest
 from django.test import override_settings
-from langgraph_sdk import get_client
 from langgraph_sdk.errors import UnprocessableEntityError
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from runs.webhooks import post_webhook
-from tests.fixtures import new_thread, token_for
+from tests.fixtures import new_thread, sdk_client, token_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -31,8 +30,8 @@ def strict_server(live_server_factory: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def strict_sdk(strict_server: Any, user: Any) -> Any:
-    return get_client(url=strict_server.api_url, api_key=token_for(user))
+def strict_sdk(strict_server: Any, user: Any, closing: Any) -> Any:
+    return sdk_client(closing, strict_server.api_url, token_for(user))
 
 
 async def _thread_create(sdk: Any, **body: Any) -> None:

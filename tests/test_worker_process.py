@@ -2,11 +2,8 @@
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +11,7 @@ import pytest
 from runs.engine import queue
 from runs.models import Run
 from tests.engine_support import make_thread, pending_run
-from tests.live import REPO_ROOT, die_with_parent, merge_env
+from tests.live import CommandProcess, wait_until
 from threads.models import Thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
@@ -24,65 +21,34 @@ LONG_RUN = {"graph_id": "slow", "input": {"steps": 200, "delay": 0.1}}
 
 
 @pytest.fixture
-def start_worker_process(
-    process_env: dict[str, str], tmp_path: Path
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `manage.py runs_worker` processes; any still running are killed at the end."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(**env: str) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"worker-{len(processes)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "runs_worker", "--concurrency", "2"],
-            cwd=REPO_ROOT,
-            env=merge_env(process_env, {**FAST_LEASES, **env}),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def wait_for(predicate: Callable[[], Any], what: str, within: float = 60.0) -> Any:
-    """Poll until predicate() is truthy (worker processes take seconds to import everything)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def start_worker(
+    start_worker_process: Callable[..., CommandProcess],
+) -> Callable[..., CommandProcess]:
+    """`manage.py runs_worker --concurrency 2` with fast leases: `start_worker(**env)`."""
+    return lambda **env: start_worker_process("--concurrency", "2", **{**FAST_LEASES, **env})
 
 
 def status_of(run: Run) -> str:
     return Run.objects.values_list("status", flat=True).get(pk=run.pk)
 
 
-def test_worker_process_executes_queued_runs(user: Any, start_worker_process: Any) -> None:
+def test_worker_process_executes_queued_runs(user: Any, start_worker: Any) -> None:
     run = pending_run(thread=make_thread(user=user), user=user, input={})
 
-    start_worker_process()
+    start_worker()
 
-    wait_for(lambda: status_of(run) == Run.Status.SUCCESS, "the run to succeed")
+    wait_until(lambda: status_of(run) == Run.Status.SUCCESS, "the run to succeed")
 
 
 def test_killed_worker_run_is_reaped_and_its_thread_takes_new_runs(
-    user: Any, start_worker_process: Any, manage_py: Any
+    user: Any, start_worker: Any, manage_py: Any
 ) -> None:
     thread = make_thread(user=user)
     run = pending_run(thread=thread, user=user, **LONG_RUN)
-    worker = start_worker_process()
-    wait_for(lambda: status_of(run) == Run.Status.RUNNING, "the run to start")
+    worker = start_worker()
+    wait_until(lambda: status_of(run) == Run.Status.RUNNING, "the run to start")
 
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    worker.kill()
     time.sleep(1.2)  # the lease (1 s) runs out
     result = manage_py("reap_runs", env=FAST_LEASES)
 
@@ -93,37 +59,36 @@ def test_killed_worker_run_is_reaped_and_its_thread_takes_new_runs(
     thread.refresh_from_db()
     assert thread.status == Thread.Status.ERROR
     follower = pending_run(thread=thread, user=user, input={})
-    start_worker_process()
-    wait_for(lambda: status_of(follower) == Run.Status.SUCCESS, "a new run on the thread")
+    start_worker()
+    wait_until(lambda: status_of(follower) == Run.Status.SUCCESS, "a new run on the thread")
 
 
 def test_a_killed_workers_runs_get_their_webhook_and_thread_deletion_from_the_reaper(
-    user: Any, start_worker_process: Any, webhook_receiver: Any
+    user: Any, start_worker: Any, webhook_receiver: Any
 ) -> None:
     kept = make_thread(user=user)
     stateless = make_thread(user=user)
     hooked = pending_run(thread=kept, user=user, webhook=webhook_receiver.url(), **LONG_RUN)
     temporary = pending_run(thread=stateless, user=user, on_completion="delete", **LONG_RUN)
-    worker = start_worker_process()
-    wait_for(
+    worker = start_worker()
+    wait_until(
         lambda: {status_of(hooked), status_of(temporary)} == {Run.Status.RUNNING},
         "both runs to start",
     )
 
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    start_worker_process(DEERFLOW_ON_COMPLETION_DELETE_SECONDS="0")  # reaps them
+    worker.kill()
+    start_worker(DEERFLOW_ON_COMPLETION_DELETE_SECONDS="0")  # reaps them
 
     [payload] = webhook_receiver.wait_for(1)
     assert payload["run_id"] == str(hooked.pk)
     assert payload["status"] == Run.Status.ERROR
     assert payload["error"] == queue.WORKER_LOST
-    wait_for(
+    wait_until(
         lambda: not Thread.objects.filter(pk=stateless.pk).exists(),
         "the stateless run's thread to be deleted",
     )
     assert (
-        wait_for(lambda: Run.objects.get(pk=hooked.pk).webhook_status, "the webhook's outcome")
+        wait_until(lambda: Run.objects.get(pk=hooked.pk).webhook_status, "the webhook's outcome")
         == Run.WebhookStatus.DELIVERED
     )
 
@@ -156,15 +121,15 @@ def test_reap_runs_dry_run_lists_without_changing_anything(user: Any, manage_py:
 
 
 def test_sigterm_stops_the_worker_and_ends_its_unfinished_runs(
-    user: Any, start_worker_process: Any
+    user: Any, start_worker: Any
 ) -> None:
     run = pending_run(thread=make_thread(user=user), user=user, **LONG_RUN)
-    worker = start_worker_process(DEERFLOW_WORKER_SHUTDOWN_SECONDS="0.5")
-    wait_for(lambda: status_of(run) == Run.Status.RUNNING, "the run to start")
+    worker = start_worker(DEERFLOW_WORKER_SHUTDOWN_SECONDS="0.5")
+    wait_until(lambda: status_of(run) == Run.Status.RUNNING, "the run to start")
 
     os.kill(worker.pid, signal.SIGTERM)
 
-    assert worker.wait(timeout=30) == 0
+    assert worker.process.wait(timeout=30) == 0
     run.refresh_from_db()
     assert run.status == Run.Status.ERROR
     assert run.error["error"] == "WorkerShutdown"
