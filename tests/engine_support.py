@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from channels.layers import channel_layers
 from django.utils import timezone
+from langgraph.checkpoint.base import empty_checkpoint
 
 from deerflow_site.bridge import Executor, SerialThread, call_sync
 from runs.engine import Subscription, bus, fanout, queue
@@ -76,6 +78,17 @@ def pending_run(
     )
     Thread.objects.filter(pk=thread.pk).update(status=Thread.Status.BUSY)
     return run
+
+
+async def claimed_run(*, thread: Thread, user: Any, **kwargs: Any) -> Run:
+    """A `pending_run` (with its arguments) claimed at once by worker `test-worker`: a running
+    run for `execute_run`."""
+    run = await call_sync(
+        pending_run, thread=thread, user=user, **kwargs, on=Executor.THREAD_SENSITIVE
+    )
+    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
+    assert claimed is not None and claimed.pk == run.pk
+    return claimed
 
 
 @dataclass
@@ -172,3 +185,31 @@ async def queued(coroutine: Any) -> asyncio.Task[Any]:
     task = asyncio.ensure_future(coroutine)
     await asyncio.sleep(0)  # one loop turn: the task runs up to its first await, the call
     return task
+
+
+# --- Checkpoint savers (tests/test_engine_*_saver.py) -------------------------------------------
+
+
+def root_config(thread_id: str) -> dict[str, Any]:
+    """The config of a thread's root namespace: what `aput` and `aget_tuple` take."""
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+
+
+async def put_checkpoint(saver: Any, thread_id: str, run_id: str = "run-1") -> dict[str, Any]:
+    """An empty checkpoint of `run_id` put on the thread's root namespace; its config."""
+    return await saver.aput(
+        root_config(thread_id), empty_checkpoint(), {"run_id": run_id, "step": 1}, {}
+    )
+
+
+async def assert_a_cancelled_write_commits(saver: Any) -> None:
+    """A write whose caller is cancelled while the saver's thread is busy still commits: the
+    caller sees CancelledError, the checkpoint is stored all the same."""
+    thread_id = f"t-{uuid.uuid4()}"
+    with Blocked(saver.thread):
+        write = await queued(put_checkpoint(saver, thread_id))
+        write.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert await saver.aget_tuple(root_config(thread_id)) is not None

@@ -21,7 +21,12 @@ from runs.engine.registry import graph_for_thread
 from runs.engine.serial_saver import RunWrites, defer_writes
 from runs.models import Run
 from tests.checkpoint_write_graphs import GRAPHS
-from tests.engine_support import RunListener, claim_next, fetch_run, make_thread, pending_run
+from tests.engine_support import (
+    RunListener,
+    claimed_run,
+    fetch_run,
+    make_thread,
+)
 from threads.models import Thread
 
 pytestmark = [
@@ -45,18 +50,14 @@ async def start(
     thread: Thread, user: Any, graph_id: str, **kwargs: Any
 ) -> tuple[Run, "asyncio.Task[Any]", CancelSignal]:
     """A claimed run of `graph_id`, being executed: (run, its task, its cancel signal)."""
-    run = await call_sync(
-        pending_run,
+    run = await claimed_run(
         thread=thread,
         user=user,
         graph_id=graph_id,
         **kwargs,
-        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
-    assert claimed is not None and claimed.pk == run.pk
     cancel = CancelSignal()
-    return run, asyncio.create_task(execute_run(claimed, cancel=cancel)), cancel
+    return run, asyncio.create_task(execute_run(run, cancel=cancel)), cancel
 
 
 async def ended_within(ending: asyncio.Event, seconds: float) -> bool:
@@ -167,19 +168,16 @@ async def test_a_runs_end_is_recorded_after_its_writes_are_committed(
     saver = await get_checkpointer()
     held = threading.Event()
     steps = 50 if cancelled else 3
-    run = await call_sync(
-        pending_run,
+    run = await claimed_run(
         thread=thread,
         user=user,
         graph_id="slow",
         input={"steps": steps, "delay": 0.02},
         stream_mode=["values", "custom"],
-        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
     cancel = CancelSignal()
     async with RunListener(run.pk) as listener:
-        task = asyncio.create_task(execute_run(claimed, cancel=cancel))
+        task = asyncio.create_task(execute_run(run, cancel=cancel))
         await listener.until("custom")
         assert saver.thread.submit(lambda: held.wait(30))
         if cancelled:

@@ -11,11 +11,10 @@ from runs.engine.registry import graph_for_thread
 from runs.models import Run, RunStreamEvent
 from tests.engine_support import (
     RunListener,
-    claim_next,
+    claimed_run,
     fetch_run,
     fetch_thread,
     make_thread,
-    pending_run,
 )
 from threads.models import Thread
 
@@ -37,18 +36,14 @@ async def run_to_end(
     **kwargs: Any,
 ) -> tuple[Run, list[Any]]:
     """Queue a run, claim it, execute it; return the stored run and the events it published."""
-    run = await call_sync(
-        pending_run,
+    run = await claimed_run(
         thread=thread,
         user=user,
         graph_id=graph_id,
         **kwargs,
-        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
-    assert claimed is not None and claimed.pk == run.pk
     async with RunListener(run.pk) as listener:
-        await execute_run(claimed, cancel=cancel or CancelSignal())
+        await execute_run(run, cancel=cancel or CancelSignal())
         events = await listener.until_end()
     return await fetch_run(run.pk), events
 
@@ -295,19 +290,16 @@ async def test_events_mode_streams_langchain_events_beside_other_modes(user: Any
 async def slow_run_cancelled_after_ticks(
     thread: Thread, user: Any, action: str, ticks: int
 ) -> tuple[Run, list[Any]]:
-    run = await call_sync(
-        pending_run,
+    run = await claimed_run(
         thread=thread,
         user=user,
         graph_id="slow",
         input={"steps": 20, "delay": 0.1},
         stream_mode=["custom"],
-        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
     cancel = CancelSignal()
     async with RunListener(run.pk) as listener:
-        execution = asyncio.create_task(execute_run(claimed, cancel=cancel))
+        execution = asyncio.create_task(execute_run(run, cancel=cancel))
         while True:
             event = await listener.until("custom")
             if event.data["tick"] >= ticks:
@@ -352,17 +344,14 @@ async def test_cancel_rollback_removes_the_runs_checkpoints(user: Any) -> None:
 
 async def test_run_reaped_meanwhile_is_left_to_the_reaper(user: Any) -> None:
     thread = await new_thread(user)
-    run = await call_sync(
-        pending_run,
+    run = await claimed_run(
         thread=thread,
         user=user,
         graph_id="slow",
         input={"steps": 20, "delay": 0.1},
-        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
     cancel = CancelSignal()
-    execution = asyncio.create_task(execute_run(claimed, cancel=cancel))
+    execution = asyncio.create_task(execute_run(run, cancel=cancel))
     await asyncio.sleep(0.3)
     await call_sync(
         Run.objects.filter(pk=run.pk).update, status=Run.Status.ERROR, on=Executor.THREAD_SENSITIVE

@@ -9,7 +9,6 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection
-from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
@@ -23,23 +22,19 @@ from runs.engine.checkpointer import (
 )
 from runs.engine.checkpoints import acheckpoint_thread_ids, adelete_run_checkpoints
 from runs.engine.postgres_saver import PostgresSaver, open_postgres_saver
-from tests.engine_support import Blocked, queued
+from tests.engine_support import (
+    Blocked,
+    assert_a_cancelled_write_commits,
+    put_checkpoint,
+    queued,
+    root_config,
+)
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's saver"),
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("closing_checkpointer"),
 ]
-
-
-def root_config(thread_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-
-
-async def put_checkpoint(saver: Any, thread_id: str, run_id: str = "run-1") -> dict[str, Any]:
-    return await saver.aput(
-        root_config(thread_id), empty_checkpoint(), {"run_id": run_id, "step": 1}, {}
-    )
 
 
 async def postgres_saver() -> PostgresSaver:
@@ -59,15 +54,7 @@ def terminate(backend: int) -> None:
 
 
 async def test_a_write_whose_caller_is_cancelled_still_commits() -> None:
-    saver = await postgres_saver()
-    t = f"t-{uuid.uuid4()}"
-    with Blocked(saver.thread):
-        write = await queued(put_checkpoint(saver, t))
-        write.cancel()
-
-    with pytest.raises(asyncio.CancelledError):
-        await write
-    assert await saver.aget_tuple(root_config(t)) is not None
+    await assert_a_cancelled_write_commits(await postgres_saver())
 
 
 async def test_a_rollback_after_a_cancelled_write_finds_the_checkpoint() -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import aiosqlite
 import pytest
 from django.db import connection
-from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from deerflow_site.bridge import Executor, SerialThread, call_sync
@@ -19,7 +18,13 @@ from runs.engine.checkpointer import close_checkpointer, get_checkpointer
 from runs.engine.checkpoints import adelete_run_checkpoints
 from runs.engine.registry import graph_for_thread, load_graph
 from runs.engine.sqlite_saver import SqliteSaver, open_sqlite_saver
-from tests.engine_support import Blocked, queued
+from tests.engine_support import (
+    Blocked,
+    assert_a_cancelled_write_commits,
+    put_checkpoint,
+    queued,
+    root_config,
+)
 
 #: The tests that go through the per-loop registry need it to open this saver.
 on_sqlite = pytest.mark.skipif(
@@ -34,25 +39,8 @@ async def saver(tmp_path: Path) -> AsyncIterator[SqliteSaver]:
     await opened.aclose()
 
 
-def root_config(thread_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-
-
-async def put_checkpoint(saver: Any, thread_id: str, run_id: str = "run-1") -> dict[str, Any]:
-    return await saver.aput(
-        root_config(thread_id), empty_checkpoint(), {"run_id": run_id, "step": 1}, {}
-    )
-
-
 async def test_a_write_whose_caller_is_cancelled_still_commits(saver: SqliteSaver) -> None:
-    t = f"t-{uuid.uuid4()}"
-    with Blocked(saver.thread):
-        write = await queued(put_checkpoint(saver, t))
-        write.cancel()
-
-    with pytest.raises(asyncio.CancelledError):
-        await write
-    assert await saver.aget_tuple(root_config(t)) is not None
+    await assert_a_cancelled_write_commits(saver)
 
 
 @on_sqlite

@@ -25,11 +25,10 @@ from runs.engine.serialization import to_jsonable
 from runs.models import Run
 from tests.engine_support import (
     RunListener,
-    claim_next,
+    claimed_run,
     fetch_run,
     fetch_thread,
     make_thread,
-    pending_run,
 )
 from tests.final_state_graphs import GRAPHS
 from threads.models import Thread
@@ -113,19 +112,15 @@ def state_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 async def execute(
     thread: Thread, user: Any, graph_id: str, cancel_after: str = "", **kwargs: Any
 ) -> Run:
-    run = await call_sync(
-        pending_run,
+    run = await claimed_run(
         thread=thread,
         user=user,
         graph_id=graph_id,
         **kwargs,
-        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
-    assert claimed is not None and claimed.pk == run.pk
     cancel = CancelSignal()
     async with RunListener(run.pk) as listener:
-        execution = asyncio.create_task(execute_run(claimed, cancel=cancel))
+        execution = asyncio.create_task(execute_run(run, cancel=cancel))
         if cancel_after:
             await listener.until(cancel_after)
             cancel.set("interrupt")

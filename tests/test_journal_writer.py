@@ -15,7 +15,7 @@ from runs.journal.catalog import EventType
 from runs.journal.lifecycle import run_started
 from runs.journal.store import JournalEntry, ModelUsage
 from runs.models import Run, RunEvent
-from tests.engine_support import RunListener, claim_next, make_thread, pending_run
+from tests.engine_support import RunListener, claimed_run, make_thread, pending_run
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -28,16 +28,13 @@ STEPS = 5
 async def test_a_stalled_database_never_stalls_the_stream(user: Any, settings: Any) -> None:
     settings.JOURNAL_FLUSH_SECONDS = 0.01  # the writer tries to write at once, and waits
     thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
-    run = await call_sync(
-        pending_run,
+    run = await claimed_run(
         thread=thread,
         user=user,
         graph_id="slow",
         input={"steps": STEPS, "delay": 0.01, "messages": [{"role": "user", "content": "hi"}]},
         stream_mode=["custom"],
-        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
     # The engine's database calls run one at a time on its thread: this one holds it.
     holding, released = threading.Event(), threading.Event()
 
@@ -50,7 +47,7 @@ async def test_a_stalled_database_never_stalls_the_stream(user: Any, settings: A
 
     try:
         async with RunListener(run.pk) as listener:
-            execution = asyncio.create_task(execute_run(claimed, cancel=CancelSignal()))
+            execution = asyncio.create_task(execute_run(run, cancel=CancelSignal()))
             ticks = [(await listener.until("custom")).data["tick"] for _ in range(STEPS)]
             waiting_on_the_database = not execution.done()
             released.set()

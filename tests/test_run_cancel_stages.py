@@ -13,11 +13,10 @@ from runs.engine.executor import CancelSignal, _run_unless_cancelled, execute_ru
 from runs.models import Run
 from tests.engine_support import (
     RunListener,
-    claim_next,
+    claimed_run,
     fetch_run,
     fetch_thread,
     make_thread,
-    pending_run,
 )
 from threads.models import Thread
 
@@ -133,18 +132,14 @@ async def test_a_cancel_after_the_graph_ended_cancels_nothing_after_it() -> None
 
 async def claimed_slow_run(user: Any, steps: int = 3) -> tuple[Thread, Run]:
     thread = await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)
-    run = await call_sync(
-        pending_run,
+    run = await claimed_run(
         thread=thread,
         user=user,
         graph_id="slow",
         input={"steps": steps, "delay": 0.05},
         stream_mode=["custom"],
-        on=Executor.THREAD_SENSITIVE,
     )
-    claimed = await call_sync(claim_next, worker_id="test-worker", on=Executor.THREAD_SENSITIVE)
-    assert claimed is not None and claimed.pk == run.pk
-    return thread, claimed
+    return thread, run
 
 
 @pytest.mark.django_db(transaction=True)
