@@ -24,10 +24,10 @@ from deerflow_site.api.query import validated_query
 from deerflow_site.api.schema import error, event_stream
 from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.errors import Forbidden
-from deerflow_site.streaming import BytesStreamingResponse, LastChunk
-from runs import admission, selectors
+from deerflow_site.streaming import BytesStreamingResponse
+from runs import admission
 from runs.cancel_views import cancel_run_of_request
-from runs.cancellation import AdmissionWatch, cancel_after_disconnect, spawn
+from runs.cancellation import AdmissionWatch
 from runs.create_serializers import (
     ADMISSION_ERRORS,
     STREAM_MODES,
@@ -49,7 +49,7 @@ from runs.sse.thread_stream import (
     stream_thread_events,
     thread_event_filter,
 )
-from runs.sse.waiting import heartbeats_until_run_ends
+from runs.sse.waiting import final_answer_body
 from threads.selectors import get_thread
 
 #: The events of a run's stream, as the API documents them.
@@ -88,7 +88,6 @@ STREAM_QUERY = [
     ),
 ]
 
-WAIT_HEARTBEAT = b"\n"
 MODE_KEYS = ("stream_mode", "stream_modes")
 
 
@@ -131,7 +130,7 @@ async def _admit(
     """Authenticate, validate a create body and admit its run, in one thread hop; the
     subscription is open before admission (and closed if anything fails). `waits`: the request
     answers the run's final state, which a run ending in this process then leaves for it
-    (`answers`; `_final_answer_body` stops waiting).
+    (`answers`; `final_answer_body` stops waiting).
 
     Without a thread id the run is stateless: on a new thread, deleted after it by default.
     """
@@ -196,10 +195,11 @@ async def create_and_stream(request: HttpRequest, thread_id: str | None = None) 
 async def create_and_wait(request: HttpRequest, thread_id: str | None = None) -> HttpResponse:
     """POST /threads/{t}/runs/wait (and stateless /runs/wait): create a run, answer its end."""
     run, subscription = await _admit(request, thread_id, waits=True)
-    body = _final_answer_body(
+    body = final_answer_body(
         subscription=subscription,
         run=run,
         cancel_on_disconnect=run.on_disconnect == Run.OnDisconnect.CANCEL,
+        viewer=None if thread_id is None else _viewer(request, run),
     )
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 
@@ -211,37 +211,6 @@ async def _json_stream(
     for name, value in headers.items():
         response[name] = value
     return response
-
-
-async def _final_answer_body(
-    *, subscription: Subscription, run: Run, cancel_on_disconnect: bool
-) -> AsyncIterator[bytes]:
-    """Newlines while the run goes on (JSON ignores leading whitespace), then its final state:
-    the one its end left in this process or sent with its `end` (`answers.expect` was called
-    for the run before it could end), else read from the database.
-
-    It starts with an empty chunk: daphne writes the status line and headers with the first
-    body message, and the SDKs' `on_run_created` reads the run id from them at once. The answer
-    is its `LastChunk`: the handler closes this generator, then sends the answer as the
-    response's end (one message less).
-    """
-    answered = False
-    try:
-        yield b""
-        async for _ in heartbeats_until_run_ends(subscription=subscription, run=run):
-            yield WAIT_HEARTBEAT
-        body = answers.take(run.pk)
-        if body is answers.MISSING:
-            answer = await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
-            body = answers.encode(answer)
-        answered = True
-        yield LastChunk(body)
-    finally:
-        answers.forget(run.pk)
-        # The cancel first: a client leaving while the close awaits interrupts the close.
-        if not answered and cancel_on_disconnect:
-            spawn(cancel_after_disconnect(run_id=run.pk))
-        await subscription.close()
 
 
 @extend_schema(
@@ -257,7 +226,9 @@ async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpRespons
         user=request.user, thread_id=thread_id, run_id=run_id, end_only=True
     )
     answers.expect(run.pk)
-    body = _final_answer_body(subscription=subscription, run=run, cancel_on_disconnect=False)
+    body = final_answer_body(
+        subscription=subscription, run=run, cancel_on_disconnect=False, viewer=_viewer(request, run)
+    )
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 
 

@@ -123,3 +123,42 @@ async def test_a_thread_stream_ends_mid_run_when_the_share_is_revoked(
         reader.cancel()
 
     await _ends_mid_run(sdk, thread_id, run_id, parts)
+
+
+@pytest.fixture
+def quick_recheck_server(live_server_factory: Any) -> Any:
+    """A server that reads a viewer's right again after 0.3 s (SSE_HEARTBEAT_SECONDS), stopped
+    after the test."""
+    server = live_server_factory.start(DEERFLOW_SSE_HEARTBEAT_SECONDS="0.3")
+    yield server
+    server.stop()
+
+
+async def test_a_join_answers_no_state_once_the_share_is_revoked(
+    quick_recheck_server: Any, user: Any, other_user: Any
+) -> None:
+    """`GET …/join` sends the run's final state at its end: a viewer whose share was revoked
+    during the run gets `{__error__: NotFound}` instead (it got the state)."""
+    from langgraph_sdk import get_client
+
+    from tests.fixtures import token_for
+
+    def client(who: Any) -> Any:
+        return get_client(url=quick_recheck_server.api_url, api_key=token_for(who))
+
+    owner = await call_sync(client, user, on=Executor.THREAD_SENSITIVE)
+    viewer = await call_sync(client, other_user, on=Executor.THREAD_SENSITIVE)
+    thread_id, run_id = await _shared_long_run(owner, other_user)
+    joined = asyncio.ensure_future(viewer.runs.join(thread_id, run_id))
+    ticks = 0
+    async for part in owner.runs.join_stream(thread_id, run_id):
+        ticks += part.event == "values"
+        if ticks == 10:  # a second of the run after the join began: past the recheck interval
+            break
+    await call_sync(_share, thread_id, other_user, remove_perm, on=Executor.THREAD_SENSITIVE)
+    await owner.runs.cancel(thread_id, run_id, wait=True)
+
+    answer = await asyncio.wait_for(joined, 30)
+    assert answer == {
+        "__error__": {"error": "NotFound", "message": "The thread is no longer visible to you."}
+    }

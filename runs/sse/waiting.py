@@ -1,4 +1,5 @@
-"""Waiting on a run: heartbeats until it ends (`/wait`, `/join`, cancel with `?wait=1`)."""
+"""Waiting on a run: heartbeats until it ends (`/wait`, `/join`, cancel with `?wait=1`), and the
+final answer of `/wait` and `/join`."""
 
 import asyncio
 import time
@@ -6,10 +7,22 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
+from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.streaming import LastChunk
+from runs import selectors
+from runs.cancellation import cancel_after_disconnect, spawn
 from runs.engine import Subscription, answers
 from runs.models import Run
+from runs.sse.access import ViewRight
 from runs.sse.run_stream import HEARTBEATS_PER_STATUS_CHECK
 from runs.sse.status_checks import run_has_ended
+
+WAIT_HEARTBEAT = b"\n"
+#: The answer of a wait or join whose caller may no longer view the thread (a share revoked
+#: during the run), in the shape of a failed run's answer.
+NO_LONGER_VISIBLE = (
+    b'{"__error__":{"error":"NotFound","message":"The thread is no longer visible to you."}}'
+)
 
 
 async def heartbeats_until_run_ends(
@@ -58,3 +71,41 @@ async def heartbeats_until_run_ends(
         if now - last_beat >= interval:
             last_beat = now
             yield None
+
+
+async def final_answer_body(
+    *,
+    subscription: Subscription,
+    run: Run,
+    cancel_on_disconnect: bool,
+    viewer: ViewRight | None = None,
+) -> AsyncIterator[bytes]:
+    """Newlines while the run goes on (JSON ignores leading whitespace), then its final state:
+    the one its end left in this process or sent with its `end` (`answers.expect` was called
+    for the run before it could end), else read from the database.
+
+    It starts with an empty chunk: daphne writes the status line and headers with the first
+    body message, and the SDKs' `on_run_created` reads the run id from them at once. The answer
+    is its `LastChunk`: the handler closes this generator, then sends the answer as the
+    response's end (one message less). With a `viewer` whose right to view the thread is due
+    a fresh read (`access`) and gone, the answer is NO_LONGER_VISIBLE instead of the state.
+    """
+    answered = False
+    try:
+        yield b""
+        async for _ in heartbeats_until_run_ends(subscription=subscription, run=run):
+            yield WAIT_HEARTBEAT
+        body = answers.take(run.pk)
+        if viewer is not None and viewer.due() and not await viewer.still_viewable():
+            body = NO_LONGER_VISIBLE
+        elif body is answers.MISSING:
+            answer = await call_sync(selectors.final_answer, run_id=run.pk, on=Executor.API)
+            body = answers.encode(answer)
+        answered = True
+        yield LastChunk(body)
+    finally:
+        answers.forget(run.pk)
+        # The cancel first: a client leaving while the close awaits interrupts the close.
+        if not answered and cancel_on_disconnect:
+            spawn(cancel_after_disconnect(run_id=run.pk))
+        await subscription.close()
