@@ -6,7 +6,8 @@
   occurrence is one item.
 - A boolean is `true`, `false`, `1` or `0`, exactly as the SDKs send them (httpx spells Python's
   booleans `true`/`false`, the JS client sends `"1"`/`"0"` for `wait` and
-  `cancel_on_disconnect`); `yes`, `True` or an empty value is a 422.
+  `cancel_on_disconnect`), or `True`/`False` (Python's `str(bool)`, as `requests` sends it, which
+  the reference server reads too); `yes`, `TRUE` or an empty value is a 422.
 
 Parameters a serializer does not know are passed on as they are (it ignores them and logs each
 name once), repeated or not.
@@ -23,7 +24,7 @@ from deerflow_site.api.serializers import validated
 from deerflow_site.errors import Invalid
 
 #: The spellings of a boolean query parameter.
-QUERY_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+QUERY_BOOLEANS = {"true": True, "1": True, "True": True, "false": False, "0": False, "False": False}
 REPEATED = "Given more than once: a parameter that takes one value is sent once."
 
 
@@ -80,11 +81,13 @@ def parse_query_boolean(value: Any) -> bool:
         return value
     if isinstance(value, str) and value in QUERY_BOOLEANS:
         return QUERY_BOOLEANS[value]
-    raise serializers.ValidationError("Must be true, false, 1 or 0.", code="invalid")
+    raise serializers.ValidationError(
+        "Must be true, false, 1 or 0 (or True, False).", code="invalid"
+    )
 
 
 class QueryBooleanField(serializers.BooleanField):
-    """A boolean query parameter: `true`, `false`, `1` or `0`, nothing else (422)."""
+    """A boolean query parameter, spelled as in QUERY_BOOLEANS, nothing else (422)."""
 
     def to_internal_value(self, data: Any) -> bool:
         return parse_query_boolean(data)

@@ -52,8 +52,8 @@ class XrayField(serializers.Field):
         if isinstance(data, bool):
             return data
         text = str(data)
-        if text in ("true", "false"):  # as the SDKs spell them (query.QUERY_BOOLEANS)
-            return text == "true"
+        if text in ("true", "false", "True", "False"):  # as the SDKs and the reference spell them
+            return text.lower() == "true"
         if INTEGER_PATTERN.fullmatch(text) and 0 <= int(text) <= MAX_XRAY_DEPTH:
             return int(text)
         raise serializers.ValidationError("Must be true, false or a non-negative integer.")
