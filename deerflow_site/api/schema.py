@@ -17,6 +17,10 @@ from rest_framework import serializers
 
 #: What each error status means, as the API documents it.
 ERROR_DESCRIPTIONS = {
+    400: (
+        "A malformed or too large request: its request line and headers over their limits (see"
+        " the server's `detail`), or too many query parameters. Any operation can answer it."
+    ),
     401: "No valid credentials.",
     403: "Lacking the API scope, or a session's CSRF check failed.",
     404: "Not found, or not yours.",
@@ -45,7 +49,7 @@ class ApiAutoSchema(AutoSchema):
 
     def error_statuses(self, operation: dict[str, Any]) -> list[int]:
         """The error statuses an operation can answer, by what it takes and who may call it."""
-        statuses = []
+        statuses = [400]  # the request line, headers and query string are bounded everywhere
         if any(operation.get("security") or []):  # [] or [{}]: no credentials needed
             statuses += [401, 403]
         if "{" in self.path or operation.get("parameters"):
