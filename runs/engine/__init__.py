@@ -37,6 +37,7 @@ from runs.engine.fanout import Subscription, subscribe_then
 from runs.engine.finish import ThreadSnapshot, settle_thread, thread_status
 from runs.engine.graph_schemas import graph_drawing, graph_schemas, subgraph_schemas
 from runs.engine.graphs import describe_agent_model
+from runs.engine.publishing import announce_listener
 from runs.engine.queue import expired_runs, reap_expired
 from runs.engine.registry import GraphSpec, graph_file, graph_specs, load_graph, resolve_assistant
 from runs.engine.serialization import to_jsonable
@@ -62,6 +63,7 @@ __all__ = [
     "acheckpoint_exists",
     "acheckpoint_thread_ids",
     "adelete_thread_checkpoints",
+    "announce_listener",
     "answers",
     "bus",
     "close_checkpointer",

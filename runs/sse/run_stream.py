@@ -19,7 +19,7 @@ from deerflow_site.bridge import Executor, call_sync
 from deerflow_site.streaming import LastChunk
 from runs import selectors
 from runs.cancellation import cancel_after_disconnect, spawn
-from runs.engine import Subscription, bus, publishing, subscribe_then
+from runs.engine import Subscription, announce_listener, bus, subscribe_then
 from runs.models import Run
 from runs.sse.access import ViewRight
 from runs.sse.frames import (
@@ -70,7 +70,7 @@ def _running_executors(thread_id: str) -> list[tuple[UUID, str]]:
 
 async def announce_to_thread_runs(subscription: Subscription, thread_id: str) -> None:
     """Tell the workers executing the thread's running runs that `subscription` (to the
-    thread's stream, opened before this) listens (`publishing.announce_listener`), when the bus
+    thread's stream, opened before this) listens (`announce_listener`), when the bus
     reaches other processes. A run claimed after this read finds the subscription at its first
     look-up. The subscription is closed if this fails."""
     if bus.reaches_other_processes():
@@ -83,11 +83,11 @@ async def announce_to_thread_runs(subscription: Subscription, thread_id: str) ->
 
 
 async def _announce(subscription: Subscription, executors: list[tuple[UUID, str]]) -> None:
-    """`publishing.announce_listener` to the worker of each (run, worker); the subscription is
+    """`announce_listener` to the worker of each (run, worker); the subscription is
     closed if this is cancelled."""
     try:
         for run_id, worker_id in executors:
-            await publishing.announce_listener(run_id=run_id, worker_id=worker_id)
+            await announce_listener(run_id=run_id, worker_id=worker_id)
     except BaseException:
         await subscription.close()
         raise
