@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from deerflow_site.api.pagination import LimitOffsetSerializer
-from deerflow_site.api.query import QueryBooleanField
+from deerflow_site.api.query import QUERY_BOOLEANS, QueryBooleanField
 from deerflow_site.api.serializers import (
     INTEGER_PATTERN,
     BoundedIntegerField,
@@ -42,6 +42,8 @@ class SetLatestSerializer(RequestSerializer):
 
 #: The deepest subgraph level a drawing may expand.
 MAX_XRAY_DEPTH = 100
+#: The words of QUERY_BOOLEANS, as the SDKs and the reference spell them: its digits are depths.
+XRAY_BOOLEANS = {text: value for text, value in QUERY_BOOLEANS.items() if not text.isdigit()}
 
 
 @extend_schema_field({"oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0}]})
@@ -52,8 +54,8 @@ class XrayField(serializers.Field):
         if isinstance(data, bool):
             return data
         text = str(data)
-        if text in ("true", "false", "True", "False"):  # as the SDKs and the reference spell them
-            return text.lower() == "true"
+        if text in XRAY_BOOLEANS:
+            return XRAY_BOOLEANS[text]
         if INTEGER_PATTERN.fullmatch(text) and 0 <= int(text) <= MAX_XRAY_DEPTH:
             return int(text)
         raise serializers.ValidationError("Must be true, false or a non-negative integer.")
