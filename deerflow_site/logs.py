@@ -5,7 +5,7 @@ its thread (`bind_run`); `RunContextFilter`, on the handler, copies them onto ev
 meanwhile, so a line about a run says which one without each message repeating it. A line logged
 elsewhere about a run passes them explicitly: `logger.info(..., extra=run_fields(run))`.
 With DEERFLOW_LOG_FORMAT=json, python-json-logger's formatter writes each record as one JSON
-object per line, these fields included.
+object per line, these fields included. `logging_config` is the LOGGING setting that sets this up.
 """
 
 import logging
@@ -50,3 +50,37 @@ class RunContextFilter(logging.Filter):
             if not hasattr(record, name):
                 setattr(record, name, value)
         return True
+
+
+def logging_config(*, level: str, log_format: str) -> dict[str, Any]:
+    """The LOGGING setting: this project's loggers at `level` (a logging level's name), the
+    others at WARNING (django.request at ERROR), on one console handler writing `log_format`
+    ("text" or "json", one JSON object per line) with RunContextFilter's fields."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"run_context": {"()": "deerflow_site.logs.RunContextFilter"}},
+        "formatters": {
+            "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            },
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": log_format,
+                "filters": ["run_context"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": "WARNING"},
+        "loggers": {
+            **{
+                app: {"handlers": ["console"], "level": level, "propagate": False}
+                for app in ("deerflow_site", "threads", "runs", "feedback")
+            },
+            "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        },
+    }

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from deerflow_site import setting_values
+from deerflow_site import logs, setting_values
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -371,31 +371,4 @@ LOG_LEVEL = setting_values.log_level(
 LOG_FORMAT = os.environ.get("DEERFLOW_LOG_FORMAT", "text").strip().lower()
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured(f"DEERFLOW_LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"run_context": {"()": "deerflow_site.logs.RunContextFilter"}},
-    "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        },
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": LOG_FORMAT,
-            "filters": ["run_context"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {
-        **{
-            app: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
-            for app in ("deerflow_site", "threads", "runs", "feedback")
-        },
-        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
-    },
-}
+LOGGING = logs.logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT)
