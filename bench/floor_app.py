@@ -36,8 +36,9 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.asgi import get_asgi_application
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
@@ -49,10 +50,10 @@ from bench.graph import graph as echo_graph  # noqa: E402  (Django is set up abo
 from deerflow_site.bridge import Executor, call_sync  # noqa: E402
 from runs.engine.sqlite_saver import SqliteSaver, open_sqlite_saver  # noqa: E402
 
+T = TypeVar("T")
+
 #: The saver's file, in the server's var directory.
 CHECKPOINTS = Path(os.environ.get("DEERFLOW_VAR_DIR", ".")) / "floor-checkpoints.sqlite3"
-_graph: Any = None
-_opening: asyncio.Lock | None = None
 
 #: `floor-durable`: the run and thread rows, in a file of their own.
 DURABLE = os.environ.get("FLOOR_DURABLE") == "1"
@@ -115,18 +116,31 @@ async def _run_ended(run_id: str, thread_id: str) -> None:
     )
 
 
-async def _bound_graph() -> Any:
-    """The echo graph bound to the saver, opened once on the serving loop."""
-    global _graph, _opening
-    if _graph is not None:
-        return _graph
-    if _opening is None:
-        _opening = asyncio.Lock()
-    async with _opening:
-        if _graph is None:
-            saver: SqliteSaver = await open_sqlite_saver(str(CHECKPOINTS), busy_timeout=20.0)
-            _graph = echo_graph.copy(update={"checkpointer": saver})
-    return _graph
+def opened_once(open_: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """An async getter of what `open_` opens, opened once (on the first caller's loop)."""
+    opened: list[T] = []
+    opening: list[asyncio.Lock] = []
+
+    async def get() -> T:
+        if opened:
+            return opened[0]
+        if not opening:
+            opening.append(asyncio.Lock())
+        async with opening[0]:
+            if not opened:
+                opened.append(await open_())
+        return opened[0]
+
+    return get
+
+
+async def _open_graph() -> Any:
+    saver: SqliteSaver = await open_sqlite_saver(str(CHECKPOINTS), busy_timeout=20.0)
+    return echo_graph.copy(update={"checkpointer": saver})
+
+
+#: The echo graph bound to the saver, opened once on the serving loop.
+_bound_graph = opened_once(_open_graph)
 
 
 async def ok(request: HttpRequest) -> JsonResponse:

@@ -40,7 +40,7 @@ PHASES = ("create_wait", "threads", "first_event", "chat", "streams")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default=",".join(servers.SERVER_NAMES))
+    parser.add_argument("--servers", default=",".join(servers.DEFAULT_SERVER_NAMES))
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument(
         "--phases",
@@ -119,6 +119,12 @@ def start(name: str, workdir: Path, args: argparse.Namespace) -> Iterator[Server
             with aegra.aegra_server(
                 workdir, python=python, database_url=urls["DATABASE_URL"]
             ) as server:
+                yield server
+        return
+    if name == "floor-split":
+        with servers.postgres_and_redis(workdir, name=name) as urls:
+            env = {"DEERFLOW_WORKER_CONCURRENCY": str(args.jobs_per_worker), **urls}
+            with servers.floor_split_server(workdir, env) as server:
                 yield server
         return
     if name in ("floor", "floor-durable"):

@@ -16,6 +16,9 @@
   beyond the checkpoints. It serves the create+wait, POST /threads and first-event phases only.
 - floor-durable: the floor with the least durable record, the thread's and run's rows in plain
   SQL on sqlite3 (a run's start committed before its graph runs, its end after).
+- floor-split: the floor of the split layout (bench/floor_split.py): a daphne web process and a
+  worker process on a throwaway PostgreSQL + Redis, plain SQL, one channels_redis message each
+  way per run, our PostgreSQL saver. Not in the default list (DEFAULT_SERVER_NAMES).
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ SERVER_NAMES = (
     "ours-postgres-split-2x2",
     "floor",
     "floor-durable",
+    "floor-split",
 )
+#: What bench/run measures when not told: all but floor-split (a reference for the split work).
+DEFAULT_SERVER_NAMES = tuple(name for name in SERVER_NAMES if name != "floor-split")
 
 
 class ServerError(RuntimeError):
@@ -311,6 +317,52 @@ def floor_server(workdir: Path, *, durable: bool = False) -> Iterator[Server]:
             phases=("create_wait", "threads", "first_event"),
         )
     finally:
+        _stop(web)
+
+
+@contextlib.contextmanager
+def floor_split_server(workdir: Path, extra_env: dict[str, str]) -> Iterator[Server]:
+    """The split layout's floor (bench/floor_split.py) on the PostgreSQL + Redis of
+    `extra_env` (DATABASE_URL, REDIS_URL; DEERFLOW_WORKER_CONCURRENCY as ours): one daphne web
+    process and one worker process, as ours-postgres-split's."""
+    name = "floor-split"
+    var_dir = workdir / name
+    var_dir.mkdir()
+    logfile = workdir / f"{name}.log"
+    env = {
+        **_our_env(var_dir, extra_env),
+        "DJANGO_SETTINGS_MODULE": "bench.floor_settings",
+        "FLOOR_URLCONF": "bench.floor_split",
+    }
+    module = [str(OUR_PYTHON), "-m", "bench.floor_split"]
+    with logfile.open("ab") as out:
+        if subprocess.run(
+            [*module, "setup"], cwd=REPO_DIR, env=env, stdout=out, stderr=out
+        ).returncode:
+            raise ServerError(f"bench.floor_split setup failed:\n{_tail(logfile)}")
+    port = free_port()
+    command = [str(OUR_PYTHON), "-m", "deerflow_site.server", "-b", HOST, "-p", str(port)]
+    web = _spawn(
+        [*command, "bench.floor_split:application"], cwd=REPO_DIR, env=env, logfile=logfile
+    )
+    worker_log = workdir / f"{name}-worker.log"
+    worker = _spawn([*module, "runs_worker"], cwd=REPO_DIR, env=env, logfile=worker_log)
+    try:
+        base_url = f"http://{HOST}:{port}/api"
+        _wait_ready(f"{base_url}/ok", [web, worker], logfile)
+        yield Server(
+            name=name,
+            description="the split layout's floor: daphne + Django (no middleware) and one "
+            "worker process, PostgreSQL (plain SQL, our saver) + Redis (channels_redis, one "
+            "message each way)",
+            base_url=base_url,
+            web=web,
+            others=[worker],
+            logs=[logfile, worker_log],
+            phases=("create_wait", "threads"),
+        )
+    finally:
+        _stop(worker)
         _stop(web)
 
 

@@ -1,6 +1,7 @@
 """What a create+wait run costs on the split layout, process by process, counted not timed.
 
     .venv/bin/python bench/split_costs.py [--runs 400] [--concurrency 8] [--rounds 3]
+        [--server floor-split]
 
 Starts a throwaway PostgreSQL + Redis and `ours-postgres-split` (one daphne web process, one
 `manage.py runs_worker`) from this checkout, as `bench/run` does, then sends `--runs` create+wait
@@ -9,6 +10,7 @@ the web process and of the worker, the Redis commands by name (`INFO commandstat
 PostgreSQL transactions and rows written (`pg_stat_database`). The counts do not depend on how
 busy the machine is; the CPU does, so compare it between checkouts run back to back (a
 worktree of the old commit with the venv symlinked runs this same file), as ratios.
+`--server floor-split` counts the split layout's floor (bench/floor_split.py) the same way.
 """
 
 import argparse
@@ -128,14 +130,21 @@ def main() -> int:
         help="then this many runs (--concurrency at a time) with PostgreSQL logging every "
         "statement: the statements per run, by kind",
     )
+    parser.add_argument(
+        "--server", choices=("ours-postgres-split", "floor-split"), default="ours-postgres-split"
+    )
     args = parser.parse_args()
-    name = "ours-postgres-split"
+    name = args.server
     with tempfile.TemporaryDirectory(prefix="split-costs-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o711)  # PostgreSQL runs as its own user and must reach its data dir
         with servers.postgres_and_redis(workdir, name=name) as urls:
             env = {**urls, "DEERFLOW_WORKER_CONCURRENCY": str(args.jobs_per_worker)}
-            with servers.our_server(workdir, name=name, extra_env=env, split_worker=True) as server:
+            if name == "floor-split":
+                started = servers.floor_split_server(workdir, env)
+            else:
+                started = servers.our_server(workdir, name=name, extra_env=env, split_worker=True)
+            with started as server:
                 asyncio.run(send_runs(server.base_url, runs=40, concurrency=4))  # warm-up
                 for round_ in range(1, args.rounds + 1):
                     cpu = server.cpu_seconds_by_role()
