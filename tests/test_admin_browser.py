@@ -5,7 +5,6 @@ Chromium and Node.js come from tests/node_tools.py: with CI=true their absence f
 elsewhere it skips it with the reason.
 """
 
-import time
 from typing import Any
 
 import pytest
@@ -13,22 +12,22 @@ from django.contrib.auth.models import Permission
 
 from runs.models import Run
 from tests.engine_support import make_thread, pending_run
+from tests.live import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.live]
 
 PASSWORD = "pw-12345!"  # what make_user gives
-CLAIM_SECONDS = 60.0  # the live server's embedded worker claims the run
 
 
 def running(run: Run) -> Run:
-    """The run once the server's worker executes it."""
-    deadline = time.monotonic() + CLAIM_SECONDS
-    while True:
+    """The run once the live server's embedded worker executes it."""
+
+    def claimed() -> bool:
         run.refresh_from_db()
-        if run.status == Run.Status.RUNNING:
-            return run
-        assert time.monotonic() < deadline, f"the run is still {run.status}"
-        time.sleep(0.05)
+        return run.status == Run.Status.RUNNING
+
+    wait_until(claimed, "the server's worker to claim the run")
+    return run
 
 
 def test_staff_filter_runs_to_running_cancel_one_and_see_it_interrupted(

@@ -1,15 +1,14 @@
 """No GET changes a run: `action` is honoured on POST only, and `cancel_on_disconnect` on a GET join
 made with a session cookie only when the browser says the request is the site's own."""
 
-import asyncio
 import re
-import time
 
 import httpx
 import pytest
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
+from tests.live import poll_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -51,13 +50,11 @@ def _session(daphne_server, user) -> httpx.AsyncClient:
 
 
 async def _status_once_ended(client: httpx.AsyncClient, thread_id: str, run_id: str) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    async def ended() -> str | None:
         status = (await client.get(f"/threads/{thread_id}/runs/{run_id}")).json()["status"]
-        if status not in ("pending", "running"):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} still {status}")
+        return None if status in ("pending", "running") else status
+
+    return await poll_until(ended, f"run {run_id} to end")
 
 
 async def _join_then_leave(

@@ -1,8 +1,6 @@
 """Run webhooks through the live server: delivered from every create endpoint with retries,
 refused (422) for URLs the server must not post to, and checked again when sending."""
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -15,6 +13,7 @@ from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from runs.webhooks import post_webhook
 from tests.fixtures import new_thread, sdk_client, token_for
+from tests.live import poll_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -75,15 +74,14 @@ CREATE_ENDPOINTS: dict[str, Callable[..., Awaitable[None]]] = {
 }
 
 
-async def _recorded_webhook(run_id: str, within: float = 30.0) -> Run:
+async def _recorded_webhook(run_id: str) -> Run:
     """The run once its webhook's outcome is recorded."""
-    deadline = time.monotonic() + within
-    while True:
+
+    async def recorded() -> Run | None:
         run = await Run.objects.aget(pk=run_id)
-        if run.webhook_status:
-            return run
-        assert time.monotonic() < deadline, "the webhook's outcome was never recorded"
-        await asyncio.sleep(0.05)
+        return run if run.webhook_status else None
+
+    return await poll_until(recorded, "the webhook's outcome to be recorded")
 
 
 # --- Delivery -------------------------------------------------------------------------------

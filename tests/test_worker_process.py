@@ -2,11 +2,11 @@
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from runs.engine import queue
 from runs.models import Run
@@ -49,7 +49,10 @@ def test_killed_worker_run_is_reaped_and_its_thread_takes_new_runs(
     wait_until(lambda: status_of(run) == Run.Status.RUNNING, "the run to start")
 
     worker.kill()
-    time.sleep(1.2)  # the lease (1 s) runs out
+    wait_until(  # what reap_runs looks for: the lease (1 s) the killed worker last renewed ran out
+        lambda: Run.objects.filter(pk=run.pk, lease_expires_at__lt=timezone.now()).exists(),
+        "the killed worker's lease to run out",
+    )
     result = manage_py("reap_runs", env=FAST_LEASES)
 
     assert "reaped 1 run(s)" in result.stdout
