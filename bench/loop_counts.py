@@ -6,14 +6,18 @@ The same load as bench/inprocess.py (the `bench` echo graph, create+wait on one 
 client, httpx's ASGI transport), with counting wrappers around the loop and the bridge: tasks
 created (by the coroutine's name), futures made by the loop, `call_soon_threadsafe` wake-ups
 (from other threads), timers armed (`call_at`), thread hops (`call_sync` by executor and
-function, `SerialThread.call` by function), hand-overs nobody waits for (`SerialThread.submit`).
-Counts are divided by the runs measured; the load generator's own tasks (httpx's) are among the
-tasks. Compare only with itself.
+function, `SerialThread.call` by function), hand-overs nobody waits for (`SerialThread.submit`),
+the puts into the work queues of the pools' and the saver's threads (`put`), and those of them
+that wake a sleeping thread (`wake-up`: the queue empty and a consumer waiting in its `get`;
+the put that pays the futex wake with the GIL held). Counts are divided by the runs measured;
+the load generator's own tasks (httpx's) are among the tasks. Compare only with itself.
 """
 
 import asyncio
+import queue
 import sys
 import threading
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +26,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import inprocess
 
 counts: Counter[str] = Counter()
+counting = False  # wake-ups are counted once the warm-up is over
+
+
+class WakeCountingQueue:
+    """A `queue.SimpleQueue` that counts the puts finding a consumer asleep in `get` on it
+    (installed before any thread takes from it)."""
+
+    def __init__(self, label: str) -> None:
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._label = label
+        self._waiting = 0  # consumers in get (updated under the GIL: close enough to count)
+
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+        if counting:
+            counts[f"put {self._label}"] += 1
+            if self._waiting and self._queue.empty():
+                counts[f"wake-up {self._label}"] += 1
+        self._queue.put(item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> object:
+        self._waiting += 1
+        try:
+            return self._queue.get(block, timeout)
+        finally:
+            self._waiting -= 1
+
+    def get_nowait(self) -> object:
+        return self._queue.get_nowait()
+
+    def put_nowait(self, item: object) -> None:
+        self.put(item)
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+
+def count_wake_ups() -> None:
+    """Wake-up counting queues for the pools and the saver's threads, before any thread starts."""
+    from deerflow_site.bridge import hops, serial
+
+    for executor, pool in hops._POOLS.items():
+        assert not pool._threads, "count_wake_ups after a pool's thread started"
+        pool._work_queue = WakeCountingQueue(f"ThreadPoolExecutor {executor.value}")
+    serial.queue = types.SimpleNamespace(
+        SimpleQueue=lambda: WakeCountingQueue("SerialThread (checkpoint saver)")
+    )
 
 
 def _name(fn: object) -> str:
@@ -116,6 +169,8 @@ async def measure(concurrency: int, runs: int) -> None:
 
         await asyncio.gather(*(loop(t, 3) for t in threads))  # warm-up
         instrument(asyncio.get_running_loop())
+        global counting
+        counting = True
         per_client = runs // concurrency
         await asyncio.gather(*(loop(t, per_client) for t in threads))
         done = per_client * concurrency
@@ -123,13 +178,23 @@ async def measure(concurrency: int, runs: int) -> None:
     for key, value in sorted(counts.items(), key=lambda kv: (kv[0].split()[0], -kv[1])):
         if value / done >= 0.05:
             print(f"  {value / done:6.2f}  {key}")
-    for kind in ("task", "future", "call_soon_threadsafe", "timer", "hop", "handover"):
+    for kind in (
+        "task",
+        "future",
+        "call_soon_threadsafe",
+        "timer",
+        "hop",
+        "handover",
+        "put",
+        "wake-up",
+    ):
         total = sum(v for k, v in counts.items() if k.startswith(kind))
         print(f"  total {kind}: {total / done:.2f}")
 
 
 def main() -> None:
     args = inprocess.command_line(__doc__, runs=320)
+    count_wake_ups()
     asyncio.run(measure(args.concurrency, args.runs))
 
 

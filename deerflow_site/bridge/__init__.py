@@ -38,7 +38,9 @@ read), so the first call after a restart succeeds rather than fails.
 
 `SerialThread` is one owner's thread (the SQLite checkpoint saver's, with its `sqlite3`
 connection): calls run there one at a time in order, each a hop there and back (a queue put, the
-result sent back), and a call once made runs to its end even when its caller is cancelled.
+result sent back), and a call once made runs to its end even when its caller is cancelled. The
+calls made while the batch queued last is not yet taken by the thread join it: one queue put
+(and at most one wake-up of the thread) for a busy stretch's calls, however many.
 
 A hop to ENGINE, API, a request's thread or a `SerialThread` is a submit and one future, not
 asgiref's `sync_to_async` (whose look-ups, shield and wrapped future cost about the hop itself;
