@@ -327,37 +327,26 @@ class _Hub:
         if not listener.done():
             listener.cancel()
 
-    async def others_listen(self, group: str) -> bool:
-        """Whether a channel other than this process's listeners is in `group` on the layer.
-        channels_redis keeps a group as a sorted set of its channels; a layer whose groups
-        cannot be read is assumed to have listeners."""
-        group_key = getattr(self.layer, "_group_key", None)
-        if group_key is None:
-            return True
-        layer: Any = self.layer
-        members = await layer.connection(layer.consistent_hash(group)).zrange(
-            group_key(group), 0, -1
-        )
-        own = {hub.channel for hub in list(_hubs.values())}
-        return any(member.decode() not in own for member in members)
-
     async def _refresh_groups(self) -> None:
         """Re-join the groups every GROUP_REFRESH_SECONDS, and as soon as Redis is found to
-        have lost them (`RedisChannelLayer.mark_alive`, every LAYER_CHECK_SECONDS)."""
+        have lost them (`RedisChannelLayer.mark_alive`, every LAYER_CHECK_SECONDS), each call
+        given up after `bus.SEND_SECONDS` (a hung Redis): a group's lock is held no longer."""
         assert self.layer is not None
         mark_alive = getattr(self.layer, "mark_alive", None)
         first, lost, last_refresh = True, False, self.loop.time()
         while True:
             try:
                 if mark_alive is not None:
-                    lost = (await mark_alive(self.channel) and not first) or lost
+                    async with asyncio.timeout(bus.SEND_SECONDS):
+                        lost = (await mark_alive(self.channel) and not first) or lost
                     first = False
                 if lost or self.loop.time() - last_refresh >= GROUP_REFRESH_SECONDS:
                     last_refresh = self.loop.time()
                     for group, membership in list(self._memberships.items()):
                         async with membership.lock:
                             if membership.joined and not membership.closed:
-                                await self.layer.group_add(group, self.channel)
+                                async with asyncio.timeout(bus.SEND_SECONDS):
+                                    await self.layer.group_add(group, self.channel)
                     lost = False
             except Exception:  # Redis down: looked at again, and the groups re-joined, later
                 logger.warning("local fan-out: cannot re-join the groups", exc_info=True)

@@ -160,7 +160,9 @@ async def publish_events(
     (`answers.layer_answer`), called only when another process waits for the run's end, whose
     `end` then brings it. `publisher`: the run's own publisher calls, whose batches skip the
     layer while no other process listens (see the module). A failure of the layer is logged
-    per event: the bus is not the record."""
+    per event: the bus is not the record. The layer's part (look-ups and sends) is given up
+    after `bus.SEND_SECONDS` in all (a hung Redis, logged): a run's end is never held up by
+    the bus, whose other processes' streams then read the run's end from the database."""
     messages, listened_here = _deliver_here(run_id, thread_id, events)
     channel_layer = bus.layer()
     if isinstance(channel_layer, InMemoryChannelLayer) or not messages:
@@ -171,6 +173,38 @@ async def publish_events(
     if publisher and end is None and unheard_since is not None:
         if time.monotonic() - unheard_since < UNHEARD_SECONDS:
             return  # no other process listened at the last look-up, and none announced itself
+    try:
+        async with asyncio.timeout(bus.SEND_SECONDS):
+            await _publish_on_layer(
+                channel_layer, messages, listened_here, end, run_id, thread_id, answer, publisher
+            )
+    except TimeoutError:
+        # A hung Redis: these events reach this process's listeners alone (delivered above);
+        # other processes' streams hear the run's end from the database, as for any lost
+        # message. The run's record is the truth, and its end is not held up any longer.
+        logger.warning(
+            "run %s: the channel layer has not answered within %s s: events not published to "
+            "other processes",
+            run_id,
+            bus.SEND_SECONDS,
+        )
+        if end is not None or not publisher:
+            _unheard.pop(key, None)
+
+
+async def _publish_on_layer(
+    channel_layer: BaseChannelLayer,
+    messages: list[dict[str, Any]],
+    listened_here: set[str],
+    end: dict[str, Any] | None,
+    run_id: UUID | str,
+    thread_id: str,
+    answer: Callable[[], bytes | None] | None,
+    publisher: bool,
+) -> None:
+    """`publish_events`' part on the layer: the groups' look-ups, then the sends (unbounded:
+    the caller bounds the whole)."""
+    key = str(run_id)
     announced, looked_up = _announced, time.monotonic()
     hub = _hub_of_this_loop()
     sends: list[tuple[str, Any]] = []
@@ -223,10 +257,26 @@ async def _others_may_listen(
     group without listeners here: the layer's send looks its members up anyway); None when the
     layer failed to say (logged)."""
     try:
-        return group not in listened_here or await hub.others_listen(group)
+        return group not in listened_here or await _others_listen(hub, group)
     except Exception:
         logger.exception("run %s: cannot publish events to %s", run_id, group)
         return None
+
+
+async def _others_listen(hub: _Hub, group: str) -> bool:
+    """Whether a channel other than this process's listeners is in `group` on the layer
+    (channels_redis's sorted set of its channels; a layer without one: True). Raises
+    TimeoutError when the layer has not answered within `bus.SEND_SECONDS` (a hung Redis)."""
+    layer: Any = hub.layer
+    group_key = getattr(layer, "_group_key", None)
+    if group_key is None:
+        return True
+    async with asyncio.timeout(bus.SEND_SECONDS):
+        members = await layer.connection(layer.consistent_hash(group)).zrange(
+            group_key(group), 0, -1
+        )
+    own = {hub.channel for hub in list(_hubs.values())}
+    return any(member.decode() not in own for member in members)
 
 
 async def _send_to_groups(

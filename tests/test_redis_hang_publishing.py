@@ -1,0 +1,73 @@
+"""A run's event publishing never waits on a hung Redis (SIGSTOPped: it takes connections and
+answers nothing) longer than `bus.SEND_SECONDS` a batch: the run still ends, its final status
+committed, and a stream of the same process still gets its events and its end (delivered here
+directly; other processes' streams read the end from the database, as for any lost message).
+
+The server (embedded worker, PostgreSQL) gets a Redis of its own (test_cancel_without_layer's
+fixture), so that stopping it leaves the suite's own alone.
+"""
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from runs.models import Run
+from tests.cluster import ON_PRODUCTION_STACK
+from tests.live import LiveServerFactory
+from tests.test_cancel_without_layer import (  # noqa: F401 (own_redis: a fixture)
+    HUNG_LAYER_ANSWER,
+    api_of,
+    own_redis,
+    status_of,
+    until_status,
+)
+
+pytestmark = [
+    pytest.mark.skipif(not ON_PRODUCTION_STACK, reason="stops a Redis: the PostgreSQL phase"),
+    pytest.mark.live,
+    pytest.mark.django_db(transaction=True),
+]
+
+#: Ticks after Redis hangs: enough batches that a publish waiting on the Redis socket's timeout
+#: (30 s, deerflow_site.settings) each time holds the run's end far beyond HUNG_LAYER_ANSWER.
+TICKS = {"steps": 30, "delay": 0.1}
+
+
+async def test_a_run_ends_and_its_stream_hears_it_with_redis_hung_mid_run(
+    live_server_factory: LiveServerFactory,
+    own_redis: Any,  # noqa: F811 (the fixture)
+    user: Any,
+) -> None:
+    redis, redis_url = own_redis
+    server = live_server_factory.start(REDIS_URL=redis_url)
+    async with api_of(server, user, answer_within=HUNG_LAYER_ANSWER) as api:
+        thread_id = (await api.post("/threads", json={})).json()["thread_id"]
+        body = {"assistant_id": "slow", "input": TICKS}
+        run_id = (await api.post(f"/threads/{thread_id}/runs", json=body)).json()["run_id"]
+        await until_status(run_id, Run.Status.RUNNING)
+        events: list[str] = []
+        stopped = False
+        try:
+            # The whole stream within the bound: a publish that waited on the hung socket would
+            # hold the run's end (its last batch is drained before its status is committed).
+            async with asyncio.timeout(HUNG_LAYER_ANSWER):
+                url = f"/threads/{thread_id}/runs/{run_id}/stream"
+                async with api.stream("GET", url) as response:
+                    assert response.status_code == 200
+                    async for line in response.aiter_lines():
+                        if not line.startswith("event: "):
+                            continue
+                        events.append(line.removeprefix("event: "))
+                        if not stopped and events[-1] != "metadata":  # mid-run: Redis hangs
+                            os.kill(redis.process.pid, signal.SIGSTOP)
+                            stopped = True
+            assert await status_of(run_id) == Run.Status.SUCCESS
+        finally:
+            if stopped:
+                os.kill(redis.process.pid, signal.SIGCONT)
+        assert stopped and events[-1] == "end", events
+        assert len(events) > 3, events  # ticks came after the hang, not only the end
+    server.stop()
