@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from runs.engine import Subscription, bus, publishing
+from runs.engine import Subscription, bus, fanout, publishing
+from runs.sse import run_stream
 from tests.test_fanout import fresh_layer  # noqa: F401 (autouse: a layer of each test's loop)
 
 pytestmark = pytest.mark.skipif(
@@ -162,3 +163,99 @@ async def test_a_worker_that_never_answers_is_not_waited_for_beyond_the_bound(
         assert "did not answer a stream's listener" in caplog.text
     finally:
         await subscription.close()
+
+
+async def listening_worker(worker_id: str) -> str:
+    """A channel in the worker's control group (what `RunWorker` listens on)."""
+    channel = await bus.layer().new_channel()
+    await bus.layer().group_add(bus.worker_control_group(worker_id), channel)
+    return channel
+
+
+@pytest.fixture
+def no_worker_unanswered(monkeypatch) -> None:
+    """No worker is known here not to answer (`publishing._unanswered`, left as it was)."""
+    monkeypatch.setattr(publishing, "_unanswered", {}, raising=False)
+
+
+def buffered_answers() -> list[dict[str, Any]]:
+    """The answers to announcements that wait in channels_redis's receive buffer (for a channel
+    no one receives on: they would stay there for the process's life)."""
+    buffers = list(bus.layer().receive_buffer.values())
+    waiting = [message for buffer in buffers for message in list(buffer._queue)]
+    return [message for message in waiting if message.get("type") == bus.LISTENING]
+
+
+async def test_an_answer_after_the_bound_is_dropped_not_kept(
+    monkeypatch, caplog, no_worker_unanswered
+) -> None:
+    monkeypatch.setattr(bus, "SEND_SECONDS", 0.2)
+    run_id, worker_id = uuid.uuid4(), f"late-worker-{uuid.uuid4().hex}"
+    worker_channel = await listening_worker(worker_id)
+    group = bus.run_stream_group(run_id)
+    subscription = await Subscription.open(group)
+    try:
+        announcing = asyncio.ensure_future(
+            publishing.announce_listener(run_id=run_id, worker_id=worker_id)
+        )
+        async with asyncio.timeout(WAIT):
+            listen = await bus.layer().receive(worker_channel)
+            await announcing  # given up: the worker has not answered yet
+            publishing.note_listener(listen)  # the late answer
+            await asyncio.gather(*publishing._answering)
+            # A message after it on the same process's channels: once it is here, the answer
+            # was taken off Redis too.
+            marker = {"type": fanout.EVENTS, "group": group, "origin": "other", "events": [{}]}
+            await bus.layer().group_send(group, marker)
+            assert await subscription.receive(within=WAIT) == {}
+        assert "did not answer a stream's listener" in caplog.text
+        assert buffered_answers() == []
+    finally:
+        await subscription.close()
+        await bus.layer().group_discard(bus.worker_control_group(worker_id), worker_channel)
+
+
+async def test_a_thread_streams_announcements_wait_together(caplog, no_worker_unanswered) -> None:
+    """A thread stream announces itself to the workers of all the thread's running runs at
+    once: a worker that answers once both came (a worker that never answers each) holds the
+    stream up one bound, not one per run."""
+    worker_id = f"both-worker-{uuid.uuid4().hex}"
+    worker_channel = await listening_worker(worker_id)
+    subscription = await Subscription.open(bus.thread_stream_group(THREAD_ID))
+
+    async def worker() -> None:
+        came = [await bus.layer().receive(worker_channel) for _ in range(2)]
+        for message in came:
+            publishing.note_listener(message)
+
+    answering = asyncio.ensure_future(worker())
+    try:
+        async with asyncio.timeout(WAIT):
+            await run_stream._announce(subscription, [(uuid.uuid4(), worker_id)] * 2)
+            await answering
+        assert "did not answer a stream's listener" not in caplog.text
+    finally:
+        answering.cancel()
+        await subscription.close()
+        await bus.layer().group_discard(bus.worker_control_group(worker_id), worker_channel)
+
+
+async def test_a_worker_that_did_not_answer_is_not_waited_for_again(
+    monkeypatch, caplog, no_worker_unanswered
+) -> None:
+    monkeypatch.setattr(bus, "SEND_SECONDS", 0.2)
+    worker_id = f"mute-worker-{uuid.uuid4().hex}"
+    worker_channel = await listening_worker(worker_id)
+    subscription = await Subscription.open(bus.thread_stream_group(THREAD_ID))
+    try:
+        async with asyncio.timeout(WAIT):
+            await publishing.announce_listener(run_id=uuid.uuid4(), worker_id=worker_id)
+            assert caplog.text.count("did not answer a stream's listener") == 1
+            monkeypatch.setattr(bus, "SEND_SECONDS", WAIT)  # a wait would now be seen
+            await publishing.announce_listener(run_id=uuid.uuid4(), worker_id=worker_id)
+            received = [await bus.layer().receive(worker_channel) for _ in range(2)]
+        assert [message["type"] for message in received] == [bus.LISTEN] * 2  # both sent
+        assert caplog.text.count("did not answer a stream's listener") == 1
+    finally:
+        await subscription.close()
+        await bus.layer().group_discard(bus.worker_control_group(worker_id), worker_channel)

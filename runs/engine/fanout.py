@@ -186,6 +186,8 @@ class _Hub:
         remote = not isinstance(channel_layer, InMemoryChannelLayer)
         self.layer: BaseChannelLayer | None = channel_layer if remote else None
         self.channel = ""
+        #: Announcements (`publishing.announce_listener`) awaiting their answer, by token.
+        self.answers: dict[str, asyncio.Future[None]] = {}
         self._memberships: dict[str, _Membership] = {}
         self._listener: asyncio.Task[None] | None = None
         #: Messages of this process that came back through the layer (and were dropped).
@@ -252,7 +254,7 @@ class _Hub:
             membership = self._memberships[group] = _Membership()
         async with membership.lock:
             if not membership.added:
-                channel = await self._listening_channel()
+                channel = await self.listening_channel()
                 # Joined from the add's start: an add cut short may have reached the layer,
                 # and `_leave` then discards it (a discard of no member is harmless). Added
                 # once the layer answers: after a failed add, the next subscriber adds again.
@@ -277,7 +279,8 @@ class _Hub:
                 if group not in self.subscribers and self._memberships.get(group) is membership:
                     del self._memberships[group]
 
-    async def _listening_channel(self) -> str:
+    async def listening_channel(self) -> str:
+        """The hub's channel on the layer, its listener started (the first call makes them)."""
         if not self.channel:
             # The default prefix: channels_redis serialises a process's receives of its
             # `specific.` channels on one lock, which the worker's channel shares.
@@ -304,6 +307,10 @@ class _Hub:
                 return
             if message.get("origin") == PROCESS_ID:
                 self.own_copies_dropped += 1
+            elif message.get("type") == bus.LISTENING:  # an answer to an announcement
+                answered = self.answers.pop(message.get("token"), None)
+                if answered is not None and not answered.done():
+                    answered.set_result(None)  # (a late one, unawaited, is dropped here)
             elif message.get("type") == EVENTS:
                 group = message.get("group", "")
                 if message.get(CLOSED) and (membership := self._memberships.get(group)):

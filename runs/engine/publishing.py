@@ -15,6 +15,7 @@ look-up, made after the claim. The run's `end` always looks every group up.
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
@@ -40,6 +41,10 @@ _unheard: dict[str, float] = {}
 #: How many subscribers of other processes announced themselves to this process (a look-up in
 #: flight while one did may have missed it: its run is then not taken as unheard).
 _announced = 0
+#: How long announcements to a worker that did not answer one are not waited for (seconds).
+UNANSWERED_SECONDS = 30.0
+#: Workers that did not answer an announcement within `bus.SEND_SECONDS`: when (monotonic).
+_unanswered: dict[str, float] = {}
 #: The answers to announcements being sent, held (the loop keeps only a weak reference to a task).
 _answering: set["asyncio.Task[None]"] = set()
 
@@ -57,7 +62,7 @@ def note_listener(message: dict[str, Any]) -> None:
     _unheard.pop(str(message.get("run_id")), None)
     reply_to = message.get("reply_to")
     if isinstance(reply_to, str) and reply_to:
-        answer = {"type": bus.LISTENING}
+        answer = {"type": bus.LISTENING, "token": message.get("token")}
         task = asyncio.get_running_loop().create_task(_answer(reply_to, answer), name="listening")
         _answering.add(task)
         task.add_done_callback(_answering.discard)
@@ -76,21 +81,39 @@ async def announce_listener(*, run_id: UUID | str, worker_id: str) -> None:
     the run's stream or its thread's, opened before this) listens, and wait for its answer: from
     then on every batch of the run looks its groups up, and reaches the subscription. Nothing
     when the layer reaches no other process. A worker that does not answer within
-    `bus.SEND_SECONDS` (gone, or too old to know the message) is logged and not waited for: as
-    for any lost bus message, the stream then hears the run's end from the database."""
-    channel_layer = bus.layer()
-    if isinstance(channel_layer, InMemoryChannelLayer) or not worker_id:
+    `bus.SEND_SECONDS` (gone, hung, or too old to know the message) is logged and not waited for:
+    as for any lost bus message, the stream then hears the run's end from the database; for
+    UNANSWERED_SECONDS after that, its announcements are sent without waiting for an answer.
+
+    The answer comes to this loop's hub's channel (`fanout._Hub.answers`), with the token the
+    announcement named: one that comes after the wait was given up is dropped there, so none
+    stays behind in the layer's receive buffer."""
+    hub = _hub_of_this_loop()
+    if hub.layer is None or not worker_id:
         return
-    reply_to = await channel_layer.new_channel()
-    message = {"type": bus.LISTEN, "run_id": str(run_id), "reply_to": reply_to}
+    now = time.monotonic()
+    since = _unanswered.get(worker_id)
+    waits = since is None or now - since >= UNANSWERED_SECONDS
+    token = uuid.uuid4().hex
+    answered: asyncio.Future[None] = hub.loop.create_future()
+    if waits:  # (else its answer, if any, is dropped by the hub)
+        hub.answers[token] = answered
     try:
         async with asyncio.timeout(bus.SEND_SECONDS):
-            await channel_layer.group_send(bus.worker_control_group(worker_id), message)
-            await channel_layer.receive(reply_to)
+            message = {"type": bus.LISTEN, "run_id": str(run_id), "token": token}
+            message["reply_to"] = await hub.listening_channel()
+            await hub.layer.group_send(bus.worker_control_group(worker_id), message)
+            if waits:
+                await answered
     except Exception:
+        for old in [worker for worker, at in _unanswered.items() if now - at > UNANSWERED_SECONDS]:
+            del _unanswered[old]
+        _unanswered[worker_id] = now
         logger.warning(
             "run %s: worker %s did not answer a stream's listener", run_id, worker_id, exc_info=True
         )
+    finally:
+        hub.answers.pop(token, None)
 
 
 def _deliver_locally(group: str, message: dict[str, Any]) -> bool:

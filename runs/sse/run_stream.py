@@ -5,6 +5,7 @@ run, so no event can be published before someone listens. It then replays what i
 `Last-Event-ID` (resumable runs), de-duplicates by id and goes live until `end`.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -83,11 +84,12 @@ async def announce_to_thread_runs(subscription: Subscription, thread_id: str) ->
 
 
 async def _announce(subscription: Subscription, executors: list[tuple[UUID, str]]) -> None:
-    """`announce_listener` to the worker of each (run, worker); the subscription is
-    closed if this is cancelled."""
+    """`announce_listener` to the worker of each (run, worker), all at once (workers that do
+    not answer hold the stream up for `bus.SEND_SECONDS` once, not once each); the
+    subscription is closed if this is cancelled."""
     try:
-        for run_id, worker_id in executors:
-            await announce_listener(run_id=run_id, worker_id=worker_id)
+        announcements = [announce_listener(run_id=r, worker_id=w) for r, w in executors]
+        await asyncio.gather(*announcements)
     except BaseException:
         await subscription.close()
         raise
