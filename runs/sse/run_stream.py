@@ -104,6 +104,7 @@ class _Cursor:
     last_sent: int
     resumable: bool = False
     concluded: bool = False  # `end` (or `gap`) was delivered
+    lost_view: bool = False  # its viewer may no longer view the thread: it ends, without `end`
 
     @property
     def run_key(self) -> str:
@@ -128,12 +129,19 @@ def _replay_page(*, cursor: _Cursor, names: frozenset[str] | None) -> tuple[list
     return frames, len(events) == REPLAY_PAGE
 
 
-async def _replay(*, cursor: _Cursor, names: frozenset[str] | None) -> AsyncIterator[bytes]:
-    """Every stored event after the cursor, a page at a time."""
+async def _replay(
+    *, cursor: _Cursor, names: frozenset[str] | None, viewer: ViewRight | None
+) -> AsyncIterator[bytes]:
+    """Every stored event after the cursor, a page at a time; with a `viewer`, its right read
+    again before an event once it is due (a long replay, to a slow client), as for live events:
+    gone, the replay stops there (`cursor.lost_view`)."""
     more = True
     while more:
         frames, more = await call_sync(_replay_page, cursor=cursor, names=names, on=Executor.API)
         for chunk in frames:
+            if viewer is not None and viewer.due() and not await viewer.still_viewable():
+                cursor.lost_view = True
+                return
             yield chunk
 
 
@@ -178,7 +186,8 @@ async def stream_run_events(
     that goes away before the end cancels the run (interrupt) when `cancel_on_disconnect`.
     Heartbeats (`: heartbeat`) fill every SSE_HEARTBEAT_SECONDS without an event. With a
     `viewer`, its right to view the thread is read again before a live event once
-    `access.recheck_seconds()` have passed since the last read: gone, the stream ends there,
+    `access.recheck_seconds()` have passed since the last read (a stored one replayed too):
+    gone, the stream ends there,
     without `end` (as a thread stream does), and without cancelling the run.
 
     The live part is this one generator: an idle stream resumes it, and nothing else of ours,
@@ -191,14 +200,13 @@ async def stream_run_events(
         last_sent=-1 if last_event_id is None else last_event_id,
         resumable=run.resumable,
     )
-    lost_view = False
     try:
         async for chunk in _opening_frames(
-            run=run, cursor=cursor, replay=last_event_id is not None, names=names
+            run=run, cursor=cursor, replay=last_event_id is not None, names=names, viewer=viewer
         ):
             yield chunk
         del run  # the stream keeps the cursor, not the model
-        if cursor.concluded:
+        if cursor.concluded or cursor.lost_view:
             return
         heartbeat = settings.SSE_HEARTBEAT_SECONDS
         run_key = cursor.run_key
@@ -214,7 +222,7 @@ async def stream_run_events(
                     cursor.run_id, max_age=heartbeat
                 ):
                     # The `end` on the bus was lost (or the run was deleted): finish from the DB.
-                    async for chunk in _closing_frames(cursor=cursor, names=names):
+                    async for chunk in _closing_frames(cursor=cursor, names=names, viewer=viewer):
                         yield chunk
                     return
                 continue
@@ -230,20 +238,25 @@ async def stream_run_events(
                 return
             if wanted(event.event, names):
                 if viewer is not None and viewer.due() and not await viewer.still_viewable():
-                    lost_view = True
+                    cursor.lost_view = True
                     return
                 yield frame(event.event, event.data, event.id)
                 last_write = time.monotonic()
                 silent_heartbeats = 0
     finally:
         # The cancel first: a client leaving while the close awaits interrupts the close.
-        if not cursor.concluded and cancel_on_disconnect and not lost_view:
+        if not cursor.concluded and cancel_on_disconnect and not cursor.lost_view:
             spawn(cancel_after_disconnect(run_id=cursor.run_id))
         await subscription.close()
 
 
 async def _opening_frames(
-    *, run: Run, cursor: _Cursor, replay: bool, names: frozenset[str] | None
+    *,
+    run: Run,
+    cursor: _Cursor,
+    replay: bool,
+    names: frozenset[str] | None,
+    viewer: ViewRight | None,
 ) -> AsyncIterator[bytes]:
     """`metadata`, then what is stored after the cursor (a replay), or `gap`, or the `end` of
     a run that ended before the stream listened; `cursor.concluded` says whether live events
@@ -263,20 +276,22 @@ async def _opening_frames(
         if gap is not None:
             yield gap
             return
-        async for chunk in _replay(cursor=cursor, names=names):
+        async for chunk in _replay(cursor=cursor, names=names, viewer=viewer):
             yield chunk
-        if cursor.concluded:
+        if cursor.concluded or cursor.lost_view:
             return
     if not run.is_active:
         # It finished before we listened: its own `end` went out already.
         yield _end_frame(cursor)
 
 
-async def _closing_frames(*, cursor: _Cursor, names: frozenset[str] | None) -> AsyncIterator[bytes]:
+async def _closing_frames(
+    *, cursor: _Cursor, names: frozenset[str] | None, viewer: ViewRight | None
+) -> AsyncIterator[bytes]:
     """The stored events not sent yet (resumable runs), then `end`: the run ended and its `end`
-    never reached this stream."""
+    never reached this stream (none when the viewer lost its right meanwhile)."""
     if cursor.resumable:
-        async for chunk in _replay(cursor=cursor, names=names):
+        async for chunk in _replay(cursor=cursor, names=names, viewer=viewer):
             yield chunk
-    if not cursor.concluded:
+    if not (cursor.concluded or cursor.lost_view):
         yield _end_frame(cursor)

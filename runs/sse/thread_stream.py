@@ -136,8 +136,8 @@ async def stream_thread_events(
     """The SSE bytes of every run of a thread, from a subscription to its thread group.
 
     The user's right to view the thread is read again as each run starts on the stream, and
-    during a run at most every `access.recheck_seconds()` (one query or two each time): the
-    stream ends, sending nothing more, once it is gone."""
+    during a run or a replay at most every `access.recheck_seconds()` (one query or two each
+    time): the stream ends, sending nothing more, once it is gone."""
     position = _Position(resumed=cursor is not None)
     viewer = ViewRight(user_id=user_id, thread_id=thread_id)
     try:
@@ -147,6 +147,9 @@ async def stream_thread_events(
             for run_id, event in await call_sync(
                 _stored_after, thread_id=thread_id, cursor=cursor, on=Executor.API
             ):
+                # A long replay to a slow client: the right read again as for live events.
+                if viewer.due() and not await viewer.still_viewable():
+                    return
                 for chunk in position.frames(run_id, thread_id, event, names):
                     yield chunk
         heartbeat = settings.SSE_HEARTBEAT_SECONDS
