@@ -7,7 +7,6 @@ leaves the suite's own servers alone.
 import importlib.util
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.cluster import ON_PRODUCTION_STACK
-from tests.live import REPO_ROOT, LiveServer, LiveServerFactory
+from tests.live import REPO_ROOT, LiveServer, LiveServerFactory, wait_until
 
 pytestmark = [
     pytest.mark.skipif(
@@ -89,14 +88,15 @@ def start_accepting(postgres: Any, database_url: str) -> None:
     """Start the stopped PostgreSQL, and wait until it accepts connections (its executor's start
     can return while the server still answers "the database system is starting up")."""
     postgres.start()
-    deadline = time.monotonic() + 60
-    while True:
+
+    def accepting() -> bool:
         try:
             psycopg.connect(database_url, connect_timeout=5).close()
-            return
         except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
+            return False
+        return True
+
+    wait_until(accepting, "the restarted PostgreSQL to accept connections")
 
 
 def test_ok_answers_503_naming_what_is_down_when_redis_then_postgresql_stop(

@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import signal
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from runs.engine.queue import WORKER_LOST
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK, Cluster, start_cluster
 from tests.fixtures import sdk_client, token_for
+from tests.live import poll_until, wait_until
 from threads.models import Thread
 
 pytestmark = [
@@ -141,10 +141,11 @@ async def cancel(soak: Soak, index: int, http: httpx.AsyncClient) -> None:
     soak.expected[thread["thread_id"]] = INTERRUPTED
     run = await soak.sdk(index).runs.create(thread["thread_id"], "slow", input=LONG)
     other = soak.sdk(index + 1)
-    deadline = time.monotonic() + 120
-    while (await other.runs.get(thread["thread_id"], run["run_id"]))["status"] == "pending":
-        assert time.monotonic() < deadline, "the run never started"
-        await asyncio.sleep(0.1)
+
+    async def started() -> bool:
+        return (await other.runs.get(thread["thread_id"], run["run_id"]))["status"] != "pending"
+
+    await poll_until(started, f"run {run['run_id']} to start")
     try:
         await other.runs.cancel(thread["thread_id"], run["run_id"], wait=True, action=action)
     except ConflictError:
@@ -192,11 +193,13 @@ async def drive(soak: Soak, cluster: Cluster) -> None:
         await asyncio.gather(*(one(name, http) for name in plan))
 
 
-def settled_runs(deadline: float) -> list[Run]:
+def settled_runs() -> list[Run]:
     """Every run, once none is pending or running (a killed worker's wait for reaping)."""
-    while Run.objects.active().exists():
-        assert time.monotonic() < deadline, list(Run.objects.active().values("run_id", "status"))
-        time.sleep(0.2)
+    wait_until(
+        lambda: not Run.objects.active().exists(),
+        "every run to end",
+        log=lambda: str(list(Run.objects.active().values("run_id", "status"))),
+    )
     return list(Run.objects.all())
 
 
@@ -215,11 +218,10 @@ async def test_soak_300_runs_through_two_web_processes_and_two_workers_one_kille
     api_key = await call_sync(token_for, user, on=Executor.THREAD_SENSITIVE)
     clients = [sdk_client(closing, url + "/api", api_key) for url in cluster.web_urls]
     soak = Soak(web=cluster.web_urls, api_key=api_key, clients=clients)
-    deadline = time.monotonic() + SOAK_SECONDS
 
     async with asyncio.timeout(SOAK_SECONDS):
         await drive(soak, cluster)
-    runs = await call_sync(settled_runs, deadline, on=Executor.THREAD_SENSITIVE)
+    runs = await call_sync(settled_runs, on=Executor.THREAD_SENSITIVE)
 
     assert soak.killed_pid is not None
     assert "worker 1 exited with code -9: restarting it" in cluster.output()
