@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 90.0  # seconds: a process imports Django and LangGraph and compiles the graphs
@@ -44,7 +45,8 @@ def log(message: str) -> None:
 
 
 def die_with_parent() -> None:
-    """preexec_fn: the children get SIGTERM if this supervisor is killed outright (Linux)."""
+    """preexec_fn: the children get SIGTERM if their parent (this supervisor, a test run) is
+    killed outright (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -63,24 +65,38 @@ class Child:
         return f"{self.name}{where} pid {self.process.pid}"
 
     def restart(self) -> None:
-        self.process = start(self.command, self.env)
+        self.process = start(self.command, self.env, new_session=True)
         self.restarts += 1
 
 
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # Their own session: a Ctrl-C reaches only the supervisor, which stops them in order.
+def start(
+    command: list[str],
+    env: dict[str, str],
+    *,
+    output: IO[bytes] | None = None,
+    cwd: Path = REPO_ROOT,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start `command` with `env` in `cwd` and no stdin; its stdout and stderr go to `output` (a
+    file open for writing), else to this process's. It gets SIGTERM should this process die
+    outright (die_with_parent); with `new_session`, it has a session (and process group) of its
+    own. tests/live.spawn starts the tests' processes with it too."""
     return subprocess.Popen(
         command,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        stdout=output,
+        stderr=None if output is None else subprocess.STDOUT,
         preexec_fn=die_with_parent,
+        start_new_session=new_session,
     )
 
 
 def spawn(name: str, command: list[str], env: dict[str, str], url: str = "") -> Child:
-    return Child(name=name, command=command, env=env, process=start(command, env), url=url)
+    # Their own session: a Ctrl-C reaches only the supervisor, which stops them in order.
+    process = start(command, env, new_session=True)
+    return Child(name=name, command=command, env=env, process=process, url=url)
 
 
 def supervise(children: list[Child]) -> str:

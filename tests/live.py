@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +17,8 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 import pytest
+
+from scripts import cluster as cluster_script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_STOP_TIMEOUT = 10.0
@@ -36,12 +36,6 @@ def merge_env(base: dict[str, str], overrides: dict[str, str | None]) -> dict[st
         else:
             env[name] = value
     return env
-
-
-def die_with_parent() -> None:
-    """preexec_fn for child processes: SIGTERM them if pytest dies without its teardown."""
-    with contextlib.suppress(OSError, AttributeError):  # Linux only
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -137,16 +131,7 @@ def spawn(
     a test that leaves a process running."""
     # The child has a copy of the file's descriptor: this process's is closed on return.
     with log_path.open("ab" if append else "wb") as log_file:
-        return subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-            start_new_session=new_session,
-        )
+        return cluster_script.start(command, env, output=log_file, cwd=cwd, new_session=new_session)
 
 
 @dataclass

@@ -40,7 +40,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.live import REPO_ROOT, LiveServer, die_with_parent, merge_env
+from scripts.cluster import die_with_parent
+from tests.live import REPO_ROOT, LiveServer, merge_env
 
 JS_TESTS_DIR = REPO_ROOT / "tests" / "js"
 NODE_MODULES = REPO_ROOT / "node_modules"

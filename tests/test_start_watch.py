@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.live import StartWatch, die_with_parent, wait_until, watched
+from scripts.cluster import die_with_parent
+from tests.live import StartWatch, wait_until, watched
 
 BLOCKED = "import time; time.sleep(600)"
 BUSY = "while True: pass"

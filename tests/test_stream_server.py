@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from deerflow_site.server import APPLICATION_CHECK_EVERY, ApplicationInput, StreamServer
-from tests.live import REPO_ROOT, _free_port, die_with_parent
+from scripts.cluster import die_with_parent
+from tests.live import REPO_ROOT, _free_port
 
 WAIT = 20.0
 
