@@ -170,13 +170,14 @@ async def test_a_hung_channel_layer_answers_503_to_what_must_listen_and_holds_up
 
         os.kill(redis.process.pid, signal.SIGSTOP)
         try:
-            refused = [
-                await api.post(f"/threads/{threads[0]}/runs/stream", json=body),
-                await api.post(f"/threads/{threads[0]}/runs/wait", json=body),
-                await api.get(f"/threads/{threads[0]}/runs/{running}/join"),
-                await api.get(f"/threads/{threads[0]}/runs/{running}/stream"),
-                await api.get(f"/threads/{threads[0]}/stream"),
-            ]
+            # At once: each waits for the layer's bound on its own, not one after the other.
+            refused = await asyncio.gather(
+                api.post(f"/threads/{threads[0]}/runs/stream", json=body),
+                api.post(f"/threads/{threads[0]}/runs/wait", json=body),
+                api.get(f"/threads/{threads[0]}/runs/{running}/join"),
+                api.get(f"/threads/{threads[0]}/runs/{running}/stream"),
+                api.get(f"/threads/{threads[0]}/stream"),
+            )
             waited = await waiting
         finally:
             os.kill(redis.process.pid, signal.SIGCONT)
