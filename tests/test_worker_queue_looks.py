@@ -3,6 +3,8 @@
 as a slot and its thread are free, without waiting for the poll."""
 
 import asyncio
+import contextvars
+import itertools
 import time
 from collections import Counter
 from typing import Any
@@ -12,6 +14,7 @@ from django.test import override_settings
 
 from deerflow_site.bridge import Executor, call_sync
 from runs.engine import bus, queue
+from runs.engine import worker as worker_module
 from runs.engine.worker import RunWorker
 from runs.models import Run
 from tests.engine_support import pending_run, wait_for_status
@@ -118,6 +121,50 @@ async def test_a_wake_up_message_after_an_empty_look_makes_the_worker_look_again
     await bus.wake_workers()
 
     await wait_for_status(run.pk, Run.Status.SUCCESS, within=30.0)
+
+
+@override_settings(RUN_POLL_SECONDS=3600.0)
+async def test_the_idle_poll_and_the_claim_after_it_are_one_hop(
+    user: Any,
+    direct_worker: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slot frees beside a queued run: the poll that finds it eligible and the claim that
+    takes it run in one hop to the engine's thread, not one hop each."""
+    hop: contextvars.ContextVar[int] = contextvars.ContextVar("hop", default=0)
+    hops = itertools.count(1)
+    reads: list[tuple[str, int]] = []
+    call_sync_of_worker = worker_module.call_sync
+
+    async def numbered(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        token = hop.set(next(hops))  # the hop's thread runs in a copy of this context
+        try:
+            return await call_sync_of_worker(fn, *args, **kwargs)
+        finally:
+            hop.reset(token)
+
+    monkeypatch.setattr(worker_module, "call_sync", numbered)
+    for name in ("idle", "claim_runs"):
+        original = getattr(queue, name)
+
+        def read(*args: Any, name: str = name, original: Any = original, **kwargs: Any) -> Any:
+            reads.append((name, hop.get()))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(queue, name, read)
+    worker = await direct_worker(concurrency=1)
+    await found_the_queue_empty(worker)
+    busy = await admit(user, await new_thread(user), SHORT_SLOW)
+    late = await admit(user, await new_thread(user), ECHO)
+    assert (busy.status, late.status) == (Run.Status.RUNNING, Run.Status.PENDING)
+    reads.clear()
+
+    await wait_for_status(late.pk, Run.Status.SUCCESS, within=30.0)
+
+    claims = [at for at, (name, _) in enumerate(reads) if name == "claim_runs"]
+    assert len(claims) == 1
+    claim = reads[claims[0]]
+    assert reads[claims[0] - 1] == ("idle", claim[1]), f"the poll and the claim: {reads}"
 
 
 async def fetch_ended(run_id: Any) -> Any:

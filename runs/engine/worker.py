@@ -182,33 +182,41 @@ class RunWorker(Maintenance, Slots):
 
     async def _claim(self) -> queue.Claim:
         """Claim runs for the free slots. A plain read first: when nothing is eligible (the
-        common case beside direct starts), no slot is held, so direct starts go on meanwhile."""
+        common case beside direct starts), no slot is held, so direct starts go on meanwhile.
+        The read and the claim after it are one hop to the engine's thread (`_idle_or_claim`)."""
         if self.concurrency - len(self._executions) - self._reserved <= 0:
             return queue.Claim(runs=[])
         events_before = self._queue_events
-        idle = await call_sync(queue.idle, on=Executor.ENGINE)
+        idle, claim, reserved = await call_sync(self._idle_or_claim, on=Executor.ENGINE)
         self.note_queue_polled(
             empty=idle is not None and idle.queue_empty, events_before=events_before
         )
         if idle is not None:
             self._backlog = False
             return idle
-        free = self._reserve_free_slots()
-        claim = queue.Claim(runs=[])
-        try:
-            if free > 0:
-                claim = await call_sync(
-                    queue.claim_runs,
-                    worker_id=self.worker_id,
-                    limit=free,
-                    eligible=True,
-                    on=Executor.ENGINE,
-                )
-        finally:
-            self._begin_reserved(claim.runs, reserved=free)
+        self._begin_reserved(claim.runs, reserved=reserved)
         # Every free slot filled: more runs may wait, and they go before any direct start.
-        self._backlog = free > 0 and len(claim.runs) == free
+        self._backlog = reserved > 0 and len(claim.runs) == reserved
         return claim
+
+    def _idle_or_claim(self) -> tuple[queue.Claim | None, queue.Claim, int]:
+        """On the engine's thread: the idle poll (`queue.idle`), and when it found a run
+        eligible, the claim for every slot free then (reserved here: the slots' lock makes it
+        thread-safe; the worker's loop begins the runs and frees the reservation). Returns
+        (the idle poll's answer, None when it found a run eligible; the claim; slots
+        reserved). A failing claim frees its reservation and raises."""
+        idle = queue.idle()
+        if idle is not None:
+            return idle, idle, 0
+        free = self._reserve_free_slots()
+        if free == 0:
+            return None, queue.Claim(runs=[]), 0
+        try:
+            claim = queue.claim_runs(worker_id=self.worker_id, limit=free, eligible=True)
+        except BaseException:
+            self._begin_reserved([], reserved=free)  # begins nothing: frees the slots
+            raise
+        return None, claim, free
 
     async def _sleep(self, next_due: datetime | None) -> None:
         """Until woken, the next pending run is due, or the next poll."""
