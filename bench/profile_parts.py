@@ -7,7 +7,9 @@ deepest frame that names a part decides, except that a sticky part (the graph's 
 thread, admission, the run's end, the journal, the queue, the floor's record writes) keeps
 everything that runs under it. Each part's share of the samples times the server's measured CPU
 per run (`server_cpu_ms_per_run` of the same run) gives ms per run, so that ours and the floors
-(`floor`, `floor-durable`) compare part by part. `--leaves N`: the N lines where the samples end.
+(`floor`, `floor-durable`, `floor-split`) compare part by part; on the split layouts, the
+Redis and PostgreSQL clients' frames outside a sticky part are parts of their own.
+`--leaves N`: the N lines where the samples end.
 """
 
 import argparse
@@ -15,7 +17,14 @@ from collections import Counter
 
 STICKY = [
     ("graph: LangGraph's astream (the run's task)", ("Pregel.astream (",)),
-    ("checkpoint saver's thread", ("(runs/engine/serial_saver.py", "(runs/engine/sqlite_saver.py")),
+    (
+        "checkpoint saver's thread",
+        (
+            "(runs/engine/serial_saver.py",
+            "(runs/engine/sqlite_saver.py",
+            "(runs/engine/postgres_saver.py",
+        ),
+    ),
     ("admission hop (`_admit_sync`)", ("_admit_sync (runs/stream_views.py",)),
     ("the run's end (`finish_run`)", ("(runs/engine/finish.py",)),
     ("journal", ("(runs/journal/", "(runs/engine/journal.py")),
@@ -43,12 +52,19 @@ PLAIN = [
             "(deerflow_site/api/",
             "(floor_app.py",
             "(bench/floor_app.py",
+            "(floor_split.py",
+            "(bench/floor_split.py",
             "(runs/sse/",
             "(runs/admission.py",
             "(deerflow_site/streaming.py",
         ),
     ),
     ("worker: executor, publisher, bus", ("(runs/engine/", "(runs/")),
+    (
+        "Redis client: channels_redis, redis-py (split layouts)",
+        ("(channels_redis/", "(redis/", "(runs/engine/redis_layer.py"),
+    ),
+    ("PostgreSQL client: psycopg (split layouts)", ("(psycopg/", "(psycopg_pool/")),
     (
         "thread hand-offs: bridge, pools, inbox",
         (
