@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +30,9 @@ from tests.live import (
     CommandStarter,
     LiveServer,
     LiveServerFactory,
+    StartWatch,
     merge_env,
+    wait_until,
 )
 
 pytest_plugins = [
@@ -107,15 +108,16 @@ def _runs_settle_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     request.getfixturevalue("_django_db_helper")
     yield
-    deadline = time.monotonic() + 30.0
-    while _runs_executing_elsewhere():
-        if time.monotonic() > deadline:
-            warnings.warn(
-                f"{request.node.nodeid} left a run executing in another process for 30 s",
-                stacklevel=1,
-            )
-            return
-        time.sleep(0.05)
+    if not _runs_executing_elsewhere():
+        return
+    try:
+        wait_until(
+            lambda: not _runs_executing_elsewhere(),
+            "the runs it left executing in another process to end",
+            watch=StartWatch(ceiling_seconds=30.0),
+        )
+    except AssertionError as exc:
+        warnings.warn(f"{request.node.nodeid}: {exc}", stacklevel=1)
 
 
 def _runs_executing_elsewhere() -> bool:
