@@ -1,7 +1,8 @@
-"""A run's event publishing never waits on a hung Redis (SIGSTOPped: it takes connections and
-answers nothing) longer than `bus.SEND_SECONDS` a batch: the run still ends, its final status
-committed, and a stream of the same process still gets its events and its end (delivered here
-directly; other processes' streams read the end from the database, as for any lost message).
+"""A worker's runs on a hung Redis (SIGSTOPped: it takes connections and answers nothing).
+Their event publishing never waits longer than `bus.SEND_SECONDS` a batch: the run still ends,
+its final status committed, and a stream of the same process still gets its events and its end
+(delivered here directly; other processes' streams read the end from the database, as for any
+lost message). Their leases are still renewed.
 
 The server (embedded worker, PostgreSQL) gets a Redis of its own (test_cancel_without_layer's
 fixture), so that stopping it leaves the suite's own alone.
@@ -10,15 +11,18 @@ fixture), so that stopping it leaves the suite's own alone.
 import asyncio
 import os
 import signal
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK
 from tests.live import LiveServerFactory
 from tests.test_cancel_without_layer import (  # noqa: F401 (own_redis: a fixture)
     HUNG_LAYER_ANSWER,
+    LONG_RUN,
     api_of,
     own_redis,
     status_of,
@@ -70,4 +74,42 @@ async def test_a_run_ends_and_its_stream_hears_it_with_redis_hung_mid_run(
                 os.kill(redis.process.pid, signal.SIGCONT)
         assert stopped and events[-1] == "end", events
         assert len(events) > 3, events  # ticks came after the hang, not only the end
+    server.stop()
+
+
+async def lease_of(run_id: str) -> Any:
+    return await call_sync(
+        Run.objects.values_list("lease_expires_at", flat=True).get,
+        pk=run_id,
+        on=Executor.THREAD_SENSITIVE,
+    )
+
+
+async def test_a_workers_leases_are_renewed_with_redis_hung(
+    live_server_factory: LiveServerFactory,
+    own_redis: Any,  # noqa: F811 (the fixture)
+    user: Any,
+) -> None:
+    """The worker's maintenance loop renews its runs' leases, and looks at Redis too (whether
+    it lost the worker's groups): that look is bounded, so a hung Redis never lets the leases
+    expire (another worker's reaper, or `reap_runs`, would then end the runs `error`)."""
+    redis, redis_url = own_redis
+    lease = 2.0
+    server = live_server_factory.start(REDIS_URL=redis_url, DEERFLOW_RUN_LEASE_SECONDS=str(lease))
+    async with api_of(server, user, answer_within=HUNG_LAYER_ANSWER) as api:
+        thread_id = (await api.post("/threads", json={})).json()["thread_id"]
+        body = {"assistant_id": "slow", "input": LONG_RUN}
+        run_id = (await api.post(f"/threads/{thread_id}/runs", json=body)).json()["run_id"]
+        await until_status(run_id, Run.Status.RUNNING)
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            renewed_beyond = await lease_of(run_id) + timedelta(seconds=3 * lease)
+            # Renewed every third of a lease: within the bound unless it waited on Redis.
+            async with asyncio.timeout(HUNG_LAYER_ANSWER):
+                while (now := await lease_of(run_id)) and now < renewed_beyond:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            assert await status_of(run_id) == Run.Status.RUNNING
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+        await api.post(f"/threads/{thread_id}/runs/{run_id}/cancel", params={"wait": 1})
     server.stop()

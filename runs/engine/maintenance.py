@@ -7,13 +7,14 @@ purged, and its channel layer groups joined again before Redis forgets them.
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 
 from deerflow_site.bridge import Executor, call_sync
-from runs.engine import queue
+from runs.engine import bus, queue
 from runs.engine.executor import CancelReason
 from runs.engine.heartbeats import record_heartbeat
 from runs.engine.streaming import purge_stream_events
@@ -36,6 +37,8 @@ class Maintenance:
     started_at: Any
     _executions: dict[UUID, Any]
     _post_run: set[asyncio.Task[Any]]
+    #: The upkeep of the worker's groups in flight (`_keep_groups`), if any.
+    _group_upkeep: "asyncio.Task[None] | None" = None
 
     @property
     def active_run_ids(self) -> list[UUID]:
@@ -67,7 +70,7 @@ class Maintenance:
                     last_renew = now
                     await self._renew()
                     await self._heartbeat()
-                    await self._join_lost_groups()
+                    self._keep_groups(self._join_lost_groups)
                 elif self._executions:
                     flags = await call_sync(
                         queue.cancel_flags,
@@ -84,11 +87,26 @@ class Maintenance:
                     await call_sync(purge_stream_events, on=Executor.ENGINE)
                 if now - last_group >= GROUP_REFRESH_SECONDS:
                     last_group = now
-                    await self._join_groups()
+                    self._keep_groups(self._join_groups)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("worker %s: maintenance failed", self.worker_id)
+
+    def _keep_groups(self, upkeep: Callable[[], Awaitable[None]]) -> None:
+        """`upkeep()` (the worker's groups on the layer) in a task of its own, one at a time,
+        given up after `bus.SEND_SECONDS`: a hung Redis never holds up the loop, whose lease
+        renewals keep the worker's runs (a lease that expired is reaped, the run ended)."""
+        if self._group_upkeep is None or self._group_upkeep.done():
+            task = asyncio.create_task(self._bounded(upkeep), name="worker-groups")
+            self._group_upkeep = task
+
+    async def _bounded(self, upkeep: Callable[[], Awaitable[None]]) -> None:
+        try:
+            async with asyncio.timeout(bus.SEND_SECONDS):
+                await upkeep()
+        except Exception:
+            logger.warning("worker %s: cannot keep its layer groups", self.worker_id, exc_info=True)
 
     async def _renew(self) -> None:
         run_ids = self.active_run_ids

@@ -120,14 +120,20 @@ class RunWorker(Maintenance, Slots):
 
     async def _join_lost_groups(self) -> None:
         """Join the groups again once Redis is found to have lost them (restarted without its
-        data: `RedisChannelLayer.mark_alive`), then look at the queue for lost wake-ups."""
+        data: `RedisChannelLayer.mark_alive`), then look at the queue for lost wake-ups. A
+        failure (or its caller's bound, `Maintenance._keep_groups`) leaves them to be joined
+        at the next call: the key may have been set without an answer."""
         mark_alive = getattr(bus.layer(), "mark_alive", None)
-        if mark_alive is not None and await mark_alive(self.channel):
+        try:
+            if mark_alive is not None and await mark_alive(self.channel):
+                self._groups_lost = True
+            if self._groups_lost:
+                await self._join_groups()
+                self._groups_lost = False
+                self._wake.set()
+        except BaseException:
             self._groups_lost = True
-        if self._groups_lost:
-            await self._join_groups()
-            self._groups_lost = False
-            self._wake.set()
+            raise
 
     async def _shutdown(self) -> None:
         self._accepting = False
@@ -145,14 +151,17 @@ class RunWorker(Maintenance, Slots):
             await asyncio.wait(self._post_run, timeout=5.0)
             for task in list(self._post_run):
                 task.cancel()
-        for task in self._background:
+        background = [*self._background, *([self._group_upkeep] if self._group_upkeep else [])]
+        for task in background:
             task.cancel()
-        for task in self._background:
+        for task in background:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(Exception):
-            await bus.layer().group_discard(bus.WAKEUP_GROUP, self.channel)
-            await bus.layer().group_discard(bus.worker_control_group(self.worker_id), self.channel)
+        with contextlib.suppress(Exception):  # bounded: a hung Redis holds no shutdown up
+            async with asyncio.timeout(bus.SEND_SECONDS):
+                await bus.layer().group_discard(bus.WAKEUP_GROUP, self.channel)
+                group = bus.worker_control_group(self.worker_id)
+                await bus.layer().group_discard(group, self.channel)
         with contextlib.suppress(Exception):
             await call_sync(forget_worker, worker_id=self.worker_id, on=Executor.ENGINE)
         logger.info("run worker %s stopped", self.worker_id)
