@@ -279,20 +279,21 @@ def _insert_locked(
     Run.thread.field.set_cached_value(run, thread)
     if user is not None:
         Run.user.field.set_cached_value(run, user)
-    if not (
-        direct is not None
-        and not in_flight
-        and not queue_taken
-        and _insert_running(run, direct=direct, now=now)
-    ):
-        sql.insert_run(run)
-        wake_workers_after_commit()
     metadata = {
         **thread.metadata,
         "graph_id": spec.graph_id,
         "assistant_id": str(spec.assistant_id),
     }
-    sql.mark_thread_busy(thread.pk, metadata=metadata, now=now)
+    if (
+        direct is not None
+        and not in_flight
+        and not queue_taken
+        and _insert_running(run, direct=direct, now=now)
+    ):
+        sql.mark_thread_busy(thread.pk, metadata=metadata, now=now)
+    else:
+        sql.insert_run_marking_busy(run, metadata=metadata, now=now)
+        wake_workers_after_commit()
     thread.metadata, thread.status, thread.updated_at = metadata, Thread.Status.BUSY, now
     return run
 

@@ -1,4 +1,6 @@
-"""The journal's writes on PostgreSQL: a write's seqs and its events in one statement."""
+"""Writes that PostgreSQL makes in one statement where SQLite makes two (SQLite has no INSERT or
+UPDATE in a WITH): a journal write's seqs and events, and a queued run's row with its thread's
+busy state."""
 
 from typing import Any
 
@@ -6,14 +8,17 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from runs import admission
+from runs.create_serializers import parse_run_create
 from runs.journal.catalog import EventType
 from runs.journal.store import JournalEntry, record_events
-from runs.models import RunEvent
+from runs.models import Run, RunEvent
 from tests.engine_support import make_thread, pending_run
+from threads.models import Thread
 
 pytestmark = [
     pytest.mark.skipif(
-        connection.vendor != "postgresql", reason="SQLite has no INSERT in a WITH: two statements"
+        connection.vendor != "postgresql", reason="SQLite has no INSERT or UPDATE in a WITH"
     ),
     pytest.mark.django_db,
 ]
@@ -50,3 +55,22 @@ def test_a_write_takes_its_seqs_and_inserts_its_events_in_one_statement(user: An
         (first + 4, EventType.HUMAN_INPUT, None, {}, thread.pk),
     ]
     assert [e.created_at for e in stored][1:4] == [e.created_at for e in entries]
+
+
+def test_a_queued_runs_row_and_its_threads_busy_state_are_one_statement(user: Any) -> None:
+    thread = make_thread(user=user)
+    Thread.objects.filter(pk=thread.pk).update(metadata={"kept": 1})
+    body = {"assistant_id": "echo", "input": {"text": "x"}, "metadata": {"m": "v"}}
+
+    with CaptureQueriesContext(connection) as queries:
+        run = admission.admit_run(user=user, thread_id=thread.pk, request=parse_run_create(body))
+
+    writes = [q["sql"] for q in queries if "runs_run" in q["sql"] or "UPDATE" in q["sql"]]
+    writes = [sql for sql in writes if not sql.lstrip().upper().startswith("SELECT")]
+    assert len(writes) == 1, writes
+    stored = Run.objects.get(pk=run.pk)
+    assert stored.status == Run.Status.PENDING and stored.metadata == {"m": "v"}
+    assert stored.thread_id == thread.pk and not run._state.adding
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.BUSY
+    assert thread.metadata == {"kept": 1, "graph_id": "echo", "assistant_id": str(run.assistant_id)}
