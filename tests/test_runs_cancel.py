@@ -9,6 +9,7 @@ from langgraph_sdk.errors import ConflictError
 
 from runs.models import Run
 from tests.fixtures import new_thread
+from tests.live import poll_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -31,10 +32,11 @@ async def started_slow_run(sdk, thread_id, **options) -> dict:
     only grow (a fixed 0.35 s sleep let a loaded machine cancel a run with no step yet)."""
     ticked = len(await ticks_of(sdk, thread_id))
     run = await sdk.runs.create(thread_id, "slow", input=SLOW, **options)
-    deadline = time.monotonic() + 60.0
-    while len(await ticks_of(sdk, thread_id)) <= ticked:
-        assert time.monotonic() < deadline, "the slow run never checkpointed a step"
-        await asyncio.sleep(0.02)
+
+    async def stepped() -> bool:
+        return len(await ticks_of(sdk, thread_id)) > ticked
+
+    await poll_until(stepped, "the slow run to checkpoint a step")
     assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "running"
     return run
 
@@ -181,13 +183,10 @@ async def test_a_stream_of_a_pending_run_ends_when_it_is_cancelled(sdk):
     thread_id = await new_thread(sdk)
     run = await sdk.runs.create(thread_id, "echo", input={}, after_seconds=30)
 
-    async def cancel_soon():
-        await asyncio.sleep(0.3)
-        await sdk.runs.cancel(thread_id, run["run_id"])
-
-    canceller = asyncio.create_task(cancel_soon())
-    parts = [part async for part in sdk.runs.join_stream(thread_id, run["run_id"])]
-    await canceller
+    stream = sdk.runs.join_stream(thread_id, run["run_id"])
+    parts = [await anext(stream)]  # `metadata`: the stream listens (it subscribes first)
+    await sdk.runs.cancel(thread_id, run["run_id"])
+    parts += [part async for part in stream]
     assert [part.event for part in parts] == ["metadata", "end"]
 
 

@@ -68,16 +68,13 @@ async def test_a_stream_whose_end_message_was_lost_ends_from_the_database(sdk):
     thread_id = (await sdk.threads.create())["thread_id"]
     run = await sdk.runs.create(thread_id, "echo", input={}, after_seconds=60)
 
-    async def end_it_silently():
-        await asyncio.sleep(0.5)
-        await Run.objects.filter(pk=run["run_id"]).aupdate(status="interrupted")
-
-    ender = asyncio.create_task(end_it_silently())
+    stream = sdk.runs.join_stream(thread_id, run["run_id"])
     # Well before the run's due time (60 s), and no `end` will ever be published: only the
     # database's status can end the stream (a fixed 1.7 s bound failed on a loaded machine).
     async with asyncio.timeout(30):
-        parts = [part async for part in sdk.runs.join_stream(thread_id, run["run_id"])]
-    await ender
+        parts = [await anext(stream)]  # `metadata`: the stream is joined
+        await Run.objects.filter(pk=run["run_id"]).aupdate(status="interrupted")
+        parts += [part async for part in stream]
     assert [part.event for part in parts] == ["metadata", "end"]
 
 

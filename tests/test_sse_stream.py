@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.fixtures import new_thread, streamed_resumable_run
+from tests.live import poll_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -24,6 +25,11 @@ async def collect(stream) -> list:
 
 def names(parts) -> list[str]:
     return [part.event for part in parts]
+
+
+async def first_tick(sdk, thread_id) -> bool:
+    """Whether the thread's `slow` run has checkpointed a step (its `ticks` only grow)."""
+    return bool(((await sdk.threads.get_state(thread_id))["values"] or {}).get("ticks"))
 
 
 # --- the wire format --------------------------------------------------------------------------
@@ -287,7 +293,9 @@ async def test_resumable_run_joined_mid_way_gets_missed_events_then_live_ones(sd
         stream_mode="custom",
         stream_resumable=True,
     )
-    await asyncio.sleep(0.5)
+    await poll_until(  # mid-way: its first step is done, and stored, before the join
+        lambda: first_tick(sdk, thread_id), "the run's first step"
+    )
     parts = await collect(sdk.runs.join_stream(thread_id, run["run_id"], last_event_id="-1"))
     ticks = [part.data["tick"] for part in parts if part.event == "custom"]
     assert ticks == [1, 2, 3, 4, 5, 6]
@@ -346,13 +354,12 @@ async def test_a_client_that_never_reads_does_not_stall_the_run(daphne_server, s
     )
     await writer.drain()
     try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while asyncio.get_running_loop().time() < deadline:
+
+        async def succeeded() -> bool:
             runs = await sdk.runs.list(thread_id)
-            if runs and runs[0]["status"] == "success":
-                break
-            await asyncio.sleep(0.2)
-        assert runs[0]["status"] == "success"
+            return bool(runs) and runs[0]["status"] == "success"
+
+        await poll_until(succeeded, "the unread stream's run to succeed")
     finally:
         writer.close()
 
