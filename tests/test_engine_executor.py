@@ -349,16 +349,20 @@ async def test_run_reaped_meanwhile_is_left_to_the_reaper(user: Any) -> None:
         user=user,
         graph_id="slow",
         input={"steps": 20, "delay": 0.1},
+        stream_mode=["custom"],
     )
     cancel = CancelSignal()
-    execution = asyncio.create_task(execute_run(run, cancel=cancel))
-    await asyncio.sleep(0.3)
-    await call_sync(
-        Run.objects.filter(pk=run.pk).update, status=Run.Status.ERROR, on=Executor.THREAD_SENSITIVE
-    )
-    cancel.set("lost")
+    async with RunListener(run.pk) as listener:
+        execution = asyncio.create_task(execute_run(run, cancel=cancel))
+        await listener.until("custom")  # mid-run: its first step is done
+        await call_sync(
+            Run.objects.filter(pk=run.pk).update,
+            status=Run.Status.ERROR,
+            on=Executor.THREAD_SENSITIVE,
+        )
+        cancel.set("lost")
 
-    assert await execution is None
+        assert await execution is None
     assert (await fetch_run(run.pk)).status == Run.Status.ERROR
 
 
