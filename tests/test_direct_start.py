@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from runs.engine.worker import RunWorker
 from runs.models import Run, WorkerHeartbeat
 from tests.engine_support import fetch_run, fetch_thread, make_thread, pending_run, wait_for_status
 from tests.fixtures import token_for
-from tests.live import LiveServer, LiveServerFactory
+from tests.live import LiveServer, LiveServerFactory, poll_until
 from threads.models import Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -276,15 +275,6 @@ async def post_run(client: httpx.AsyncClient, thread_id: str, body: dict[str, An
     return answer.json()
 
 
-async def wait_until(predicate: Callable[[], Awaitable[Any]], what: str, within: float) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if value := await predicate():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def worker_ready(server: LiveServer, client: httpx.AsyncClient, user: Any) -> None:
     """Wait until the server's embedded worker has started (it starts with the first request
     and compiles every graph first), then let one run go through it."""
@@ -296,7 +286,7 @@ async def worker_ready(server: LiveServer, client: httpx.AsyncClient, user: Any)
             on=Executor.THREAD_SENSITIVE,
         )
 
-    await wait_until(beating, "the embedded worker to start", within=90.0)
+    await poll_until(beating, "the embedded worker to start")
     answer = await client.post(f"/threads/{(await new_thread(user)).pk}/runs/wait", json=ECHO)
     assert answer.status_code == 200, answer.text
 
@@ -343,7 +333,7 @@ async def race_on_one_thread(
             )
             return runs if all(not run.is_active for run in runs) else []
 
-        runs = await wait_until(all_ended, "every run to end", within=120.0)
+        runs = await poll_until(all_ended, "every run to end")
     return runs, created
 
 
@@ -375,7 +365,7 @@ async def test_a_direct_started_run_is_recovered_after_its_process_is_killed(
     doomed.process.wait()
     survivor = live_server_factory.start(**short_lease)
     try:
-        ended = await wait_until(reaped_run(run), "the run to be reaped", within=60.0)
+        ended = await poll_until(reaped_run(run), "the run to be reaped")
         async with httpx.AsyncClient(
             base_url=survivor.api_url, headers=headers, trust_env=False, timeout=60.0
         ) as client:
