@@ -322,20 +322,25 @@ def settle_thread_row(
     error: dict[str, str] | None,
     now: datetime,
     state: tuple[Any, Any] | None,
+    with_: tuple[str, list[Any]] | None = None,
 ) -> None:
     """The thread's status (`busy` instead while a run of it is pending or running: call with
     the thread's row locked) and error; with `state` (values, interrupts: JSON-storable), also
-    the snapshot of its latest checkpoint."""
+    the snapshot of its latest checkpoint. `with_`: `WITH` clauses (PostgreSQL) and their
+    parameters to run in the same statement (`journal.store.journal_with`)."""
     db = _db()
     when = _when(now, db)
     busy = [thread_id, Thread.Status.BUSY.value, status]
     params = [*busy, _json(Thread, "error", error, db), when]
     if state is None:
-        _execute(db, _sql(SETTLE_THREAD_SQL), [*params, thread_id])
-        return
-    values, interrupts = state
-    params += [_json(Thread, "values", values, db), _json(Thread, "interrupts", interrupts, db)]
-    _execute(db, _sql(SETTLE_THREAD_WITH_STATE_SQL), [*params, when, thread_id])
+        statement, params = _sql(SETTLE_THREAD_SQL), [*params, thread_id]
+    else:
+        values, interrupts = state
+        params += [_json(Thread, "values", values, db), _json(Thread, "interrupts", interrupts, db)]
+        statement, params = _sql(SETTLE_THREAD_WITH_STATE_SQL), [*params, when, thread_id]
+    if with_ is not None:
+        statement, params = f"WITH {with_[0]} {statement}", [*with_[1], *params]
+    _execute(db, statement, params)
 
 
 # --- The final answer ----------------------------------------------------------------------------

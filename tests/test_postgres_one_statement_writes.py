@@ -1,6 +1,6 @@
 """Writes that PostgreSQL makes in one statement where SQLite makes two (SQLite has no INSERT or
-UPDATE in a WITH): a journal write's seqs and events, and a queued run's row with its thread's
-busy state."""
+UPDATE in a WITH): a journal write's seqs and events, a queued run's row with its thread's busy
+state, and a run's end's journal with its thread's settling."""
 
 from typing import Any
 
@@ -10,10 +10,12 @@ from django.test.utils import CaptureQueriesContext
 
 from runs import admission
 from runs.create_serializers import parse_run_create
+from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run
 from runs.journal.catalog import EventType
-from runs.journal.store import JournalEntry, record_events
+from runs.journal.lifecycle import run_ended
+from runs.journal.store import JournalBatch, JournalEntry, record_events
 from runs.models import Run, RunEvent
-from tests.engine_support import make_thread, pending_run
+from tests.engine_support import claim_next, make_thread, pending_run
 from threads.models import Thread
 
 pytestmark = [
@@ -74,3 +76,34 @@ def test_a_queued_runs_row_and_its_threads_busy_state_are_one_statement(user: An
     thread.refresh_from_db()
     assert thread.status == Thread.Status.BUSY
     assert thread.metadata == {"kept": 1, "graph_id": "echo", "assistant_id": str(run.assistant_id)}
+
+
+def test_a_runs_end_writes_its_journal_with_its_threads_settling(user: Any) -> None:
+    thread = make_thread(user=user)
+    pending_run(thread=thread, user=user)
+    run = claim_next(worker_id="w1")
+    (before,) = record_events(
+        thread_id=thread.pk, run_id=run.pk, entries=[JournalEntry(EventType.RUN_START)]
+    )
+    ended = run_ended(status="success", error=None, cancel_action="", rolled_back=False)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert finish_run(
+            run=run,
+            outcome=RunOutcome(status=Run.Status.SUCCESS),
+            snapshot=ThreadSnapshot(values={"reply": "done"}),
+            journal=JournalBatch(entries=[ended]),
+        )
+
+    statements = [q["sql"] for q in queries]
+    journal = [sql for sql in statements if "runs_threadeventcounter" in sql]
+    assert len(journal) == 1 and '"threads_thread"' in journal[0], statements
+    assert not [sql for sql in statements if sql.lstrip().startswith('UPDATE "threads_thread"')]
+    events = RunEvent.objects.filter(run_id=run.pk).order_by("seq")
+    assert [(e.seq, e.event_type) for e in events] == [
+        (before, EventType.RUN_START),
+        (before + 1, EventType.RUN_END),
+    ]
+    thread.refresh_from_db()
+    assert thread.status == Thread.Status.IDLE and thread.values == {"reply": "done"}
+    assert Run.objects.get(pk=run.pk).status == Run.Status.SUCCESS

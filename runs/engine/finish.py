@@ -17,7 +17,7 @@ from langgraph.pregel import Pregel
 import runs.sql as sql
 from deerflow_site.dbcompat import jsonb_storable, storable_json
 from runs.engine.serialization import to_jsonable
-from runs.journal.store import JournalBatch, record_batch
+from runs.journal.store import JournalBatch, journal_with, record_batch
 from runs.models import Run
 from threads.models import Thread
 
@@ -140,8 +140,13 @@ def _finish_run(
         )
         if not updated or interrupts is None:
             return updated
-        if journal:  # a failure leaves the transaction, rolling it back
-            record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
+        # The journal goes with the thread's UPDATE where it can (PostgreSQL: one statement);
+        # a failure leaves the transaction, rolling it back.
+        journal_write = None
+        if journal:
+            journal_write = journal_with(thread_id=run.thread_id, run_id=run.pk, batch=journal)
+            if journal_write is None:
+                record_batch(thread_id=run.thread_id, run_id=run.pk, batch=journal)
         _settle_thread(
             run.thread_id,
             interrupts=interrupts,
@@ -149,6 +154,7 @@ def _finish_run(
             snapshot=snapshot,
             error=outcome.error,
             now=now,
+            with_=journal_write,
         )
     return True
 
@@ -176,6 +182,7 @@ def _settle_thread(
     snapshot: ThreadSnapshot | None,
     error: dict[str, str] | None,
     now: Any,
+    with_: tuple[str, list[Any]] | None = None,
 ) -> None:
     waiting = snapshot.waiting if snapshot is not None else bool(interrupts)
     # `busy` instead when a run of the thread is active: the UPDATE decides (row locked).
@@ -184,5 +191,5 @@ def _settle_thread(
     if snapshot is not None:
         state = (jsonb_storable(snapshot.values), jsonb_storable(snapshot.interrupts))
     sql.settle_thread_row(
-        thread_id, status=status, error=error if failed else None, now=now, state=state
+        thread_id, status=status, error=error if failed else None, now=now, state=state, with_=with_
     )

@@ -53,10 +53,10 @@ INSERT_EVENTS_SQL = """
 # PostgreSQL: the counter's update and the events in one statement. The events' seqs are the
 # counter's new last minus their count plus their place (`n`, 1 to the count); each column
 # of the VALUES is cast to its own type (a column of NULLs would otherwise be text).
-INSERT_COUNTED_EVENTS_SQL = (
-    "WITH counter AS ("
+JOURNAL_WITH_SQL = (
+    "counter AS ("
     + ALLOCATE_SEQ_SQL
-    + """)
+    + """), journal AS (
     INSERT INTO {events} (thread_id, run_id, seq, event_type, category, content, metadata,
                           created_at)
     SELECT e.thread_id, e.run_id, counter.last_seq - %s + e.n, e.event_type, e.category,
@@ -64,8 +64,9 @@ INSERT_COUNTED_EVENTS_SQL = (
     FROM counter, (VALUES {rows})
         AS e (thread_id, run_id, n, event_type, category, content, metadata, created_at)
     RETURNING seq
-"""
+)"""
 )
+INSERT_COUNTED_EVENTS_SQL = "WITH {journal} SELECT seq FROM journal"
 _EVENT_COLUMNS = (
     "thread", "run", "seq", "event_type", "category", "content", "metadata", "created_at"
 )  # fmt: skip
@@ -199,20 +200,45 @@ def _record_counted(
     """`record_events` on PostgreSQL in one statement (atomic on its own outside a
     transaction; inside the caller's, the counter's row stays locked until its commit)."""
     count = len(entries)
-    rows = _event_rows(thread_id, Run._meta.pk.get_db_prep_value(run_id, db), 1, entries, db)
     with hot_cursor(db) as cursor:
-        cursor.execute(_insert_counted_events_sql(count), [thread_id, count, count, *rows])
+        cursor.execute(
+            INSERT_COUNTED_EVENTS_SQL.format(journal=_journal_with_sql(count)),
+            _journal_params(db, thread_id, run_id, entries),
+        )
         last = max(row[0] for row in cursor.fetchall())
     return list(range(last - count + 1, last + 1))
 
 
+def journal_with(
+    *, thread_id: str, run_id: UUID, batch: JournalBatch
+) -> tuple[str, list[Any]] | None:
+    """PostgreSQL: the batch's write as `WITH` clauses (`counter AS (...), journal AS (...)`)
+    and their parameters, for the caller to put before a statement of its transaction (one
+    round trip for both; the events' seqs are not returned). None where the batch is written
+    by `record_batch` instead: not PostgreSQL, no events, token usage to add, or more events
+    than one INSERT takes."""
+    db = connections[DEFAULT_DB_ALIAS]
+    count = len(batch.entries)
+    if db.vendor != "postgresql" or batch.usage or not 0 < count <= INSERT_EVENTS_ROWS:
+        return None
+    return _journal_with_sql(count), _journal_params(db, thread_id, run_id, batch.entries)
+
+
+def _journal_params(
+    db: Any, thread_id: str, run_id: UUID, entries: list[JournalEntry]
+) -> list[Any]:
+    count = len(entries)
+    rows = _event_rows(thread_id, Run._meta.pk.get_db_prep_value(run_id, db), 1, entries, db)
+    return [thread_id, count, count, *rows]
+
+
 @functools.lru_cache(maxsize=64)
-def _insert_counted_events_sql(rows: int) -> str:
-    """PostgreSQL's INSERT of `rows` events with their seqs taken (its text made once per row
-    count)."""
+def _journal_with_sql(rows: int) -> str:
+    """PostgreSQL's `WITH` clauses of a write of `rows` events with their seqs taken (the text
+    made once per row count)."""
     types = [RunEvent._meta.get_field(name).db_type(connection) for name in _EVENT_COLUMNS]
     row = "(" + ", ".join(f"%s::{kind}" for kind in types) + ")"
-    return INSERT_COUNTED_EVENTS_SQL.format(
+    return JOURNAL_WITH_SQL.format(
         counters=ThreadEventCounter._meta.db_table,
         events=RunEvent._meta.db_table,
         rows=", ".join([row] * rows),
