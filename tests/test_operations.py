@@ -72,7 +72,11 @@ def test_status_counts_runs_by_status_the_queue_and_the_workers_seen_within_a_le
 
 @pytest.mark.django_db
 def test_status_is_for_staff_who_may_view_runs_only(make_user: Any, api: Any) -> None:
-    assert api.get(STATUS_URL).status_code == 403  # not staff
+    refused = api.get(STATUS_URL)  # not staff
+    assert refused.status_code == 403
+    # The answer says what is needed and where else to look, not only "no permission".
+    assert "runs.view_run" in refused.json()["detail"]
+    assert "/admin/" in refused.json()["detail"]
     narrow = staff(make_user, "narrow", may_view_runs=False)
     assert client_for(narrow).get(STATUS_URL).status_code == 403
     assert Client().get(STATUS_URL).status_code == 401

@@ -90,7 +90,13 @@ def public_server_info() -> dict:
 
 
 class CanViewRuns(BasePermission):
-    """Staff who hold the admin's `runs.view_run` permission."""
+    """Staff who hold the admin's `runs.view_run` permission. The 403 says so and where else to
+    look: the local mode's user is no staff, and a newcomer following the README meets it there."""
+
+    message = (
+        "Only staff holding the runs.view_run permission may read the operations status; "
+        "the admin's index page (/admin/) shows it too."
+    )
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
