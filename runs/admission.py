@@ -40,6 +40,7 @@ from runs.engine import (
     GraphSpec,
     acheckpoint_exists,
     acheckpoint_thread_ids,
+    check_run_writes,
     reserve_direct_start,
     resolve_assistant,
     thread_busy_or_queue_taken,
@@ -100,7 +101,8 @@ def admit_run(
     (403: the user may not change the thread, or delete it with on_completion=delete),
     CheckpointNotFound (404),
     CheckpointOfOtherThread (400), WebhookRefused (422), AssistantNotFound (404), Invalid (422:
-    no assistant), ThreadBusyReject (409: busy with multitask_strategy=reject), OverLimit (422:
+    no assistant, or an input or command.update the graph's channels refuse), ThreadBusyReject
+    (409: busy with multitask_strategy=reject), OverLimit (422:
     recursion_limit or after_seconds over its setting), TooManyActiveRuns (429).
     """
     check_limits(request)
@@ -135,10 +137,13 @@ def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:
             except Invalid as exc:
                 raise Invalid({index: exc.detail}) from None
     with transaction.atomic():
-        return [
-            _insert(user=user, thread_id=thread_id, request=request, run_id=None)
-            for thread_id, request in zip(thread_ids, requests, strict=True)
-        ]
+        runs = []
+        for index, (thread_id, request) in enumerate(zip(thread_ids, requests, strict=True)):
+            try:
+                runs.append(_insert(user=user, thread_id=thread_id, request=request, run_id=None))
+            except Invalid as exc:
+                raise Invalid({index: exc.detail}) from None
+        return runs
 
 
 def check_limits(request: RunRequest) -> None:
@@ -243,6 +248,7 @@ def _insert_locked(
     _check_active_runs_quota(user)
     thread = _thread_for_run(user=user, thread_id=thread_id, request=request)
     spec = _assistant_for(request=request, thread=thread)
+    check_run_writes(spec.graph_id, request.kwargs)
     # A direct start also needs the queue clear: one read says both, and the in-flight runs
     # are then locked only when the thread has some.
     busy, queue_taken = True, True

@@ -8,6 +8,17 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+#: The API paths that create runs: on a thread, stateless, and the batch (a list of bodies).
+CREATE_PATHS = (
+    "/threads/{t}/runs",
+    "/threads/{t}/runs/stream",
+    "/threads/{t}/runs/wait",
+    "/runs",
+    "/runs/stream",
+    "/runs/wait",
+    "/runs/batch",
+)
+
 
 @pytest.fixture
 def make_user(db: Any) -> Callable[..., Any]:

@@ -14,18 +14,10 @@ from rest_framework import serializers
 from deerflow_site.api.serializers import UUIDStringField
 from runs.create_serializers import RunCreateSerializer
 from runs.models import Run
+from tests.fixtures import CREATE_PATHS
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-CREATE_PATHS = (
-    "/threads/{t}/runs",
-    "/threads/{t}/runs/stream",
-    "/threads/{t}/runs/wait",
-    "/runs",
-    "/runs/stream",
-    "/runs/wait",
-    "/runs/batch",
-)
 STRING_KINDS = (serializers.CharField, serializers.ChoiceField, UUIDStringField)
 WRONG_FOR_STRING = (123, True, ["echo"])
 WRONG_FOR_BOOLEAN = ("yes", 1, "true")
