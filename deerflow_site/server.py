@@ -55,6 +55,7 @@ import json
 import sys
 from collections import deque
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 from daphne.cli import CommandLineInterface
@@ -65,6 +66,12 @@ from twisted.internet import defer, tcp
 from twisted.web import http
 
 from deerflow_site.heap import settle_heap
+
+# twisted's reason phrases lack some the API answers (422, 429, 423, ...): their status line read
+# "422 Unknown Status", and clients repeat it (the SDK's httpx error: "Client error '422 Unknown
+# Status'"). The standard phrases fill the gaps; twisted's own stay as they are.
+for _status in HTTPStatus:
+    http.RESPONSES.setdefault(_status.value, _status.phrase.encode())
 
 #: twisted's answer to a request it refuses itself, as a JSON error like the API's others.
 BAD_REQUEST_DETAIL = (

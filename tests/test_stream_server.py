@@ -161,6 +161,17 @@ async def test_a_request_twisted_refuses_is_a_json_400(daphne_server, request_by
         assert (await client.get("/ok")).status_code == 200
 
 
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+async def test_every_status_the_api_answers_has_its_reason_phrase(live_api) -> None:
+    """twisted's table lacks 422 and 429 among others: their status line read "Unknown
+    Status", which clients repeat in their errors (httpx: "Client error '422 Unknown Status'")."""
+    invalid = await live_api.post("/threads", json={"thread_id": "not an id"})
+
+    assert invalid.status_code == 422
+    assert invalid.reason_phrase == "Unprocessable Entity"
+
+
 def _chunked(body: bytes, size: int = 65_536) -> bytes:
     parts = [body[i : i + size] for i in range(0, len(body), size)]
     return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
