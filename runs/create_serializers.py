@@ -102,6 +102,9 @@ class CommandField(JSONObjectField):
         unknown = sorted(set(value) - set(COMMAND_KEYS))
         if unknown:
             raise serializers.ValidationError(f"Unknown command keys: {', '.join(unknown)}.")
+        if value and all(value.get(key) is None for key in COMMAND_KEYS):
+            # LangGraph fails such a run with an UnboundLocalError of its own.
+            raise serializers.ValidationError("A command needs a resume, goto or update value.")
         goto = value.get("goto")
         targets = goto if isinstance(goto, list) else [goto]
         if goto is not None and not all(_is_goto_target(target) for target in targets):

@@ -304,6 +304,8 @@ def test_valid_config_values_are_taken(api):
         ("command", "resume"),
         ("command", {"goto": {"input": 1}}),
         ("command", {"goto": [1]}),
+        ("command", {"resume": None}),
+        ("command", {"resume": None, "goto": None, "update": None}),
         ("config", {"configurable": []}),
         ("config", {"recursion_limit": 0}),
         ("config", []),
