@@ -43,7 +43,9 @@ class SetLatestSerializer(RequestSerializer):
 #: The deepest subgraph level a drawing may expand.
 MAX_XRAY_DEPTH = 100
 #: The words of QUERY_BOOLEANS, as the SDKs and the reference spell them: its digits are depths.
-XRAY_BOOLEANS = {text: value for text, value in QUERY_BOOLEANS.items() if not text.isdigit()}
+XRAY_BOOLEANS = {
+    text: value for text, value in QUERY_BOOLEANS.items() if not INTEGER_PATTERN.fullmatch(text)
+}
 
 
 @extend_schema_field({"oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0}]})
