@@ -4,6 +4,9 @@ schema (status code, content type, headers, body)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+
 import httpx
 import pytest
 import schemathesis
@@ -54,9 +57,10 @@ def fuzz_operation(
     *,
     path_parameters: dict[str, str] | None = None,
     examples: int = EXAMPLES_PER_OPERATION,
+    send: Callable[[schemathesis.Case], None] | None = None,
 ) -> None:
     """Send `examples` generated requests (with these path parameters, if given); raises on
-    the first failed check."""
+    the first failed check. `send` sends and checks a case instead of `CHECKS`."""
     strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 
     @given(case=strategy)
@@ -69,7 +73,10 @@ def fuzz_operation(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: schemathesis.Case) -> None:
-        case.call_and_validate(checks=CHECKS)
+        if send is not None:
+            send(case)
+        else:
+            case.call_and_validate(checks=CHECKS)
 
     run()
 
@@ -130,3 +137,55 @@ def test_no_request_gets_a_server_error_or_a_response_the_schema_forbids(daphne_
     for label, failure in known.items():
         print(f"known defect ({KNOWN_DEFECTS[label]}), {label}: {failure[:2000]}")
     assert not failures, "\n\n".join(f"{label}: {text}" for label, text in failures.items())
+
+
+def answers_as_missing(missing: dict[str, str]) -> Callable[[schemathesis.Case], None]:
+    """A `send` asserting that a case answers a 4xx, never a 403, and the 404 the same request
+    gets when its path names `missing` ids instead (things that do not exist) when it gets one
+    (a run on a missing thread id creates the thread: another status, the id being free)."""
+
+    def send(case: schemathesis.Case) -> None:
+        status = case.call().status_code
+        case.path_parameters = {**case.path_parameters, **missing}
+        expected = case.call().status_code
+        same = status == expected or expected != 404
+        assert same and 400 <= status < 500 and status != 403, (
+            f"{case.method} {case.formatted_path}: {status} for another user's ids, "
+            f"{expected} for ids that do not exist"
+        )
+
+    return send
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_another_users_ids_answer_as_ids_that_do_not_exist(daphne_server, user, other_user):
+    """Every operation on a thread (its runs, checkpoints, journal, feedback; reads, writes,
+    deletes, streams), fuzzed by another user with the owner's ids: each answer is the one a
+    thread that does not exist gets, and the owner's thread is left as it was."""
+    owner = token_for(user)
+    ids = existing_ids(daphne_server, owner)
+    schema = fuzz_schema(daphne_server, token_for(other_user))
+    missing = {"thread_id": str(uuid.uuid4()), "run_id": str(uuid.uuid4())}
+    operations = [result.ok() for result in schema.get_all_operations()]
+    on_threads = [op for op in operations if "{thread_id}" in op.path]
+    assert len(on_threads) > 20
+    failures: dict[str, str] = {}
+    for operation in on_threads:
+        path_ids = {name: ids[name] for name in EXISTING if f"{{{name}}}" in operation.path}
+        try:
+            fuzz_operation(
+                operation,
+                GenerationMode.POSITIVE,
+                path_parameters=path_ids,
+                send=answers_as_missing(missing),
+            )
+        except Exception as exc:
+            failures.setdefault(operation.label, str(exc)[:2000])
+    assert not failures, "\n\n".join(f"{label}: {text}" for label, text in failures.items())
+    with httpx.Client(
+        base_url=daphne_server.api_url, headers={"Authorization": f"Bearer {owner}"}, timeout=60
+    ) as client:
+        state = client.get(f"/threads/{ids['thread_id']}/state").json()
+        assert state["checkpoint"]["checkpoint_id"] == ids["checkpoint_id"]
+        assert client.get(f"/threads/{ids['thread_id']}/runs/{ids['run_id']}").status_code == 200
