@@ -106,17 +106,22 @@ def api_prefix(name: str, raw: str) -> str:
 
 
 def command_option(
-    option: str, value: float | None, *, whole: bool = False, **bounds: Any
+    option: str, value: str | float | None, *, whole: bool = False, **bounds: Any
 ) -> float | None:
     """A management command's numeric option checked as a setting is (`integer` when `whole`,
-    else `number`, with the same bounds); None (not given) stays None. A value refused is a
-    CommandError naming the option."""
+    else `number`, with the same bounds): the text given on the command line (so a refusal
+    quotes what was typed, '-1', not argparse's -1.0) or a number (`call_command`'s keywords,
+    a setting's default); None (not given) stays None. A value refused is a CommandError naming
+    the option."""
     from django.core.management.base import CommandError  # not at settings' load
 
     if value is None:
         return None
+    raw = value if isinstance(value, str) else repr(value)
+    if not raw.strip():  # a setting left blank takes its default; an option has none
+        raise CommandError(f"{option} needs a number, got {raw!r}")
     check = integer if whole else number
     try:
-        return check(option, repr(value), value, **bounds)
+        return check(option, raw, 0, **bounds)
     except ImproperlyConfigured as exc:
         raise CommandError(str(exc)) from exc

@@ -240,6 +240,7 @@ REFUSED_FLAGS = [
     ("--run-days", "1e10"),
     ("--stream-seconds", "nan"),
     ("--stream-seconds", "1e300"),
+    ("--stream-seconds", "ten"),
 ]
 
 
@@ -251,8 +252,18 @@ def test_command_refuses_a_flag_value_it_cannot_use_naming_the_flag(
 ) -> None:
     old = finished_run(thread=make_thread(user=user), user=user, ended_days_ago=3)
 
-    with pytest.raises(CommandError, match=f"^{flag} must be a finite number"):
+    # The refusal quotes what was typed ('-1', not argparse's float -1.0).
+    with pytest.raises(CommandError, match=f"^{flag} must be a .*number.*, got '{value}'$"):
         call_command("cleanup", flag, value, stdout=io.StringIO())
+
+    assert Run.objects.filter(pk=old.pk).exists()
+
+
+def test_command_refuses_a_blank_flag_value(user: Any) -> None:
+    old = finished_run(thread=make_thread(user=user), user=user, ended_days_ago=3)
+
+    with pytest.raises(CommandError, match=r"^--batch-size needs a number, got ' '$"):
+        call_command("cleanup", "--run-days", "0", "--batch-size", " ", stdout=io.StringIO())
 
     assert Run.objects.filter(pk=old.pk).exists()
 

@@ -23,20 +23,17 @@ class Command(BaseCommand):
             help="print what would be deleted, and change nothing",
         )
         parser.add_argument(
-            "--run-days",
-            type=float,
+            "--run-days",  # text: command_option checks it as the setting is
             help="delete finished runs that ended more than this many days ago "
             "(default: DEERFLOW_RUN_RETENTION_DAYS; 0 keeps them)",
         )
         parser.add_argument(
             "--stream-seconds",
-            type=float,
             help="delete stored stream events of runs that ended more than this many seconds "
             "ago (default: DEERFLOW_STREAM_RETENTION_SECONDS)",
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
             help="rows per transaction (default: DEERFLOW_CLEANUP_BATCH_SIZE)",
         )
 
@@ -44,9 +41,9 @@ class Command(BaseCommand):
         self,
         *args: Any,
         dry_run: bool,
-        run_days: float | None,
-        stream_seconds: float | None,
-        batch_size: int | None,
+        run_days: str | float | None,
+        stream_seconds: str | float | None,
+        batch_size: str | int | None,
         **options: Any,
     ) -> None:
         # Checked as the settings they override are: a value no date or LIMIT can hold is
