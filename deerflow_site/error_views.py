@@ -38,9 +38,19 @@ def permission_denied(request: HttpRequest, exception: Exception, **kwargs: Any)
     return defaults.permission_denied(request, exception, **kwargs)
 
 
+#: The first path segments of the LangGraph Platform API, which other servers (`langgraph dev`)
+#: serve at their root and this one under the API prefix.
+PLATFORM_API_ROOTS = frozenset({"assistants", "crons", "info", "ok", "runs", "store", "threads"})
+
+
 def page_not_found(request: HttpRequest, exception: Exception, **kwargs: Any) -> HttpResponse:
     if is_api_request(request):
         return JsonResponse({"detail": "Not found."}, status=404)
+    if request.path.strip("/").split("/", 1)[0] in PLATFORM_API_ROOTS:
+        # A client pointed at the server's root, as the SDKs' docs point it at `langgraph dev`'s.
+        api = request.build_absolute_uri(settings.API_PREFIX)
+        detail = f'Not found: the API is served under {api} (get_client(url="{api}")).'
+        return JsonResponse({"detail": detail}, status=404)
     return defaults.page_not_found(request, exception, **kwargs)
 
 

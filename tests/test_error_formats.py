@@ -23,6 +23,16 @@ def test_an_unknown_api_path_is_a_json_404_on_unsafe_methods_with_a_session(user
     assert_json_error(response, 404)
 
 
+@pytest.mark.parametrize(("method", "path"), [("POST", "/threads"), ("GET", "/assistants/agent")])
+def test_an_api_path_at_the_root_is_a_json_404_naming_the_api_prefix(method, path) -> None:
+    """The SDKs' docs point a client at the server's root (`langgraph dev` serves the API
+    there); this server's answer says where the API is instead of an HTML page."""
+    response = Client().generic(method, path, "{}", content_type="application/json")
+
+    assert_json_error(response, 404)
+    assert 'get_client(url="http://testserver/api")' in response.json()["detail"]
+
+
 def test_a_session_write_without_a_csrf_token_is_a_json_403(user) -> None:
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(user)
