@@ -118,7 +118,11 @@ async def test_a_form_body_is_the_applications_to_parse(daphne_server, headers, 
             "/threads", content=body, headers={"Content-Type": content_type}
         )
     assert response.status_code == 415
-    assert response.json() == {"detail": f'Unsupported media type "{content_type}" in request.'}
+    # It says what to send instead (curl's -d without -H sends a form's media type).
+    assert response.json() == {
+        "detail": f'Unsupported media type "{content_type}" in request. '
+        "Send the body as JSON, with the header Content-Type: application/json."
+    }
 
 
 async def _raw_exchange(server_url: str, request: bytes) -> bytes:

@@ -86,16 +86,21 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+#: What a 415 tells the client to do.
+SEND_JSON = "Send the body as JSON, with the header Content-Type: application/json."
+
+
 def error_status(exc: BaseException) -> tuple[int, Any] | None:
     """(HTTP status, `detail`) for an error a client caused, or a database the server cannot
     reach at the moment; None for anything else (a 500).
 
     Domain errors by their kind; a body over the upload limit 413; DRF's malformed JSON and
-    validation errors 422, its other API errors their own status; Django's Http404 and
-    PermissionDenied 404 and 403; a database that cannot be reached or used at the moment
-    (`database_unavailable`: its connection lost or refused, SQLite's file locked or
-    unreadable) 503, and so are Redis's connection errors and timeouts (the channel layer
-    down, or restarting). Any other database error is None: a 500, logged with its traceback.
+    validation errors 422, a body of another media type 415 saying what to send, its other API
+    errors their own status; Django's Http404 and PermissionDenied 404 and 403; a database that
+    cannot be reached or used at the moment (`database_unavailable`: its connection lost or refused,
+    SQLite's file locked or unreadable) 503, and so are Redis's connection errors and timeouts (the
+    channel layer down, or restarting). Any other database error is None: a 500, logged with its
+    traceback.
     """
     if isinstance(exc, DomainError):
         kind = next(k for k in type(exc).__mro__ if k in STATUS_OF_KIND or k is DomainError)
@@ -106,6 +111,8 @@ def error_status(exc: BaseException) -> tuple[int, Any] | None:
         return 422, f"Malformed JSON: {exc.detail}"
     if isinstance(exc, drf_exceptions.ValidationError):
         return 422, exc.detail
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):  # e.g. curl -d without -H
+        return 415, f"{exc.detail} {SEND_JSON}"
     if isinstance(exc, drf_exceptions.APIException):
         return exc.status_code, exc.detail
     if isinstance(exc, Http404):
