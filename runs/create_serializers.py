@@ -9,7 +9,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from deerflow_site.api import parsers
-from deerflow_site.api.checkpoints import CheckpointField
+from deerflow_site.api.checkpoints import (
+    CHECKPOINT_KEYS,
+    CheckpointField,
+    CheckpointReferenceError,
+    parse_checkpoint,
+)
 from deerflow_site.api.schema import error
 from deerflow_site.api.serializers import (
     BoundedListField,
@@ -236,7 +241,28 @@ class RunCreateSerializer(RequestSerializer):
             raise serializers.ValidationError(
                 {"checkpoint_during": ["Send durability or checkpoint_during, not both."]}
             )
+        attrs["config"], in_config = _checkpoint_out_of_config(attrs.get("config"))
+        if in_config and attrs.get("checkpoint") is None and attrs.get("checkpoint_id") is None:
+            attrs["checkpoint"] = in_config
         return attrs
+
+
+def _checkpoint_out_of_config(
+    config: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """`config` without the checkpoint keys of its `configurable`, and the checkpoint they name
+    (`{}`: none). A run starts from a checkpoint only through `checkpoint` / `checkpoint_id`,
+    which admission checks (one of this thread's, else a 404 or 400); LangGraph read the config's
+    own unchecked, and an id naming no checkpoint started the thread over from an empty state."""
+    configurable = (config or {}).get("configurable") or {}
+    if configurable.get("checkpoint_id") is None:
+        return config, {}
+    try:
+        checkpoint = parse_checkpoint(configurable)
+    except CheckpointReferenceError as exc:
+        raise serializers.ValidationError({"config": [f"configurable: {exc}"]}) from None
+    rest = {key: value for key, value in configurable.items() if key not in CHECKPOINT_KEYS}
+    return {**config, "configurable": rest}, checkpoint  # type: ignore[dict-item]
 
 
 def parse_run_create(

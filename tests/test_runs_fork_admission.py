@@ -127,3 +127,30 @@ async def test_another_users_thread_is_404_before_its_checkpoint_is_looked_up(
 
     assert with_theirs.status_code == with_unknown.status_code == 404
     assert with_theirs.json() == with_unknown.json()
+
+
+@pytest.mark.parametrize("endpoint", CREATE_ENDPOINTS, ids=ENDPOINT_IDS)
+async def test_a_checkpoint_in_config_configurable_is_admitted_as_checkpoint_id(
+    endpoint, sdk, headers, daphne_server
+):
+    """LangGraph read `config.configurable.checkpoint_id` unchecked: an id naming no checkpoint
+    of the thread (or not a UUID) started it over from an empty state, its history gone from
+    its latest state. It is the run's checkpoint now, with checkpoint_id's answers."""
+    target, _ = await checkpoint_of_new_thread(sdk)
+    _, theirs = await checkpoint_of_new_thread(sdk)
+    before = await sdk.threads.get_state(target)
+    runs_before = await call_sync(run_count, on=Executor.THREAD_SENSITIVE)
+
+    def config(checkpoint_id: str) -> dict[str, Any]:
+        return {"configurable": {"checkpoint_id": checkpoint_id}}
+
+    unknown = await create(
+        daphne_server, headers, endpoint, target, config=config(UNKNOWN_CHECKPOINT)
+    )
+    junk = await create(daphne_server, headers, endpoint, target, config=config("junk"))
+    of_other = await create(daphne_server, headers, endpoint, target, config=config(theirs))
+
+    assert (unknown.status_code, junk.status_code, of_other.status_code) == (404, 422, 400)
+    assert "configurable: `checkpoint_id`" in junk.text
+    assert await call_sync(run_count, on=Executor.THREAD_SENSITIVE) == runs_before
+    assert await sdk.threads.get_state(target) == before
