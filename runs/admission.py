@@ -18,7 +18,7 @@ authentication: one thread hop); `admit_stateless_runs` admits a batch, all or n
 """
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -40,7 +40,8 @@ from runs.engine import (
     GraphSpec,
     acheckpoint_exists,
     acheckpoint_thread_ids,
-    check_run_writes,
+    arefused_on_thread,
+    refused_run_writes,
     reserve_direct_start,
     resolve_assistant,
     thread_busy_or_queue_taken,
@@ -80,6 +81,8 @@ class RunRequest:
     checkpoint_id: str | None
     checkpoint: dict[str, Any] | None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Its input / command.update found taken by the thread's latest values (runs.engine.run_input).
+    writes_checked: bool = False
 
     @property
     def forks(self) -> bool:
@@ -89,6 +92,14 @@ class RunRequest:
     @property
     def webhook(self) -> str | None:
         return self.kwargs.get("webhook") or None
+
+
+class WritesRefused(Exception):
+    """The graph's empty channels refuse the run's input or command.update (`refusal`)."""
+
+    def __init__(self, graph_id: str, refusal: dict[str, list[str]]) -> None:
+        super().__init__(graph_id, refusal)
+        self.graph_id, self.refusal = graph_id, refusal
 
 
 def admit_run(
@@ -113,6 +124,16 @@ def admit_run(
             request.forks and _authorise(user=user, thread_id=thread_id, request=request)
         )
         call_async(_acheck, user=user, thread_id=thread_id, request=request, new_thread=new_thread)
+    try:
+        return _insert(user=user, thread_id=thread_id, request=request, run_id=run_id)
+    except WritesRefused as exc:
+        # Refused by empty channels: a thread's own values may take them (a removal by id).
+        refusal = exc.refusal
+        if not stateless:
+            refusal = call_async(arefused_on_thread, exc.graph_id, thread_id, request.kwargs)
+        if refusal is not None:
+            raise Invalid(refusal) from None
+    request = replace(request, writes_checked=True)
     return _insert(user=user, thread_id=thread_id, request=request, run_id=run_id)
 
 
@@ -143,6 +164,8 @@ def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:
                 runs.append(_insert(user=user, thread_id=thread_id, request=request, run_id=None))
             except Invalid as exc:
                 raise Invalid({index: exc.detail}) from None
+            except WritesRefused as exc:  # exact on a new thread
+                raise Invalid({index: exc.refusal}) from None
         return runs
 
 
@@ -248,7 +271,9 @@ def _insert_locked(
     _check_active_runs_quota(user)
     thread = _thread_for_run(user=user, thread_id=thread_id, request=request)
     spec = _assistant_for(request=request, thread=thread)
-    check_run_writes(spec.graph_id, request.kwargs)
+    refusal = None if request.writes_checked else refused_run_writes(spec.graph_id, request.kwargs)
+    if refusal is not None:
+        raise WritesRefused(spec.graph_id, refusal)
     # A direct start also needs the queue clear: one read says both, and the in-flight runs
     # are then locked only when the thread has some.
     busy, queue_taken = True, True

@@ -83,3 +83,31 @@ def test_values_the_graph_takes_still_run(daphne_server, headers, fields):
         response = client.post("/runs/wait", json={"assistant_id": "echo", **fields})
         assert response.status_code == 200, response.text
         assert "__error__" not in response.json()
+
+
+@pytest.mark.parametrize("field", ["input", "command"])
+def test_removing_a_message_the_thread_holds_runs_and_one_it_lacks_is_422(
+    daphne_server, headers, field
+):
+    """A refusal that depends on the thread's values: empty channels refuse any removal by id,
+    so a thread's run is checked again on its latest values before it is refused."""
+    with httpx.Client(base_url=daphne_server.api_url, headers=headers, timeout=30) as client:
+        thread_id = client.post("/threads", json={}).json()["thread_id"]
+        first = client.post(
+            f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", "input": HELLO}
+        ).json()
+
+        def remove(message_id: str) -> httpx.Response:
+            update = {"messages": [{"type": "remove", "content": "", "id": message_id}]}
+            fields = {"input": update} if field == "input" else {"command": {"update": update}}
+            return client.post(
+                f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", **fields}
+            )
+
+        lacking = remove("not-a-message-of-the-thread")
+        assert lacking.status_code == 422, lacking.text
+        assert "doesn't exist" in lacking.json()["detail"][field][0]
+        held = remove(first["messages"][0]["id"])
+        assert held.status_code == 200, held.text
+        state = client.get(f"/threads/{thread_id}/state").json()
+        assert first["messages"][0]["id"] not in [m["id"] for m in state["values"]["messages"]]

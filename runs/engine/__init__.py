@@ -40,7 +40,7 @@ from runs.engine.graphs import describe_agent_model
 from runs.engine.publishing import announce_listener
 from runs.engine.queue import expired_runs, reap_expired
 from runs.engine.registry import GraphSpec, graph_file, graph_specs, load_graph, resolve_assistant
-from runs.engine.run_input import check_run_writes
+from runs.engine.run_input import arefused_on_thread, refused_run_writes
 from runs.engine.serialization import to_jsonable
 from runs.engine.signals import run_ended, send_run_ended
 from runs.engine.state import copy_state, get_thread_history, get_thread_state, update_state
@@ -66,8 +66,8 @@ __all__ = [
     "adelete_thread_checkpoints",
     "announce_listener",
     "answers",
+    "arefused_on_thread",
     "bus",
-    "check_run_writes",
     "close_checkpointer",
     "copy_state",
     "delete_checkpoints_of_threads",
@@ -88,6 +88,7 @@ __all__ = [
     "out_of_band_events",
     "publish_stream_events",
     "reap_expired",
+    "refused_run_writes",
     "reserve_direct_start",
     "resolve_assistant",
     "run_ended",
