@@ -91,6 +91,18 @@ async def test_prune_refuses_what_it_cannot_do_and_deletes_nothing(sdk, body):
     assert await Thread.objects.filter(pk="x").aexists()
 
 
+async def test_sdk_errors_name_the_invalid_fields(sdk):
+    """A 422's `detail` names fields in an object, which the SDK does not show: its error's text
+    was only "422 Unprocessable Entity". `message` says them in one line."""
+    with pytest.raises(UnprocessableEntityError) as refused:
+        await sdk.threads.create(thread_id="not an id")
+    assert str(refused.value).startswith("thread_id: Must be a UUID")
+
+    with pytest.raises(UnprocessableEntityError) as refused:
+        await sdk.runs.create(None, "agent", input={}, config={"configurable": []})
+    assert "config.configurable: " in str(refused.value)
+
+
 def test_live_server_sends_cors_headers_for_allowed_origins(daphne_server):
     response = httpx.options(
         daphne_server.api_url + "/threads",

@@ -128,6 +128,28 @@ def error_status(exc: BaseException) -> tuple[int, Any] | None:
     return None
 
 
+def error_body(detail: Any) -> dict[str, Any]:
+    """`{"detail": detail}`, and when `detail` names invalid fields (`{field: [messages]}`, or
+    a list of messages) also `message`: them in one line, `"field: message; other.sub:
+    message"`. The SDKs show a string `message` or `detail` as their error's text, and only
+    "422 Unprocessable Entity" otherwise."""
+    if isinstance(detail, dict | list):
+        return {"detail": detail, "message": "; ".join(_field_messages(detail, ""))}
+    return {"detail": detail}
+
+
+def _field_messages(detail: Any, path: str) -> list[str]:
+    if isinstance(detail, dict):
+        return [
+            line
+            for key, value in detail.items()
+            for line in _field_messages(value, f"{path}.{key}" if path else str(key))
+        ]
+    if isinstance(detail, list):
+        return [line for value in detail for line in _field_messages(value, path)]
+    return [f"{path}: {detail}" if path else str(detail)]
+
+
 def error_headers(status: int) -> dict[str, str]:
     """Headers of a mapped error's response: `Retry-After` on a 503."""
     return {"Retry-After": str(DATABASE_RETRY_AFTER)} if status == 503 else {}
@@ -145,7 +167,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         drf_response = drf_exception_handler(exc, context)
         headers = dict(drf_response.headers.items()) if drf_response is not None else {}
         headers.pop("Content-Type", None)
-    return Response({"detail": detail}, status=status, headers=headers)
+    return Response(error_body(detail), status=status, headers=headers)
 
 
 def error_response(exc: Exception) -> JsonResponse:
@@ -155,4 +177,4 @@ def error_response(exc: Exception) -> JsonResponse:
     if mapped is None:
         raise exc
     status, detail = mapped
-    return JsonResponse({"detail": detail}, status=status, headers=error_headers(status))
+    return JsonResponse(error_body(detail), status=status, headers=error_headers(status))

@@ -36,9 +36,15 @@ EVENT_STREAM = "text/event-stream"
 
 
 class ErrorSerializer(serializers.Serializer):
-    """Every error body: `detail` is a message, or an object naming the invalid fields."""
+    """Every error body: `detail` is a message, or an object naming the invalid fields (then
+    `message` says them in one line)."""
 
     detail = serializers.JSONField(help_text="a message, or {field: [messages]}")
+    message = serializers.CharField(
+        required=False,
+        help_text="with {field: [messages]}: them in one line ('field: message; ...'), "
+        "the text the SDKs show",
+    )
 
     class Meta:
         ref_name = "Error"
