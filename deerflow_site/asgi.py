@@ -27,6 +27,7 @@ from deerflow_site.bridge import (  # noqa: E402
     ending_with_upkeep,
     request_thread,
 )
+from deerflow_site.middleware_chain import flat_chain  # noqa: E402
 from deerflow_site.streaming import LastChunk  # noqa: E402
 from runs.graph_checks import load_all_graphs  # noqa: E402
 
@@ -53,6 +54,15 @@ class RunServerHandler(ASGIHandler):
         else:
             async with request_thread():
                 await self.handle(scope, receive, send)
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        """Django's chain, called flat (`middleware_chain.FlatChain`: the same hooks, in the
+        same order, from one coroutine), the API's paths without the middlewares they never use."""
+        super().load_middleware(is_async)
+        if is_async:
+            self._middleware_chain = flat_chain(
+                self._middleware_chain, self._get_response_async, f"{settings.API_PREFIX}/"
+            )
 
     def make_view_atomic(self, view: Any) -> Any:
         """A sync view, on a request thread, is called there through `RequestThread.call` (one
