@@ -63,6 +63,13 @@ async def exchange(app: Any, method: str, path_: str, headers: dict[str, str], b
     return start["status"], masked, content
 
 
+async def close_request_threads_connections() -> None:
+    """Sync views ran on the pooled request threads: their connections go, as the database the
+    test had does (a later test without one would find them)."""
+    for thread in list(request_threads._idle_request_threads):
+        await asyncio.wrap_future(thread.submit(connections.close_all))
+
+
 @pytest.fixture
 def credentials(make_user: Any) -> dict[str, str]:
     user = make_user("alice")
@@ -147,10 +154,7 @@ async def test_the_flat_chain_answers_as_djangos_nested_chain(credentials: dict[
             theirs = await exchange(stock, method, path_, headers, body)
             assert ours == theirs, (method, path_, headers)
     finally:
-        # The admin's sync views ran on the pooled request threads: their connections go, as
-        # the database this test had does (a later test without one would find them).
-        for thread in list(request_threads._idle_request_threads):
-            await asyncio.wrap_future(thread.submit(connections.close_all))
+        await close_request_threads_connections()
 
 
 seen: dict[str, bool] = {}
@@ -185,3 +189,30 @@ def test_a_chain_with_a_middleware_of_another_kind_stays_nested() -> None:
         handler = type(django_application)()
         assert not isinstance(handler._middleware_chain, FlatChain)
     assert get_user_model()  # the settings are restored for what follows
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_the_apis_shorter_chain_keeps_csrf_cors_and_header_auth_as_they_were(
+    credentials: dict[str, str],
+) -> None:
+    session = f"{settings.SESSION_COOKIE_NAME}={credentials['session']}"
+    search = f"{API}/threads/search"
+    try:
+        status, _, _ = await exchange(
+            django_application, "POST", search, {"Cookie": session}, b"{}"
+        )
+        assert status == 403  # a session's unsafe request without the CSRF token
+        preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+        status, headers, _ = await exchange(django_application, "OPTIONS", search, preflight, b"")
+        assert status == 200
+        assert (b"access-control-allow-origin", ORIGIN.encode()) in [
+            (name.lower(), value) for name, value in headers
+        ]
+        bearer = {"Authorization": f"Bearer {credentials['token']}"}
+        status, headers, _ = await exchange(django_application, "POST", search, bearer, b"{}")
+        assert status == 200
+        assert b"Set-Cookie" not in [name for name, _ in headers]
+        assert [value for name, value in headers if name == b"Vary"] == [b"origin"]
+    finally:
+        await close_request_threads_connections()
