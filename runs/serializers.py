@@ -113,6 +113,12 @@ class CancelQuerySerializer(RequestSerializer):
     )
 
 
+class JoinQuerySerializer(RequestSerializer):
+    """`?cancel_on_disconnect` of `GET …/runs/{r}/join` (the JS SDK's `cancelOnDisconnect`)."""
+
+    cancel_on_disconnect = QueryBooleanField(default=False)
+
+
 class JoinStreamQuerySerializer(CancelQuerySerializer):
     """`?stream_mode&cancel_on_disconnect&action&wait` of `GET|POST …/runs/{r}/stream`."""
 

@@ -39,7 +39,7 @@ from runs.create_serializers import (
 )
 from runs.engine import Subscription, answers, bus, subscribe_then
 from runs.models import Run
-from runs.serializers import JoinStreamQuerySerializer
+from runs.serializers import JoinQuerySerializer, JoinStreamQuerySerializer
 from runs.sse.access import ViewRight
 from runs.sse.frames import parse_event_id, sse_response
 from runs.sse.run_stream import announce_to_thread_runs, stream_run_events, subscribe_to_run
@@ -215,19 +215,31 @@ async def _json_stream(
 
 @extend_schema(
     operation_id="runs_join",
+    parameters=[JoinQuerySerializer],
     responses={(200, "application/json"): FINAL_VALUES, **event_stream(RUN_STREAM_EVENTS)},
 )
 @api_view(required_scopes={"GET": "runs:read"}, on=Executor.API)
 async def join(request: HttpRequest, thread_id: str, run_id: str) -> HttpResponse:
-    """GET /threads/{t}/runs/{r}/join: the final state once the run ends (SSE when asked)."""
+    """GET /threads/{t}/runs/{r}/join: the final state once the run ends (SSE when asked);
+    `?cancel_on_disconnect=1` interrupts the run should the caller leave before its end, as
+    a join stream's does (`_cancels_on_disconnect`)."""
+    query = validated_query(JoinQuerySerializer, request.GET, skip=MODE_KEYS)
     if "text/event-stream" in request.headers.get("Accept", ""):
-        return await _join_stream(request, thread_id, run_id, query={})
+        return await _join_stream(request, thread_id, run_id, query=query)
+    cancels = await _cancels_on_disconnect(request, query)
     run, subscription = await subscribe_to_run(
-        user=request.user, thread_id=thread_id, run_id=run_id, end_only=True
+        user=request.user,
+        thread_id=thread_id,
+        run_id=run_id,
+        end_only=True,
+        action="change" if cancels else "view",
     )
     answers.expect(run.pk)
     body = final_answer_body(
-        subscription=subscription, run=run, cancel_on_disconnect=False, viewer=_viewer(request, run)
+        subscription=subscription,
+        run=run,
+        cancel_on_disconnect=cancels,
+        viewer=_viewer(request, run),
     )
     return await _json_stream(body, headers=run_headers(run, location_suffix="/join"))
 
@@ -271,6 +283,16 @@ async def join_stream(request: HttpRequest, thread_id: str, run_id: str) -> Http
     return await _join_stream(request, thread_id, run_id, query=query)
 
 
+async def _cancels_on_disconnect(request: HttpRequest, query: dict[str, Any]) -> bool:
+    """Whether a join asked to cancel its run on disconnect may (`_may_change_runs`); Forbidden
+    (403) without what a cancel needs: the scope here, the right to change the thread in
+    `subscribe_to_run(action="change")`."""
+    cancels = bool(query.get("cancel_on_disconnect")) and _may_change_runs(request)
+    if cancels:
+        await call_sync(_check_cancel_scope, request.user, on=Executor.API)
+    return cancels
+
+
 def _check_cancel_scope(user: Any) -> None:
     """A join that cancels (`?action=`, `cancel_on_disconnect`) needs the scope the cancel
     endpoint needs: Forbidden (403) without `runs:cancel`."""
@@ -283,9 +305,7 @@ async def _join_stream(
 ) -> HttpResponse:
     modes = _stream_modes(request, allowed=STREAM_MODES)
     last_event_id = _last_event_id(request)
-    cancels = bool(query.get("cancel_on_disconnect")) and _may_change_runs(request)
-    if cancels:  # what a cancel needs: the scope, and the right to change the thread (403)
-        await call_sync(_check_cancel_scope, request.user, on=Executor.API)
+    cancels = await _cancels_on_disconnect(request, query)
     run, subscription = await subscribe_to_run(
         user=request.user,
         thread_id=thread_id,

@@ -37,6 +37,7 @@ CASES = [
         f"/api/threads/{{t}}/runs/{RUN}/messages",
         {"after_seq": "0", "before_seq": "9", "limit": "2"},
     ),
+    ("get", f"/api/threads/{{t}}/runs/{RUN}/join", {"cancel_on_disconnect": "false"}),
     ("get", f"/api/threads/{{t}}/runs/{RUN}/stream", {"cancel_on_disconnect": "false"}),
     (
         "post",

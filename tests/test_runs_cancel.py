@@ -330,3 +330,39 @@ async def test_wait_with_on_disconnect_cancel_interrupts_the_run_when_the_client
     run = (await sdk.runs.list(thread_id))[0]
     stopped = await wait_for_status(sdk, thread_id, run["run_id"], {"interrupted"})
     assert stopped["status"] == "interrupted"
+
+
+async def test_json_join_with_cancel_on_disconnect_interrupts_the_run_when_the_client_leaves(
+    daphne_server, sdk, headers
+):
+    """The JS SDK's `runs.join(t, r, {cancelOnDisconnect: true})` sends `?cancel_on_disconnect=1`
+    to the JSON join: a caller leaving before the end interrupts the run, as a join stream's."""
+    thread_id = await new_thread(sdk)
+    run = await started_slow_run(sdk, thread_id)
+    async with httpx.AsyncClient(base_url=daphne_server.api_url, trust_env=False) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(
+                f"/threads/{thread_id}/runs/{run['run_id']}/join",
+                params={"cancel_on_disconnect": "1"},
+                headers=headers,
+                timeout=httpx.Timeout(5, read=1.0),
+            )
+    stopped = await wait_for_status(sdk, thread_id, run["run_id"], {"interrupted"})
+    assert stopped["status"] == "interrupted"
+
+
+async def test_json_join_with_a_bad_cancel_on_disconnect_is_422_and_leaves_the_run(
+    daphne_server, sdk, headers
+):
+    thread_id = await new_thread(sdk)
+    run = await started_slow_run(sdk, thread_id)
+    async with httpx.AsyncClient(base_url=daphne_server.api_url, trust_env=False) as client:
+        answer = await client.get(
+            f"/threads/{thread_id}/runs/{run['run_id']}/join",
+            params={"cancel_on_disconnect": "maybe"},
+            headers=headers,
+        )
+    assert answer.status_code == 422
+    assert "cancel_on_disconnect" in answer.json()["detail"]
+    assert (await sdk.runs.get(thread_id, run["run_id"]))["status"] == "running"
+    await sdk.runs.cancel(thread_id, run["run_id"], wait=True)
