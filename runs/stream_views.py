@@ -23,6 +23,7 @@ from deerflow_site.api.permissions import SCOPES
 from deerflow_site.api.query import validated_query
 from deerflow_site.api.schema import error, event_stream
 from deerflow_site.bridge import Executor, call_sync
+from deerflow_site.dbcompat import is_postgresql
 from deerflow_site.errors import Forbidden
 from deerflow_site.streaming import BytesStreamingResponse
 from runs import admission
@@ -143,7 +144,9 @@ async def _admit(
         answers.expect(run_id)
     watch = AdmissionWatch()
     try:
-        run = await call_sync(_admit_sync, request, thread_id, run_id, watch, on=Executor.API)
+        run = await call_sync(
+            _admit_sync, request, thread_id, run_id, watch, on=_admission_executor()
+        )
     except BaseException as exc:
         if isinstance(exc, asyncio.CancelledError):
             watch.client_left()  # the admission may still commit on its thread
@@ -152,6 +155,14 @@ async def _admit(
         await subscription.close()
         raise
     return run, subscription
+
+
+def _admission_executor() -> Executor:
+    """Where admission's hop runs. On SQLite (the embedded default: one writer at a time
+    anyway), the engine's thread, where the run's claim and its end run too: a run then wakes
+    one database thread instead of two (bench/README.md, "Issue 13: PERF9W"). On PostgreSQL the
+    API pool, whose threads overlap their round trips."""
+    return Executor.API if is_postgresql() else Executor.ENGINE
 
 
 def _admit_sync(

@@ -3,14 +3,16 @@ this process, read from the database otherwise, and the same either way."""
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
 from channels.layers import InMemoryChannelLayer
+from django.db import connection
 from django.test import AsyncRequestFactory
 
 from deerflow_site.bridge import Executor, call_sync
-from runs import selectors
+from runs import admission, selectors
 from runs.engine import answers, bus, fanout, queue
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run
 from runs.models import Run
@@ -85,6 +87,36 @@ def _kept(run_id: Any) -> tuple[int | None, bytes | None]:
 
 async def _thread_id(user: Any) -> str:
     return (await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)).pk
+
+
+async def test_a_waited_runs_admission_shares_the_engines_thread_on_sqlite(
+    user: Any,
+    direct_worker: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On SQLite a run's admission runs on the engine's thread, beside its claim and its end
+    (one database thread woken per run, not two); on PostgreSQL on the API pool's."""
+    threads: list[str] = []
+    admit_run = admission.admit_run
+
+    def recording(**kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name.rsplit("_", 1)[0])
+        return admit_run(**kwargs)
+
+    monkeypatch.setattr(admission, "admit_run", recording)
+    await direct_worker()
+    thread_id = await _thread_id(user)
+
+    answer = await _answer_of(
+        create_and_wait,
+        user,
+        f"/api/threads/{thread_id}/runs/wait",
+        thread_id,
+        body=BODIES["values"],
+    )
+
+    assert "messages" in answer
+    assert threads == ["api-db" if connection.vendor == "postgresql" else "run-engine-db"]
 
 
 @pytest.mark.parametrize("outcome", sorted(BODIES))

@@ -11,12 +11,14 @@ executor is named for the connection it stands for:
   one at a time on one connection, kept between calls (a worker has no requests to scope a
   connection by). Not Django's thread-sensitive thread: outside a request's context that one is
   shared with the request signals of long responses, whose `close_old_connections` would close
-  the worker's connection at every request.
+  the worker's connection at every request. On SQLite the admission of a streamed or waited run
+  runs here too (`runs.stream_views`: one writer at a time anyway, and a run then wakes one
+  database thread, not two).
 - `Executor.API`: the ORM work of long-lived async views (streams, waits, joins, cancels) and of
-  what they call (admission, bus reads), on `API_DB_THREADS` threads that keep their connections.
-  A long response must not pin a thread and a connection for its whole life, nor wait behind the
-  graphs' own executor work; the pool bounds the connections the API uses, whatever the number of
-  open streams.
+  what they call (admission on PostgreSQL, bus reads), on `API_DB_THREADS` threads that keep
+  their connections. A long response must not pin a thread and a connection for its whole life,
+  nor wait behind the graphs' own executor work; the pool bounds the connections the API uses,
+  whatever the number of open streams.
 - `Executor.THREAD_SENSITIVE`: Django's default, for code that must share the request's own sync
   thread (saving a session in middleware, short views, tests' set-up): inside a request, the
   request's thread, whose connection Django's request signals open and close; elsewhere, one
