@@ -89,6 +89,23 @@ async def _thread_id(user: Any) -> str:
     return (await call_sync(make_thread, user=user, on=Executor.THREAD_SENSITIVE)).pk
 
 
+async def _waited_on_this_worker(
+    user: Any, start_worker: Any, outcome: str
+) -> tuple[str, dict[str, Any]]:
+    """(thread id, answer) of a create-and-wait run of BODIES[outcome] on this process's worker
+    (`start_worker`: the `direct_worker` fixture)."""
+    await start_worker()
+    thread_id = await _thread_id(user)
+    answer = await _answer_of(
+        create_and_wait,
+        user,
+        f"/api/threads/{thread_id}/runs/wait",
+        thread_id,
+        body=BODIES[outcome],
+    )
+    return thread_id, answer
+
+
 async def test_a_waited_runs_admission_shares_the_engines_thread_on_sqlite(
     user: Any,
     direct_worker: Any,  # noqa: F811
@@ -104,16 +121,8 @@ async def test_a_waited_runs_admission_shares_the_engines_thread_on_sqlite(
         return admit_run(**kwargs)
 
     monkeypatch.setattr(admission, "admit_run", recording)
-    await direct_worker()
-    thread_id = await _thread_id(user)
 
-    answer = await _answer_of(
-        create_and_wait,
-        user,
-        f"/api/threads/{thread_id}/runs/wait",
-        thread_id,
-        body=BODIES["values"],
-    )
+    _, answer = await _waited_on_this_worker(user, direct_worker, "values")
 
     assert "messages" in answer
     assert threads == ["api-db" if connection.vendor == "postgresql" else "run-engine-db"]
@@ -126,16 +135,7 @@ async def test_wait_takes_the_answer_its_run_left_in_this_process(
     database_reads: list[Any],
     outcome: str,
 ) -> None:
-    await direct_worker()
-    thread_id = await _thread_id(user)
-
-    answer = await _answer_of(
-        create_and_wait,
-        user,
-        f"/api/threads/{thread_id}/runs/wait",
-        thread_id,
-        body=BODIES[outcome],
-    )
+    thread_id, answer = await _waited_on_this_worker(user, direct_worker, outcome)
 
     assert database_reads == []  # the run ended on this process's worker
     [run] = await call_sync(list, Run.objects.filter(thread_id=thread_id), on=Executor.API)

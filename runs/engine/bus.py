@@ -145,18 +145,28 @@ def wake_workers_soon() -> None:
     logged: a lost wake-up costs latency."""
     loop = callers_loop()
     if loop is None or not call_soon_from_any_thread(loop, _wake_up_from_this_loop):
-        call_async(_send_within_bound, wake_workers, {})
+        call_async(send_within_bound, wake_workers, {})
 
 
-async def _send_within_bound(
-    publish: Callable[..., Awaitable[None]], kwargs: dict[str, Any]
+def bounded() -> asyncio.Timeout:
+    """The bound of one exchange with the channel layer: `async with bus.bounded():` raises
+    TimeoutError when the layer has not answered within SEND_SECONDS (a hung Redis)."""
+    return asyncio.timeout(SEND_SECONDS)
+
+
+async def send_within_bound(
+    publish: Callable[..., Awaitable[None]],
+    kwargs: dict[str, Any],
+    *,
+    failure: str = "a bus message was not sent",
 ) -> None:
-    """`await publish(**kwargs)`, given up after SEND_SECONDS; a failure is logged, not raised."""
+    """`await publish(**kwargs)`, given up after SEND_SECONDS; a failure is logged (as
+    `failure`, a warning with its traceback), not raised."""
     try:
-        async with asyncio.timeout(SEND_SECONDS):
+        async with bounded():
             await publish(**kwargs)
     except Exception:
-        logger.warning("a bus message was not sent", exc_info=True)
+        logger.warning(failure, exc_info=True)
 
 
 class _WakeUps:
@@ -181,7 +191,7 @@ class _WakeUps:
         try:
             while True:
                 self.again = False
-                await _send_within_bound(wake_workers, {})
+                await send_within_bound(wake_workers, {})
                 if not self.again:
                     return
         finally:
@@ -212,7 +222,7 @@ def send_after_commit(publish: Callable[..., Awaitable[None]], /, **kwargs: Any)
         if loop is None or not call_soon_from_any_thread(
             loop, _send_in_background, publish, kwargs
         ):
-            call_async(_send_within_bound, publish, kwargs)
+            call_async(send_within_bound, publish, kwargs)
 
     transaction.on_commit(send)
 
@@ -223,7 +233,7 @@ _sending: set["asyncio.Task[None]"] = set()
 
 def _send_in_background(publish: Callable[..., Awaitable[None]], kwargs: dict[str, Any]) -> None:
     task = asyncio.get_running_loop().create_task(
-        _send_within_bound(publish, kwargs), name="bus-send"
+        send_within_bound(publish, kwargs), name="bus-send"
     )
     _sending.add(task)
     task.add_done_callback(_sending.discard)

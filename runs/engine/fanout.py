@@ -271,7 +271,7 @@ class _Hub:
                 if membership.joined and group not in self.subscribers:
                     membership.joined = membership.added = False
                     try:  # bounded: the lock is the next join's to take
-                        async with asyncio.timeout(bus.SEND_SECONDS):
+                        async with bus.bounded():
                             await self.layer.group_discard(group, self.channel)  # type: ignore[union-attr]
                     except Exception:  # the layer's own expiry removes it anyway
                         logger.debug("group_discard failed", exc_info=True)
@@ -344,7 +344,7 @@ class _Hub:
         while True:
             try:
                 if mark_alive is not None:
-                    async with asyncio.timeout(bus.SEND_SECONDS):
+                    async with bus.bounded():
                         lost = (await mark_alive(self.channel) and not first) or lost
                     first = False
                 if lost or self.loop.time() - last_refresh >= GROUP_REFRESH_SECONDS:
@@ -352,7 +352,7 @@ class _Hub:
                     for group, membership in list(self._memberships.items()):
                         async with membership.lock:
                             if membership.joined and not membership.closed:
-                                async with asyncio.timeout(bus.SEND_SECONDS):
+                                async with bus.bounded():
                                     await self.layer.group_add(group, self.channel)
                     lost = False
             except Exception:  # Redis down: looked at again, and the groups re-joined, later

@@ -98,15 +98,11 @@ class Maintenance:
         given up after `bus.SEND_SECONDS`: a hung Redis never holds up the loop, whose lease
         renewals keep the worker's runs (a lease that expired is reaped, the run ended)."""
         if self._group_upkeep is None or self._group_upkeep.done():
-            task = asyncio.create_task(self._bounded(upkeep), name="worker-groups")
+            failure = f"worker {self.worker_id}: cannot keep its layer groups"
+            task = asyncio.create_task(
+                bus.send_within_bound(upkeep, {}, failure=failure), name="worker-groups"
+            )
             self._group_upkeep = task
-
-    async def _bounded(self, upkeep: Callable[[], Awaitable[None]]) -> None:
-        try:
-            async with asyncio.timeout(bus.SEND_SECONDS):
-                await upkeep()
-        except Exception:
-            logger.warning("worker %s: cannot keep its layer groups", self.worker_id, exc_info=True)
 
     async def _renew(self) -> None:
         run_ids = self.active_run_ids

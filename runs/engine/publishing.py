@@ -63,17 +63,16 @@ def note_listener(message: dict[str, Any]) -> None:
     reply_to = message.get("reply_to")
     if isinstance(reply_to, str) and reply_to:
         answer = {"type": bus.LISTENING, "token": message.get("token")}
-        task = asyncio.get_running_loop().create_task(_answer(reply_to, answer), name="listening")
+        task = asyncio.get_running_loop().create_task(
+            bus.send_within_bound(
+                bus.layer().send,
+                {"channel": reply_to, "message": answer},
+                failure=f"cannot answer a stream's listener on {reply_to}",
+            ),
+            name="listening",
+        )
         _answering.add(task)
         task.add_done_callback(_answering.discard)
-
-
-async def _answer(channel: str, message: dict[str, Any]) -> None:
-    try:
-        async with asyncio.timeout(bus.SEND_SECONDS):
-            await bus.layer().send(channel, message)
-    except Exception:
-        logger.warning("cannot answer a stream's listener on %s", channel, exc_info=True)
 
 
 async def announce_listener(*, run_id: UUID | str, worker_id: str) -> None:
@@ -99,7 +98,7 @@ async def announce_listener(*, run_id: UUID | str, worker_id: str) -> None:
     if waits:  # (else its answer, if any, is dropped by the hub)
         hub.answers[token] = answered
     try:
-        async with asyncio.timeout(bus.SEND_SECONDS):
+        async with bus.bounded():
             message = {"type": bus.LISTEN, "run_id": str(run_id), "token": token}
             message["reply_to"] = await hub.listening_channel()
             await hub.layer.group_send(bus.worker_control_group(worker_id), message)
@@ -197,7 +196,7 @@ async def publish_events(
         if time.monotonic() - unheard_since < UNHEARD_SECONDS:
             return  # no other process listened at the last look-up, and none announced itself
     try:
-        async with asyncio.timeout(bus.SEND_SECONDS):
+        async with bus.bounded():
             await _publish_on_layer(
                 channel_layer, messages, listened_here, end, run_id, thread_id, answer, publisher
             )
@@ -288,16 +287,13 @@ async def _others_may_listen(
 
 async def _others_listen(hub: _Hub, group: str) -> bool:
     """Whether a channel other than this process's listeners is in `group` on the layer
-    (channels_redis's sorted set of its channels; a layer without one: True). Raises
-    TimeoutError when the layer has not answered within `bus.SEND_SECONDS` (a hung Redis)."""
+    (channels_redis's sorted set of its channels; a layer without one: True). Unbounded: its
+    caller, `publish_events`, bounds the layer's whole part of a batch (`bus.bounded`)."""
     layer: Any = hub.layer
     group_key = getattr(layer, "_group_key", None)
     if group_key is None:
         return True
-    async with asyncio.timeout(bus.SEND_SECONDS):
-        members = await layer.connection(layer.consistent_hash(group)).zrange(
-            group_key(group), 0, -1
-        )
+    members = await layer.connection(layer.consistent_hash(group)).zrange(group_key(group), 0, -1)
     own = {hub.channel for hub in list(_hubs.values())}
     return any(member.decode() not in own for member in members)
 

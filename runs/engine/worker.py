@@ -158,7 +158,7 @@ class RunWorker(Maintenance, Slots):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):  # bounded: a hung Redis holds no shutdown up
-            async with asyncio.timeout(bus.SEND_SECONDS):
+            async with bus.bounded():
                 await bus.layer().group_discard(bus.WAKEUP_GROUP, self.channel)
                 group = bus.worker_control_group(self.worker_id)
                 await bus.layer().group_discard(group, self.channel)
