@@ -221,3 +221,26 @@ def webhook_receiver() -> Any:
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()
+
+
+def thread_after_a_run(client: Any, assistant_id: str, graph_input: Any) -> tuple[str, Any]:
+    """A new thread after one waited run of `assistant_id` on `graph_input`, through the httpx
+    `client` on the API: (its id, its state as `GET /threads/{t}/state` answers it)."""
+    thread_id = client.post("/threads", json={}).json()["thread_id"]
+    first = client.post(
+        f"/threads/{thread_id}/runs/wait", json={"assistant_id": assistant_id, "input": graph_input}
+    )
+    assert first.status_code == 200, first.text
+    return thread_id, client.get(f"/threads/{thread_id}/state").json()
+
+
+def post_create(client: Any, path: str, thread_id: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST one run's `body` to a create `path` of CREATE_PATHS (the batch gets `[body]`) on
+    `thread_id`, through the httpx `client`: (status, the answer's `detail`, the batch's
+    `detail["0"]` being that of its one run)."""
+    batch = path.endswith("batch")
+    response = client.post(path.format(t=thread_id), json=[body] if batch else body)
+    detail = response.json().get("detail") if response.status_code >= 400 else None
+    if batch and isinstance(detail, dict):
+        detail = detail.get("0", {})
+    return response.status_code, detail

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from runs.models import Run
-from tests.fixtures import CREATE_PATHS
+from tests.fixtures import CREATE_PATHS, post_create, thread_after_a_run
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -28,24 +28,15 @@ HELLO = {"messages": [{"role": "user", "content": "hi"}]}
 @pytest.mark.parametrize("path", CREATE_PATHS)
 def test_a_value_the_graph_refuses_is_422_and_changes_nothing(daphne_server, headers, path):
     with httpx.Client(base_url=daphne_server.api_url, headers=headers, timeout=30) as client:
-        thread_id = client.post("/threads", json={}).json()["thread_id"]
-        first = client.post(
-            f"/threads/{thread_id}/runs/wait", json={"assistant_id": "echo", "input": HELLO}
-        )
-        assert first.status_code == 200, first.text
-        state = client.get(f"/threads/{thread_id}/state").json()
+        thread_id, state = thread_after_a_run(client, "echo", HELLO)
         runs_before = Run.objects.count()
         wrong_answers = []
         for field, fields in REFUSED:
-            body = {"assistant_id": "echo", **fields}
-            response = client.post(
-                path.format(t=thread_id), json=[body] if path.endswith("batch") else body
+            status, detail = post_create(
+                client, path, thread_id, {"assistant_id": "echo", **fields}
             )
-            detail = response.json()["detail"]
-            if path.endswith("batch"):
-                detail = detail.get("0", {})
-            if response.status_code != 422 or field not in detail:
-                wrong_answers.append((fields, response.status_code, response.text[:200]))
+            if status != 422 or field not in (detail or {}):
+                wrong_answers.append((fields, status, detail))
         assert wrong_answers == []
         assert Run.objects.count() == runs_before
         after = client.get(f"/threads/{thread_id}/state")
