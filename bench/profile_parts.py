@@ -49,6 +49,7 @@ PLAIN = [
         "the view on the loop (wait, answer)",
         (
             "(runs/stream_views.py",
+            "(runs/join_views.py",
             "(deerflow_site/api/",
             "(floor_app.py",
             "(bench/floor_app.py",

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from deerflow_site.api.async_views import by_method
-from runs import cancel_views, stream_views, views
+from runs import cancel_views, join_views, stream_views, views
 from runs.journal import views as journal_views
 
 thread_runs = "threads/<str:thread_id>/runs"
@@ -15,10 +15,10 @@ urlpatterns = [
     path(f"{thread_runs}/wait", create_and_wait, name="thread-runs-wait"),
     path(one_run, views.RunDetailView.as_view(), name="run"),
     path(f"{one_run}/cancel", by_method(post=cancel_views.cancel), name="run-cancel"),
-    path(f"{one_run}/join", by_method(get=stream_views.join, streams=True), name="run-join"),
+    path(f"{one_run}/join", by_method(get=join_views.join, streams=True), name="run-join"),
     path(
         f"{one_run}/stream",
-        by_method(get=stream_views.join_stream, post=stream_views.join_stream, streams=True),
+        by_method(get=join_views.join_stream, post=join_views.join_stream, streams=True),
         name="run-stream",
     ),
     path(

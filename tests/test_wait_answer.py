@@ -15,8 +15,9 @@ from deerflow_site.bridge import Executor, call_sync
 from runs import admission, selectors
 from runs.engine import answers, bus, fanout, queue
 from runs.engine.finish import RunOutcome, ThreadSnapshot, finish_run
+from runs.join_views import join
 from runs.models import Run
-from runs.stream_views import create_and_wait, join
+from runs.stream_views import create_and_wait
 from tests.engine_support import make_thread, pending_run
 from tests.fixtures import token_for
 from tests.test_direct_start import direct_worker  # noqa: F401
