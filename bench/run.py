@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aegra
+import floor_servers
 import load
 import reference
 import report
@@ -124,11 +125,11 @@ def start(name: str, workdir: Path, args: argparse.Namespace) -> Iterator[Server
     if name == "floor-split":
         with servers.postgres_and_redis(workdir, name=name) as urls:
             env = {"DEERFLOW_WORKER_CONCURRENCY": str(args.jobs_per_worker), **urls}
-            with servers.floor_split_server(workdir, env) as server:
+            with floor_servers.floor_split_server(workdir, env) as server:
                 yield server
         return
     if name in ("floor", "floor-durable"):
-        with servers.floor_server(workdir, durable=name == "floor-durable") as server:
+        with floor_servers.floor_server(workdir, durable=name == "floor-durable") as server:
             yield server
         return
     concurrency = {"DEERFLOW_WORKER_CONCURRENCY": str(args.jobs_per_worker)}

@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import floor_servers
 import httpx
 import load
 import psycopg
@@ -141,7 +142,7 @@ def main() -> int:
         with servers.postgres_and_redis(workdir, name=name) as urls:
             env = {**urls, "DEERFLOW_WORKER_CONCURRENCY": str(args.jobs_per_worker)}
             if name == "floor-split":
-                started = servers.floor_split_server(workdir, env)
+                started = floor_servers.floor_split_server(workdir, env)
             else:
                 started = servers.our_server(workdir, name=name, extra_env=env, split_worker=True)
             with started as server:
