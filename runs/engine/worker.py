@@ -93,8 +93,15 @@ class RunWorker(Maintenance, Slots):
         # The default prefix: channels_redis serialises every receive of a process on one lock,
         # so a channel with another prefix would starve the process's stream listeners.
         self.channel = await layer.new_channel()
-        await self._join_groups()
+        # Joined in the background, bounded (`_keep_groups`), while the graphs load: a hung
+        # Redis holds up the start by `bus.SEND_SECONDS` at most, and the maintenance loop joins
+        # them once it answers. Claiming needs no group: the database is the record, and the
+        # cancel flags of the worker's runs are read every poll.
+        self._groups_lost = True
+        self._keep_groups(self._join_lost_groups)
         await call_sync(_warm_up_graphs, on=Executor.BLOCKING)
+        if self._group_upkeep is not None:  # joined before the first claim when Redis answers
+            await asyncio.wait({self._group_upkeep})
         logger.info(
             "run worker %s started: concurrency %s, agent model %s",
             self.worker_id,
