@@ -77,6 +77,60 @@ async def test_a_run_ends_and_its_stream_hears_it_with_redis_hung_mid_run(
     server.stop()
 
 
+#: Runs of a thread one after the other with Redis hung: a publisher that waited for the layer's
+#: bound (`bus.SEND_SECONDS`, 2 s) at each of its batches would take two bounds a run at least
+#: (its first batch's look-up, its end), 10 * 2 * 2 s = 40 s, far beyond HUNG_LAYER_ANSWER.
+RUNS_ONE_AFTER_ANOTHER = 10
+
+
+async def test_a_threads_stream_hears_run_after_run_at_once_with_redis_hung(
+    live_server_factory: LiveServerFactory,
+    own_redis: Any,  # noqa: F811 (the fixture)
+    user: Any,
+) -> None:
+    """Once the layer has left a batch unanswered, a run's batches skip it (one probe at a time
+    goes in the background): a stream of the same process hears every event of run after run,
+    each started once the stream heard the previous one's end, all while Redis still hangs."""
+    redis, redis_url = own_redis
+    server = live_server_factory.start(REDIS_URL=redis_url, DEERFLOW_RUN_POLL_SECONDS="0.1")
+    async with api_of(server, user, answer_within=HUNG_LAYER_ANSWER) as api:
+        thread_id = (await api.post("/threads", json={})).json()["thread_id"]
+        body = {
+            "assistant_id": "slow",
+            "input": {"steps": 3, "delay": 0},
+            "stream_mode": ["custom"],
+            "multitask_strategy": "enqueue",
+        }
+        async with api.stream("GET", f"/threads/{thread_id}/stream") as response:
+            assert response.status_code == 200
+            lines = response.aiter_lines()
+
+            async def one_run() -> list[str]:
+                """A run of the thread, and the stream's `custom` data and end of it."""
+                run = await api.post(f"/threads/{thread_id}/runs", json=body)
+                assert run.status_code == 200, run.text
+                heard: list[str] = []
+                async for line in lines:
+                    if line.startswith("data: ") and '"tick"' in line:
+                        heard.append(line.removeprefix("data: "))
+                    elif line == "event: end":
+                        return heard
+                raise AssertionError(f"the stream closed before the run's end: {heard}")
+
+            await one_run()  # the stream listens (with Redis answering)
+            os.kill(redis.process.pid, signal.SIGSTOP)
+            heard_while_hung = []
+            try:
+                async with asyncio.timeout(HUNG_LAYER_ANSWER):
+                    for _ in range(RUNS_ONE_AFTER_ANOTHER):
+                        heard_while_hung.append(await one_run())
+            finally:
+                os.kill(redis.process.pid, signal.SIGCONT)
+        ticks = ['{"tick":1}', '{"tick":2}', '{"tick":3}']
+        assert heard_while_hung == [ticks] * RUNS_ONE_AFTER_ANOTHER
+    server.stop()
+
+
 async def lease_of(run_id: str) -> Any:
     return await call_sync(
         Run.objects.values_list("lease_expires_at", flat=True).get,

@@ -10,13 +10,21 @@ itself: one that joins a running run sends `LISTEN` to the worker executing it, 
 (`note_listener`) and answers, and its subscription counts as open once the answer came
 (`announce_listener`). A subscriber that joined before the run was claimed is found by the first
 look-up, made after the claim. The run's `end` always looks every group up.
+
+A layer that leaves a batch's part unanswered for `bus.SEND_SECONDS` (a hung Redis) is taken as
+silent: for SILENT_SECONDS the batches of every run of this process skip it (their events reach
+this process's listeners alone, at once), then one batch's part goes as a probe, in the background,
+one at a time, while the others still skip; the first probe answered ends the silence. A run's
+batches thus wait on a hung Redis once, not each; other processes' streams miss what is skipped
+and read the run's end from the database, as for any lost message.
 """
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from uuid import UUID
 
@@ -47,6 +55,13 @@ UNANSWERED_SECONDS = 30.0
 _unanswered: dict[str, float] = {}
 #: The answers to announcements being sent, held (the loop keeps only a weak reference to a task).
 _answering: set["asyncio.Task[None]"] = set()
+#: How long after the layer left a batch's part unanswered every batch skips it (seconds).
+SILENT_SECONDS = 2.0
+#: When the layer last left a batch's part unanswered (`time.monotonic()`), unless a part was
+#: answered since: None while the layer answers.
+_silent_since: float | None = None
+#: The probe of a silent layer in flight (a batch's part, in the background), held.
+_probe: "asyncio.Task[None] | None" = None
 
 
 def forget_run(run_id: UUID | str) -> None:
@@ -183,8 +198,9 @@ async def publish_events(
     `end` then brings it. `publisher`: the run's own publisher calls, whose batches skip the
     layer while no other process listens (see the module). A failure of the layer is logged
     per event: the bus is not the record. The layer's part (look-ups and sends) is given up
-    after `bus.SEND_SECONDS` in all (a hung Redis, logged): a run's end is never held up by
-    the bus, whose other processes' streams then read the run's end from the database."""
+    after `bus.SEND_SECONDS` in all (a hung Redis, logged), and skipped or probed without a wait
+    while the layer is silent (see the module): a run's end is never held up by the bus, whose
+    other processes' streams then read the run's end from the database."""
     messages, listened_here = _deliver_here(run_id, thread_id, events)
     channel_layer = bus.layer()
     if isinstance(channel_layer, InMemoryChannelLayer) or not messages:
@@ -195,23 +211,60 @@ async def publish_events(
     if publisher and end is None and unheard_since is not None:
         if time.monotonic() - unheard_since < UNHEARD_SECONDS:
             return  # no other process listened at the last look-up, and none announced itself
+    part = functools.partial(
+        _publish_on_layer,
+        channel_layer,
+        messages,
+        listened_here,
+        end,
+        run_id,
+        thread_id,
+        answer,
+        publisher,
+    )
+    forgets = end is not None or not publisher  # the run's `_unheard` when the layer is silent
+    if _silent_since is None:
+        await _publish_within_bound(part, run_id=run_id, forgets=forgets)
+        return
+    # A silent layer (see the module): skipped, or probed without waiting.
+    if forgets:
+        _unheard.pop(key, None)
+    global _probe
+    if (_probe is None or _probe.done()) and time.monotonic() - _silent_since >= SILENT_SECONDS:
+        _probe = asyncio.get_running_loop().create_task(
+            _publish_within_bound(part, run_id=run_id, forgets=forgets),
+            name=f"layer-probe-{run_id}",
+        )
+
+
+async def _publish_within_bound(
+    publish: Callable[[], Awaitable[None]], *, run_id: UUID | str, forgets: bool
+) -> None:
+    """`await publish()` (`_publish_on_layer`) given up after `bus.SEND_SECONDS`, which makes
+    the layer silent (see the module); answered in time, it ends a silence. `forgets`: the
+    run's `_unheard` is dropped when it is given up."""
+    global _silent_since
     try:
         async with bus.bounded():
-            await _publish_on_layer(
-                channel_layer, messages, listened_here, end, run_id, thread_id, answer, publisher
-            )
+            await publish()
     except TimeoutError:
-        # A hung Redis: these events reach this process's listeners alone (delivered above);
+        # A hung Redis: these events reach this process's listeners alone (delivered before);
         # other processes' streams hear the run's end from the database, as for any lost
         # message. The run's record is the truth, and its end is not held up any longer.
-        logger.warning(
-            "run %s: the channel layer has not answered within %s s: events not published to "
-            "other processes",
-            run_id,
-            bus.SEND_SECONDS,
-        )
-        if end is not None or not publisher:
-            _unheard.pop(key, None)
+        if _silent_since is None:
+            logger.warning(
+                "run %s: the channel layer has not answered within %s s: events are not "
+                "published to other processes until it answers again",
+                run_id,
+                bus.SEND_SECONDS,
+            )
+        _silent_since = time.monotonic()
+        if forgets:
+            _unheard.pop(str(run_id), None)
+    else:
+        if _silent_since is not None:
+            logger.warning("the channel layer answers again: events are published to it")
+        _silent_since = None
 
 
 async def _publish_on_layer(
