@@ -7,7 +7,9 @@ Three kinds of message travel on it:
   executor has it: only to other processes, through `fanout`, which hands them to this
   process's subscribers directly;
 - cancel requests, to `worker_control_group(worker_id)` of the worker executing the run (each
-  worker listens on its own group from its start, so no cancel can come before it listens);
+  worker joins its own group before its first claim, so no cancel can come before it listens;
+  one that starts while Redis hangs joins it once Redis answers, and meanwhile reads its runs'
+  cancel flags from the database every poll);
 - queue wake-ups, to `WAKEUP_GROUP` (idle workers listen);
 - a subscriber's announcement (`LISTEN`) that it listens, from another process, to the stream
   of a run the worker executes (or its thread's), to `worker_control_group` too: the run's
