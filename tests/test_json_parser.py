@@ -84,3 +84,27 @@ def test_few_brackets_are_not_scanned(settings) -> None:
     parsers.check_depth("[" * limit + "]" * limit, limit)
     with pytest.raises(ValueError):
         parsers.check_depth("[" * (limit + 1) + "]" * (limit + 1), limit)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('{"input": 1, "input": 2}', '"input"'),
+        ('{"input": {"messages": [], "messages": [{"role": "user"}]}}', '"messages"'),
+        ('[{"a": 1}, {"b": 1, "c": 2, "b": 3}]', '"b"'),
+        ('{"\\ud800": 1, "\\ud800": 2}', '"\\ud800"'),  # named ASCII-escaped: no bad UTF-8
+        ('{"\\u00e9": 1, "é": 2}', '"\\u00e9"'),  # one key, written two ways
+    ],
+)
+def test_a_key_given_twice_in_one_object_is_refused_naming_it(text: str, named: str) -> None:
+    """Python's decoder would keep the last value; a parser in front of the server may keep the
+    first: one body, two meanings. Refused instead, naming the key."""
+    with pytest.raises(ValueError, match="duplicate key") as refused:
+        parsers.loads(text)
+    assert named in str(refused.value)
+    str(refused.value).encode("ascii")
+
+
+def test_a_key_in_several_objects_is_no_duplicate() -> None:
+    text = '{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}], "c": {}}'
+    assert parsers.loads(text) == reference_loads(text)

@@ -1,5 +1,5 @@
-"""Bounded input: JSON depth, 64-bit integers, digit checks and times to live are 422s that store
-nothing, on every endpoint, never 500s."""
+"""Bounded input: JSON depth, duplicate keys, 64-bit integers, digit checks and times to live are
+422s that store nothing, on every endpoint, never 500s."""
 
 import logging
 import re
@@ -18,6 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)  # async views authenticate
 DEEP = "[" * 1000 + "]" * 1000
 TOO_DEEP_OBJECT = '{"a": ' * 65 + "1" + "}" * 65
 HUGE = 10**23
+#: A body two parsers may read two ways (the first value, or the last).
+DUPLICATE_KEYS = '{"assistant_id": "echo", "metadata": {}, "metadata": {"owner": "x"}}'
 
 
 def api_routes(prefix: str = "/api/") -> list[str]:
@@ -57,14 +59,17 @@ def stored() -> tuple[int, int]:
     return Thread.objects.count(), Run.objects.count()
 
 
+@pytest.mark.parametrize("bodies", [(DEEP, TOO_DEEP_OBJECT), (DUPLICATE_KEYS,)])
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
-def test_json_nested_too_deep_is_422_on_every_endpoint(api, existing, method) -> None:
+def test_json_nested_too_deep_or_with_a_key_twice_is_422_on_every_endpoint(
+    api, existing, method, bodies
+) -> None:
     before = stored()
     api.raise_request_exception = False
     answers = {}
     for route in api_routes():
         path = concrete(route, *existing)
-        for body in (DEEP, TOO_DEEP_OBJECT):
+        for body in bodies:
             response = api.generic(method, path, body, content_type="application/json")
             answers[path] = response.status_code
             # 403: a staff-only route refuses before reading the body
@@ -124,6 +129,33 @@ def test_a_nul_character_in_a_json_string_is_422(api, existing, path, body) -> N
     assert response.status_code == 422, response.content
     assert "NUL" in response.json()["detail"]
     assert stored() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/threads", '{"metadata": {"a": 1}, "metadata": {"a": 2}}'),
+        ("/api/threads/{t}/runs/wait", '{"assistant_id": "echo", "input": {"t": 1, "t": 2}}'),
+        ("/api/runs/stream", '{"assistant_id": "echo", "assistant_id": "agent"}'),
+        ("/api/runs/batch", '[{"assistant_id": "echo", "config": {"tags": [], "tags": []}}]'),
+        ("/api/threads/{t}/state", '{"values": {"messages": [], "messages": []}}'),
+        ("/api/assistants/search", '{"limit": 1, "limit": 2}'),
+        ("/api/threads/{t}/runs/{r}/feedback", '{"rating": 1, "rating": -1}'),
+    ],
+)
+def test_a_key_twice_in_one_object_is_422_naming_it(api, existing, path, body) -> None:
+    """Python's decoder keeps the last value, another parser in front may keep the first: one
+    body must not mean two things. DRF's views and the async views alike."""
+    before = stored()
+    thread_before = Thread.objects.values().get(pk=existing[0])
+
+    path = path.format(t=existing[0], r=existing[1])
+    response = api.generic("POST", path, body, content_type="application/json")
+
+    assert response.status_code == 422, response.content
+    assert "duplicate key" in response.json()["detail"]
+    assert stored() == before
+    assert Thread.objects.values().get(pk=existing[0]) == thread_before
 
 
 def test_an_escaped_backslash_before_u0000_is_no_nul(api) -> None:
