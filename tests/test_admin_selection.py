@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from tests.engine_support import make_thread
 from threads.models import Thread
+from threads.services import create_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -89,23 +90,52 @@ def test_a_nul_character_in_a_threads_address_is_400(staff: Client, page: str) -
     assert staff.get(f"/admin/threads/thread/a%00b/{page}/").status_code == 400
 
 
-@pytest.mark.parametrize("thread_id", [None, "nul-metadata"])
-def test_thread_metadata_with_a_nul_character_is_a_form_error(
-    staff: Client, user: Any, thread_id: str | None
+#: Metadata the API's writes could not take: no object (a PATCH, a run's admission, a copy and a
+#: state update merge into it), or JSON every request body is refused for (NaN and Infinity the
+#: database refuses; nesting Python's decoder recurses on; the NUL character; 65-bit integers).
+HOSTILE_METADATA = {
+    "list": "[1, 2]",
+    "string": '"text"',
+    "number": "5",
+    "null": "null",
+    "nan": '{"a": NaN}',
+    "infinity": '{"a": 1e999}',
+    "deep": '{"a": ' * 2000 + "1" + "}" * 2000,
+    "65-bit": '{"a": 99999999999999999999999}',
+    "nul": '{"note": "a\\u0000b"}',
+}
+
+
+@pytest.mark.parametrize("metadata", HOSTILE_METADATA.values(), ids=HOSTILE_METADATA)
+@pytest.mark.parametrize("thread_id", [None, "hostile-metadata"])
+def test_thread_metadata_the_api_cannot_take_is_a_form_error(
+    staff: Client, user: Any, thread_id: str | None, metadata: str
 ) -> None:
-    form = {"owner": user.pk, "metadata": '{"note": "a\\u0000b"}'}
+    form = {"owner": user.pk, "metadata": metadata}
     if thread_id is None:
         url = "/admin/threads/thread/add/"
-        form["thread_id"] = "added-with-nul"
+        form["thread_id"] = "added-with-hostile-metadata"
     else:
-        make_thread(user=user, thread_id=thread_id)
+        create_thread(user=user, thread_id=thread_id, metadata={"kept": True})
         url = f"/admin/threads/thread/{thread_id}/change/"
 
     response = staff.post(url, form)
 
     assert response.status_code == 200  # the form again, with its error
-    assert "NUL characters" in response.content.decode()
-    assert not [t for t in Thread.objects.all() if "note" in t.metadata]
+    assert "Enter valid JSON" in response.content.decode() or "JSON object" in (
+        response.content.decode()
+    )
+    assert [t.metadata for t in Thread.objects.all()] == (
+        [] if thread_id is None else [{"kept": True}]
+    )
+
+
+def test_blank_thread_metadata_in_the_admin_is_an_empty_object(staff: Client, user: Any) -> None:
+    form = {"owner": user.pk, "metadata": "", "thread_id": "blank-metadata"}
+
+    assert staff.post("/admin/threads/thread/add/", form).status_code == 302
+
+    assert Thread.objects.get(pk="blank-metadata").metadata == {}
 
 
 @pytest.mark.parametrize("model_admin", ADMINS, ids=str)

@@ -9,6 +9,8 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -23,7 +25,7 @@ from deerflow_site.admin_lists import CappedCountPaginator
 from deerflow_site.admin_selection import found_key
 from deerflow_site.api.errors import Invalid
 from deerflow_site.api.ids import validate_thread_id
-from deerflow_site.dbcompat import jsonb_storable
+from deerflow_site.api.parsers import loads
 from threads.models import Thread
 from threads.ownership import OWNER_PERMISSIONS
 from threads.services import change_owner, create_thread, delete_thread
@@ -42,15 +44,38 @@ class ThreadGroupPermissionsForm(AdminGroupObjectPermissionsForm):
         return [c for c in super().get_obj_perms_field_choices() if c[0] in OWNER_PERMISSIONS]
 
 
+class MetadataField(forms.JSONField):
+    """A thread's metadata as the API takes it: a JSON object (empty: `{}`) within the bounds of
+    every JSON body (`deerflow_site.api.parsers.loads`: nesting depth, 64-bit integers, finite
+    numbers, no NUL character or lone surrogate). Whatever else the database would refuse, or
+    the API's writes could not merge into, is a form error, not a 500 now or later."""
+
+    def to_python(self, value: Any) -> Any:
+        if value in self.empty_values:
+            return {}
+        if isinstance(value, str):
+            try:
+                value = loads(value)
+            except ValueError as exc:
+                raise ValidationError(f"Enter valid JSON: {exc}.", code="invalid") from None
+        if not isinstance(value, dict):
+            raise ValidationError("Enter a JSON object ({...}).", code="invalid")
+        return value
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        """The value shown again with the form's errors (Django's own would decode it unbounded)."""
+        if data is None:
+            return None
+        try:
+            return loads(data)
+        except ValueError:
+            return InvalidJSONInput(data)
+
+
 class ThreadForm(forms.ModelForm):
     """A thread's owner and metadata, as staff change them."""
 
-    def clean_metadata(self) -> Any:
-        """Metadata the database stores: no NUL character (PostgreSQL's jsonb refuses it)."""
-        metadata = self.cleaned_data["metadata"]
-        if jsonb_storable(metadata) != metadata:
-            raise forms.ValidationError("NUL characters (\\u0000) are not allowed.")
-        return metadata
+    metadata = MetadataField(required=False)
 
 
 class ThreadAddForm(ThreadForm):
