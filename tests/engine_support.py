@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from runs.engine import Subscription, bus, fanout, queue
 from runs.engine.checkpointer import close_checkpointer
 from runs.engine.registry import resolve_assistant
 from runs.models import Run
+from tests.waiting import PATIENCE, read_until
 from threads.models import Thread
 from threads.services import create_thread
 
@@ -101,7 +101,7 @@ class Received:
 class RunListener:
     """Subscribes to a run's stream group and collects its events."""
 
-    def __init__(self, run_id: Any, wait_seconds: float = 20.0) -> None:
+    def __init__(self, run_id: Any, wait_seconds: float = PATIENCE) -> None:
         self.run_id = run_id
         self.wait_seconds = wait_seconds
         self.subscription: Subscription | None = None
@@ -148,16 +148,18 @@ async def fetch_thread(thread_id: str) -> Thread:
     return await call_sync(Thread.objects.get, pk=thread_id, on=Executor.THREAD_SENSITIVE)
 
 
-async def wait_for_status(run_id: Any, *statuses: str, within: float = 10.0) -> Run:
-    """The run once its status is one of `statuses`; AssertionError after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        run = await fetch_run(run_id)
-        if run.status in statuses:
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} is {run.status}, not {statuses} after {within}s")
-        await asyncio.sleep(0.02)
+async def wait_for_status(run_id: Any, *statuses: str, within: float = PATIENCE) -> Run:
+    """The run once its status is one of `statuses`; AssertionError after `within` seconds.
+
+    Polled: the status is a row the worker writes (in this process or another), and no one
+    announcement covers every status (the run's `end` and `run_ended` come after some ends
+    only; listening to the run's events would change what its publisher does under test)."""
+    return await read_until(
+        lambda: fetch_run(run_id),
+        f"run {run_id} to be {' or '.join(statuses)}",
+        accept=lambda run: run.status in statuses,
+        within=within,
+    )
 
 
 class Blocked:

@@ -1,11 +1,11 @@
 """Raw HTTP helpers for the journal and feedback endpoints, as the deer-flow frontend calls them
 (the official SDKs have no methods for these)."""
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
+
+from tests.waiting import PATIENCE, read_until
 
 AGENT_QUESTION = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
 
@@ -35,15 +35,16 @@ async def journal_until(
     run_id: str,
     accept: Any,
     *,
-    within: float = 60.0,
+    within: float = PATIENCE,
 ) -> list[dict[str, Any]]:
-    """Poll the run's events until `accept(events)` holds (the journal is written in batches)."""
-    deadline = time.monotonic() + within
-    while True:
-        events = await run_events(client, thread_id, run_id, limit=2000)
-        if accept(events) or time.monotonic() > deadline:
-            return events
-        await asyncio.sleep(0.05)
+    """The run's events once `accept(events)` holds (the journal is written in batches, so they
+    are polled); AssertionError after `within` seconds."""
+    return await read_until(
+        lambda: run_events(client, thread_id, run_id, limit=2000),
+        f"run {run_id}'s journal to be as wanted",
+        accept=accept,
+        within=within,
+    )
 
 
 def types_of(events: list[dict[str, Any]], *categories: str) -> list[str]:

@@ -19,7 +19,7 @@ from feedback.models import Feedback
 from runs.engine.worker import RunWorker
 from runs.journal.catalog import EventCategory, EventType
 from runs.models import Run, RunEvent
-from tests.engine_support import make_thread, pending_run
+from tests.engine_support import make_thread, pending_run, wait_for_status
 from threads.models import Thread
 
 RUNS = "/admin/runs/run/"
@@ -188,11 +188,7 @@ async def test_the_list_after_cancelling_a_running_run_shows_it_interrupted(user
     worker = RunWorker(concurrency=1)
     task = asyncio.create_task(worker.run())
     try:
-        async with asyncio.timeout(60):
-            while True:  # until the worker has claimed it
-                if (await Run.objects.aget(pk=run.pk)).status == Run.Status.RUNNING:
-                    break
-                await asyncio.sleep(0.05)
+        await wait_for_status(run.pk, Run.Status.RUNNING)  # the worker has claimed it
 
         def cancel_in_admin() -> Any:
             browser = Client()

@@ -16,6 +16,7 @@ from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from tests.engine_support import make_thread, wait_for_status
 from tests.fixtures import token_for
+from tests.waiting import in_database, read_until
 from threads.models import Thread
 
 pytestmark = [
@@ -70,14 +71,6 @@ def lock_waiters() -> int:
         return cursor.fetchone()[0]
 
 
-async def until(condition: Any, *, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await call_sync(condition, on=Executor.THREAD_SENSITIVE):
-        assert loop.time() < deadline, "the condition did not come true"
-        await asyncio.sleep(0.02)
-
-
 class LeavingClient:
     """One connection: the request's body, then a disconnect when the test says so."""
 
@@ -130,12 +123,13 @@ async def leave_during_admission(user: Any, endpoint: str, body: dict[str, Any])
         handler = asyncio.create_task(
             django_application(request_scope(path, token), client.receive, client.send)
         )
-        await until(lambda: lock_waiters() > 0)  # admission waits for the row
+        await read_until(in_database(lock_waiters), "admission to wait for the thread's row")
         client.leave()
         await asyncio.wait_for(handler, 10)  # the view was cancelled: nothing was answered
         assert not any(m["type"] == "http.response.body" and m.get("body") for m in client.sent)
         lock.release()
-    await until(lambda: Run.objects.filter(thread_id=thread.pk).exists())
+    admitted = Run.objects.filter(thread_id=thread.pk).exists
+    await read_until(in_database(admitted), "admission to commit the run")
     return await call_sync(
         lambda: Run.objects.get(thread_id=thread.pk), on=Executor.THREAD_SENSITIVE
     )

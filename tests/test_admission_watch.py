@@ -3,7 +3,6 @@ second cancels the admitted run, once, as the run's `on_disconnect` asks; nothin
 touched (an admission that never admitted, a run that asked to continue)."""
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from deerflow_site.bridge import Executor, call_sync
 from runs.cancellation import AdmissionWatch
 from runs.models import Run
 from tests.engine_support import make_thread, pending_run, wait_for_status
+from tests.waiting import in_database, read_until
 from threads.models import Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,7 +96,8 @@ async def test_a_stateless_run_cancelled_while_pending_deletes_its_temporary_thr
     def thread_exists() -> bool:
         return Thread.objects.filter(pk=run.thread_id).exists()
 
-    deadline = time.monotonic() + 30  # a bound for a loaded CI machine
-    while await call_sync(thread_exists, on=Executor.THREAD_SENSITIVE):
-        assert time.monotonic() < deadline, "the temporary thread was kept"
-        await asyncio.sleep(0.05)
+    await read_until(
+        in_database(thread_exists),
+        "the temporary thread to be deleted",
+        accept=lambda kept: not kept,
+    )

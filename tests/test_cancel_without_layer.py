@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,9 +23,11 @@ from deerflow_site.api.errors import CHANNEL_LAYER_UNAVAILABLE
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK
+from tests.engine_support import wait_for_status
 from tests.fixtures import token_for
 from tests.live import LiveServerFactory
 from tests.test_health_live import services_module
+from tests.waiting import in_database, read_until
 
 pytestmark = [
     pytest.mark.skipif(not ON_PRODUCTION_STACK, reason="stops a Redis: the PostgreSQL phase"),
@@ -60,13 +61,6 @@ async def status_of(run_id: str) -> str:
     )
 
 
-async def until_status(run_id: str, *statuses: str) -> None:
-    deadline = time.monotonic() + WITHIN
-    while (status := await status_of(run_id)) not in statuses:
-        assert time.monotonic() < deadline, f"run {run_id} is still {status}"
-        await asyncio.sleep(0.05)
-
-
 @contextlib.asynccontextmanager
 async def api_of(
     server: Any, user: Any, *, answer_within: float
@@ -93,7 +87,7 @@ async def test_cancels_are_answered_and_carried_out_with_the_channel_layer_down(
             run = (await api.post(f"/threads/{thread_id}/runs", json=body)).json()
             runs.append((thread_id, run["run_id"]))
         for _, run_id in runs:
-            await until_status(run_id, Run.Status.RUNNING)
+            await wait_for_status(run_id, Run.Status.RUNNING)
 
         redis.stop()
         (thread_a, run_a), (thread_b, run_b) = runs
@@ -103,7 +97,7 @@ async def test_cancels_are_answered_and_carried_out_with_the_channel_layer_down(
         assert asked.status_code == 202, asked.text
         assert waited.status_code == 204, waited.text
         assert await status_of(run_b) == Run.Status.INTERRUPTED
-        await until_status(run_a, Run.Status.INTERRUPTED)
+        await wait_for_status(run_a, Run.Status.INTERRUPTED)
     server.stop()
 
 
@@ -126,7 +120,7 @@ async def test_a_hung_channel_layer_holds_up_no_request(
         running = (await api.post(f"/threads/{threads[0]}/runs", json=body)).json()["run_id"]
         later = {**body, "after_seconds": 600}
         pending = (await api.post(f"/threads/{threads[1]}/runs", json=later)).json()["run_id"]
-        await until_status(running, Run.Status.RUNNING)
+        await wait_for_status(running, Run.Status.RUNNING)
 
         os.kill(redis.process.pid, signal.SIGSTOP)
         try:
@@ -142,7 +136,7 @@ async def test_a_hung_channel_layer_holds_up_no_request(
         assert waited.status_code == 204, waited.text
         assert admitted.status_code == 200, admitted.text
         assert await status_of(pending) == Run.Status.INTERRUPTED
-        await until_status(running, Run.Status.INTERRUPTED)
+        await wait_for_status(running, Run.Status.INTERRUPTED)
     server.stop()
 
 
@@ -161,12 +155,9 @@ async def test_a_hung_channel_layer_answers_503_to_what_must_listen_and_holds_up
         running = (await api.post(f"/threads/{threads[0]}/runs", json=body)).json()["run_id"]
         short = {"assistant_id": "slow", "input": {"steps": 30, "delay": 0.1}}
         waiting = asyncio.ensure_future(api.post(f"/threads/{threads[1]}/runs/wait", json=short))
-        await until_status(running, Run.Status.RUNNING)
-        while not await call_sync(  # noqa: ASYNC110 - the run's row is the condition
-            Run.objects.filter(thread_id=threads[1], status=Run.Status.RUNNING).exists,
-            on=Executor.THREAD_SENSITIVE,
-        ):
-            await asyncio.sleep(0.05)
+        await wait_for_status(running, Run.Status.RUNNING)
+        waited_run = Run.objects.filter(thread_id=threads[1], status=Run.Status.RUNNING)
+        await read_until(in_database(waited_run.exists), "the waited run to be running")
 
         os.kill(redis.process.pid, signal.SIGSTOP)
         try:

@@ -29,6 +29,7 @@ from tests.engine_support import (
     queued,
     root_config,
 )
+from tests.waiting import read_until
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's saver"),
@@ -150,16 +151,16 @@ async def test_setups_waiting_for_one_another_on_a_fresh_database_all_succeed() 
         try:
             await admin.execute("SELECT pg_advisory_lock(%s)", (POSTGRES_SETUP_LOCK_KEY,))
             setups = [asyncio.create_task(_setup_postgres(fresh)) for _ in range(2)]
-            async with asyncio.timeout(30):  # until both have asked for the lock
-                while True:
-                    asking = await admin.execute(
-                        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-                        " AND datname = current_database() AND query LIKE %s",
-                        ("%advisory_lock(%",),
-                    )
-                    if (await asking.fetchone())["n"] >= 2:
-                        break
-                    await asyncio.sleep(0.02)
+
+            async def asking() -> int:
+                found = await admin.execute(
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                    " AND datname = current_database() AND query LIKE %s",
+                    ("%advisory_lock(%",),
+                )
+                return (await found.fetchone())["n"]
+
+            await read_until(asking, "both set-ups to ask for the lock", accept=lambda n: n >= 2)
             await admin.execute("SELECT pg_advisory_unlock(%s)", (POSTGRES_SETUP_LOCK_KEY,))
 
             await asyncio.gather(*setups)

@@ -16,6 +16,7 @@ from runs.journal.lifecycle import run_started
 from runs.journal.store import JournalEntry, ModelUsage
 from runs.models import Run, RunEvent
 from tests.engine_support import RunListener, claimed_run, make_thread, pending_run
+from tests.waiting import read_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -80,11 +81,9 @@ async def _journal_rows(run: Any) -> int:
 
 async def _until_journal_rows(run: Any, count: int) -> None:
     """Until the run's journal holds `count` rows (the writer's timer and task run meanwhile)."""
-    for _ in range(1000):
-        if await _journal_rows(run) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the journal never reached {count} rows")
+    await read_until(
+        lambda: _journal_rows(run), f"{count} journal rows", accept=lambda rows: rows >= count
+    )
 
 
 async def test_a_run_shorter_than_the_flush_delay_leaves_its_events_for_its_end(

@@ -19,6 +19,7 @@ import pytest
 from deerflow_site.bridge import Executor, call_sync
 from runs.models import Run
 from tests.cluster import ON_PRODUCTION_STACK
+from tests.engine_support import wait_for_status
 from tests.live import LiveServerFactory
 from tests.test_cancel_without_layer import (  # noqa: F401 (own_redis: a fixture)
     HUNG_LAYER_ANSWER,
@@ -26,7 +27,6 @@ from tests.test_cancel_without_layer import (  # noqa: F401 (own_redis: a fixtur
     api_of,
     own_redis,
     status_of,
-    until_status,
 )
 
 pytestmark = [
@@ -51,7 +51,7 @@ async def test_a_run_ends_and_its_stream_hears_it_with_redis_hung_mid_run(
         thread_id = (await api.post("/threads", json={})).json()["thread_id"]
         body = {"assistant_id": "slow", "input": TICKS}
         run_id = (await api.post(f"/threads/{thread_id}/runs", json=body)).json()["run_id"]
-        await until_status(run_id, Run.Status.RUNNING)
+        await wait_for_status(run_id, Run.Status.RUNNING)
         events: list[str] = []
         stopped = False
         try:
@@ -154,7 +154,7 @@ async def test_a_workers_leases_are_renewed_with_redis_hung(
         thread_id = (await api.post("/threads", json={})).json()["thread_id"]
         body = {"assistant_id": "slow", "input": LONG_RUN}
         run_id = (await api.post(f"/threads/{thread_id}/runs", json=body)).json()["run_id"]
-        await until_status(run_id, Run.Status.RUNNING)
+        await wait_for_status(run_id, Run.Status.RUNNING)
         os.kill(redis.process.pid, signal.SIGSTOP)
         try:
             renewed_beyond = await lease_of(run_id) + timedelta(seconds=3 * lease)

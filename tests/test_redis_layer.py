@@ -15,6 +15,7 @@ from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 from django.conf import settings
 
 from runs.engine.redis_layer import RedisChannelLayer
+from tests.waiting import read_until
 
 pytestmark = pytest.mark.skipif(
     not settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("RedisChannelLayer"),
@@ -205,10 +206,11 @@ async def test_receives_after_a_cancelled_one_lose_nothing(
 
 async def until_blocked(redis: Any, *, more_than: int) -> None:
     """Until Redis counts more clients blocked in a pop than `more_than`."""
-    deadline = time.monotonic() + RECEIVE_SECONDS
-    while (await redis.info("clients"))["blocked_clients"] <= more_than:
-        assert time.monotonic() < deadline, "the receive never blocked in its pop"
-        await asyncio.sleep(0.01)
+    await read_until(
+        lambda: redis.info("clients"),
+        f"more than {more_than} Redis clients blocked in a pop",
+        accept=lambda info: info["blocked_clients"] > more_than,
+    )
 
 
 async def test_a_receive_cancelled_as_its_message_arrives_loses_nothing(

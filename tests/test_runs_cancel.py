@@ -1,7 +1,6 @@
 """Cancellation, multitask strategies and client disconnects, live through the official SDK."""
 
 import asyncio
-import time
 
 import httpx
 import pytest
@@ -10,21 +9,17 @@ from langgraph_sdk.errors import ConflictError
 from runs.models import Run
 from tests.fixtures import new_thread
 from tests.live import poll_until
+from tests.waiting import awaited
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 SLOW = {"steps": 100, "delay": 0.1}  # ten seconds unless stopped
 
 
-async def wait_for_status(sdk, thread_id, run_id, statuses, within=60.0) -> dict:
-    """The run once its status is in `statuses` (or as it is after `within` seconds: a bound
-    for a loaded CI machine; a status reached returns at once)."""
-    deadline = time.monotonic() + within
-    while True:
-        run = await sdk.runs.get(thread_id, run_id)
-        if run["status"] in statuses or time.monotonic() > deadline:
-            return run
-        await asyncio.sleep(0.02)
+async def ended_run(sdk, thread_id, run_id) -> dict:
+    """The run once it has ended: `/join` answers at its end (awaited, not polled)."""
+    await awaited(sdk.runs.join(thread_id, run_id), f"run {run_id} to end")
+    return await sdk.runs.get(thread_id, run_id)
 
 
 async def started_slow_run(sdk, thread_id, **options) -> dict:
@@ -59,7 +54,7 @@ async def test_cancel_interrupt_stops_a_running_run_keeping_its_checkpoints(sdk)
     run = await started_slow_run(sdk, thread_id)
 
     await sdk.runs.cancel(thread_id, run["run_id"], action="interrupt")
-    stopped = await wait_for_status(sdk, thread_id, run["run_id"], {"interrupted"})
+    stopped = await ended_run(sdk, thread_id, run["run_id"])
 
     assert stopped["status"] == "interrupted"
     state = await sdk.threads.get_state(thread_id)
@@ -74,7 +69,7 @@ async def test_cancel_rollback_restores_the_state_before_the_run(sdk):
     run = await started_slow_run(sdk, thread_id, multitask_strategy="reject")
 
     await sdk.runs.cancel(thread_id, run["run_id"], action="rollback")
-    stopped = await wait_for_status(sdk, thread_id, run["run_id"], {"interrupted"})
+    stopped = await ended_run(sdk, thread_id, run["run_id"])
 
     assert stopped["status"] == "interrupted"
     assert (await stored(run["run_id"])).rolled_back
@@ -168,7 +163,7 @@ async def test_cancelling_a_pending_run_never_starts_it(sdk):
     await sdk.runs.cancel(thread_id, first["run_id"])
 
     # A thread's runs start oldest first: once its follower has run, the queue has passed it.
-    done = await wait_for_status(sdk, thread_id, follower["run_id"], {"success"})
+    done = await ended_run(sdk, thread_id, follower["run_id"])
     assert done["status"] == "success"
     assert (await sdk.runs.get(thread_id, pending["run_id"]))["status"] == "interrupted"
     assert (await stored(pending["run_id"])).started_at is None
@@ -211,9 +206,7 @@ async def test_bulk_cancel_of_a_threads_runs(sdk):
     await sdk.runs.cancel_many(thread_id=thread_id, run_ids=[first["run_id"], second["run_id"]])
 
     for run in (first, second):
-        assert (await wait_for_status(sdk, thread_id, run["run_id"], {"interrupted"}))[
-            "status"
-        ] == "interrupted"
+        assert (await ended_run(sdk, thread_id, run["run_id"]))["status"] == "interrupted"
 
 
 async def test_bulk_cancel_by_status_cancels_only_the_callers_runs(sdk, other_sdk):
@@ -293,7 +286,7 @@ async def stream_until_first_custom_event(sdk, thread_id, **options) -> str:
 async def test_on_disconnect_cancel_interrupts_the_run_when_the_client_leaves(sdk):
     thread_id = await new_thread(sdk)
     run_id = await stream_until_first_custom_event(sdk, thread_id, on_disconnect="cancel")
-    run = await wait_for_status(sdk, thread_id, run_id, {"interrupted"})
+    run = await ended_run(sdk, thread_id, run_id)
     assert run["status"] == "interrupted"
 
 
@@ -311,7 +304,7 @@ async def test_join_with_cancel_on_disconnect_interrupts_the_run(sdk):
     async for part in sdk.runs.join_stream(thread_id, run["run_id"], cancel_on_disconnect=True):
         if part.event == "custom":
             break
-    stopped = await wait_for_status(sdk, thread_id, run["run_id"], {"interrupted"})
+    stopped = await ended_run(sdk, thread_id, run["run_id"])
     assert stopped["status"] == "interrupted"
 
 
@@ -328,7 +321,7 @@ async def test_wait_with_on_disconnect_cancel_interrupts_the_run_when_the_client
                 timeout=httpx.Timeout(5, read=1.0),
             )
     run = (await sdk.runs.list(thread_id))[0]
-    stopped = await wait_for_status(sdk, thread_id, run["run_id"], {"interrupted"})
+    stopped = await ended_run(sdk, thread_id, run["run_id"])
     assert stopped["status"] == "interrupted"
 
 
@@ -347,7 +340,7 @@ async def test_json_join_with_cancel_on_disconnect_interrupts_the_run_when_the_c
                 headers=headers,
                 timeout=httpx.Timeout(5, read=1.0),
             )
-    stopped = await wait_for_status(sdk, thread_id, run["run_id"], {"interrupted"})
+    stopped = await ended_run(sdk, thread_id, run["run_id"])
     assert stopped["status"] == "interrupted"
 
 

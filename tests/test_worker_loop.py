@@ -2,7 +2,6 @@
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from runs.engine.worker import RunWorker
 from runs.models import Run, RunStreamEvent
 from tests.engine_support import fetch_run, fetch_thread, make_thread, pending_run, wait_for_status
 from tests.fixtures import client_for
+from tests.waiting import in_database, read_until
 from threads.models import Thread
 
 pytestmark = [
@@ -81,10 +81,7 @@ async def test_wake_up_message_starts_a_run_without_waiting_for_the_poll(
 ) -> None:
     worker = await start_worker()
     # Its first look at the queue found nothing: it sleeps until woken or its next poll.
-    deadline = time.monotonic() + 60.0
-    while not worker._queue_empty:
-        assert time.monotonic() < deadline, "the worker never looked at the queue"
-        await asyncio.sleep(0.02)
+    await read_until(lambda: worker._queue_empty, "the worker to find the queue empty")
     run = await queue_run(user, input={})
 
     await bus.wake_workers()
@@ -215,12 +212,12 @@ async def test_worker_never_exceeds_its_concurrency(user: Any, start_worker: Any
 
     # Two running (for the runs' 5 s), awaited rather than read after a fixed 1 s, which a
     # loaded CI machine may need to claim them.
-    deadline = time.monotonic() + 30.0
-    while True:
-        statuses = [(await fetch_run(r.pk)).status for r in runs]
-        if statuses.count(Run.Status.RUNNING) >= 2 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.02)
+    async def statuses_now() -> list[str]:
+        return [(await fetch_run(r.pk)).status for r in runs]
+
+    statuses = await read_until(
+        statuses_now, "two runs running", accept=lambda now: now.count(Run.Status.RUNNING) >= 2
+    )
     assert statuses.count(Run.Status.RUNNING) == 2
     assert statuses.count(Run.Status.PENDING) == 1
 
@@ -302,12 +299,11 @@ async def test_run_with_on_completion_delete_removes_its_thread(
 
     await start_worker()
 
-    deadline = time.monotonic() + 30  # a loaded CI machine starts the worker slowly
-    while await call_sync(
-        Thread.objects.filter(pk=run.thread_id).exists, on=Executor.THREAD_SENSITIVE
-    ):
-        assert time.monotonic() < deadline, "the thread was not deleted"
-        await asyncio.sleep(0.05)
+    await read_until(
+        in_database(Thread.objects.filter(pk=run.thread_id).exists),
+        "the run's thread to be deleted",
+        accept=lambda kept: not kept,
+    )
 
 
 async def test_finished_run_posts_its_webhook(
@@ -340,7 +336,6 @@ async def test_workers_delete_stored_events_once_their_retention_has_passed(
     # loaded machine noticed the end late).
     kept = await stored.aexists()
     assert kept or timezone.now() >= done.started_at + timedelta(seconds=1.0)
-    deadline = time.monotonic() + 30.0
-    while await stored.aexists():
-        assert time.monotonic() < deadline, "the run's stored events were never deleted"
-        await asyncio.sleep(0.05)
+    await read_until(
+        stored.aexists, "the run's stored events to be deleted", accept=lambda kept: not kept
+    )

@@ -2,10 +2,8 @@
 (the last look found one, or one was queued since), yet every queued run still starts as soon
 as a slot and its thread are free, without waiting for the poll."""
 
-import asyncio
 import contextvars
 import itertools
-import time
 from collections import Counter
 from typing import Any
 
@@ -25,6 +23,7 @@ from tests.test_direct_start import (  # noqa: F401
     direct_worker,
     new_thread,
 )
+from tests.waiting import read_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,10 +47,7 @@ def queue_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 async def found_the_queue_empty(worker: RunWorker) -> None:
     """Until the worker's claim loop has looked at the queue and found no pending run."""
-    deadline = time.monotonic() + 10.0
-    while not worker._queue_empty:
-        assert time.monotonic() < deadline, "the worker never looked at the queue"
-        await asyncio.sleep(0.01)
+    await read_until(lambda: worker._queue_empty, "the worker to find the queue empty")
 
 
 @override_settings(RUN_POLL_SECONDS=3600.0)
