@@ -30,6 +30,8 @@ from threads.models import Thread
 from threads.serializers import ThreadSerializer, thread_data
 
 METADATA_KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_.-]+\Z")
+#: A 409 of what loads a checkpoint (`runs.engine.errors.DamagedCheckpoint`).
+DAMAGED = error("A checkpoint of the thread cannot be loaded (the detail names the problem).")
 
 
 class SelectField(BoundedListField):
@@ -136,7 +138,7 @@ async def _thread(request: HttpRequest, thread_id: str, *, action: str = "view")
 @extend_schema(
     operation_id="threads_state_get",
     parameters=[StateQuerySerializer],
-    responses={200: ThreadStateSerializer},
+    responses={200: ThreadStateSerializer, 409: DAMAGED},
 )
 @api_view(required_scopes={"GET": "threads:read"})
 async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
@@ -150,7 +152,7 @@ async def get_state(request: HttpRequest, thread_id: str) -> HttpResponse:
 @extend_schema(
     operation_id="threads_state_get_at_checkpoint",
     parameters=[StateQuerySerializer],
-    responses={200: ThreadStateSerializer},
+    responses={200: ThreadStateSerializer, 409: DAMAGED},
 )
 @api_view(required_scopes={"GET": "threads:read"})
 async def get_state_at_checkpoint(
@@ -169,7 +171,7 @@ async def get_state_at_checkpoint(
 @extend_schema(
     operation_id="threads_state_post_at_checkpoint",
     request=StateAtCheckpointSerializer,
-    responses={200: ThreadStateSerializer},
+    responses={200: ThreadStateSerializer, 409: DAMAGED},
 )
 @api_view(required_scopes={"POST": "threads:read"})
 async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> HttpResponse:
@@ -185,7 +187,10 @@ async def post_state_at_checkpoint(request: HttpRequest, thread_id: str) -> Http
 @extend_schema(
     operation_id="threads_state_update",
     request=StateUpdateSerializer,
-    responses={200: StateUpdateResultSerializer, 409: error("A run of the thread is active.")},
+    responses={
+        200: StateUpdateResultSerializer,
+        409: error("A run of the thread is active, or its checkpoint cannot be loaded."),
+    },
 )
 @api_view(required_scopes={"POST": "threads:write"})
 async def update_state(request: HttpRequest, thread_id: str) -> HttpResponse:
@@ -239,7 +244,9 @@ async def post_history(request: HttpRequest, thread_id: str) -> HttpResponse:
     return await _history(request, thread_id, json_body(request))
 
 
-@extend_schema(operation_id="threads_copy", request=None, responses={200: ThreadSerializer})
+@extend_schema(
+    operation_id="threads_copy", request=None, responses={200: ThreadSerializer, 409: DAMAGED}
+)
 @api_view(required_scopes={"POST": "threads:write"})
 async def copy_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
     """A copy of the thread, with its checkpoints, owned by the caller (no body is read, but a

@@ -60,7 +60,8 @@ ORPHAN_THREAD_IDS = (
 
 
 async def acheckpoint_exists(*, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool:
-    """Whether the thread has this checkpoint (in namespace `checkpoint_ns`, "" the root)."""
+    """Whether the thread has this checkpoint (in namespace `checkpoint_ns`, "" the root): read
+    without its values (one that does not load exists too)."""
     saver = await get_checkpointer()
     config = {
         "configurable": {
@@ -69,7 +70,7 @@ async def acheckpoint_exists(*, thread_id: str, checkpoint_ns: str, checkpoint_i
             "checkpoint_id": checkpoint_id,
         }
     }
-    return await saver.aget_tuple(config) is not None
+    return bool(await saver.alist_ids(config, limit=1))
 
 
 async def acheckpoint_thread_ids(

@@ -1,7 +1,7 @@
 """What the engine refuses, in the domain's words (mapped to responses in one place, with
 every other domain error)."""
 
-from deerflow_site.errors import BadRequest, Invalid, NotFound
+from deerflow_site.errors import BadRequest, Conflict, Invalid, NotFound
 
 
 class AssistantNotFound(NotFound):
@@ -21,3 +21,13 @@ class UnknownBeforeCheckpoint(Invalid):
 
     def __init__(self) -> None:
         super().__init__({"before": ["No checkpoint of this thread has that id."]})
+
+
+class DamagedCheckpoint(Conflict):
+    """A checkpoint of the thread cannot be loaded (damaged, or written by an older version)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"A checkpoint of this thread cannot be loaded: {problem}. The thread's history "
+            "lists the states that load."
+        )

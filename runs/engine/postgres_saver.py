@@ -28,7 +28,7 @@ from psycopg import Connection, Cursor, OperationalError
 from psycopg.rows import DictRow, dict_row
 
 from deerflow_site.bridge import SerialThread
-from runs.engine.serial_saver import SerialSaverMethods
+from runs.engine.serial_saver import CheckpointSerializer, SerialSaverMethods
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ class PostgresSaver(SerialSaverMethods, LangGraphPostgresSaver):
     """
 
     def __init__(self, conn: Connection[DictRow], thread: SerialThread, conninfo: str) -> None:
-        super().__init__(conn)
+        super().__init__(conn, serde=CheckpointSerializer())
         self.thread = thread
         self.conninfo = conninfo
         self.bound_graphs: dict[str, Any] = {}

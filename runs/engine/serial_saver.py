@@ -29,6 +29,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from deerflow_site.bridge import SerialThread
 
@@ -104,6 +105,32 @@ def _after_writes() -> None:
     return None
 
 
+class UnreadableCheckpoint(Exception):
+    """A stored checkpoint holds a value its saver's serializer cannot load (damaged, or written
+    by an older version of a library): the message names its type and the loader's error."""
+
+
+class CheckpointSerializer(JsonPlusSerializer):
+    """LangGraph's serializer, whose load failures, whatever the format's own exception, are
+    UnreadableCheckpoint (what a thread's state reads answer or leave out)."""
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        try:
+            return super().loads_typed(data)
+        except Exception as exc:
+            kind = data[0] if isinstance(data, tuple) and data else "?"
+            raise UnreadableCheckpoint(
+                f"a stored value of type {kind!r} cannot be loaded ({type(exc).__name__}: {exc})"
+            ) from exc
+
+
+class _LoadingNothing(CheckpointSerializer):
+    """Loads every value as None: what lists checkpoints without their values."""
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        return None
+
+
 class SerialSaverMethods:
     """LangGraph's async saver methods, each one call on `thread` (listed first among a saver's
     bases, so that they replace the sync saver's). A saver sets `thread` and `bound_graphs`
@@ -113,6 +140,7 @@ class SerialSaverMethods:
     thread: SerialThread
     bound_graphs: dict[str, Any]
     conn: Any
+    serde: Any
 
     # LangGraph's sync saver methods, from the saver's other base.
     get_tuple: Callable[..., CheckpointTuple | None]
@@ -176,6 +204,32 @@ class SerialSaverMethods:
             if remaining is not None:
                 remaining -= len(ties)
             before = {"configurable": {"checkpoint_id": last_id}}
+
+    async def alist_ids(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int,
+    ) -> list[str]:
+        """The ids of the (at most `limit`) checkpoints `alist` yields first, newest first, read
+        without their values (one of them may not load: UnreadableCheckpoint)."""
+        return await self._call(self._list_ids, config, filter, before, limit)
+
+    def _list_ids(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int,
+    ) -> list[str]:
+        serde, self.serde = self.serde, _LoadingNothing()  # on the saver's thread: no other call
+        try:
+            listed = self.list(config, filter=filter, before=before, limit=limit)
+            return [checkpoint.config["configurable"]["checkpoint_id"] for checkpoint in listed]
+        finally:
+            self.serde = serde
 
     def _list_page(
         self,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from langgraph.checkpoint.sqlite import SqliteSaver as LangGraphSqliteSaver
 
 from deerflow_site.bridge import SerialThread
-from runs.engine.serial_saver import SerialSaverMethods
+from runs.engine.serial_saver import CheckpointSerializer, SerialSaverMethods
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class SqliteSaver(SerialSaverMethods, LangGraphSqliteSaver):
     """
 
     def __init__(self, conn: sqlite3.Connection, thread: SerialThread) -> None:
-        super().__init__(conn)
+        super().__init__(conn, serde=CheckpointSerializer())
         self.thread = thread
         self.bound_graphs: dict[str, Any] = {}
 

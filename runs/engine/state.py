@@ -5,6 +5,8 @@ schema.py). The graph of a thread is `thread.metadata["graph_id"]`, stamped when
 What the thread row mirrors of the state is written by the callers (`threads.state`).
 """
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from langgraph.errors import InvalidUpdateError
@@ -16,10 +18,12 @@ from runs.engine import checkpoints, registry
 from runs.engine.errors import (
     AssistantNotFound,
     CheckpointNotFound,
+    DamagedCheckpoint,
     GraphNotRegistered,
     UnknownBeforeCheckpoint,
 )
 from runs.engine.finish import ThreadSnapshot, snapshot_of
+from runs.engine.serial_saver import LIST_PAGE, UnreadableCheckpoint
 from runs.engine.serialization import to_jsonable
 from threads.models import Thread
 
@@ -154,9 +158,21 @@ def _asks_for_checkpoint(config: dict[str, Any]) -> bool:
     return bool(config["configurable"].get("checkpoint_id"))
 
 
+@contextlib.contextmanager
+def _loaded() -> Iterator[None]:
+    """A checkpoint that does not load (UnreadableCheckpoint) as a DamagedCheckpoint: a 409
+    that names the problem."""
+    try:
+        yield
+    except UnreadableCheckpoint as exc:
+        raise DamagedCheckpoint(str(exc)) from None
+
+
 async def _snapshot(graph: Any, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
-    """The graph's snapshot at `config`; 404 when a named checkpoint does not exist."""
-    snapshot = await graph.aget_state(config, subgraphs=subgraphs)
+    """The graph's snapshot at `config`; 404 when a named checkpoint does not exist, 409
+    (DamagedCheckpoint, naming the problem) when it does not load."""
+    with _loaded():
+        snapshot = await graph.aget_state(config, subgraphs=subgraphs)
     if _asks_for_checkpoint(config) and snapshot.created_at is None:
         raise CheckpointNotFound()
     return snapshot
@@ -197,7 +213,8 @@ async def get_thread_history(
     (a Checkpoint naming a `checkpoint_id`, deerflow_site.api.checkpoints).
 
     Raises UnknownBeforeCheckpoint (422) when `before` names no checkpoint of the thread: a
-    client paging with a stale id must not get the first page again.
+    client paging with a stale id must not get the first page again. A checkpoint that does not
+    load (damaged, or written by an older version) is left out (`_readable_history`).
     """
     graph = await _graph_of(thread)
     if graph is None and before:
@@ -209,14 +226,48 @@ async def get_thread_history(
     before_config = None
     if before:
         before_config = _state_config(thread, checkpoint={**(checkpoint or {}), **before})
-        if await graph.checkpointer.aget_tuple(before_config) is None:
+        if not await graph.checkpointer.alist_ids(before_config, limit=1):
             raise UnknownBeforeCheckpoint()
-    return [
-        thread_state(snapshot)
-        async for snapshot in graph.aget_state_history(
-            config, filter=metadata or None, before=before_config, limit=limit
+    try:
+        return [
+            thread_state(snapshot)
+            async for snapshot in graph.aget_state_history(
+                config, filter=metadata or None, before=before_config, limit=limit
+            )
+        ]
+    except UnreadableCheckpoint:
+        return await _readable_history(graph, config, metadata, before_config, limit)
+
+
+async def _readable_history(
+    graph: Any,
+    config: dict[str, Any],
+    metadata: dict[str, Any] | None,
+    before: dict[str, Any] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """`get_thread_history`'s states when one of them does not load: the checkpoints' ids read
+    without their values, then each state read alone (as the one just older than the one
+    listed before it), those that do not load left out."""
+    states: list[dict[str, Any]] = []
+    while len(states) < limit:
+        ids = await graph.checkpointer.alist_ids(
+            config, filter=metadata or None, before=before, limit=LIST_PAGE
         )
-    ]
+        for checkpoint_id in ids:
+            try:
+                async for snapshot in graph.aget_state_history(
+                    config, filter=metadata or None, before=before, limit=1
+                ):
+                    states.append(thread_state(snapshot))
+            except UnreadableCheckpoint:
+                pass
+            before = {"configurable": {**config["configurable"], "checkpoint_id": checkpoint_id}}
+            if len(states) == limit:
+                break
+        if len(ids) < LIST_PAGE:
+            break
+    return states
 
 
 # --- Writes -----------------------------------------------------------------------------------
@@ -240,7 +291,8 @@ async def update_state(
 
     Returns the new checkpoint (`{thread_id, checkpoint_ns, checkpoint_id}`) and the thread's
     latest state; None when the thread has no graph yet. 404 for an unknown checkpoint, 422 for
-    values or a node the graph cannot take, 400 when LangGraph refuses the update.
+    values or a node the graph cannot take, 400 when LangGraph refuses the update, 409 when the
+    checkpoint it starts from does not load (DamagedCheckpoint).
     """
     graph = await _graph_of(thread)
     if graph is None:
@@ -259,13 +311,15 @@ async def update_state(
     if _asks_for_checkpoint(config):
         await _snapshot(graph, config)  # 404 for an unknown checkpoint
     try:
-        written = await graph.aupdate_state(config, values, as_node=as_node)
+        with _loaded():
+            written = await graph.aupdate_state(config, values, as_node=as_node)
     except InvalidUpdateError as exc:
         raise BadRequest(str(exc)) from None
     except (ValueError, TypeError, NotImplementedError) as exc:  # what the graph cannot apply
         field = "checkpoint" if config["configurable"]["checkpoint_ns"] else "values"
         raise Invalid({field: [str(exc)]}) from None
-    latest = await snapshot_of(graph, thread.thread_id)
+    with _loaded():
+        latest = await snapshot_of(graph, thread.thread_id)
     return to_jsonable(_checkpoint_of(written)), latest
 
 
@@ -273,13 +327,15 @@ async def copy_state(*, source: Thread, target_thread_id: str) -> ThreadSnapshot
     """Copy every checkpoint of `source` to the thread `target_thread_id`; the copy's latest
     state, or None when the source's graph is unknown (the checkpoints are copied all the same).
 
-    On failure the caller removes the copy with `adelete_thread_checkpoints`.
+    On failure (a 409 when a checkpoint of the source does not load) the caller removes the copy
+    with `adelete_thread_checkpoints`.
     """
     try:
         graph = await _graph_of(source)
     except GraphNotRegistered:
         graph = None
-    await checkpoints.acopy_thread_checkpoints(source.thread_id, target_thread_id)
-    if graph is None:
-        return None
-    return await snapshot_of(graph, target_thread_id)
+    with _loaded():
+        await checkpoints.acopy_thread_checkpoints(source.thread_id, target_thread_id)
+        if graph is None:
+            return None
+        return await snapshot_of(graph, target_thread_id)
