@@ -56,7 +56,7 @@ from runs.exceptions import (
 )
 from runs.models import Run
 from runs.webhooks import check_webhook_target
-from threads.exceptions import ThreadExists, ThreadNotFound
+from threads.exceptions import ThreadExists, ThreadNotFound, ThreadStateUpdating
 from threads.models import Thread
 from threads.selectors import get_thread, visible_threads
 from threads.services import create_thread
@@ -113,7 +113,8 @@ def admit_run(
     CheckpointNotFound (404),
     CheckpointOfOtherThread (400), WebhookRefused (422), AssistantNotFound (404), Invalid (422:
     no assistant, or an input or command.update the graph's channels refuse), ThreadBusyReject
-    (409: busy with multitask_strategy=reject), OverLimit (422:
+    (409: busy with multitask_strategy=reject), ThreadStateUpdating (409: a state update under
+    way, whatever the strategy), OverLimit (422:
     recursion_limit or after_seconds over its setting), TooManyActiveRuns (429).
     """
     check_limits(request)
@@ -270,6 +271,9 @@ def _insert_locked(
 ) -> Run:
     _check_active_runs_quota(user)
     thread = _thread_for_run(user=user, thread_id=thread_id, request=request)
+    updating_until = thread.state_updating_until
+    if updating_until is not None and updating_until > timezone.now():
+        raise ThreadStateUpdating()  # the run would start from the state being replaced
     spec = _assistant_for(request=request, thread=thread)
     refusal = None if request.writes_checked else refused_run_writes(spec.graph_id, request.kwargs)
     if refusal is not None:

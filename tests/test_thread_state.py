@@ -6,6 +6,7 @@ official SDK against a live server is in test_thread_state_sdk.py.
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -462,6 +463,38 @@ async def test_update_state_while_a_run_is_active_is_409(api, user, status):
     response = await api.post(f"/api/threads/{thread_id}/state", {"values": {"a": 1}})
     assert response.status_code == 409
     assert await history(api, thread_id, limit=100) == before
+
+
+async def test_while_a_state_update_holds_the_thread_no_run_starts_and_it_stays(api):
+    """An update under way (its lease, `state_updating_until`, in the future) keeps runs of
+    every multitask strategy, the thread's deletion and another update out (409); an expired
+    lease (a process that died mid-update) keeps nothing out."""
+    thread_id = await asked_thread(api)
+    later = timezone.now() + timedelta(minutes=5)
+    await Thread.objects.filter(pk=thread_id).aupdate(state_updating_until=later)
+    before = await history(api, thread_id, limit=100)
+
+    for strategy in ("reject", "enqueue", "interrupt", "rollback"):
+        body = {"assistant_id": "ask_human", "input": ASK, "multitask_strategy": strategy}
+        response = await api.post(f"/api/threads/{thread_id}/runs", body)
+        assert response.status_code == 409, (strategy, response.content)
+        assert "state is being updated" in response.json()["detail"]
+    assert (await api.post("/api/runs/batch", [])).status_code == 200  # other threads: free
+    assert (await api.delete(f"/api/threads/{thread_id}")).status_code == 409
+    assert (await api.post("/api/threads/prune", {"thread_ids": [thread_id]})).json() == {
+        "pruned_count": 0
+    }
+    response = await api.post(f"/api/threads/{thread_id}/state", {"values": {"a": 1}})
+    assert response.status_code == 409
+    assert not await Run.objects.filter(thread_id=thread_id).aexists()
+    assert await history(api, thread_id, limit=100) == before
+
+    earlier = timezone.now() - timedelta(seconds=1)
+    await Thread.objects.filter(pk=thread_id).aupdate(state_updating_until=earlier)
+    response = await api.post(f"/api/threads/{thread_id}/state", {"values": {"a": 1}})
+    assert response.status_code == 200, response.content
+    thread = await Thread.objects.aget(pk=thread_id)
+    assert thread.state_updating_until is None  # released by the update that took it over
 
 
 async def test_update_state_needs_the_change_permission(api, other_api, other_user):

@@ -15,5 +15,9 @@ class ThreadBusy(Conflict):
     """The thread has a pending or running run."""
 
 
+class ThreadStateUpdating(ThreadBusy):
+    """The thread's state is being updated (POST /threads/{thread_id}/state): try again."""
+
+
 class ThreadHasNoGraph(BadRequest):
     """The thread has no graph yet: run one first."""

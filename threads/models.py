@@ -28,6 +28,9 @@ class Thread(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     state_updated_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    #: Set while `POST /threads/{t}/state` writes the thread's state (a lease, for a process
+    #: that dies meanwhile): no run is admitted on the thread, nor is it deleted, until then.
+    state_updating_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -14,7 +14,7 @@ from deerflow_site.errors import Forbidden
 from deerflow_site.rows import row_params
 from runs.engine import delete_thread_checkpoints
 from runs.models import Run
-from threads.exceptions import ThreadBusy, ThreadExists, ThreadNotFound
+from threads.exceptions import ThreadBusy, ThreadExists, ThreadNotFound, ThreadStateUpdating
 from threads.models import Thread
 from threads.ownership import grant_owner, revoke_owner
 from threads.selectors import get_thread
@@ -116,13 +116,16 @@ def update_thread(
 
 
 def delete_thread(*, thread: Thread) -> None:
-    """Delete a thread with its runs, events, feedback and checkpoints; 409 while busy."""
+    """Delete a thread with its runs, events, feedback and checkpoints; 409 while busy (a run
+    pending or running, or its state being updated)."""
     with transaction.atomic():
         locked = Thread.objects.select_for_update().filter(pk=thread.pk).first()
         if locked is None:
             return
         if Run.objects.active().filter(thread=locked).exists():
             raise ThreadBusy()
+        if locked.state_updating_until and locked.state_updating_until > timezone.now():
+            raise ThreadStateUpdating()  # its checkpoint would outlive the thread
         locked.delete()
         # In the same transaction: a thread is never gone while its checkpoints stay.
         delete_thread_checkpoints(thread.thread_id)

@@ -7,8 +7,10 @@ of checkpoints); this module keeps the thread row in step with it.
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -22,7 +24,7 @@ from runs.engine import (
     update_state,
 )
 from runs.models import Run
-from threads.exceptions import ThreadBusy, ThreadHasNoGraph
+from threads.exceptions import ThreadBusy, ThreadHasNoGraph, ThreadNotFound, ThreadStateUpdating
 from threads.models import Thread
 from threads.ownership import grant_owner
 
@@ -52,8 +54,35 @@ def select_state_fields(state: dict[str, Any], select: Sequence[str] | None) -> 
     return selected
 
 
-def _has_active_run(thread: Thread) -> bool:
-    return Run.objects.active().filter(thread_id=thread.pk).exists()
+def _lease_for_update(thread: Thread) -> datetime:
+    """Hold the thread for a state update: its row locked, no run pending or running (else
+    ThreadBusy, 409) and no other update under way (ThreadStateUpdating, 409), it is marked
+    `state_updating_until` (now + the run lease), which admission and deletion respect, so that
+    no run starts from the state the update is replacing, nor writes over it."""
+    with transaction.atomic():
+        locked = Thread.objects.select_for_update(no_key=True).filter(pk=thread.pk).first()
+        if locked is None:
+            raise ThreadNotFound()
+        now = timezone.now()
+        if locked.state_updating_until is not None and locked.state_updating_until > now:
+            raise ThreadStateUpdating()
+        if Run.objects.active().filter(thread_id=thread.pk).exists():
+            raise ThreadBusy()
+        until = now + timedelta(seconds=settings.RUN_LEASE_SECONDS)
+        Thread.objects.filter(pk=thread.pk).update(state_updating_until=until)
+    return until
+
+
+def _end_lease(thread: Thread, until: datetime, fields: dict[str, Any] | None) -> None:
+    """Release the update's hold `until` on the thread (not a later update's), storing its state
+    snapshot `fields` (None: the update failed) unless a run was admitted meanwhile (a lease
+    outlived)."""
+    with transaction.atomic():
+        Thread.objects.filter(pk=thread.pk, state_updating_until=until).update(
+            state_updating_until=None
+        )
+        if fields is not None:
+            _save_state_fields(thread, fields)
 
 
 def _thread_fields(snapshot: ThreadSnapshot, *, failed: bool = False) -> dict[str, Any]:
@@ -82,24 +111,26 @@ async def update_thread_state(
 ) -> dict[str, Any]:
     """Write `values` into the thread's state as if `as_node` had run; returns {checkpoint}.
 
-    409 while a run is pending or running; 400 if the thread has no graph yet.
+    409 while a run is pending or running or another update is under way (no run is
+    admitted, nor the thread deleted, until this one ends); 400 if the thread has no graph yet.
     """
-    if await call_sync(_has_active_run, thread, on=Executor.THREAD_SENSITIVE):
-        raise ThreadBusy()
-    updated = await update_state(
-        thread=thread,
-        values=values,
-        as_node=as_node,
-        checkpoint=checkpoint,
-        checkpoint_id=checkpoint_id,
-        user=user,
-    )
-    if updated is None:
-        raise ThreadHasNoGraph()
-    written, latest = updated
-    await call_sync(
-        _save_state_fields, thread, _thread_fields(latest), on=Executor.THREAD_SENSITIVE
-    )
+    until = await call_sync(_lease_for_update, thread, on=Executor.THREAD_SENSITIVE)
+    fields = None
+    try:
+        updated = await update_state(
+            thread=thread,
+            values=values,
+            as_node=as_node,
+            checkpoint=checkpoint,
+            checkpoint_id=checkpoint_id,
+            user=user,
+        )
+        if updated is None:
+            raise ThreadHasNoGraph()
+        written, latest = updated
+        fields = _thread_fields(latest)
+    finally:
+        await call_sync(_end_lease, thread, until, fields, on=Executor.THREAD_SENSITIVE)
     return {"checkpoint": written}
 
 
