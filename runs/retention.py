@@ -3,7 +3,7 @@
 Four kinds of data go, each in batches of at most `batch_size` rows of the kind it walks, each
 batch its own transaction, so a live server keeps serving meanwhile:
 - threads past their TTL (`Thread.expires_at`), with everything they own (runs, events, feedback,
-  checkpoints), unless busy or with an active run;
+  checkpoints), unless busy, with an active run or with its state being updated;
 - finished runs (and what they own: events, feedback) that ended more than `run_days` days ago;
 - stored stream events (replay buffers) of runs that ended more than the stream retention ago;
 - checkpoints whose thread no longer exists.
@@ -160,6 +160,7 @@ def _expired_thread_ids(now: datetime, after: str | None, limit: int) -> list[st
     idle = (
         Thread.objects.filter(expires_at__lt=now)
         .exclude(status=Thread.Status.BUSY)
+        .exclude(state_updating_until__gt=now)  # its update's checkpoint would outlive it
         .exclude(Exists(Run.objects.active().filter(thread=OuterRef("pk"))))
     )
     locked = _after(idle, after).select_for_update(skip_locked=True).order_by("pk")

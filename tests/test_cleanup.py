@@ -212,6 +212,20 @@ async def test_zero_run_days_keeps_finished_runs(user: Any) -> None:
     assert await Run.objects.filter(pk=world.old_run).aexists()
 
 
+def test_a_thread_past_its_ttl_is_left_while_its_state_is_being_updated(user: Any) -> None:
+    # The update writes its checkpoint after cleanup's delete: it would outlive its thread,
+    # and a thread created again with the id would start from it.
+    now = timezone.now()
+    updating, free = make_thread(user=user), make_thread(user=user)
+    Thread.objects.filter(pk__in=[updating.pk, free.pk]).update(expires_at=now - timedelta(days=1))
+    Thread.objects.filter(pk=updating.pk).update(state_updating_until=now + timedelta(minutes=5))
+
+    counts = clear_expired(retention=RETENTION)
+
+    assert counts["threads"] == 1
+    assert set(Thread.objects.values_list("pk", flat=True)) == {updating.pk}
+
+
 def test_command_prints_counts_per_kind_and_its_flags_override_the_settings(user: Any) -> None:
     thread = make_thread(user=user)
     old = finished_run(thread=thread, user=user, ended_days_ago=3)
