@@ -45,11 +45,14 @@ def put_feedback(
     """Create or replace the caller's feedback on `run` (rating, comment and message_id)."""
     for _ in range(UPSERT_ATTEMPTS):
         mine = Feedback.objects.filter(user=user, run=run)
-        changed = mine.update(
-            rating=rating, comment=comment, message_id=message_id, updated_at=timezone.now()
-        )
-        if changed:
-            return mine.get()
+        # One transaction: the row the update changed stays until it is read back (a DELETE
+        # between the two made the read a DoesNotExist, a 500).
+        with transaction.atomic():
+            changed = mine.update(
+                rating=rating, comment=comment, message_id=message_id, updated_at=timezone.now()
+            )
+            if changed:
+                return mine.get()
         try:
             return create_feedback(
                 user=user, run=run, rating=rating, comment=comment, message_id=message_id

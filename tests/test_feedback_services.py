@@ -1,13 +1,15 @@
 """Feedback's writes against a run deleted after it was read (its thread deleted meanwhile): a
 404 for the run, never a 409 saying the caller gave feedback, nor a 500."""
 
+import threading
 import uuid
 
 import pytest
+from django.db import connection, connections
 from django.utils import timezone
 
 from feedback.models import Feedback
-from feedback.services import create_feedback, put_feedback
+from feedback.services import create_feedback, delete_feedback, put_feedback
 from runs.exceptions import RunNotFound
 from runs.models import Run
 from threads.services import create_thread
@@ -38,3 +40,41 @@ def test_feedback_on_a_run_deleted_meanwhile_is_run_not_found(user, deleted_run,
         write(user=user, run=deleted_run, rating=1)
 
     assert not Feedback.objects.exists()
+
+
+def test_a_put_whose_feedback_is_deleted_right_after_its_update_answers_it(user) -> None:
+    # The DELETE goes in on another connection the moment the PUT's UPDATE has run, and is
+    # given a second to land: without one transaction around them, it lands before the PUT
+    # reads its row back (DoesNotExist, a 500); with it, it waits for the PUT's commit.
+    thread, _ = create_thread(user=user, thread_id=str(uuid.uuid4()))
+    run = Run.objects.create(
+        thread=thread,
+        user=user,
+        assistant_id=uuid.uuid4(),
+        graph_id="echo",
+        status="success",
+        run_at=timezone.now(),
+    )
+    create_feedback(user=user, run=run, rating=1)
+    deleting: list[threading.Thread] = []
+
+    def delete_on_another_connection() -> None:
+        try:
+            delete_feedback(user=user, run=run)
+        finally:
+            connections.close_all()
+
+    def after_the_update(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.lstrip().upper().startswith("UPDATE") and not deleting:
+            deleting.append(threading.Thread(target=delete_on_another_connection))
+            deleting[0].start()
+            deleting[0].join(timeout=1)  # lands at once unless the PUT's transaction holds it
+        return result
+
+    with connection.execute_wrapper(after_the_update):
+        feedback = put_feedback(user=user, run=run, rating=-1)
+
+    deleting[0].join()
+    assert feedback.rating == -1
+    assert not Feedback.objects.exists()  # the DELETE went in after the PUT
