@@ -29,5 +29,6 @@ class DamagedCheckpoint(Conflict):
     def __init__(self, problem: str) -> None:
         super().__init__(
             f"A checkpoint of this thread cannot be loaded: {problem}. The thread's history "
-            "lists the states that load."
+            "still lists the states that load; a state update or a copy needs its latest "
+            "checkpoint to load, so neither repairs it."
         )
