@@ -8,8 +8,9 @@ from django.db import IntegrityError
 from guardian.shortcuts import assign_perm
 
 from runs.models import Run
+from threads.exceptions import ThreadNotFound
 from threads.models import Thread
-from threads.services import create_thread
+from threads.services import change_owner, create_thread, update_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -360,3 +361,21 @@ def test_a_user_without_the_threads_write_scope_gets_403(api, user):
     response = api.post("/api/threads", {}, format="json")
     assert response.status_code == 403
     assert Thread.objects.count() == 0
+
+
+@pytest.mark.parametrize("change", ["metadata", "owner"])
+def test_a_thread_deleted_after_it_was_read_is_not_found_by_its_changes(
+    user, other_user, change
+) -> None:
+    # A PATCH read the thread (its rights), then a DELETE went in first: was a DoesNotExist, a
+    # 500 (4 in 60 PATCH + DELETE pairs over HTTP); the admin's change of owner likewise.
+    thread, _ = create_thread(user=user, thread_id=str(uuid.uuid4()))
+    Thread.objects.filter(pk=thread.pk).delete()
+
+    with pytest.raises(ThreadNotFound):
+        if change == "metadata":
+            update_thread(thread=thread, metadata={"a": 1})
+        else:
+            change_owner(thread=thread, owner=other_user)
+
+    assert not Thread.objects.exists()

@@ -32,11 +32,20 @@ def clean_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (metadata or {}).items() if k not in RESERVED_METADATA_KEYS}
 
 
+def locked_thread(thread: Thread) -> Thread:
+    """The thread's row, locked until the transaction ends; ThreadNotFound (404) when it was
+    deleted since the caller read it (a DELETE racing a PATCH, say)."""
+    locked = Thread.objects.select_for_update(no_key=True).filter(pk=thread.pk).first()
+    if locked is None:
+        raise ThreadNotFound()
+    return locked
+
+
 def change_owner(*, thread: Thread, owner: Any) -> Thread:
     """Give the thread to `owner`: the owner's object permissions move from the previous owner
-    (permissions shared with others stay)."""
+    (permissions shared with others stay); ThreadNotFound when it was deleted meanwhile."""
     with transaction.atomic():
-        locked = Thread.objects.select_for_update(no_key=True).get(pk=thread.pk)
+        locked = locked_thread(thread)
         previous_id = locked.owner_id
         if previous_id == owner.pk:
             return locked
@@ -105,9 +114,10 @@ def _insert_thread_sql() -> str:
 def update_thread(
     *, thread: Thread, metadata: dict[str, Any] | None, ttl_minutes: float | None = None
 ) -> Thread:
-    """Merge `metadata` into the thread's metadata (and reset its time to live)."""
+    """Merge `metadata` into the thread's metadata (and reset its time to live); ThreadNotFound
+    (404) when the thread was deleted since it was read."""
     with transaction.atomic():
-        thread = Thread.objects.select_for_update(no_key=True).get(pk=thread.pk)
+        thread = locked_thread(thread)
         thread.metadata = {**thread.metadata, **clean_metadata(metadata)}
         if ttl_minutes:
             thread.expires_at = timezone.now() + timedelta(minutes=ttl_minutes)

@@ -24,9 +24,10 @@ from runs.engine import (
     update_state,
 )
 from runs.models import Run
-from threads.exceptions import ThreadBusy, ThreadHasNoGraph, ThreadNotFound, ThreadStateUpdating
+from threads.exceptions import ThreadBusy, ThreadHasNoGraph, ThreadStateUpdating
 from threads.models import Thread
 from threads.ownership import grant_owner
+from threads.services import locked_thread
 
 STATE_FIELDS = (
     "values",
@@ -60,9 +61,7 @@ def _lease_for_update(thread: Thread) -> datetime:
     `state_updating_until` (now + the run lease), which admission and deletion respect, so that
     no run starts from the state the update is replacing, nor writes over it."""
     with transaction.atomic():
-        locked = Thread.objects.select_for_update(no_key=True).filter(pk=thread.pk).first()
-        if locked is None:
-            raise ThreadNotFound()
+        locked = locked_thread(thread)
         now = timezone.now()
         if locked.state_updating_until is not None and locked.state_updating_until > now:
             raise ThreadStateUpdating()
