@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from feedback.exceptions import FeedbackExists, FeedbackNotFound
 from feedback.models import Feedback
+from runs import sql
 from runs.exceptions import RunNotFound
 from runs.models import Run
 
@@ -24,6 +25,8 @@ def create_feedback(
     """
     try:
         with transaction.atomic():
+            if not sql.hold_thread_key(run.thread_id):  # the thread first, as its deletion
+                raise RunNotFound()
             return Feedback.objects.create(
                 run=run,
                 thread_id=run.thread_id,

@@ -295,6 +295,18 @@ def run_at_from_db(value: Any) -> datetime | None:
 # --- The end of a run ----------------------------------------------------------------------------
 
 
+def hold_thread_key(thread_id: str) -> bool:
+    """Take the lock a foreign key's check takes on the thread's row (PostgreSQL's FOR KEY
+    SHARE; nothing on SQLite, whose writers are serialised), before a row that references both
+    a run and its thread is inserted: that check locks the run first, the thread next, while a
+    thread's deletion locks the thread, then its runs. Taken first, it makes the insert wait
+    for the deletion holding nothing. False when the thread is gone."""
+    db = _db()
+    if not db.features.has_select_for_no_key_update:
+        return True
+    return _fetchone(db, _sql(LOCK_THREAD_SQL, lock=" FOR KEY SHARE"), [thread_id]) is not None
+
+
 def lock_thread(thread_id: str) -> dict[str, Any] | None:
     """Lock the thread's row; its interrupts (None: the thread is gone)."""
     db = _db()

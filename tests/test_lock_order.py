@@ -19,13 +19,18 @@ import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from feedback.services import create_feedback
 from runs.cancellation import cancel_run, cancel_runs
 from runs.engine import queue
+from runs.exceptions import RunNotFound
 from runs.journal.lifecycle import run_started
 from runs.journal.store import _allocate_seq_sql, _event_rows, _insert_events_sql, record_events
 from runs.models import Run, RunEvent
+from runs.services import delete_run
 from runs.sql import lock_thread
 from tests.engine_support import make_thread, pending_run
+from threads.models import Thread
+from threads.services import delete_thread
 
 pytestmark = [
     pytest.mark.skipif(
@@ -173,3 +178,52 @@ def test_the_reaper_and_a_cancel_of_the_reaped_run_both_finish(
     cancel_outcome = cancel.exception(WITHIN) or cancel.result()
     # Whichever came first decided: reaped (the cancel then finds it ended: 409), or cancelled.
     assert [run.pk for run in reaped] == [expired.pk] or cancel_outcome.pk == expired.pk
+
+
+def finished_run(*, thread: Any, user: Any) -> Run:
+    run = pending_run(thread=thread, user=user)
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCESS, ended_at=timezone.now())
+    run.refresh_from_db()
+    record_events(thread_id=thread.pk, run_id=run.pk, entries=[run_started(run)])
+    return run
+
+
+def delete_thread_in_two_steps(
+    *, thread: Any, run: Run, locked: threading.Event, go_on: threading.Event
+) -> None:
+    """`delete_thread`, paused after its lock of the thread's row and the deletion of the run's
+    events (what Django's collector deletes before the runs)."""
+    with transaction.atomic():
+        Thread.objects.select_for_update().filter(pk=thread.pk).first()
+        RunEvent.objects.filter(run_id=run.pk).delete()
+        locked.set()
+        assert go_on.wait(WITHIN)
+        delete_thread(thread=thread)
+
+
+@pytest.mark.parametrize("write", ["feedback", "run deletion"])
+def test_a_thread_deletion_and_a_write_on_one_of_its_runs_both_finish(
+    user: Any, on_other_connections: Any, write: str
+) -> None:
+    # A feedback's insert checks its foreign keys run first, thread next; a run's deletion locked
+    # the run, then deleted its events: both waited holding the run's row for what the thread's
+    # deletion (thread, events, then runs) held, and PostgreSQL ended one of them, a 500. Both
+    # now take the thread's row first.
+    thread = make_thread(user=user)
+    run = finished_run(thread=thread, user=user)
+    locked, go_on = threading.Event(), threading.Event()
+
+    deletion = on_other_connections(
+        delete_thread_in_two_steps, thread=thread, run=run, locked=locked, go_on=go_on
+    )
+    assert locked.wait(WITHIN)
+    if write == "feedback":
+        other = on_other_connections(create_feedback, user=user, run=run, rating=1)
+    else:
+        other = on_other_connections(delete_run, run=run)
+    until_a_backend_waits_for_a_lock()
+    go_on.set()
+
+    deletion.result(WITHIN)
+    assert isinstance(other.exception(WITHIN), RunNotFound)  # the thread went first
+    assert not Thread.objects.filter(pk=thread.pk).exists()
