@@ -34,6 +34,7 @@ from runs.engine import (
     orphan_checkpoint_thread_ids,
 )
 from runs.models import Run, RunEvent, RunStreamEvent
+from runs.services import lock_runs_of_threads
 from threads.models import Thread
 
 #: The kinds `clear_expired` reports, by the model label Django's delete() counts under.
@@ -168,6 +169,7 @@ def _expired_thread_ids(now: datetime, after: str | None, limit: int) -> list[st
 
 
 def _delete_threads(thread_ids: Sequence[str]) -> Counter[str]:
+    lock_runs_of_threads(thread_ids)
     counts = _counted(Thread.objects.filter(pk__in=thread_ids).delete())
     # In the same transaction: a thread is never gone while its checkpoints stay.
     counts[CHECKPOINTS] += delete_checkpoints_of_threads(list(thread_ids))

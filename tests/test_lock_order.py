@@ -11,12 +11,12 @@ first go on: both must finish.
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from feedback.services import create_feedback
@@ -25,7 +25,7 @@ from runs.engine import queue
 from runs.exceptions import RunNotFound
 from runs.journal.lifecycle import run_started
 from runs.journal.store import _allocate_seq_sql, _event_rows, _insert_events_sql, record_events
-from runs.models import Run, RunEvent
+from runs.models import Run, RunEvent, RunStreamEvent
 from runs.services import delete_run
 from runs.sql import lock_thread
 from tests.engine_support import make_thread, pending_run
@@ -227,3 +227,42 @@ def test_a_thread_deletion_and_a_write_on_one_of_its_runs_both_finish(
     deletion.result(WITHIN)
     assert isinstance(other.exception(WITHIN), RunNotFound)  # the thread went first
     assert not Thread.objects.filter(pk=thread.pk).exists()
+
+
+def test_a_late_stream_event_of_a_run_never_breaks_its_threads_deletion(
+    user: Any, on_other_connections: Any
+) -> None:
+    # A cancelled run is no longer active, so its thread may go, while its worker still stores
+    # its last stream events. Committed between the deletion's DELETE of the run's events and
+    # that of the run, the event broke the foreign key: the deletion was an IntegrityError, a
+    # 500 (2 in 30 rounds over HTTP). The deletion now locks the runs first: the late write
+    # waits for it (given a second here), then fails, as a write for a deleted run should.
+    thread = make_thread(user=user)
+    run = finished_run(thread=thread, user=user)
+    inserted, go_on = threading.Event(), threading.Event()
+
+    def late_stream_event() -> None:
+        with transaction.atomic():
+            RunStreamEvent.objects.create(run_id=run.pk, seq=1, event="values", data="{}")
+            inserted.set()
+            assert go_on.wait(WITHIN)
+
+    def delete_letting_the_write_in_after_the_events() -> None:
+        def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            result = execute(sql, params, many, context)
+            if sql.startswith("DELETE") and RunStreamEvent._meta.db_table in sql:
+                go_on.set()
+                wait((writer,), timeout=1)  # commits at once unless the run is locked
+            return result
+
+        with connection.execute_wrapper(wrapper):
+            delete_thread(thread=thread)
+
+    writer = on_other_connections(late_stream_event)
+    assert inserted.wait(WITHIN)
+    deletion = on_other_connections(delete_letting_the_write_in_after_the_events)
+
+    deletion.result(WITHIN)
+    assert isinstance(writer.exception(WITHIN), IntegrityError)
+    assert not Thread.objects.filter(pk=thread.pk).exists()
+    assert not RunStreamEvent.objects.exists()

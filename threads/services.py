@@ -14,6 +14,7 @@ from deerflow_site.errors import Forbidden
 from deerflow_site.rows import row_params
 from runs.engine import delete_thread_checkpoints
 from runs.models import Run
+from runs.services import lock_runs_of_threads
 from threads.exceptions import ThreadBusy, ThreadExists, ThreadNotFound, ThreadStateUpdating
 from threads.models import Thread
 from threads.ownership import grant_owner, revoke_owner
@@ -136,6 +137,7 @@ def delete_thread(*, thread: Thread) -> None:
             raise ThreadBusy()
         if locked.state_updating_until and locked.state_updating_until > timezone.now():
             raise ThreadStateUpdating()  # its checkpoint would outlive the thread
+        lock_runs_of_threads([locked.pk])
         locked.delete()
         # In the same transaction: a thread is never gone while its checkpoints stay.
         delete_thread_checkpoints(thread.thread_id)
