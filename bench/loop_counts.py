@@ -70,10 +70,15 @@ def count_wake_ups() -> None:
     from deerflow_site.bridge import hops, serial
 
     for executor, pool in hops._POOLS.items():
+        if isinstance(pool, hops._SerialPool):  # a SerialThread, started at import: its next
+            taken = pool.thread._calls  # batch comes from the counting queue
+            pool.thread._calls = WakeCountingQueue(f"SerialThread {executor.value}")
+            taken.put([])  # (an empty batch: the thread goes on to the new queue's get)
+            continue
         assert not pool._threads, "count_wake_ups after a pool's thread started"
         pool._work_queue = WakeCountingQueue(f"ThreadPoolExecutor {executor.value}")
     serial.queue = types.SimpleNamespace(
-        SimpleQueue=lambda: WakeCountingQueue("SerialThread (checkpoint saver)")
+        SimpleQueue=lambda: WakeCountingQueue("SerialThread (the PostgreSQL saver's)")
     )
 
 

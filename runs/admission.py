@@ -18,9 +18,10 @@ authentication: one thread hop); `admit_stateless_runs` admits a batch, all or n
 """
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.conf import settings
@@ -29,7 +30,7 @@ from django.utils import timezone
 
 import runs.sql as sql
 from deerflow_site.api.ids import parse_uuid
-from deerflow_site.bridge import Executor, call_async, call_sync
+from deerflow_site.bridge import ENGINE_THREAD, Executor, call_async, call_sync
 from deerflow_site.errors import Invalid
 from deerflow_site.rows import new_instance
 from runs.cancellation import cancel_locked
@@ -60,6 +61,8 @@ from threads.exceptions import ThreadExists, ThreadNotFound, ThreadStateUpdating
 from threads.models import Thread
 from threads.selectors import get_thread, visible_threads
 from threads.services import create_thread
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,21 @@ class WritesRefused(Exception):
         self.graph_id, self.refusal = graph_id, refusal
 
 
+class NeedsAnotherThread(Exception):
+    """Admission on the engine's thread reached a step that awaits async code reading
+    checkpoints (a fork's checkpoint, a webhook's check, a thread's values for refused writes),
+    whose SQLite saver calls run on that very thread: nothing was written; admit on another
+    thread (`runs.stream_views`)."""
+
+
+def _awaited(fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+    """`call_async(fn, ...)`, except on the engine's thread (NeedsAnotherThread): the thread
+    would wait for code that waits for it."""
+    if ENGINE_THREAD.is_current():
+        raise NeedsAnotherThread
+    return call_async(fn, *args, **kwargs)
+
+
 def admit_run(
     *, user: Any, thread_id: str | None, request: RunRequest, run_id: UUID | None = None
 ) -> Run:
@@ -124,14 +142,14 @@ def admit_run(
         new_thread = stateless or (
             request.forks and _authorise(user=user, thread_id=thread_id, request=request)
         )
-        call_async(_acheck, user=user, thread_id=thread_id, request=request, new_thread=new_thread)
+        _awaited(_acheck, user=user, thread_id=thread_id, request=request, new_thread=new_thread)
     try:
         return _insert(user=user, thread_id=thread_id, request=request, run_id=run_id)
     except WritesRefused as exc:
         # Refused by empty channels: a thread's own values may take them (a removal by id).
         refusal = exc.refusal
         if not stateless:
-            refusal = call_async(arefused_on_thread, exc.graph_id, thread_id, request.kwargs)
+            refusal = _awaited(arefused_on_thread, exc.graph_id, thread_id, request.kwargs)
         if refusal is not None:
             raise Invalid(refusal) from None
     request = replace(request, writes_checked=True)
@@ -153,9 +171,7 @@ def admit_stateless_runs(*, user: Any, requests: list[RunRequest]) -> list[Run]:
             raise Invalid({index: exc.detail}) from None
         if request.forks or request.webhook:
             try:
-                call_async(
-                    _acheck, user=user, thread_id=thread_id, request=request, new_thread=True
-                )
+                _awaited(_acheck, user=user, thread_id=thread_id, request=request, new_thread=True)
             except Invalid as exc:
                 raise Invalid({index: exc.detail}) from None
     with transaction.atomic():

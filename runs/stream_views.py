@@ -137,9 +137,12 @@ async def _admit(
         answers.expect(run_id)
     watch = AdmissionWatch()
     try:
-        run = await call_sync(
-            _admit_sync, request, thread_id, run_id, watch, on=_admission_executor()
-        )
+        try:
+            run = await call_sync(
+                _admit_sync, request, thread_id, run_id, watch, on=_admission_executor()
+            )
+        except admission.NeedsAnotherThread:  # (nothing written)
+            run = await call_sync(_admit_sync, request, thread_id, run_id, watch, on=Executor.API)
     except BaseException as exc:
         if isinstance(exc, asyncio.CancelledError):
             watch.client_left()  # the admission may still commit on its thread
@@ -152,9 +155,10 @@ async def _admit(
 
 def _admission_executor() -> Executor:
     """Where admission's hop runs. On SQLite (the embedded default: one writer at a time
-    anyway), the engine's thread, where the run's claim and its end run too: a run then wakes
-    one database thread instead of two (bench/README.md, "Issue 13: PERF9W"). On PostgreSQL the
-    API pool, whose threads overlap their round trips."""
+    anyway), the engine's thread, where the run's claim, its checkpoints and its end run too: a
+    run then wakes one database thread (bench/README.md, "Issue 13: PERF9W", "ONETHREAD"); an
+    admission that must read checkpoints moves to the API pool (`NeedsAnotherThread`). On
+    PostgreSQL the API pool, whose threads overlap their round trips."""
     return Executor.API if is_postgresql() else Executor.ENGINE
 
 

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from deerflow_site.bridge import Executor, SerialThread, call_sync
+from deerflow_site.bridge import ENGINE_THREAD, Executor, SerialThread, call_sync
 from runs.engine import checkpointer
 from runs.engine.checkpointer import close_checkpointer, get_checkpointer
 from runs.engine.checkpoints import adelete_run_checkpoints
@@ -102,7 +102,8 @@ async def test_two_event_loops_have_their_own_savers_on_one_database(
 
     theirs = await call_sync(write_from_another_loop, t, on=Executor.BLOCKING)
 
-    assert theirs is not mine and theirs.thread is not mine.thread
+    assert theirs is not mine and theirs.conn is not mine.conn
+    assert theirs.thread is mine.thread is ENGINE_THREAD  # shared, and not ended by theirs
     assert await mine.aget_tuple(root_config(t)) is not None
     assert all(not loop.is_closed() for loop in checkpointer._entries)
 

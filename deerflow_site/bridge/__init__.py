@@ -7,13 +7,15 @@ The package's modules: `hops` (the executors, `call_sync`, `call_async`), `reque
 Where sync code runs decides its database connection (Django keeps one per thread), so each
 executor is named for the connection it stands for:
 
-- `Executor.ENGINE`: the run engine's database thread. One thread, so the worker's ORM calls run
-  one at a time on one connection, kept between calls (a worker has no requests to scope a
-  connection by). Not Django's thread-sensitive thread: outside a request's context that one is
-  shared with the request signals of long responses, whose `close_old_connections` would close
-  the worker's connection at every request. On SQLite the admission of a streamed or waited run
-  runs here too (`runs.stream_views`: one writer at a time anyway, and a run then wakes one
-  database thread, not two).
+- `Executor.ENGINE`: the run engine's database thread, `ENGINE_THREAD` (a `SerialThread`). One
+  thread, so the worker's ORM calls run one at a time on one connection, kept between calls (a
+  worker has no requests to scope a connection by). Not Django's thread-sensitive thread:
+  outside a request's context that one is shared with the request signals of long responses,
+  whose `close_old_connections` would close the worker's connection at every request. On SQLite
+  the checkpoint saver's calls and the admission of a streamed or waited run run here too (one
+  writer at a time anyway; a run then wakes one database thread, in batches with the others').
+  Code on this thread must not wait (`call_async`) for code that calls it: the thread would
+  wait for itself (admission moves to the API pool first, `runs.admission.NeedsAnotherThread`).
 - `Executor.API`: the ORM work of long-lived async views (streams, waits, joins, cancels) and of
   what they call (admission on PostgreSQL, bus reads), on `API_DB_THREADS` threads that keep
   their connections. A long response must not pin a thread and a connection for its whole life,
@@ -38,11 +40,12 @@ each call, an idle connection the database dropped (PostgreSQL restarted) is not
 replaced (`drop_a_dropped_connection`: a health check only when the socket has something to
 read), so the first call after a restart succeeds rather than fails.
 
-`SerialThread` is one owner's thread (the SQLite checkpoint saver's, with its `sqlite3`
-connection): calls run there one at a time in order, each a hop there and back (a queue put, the
-result sent back), and a call once made runs to its end even when its caller is cancelled. The
-calls made while the batch queued last is not yet taken by the thread join it: one queue put
-(and at most one wake-up of the thread) for a busy stretch's calls, however many.
+`SerialThread` is one owner's thread (the engine's, which on SQLite also holds the checkpoint
+saver's `sqlite3` connection; the PostgreSQL saver's): calls run there one at a time in order,
+each a hop there and back (a queue put, the result sent back), and a call once made runs to its
+end even when its caller is cancelled. The calls made while the batch queued last is not yet
+taken by the thread join it: one queue put (and at most one wake-up of the thread) for a busy
+stretch's calls, however many.
 
 A hop to ENGINE, API, a request's thread or a `SerialThread` is a submit and one future, not
 asgiref's `sync_to_async` (whose look-ups, shield and wrapped future cost about the hop itself;
@@ -52,6 +55,7 @@ what it does with the context is kept: `_hop`); its result comes back through th
 
 from deerflow_site.bridge.hops import (
     API_DB_THREADS,
+    ENGINE_THREAD,
     Executor,
     call_async,
     call_sync,
@@ -69,6 +73,7 @@ from deerflow_site.bridge.serial import SerialThread
 
 __all__ = [
     "API_DB_THREADS",
+    "ENGINE_THREAD",
     "IDLE_REQUEST_THREADS",
     "Executor",
     "RequestThread",

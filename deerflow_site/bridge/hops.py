@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - another asgiref: RequestThread.call us
 from django.db import DatabaseError, InterfaceError, connection
 
 from deerflow_site import loop_inbox
+from deerflow_site.bridge.serial import SerialThread
 from deerflow_site.loop_inbox import LoopInbox, inbox_of, stop_iteration_error
 
 T = TypeVar("T")
@@ -40,8 +41,33 @@ class Executor(enum.Enum):
     BLOCKING = "blocking"
 
 
-_POOLS = {
-    Executor.ENGINE: ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-engine-db"),
+class _SerialPool:
+    """A `SerialThread` as `_hop`'s submit: the call queued on the thread, in order, with a
+    `concurrent.futures.Future` whose `cancel()` drops it while it has not started."""
+
+    def __init__(self, thread: SerialThread) -> None:
+        self.thread = thread
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        work: Future[Any] = Future()
+
+        def run() -> None:
+            if work.set_running_or_notify_cancel():
+                fn(*args)  # (`_run_for_loop` answers its caller itself)
+                work.set_result(None)
+
+        if not self.thread.submit(run):
+            raise RuntimeError(f"{self.thread.name} is stopped")
+        return work
+
+
+#: The engine's database thread (`Executor.ENGINE`); on SQLite the checkpoint saver's calls
+#: run there too (`runs.engine.checkpointer`): a run's admission, claim, checkpoints and end
+#: wake one thread, in batches.
+ENGINE_THREAD = SerialThread(name="run-engine-db")
+
+_POOLS: dict[Executor, Any] = {
+    Executor.ENGINE: _SerialPool(ENGINE_THREAD),
     Executor.API: ThreadPoolExecutor(max_workers=API_DB_THREADS, thread_name_prefix="api-db"),
 }
 

@@ -68,6 +68,14 @@ class SerialThread:
                 self._calls.put(self._open)
         return True
 
+    @property
+    def name(self) -> str:
+        return self._thread.name
+
+    def is_current(self) -> bool:
+        """Whether the calling code runs on this thread."""
+        return threading.current_thread() is self._thread
+
     def stop(self) -> None:
         """End the thread once the calls made before have run; later calls raise."""
         with self._lock:
@@ -86,6 +94,7 @@ class SerialThread:
                     self._open = None
             for call in batch:
                 self._run(call)
+            batch = call = None  # (what the calls hold, a closed loop, is not kept meanwhile)
 
     def _run(self, call: _Call) -> None:
         fn, caller = call

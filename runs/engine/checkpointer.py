@@ -22,6 +22,7 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
+from deerflow_site.bridge import ENGINE_THREAD
 from runs.engine.postgres_saver import open_postgres_saver
 from runs.engine.sqlite_saver import open_sqlite_saver
 
@@ -109,7 +110,9 @@ async def _open(database: dict[str, Any], key: str) -> _Entry:
 
 
 async def _open_sqlite(database: dict[str, Any], key: str) -> _Entry:
-    saver = await open_sqlite_saver(str(database["NAME"]), busy_timeout=SQLITE_BUSY_TIMEOUT)
+    saver = await open_sqlite_saver(
+        str(database["NAME"]), busy_timeout=SQLITE_BUSY_TIMEOUT, thread=ENGINE_THREAD
+    )
     return _Entry(saver=saver, database=key, close=saver.aclose, abandon=saver.abandon)
 
 

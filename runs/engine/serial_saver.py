@@ -138,6 +138,8 @@ class SerialSaverMethods:
     `_call` (how an operation runs on the thread) and `_close` (what closing does there)."""
 
     thread: SerialThread
+    #: Whether closing the saver ends `thread` (False: a thread shared with others).
+    owns_thread: bool = True
     bound_graphs: dict[str, Any]
     conn: Any
     serde: Any
@@ -304,12 +306,14 @@ class SerialSaverMethods:
         try:
             await self.thread.call(self._close)
         finally:
-            self.thread.stop()
+            if self.owns_thread:
+                self.thread.stop()
 
     def abandon(self) -> None:
         """`aclose` without waiting: for a saver whose event loop is closed."""
         self.thread.submit(self._close)
-        self.thread.stop()
+        if self.owns_thread:
+            self.thread.stop()
 
 
 def _key(checkpoint: CheckpointTuple) -> tuple[str, str, str]:

@@ -54,9 +54,15 @@ class SqliteSaver(SerialSaverMethods, LangGraphSqliteSaver):
         return await self._call(run)
 
 
-async def open_sqlite_saver(path: str, *, busy_timeout: float) -> SqliteSaver:
-    """A saver on the SQLite file `path` (tables made or migrated); `busy_timeout` in seconds."""
-    thread = SerialThread(name="checkpoints-sqlite")
+async def open_sqlite_saver(
+    path: str, *, busy_timeout: float, thread: SerialThread | None = None
+) -> SqliteSaver:
+    """A saver on the SQLite file `path` (tables made or migrated); `busy_timeout` in seconds.
+    Its calls run on `thread`, shared with others and left running when the saver closes; on a
+    thread of its own (ended with the saver) when None."""
+    owns_thread = thread is None
+    if thread is None:
+        thread = SerialThread(name="checkpoints-sqlite")
 
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False)
@@ -66,9 +72,11 @@ async def open_sqlite_saver(path: str, *, busy_timeout: float) -> SqliteSaver:
     try:
         conn = await thread.call(connect)
     except BaseException:
-        thread.stop()
+        if owns_thread:
+            thread.stop()
         raise
     saver = SqliteSaver(conn, thread)
+    saver.owns_thread = owns_thread
     try:
         await thread.call(saver.setup)
     except BaseException:
