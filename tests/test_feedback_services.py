@@ -3,6 +3,7 @@
 
 import threading
 import uuid
+from typing import Any
 
 import pytest
 from django.db import connection, connections
@@ -18,11 +19,10 @@ from threads.services import create_thread
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def deleted_run(user) -> Run:
-    """A run as a request read it, deleted since."""
+def _finished_run(user: Any) -> Run:
+    """A successful run on a new thread of `user`'s."""
     thread, _ = create_thread(user=user, thread_id=str(uuid.uuid4()))
-    run = Run.objects.create(
+    return Run.objects.create(
         thread=thread,
         user=user,
         assistant_id=uuid.uuid4(),
@@ -30,6 +30,12 @@ def deleted_run(user) -> Run:
         status="success",
         run_at=timezone.now(),
     )
+
+
+@pytest.fixture
+def deleted_run(user) -> Run:
+    """A run as a request read it, deleted since."""
+    run = _finished_run(user)
     Run.objects.filter(pk=run.pk).delete()
     return run
 
@@ -46,15 +52,7 @@ def test_a_put_whose_feedback_is_deleted_right_after_its_update_answers_it(user)
     # The DELETE goes in on another connection the moment the PUT's UPDATE has run, and is
     # given a second to land: without one transaction around them, it lands before the PUT
     # reads its row back (DoesNotExist, a 500); with it, it waits for the PUT's commit.
-    thread, _ = create_thread(user=user, thread_id=str(uuid.uuid4()))
-    run = Run.objects.create(
-        thread=thread,
-        user=user,
-        assistant_id=uuid.uuid4(),
-        graph_id="echo",
-        status="success",
-        run_at=timezone.now(),
-    )
+    run = _finished_run(user)
     create_feedback(user=user, run=run, rating=1)
     deleting: list[threading.Thread] = []
 
