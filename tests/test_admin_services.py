@@ -271,3 +271,62 @@ def test_staff_with_the_runs_delete_permission_deletes_it_with_its_journal(user:
     assert not RunEvent.objects.filter(run_id=run.pk).exists()
     assert not Feedback.objects.filter(run_id=run.pk).exists()
     assert Thread.objects.filter(pk=run.thread_id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("closing_checkpointer")
+async def test_a_user_deleted_in_the_admin_goes_with_their_threads_journal_and_checkpoints(
+    user: Any, other_user: Any
+) -> None:
+    # Django's own deletion was refused ("Cannot delete user": the journal is read-only) for
+    # any user who had run anything; the database's cascade alone would also have left the
+    # threads' checkpoints behind.
+    thread_id = f"admin-user-{uuid.uuid4()}"
+    graph = await graph_for_thread("echo")
+
+    def their_thread_and_a_run_on_another_users() -> tuple[Run, Run]:
+        own = finished(pending_run(thread=make_thread(user=user, thread_id=thread_id), user=user))
+        entries = [JournalEntry(EventType.RUN_START)]
+        record_batch(thread_id=thread_id, run_id=own.pk, batch=JournalBatch(entries=entries))
+        elsewhere = finished(pending_run(thread=make_thread(user=other_user), user=user))
+        return own, elsewhere
+
+    own, elsewhere = await call_sync(
+        their_thread_and_a_run_on_another_users, on=Executor.THREAD_SENSITIVE
+    )
+    config = {"configurable": {"thread_id": thread_id, "run_id": str(uuid.uuid4())}}
+    await graph.ainvoke({"messages": [{"role": "user", "content": "a secret"}]}, config)
+
+    def delete_in_admin() -> tuple[int, bool, bool, bool, Any]:
+        response = staff_browser().post(f"/admin/auth/user/{user.pk}/delete/", {"post": "yes"})
+        return (
+            response.status_code,
+            get_user_model().objects.filter(pk=user.pk).exists(),
+            Thread.objects.filter(pk=thread_id).exists(),
+            RunEvent.objects.filter(run_id=own.pk).exists(),
+            Run.objects.get(pk=elsewhere.pk).user_id,
+        )
+
+    status, user_left, thread_left, journal_left, elsewhere_user = await call_sync(
+        delete_in_admin, on=Executor.THREAD_SENSITIVE
+    )
+
+    assert status == 302
+    assert not user_left and not thread_left and not journal_left
+    assert elsewhere_user is None  # a run on a thread another user owns stays, without a user
+    assert (await graph.aget_state({"configurable": {"thread_id": thread_id}})).values == {}
+
+
+@pytest.mark.django_db
+def test_a_user_whose_thread_is_busy_is_not_deleted_and_the_admin_says_which(user: Any) -> None:
+    idle, busy = make_thread(user=user), make_thread(user=user)
+    pending_run(thread=busy, user=user)
+
+    page = staff_browser().post(f"/admin/auth/user/{user.pk}/delete/", {"post": "yes"}, follow=True)
+
+    assert "Not deleted" in messages_of(page) and busy.pk in messages_of(page)
+    assert get_user_model().objects.filter(pk=user.pk).exists()
+    assert set(Thread.objects.filter(owner=user).values_list("pk", flat=True)) == {
+        idle.pk,
+        busy.pk,
+    }

@@ -156,3 +156,18 @@ def prune_threads(*, user: Any, thread_ids: Iterable[str]) -> int:
             continue
         pruned += 1
     return pruned
+
+
+def delete_user(*, user: Any) -> None:
+    """Delete a user with the threads they own, each as `delete_thread` deletes it (its runs,
+    journal, feedback and checkpoints, which the database's cascade alone would leave behind),
+    and their feedback; their runs on threads others own stay, without a user. ThreadBusy (409,
+    naming the thread) while one of their threads has a run pending or running or its state
+    being updated: then nothing is deleted."""
+    with transaction.atomic():
+        for thread in Thread.objects.filter(owner=user).order_by("pk"):
+            try:
+                delete_thread(thread=thread)
+            except ThreadBusy as exc:
+                raise type(exc)(f"Thread {thread.pk}: {exc.detail}") from None
+        user.delete()
