@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
@@ -194,9 +195,16 @@ class EventPublisher:
     async def _publish(self, events: list[bus.StreamEvent]) -> None:
         if self.resumable:
             try:
-                await call_sync(store_stream_events, self.run_id, events, on=Executor.ENGINE)
+                stored = await call_sync(
+                    store_stream_events, self.run_id, events, on=Executor.ENGINE
+                )
             except Exception:
                 logger.exception("run %s: cannot store stream events", self.run_id)
+            else:
+                if not stored:
+                    logger.info(
+                        "run %s was deleted: its last stream events are not stored", self.run_id
+                    )
         # The bus is not the record: a lost event costs a client, not a run (logged there).
         await publishing.publish_events(
             run_id=self.run_id,
@@ -207,11 +215,24 @@ class EventPublisher:
         )
 
 
-def store_stream_events(run_id: UUID, events: list[bus.StreamEvent]) -> None:
-    RunStreamEvent.objects.bulk_create(
-        [RunStreamEvent(run_id=run_id, seq=e.id, event=e.event, data=e.data) for e in events],
-        ignore_conflicts=True,
-    )
+def store_stream_events(run_id: UUID, events: list[bus.StreamEvent]) -> bool:
+    """Store a resumable run's events (those already stored, by seq, are skipped); False, with
+    nothing stored, when the run is gone: deleted with its thread once it ended (a cancelled run
+    may still be sending its last events). Any other failure raises."""
+    try:
+        with transaction.atomic():
+            RunStreamEvent.objects.bulk_create(
+                [
+                    RunStreamEvent(run_id=run_id, seq=e.id, event=e.event, data=e.data)
+                    for e in events
+                ],
+                ignore_conflicts=True,
+            )
+    except IntegrityError:
+        if Run.objects.filter(pk=run_id).exists():
+            raise
+        return False
+    return True
 
 
 def expired_stream_events(
