@@ -34,8 +34,8 @@ from runs.engine import (
     orphan_checkpoint_thread_ids,
 )
 from runs.models import Run, RunEvent, RunStreamEvent
-from runs.services import lock_runs_of_threads
 from threads.models import Thread
+from threads.services import lock_runs_of_threads
 
 #: The kinds `clear_expired` reports, by the model label Django's delete() counts under.
 REPORTED_KINDS = {

@@ -1,7 +1,4 @@
-"""Writes to runs other than admission and cancel: deleting a finished run, and the locks a
-thread's deletion takes on its runs."""
-
-from collections.abc import Sequence
+"""Writes to runs other than admission and cancel: deleting a finished run."""
 
 from django.db import transaction
 
@@ -22,17 +19,3 @@ def delete_run(*, run: Run) -> None:
         if locked.is_active:
             raise RunActive()
         locked.delete()
-
-
-def lock_runs_of_threads(thread_ids: Sequence[str]) -> None:
-    """Lock the runs of threads about to be deleted (FOR UPDATE, after their threads' rows, in
-    the deletion's transaction), before their events are deleted: a worker's late write of a
-    run that ended (a cancelled run's last stream or journal events) then waits for the
-    deletion and fails, rather than committing between the deletion of the run's events and
-    that of the run, which then broke the events' foreign key (IntegrityError, a 500)."""
-    list(
-        Run.objects.select_for_update()
-        .filter(thread_id__in=list(thread_ids))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )

@@ -1,7 +1,7 @@
 """Writes to threads and the rules around them."""
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -14,7 +14,6 @@ from deerflow_site.errors import Forbidden
 from deerflow_site.rows import row_params
 from runs.engine import delete_thread_checkpoints
 from runs.models import Run
-from runs.services import lock_runs_of_threads
 from threads.exceptions import ThreadBusy, ThreadExists, ThreadNotFound, ThreadStateUpdating
 from threads.models import Thread
 from threads.ownership import grant_owner, revoke_owner
@@ -171,3 +170,17 @@ def delete_user(*, user: Any) -> None:
             except ThreadBusy as exc:
                 raise type(exc)(f"Thread {thread.pk}: {exc.detail}") from None
         user.delete()
+
+
+def lock_runs_of_threads(thread_ids: Sequence[str]) -> None:
+    """Lock the runs of threads about to be deleted (FOR UPDATE, after their threads' rows, in
+    the deletion's transaction), before their events are deleted: a worker's late write of a
+    run that ended (a cancelled run's last stream or journal events) then waits for the
+    deletion and fails, rather than committing between the deletion of the run's events and
+    that of the run, which then broke the events' foreign key (IntegrityError, a 500)."""
+    list(
+        Run.objects.select_for_update()
+        .filter(thread_id__in=list(thread_ids))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
