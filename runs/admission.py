@@ -287,8 +287,7 @@ def _insert_locked(
 ) -> Run:
     _check_active_runs_quota(user)
     thread = _thread_for_run(user=user, thread_id=thread_id, request=request)
-    updating_until = thread.state_updating_until
-    if updating_until is not None and updating_until > timezone.now():
+    if thread.state_update_under_way():
         raise ThreadStateUpdating()  # the run would start from the state being replaced
     spec = _assistant_for(request=request, thread=thread)
     refusal = None if request.writes_checked else refused_run_writes(spec.graph_id, request.kwargs)

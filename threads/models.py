@@ -1,7 +1,10 @@
 """Threads: a conversation's record, its owner and who else may see it."""
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 
@@ -47,6 +50,12 @@ class Thread(models.Model):
 
     def __str__(self) -> str:
         return self.thread_id
+
+    def state_update_under_way(self, now: datetime | None = None) -> bool:
+        """Whether a state update holds the thread (its lease, `state_updating_until`, not
+        expired at `now`, by default the current time)."""
+        until = self.state_updating_until
+        return until is not None and until > (now or timezone.now())
 
 
 class ThreadUserObjectPermission(UserObjectPermissionBase):

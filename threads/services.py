@@ -134,7 +134,7 @@ def delete_thread(*, thread: Thread) -> None:
             return
         if Run.objects.active().filter(thread=locked).exists():
             raise ThreadBusy()
-        if locked.state_updating_until and locked.state_updating_until > timezone.now():
+        if locked.state_update_under_way():
             raise ThreadStateUpdating()  # its checkpoint would outlive the thread
         lock_runs_of_threads([locked.pk])
         locked.delete()

@@ -63,7 +63,7 @@ def _lease_for_update(thread: Thread) -> datetime:
     with transaction.atomic():
         locked = locked_thread(thread)
         now = timezone.now()
-        if locked.state_updating_until is not None and locked.state_updating_until > now:
+        if locked.state_update_under_way(now):
             raise ThreadStateUpdating()
         if Run.objects.active().filter(thread_id=thread.pk).exists():
             raise ThreadBusy()
