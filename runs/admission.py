@@ -50,6 +50,7 @@ from runs.engine import (
 )
 from runs.exceptions import (
     CheckpointOfOtherThread,
+    NeedsAnotherThread,
     OverLimit,
     ThreadBusyReject,
     TooManyActiveRuns,
@@ -103,13 +104,6 @@ class WritesRefused(Exception):
     def __init__(self, graph_id: str, refusal: dict[str, list[str]]) -> None:
         super().__init__(graph_id, refusal)
         self.graph_id, self.refusal = graph_id, refusal
-
-
-class NeedsAnotherThread(Exception):
-    """Admission on the engine's thread reached a step that awaits async code reading
-    checkpoints (a fork's checkpoint, a webhook's check, a thread's values for refused writes),
-    whose SQLite saver calls run on that very thread: nothing was written; admit on another
-    thread (`runs.stream_views`)."""
 
 
 def _awaited(fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:

@@ -58,3 +58,10 @@ class OverLimit(Invalid):
     def __init__(self, field: str, limit: float, setting: str) -> None:
         number = f"{limit:.0f}" if float(limit).is_integer() else str(limit)
         super().__init__({field: [f"Limit exceeded: at most {number} ({setting})."]})
+
+
+class NeedsAnotherThread(Exception):
+    """Admission on the engine's thread reached a step that awaits async code reading
+    checkpoints (a fork's checkpoint, a webhook's check, a thread's values for refused writes),
+    whose SQLite saver calls run on that very thread: nothing was written; admit on another
+    thread (`runs.stream_views`). Not a client's error: never answered."""

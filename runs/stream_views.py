@@ -33,6 +33,7 @@ from runs.create_serializers import (
     parse_stream_modes,
 )
 from runs.engine import Subscription, answers, bus, subscribe_then
+from runs.exceptions import NeedsAnotherThread
 from runs.models import Run
 from runs.sse.access import ViewRight
 from runs.sse.frames import sse_response
@@ -141,7 +142,7 @@ async def _admit(
             run = await call_sync(
                 _admit_sync, request, thread_id, run_id, watch, on=_admission_executor()
             )
-        except admission.NeedsAnotherThread:  # (nothing written)
+        except NeedsAnotherThread:  # (nothing written)
             run = await call_sync(_admit_sync, request, thread_id, run_id, watch, on=Executor.API)
     except BaseException as exc:
         if isinstance(exc, asyncio.CancelledError):

@@ -15,7 +15,7 @@ executor is named for the connection it stands for:
   the checkpoint saver's calls and the admission of a streamed or waited run run here too (one
   writer at a time anyway; a run then wakes one database thread, in batches with the others').
   Code on this thread must not wait (`call_async`) for code that calls it: the thread would
-  wait for itself (admission moves to the API pool first, `runs.admission.NeedsAnotherThread`).
+  wait for itself (admission moves to the API pool first, `runs.exceptions.NeedsAnotherThread`).
 - `Executor.API`: the ORM work of long-lived async views (streams, waits, joins, cancels) and of
   what they call (admission on PostgreSQL, bus reads), on `API_DB_THREADS` threads that keep
   their connections. A long response must not pin a thread and a connection for its whole life,
